@@ -1,0 +1,216 @@
+//! Compiling a graph into an [`Executable`] and running it.
+//!
+//! `compile` restricts the graph to what the outputs need, fixes a canonical
+//! topological schedule, plans and allocates every buffer once, and loads the
+//! parameters. `run` copies the feeds in, executes the schedule and copies the
+//! outputs out.
+
+mod plan;
+
+pub use plan::MemoryPlan;
+
+use crate::error::{KilnError, Result};
+use crate::graph::order::ancestors_order;
+use crate::graph::{Graph, NodeId};
+use crate::ops::{Op, RunCtx, View};
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// One scheduled op with the steps that produce its operands.
+#[derive(Clone, Debug)]
+struct Step {
+    op: Op,
+    operands: Vec<usize>,
+    shape: Vec<usize>,
+}
+
+/// A compiled graph, ready to run many times.
+#[derive(Debug)]
+pub struct Executable {
+    steps: Vec<Step>,
+    plan: MemoryPlan,
+    slots: Vec<Vec<f32>>,
+    /// Input name → step that holds it (only inputs the outputs need).
+    feeds: Vec<(String, usize)>,
+    /// All input names of the source graph (feeds for unneeded inputs are accepted and ignored).
+    known_inputs: Vec<String>,
+    /// Parameter name → step that holds it.
+    params: Vec<(String, usize)>,
+    outputs: Vec<usize>,
+    ctx: RunCtx,
+}
+
+/// Compiles the part of `graph` that `outputs` depend on.
+pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
+    if outputs.is_empty() {
+        return Err(KilnError::Invalid("compile: no outputs requested".into()));
+    }
+    for &o in outputs {
+        graph.node(o)?;
+    }
+    let order = ancestors_order(graph, outputs);
+    let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut steps = Vec::with_capacity(order.len());
+    let (mut feeds, mut params) = (Vec::new(), Vec::new());
+    for (i, &n) in order.iter().enumerate() {
+        let node = graph.node(n)?;
+        match &node.op {
+            Op::Input { name } => feeds.push((name.clone(), i)),
+            Op::Param { name } => params.push((name.clone(), i)),
+            _ => {}
+        }
+        steps.push(Step {
+            op: node.op.clone(),
+            operands: graph.operands(n).iter().map(|o| step_of[o]).collect(),
+            shape: node.shape.dims().to_vec(),
+        });
+    }
+    let lens: Vec<usize> = steps.iter().map(|s| s.shape.iter().product()).collect();
+    let plan = MemoryPlan::build(&lens);
+    let mut slots: Vec<Vec<f32>> = plan.slot_len.iter().map(|&l| vec![0.0; l]).collect();
+    for (name, step) in &params {
+        let value = graph
+            .param_value(name)
+            .expect("every param node has a value");
+        slots[plan.slot_of[*step]].copy_from_slice(value.data());
+    }
+    Ok(Executable {
+        steps,
+        plan,
+        slots,
+        feeds,
+        known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
+        params,
+        outputs: outputs.iter().map(|o| step_of[o]).collect(),
+        ctx: RunCtx::default(),
+    })
+}
+
+impl Executable {
+    /// Runs the graph on `feeds` (input name, value) and returns the outputs in
+    /// the order they were passed to `compile`.
+    ///
+    /// `Err` if an input the outputs need has no feed, a name is no input of the
+    /// graph, a name is fed twice, or a feed's shape differs from the input's.
+    pub fn run(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.load_feeds(feeds)?;
+        self.execute();
+        self.ctx.step += 1;
+        Ok(self.outputs.iter().map(|&o| self.value(o)).collect())
+    }
+
+    fn load_feeds(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+        for (i, (name, _)) in feeds.iter().enumerate() {
+            if !self.known_inputs.iter().any(|k| k == name) {
+                let is_param = self.params.iter().any(|(p, _)| p == name);
+                if is_param {
+                    return Err(KilnError::Invalid(format!(
+                        "`{name}` is a parameter, not an input: use Executable::set_param to change it"
+                    )));
+                }
+                return Err(KilnError::UnknownFeed {
+                    name: name.to_string(),
+                    known: self.known_inputs.clone(),
+                });
+            }
+            if feeds[..i].iter().any(|(n, _)| n == name) {
+                return Err(KilnError::Invalid(format!("feed `{name}` is given twice")));
+            }
+        }
+        for (name, step) in &self.feeds {
+            let (_, t) = feeds
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| KilnError::MissingFeed(name.clone()))?;
+            let want = &self.steps[*step].shape;
+            if t.shape() != want.as_slice() {
+                return Err(KilnError::FeedShape {
+                    name: name.clone(),
+                    expected: want.clone(),
+                    got: t.shape().to_vec(),
+                });
+            }
+        }
+        for (name, step) in &self.feeds {
+            let t = feeds
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .expect("checked above");
+            self.slots[self.plan.slot_of[*step]].copy_from_slice(t.data());
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self) {
+        for (i, step) in self.steps.iter().enumerate() {
+            if matches!(step.op, Op::Input { .. } | Op::Param { .. }) {
+                continue;
+            }
+            let out_slot = self.plan.slot_of[i];
+            let mut out = std::mem::take(&mut self.slots[out_slot]);
+            {
+                let views: Vec<View> = step
+                    .operands
+                    .iter()
+                    .map(|&o| View {
+                        shape: &self.steps[o].shape,
+                        data: &self.slots[self.plan.slot_of[o]],
+                    })
+                    .collect();
+                step.op.eval(&views, &mut out, &step.shape, &self.ctx);
+            }
+            self.slots[out_slot] = out;
+        }
+    }
+
+    fn value(&self, step: usize) -> Tensor {
+        Tensor::from_vec(
+            self.steps[step].shape.clone(),
+            self.slots[self.plan.slot_of[step]].clone(),
+        )
+        .expect("buffer sizes are planned from shapes")
+    }
+
+    /// Training mode applies dropout masks; evaluation mode (the default) makes dropout the identity.
+    pub fn set_training(&mut self, training: bool) {
+        self.ctx.training = training;
+    }
+
+    /// The current value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<Tensor> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, s)| self.value(s))
+    }
+
+    /// Replaces the value of parameter `name`; `Err` if unknown or of another shape.
+    pub fn set_param(&mut self, name: &str, value: &Tensor) -> Result<()> {
+        let &(_, step) = self.params.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            KilnError::Invalid(format!("no parameter named `{name}` in this executable"))
+        })?;
+        let want = &self.steps[step].shape;
+        if value.shape() != want.as_slice() {
+            return Err(KilnError::Shape {
+                op: "param".into(),
+                message: format!(
+                    "value for `{name}` has shape {:?}, the parameter has {want:?}",
+                    value.shape()
+                ),
+            });
+        }
+        self.slots[self.plan.slot_of[step]].copy_from_slice(value.data());
+        Ok(())
+    }
+
+    /// Number of scheduled ops (including inputs and parameters).
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Bytes of buffer memory planned at compile time.
+    pub fn planned_bytes(&self) -> usize {
+        self.plan.bytes()
+    }
+}

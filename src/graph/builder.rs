@@ -1,0 +1,307 @@
+//! Builder methods: one per generic op. Each checks its operands' shapes and
+//! attributes and returns an `Err` naming the op when they do not fit.
+//! Axes may be negative (counted from the end), as in numpy.
+
+use super::{Graph, NodeId};
+use crate::error::{attr_err, Result};
+use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
+use crate::shape::normalize_axis;
+use crate::tensor::Tensor;
+
+macro_rules! unary_builders {
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        pub fn $name(&mut self, x: NodeId) -> Result<NodeId> {
+            self.add_op(Op::Unary(UnaryOp::$op), &[x])
+        }
+    )*};
+}
+
+macro_rules! binary_builders {
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        pub fn $name(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+            self.add_op(Op::Binary(BinaryOp::$op), &[a, b])
+        }
+    )*};
+}
+
+impl Graph {
+    unary_builders! {
+        /// `-x`
+        neg => Neg,
+        /// `e^x`
+        exp => Exp,
+        /// natural logarithm
+        log => Log,
+        /// square root
+        sqrt => Sqrt,
+        /// `1/x`
+        recip => Recip,
+        /// `max(x, 0)`
+        relu => Relu,
+        /// logistic sigmoid
+        sigmoid => Sigmoid,
+        /// hyperbolic tangent
+        tanh => Tanh,
+        /// absolute value
+        abs => Abs,
+    }
+
+    binary_builders! {
+        /// `a + b` (broadcasting)
+        add => Add,
+        /// `a - b` (broadcasting)
+        sub => Sub,
+        /// `a * b` (broadcasting)
+        mul => Mul,
+        /// `a / b` (broadcasting)
+        div => Div,
+        /// element-wise maximum (broadcasting)
+        maximum => Max,
+        /// element-wise minimum (broadcasting)
+        minimum => Min,
+        /// `a == b` as 1/0
+        eq => Eq,
+        /// `a != b` as 1/0
+        ne => Ne,
+        /// `a < b` as 1/0
+        lt => Lt,
+        /// `a <= b` as 1/0
+        le => Le,
+        /// `a > b` as 1/0
+        gt => Gt,
+        /// `a >= b` as 1/0
+        ge => Ge,
+    }
+
+    /// A constant tensor.
+    pub fn constant(&mut self, value: Tensor) -> Result<NodeId> {
+        self.add_op(Op::Constant { value }, &[])
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn fill(&mut self, shape: &[usize], value: f32) -> Result<NodeId> {
+        self.add_op(
+            Op::Fill {
+                shape: shape.to_vec(),
+                value,
+            },
+            &[],
+        )
+    }
+
+    /// A scalar constant (broadcasts against anything).
+    pub fn scalar(&mut self, value: f32) -> Result<NodeId> {
+        self.fill(&[], value)
+    }
+
+    /// `x * c` for a scalar `c`.
+    pub fn mul_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
+        let s = self.scalar(c)?;
+        self.mul(x, s)
+    }
+
+    /// `x + c` for a scalar `c`.
+    pub fn add_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
+        let s = self.scalar(c)?;
+        self.add(x, s)
+    }
+
+    /// `a` where `cond != 0`, else `b` (all three broadcast).
+    pub fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.add_op(Op::Select, &[cond, a, b])
+    }
+
+    fn reduce(
+        &mut self,
+        kind: ReduceKind,
+        x: NodeId,
+        axes: &[isize],
+        keepdims: bool,
+    ) -> Result<NodeId> {
+        let rank = self.shape(x)?.len();
+        let mut ax = axes
+            .iter()
+            .map(|&a| normalize_axis(kind.name(), a, rank))
+            .collect::<Result<Vec<_>>>()?;
+        ax.sort_unstable();
+        if ax.windows(2).any(|w| w[0] == w[1]) {
+            return attr_err(
+                kind.name(),
+                format!("axes {axes:?} name the same axis twice"),
+            );
+        }
+        self.add_op(
+            Op::Reduce {
+                kind,
+                axes: ax,
+                keepdims,
+            },
+            &[x],
+        )
+    }
+
+    /// Sum over `axes`.
+    pub fn sum(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceKind::Sum, x, axes, keepdims)
+    }
+
+    /// Mean over `axes`.
+    pub fn mean(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceKind::Mean, x, axes, keepdims)
+    }
+
+    /// Maximum over `axes`.
+    pub fn max(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceKind::Max, x, axes, keepdims)
+    }
+
+    /// Sum of all elements, as a scalar.
+    pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId> {
+        let axes: Vec<isize> = (0..self.shape(x)?.len() as isize).collect();
+        if axes.is_empty() {
+            return Ok(x);
+        }
+        self.sum(x, &axes, false)
+    }
+
+    /// 1 at the first maximum along `axis`, 0 elsewhere.
+    pub fn first_max_mask(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = normalize_axis("first_max_mask", axis, self.shape(x)?.len())?;
+        self.add_op(Op::FirstMaxMask { axis }, &[x])
+    }
+
+    /// The same data with `shape` (one entry may be -1: inferred).
+    pub fn reshape(&mut self, x: NodeId, shape: &[isize]) -> Result<NodeId> {
+        let numel: usize = self.shape(x)?.iter().product();
+        let shape = resolve_shape(numel, shape)?;
+        self.add_op(Op::Reshape { shape }, &[x])
+    }
+
+    /// Element-wise transpose: output dim `i` is input dim `perm[i]`.
+    pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
+        self.add_op(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Numpy broadcast to `shape`.
+    pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        self.add_op(
+            Op::Broadcast {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// `start..end` with `step` along `axis`.
+    pub fn slice(
+        &mut self,
+        x: NodeId,
+        axis: isize,
+        start: usize,
+        end: usize,
+        step: usize,
+    ) -> Result<NodeId> {
+        let axis = normalize_axis("slice", axis, self.shape(x)?.len())?;
+        self.add_op(
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            },
+            &[x],
+        )
+    }
+
+    /// Constant padding with `(before, after)` per dimension.
+    pub fn pad(&mut self, x: NodeId, pads: &[(usize, usize)], value: f32) -> Result<NodeId> {
+        self.add_op(
+            Op::Pad {
+                pads: pads.to_vec(),
+                value,
+            },
+            &[x],
+        )
+    }
+
+    /// Concatenation along an existing axis.
+    pub fn concat(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
+        let rank = match xs.first() {
+            Some(&x) => self.shape(x)?.len(),
+            None => return attr_err("concat", "needs at least one operand"),
+        };
+        let axis = normalize_axis("concat", axis, rank)?;
+        self.add_op(Op::Concat { axis }, xs)
+    }
+
+    /// Stacking along a new axis (`-1` appends it last).
+    pub fn stack(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
+        let rank = match xs.first() {
+            Some(&x) => self.shape(x)?.len(),
+            None => return attr_err("stack", "needs at least one operand"),
+        };
+        let axis = normalize_axis("stack", axis, rank + 1)?;
+        self.add_op(Op::Stack { axis }, xs)
+    }
+
+    /// im2col: `[N, C, *S]` → `[N, C, K, L]`.
+    pub fn unfold(&mut self, x: NodeId, window: Window) -> Result<NodeId> {
+        self.add_op(Op::Unfold(window), &[x])
+    }
+
+    /// col2im (scatter-add): `[N, C, K, L]` → `[N, C, *spatial]`.
+    pub fn fold(&mut self, x: NodeId, window: Window, spatial: &[usize]) -> Result<NodeId> {
+        self.add_op(
+            Op::Fold {
+                window,
+                spatial: spatial.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Batched matrix product.
+    pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.add_op(Op::MatMul, &[a, b])
+    }
+
+    /// Inverted dropout with probability `p` and mask seed `seed`
+    /// (identity when the executable runs in evaluation mode).
+    pub fn dropout(&mut self, x: NodeId, p: f32, seed: u64) -> Result<NodeId> {
+        self.add_op(Op::Dropout { p, seed }, &[x])
+    }
+}
+
+/// Resolves a target shape with at most one `-1` against `numel` elements.
+pub(crate) fn resolve_shape(numel: usize, shape: &[isize]) -> Result<Vec<usize>> {
+    let infer: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == -1).collect();
+    if infer.len() > 1 || shape.iter().any(|&d| d < -1) {
+        return attr_err(
+            "reshape",
+            format!("shape {shape:?} may hold non-negative sizes and at most one -1"),
+        );
+    }
+    let known: usize = shape
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as usize)
+        .product();
+    let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    if let Some(&i) = infer.first() {
+        if known == 0 || numel % known != 0 {
+            return attr_err(
+                "reshape",
+                format!("cannot infer the -1 in {shape:?} for an operand of {numel} elements"),
+            );
+        }
+        out[i] = numel / known;
+    }
+    Ok(out)
+}

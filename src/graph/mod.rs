@@ -1,0 +1,231 @@
+//! The graph IR: a `petgraph` `StableDiGraph` whose nodes carry an op, the
+//! output shape and an optional name, and whose edges carry the operand index.
+//! Shapes are inferred when a node is added, so a wrong shape is an `Err` at
+//! build time.
+
+mod builder;
+pub mod dump;
+mod init;
+pub mod order;
+
+pub use init::Init;
+
+use crate::error::{KilnError, Result};
+use crate::ops::Op;
+use crate::rng::mix64;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use std::collections::BTreeMap;
+
+/// A handle to a node of a [`Graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) NodeIndex);
+
+impl NodeId {
+    /// The raw index (stable for the node's lifetime; not the dump number).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+/// A node: its op, its output shape, an optional name, and its creation order.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// The output shape, inferred from the operands.
+    pub shape: Shape,
+    /// A human-readable name shown in dumps (`conv2d_0.weight`).
+    pub name: Option<String>,
+    /// Creation order, used to break ties deterministically.
+    pub(crate) seq: usize,
+}
+
+/// A static op graph under construction.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub(crate) g: StableDiGraph<Node, usize>,
+    inputs: BTreeMap<String, NodeId>,
+    params: BTreeMap<String, (NodeId, Tensor)>,
+    next_seq: usize,
+    seed: u64,
+    name_counters: BTreeMap<String, usize>,
+}
+
+impl Graph {
+    /// An empty graph; parameters are initialised from seed 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty graph whose random parameter initialisers draw from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Graph {
+            seed,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a node applying `op` to `operands`, inferring its shape.
+    /// `Err` if an operand is not in this graph or the shapes do not fit the op.
+    pub fn add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId> {
+        let shapes: Vec<&[usize]> = operands
+            .iter()
+            .map(|&id| self.node(id).map(|n| n.shape.dims()))
+            .collect::<Result<_>>()?;
+        let shape = op.infer_shape(&shapes)?;
+        Ok(self.insert(op, Shape(shape), operands))
+    }
+
+    fn insert(&mut self, op: Op, shape: Shape, operands: &[NodeId]) -> NodeId {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let idx = self.g.add_node(Node {
+            op,
+            shape,
+            name: None,
+            seq,
+        });
+        for (i, &src) in operands.iter().enumerate() {
+            self.g.add_edge(src.0, idx, i);
+        }
+        NodeId(idx)
+    }
+
+    /// Declares a named input of `shape`, fed at run time.
+    pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
+        self.claim_name(name)?;
+        let id = self.insert(Op::Input { name: name.into() }, shape.into(), &[]);
+        self.inputs.insert(name.into(), id);
+        self.set_name(id, name);
+        Ok(id)
+    }
+
+    /// Declares a trainable parameter of `shape`, initialised by `init`.
+    pub fn param(&mut self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<NodeId> {
+        let shape = shape.into();
+        let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
+        let value = init.materialize(name, &shape, salt)?;
+        self.claim_name(name)?;
+        let id = self.insert(Op::Param { name: name.into() }, shape, &[]);
+        self.params.insert(name.into(), (id, value));
+        self.set_name(id, name);
+        Ok(id)
+    }
+
+    fn claim_name(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(KilnError::Invalid(
+                "input and parameter names must not be empty".into(),
+            ));
+        }
+        if self.inputs.contains_key(name) || self.params.contains_key(name) {
+            return Err(KilnError::DuplicateName(name.into()));
+        }
+        Ok(())
+    }
+
+    /// The node behind `id`, or `Err` if it is not in this graph.
+    pub fn node(&self, id: NodeId) -> Result<&Node> {
+        self.g
+            .node_weight(id.0)
+            .ok_or(KilnError::UnknownNode(id.index()))
+    }
+
+    /// The output shape of `id`.
+    pub fn shape(&self, id: NodeId) -> Result<&[usize]> {
+        Ok(self.node(id)?.shape.dims())
+    }
+
+    /// Gives node `id` a human-readable name (shown in dumps).
+    pub fn set_name(&mut self, id: NodeId, name: impl Into<String>) {
+        if let Some(n) = self.g.node_weight_mut(id.0) {
+            n.name = Some(name.into());
+        }
+    }
+
+    /// A fresh name `"{prefix}_{k}"` for layer `k` of a kind (`conv2d_0`, `conv2d_1`...).
+    pub fn fresh_name(&mut self, prefix: &str) -> String {
+        let c = self.name_counters.entry(prefix.into()).or_insert(0);
+        *c += 1;
+        format!("{prefix}_{}", *c - 1)
+    }
+
+    /// The operands of `id`, in operand order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        let mut e: Vec<(usize, NodeId)> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| (*e.weight(), NodeId(e.source())))
+            .collect();
+        e.sort();
+        e.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that use `id` as an operand (each once), in creation order.
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut u: Vec<NodeId> = self
+            .g
+            .neighbors_directed(id.0, Direction::Outgoing)
+            .map(NodeId)
+            .collect();
+        u.sort_by_key(|n| self.g[n.0].seq);
+        u.dedup();
+        u
+    }
+
+    /// All node ids, in creation order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.g.node_indices().map(NodeId).collect();
+        v.sort_by_key(|n| self.g[n.0].seq);
+        v
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// The named inputs (fed at run time).
+    pub fn inputs(&self) -> impl Iterator<Item = (&str, NodeId)> {
+        self.inputs.iter().map(|(k, &v)| (k.as_str(), v))
+    }
+
+    /// The named parameters with their current values.
+    pub fn params(&self) -> impl Iterator<Item = (&str, NodeId, &Tensor)> {
+        self.params.iter().map(|(k, (id, t))| (k.as_str(), *id, t))
+    }
+
+    /// The current value of parameter `name`.
+    pub fn param_value(&self, name: &str) -> Option<&Tensor> {
+        self.params.get(name).map(|(_, t)| t)
+    }
+
+    /// Replaces the value of parameter `name`; `Err` if unknown or of another shape.
+    pub fn set_param_value(&mut self, name: &str, value: Tensor) -> Result<()> {
+        let (id, slot) = self
+            .params
+            .get_mut(name)
+            .ok_or_else(|| KilnError::Invalid(format!("no parameter named `{name}`")))?;
+        let want = self.g[id.0].shape.dims();
+        if value.shape() != want {
+            return Err(KilnError::Shape {
+                op: "param".into(),
+                message: format!(
+                    "value for `{name}` has shape {:?}, the parameter has {want:?}",
+                    value.shape()
+                ),
+            });
+        }
+        *slot = value;
+        Ok(())
+    }
+}

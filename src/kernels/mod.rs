@@ -1,0 +1,3 @@
+//! Fast CPU kernels: pure functions on slices and shapes (no graph types).
+
+pub mod matmul;

@@ -1,0 +1,40 @@
+//! kiln: a small graph-compiling deep-learning framework.
+//!
+//! Build a model once as a static op graph ([`Graph`], [`nn`] layers), compile
+//! it ([`compile`]) and run it many times ([`Executable::run`]).
+//!
+//! ```
+//! use kiln::{compile, nn, nn::Layer, Graph, Tensor};
+//! # fn main() -> kiln::Result<()> {
+//! let mut g = Graph::with_seed(1);
+//! let x = g.input("x", [2, 4])?;
+//! let y = nn::Linear::new(4, 3).build(&mut g, x)?;
+//! let mut exe = compile(&g, &[y])?;
+//! let out = exe.run(&[("x", &Tensor::zeros([2, 4]))])?;
+//! assert_eq!(out[0].shape(), &[2, 3]);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod kernels;
+pub mod models;
+pub mod nn;
+
+pub mod ops;
+#[path = "../passes/mod.rs"]
+pub mod passes;
+pub mod rng;
+pub mod shape;
+pub mod tensor;
+
+pub use error::{KilnError, Result};
+pub use exec::{compile, Executable};
+pub use graph::dump::DumpFormat;
+pub use graph::{Graph, Init, Node, NodeId};
+pub use ops::{Op, Window};
+pub use shape::Shape;
+pub use tensor::Tensor;

@@ -1,0 +1,68 @@
+//! Activations and (log-)softmax.
+
+use super::Layer;
+use crate::error::Result;
+use crate::graph::{Graph, NodeId};
+
+/// `max(x, 0)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Relu;
+/// `1 / (1 + e^−x)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sigmoid;
+/// `tanh(x)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tanh;
+
+impl Layer for Relu {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.relu(x)
+    }
+}
+impl Layer for Sigmoid {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.sigmoid(x)
+    }
+}
+impl Layer for Tanh {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.tanh(x)
+    }
+}
+
+/// Numerically stable softmax along `axis`: `exp(x − max) / Σ exp(x − max)`.
+pub fn softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
+    let m = g.max(x, &[axis], true)?;
+    let z = g.sub(x, m)?;
+    let e = g.exp(z)?;
+    let s = g.sum(e, &[axis], true)?;
+    g.div(e, s)
+}
+
+/// Numerically stable log-softmax along `axis`: `(x − max) − log Σ exp(x − max)`.
+pub fn log_softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
+    let m = g.max(x, &[axis], true)?;
+    let z = g.sub(x, m)?;
+    let e = g.exp(z)?;
+    let s = g.sum(e, &[axis], true)?;
+    let ls = g.log(s)?;
+    g.sub(z, ls)
+}
+
+/// Softmax along an axis.
+#[derive(Clone, Copy, Debug)]
+pub struct Softmax(pub isize);
+/// Log-softmax along an axis.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSoftmax(pub isize);
+
+impl Layer for Softmax {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        softmax(g, x, self.0)
+    }
+}
+impl Layer for LogSoftmax {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        log_softmax(g, x, self.0)
+    }
+}

@@ -1,0 +1,164 @@
+//! `Conv1d` / `Conv2d`, expressed as unfold (im2col) + batched matmul + bias add.
+//!
+//! Weight `[Cout, Cin/groups, *kernel]`, input `[N, Cin, *S]`, output
+//! `[N, Cout, *O]` with `O = floor((S + 2p − d(k−1) − 1)/s) + 1`, as PyTorch.
+//! The graph: `unfold(x) [N,Cin,K,L] → reshape [N,G,Cin/G·K,L]`,
+//! `weight → reshape [G,Cout/G,Cin/G·K]`, `matmul → [N,G,Cout/G,L] →
+//! reshape [N,Cout,*O]`, `+ bias [Cout,1..]`.
+
+use super::{layer_name, Layer};
+use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, Init, NodeId};
+use crate::ops::Window;
+
+/// An N-d convolution over `D` spatial dimensions (use [`Conv1d`] or [`Conv2d`]).
+#[derive(Clone, Debug)]
+pub struct Conv<const D: usize> {
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; D],
+    stride: [usize; D],
+    padding: [usize; D],
+    dilation: [usize; D],
+    groups: usize,
+    bias: bool,
+    name: Option<String>,
+}
+
+/// 1-D convolution over `[N, C, L]`.
+pub type Conv1d = Conv<1>;
+/// 2-D convolution over `[N, C, H, W]`.
+pub type Conv2d = Conv<2>;
+
+impl<const D: usize> Conv<D> {
+    /// `in → out` channels with a square kernel of size `k`; stride 1, no
+    /// padding, dilation 1, one group, with bias; parameters drawn from
+    /// `U(−1/√fan_in, 1/√fan_in)` (PyTorch's default).
+    pub fn new(in_channels: usize, out_channels: usize, k: usize) -> Self {
+        Conv {
+            in_channels,
+            out_channels,
+            kernel: [k; D],
+            stride: [1; D],
+            padding: [0; D],
+            dilation: [1; D],
+            groups: 1,
+            bias: true,
+            name: None,
+        }
+    }
+    /// Kernel size per spatial dimension.
+    pub fn kernel(mut self, k: [usize; D]) -> Self {
+        self.kernel = k;
+        self
+    }
+    /// The same stride along every spatial dimension.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s; D];
+        self
+    }
+    /// Stride per spatial dimension.
+    pub fn strides(mut self, s: [usize; D]) -> Self {
+        self.stride = s;
+        self
+    }
+    /// The same zero padding on every side.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p; D];
+        self
+    }
+    /// Zero padding per spatial dimension (both sides).
+    pub fn paddings(mut self, p: [usize; D]) -> Self {
+        self.padding = p;
+        self
+    }
+    /// The same dilation along every spatial dimension.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d; D];
+        self
+    }
+    /// Number of groups (`in` and `out` channels must both be divisible by it).
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// With or without the bias term.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Names the layer (parameters become `{name}.weight`, `{name}.bias`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// The window this convolution slides.
+    pub fn window(&self) -> Window {
+        Window {
+            kernel: self.kernel.to_vec(),
+            stride: self.stride.to_vec(),
+            padding: self.padding.to_vec(),
+            dilation: self.dilation.to_vec(),
+        }
+    }
+}
+
+impl<const D: usize> Layer for Conv<D> {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let name = layer_name(g, &self.name, &format!("conv{D}d"));
+        let (cin, cout, groups) = (self.in_channels, self.out_channels, self.groups);
+        if groups == 0 || cin == 0 || cout == 0 || cin % groups != 0 || cout % groups != 0 {
+            return attr_err(
+                &name,
+                format!("groups = {groups} must be ≥ 1 and divide in_channels = {cin} and out_channels = {cout}"),
+            );
+        }
+        let window = self.window();
+        window.validate(&name)?;
+        let xs = g.shape(x)?.to_vec();
+        if xs.len() != D + 2 || xs[1] != cin {
+            let dims = if D == 1 { "L" } else { "H, W" };
+            return shape_err(
+                &name,
+                format!("input has shape {xs:?}, expected [N, {cin}, {dims}]"),
+            );
+        }
+        let out_spatial = window.out_size(&name, &xs[2..])?;
+        let (n, cg, k, l) = (
+            xs[0],
+            cin / groups,
+            window.cells(),
+            out_spatial.iter().product::<usize>(),
+        );
+        let fan_in = cg * k;
+        let init = Init::LeCunUniform { fan_in };
+        let mut wshape = vec![cout, cg];
+        wshape.extend_from_slice(&self.kernel);
+        let w = g.param(&format!("{name}.weight"), wshape, init.clone())?;
+
+        let cols = g.unfold(x, window)?;
+        g.set_name(cols, format!("{name}.unfold"));
+        let cols = g.reshape(
+            cols,
+            &[n as isize, groups as isize, (cg * k) as isize, l as isize],
+        )?;
+        let wm = g.reshape(
+            w,
+            &[groups as isize, (cout / groups) as isize, (cg * k) as isize],
+        )?;
+        let y = g.matmul(wm, cols)?;
+        g.set_name(y, format!("{name}.matmul"));
+        let mut oshape = vec![n as isize, cout as isize];
+        oshape.extend(out_spatial.iter().map(|&o| o as isize));
+        let mut y = g.reshape(y, &oshape)?;
+        if self.bias {
+            let b = g.param(&format!("{name}.bias"), [cout], init)?;
+            let mut bshape = vec![cout as isize];
+            bshape.extend([1; D]);
+            let b = g.reshape(b, &bshape)?;
+            y = g.add(y, b)?;
+            g.set_name(y, format!("{name}.bias_add"));
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,65 @@
+//! Layers built from the generic ops. A layer is a small config struct; its
+//! [`Layer::build`] adds parameters and ops to a [`Graph`] and returns the
+//! output node. Conv and pooling are *expressed* in generic ops (unfold,
+//! matmul, reductions); the compiler's passes turn them into fused kernels.
+
+mod activation;
+mod conv;
+mod linear;
+mod lstm;
+mod pool;
+mod reshape;
+
+pub use activation::{log_softmax, softmax, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use conv::{Conv, Conv1d, Conv2d};
+pub use linear::Linear;
+pub use lstm::Lstm;
+pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use reshape::{Dropout, Flatten, Reshape};
+
+use crate::error::Result;
+use crate::graph::{Graph, NodeId};
+
+/// Something that adds ops to a graph: a layer or a container of layers.
+pub trait Layer {
+    /// Adds this layer's parameters and ops applied to `x`; returns the output.
+    /// Shape errors surface here, naming the layer.
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId>;
+}
+
+/// Layers applied one after another.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl Sequential {
+    /// An empty container.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends a layer.
+    pub fn push(mut self, layer: impl Layer + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+    /// Whether there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+impl Layer for Sequential {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        self.layers.iter().try_fold(x, |h, l| l.build(g, h))
+    }
+}
+
+/// The layer's explicit name, or a fresh `"{kind}_{k}"` one.
+fn layer_name(g: &mut Graph, name: &Option<String>, kind: &str) -> String {
+    name.clone().unwrap_or_else(|| g.fresh_name(kind))
+}

@@ -1,0 +1,296 @@
+//! 2-D pooling, expressed as pad + unfold + reduction.
+//!
+//! Semantics are PyTorch's: stride defaults to the kernel, padding is at most
+//! half the (effective) kernel, and with `ceil_mode` a last window may start
+//! inside the input or the left padding but never wholly in the right padding.
+//! Max pooling pads with −∞ (padded cells are never chosen); average pooling
+//! pads with zeros and divides by the window clipped to the padded input
+//! (`count_include_pad = true`, the default) or by the number of real cells.
+
+use super::{layer_name, Layer};
+use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, NodeId};
+use crate::ops::Window;
+
+/// Output size per spatial dim and the extra right padding `ceil_mode` needs.
+struct PoolGeom {
+    out: [usize; 2],
+    extra: [usize; 2],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pool_geom(
+    name: &str,
+    xs: &[usize],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+    d: [usize; 2],
+    ceil_mode: bool,
+) -> Result<PoolGeom> {
+    if xs.len() != 4 {
+        return shape_err(
+            name,
+            format!("input has shape {xs:?}, expected [N, C, H, W]"),
+        );
+    }
+    if k.contains(&0) || s.contains(&0) || d.contains(&0) {
+        return attr_err(
+            name,
+            format!("kernel {k:?}, stride {s:?} and dilation {d:?} must be at least 1"),
+        );
+    }
+    let mut geom = PoolGeom {
+        out: [0; 2],
+        extra: [0; 2],
+    };
+    for i in 0..2 {
+        let span = d[i] * (k[i] - 1) + 1;
+        if 2 * p[i] > span {
+            return attr_err(
+                name,
+                format!("padding {p:?} must be at most half the effective kernel size {span}"),
+            );
+        }
+        let (size, padded) = (xs[2 + i], xs[2 + i] + 2 * p[i]);
+        if span > padded {
+            return shape_err(
+                name,
+                format!("kernel {k:?} (dilation {d:?}) spans {span} cells, larger than the padded input {padded} (input shape {xs:?}, padding {p:?})"),
+            );
+        }
+        let round = if ceil_mode { s[i] - 1 } else { 0 };
+        let mut out = (padded - span + round) / s[i] + 1;
+        if ceil_mode && (out - 1) * s[i] >= size + p[i] {
+            out -= 1;
+        }
+        geom.out[i] = out;
+        geom.extra[i] = ((out - 1) * s[i] + span).saturating_sub(padded);
+    }
+    Ok(geom)
+}
+
+/// Windows over the padded input: `[N, C, K, L]` with `K` cells per window.
+fn windows(
+    g: &mut Graph,
+    x: NodeId,
+    name: &str,
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pads: [(usize, usize); 2],
+    value: f32,
+) -> Result<NodeId> {
+    let mut h = x;
+    if pads.iter().any(|&(a, b)| a + b > 0) {
+        h = g.pad(x, &[(0, 0), (0, 0), pads[0], pads[1]], value)?;
+        g.set_name(h, format!("{name}.pad"));
+    }
+    let w = Window {
+        kernel: k.to_vec(),
+        stride: s.to_vec(),
+        padding: vec![0, 0],
+        dilation: d.to_vec(),
+    };
+    let cols = g.unfold(h, w)?;
+    g.set_name(cols, format!("{name}.unfold"));
+    Ok(cols)
+}
+
+/// 2-D max pooling (kernel, stride, padding, dilation, `ceil_mode`).
+#[derive(Clone, Debug)]
+pub struct MaxPool2d {
+    kernel: [usize; 2],
+    stride: Option<[usize; 2]>,
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+    name: Option<String>,
+}
+
+impl MaxPool2d {
+    /// A square `k × k` window with stride `k`, no padding.
+    pub fn new(k: usize) -> Self {
+        MaxPool2d {
+            kernel: [k, k],
+            stride: None,
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+            name: None,
+        }
+    }
+    /// Kernel per dimension.
+    pub fn kernel(mut self, k: [usize; 2]) -> Self {
+        self.kernel = k;
+        self
+    }
+    /// The same stride along both dimensions (default: the kernel).
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = Some([s, s]);
+        self
+    }
+    /// The same padding (−∞) on every side.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// The same dilation along both dimensions.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Rounds the output size up instead of down.
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+    /// Names the layer in dumps.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let name = layer_name(g, &self.name, "maxpool2d");
+        let xs = g.shape(x)?.to_vec();
+        let (k, s, p, d) = (
+            self.kernel,
+            self.stride.unwrap_or(self.kernel),
+            self.padding,
+            self.dilation,
+        );
+        let geom = pool_geom(&name, &xs, k, s, p, d, self.ceil_mode)?;
+        let pads = [(p[0], p[0] + geom.extra[0]), (p[1], p[1] + geom.extra[1])];
+        let cols = windows(g, x, &name, k, s, d, pads, f32::NEG_INFINITY)?;
+        let m = g.max(cols, &[2], false)?;
+        g.set_name(m, format!("{name}.max"));
+        g.reshape(
+            m,
+            &[
+                xs[0] as isize,
+                xs[1] as isize,
+                geom.out[0] as isize,
+                geom.out[1] as isize,
+            ],
+        )
+    }
+}
+
+/// 2-D average pooling (kernel, stride, padding, `ceil_mode`, `count_include_pad`).
+#[derive(Clone, Debug)]
+pub struct AvgPool2d {
+    kernel: [usize; 2],
+    stride: Option<[usize; 2]>,
+    padding: [usize; 2],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    name: Option<String>,
+}
+
+impl AvgPool2d {
+    /// A square `k × k` window with stride `k`, no padding, `count_include_pad = true`.
+    pub fn new(k: usize) -> Self {
+        AvgPool2d {
+            kernel: [k, k],
+            stride: None,
+            padding: [0, 0],
+            ceil_mode: false,
+            count_include_pad: true,
+            name: None,
+        }
+    }
+    /// Kernel per dimension.
+    pub fn kernel(mut self, k: [usize; 2]) -> Self {
+        self.kernel = k;
+        self
+    }
+    /// The same stride along both dimensions (default: the kernel).
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = Some([s, s]);
+        self
+    }
+    /// The same zero padding on every side.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// Rounds the output size up instead of down.
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+    /// Whether padded cells count in the divisor (default true, as PyTorch).
+    pub fn count_include_pad(mut self, c: bool) -> Self {
+        self.count_include_pad = c;
+        self
+    }
+    /// Names the layer in dumps.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let name = layer_name(g, &self.name, "avgpool2d");
+        let xs = g.shape(x)?.to_vec();
+        let (k, s, p, one) = (
+            self.kernel,
+            self.stride.unwrap_or(self.kernel),
+            self.padding,
+            [1, 1],
+        );
+        let geom = pool_geom(&name, &xs, k, s, p, one, self.ceil_mode)?;
+        let pads = [(p[0], p[0] + geom.extra[0]), (p[1], p[1] + geom.extra[1])];
+        let cols = windows(g, x, &name, k, s, one, pads, 0.0)?;
+        let sum = g.sum(cols, &[2], false)?;
+        g.set_name(sum, format!("{name}.sum"));
+        let uniform_divisor = geom.extra == [0, 0] && (self.count_include_pad || p == [0, 0]);
+        let avg = if uniform_divisor {
+            g.mul_scalar(sum, 1.0 / (k[0] * k[1]) as f32)?
+        } else {
+            // Divisor per window: the same windows over a plane of ones that
+            // covers exactly the cells that count.
+            let (ones, pads) = if self.count_include_pad {
+                let ones = g.fill(&[1, 1, xs[2] + 2 * p[0], xs[3] + 2 * p[1]], 1.0)?;
+                (ones, [(0, geom.extra[0]), (0, geom.extra[1])])
+            } else {
+                (g.fill(&[1, 1, xs[2], xs[3]], 1.0)?, pads)
+            };
+            let count_cols = windows(g, ones, &format!("{name}.count"), k, s, one, pads, 0.0)?;
+            let count = g.sum(count_cols, &[2], false)?;
+            g.div(sum, count)?
+        };
+        g.set_name(avg, format!("{name}.avg"));
+        g.reshape(
+            avg,
+            &[
+                xs[0] as isize,
+                xs[1] as isize,
+                geom.out[0] as isize,
+                geom.out[1] as isize,
+            ],
+        )
+    }
+}
+
+/// Global average pooling: `[N, C, H, W]` → `[N, C, 1, 1]` (as `AdaptiveAvgPool2d(1)`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GlobalAvgPool2d;
+
+impl Layer for GlobalAvgPool2d {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let xs = g.shape(x)?;
+        if xs.len() != 4 {
+            return shape_err(
+                "global_avg_pool2d",
+                format!("input has shape {xs:?}, expected [N, C, H, W]"),
+            );
+        }
+        g.mean(x, &[2, 3], true)
+    }
+}

@@ -1,0 +1,74 @@
+//! Shape layers (`Flatten`, `Reshape`) and `Dropout`.
+
+use super::{layer_name, Layer};
+use crate::error::{shape_err, Result};
+use crate::graph::{Graph, NodeId};
+use crate::rng::mix64;
+
+/// `[N, ...]` → `[N, ∏...]` (PyTorch's `Flatten` with `start_dim = 1`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flatten;
+
+impl Layer for Flatten {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let xs = g.shape(x)?;
+        if xs.is_empty() {
+            return shape_err("flatten", "input is a scalar; expected [N, ...]");
+        }
+        let n = xs[0] as isize;
+        let rest: usize = xs[1..].iter().product();
+        g.reshape(x, &[n, rest as isize])
+    }
+}
+
+/// Reshape to a full target shape; one entry may be −1 (inferred).
+#[derive(Clone, Debug)]
+pub struct Reshape(pub Vec<isize>);
+
+impl Layer for Reshape {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.reshape(x, &self.0)
+    }
+}
+
+/// Inverted dropout: zeroes elements with probability `p` and scales the rest
+/// by `1/(1−p)` when the executable is in training mode; identity otherwise.
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    p: f32,
+    seed: Option<u64>,
+    name: Option<String>,
+}
+
+impl Dropout {
+    /// Dropout with probability `p`; its mask seed derives from the layer name.
+    pub fn new(p: f32) -> Self {
+        Dropout {
+            p,
+            seed: None,
+            name: None,
+        }
+    }
+    /// Fixes the mask seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// Names the layer in dumps.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl Layer for Dropout {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let name = layer_name(g, &self.name, "dropout");
+        let seed = self
+            .seed
+            .unwrap_or_else(|| name.bytes().fold(0u64, |h, b| mix64(h ^ b as u64)));
+        let y = g.dropout(x, self.p, seed)?;
+        g.set_name(y, name);
+        Ok(y)
+    }
+}

@@ -1,0 +1,42 @@
+//! Inverted dropout with a position-addressed, seeded mask.
+//!
+//! In training mode element `i` is kept when `hash(seed, step, i)` maps to a
+//! uniform value `≥ p`, and kept elements are scaled by `1/(1-p)`; in
+//! evaluation mode dropout is the identity. Because the mask depends only on
+//! `(seed, step, i)`, the same op applied to the upstream gradient in the same
+//! run reproduces the forward mask exactly.
+
+use super::RunCtx;
+use crate::error::{attr_err, Result};
+use crate::rng::mix64;
+
+/// Shape rule of `Dropout`: same shape; `p` must lie in `[0, 1]`.
+pub fn dropout_shape(x: &[usize], p: f32) -> Result<Vec<usize>> {
+    if !(0.0..=1.0).contains(&p) {
+        return attr_err("dropout", format!("probability p = {p} is not in [0, 1]"));
+    }
+    Ok(x.to_vec())
+}
+
+/// Whether element `i` survives in run `step`.
+#[inline]
+pub fn keep(p: f32, seed: u64, step: u64, i: usize) -> bool {
+    let h = mix64(mix64(seed ^ step.wrapping_mul(0xD6E8_FEB8_6659_FD93)) ^ i as u64);
+    ((h >> 40) as f32 / (1u64 << 24) as f32) >= p
+}
+
+/// Reference kernel of `Dropout`.
+pub fn dropout(p: f32, seed: u64, x: &[f32], out: &mut [f32], ctx: &RunCtx) {
+    if !ctx.training || p == 0.0 {
+        out.copy_from_slice(x);
+        return;
+    }
+    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        *o = if keep(p, seed, ctx.step, i) {
+            v * scale
+        } else {
+            0.0
+        };
+    }
+}

@@ -1,0 +1,331 @@
+//! The generic op set. `Op` is a closed enum; each family's file holds its
+//! shape rule and reference kernel (and, with autodiff, its VJP rule).
+//! The exhaustive `match`es here dispatch to them.
+
+pub mod dropout;
+pub mod elementwise;
+pub mod matmul;
+pub mod movement;
+pub mod reduce;
+pub mod source;
+pub mod window;
+
+pub use elementwise::{BinaryOp, UnaryOp};
+pub use reduce::ReduceKind;
+pub use window::Window;
+
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// A read-only view of an operand: its shape and row-major data.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// Dimensions.
+    pub shape: &'a [usize],
+    /// Row-major data, `shape.iter().product()` elements.
+    pub data: &'a [f32],
+}
+
+/// Per-run context handed to kernels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunCtx {
+    /// Training mode: dropout masks are applied. In evaluation mode dropout is the identity.
+    pub training: bool,
+    /// How many runs the executable has done before this one (varies dropout masks per step).
+    pub step: u64,
+}
+
+/// An operation of the graph, with its attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A value fed at run time by name.
+    Input {
+        /// Feed name.
+        name: String,
+    },
+    /// A trainable parameter; its value lives in the graph / executable.
+    Param {
+        /// Parameter name (unique in the graph).
+        name: String,
+    },
+    /// A constant tensor.
+    Constant {
+        /// The value.
+        value: Tensor,
+    },
+    /// A tensor of `shape` filled with one value (a compact constant).
+    Fill {
+        /// Output shape.
+        shape: Vec<usize>,
+        /// The value of every element.
+        #[serde(with = "source::serde_f32")]
+        value: f32,
+    },
+    /// Element-wise unary op.
+    Unary(UnaryOp),
+    /// Element-wise binary op with numpy broadcasting.
+    Binary(BinaryOp),
+    /// `select(cond, a, b)`: `a` where `cond != 0`, else `b`; all three broadcast.
+    Select,
+    /// Reduction over `axes` (sorted, unique).
+    Reduce {
+        /// Sum, mean or max.
+        kind: ReduceKind,
+        /// Reduced axes, sorted and unique.
+        axes: Vec<usize>,
+        /// Keep reduced axes as size-1 dimensions.
+        keepdims: bool,
+    },
+    /// 1 at the first maximum along `axis` (lowest index), 0 elsewhere.
+    FirstMaxMask {
+        /// The axis searched.
+        axis: usize,
+    },
+    /// Same data, new shape of equal size.
+    Reshape {
+        /// The new shape.
+        shape: Vec<usize>,
+    },
+    /// Element-wise transpose: output dim `i` is input dim `perm[i]` (index arithmetic per element).
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Numpy broadcast to `shape`.
+    Broadcast {
+        /// Target shape.
+        shape: Vec<usize>,
+    },
+    /// `start..end` with `step` along `axis`.
+    Slice {
+        /// Sliced axis.
+        axis: usize,
+        /// First index taken.
+        start: usize,
+        /// One past the last index considered.
+        end: usize,
+        /// Step (≥ 1).
+        step: usize,
+    },
+    /// Constant padding: `pads[d] = (before, after)` for every dimension `d`.
+    Pad {
+        /// Padding per dimension.
+        pads: Vec<(usize, usize)>,
+        /// The value of padded cells.
+        #[serde(with = "source::serde_f32")]
+        value: f32,
+    },
+    /// Concatenation of all operands along an existing `axis`.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Stacking of equally shaped operands along a new `axis`.
+    Stack {
+        /// Position of the new axis.
+        axis: usize,
+    },
+    /// im2col: `[N, C, *S]` → `[N, C, K, L]` (K window cells, L window positions), zero padding.
+    Unfold(Window),
+    /// col2im: `[N, C, K, L]` → `[N, C, *spatial]`, scatter-adding overlapping cells, padding cropped.
+    Fold {
+        /// The window that produced the columns.
+        window: Window,
+        /// Spatial size of the (unpadded) output.
+        spatial: Vec<usize>,
+    },
+    /// Batched matrix product `[..., M, K] · [..., K, N]`, batch dims broadcast.
+    MatMul,
+    /// Inverted dropout with a seeded mask in training mode, identity in evaluation mode.
+    Dropout {
+        /// Probability of zeroing an element.
+        p: f32,
+        /// Mask seed (the mask also depends on the run step).
+        seed: u64,
+    },
+}
+
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exact(usize),
+    /// One or more.
+    AtLeastOne,
+}
+
+impl Op {
+    /// The op's name in dumps and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Constant { .. } => "constant",
+            Op::Fill { .. } => "fill",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Select => "select",
+            Op::Reduce { kind, .. } => kind.name(),
+            Op::FirstMaxMask { .. } => "first_max_mask",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Broadcast { .. } => "broadcast",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Concat { .. } => "concat",
+            Op::Stack { .. } => "stack",
+            Op::Unfold(_) => "unfold",
+            Op::Fold { .. } => "fold",
+            Op::MatMul => "matmul",
+            Op::Dropout { .. } => "dropout",
+        }
+    }
+
+    /// Number of operands the op takes.
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } | Op::Fill { .. } => {
+                Arity::Exact(0)
+            }
+            Op::Binary(_) | Op::MatMul => Arity::Exact(2),
+            Op::Select => Arity::Exact(3),
+            Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
+            _ => Arity::Exact(1),
+        }
+    }
+
+    /// Attributes for dumps as `(key, value)` pairs, sorted by key.
+    pub fn attrs(&self) -> Vec<(&'static str, String)> {
+        let mut a: Vec<(&'static str, String)> = match self {
+            Op::Input { name } | Op::Param { name } => vec![("name", format!("{name:?}"))],
+            Op::Constant { value } => vec![("checksum", fmt_f32(value.sum() as f32))],
+            Op::Fill { value, .. } => vec![("value", fmt_f32(*value))],
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => vec![],
+            Op::Reduce { axes, keepdims, .. } => vec![
+                ("axes", format!("{axes:?}")),
+                ("keepdims", keepdims.to_string()),
+            ],
+            Op::FirstMaxMask { axis } | Op::Concat { axis } | Op::Stack { axis } => {
+                vec![("axis", axis.to_string())]
+            }
+            Op::Reshape { shape } | Op::Broadcast { shape } => {
+                vec![("shape", format!("{shape:?}"))]
+            }
+            Op::Transpose { perm } => vec![("perm", format!("{perm:?}"))],
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => vec![
+                ("axis", axis.to_string()),
+                ("end", end.to_string()),
+                ("start", start.to_string()),
+                ("step", step.to_string()),
+            ],
+            Op::Pad { pads, value } => {
+                vec![("pads", format!("{pads:?}")), ("value", fmt_f32(*value))]
+            }
+            Op::Unfold(w) => w.attrs(),
+            Op::Fold { window, spatial } => {
+                let mut v = window.attrs();
+                v.push(("spatial", format!("{spatial:?}")));
+                v
+            }
+            Op::Dropout { p, seed } => vec![("p", fmt_f32(*p)), ("seed", seed.to_string())],
+        };
+        for (k, v) in a.iter_mut() {
+            if *k != "name" {
+                v.retain(|c| c != ' ');
+            }
+        }
+        a.sort_by(|x, y| x.0.cmp(y.0));
+        a
+    }
+
+    /// The shape rule: the output shape for operands of shapes `ins`, or an
+    /// `Err` naming this op, the offending operand and the shapes.
+    pub fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        let op = self.name();
+        match self.arity() {
+            Arity::Exact(n) if ins.len() != n => {
+                return shape_err(op, format!("takes {n} operand(s), got {}", ins.len()));
+            }
+            Arity::AtLeastOne if ins.is_empty() => {
+                return shape_err(op, "takes at least one operand, got none");
+            }
+            _ => {}
+        }
+        match self {
+            Op::Input { .. } | Op::Param { .. } => {
+                shape_err(op, "input and parameter shapes are declared, not inferred")
+            }
+            Op::Constant { value } => Ok(value.shape().to_vec()),
+            Op::Fill { shape, .. } => Ok(shape.clone()),
+            Op::Unary(_) => Ok(ins[0].to_vec()),
+            Op::Binary(_) => elementwise::broadcast_shapes(op, ins),
+            Op::Select => elementwise::broadcast_shapes(op, ins),
+            Op::Reduce { axes, keepdims, .. } => reduce::reduce_shape(op, ins[0], axes, *keepdims),
+            Op::FirstMaxMask { axis } => reduce::first_max_mask_shape(ins[0], *axis),
+            Op::Reshape { shape } => movement::reshape_shape(ins[0], shape),
+            Op::Transpose { perm } => movement::transpose_shape(ins[0], perm),
+            Op::Broadcast { shape } => movement::broadcast_shape(ins[0], shape),
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => movement::slice_shape(ins[0], *axis, *start, *end, *step),
+            Op::Pad { pads, .. } => movement::pad_shape(ins[0], pads),
+            Op::Concat { axis } => movement::concat_shape(ins, *axis),
+            Op::Stack { axis } => movement::stack_shape(ins, *axis),
+            Op::Unfold(w) => window::unfold_shape(w, ins[0]),
+            Op::Fold { window, spatial } => window::fold_shape(window, spatial, ins[0]),
+            Op::MatMul => matmul::matmul_shape(ins[0], ins[1]),
+            Op::Dropout { p, .. } => dropout::dropout_shape(ins[0], *p),
+        }
+    }
+
+    /// The reference kernel: writes the op's output for operands `ins` into
+    /// `out` (of the inferred shape `out_shape`). `Input` and `Param` are
+    /// filled by the executor, not here.
+    pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], ctx: &RunCtx) {
+        match self {
+            Op::Input { .. } | Op::Param { .. } => {}
+            Op::Constant { value } => out.copy_from_slice(value.data()),
+            Op::Fill { value, .. } => out.fill(*value),
+            Op::Unary(u) => elementwise::unary(*u, ins[0].data, out),
+            Op::Binary(b) => elementwise::binary(*b, ins[0], ins[1], out, out_shape),
+            Op::Select => elementwise::select(ins[0], ins[1], ins[2], out, out_shape),
+            Op::Reduce { kind, axes, .. } => reduce::reduce(*kind, axes, ins[0], out),
+            Op::FirstMaxMask { axis } => reduce::first_max_mask(*axis, ins[0], out),
+            Op::Reshape { .. } => out.copy_from_slice(ins[0].data),
+            Op::Transpose { perm } => movement::transpose(perm, ins[0], out, out_shape),
+            Op::Broadcast { .. } => movement::broadcast(ins[0], out, out_shape),
+            Op::Slice {
+                axis, start, step, ..
+            } => movement::slice(ins[0], *axis, *start, *step, out, out_shape),
+            Op::Pad { pads, value } => movement::pad(ins[0], pads, *value, out, out_shape),
+            Op::Concat { axis } => movement::concat(ins, *axis, out, out_shape),
+            Op::Stack { axis } => movement::stack(ins, *axis, out),
+            Op::Unfold(w) => window::unfold(w, ins[0], out, out_shape),
+            Op::Fold { window, .. } => window::fold(window, ins[0], out, out_shape),
+            Op::MatMul => matmul::matmul(ins[0], ins[1], out, out_shape),
+            Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
+        }
+    }
+}
+
+/// Fixed, round-trippable float format for dumps.
+pub fn fmt_f32(v: f32) -> String {
+    if v.is_finite() {
+        format!("{v:?}")
+    } else if v.is_nan() {
+        "nan".into()
+    } else if v > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
+}

@@ -1,0 +1,203 @@
+//! Movement ops: reshape, element-wise transpose, broadcast, slice, pad,
+//! concat and stack. Their reference kernels use plain index arithmetic.
+
+use super::View;
+use crate::error::{attr_err, shape_err, Result};
+use crate::shape::{broadcast_pair, broadcast_strides, strided_walk, strides};
+
+/// Shape rule of `Reshape`: sizes must agree.
+pub fn reshape_shape(x: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
+    let (a, b): (usize, usize) = (x.iter().product(), shape.iter().product());
+    if a != b {
+        return shape_err(
+            "reshape",
+            format!("operand 0 of shape {x:?} has {a} elements, target shape {shape:?} has {b}"),
+        );
+    }
+    Ok(shape.to_vec())
+}
+
+/// Shape rule of `Transpose`: `perm` must be a permutation of the operand's axes.
+pub fn transpose_shape(x: &[usize], perm: &[usize]) -> Result<Vec<usize>> {
+    let mut seen = vec![false; x.len()];
+    let valid = perm.len() == x.len()
+        && perm
+            .iter()
+            .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
+    if !valid {
+        return attr_err(
+            "transpose",
+            format!(
+                "perm {perm:?} is not a permutation of the {} axes of operand 0 (shape {x:?})",
+                x.len()
+            ),
+        );
+    }
+    Ok(perm.iter().map(|&p| x[p]).collect())
+}
+
+/// Reference kernel of `Transpose`: per-element index arithmetic (the slow generic form).
+pub fn transpose(perm: &[usize], x: View, out: &mut [f32], out_shape: &[usize]) {
+    let sx = strides(x.shape);
+    let read: Vec<usize> = perm.iter().map(|&p| sx[p]).collect();
+    strided_walk(out_shape, [&read], |i, [o]| out[i] = x.data[o]);
+}
+
+/// Shape rule of `Broadcast`: the operand must broadcast to exactly `shape`.
+pub fn broadcast_shape(x: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
+    if x.len() > shape.len() || broadcast_pair(x, shape).as_deref() != Some(shape) {
+        return shape_err(
+            "broadcast",
+            format!("operand 0 of shape {x:?} cannot be broadcast to {shape:?}"),
+        );
+    }
+    Ok(shape.to_vec())
+}
+
+/// Reference kernel of `Broadcast`.
+pub fn broadcast(x: View, out: &mut [f32], out_shape: &[usize]) {
+    let s = broadcast_strides(x.shape, out_shape);
+    strided_walk(out_shape, [&s], |i, [o]| out[i] = x.data[o]);
+}
+
+/// Shape rule of `Slice`.
+pub fn slice_shape(
+    x: &[usize],
+    axis: usize,
+    start: usize,
+    end: usize,
+    step: usize,
+) -> Result<Vec<usize>> {
+    if axis >= x.len() {
+        return attr_err(
+            "slice",
+            format!("axis {axis} is out of range for operand 0 of shape {x:?}"),
+        );
+    }
+    if step == 0 {
+        return attr_err("slice", "step must be at least 1");
+    }
+    if start > end || end > x[axis] {
+        return attr_err(
+            "slice",
+            format!(
+                "range {start}..{end} is not within 0..{} of axis {axis} (operand 0 shape {x:?})",
+                x[axis]
+            ),
+        );
+    }
+    let mut out = x.to_vec();
+    out[axis] = (end - start).div_ceil(step);
+    Ok(out)
+}
+
+/// Reference kernel of `Slice`.
+pub fn slice(
+    x: View,
+    axis: usize,
+    start: usize,
+    step: usize,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let mut s = strides(x.shape);
+    let base = start * s[axis];
+    s[axis] *= step;
+    strided_walk(out_shape, [&s], |i, [o]| out[i] = x.data[base + o]);
+}
+
+/// Shape rule of `Pad`: one `(before, after)` pair per dimension.
+pub fn pad_shape(x: &[usize], pads: &[(usize, usize)]) -> Result<Vec<usize>> {
+    if pads.len() != x.len() {
+        return attr_err(
+            "pad",
+            format!(
+                "needs one (before, after) pair per dimension: got {} for operand 0 of shape {x:?}",
+                pads.len()
+            ),
+        );
+    }
+    Ok(x.iter().zip(pads).map(|(&n, &(b, a))| n + b + a).collect())
+}
+
+/// Reference kernel of `Pad`.
+pub fn pad(x: View, pads: &[(usize, usize)], value: f32, out: &mut [f32], out_shape: &[usize]) {
+    out.fill(value);
+    let so = strides(out_shape);
+    let base: usize = pads.iter().zip(&so).map(|(&(b, _), &s)| b * s).sum();
+    strided_walk(x.shape, [&so], |i, [o]| out[base + o] = x.data[i]);
+}
+
+/// Shape rule of `Concat`: equal ranks, equal sizes except along `axis`.
+pub fn concat_shape(ins: &[&[usize]], axis: usize) -> Result<Vec<usize>> {
+    let first = ins[0];
+    if axis >= first.len() {
+        return attr_err(
+            "concat",
+            format!("axis {axis} is out of range for operand 0 of shape {first:?}"),
+        );
+    }
+    let mut out = first.to_vec();
+    for (i, s) in ins.iter().enumerate().skip(1) {
+        let fits = s.len() == first.len() && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
+        if !fits {
+            return shape_err(
+                "concat",
+                format!("operand {i} has shape {s:?}, operand 0 has {first:?}: they may differ only along axis {axis}"),
+            );
+        }
+        out[axis] += s[axis];
+    }
+    Ok(out)
+}
+
+/// Reference kernel of `Concat`.
+pub fn concat(ins: &[View], axis: usize, out: &mut [f32], out_shape: &[usize]) {
+    let outer: usize = out_shape[..axis].iter().product();
+    let inner: usize = out_shape[axis + 1..].iter().product();
+    let row = out_shape[axis] * inner;
+    let mut offset = 0;
+    for x in ins {
+        let chunk = x.shape[axis] * inner;
+        for o in 0..outer {
+            out[o * row + offset..o * row + offset + chunk]
+                .copy_from_slice(&x.data[o * chunk..(o + 1) * chunk]);
+        }
+        offset += chunk;
+    }
+}
+
+/// Shape rule of `Stack`: equal shapes, new axis at `axis` (0 ..= rank).
+pub fn stack_shape(ins: &[&[usize]], axis: usize) -> Result<Vec<usize>> {
+    let first = ins[0];
+    if axis > first.len() {
+        return attr_err(
+            "stack",
+            format!(
+                "axis {axis} is out of range 0..={} for operand 0 of shape {first:?}",
+                first.len()
+            ),
+        );
+    }
+    if let Some((i, s)) = ins.iter().enumerate().find(|(_, s)| *s != &first) {
+        return shape_err(
+            "stack",
+            format!("operand {i} has shape {s:?}, operand 0 has {first:?}: they must be equal"),
+        );
+    }
+    let mut out = first.to_vec();
+    out.insert(axis, ins.len());
+    Ok(out)
+}
+
+/// Reference kernel of `Stack`.
+pub fn stack(ins: &[View], axis: usize, out: &mut [f32]) {
+    let inner: usize = ins[0].shape[axis..].iter().product();
+    let outer: usize = ins[0].shape[..axis].iter().product();
+    for (k, x) in ins.iter().enumerate() {
+        for o in 0..outer {
+            let dst = (o * ins.len() + k) * inner;
+            out[dst..dst + inner].copy_from_slice(&x.data[o * inner..(o + 1) * inner]);
+        }
+    }
+}

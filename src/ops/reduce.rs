@@ -1,0 +1,134 @@
+//! Reductions (sum, mean, max over axes) and the first-max mask.
+
+use super::View;
+use crate::error::{attr_err, shape_err, Result};
+use crate::shape::{strided_walk, strides};
+use serde::{Deserialize, Serialize};
+
+/// What a `Reduce` computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReduceKind {
+    /// Sum.
+    Sum,
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum (NaN propagates).
+    Max,
+}
+
+impl ReduceKind {
+    /// Name in dumps.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "reduce_sum",
+            ReduceKind::Mean => "reduce_mean",
+            ReduceKind::Max => "reduce_max",
+        }
+    }
+}
+
+/// Shape rule of `Reduce`: reduced axes removed, or kept as 1 with `keepdims`.
+pub fn reduce_shape(op: &str, x: &[usize], axes: &[usize], keepdims: bool) -> Result<Vec<usize>> {
+    if axes.is_empty() {
+        return attr_err(op, "needs at least one axis");
+    }
+    for w in axes.windows(2) {
+        if w[0] >= w[1] {
+            return attr_err(op, format!("axes {axes:?} must be sorted and unique"));
+        }
+    }
+    if let Some(&a) = axes.iter().find(|&&a| a >= x.len()) {
+        return attr_err(
+            op,
+            format!("axis {a} is out of range for operand 0 of shape {x:?}"),
+        );
+    }
+    if axes.iter().any(|&a| x[a] == 0) {
+        return shape_err(
+            op,
+            format!("cannot reduce an empty axis of operand 0 (shape {x:?})"),
+        );
+    }
+    Ok(x.iter()
+        .enumerate()
+        .filter_map(|(d, &n)| {
+            if axes.contains(&d) {
+                keepdims.then_some(1)
+            } else {
+                Some(n)
+            }
+        })
+        .collect())
+}
+
+/// Strides that map an input multi-index onto the reduced output (0 on reduced axes).
+fn reduced_strides(x: &[usize], axes: &[usize]) -> Vec<usize> {
+    let kept: Vec<usize> = x
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+        .collect();
+    let mut s = strides(&kept);
+    for &a in axes {
+        s[a] = 0;
+    }
+    s
+}
+
+/// Reference kernel of `Reduce`.
+pub fn reduce(kind: ReduceKind, axes: &[usize], x: View, out: &mut [f32]) {
+    let so = reduced_strides(x.shape, axes);
+    let init = if kind == ReduceKind::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
+    out.fill(init);
+    strided_walk(x.shape, [&so], |i, [o]| {
+        let v = x.data[i];
+        out[o] = match kind {
+            ReduceKind::Sum | ReduceKind::Mean => out[o] + v,
+            ReduceKind::Max if v.is_nan() || out[o].is_nan() => f32::NAN,
+            ReduceKind::Max => out[o].max(v),
+        };
+    });
+    if kind == ReduceKind::Mean {
+        let count: usize = axes.iter().map(|&a| x.shape[a]).product();
+        let inv = 1.0 / count as f32;
+        out.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Shape rule of `FirstMaxMask`: same as the operand.
+pub fn first_max_mask_shape(x: &[usize], axis: usize) -> Result<Vec<usize>> {
+    if axis >= x.len() {
+        return attr_err(
+            "first_max_mask",
+            format!("axis {axis} is out of range for operand 0 of shape {x:?}"),
+        );
+    }
+    Ok(x.to_vec())
+}
+
+/// Reference kernel of `FirstMaxMask`: 1 at the first (lowest-index) maximum along `axis`.
+/// A NaN counts as the maximum, as in PyTorch's max pooling.
+pub fn first_max_mask(axis: usize, x: View, out: &mut [f32]) {
+    let n = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let outer: usize = x.shape[..axis].iter().product();
+    out.fill(0.0);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * n * inner + i;
+            let mut best = 0;
+            for k in 1..n {
+                let v = x.data[base + k * inner];
+                let b = x.data[base + best * inner];
+                if !b.is_nan() && (v > b || v.is_nan()) {
+                    best = k;
+                }
+            }
+            out[base + best * inner] = 1.0;
+        }
+    }
+}

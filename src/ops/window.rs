@@ -1,0 +1,244 @@
+//! Sliding windows over the spatial dimensions of NCL / NCHW tensors:
+//! `Unfold` (im2col) and its adjoint `Fold` (col2im, scatter-add).
+//!
+//! Layout: `Unfold` maps `[N, C, *S]` to `[N, C, K, L]`, where `K` is the
+//! number of cells in a window (row-major over the kernel) and `L` the number
+//! of window positions (row-major over the output). Reshaping that to
+//! `[N, C·K, L]` gives PyTorch's `nn.Unfold` layout.
+
+use super::View;
+use crate::error::{attr_err, shape_err, Result};
+use serde::{Deserialize, Serialize};
+
+/// A 1-D or 2-D sliding window with symmetric zero padding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// Kernel size per spatial dimension.
+    pub kernel: Vec<usize>,
+    /// Stride per spatial dimension.
+    pub stride: Vec<usize>,
+    /// Zero padding on both sides, per spatial dimension.
+    pub padding: Vec<usize>,
+    /// Dilation per spatial dimension.
+    pub dilation: Vec<usize>,
+}
+
+impl Window {
+    /// A window with the given kernel, stride 1, no padding, dilation 1.
+    pub fn new(kernel: &[usize]) -> Self {
+        let n = kernel.len();
+        Window {
+            kernel: kernel.to_vec(),
+            stride: vec![1; n],
+            padding: vec![0; n],
+            dilation: vec![1; n],
+        }
+    }
+    /// Number of spatial dimensions (1 or 2).
+    pub fn rank(&self) -> usize {
+        self.kernel.len()
+    }
+    /// Cells per window.
+    pub fn cells(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// Checks the attributes; `op` names the caller in the error.
+    pub fn validate(&self, op: &str) -> Result<()> {
+        let n = self.kernel.len();
+        if n == 0 || n > 2 {
+            return attr_err(
+                op,
+                format!("windows are 1-D or 2-D, got a kernel of rank {n}"),
+            );
+        }
+        for (what, v) in [
+            ("stride", &self.stride),
+            ("padding", &self.padding),
+            ("dilation", &self.dilation),
+        ] {
+            if v.len() != n {
+                return attr_err(
+                    op,
+                    format!(
+                        "{what} {v:?} has {} entries, the kernel {:?} has {n}",
+                        v.len(),
+                        self.kernel
+                    ),
+                );
+            }
+        }
+        for (what, v) in [
+            ("kernel", &self.kernel),
+            ("stride", &self.stride),
+            ("dilation", &self.dilation),
+        ] {
+            if v.contains(&0) {
+                return attr_err(op, format!("{what} must be at least 1, got {v:?}"));
+            }
+        }
+        Ok(())
+    }
+    /// Output spatial size for input spatial size `spatial`:
+    /// `floor((S + 2p − d(k−1) − 1)/s) + 1` per dimension, or an `Err` when the
+    /// dilated kernel is larger than the padded input.
+    pub fn out_size(&self, op: &str, spatial: &[usize]) -> Result<Vec<usize>> {
+        self.validate(op)?;
+        if spatial.len() != self.rank() {
+            return shape_err(
+                op,
+                format!(
+                    "a {}-D window needs {} spatial dimensions, got {spatial:?}",
+                    self.rank(),
+                    self.rank()
+                ),
+            );
+        }
+        (0..self.rank())
+            .map(|d| {
+                let padded = spatial[d] + 2 * self.padding[d];
+                let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+                if span > padded {
+                    return shape_err(
+                        op,
+                        format!(
+                            "kernel {:?} (dilation {:?}) spans {span} cells in spatial dim {d}, larger than the padded input ({} + 2·{} = {padded})",
+                            self.kernel, self.dilation, spatial[d], self.padding[d]
+                        ),
+                    );
+                }
+                Ok((padded - span) / self.stride[d] + 1)
+            })
+            .collect()
+    }
+    /// Dump attributes.
+    pub fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("dilation", format!("{:?}", self.dilation)),
+            ("kernel", format!("{:?}", self.kernel)),
+            ("pad", format!("{:?}", self.padding)),
+            ("stride", format!("{:?}", self.stride)),
+        ]
+    }
+    /// The window as 2-D parameters `(kernel, stride, padding, dilation)` per
+    /// axis `[h, w]`; a 1-D window is a 2-D one of height 1.
+    fn as_2d(&self) -> [[usize; 2]; 4] {
+        let g = |v: &Vec<usize>, one: usize| {
+            if v.len() == 1 {
+                [one, v[0]]
+            } else {
+                [v[0], v[1]]
+            }
+        };
+        [
+            g(&self.kernel, 1),
+            g(&self.stride, 1),
+            g(&self.padding, 0),
+            g(&self.dilation, 1),
+        ]
+    }
+}
+
+fn check_nc(op: &str, x: &[usize], w: &Window) -> Result<()> {
+    if x.len() != 2 + w.rank() {
+        return shape_err(
+            op,
+            format!(
+                "operand 0 has shape {x:?}; a {}-D window needs rank {} ([N, C, spatial...])",
+                w.rank(),
+                2 + w.rank()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Shape rule of `Unfold`: `[N, C, *S]` → `[N, C, K, L]`.
+pub fn unfold_shape(w: &Window, x: &[usize]) -> Result<Vec<usize>> {
+    w.validate("unfold")?;
+    check_nc("unfold", x, w)?;
+    let out = w.out_size("unfold", &x[2..])?;
+    Ok(vec![x[0], x[1], w.cells(), out.iter().product()])
+}
+
+/// Shape rule of `Fold`: `[N, C, K, L]` → `[N, C, *spatial]`.
+pub fn fold_shape(w: &Window, spatial: &[usize], x: &[usize]) -> Result<Vec<usize>> {
+    w.validate("fold")?;
+    let out = w.out_size("fold", spatial)?;
+    let l: usize = out.iter().product();
+    if x.len() != 4 || x[2] != w.cells() || x[3] != l {
+        return shape_err(
+            "fold",
+            format!(
+                "operand 0 has shape {x:?}, expected [N, C, {}, {l}] for kernel {:?} over spatial size {spatial:?}",
+                w.cells(),
+                w.kernel
+            ),
+        );
+    }
+    let mut s = vec![x[0], x[1]];
+    s.extend_from_slice(spatial);
+    Ok(s)
+}
+
+/// Visits every (window cell, window position) pair of one `[H, W]` plane:
+/// `f(column index, input index)`; cells that fall in the padding are skipped.
+fn for_each_cell(w: &Window, h: usize, wd: usize, mut f: impl FnMut(usize, usize)) {
+    let [k, s, p, d] = w.as_2d();
+    let (oh, ow) = (
+        (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) / s[0] + 1,
+        (wd + 2 * p[1] - d[1] * (k[1] - 1) - 1) / s[1] + 1,
+    );
+    let l = oh * ow;
+    for ki in 0..k[0] {
+        for kj in 0..k[1] {
+            let cell = ki * k[1] + kj;
+            for y in 0..oh {
+                let iy = (y * s[0] + ki * d[0]) as isize - p[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for x in 0..ow {
+                    let ix = (x * s[1] + kj * d[1]) as isize - p[1] as isize;
+                    if ix < 0 || ix >= wd as isize {
+                        continue;
+                    }
+                    f(cell * l + y * ow + x, iy as usize * wd + ix as usize);
+                }
+            }
+        }
+    }
+}
+
+fn plane(w: &Window, spatial: &[usize]) -> (usize, usize) {
+    if w.rank() == 1 {
+        (1, spatial[0])
+    } else {
+        (spatial[0], spatial[1])
+    }
+}
+
+/// Reference kernel of `Unfold` (zero padding).
+pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
+    let (h, wd) = plane(w, &x.shape[2..]);
+    let planes = x.shape[0] * x.shape[1];
+    let cols = out_shape[2] * out_shape[3];
+    out.fill(0.0);
+    for pl in 0..planes {
+        let src = &x.data[pl * h * wd..(pl + 1) * h * wd];
+        let dst = &mut out[pl * cols..(pl + 1) * cols];
+        for_each_cell(w, h, wd, |c, i| dst[c] = src[i]);
+    }
+}
+
+/// Reference kernel of `Fold`: scatter-adds every column cell back to its input position.
+pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
+    let (h, wd) = plane(w, &out_shape[2..]);
+    let planes = out_shape[0] * out_shape[1];
+    let cols = x.shape[2] * x.shape[3];
+    out.fill(0.0);
+    for pl in 0..planes {
+        let src = &x.data[pl * cols..(pl + 1) * cols];
+        let dst = &mut out[pl * h * wd..(pl + 1) * h * wd];
+        for_each_cell(w, h, wd, |c, i| dst[i] += src[c]);
+    }
+}

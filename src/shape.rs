@@ -1,0 +1,205 @@
+//! Shapes: row-major dimension lists, strides and numpy broadcasting.
+
+use crate::error::{attr_err, shape_err, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The dimensions of a tensor, outermost first (row-major).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Shape(pub Vec<usize>);
+
+impl Shape {
+    /// A shape from its dimensions.
+    pub fn new(dims: impl Into<Vec<usize>>) -> Self {
+        Shape(dims.into())
+    }
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+    /// Number of elements (1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.0.iter().product()
+    }
+    /// Row-major strides in elements.
+    pub fn strides(&self) -> Vec<usize> {
+        strides(&self.0)
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl From<Vec<usize>> for Shape {
+    fn from(v: Vec<usize>) -> Self {
+        Shape(v)
+    }
+}
+impl From<&[usize]> for Shape {
+    fn from(v: &[usize]) -> Self {
+        Shape(v.to_vec())
+    }
+}
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(v: [usize; N]) -> Self {
+        Shape(v.to_vec())
+    }
+}
+impl<const N: usize> From<&[usize; N]> for Shape {
+    fn from(v: &[usize; N]) -> Self {
+        Shape(v.to_vec())
+    }
+}
+
+/// Row-major strides of `dims`, in elements.
+pub fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// The numpy broadcast of two shapes, or `None` if they are incompatible.
+pub fn broadcast_pair(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = dim_from_right(a, rank - 1 - i);
+        let db = dim_from_right(b, rank - 1 - i);
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+fn dim_from_right(s: &[usize], k: usize) -> usize {
+    if k < s.len() {
+        s[s.len() - 1 - k]
+    } else {
+        1
+    }
+}
+
+/// Strides that read an array of shape `src` as if it had been broadcast to `dst`
+/// (stride 0 along broadcast dimensions). `src` must broadcast to `dst`.
+pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> Vec<usize> {
+    let s = strides(src);
+    let off = dst.len() - src.len();
+    (0..dst.len())
+        .map(|i| {
+            if i < off || src[i - off] == 1 {
+                0
+            } else {
+                s[i - off]
+            }
+        })
+        .collect()
+}
+
+/// Resolves a possibly negative axis against `rank`, with a clear error for `op`.
+pub fn normalize_axis(op: &str, axis: isize, rank: usize) -> Result<usize> {
+    let r = rank as isize;
+    if axis < -r || axis >= r {
+        return attr_err(
+            op,
+            format!(
+                "axis {axis} is out of range for a tensor of rank {rank} (valid: {} ..= {})",
+                -r,
+                r - 1
+            ),
+        );
+    }
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
+}
+
+/// Checks that `got` equals `want` for operand `operand` of `op`.
+pub fn expect_shape(op: &str, operand: usize, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return shape_err(
+            op,
+            format!("operand {operand} has shape {got:?}, expected {want:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Calls `f` with every multi-index of `dims` in row-major order.
+pub fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
+    if dims.contains(&0) {
+        return;
+    }
+    let mut idx = vec![0usize; dims.len()];
+    loop {
+        f(&idx);
+        let mut d = dims.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Walks every multi-index of `dims` in row-major order and calls
+/// `f(flat_index, offsets)`, where `offsets[k]` is the index dotted with
+/// `strides[k]` (so operands of other layouts or broadcast operands can be read
+/// alongside).
+pub fn strided_walk<const K: usize>(
+    dims: &[usize],
+    strides: [&[usize]; K],
+    mut f: impl FnMut(usize, [usize; K]),
+) {
+    if dims.contains(&0) {
+        return;
+    }
+    let rank = dims.len();
+    let mut idx = vec![0usize; rank];
+    let mut offs = [0usize; K];
+    let total: usize = dims.iter().product();
+    for flat in 0..total {
+        f(flat, offs);
+        let mut d = rank;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            for k in 0..K {
+                offs[k] += strides[k][d];
+            }
+            if idx[d] < dims[d] {
+                break;
+            }
+            for k in 0..K {
+                offs[k] -= strides[k][d] * dims[d];
+            }
+            idx[d] = 0;
+        }
+    }
+}
