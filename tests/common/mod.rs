@@ -1,0 +1,45 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use kiln::{compile, Graph, NodeId, Tensor};
+
+/// Compiles `out` and runs it once on `feeds`.
+pub fn eval(g: &Graph, out: NodeId, feeds: &[(&str, &Tensor)]) -> Tensor {
+    let mut exe = compile(g, &[out]).expect("compile");
+    exe.run(feeds).expect("run").remove(0)
+}
+
+/// Asserts element-wise closeness: `|a − b| ≤ tol · (1 + |b|)`.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()) || (a.is_nan() && b.is_nan()),
+            "element {i}: got {a}, want {b}"
+        );
+    }
+}
+
+/// A seeded random tensor in [-1, 1).
+pub fn rand(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::rand_uniform(shape.to_vec(), -1.0, 1.0, seed)
+}
+
+/// A graph with one input `x` of `shape`.
+pub fn graph_with_input(shape: &[usize]) -> (Graph, NodeId) {
+    let mut g = Graph::with_seed(7);
+    let x = g.input("x", shape.to_vec()).unwrap();
+    (g, x)
+}
+
+/// Applies `f` to a fresh graph with input `x = value` and returns the result.
+pub fn apply(value: &Tensor, f: impl FnOnce(&mut Graph, NodeId) -> kiln::Result<NodeId>) -> Tensor {
+    let (mut g, x) = graph_with_input(value.shape());
+    let y = f(&mut g, x).expect("build");
+    eval(&g, y, &[("x", value)])
+}
+
+/// Shorthand for a tensor from data.
+pub fn t(shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_vec(shape.to_vec(), data.to_vec()).unwrap()
+}

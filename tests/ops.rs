@@ -1,0 +1,364 @@
+//! Forward checks of every generic op against small hand-checked cases.
+
+mod common;
+use common::*;
+use kiln::ops::matmul::matmul_reference;
+use kiln::ops::View;
+use kiln::{Graph, Tensor, Window};
+
+#[test]
+fn unary_ops_match_hand_values() {
+    let x = t(&[4], &[-2.0, -0.5, 0.0, 1.5]);
+    let cases: Vec<(
+        &str,
+        fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>,
+        Vec<f32>,
+    )> = vec![
+        ("neg", Graph::neg, vec![2.0, 0.5, 0.0, -1.5]),
+        ("relu", Graph::relu, vec![0.0, 0.0, 0.0, 1.5]),
+        ("abs", Graph::abs, vec![2.0, 0.5, 0.0, 1.5]),
+        (
+            "exp",
+            Graph::exp,
+            vec![0.135_335_28, 0.606_530_66, 1.0, 4.481_689],
+        ),
+        (
+            "tanh",
+            Graph::tanh,
+            vec![-0.964_027_6, -0.462_117_16, 0.0, 0.905_148_25],
+        ),
+        (
+            "sigmoid",
+            Graph::sigmoid,
+            vec![0.119_202_92, 0.377_540_67, 0.5, 0.817_574_5],
+        ),
+    ];
+    for (name, f, want) in cases {
+        let got = apply(&x, f);
+        assert_eq!(got.shape(), &[4], "{name}");
+        assert_close(got.data(), &want, 1e-6);
+    }
+    let pos = t(&[3], &[0.25, 1.0, 4.0]);
+    assert_close(apply(&pos, Graph::sqrt).data(), &[0.5, 1.0, 2.0], 1e-7);
+    assert_close(apply(&pos, Graph::recip).data(), &[4.0, 1.0, 0.25], 1e-7);
+    assert_close(
+        apply(&pos, Graph::log).data(),
+        &[-1.386_294_4, 0.0, 1.386_294_4],
+        1e-6,
+    );
+    // relu keeps NaN, like PyTorch
+    assert!(apply(&t(&[1], &[f32::NAN]), Graph::relu).data()[0].is_nan());
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    let a = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let b = t(&[3], &[10.0, 20.0, 30.0]);
+    let col = t(&[2, 1], &[100.0, 200.0]);
+    let mut g = Graph::new();
+    let (xa, xb, xc) = (
+        g.input("a", [2, 3]).unwrap(),
+        g.input("b", [3]).unwrap(),
+        g.input("c", [2, 1]).unwrap(),
+    );
+    let add = g.add(xa, xb).unwrap();
+    let sub = g.sub(xb, xa).unwrap();
+    let mul = g.mul(xa, xc).unwrap();
+    let div = g.div(xa, xb).unwrap();
+    let outer = g.add(xb, xc).unwrap();
+    let mut exe = kiln::compile(&g, &[add, sub, mul, div, outer]).unwrap();
+    let out = exe.run(&[("a", &a), ("b", &b), ("c", &col)]).unwrap();
+    assert_eq!(out[0].data(), &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    assert_eq!(out[1].data(), &[9.0, 18.0, 27.0, 6.0, 15.0, 24.0]);
+    assert_eq!(out[2].data(), &[100.0, 200.0, 300.0, 800.0, 1000.0, 1200.0]);
+    assert_close(out[3].data(), &[0.1, 0.1, 0.1, 0.4, 0.25, 0.2], 1e-7);
+    assert_eq!(out[4].shape(), &[2, 3]);
+    assert_eq!(out[4].data(), &[110.0, 120.0, 130.0, 210.0, 220.0, 230.0]);
+}
+
+#[test]
+fn min_max_and_comparisons() {
+    let mut g = Graph::new();
+    let a = g.input("a", [4]).unwrap();
+    let b = g.input("b", [4]).unwrap();
+    let ops: Vec<kiln::NodeId> = vec![
+        g.maximum(a, b).unwrap(),
+        g.minimum(a, b).unwrap(),
+        g.eq(a, b).unwrap(),
+        g.ne(a, b).unwrap(),
+        g.lt(a, b).unwrap(),
+        g.le(a, b).unwrap(),
+        g.gt(a, b).unwrap(),
+        g.ge(a, b).unwrap(),
+    ];
+    let mut exe = kiln::compile(&g, &ops).unwrap();
+    let va = t(&[4], &[1.0, 2.0, 3.0, f32::NAN]);
+    let vb = t(&[4], &[2.0, 2.0, 1.0, 0.0]);
+    let out = exe.run(&[("a", &va), ("b", &vb)]).unwrap();
+    assert_eq!(&out[0].data()[..3], &[2.0, 2.0, 3.0]);
+    assert!(
+        out[0].data()[3].is_nan(),
+        "maximum propagates NaN like torch.maximum"
+    );
+    assert_eq!(&out[1].data()[..3], &[1.0, 2.0, 1.0]);
+    assert_eq!(out[2].data(), &[0.0, 1.0, 0.0, 0.0]);
+    assert_eq!(out[3].data(), &[1.0, 0.0, 1.0, 1.0]);
+    assert_eq!(out[4].data(), &[1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(out[5].data(), &[1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(out[6].data(), &[0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(out[7].data(), &[0.0, 1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn select_picks_by_condition_with_broadcast() {
+    let mut g = Graph::new();
+    let c = g.input("c", [2, 1]).unwrap();
+    let a = g.input("a", [2, 2]).unwrap();
+    let b = g.scalar(-1.0).unwrap();
+    let s = g.select(c, a, b).unwrap();
+    let mut exe = kiln::compile(&g, &[s]).unwrap();
+    let out = exe
+        .run(&[
+            ("c", &t(&[2, 1], &[0.0, 1.0])),
+            ("a", &t(&[2, 2], &[1.0, 2.0, 3.0, 4.0])),
+        ])
+        .unwrap();
+    assert_eq!(out[0].data(), &[-1.0, -1.0, 3.0, 4.0]);
+}
+
+#[test]
+fn reductions_over_axes_with_and_without_keepdims() {
+    let x = t(&[2, 3], &[1.0, 5.0, 3.0, -4.0, 2.0, 0.0]);
+    let s0 = apply(&x, |g, x| g.sum(x, &[0], false));
+    assert_eq!(
+        (s0.shape(), s0.data()),
+        (&[3usize][..], &[-3.0, 7.0, 3.0][..])
+    );
+    let s1 = apply(&x, |g, x| g.sum(x, &[-1], true));
+    assert_eq!(
+        (s1.shape(), s1.data()),
+        (&[2usize, 1][..], &[9.0, -2.0][..])
+    );
+    let m = apply(&x, |g, x| g.mean(x, &[0, 1], false));
+    assert_eq!(m.shape(), &[] as &[usize]);
+    assert_close(m.data(), &[7.0 / 6.0], 1e-6);
+    let mx = apply(&x, |g, x| g.max(x, &[1], false));
+    assert_eq!(mx.data(), &[5.0, 2.0]);
+    let x3 = Tensor::from_vec([2, 2, 2], (0..8).map(|v| v as f32).collect()).unwrap();
+    let mid = apply(&x3, |g, x| g.sum(x, &[0, 2], false));
+    assert_eq!(mid.data(), &[0.0 + 1.0 + 4.0 + 5.0, 2.0 + 3.0 + 6.0 + 7.0]);
+    let all = apply(&x3, |g, x| g.sum_all(x));
+    assert_eq!(all.data(), &[28.0]);
+}
+
+#[test]
+fn first_max_mask_marks_only_the_first_of_tied_maxima() {
+    let x = t(&[2, 4], &[1.0, 3.0, 3.0, 2.0, 5.0, 5.0, 5.0, 5.0]);
+    assert_eq!(
+        apply(&x, |g, x| g.first_max_mask(x, 1)).data(),
+        &[0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    );
+    let along0 = apply(&x, |g, x| g.first_max_mask(x, 0));
+    assert_eq!(along0.data(), &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+    let neg_inf = t(&[3], &[f32::NEG_INFINITY, f32::NEG_INFINITY, -7.0]);
+    assert_eq!(
+        apply(&neg_inf, |g, x| g.first_max_mask(x, 0)).data(),
+        &[0.0, 0.0, 1.0]
+    );
+}
+
+#[test]
+fn reshape_transpose_broadcast() {
+    let x = Tensor::from_vec([2, 3], (0..6).map(|v| v as f32).collect()).unwrap();
+    let r = apply(&x, |g, x| g.reshape(x, &[3, -1]));
+    assert_eq!((r.shape(), r.data()), (&[3usize, 2][..], x.data()));
+    let tr = apply(&x, |g, x| g.transpose(x, &[1, 0]));
+    assert_eq!(
+        (tr.shape(), tr.data()),
+        (&[3usize, 2][..], &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0][..])
+    );
+    let x3 = Tensor::from_vec([2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
+    let p = apply(&x3, |g, x| g.transpose(x, &[2, 0, 1]));
+    assert_eq!(p.shape(), &[4, 2, 3]);
+    for i in 0..4 {
+        for j in 0..2 {
+            for k in 0..3 {
+                assert_eq!(p.get(&[i, j, k]), x3.get(&[j, k, i]));
+            }
+        }
+    }
+    let b = apply(&t(&[3, 1], &[1.0, 2.0, 3.0]), |g, x| {
+        g.broadcast_to(x, &[2, 3, 2])
+    });
+    assert_eq!(
+        b.data(),
+        &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    );
+}
+
+#[test]
+fn slice_pad_concat_stack() {
+    let x = Tensor::from_vec([2, 5], (0..10).map(|v| v as f32).collect()).unwrap();
+    let s = apply(&x, |g, x| g.slice(x, 1, 1, 5, 2));
+    assert_eq!(
+        (s.shape(), s.data()),
+        (&[2usize, 2][..], &[1.0, 3.0, 6.0, 8.0][..])
+    );
+    let s2 = apply(&x, |g, x| g.slice(x, -2, 1, 2, 1));
+    assert_eq!(s2.data(), &[5.0, 6.0, 7.0, 8.0, 9.0]);
+    let p = apply(&t(&[1, 2], &[1.0, 2.0]), |g, x| {
+        g.pad(x, &[(1, 0), (0, 2)], -9.0)
+    });
+    assert_eq!(
+        (p.shape(), p.data()),
+        (
+            &[2usize, 4][..],
+            &[-9.0, -9.0, -9.0, -9.0, 1.0, 2.0, -9.0, -9.0][..]
+        )
+    );
+
+    let mut g = Graph::new();
+    let a = g.input("a", [2, 1]).unwrap();
+    let b = g.input("b", [2, 2]).unwrap();
+    let c = g.concat(&[a, b], 1).unwrap();
+    let st = g.stack(&[b, b], -1).unwrap();
+    let st0 = g.stack(&[a, a], 0).unwrap();
+    let mut exe = kiln::compile(&g, &[c, st, st0]).unwrap();
+    let out = exe
+        .run(&[
+            ("a", &t(&[2, 1], &[1.0, 2.0])),
+            ("b", &t(&[2, 2], &[3.0, 4.0, 5.0, 6.0])),
+        ])
+        .unwrap();
+    assert_eq!(
+        (out[0].shape(), out[0].data()),
+        (&[2usize, 3][..], &[1.0, 3.0, 4.0, 2.0, 5.0, 6.0][..])
+    );
+    assert_eq!(out[1].shape(), &[2, 2, 2]);
+    assert_eq!(out[1].data(), &[3.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0, 6.0]);
+    assert_eq!(
+        (out[2].shape(), out[2].data()),
+        (&[2usize, 2, 1][..], &[1.0, 2.0, 1.0, 2.0][..])
+    );
+}
+
+#[test]
+fn unfold_extracts_windows_and_fold_scatter_adds_them() {
+    // 1x1x3x3 image 1..9, 2x2 windows, stride 1, no padding: 4 windows.
+    let x = Tensor::from_vec([1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
+    let cols = apply(&x, |g, x| g.unfold(x, Window::new(&[2, 2])));
+    assert_eq!(cols.shape(), &[1, 1, 4, 4]);
+    // row k = window cell k, column l = window position l
+    #[rustfmt::skip]
+    let want = [1.0, 2.0, 4.0, 5.0,
+                2.0, 3.0, 5.0, 6.0,
+                4.0, 5.0, 7.0, 8.0,
+                5.0, 6.0, 8.0, 9.0];
+    assert_eq!(cols.data(), &want);
+    // fold of all-ones columns counts how many windows cover each pixel
+    let ones = Tensor::full([1, 1, 4, 4], 1.0);
+    let counts = apply(&ones, |g, c| g.fold(c, Window::new(&[2, 2]), &[3, 3]));
+    assert_eq!(
+        counts.data(),
+        &[1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]
+    );
+    // padding, stride, dilation in 1-D: x = [1,2,3,4,5], k=2, s=2, p=1, d=2
+    let x1 = t(&[1, 1, 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+    let w = Window {
+        kernel: vec![2],
+        stride: vec![2],
+        padding: vec![1],
+        dilation: vec![2],
+    };
+    let c1 = apply(&x1, |g, x| g.unfold(x, w.clone()));
+    // padded: [0,1,2,3,4,5,0]; windows start at 0,2,4: cells (0,2),(2,4),(4,6)
+    assert_eq!(c1.shape(), &[1, 1, 2, 3]);
+    assert_eq!(c1.data(), &[0.0, 2.0, 4.0, 2.0, 4.0, 0.0]);
+    let back = apply(&c1, |g, c| g.fold(c, w.clone(), &[5]));
+    assert_eq!(back.data(), &[0.0, 4.0, 0.0, 8.0, 0.0]);
+}
+
+#[test]
+fn matmul_gemm_kernel_matches_triple_loop_with_batch_broadcast() {
+    for (sa, sb) in [
+        (vec![3, 5], vec![5, 4]),
+        (vec![2, 3, 7], vec![7, 2]),
+        (vec![4, 1, 3, 6], vec![2, 6, 5]),
+        (vec![70, 90], vec![90, 80]),
+    ] {
+        let (a, b) = (rand(&sa, 1), rand(&sb, 2));
+        let mut g = Graph::new();
+        let (xa, xb) = (
+            g.input("a", sa.clone()).unwrap(),
+            g.input("b", sb.clone()).unwrap(),
+        );
+        let y = g.matmul(xa, xb).unwrap();
+        let out_shape = g.shape(y).unwrap().to_vec();
+        let got = kiln::compile(&g, &[y])
+            .unwrap()
+            .run(&[("a", &a), ("b", &b)])
+            .unwrap()
+            .remove(0);
+        let mut want = vec![0.0; got.numel()];
+        matmul_reference(
+            View {
+                shape: &sa,
+                data: a.data(),
+            },
+            View {
+                shape: &sb,
+                data: b.data(),
+            },
+            &mut want,
+            &out_shape,
+        );
+        assert_close(got.data(), &want, 1e-5);
+    }
+    let a = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let b = t(&[2, 2], &[5.0, 6.0, 7.0, 8.0]);
+    let mut g = Graph::new();
+    let (xa, xb) = (g.input("a", [2, 2]).unwrap(), g.input("b", [2, 2]).unwrap());
+    let y = g.matmul(xa, xb).unwrap();
+    let out = kiln::compile(&g, &[y])
+        .unwrap()
+        .run(&[("a", &a), ("b", &b)])
+        .unwrap();
+    assert_eq!(out[0].data(), &[19.0, 22.0, 43.0, 50.0]);
+}
+
+#[test]
+fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
+    let x = Tensor::full([1000], 2.0);
+    let (mut g, xi) = graph_with_input(&[1000]);
+    let y = g.dropout(xi, 0.25, 42).unwrap();
+    let mut exe = kiln::compile(&g, &[y]).unwrap();
+    exe.set_training(true);
+    let a = exe.run(&[("x", &x)]).unwrap().remove(0);
+    let b = exe.run(&[("x", &x)]).unwrap().remove(0);
+    let kept = a.data().iter().filter(|&&v| v != 0.0).count();
+    assert!((650..850).contains(&kept), "about 75% kept, got {kept}");
+    assert!(a
+        .data()
+        .iter()
+        .all(|&v| v == 0.0 || (v - 2.0 / 0.75).abs() < 1e-6));
+    assert!(a != b, "the mask changes from step to step");
+    exe.set_training(false);
+    assert!(
+        exe.run(&[("x", &x)]).unwrap()[0] == x,
+        "evaluation mode is the identity"
+    );
+    // the same seed and step give the same mask in a fresh executable
+    let mut exe2 = kiln::compile(&g, &[y]).unwrap();
+    exe2.set_training(true);
+    assert!(exe2.run(&[("x", &x)]).unwrap()[0] == a);
+}
+
+#[test]
+fn constants_and_fills() {
+    let mut g = Graph::new();
+    let c = g.constant(t(&[2], &[1.5, -2.0])).unwrap();
+    let f = g.fill(&[2], 3.0).unwrap();
+    let y = g.mul(c, f).unwrap();
+    let out = kiln::compile(&g, &[y]).unwrap().run(&[]).unwrap();
+    assert_eq!(out[0].data(), &[4.5, -6.0]);
+}
