@@ -38,3 +38,8 @@ pub use graph::{Graph, Init, Node, NodeId};
 pub use ops::{Op, Window};
 pub use shape::Shape;
 pub use tensor::Tensor;
+
+/// The README's code blocks, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

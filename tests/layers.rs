@@ -456,8 +456,8 @@ fn lstm_matches_a_step_by_step_loop() {
                 for k in 0..i_sz {
                     a += wih.get(&[r, k]).unwrap() * x.get(&[b, t, k]).unwrap();
                 }
-                for k in 0..h_sz {
-                    a += whh.get(&[r, k]).unwrap() * h[k];
+                for (k, hk) in h.iter().enumerate() {
+                    a += whh.get(&[r, k]).unwrap() * hk;
                 }
                 a
             };
@@ -472,9 +472,9 @@ fn lstm_matches_a_step_by_step_loop() {
                 nh[u] = og * c[u].tanh();
             }
             h = nh;
-            for u in 0..h_sz {
+            for (u, hu) in h.iter().enumerate() {
                 assert!(
-                    (got.get(&[b, t, u]).unwrap() - h[u]).abs() < 1e-5,
+                    (got.get(&[b, t, u]).unwrap() - hu).abs() < 1e-5,
                     "b{b} t{t} u{u}"
                 );
             }

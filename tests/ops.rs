@@ -6,14 +6,12 @@ use kiln::ops::matmul::matmul_reference;
 use kiln::ops::View;
 use kiln::{Graph, Tensor, Window};
 
+type UnaryBuilder = fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>;
+
 #[test]
 fn unary_ops_match_hand_values() {
     let x = t(&[4], &[-2.0, -0.5, 0.0, 1.5]);
-    let cases: Vec<(
-        &str,
-        fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>,
-        Vec<f32>,
-    )> = vec![
+    let cases: Vec<(&str, UnaryBuilder, Vec<f32>)> = vec![
         ("neg", Graph::neg, vec![2.0, 0.5, 0.0, -1.5]),
         ("relu", Graph::relu, vec![0.0, 0.0, 0.0, 1.5]),
         ("abs", Graph::abs, vec![2.0, 0.5, 0.0, 1.5]),

@@ -12,72 +12,87 @@ use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::Window;
 
-/// Output size per spatial dim and the extra right padding `ceil_mode` needs.
+/// The window geometry shared by max and average pooling.
+struct PoolSpec {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+}
+
+/// Output size per spatial dim and the padding (before, after) each needs,
+/// including the extra right padding that `ceil_mode` windows reach into.
 struct PoolGeom {
     out: [usize; 2],
-    extra: [usize; 2],
+    pads: [(usize, usize); 2],
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pool_geom(
-    name: &str,
-    xs: &[usize],
-    k: [usize; 2],
-    s: [usize; 2],
-    p: [usize; 2],
-    d: [usize; 2],
-    ceil_mode: bool,
-) -> Result<PoolGeom> {
-    if xs.len() != 4 {
-        return shape_err(
-            name,
-            format!("input has shape {xs:?}, expected [N, C, H, W]"),
-        );
-    }
-    if k.contains(&0) || s.contains(&0) || d.contains(&0) {
-        return attr_err(
-            name,
-            format!("kernel {k:?}, stride {s:?} and dilation {d:?} must be at least 1"),
-        );
-    }
-    let mut geom = PoolGeom {
-        out: [0; 2],
-        extra: [0; 2],
-    };
-    for i in 0..2 {
-        let span = d[i] * (k[i] - 1) + 1;
-        if 2 * p[i] > span {
-            return attr_err(
-                name,
-                format!("padding {p:?} must be at most half the effective kernel size {span}"),
-            );
-        }
-        let (size, padded) = (xs[2 + i], xs[2 + i] + 2 * p[i]);
-        if span > padded {
+impl PoolSpec {
+    fn geom(&self, name: &str, xs: &[usize]) -> Result<PoolGeom> {
+        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
+        if xs.len() != 4 {
             return shape_err(
                 name,
-                format!("kernel {k:?} (dilation {d:?}) spans {span} cells, larger than the padded input {padded} (input shape {xs:?}, padding {p:?})"),
+                format!("input has shape {xs:?}, expected [N, C, H, W]"),
             );
         }
-        let round = if ceil_mode { s[i] - 1 } else { 0 };
-        let mut out = (padded - span + round) / s[i] + 1;
-        if ceil_mode && (out - 1) * s[i] >= size + p[i] {
-            out -= 1;
+        if k.contains(&0) || s.contains(&0) || d.contains(&0) {
+            return attr_err(
+                name,
+                format!("kernel {k:?}, stride {s:?} and dilation {d:?} must be at least 1"),
+            );
         }
-        geom.out[i] = out;
-        geom.extra[i] = ((out - 1) * s[i] + span).saturating_sub(padded);
+        let mut geom = PoolGeom {
+            out: [0; 2],
+            pads: [(0, 0); 2],
+        };
+        for i in 0..2 {
+            let span = d[i] * (k[i] - 1) + 1;
+            if 2 * p[i] > span {
+                return attr_err(
+                    name,
+                    format!("padding {p:?} must be at most half the effective kernel size {span}"),
+                );
+            }
+            let (size, padded) = (xs[2 + i], xs[2 + i] + 2 * p[i]);
+            if span > padded {
+                return shape_err(
+                    name,
+                    format!("kernel {k:?} (dilation {d:?}) spans {span} cells, larger than the padded input {padded} (input shape {xs:?}, padding {p:?})"),
+                );
+            }
+            let round = if self.ceil_mode { s[i] - 1 } else { 0 };
+            let mut out = (padded - span + round) / s[i] + 1;
+            if self.ceil_mode && (out - 1) * s[i] >= size + p[i] {
+                out -= 1;
+            }
+            geom.out[i] = out;
+            geom.pads[i] = (
+                p[i],
+                p[i] + ((out - 1) * s[i] + span).saturating_sub(padded),
+            );
+        }
+        Ok(geom)
     }
-    Ok(geom)
+
+    /// The unfold window over the already padded input.
+    fn window(&self) -> Window {
+        Window {
+            kernel: self.kernel.to_vec(),
+            stride: self.stride.to_vec(),
+            padding: vec![0, 0],
+            dilation: self.dilation.to_vec(),
+        }
+    }
 }
 
-/// Windows over the padded input: `[N, C, K, L]` with `K` cells per window.
+/// Windows over `x` padded by `pads` with `value`: `[N, C, K, L]`.
 fn windows(
     g: &mut Graph,
     x: NodeId,
     name: &str,
-    k: [usize; 2],
-    s: [usize; 2],
-    d: [usize; 2],
+    window: Window,
     pads: [(usize, usize); 2],
     value: f32,
 ) -> Result<NodeId> {
@@ -86,13 +101,7 @@ fn windows(
         h = g.pad(x, &[(0, 0), (0, 0), pads[0], pads[1]], value)?;
         g.set_name(h, format!("{name}.pad"));
     }
-    let w = Window {
-        kernel: k.to_vec(),
-        stride: s.to_vec(),
-        padding: vec![0, 0],
-        dilation: d.to_vec(),
-    };
-    let cols = g.unfold(h, w)?;
+    let cols = g.unfold(h, window)?;
     g.set_name(cols, format!("{name}.unfold"));
     Ok(cols)
 }
@@ -156,15 +165,15 @@ impl Layer for MaxPool2d {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, "maxpool2d");
         let xs = g.shape(x)?.to_vec();
-        let (k, s, p, d) = (
-            self.kernel,
-            self.stride.unwrap_or(self.kernel),
-            self.padding,
-            self.dilation,
-        );
-        let geom = pool_geom(&name, &xs, k, s, p, d, self.ceil_mode)?;
-        let pads = [(p[0], p[0] + geom.extra[0]), (p[1], p[1] + geom.extra[1])];
-        let cols = windows(g, x, &name, k, s, d, pads, f32::NEG_INFINITY)?;
+        let spec = PoolSpec {
+            kernel: self.kernel,
+            stride: self.stride.unwrap_or(self.kernel),
+            padding: self.padding,
+            dilation: self.dilation,
+            ceil_mode: self.ceil_mode,
+        };
+        let geom = spec.geom(&name, &xs)?;
+        let cols = windows(g, x, &name, spec.window(), geom.pads, f32::NEG_INFINITY)?;
         let m = g.max(cols, &[2], false)?;
         g.set_name(m, format!("{name}.max"));
         g.reshape(
@@ -238,18 +247,20 @@ impl Layer for AvgPool2d {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, "avgpool2d");
         let xs = g.shape(x)?.to_vec();
-        let (k, s, p, one) = (
-            self.kernel,
-            self.stride.unwrap_or(self.kernel),
-            self.padding,
-            [1, 1],
-        );
-        let geom = pool_geom(&name, &xs, k, s, p, one, self.ceil_mode)?;
-        let pads = [(p[0], p[0] + geom.extra[0]), (p[1], p[1] + geom.extra[1])];
-        let cols = windows(g, x, &name, k, s, one, pads, 0.0)?;
+        let spec = PoolSpec {
+            kernel: self.kernel,
+            stride: self.stride.unwrap_or(self.kernel),
+            padding: self.padding,
+            dilation: [1, 1],
+            ceil_mode: self.ceil_mode,
+        };
+        let (k, p) = (self.kernel, self.padding);
+        let geom = spec.geom(&name, &xs)?;
+        let ceil_extra = geom.pads.iter().any(|&(before, after)| after > before);
+        let cols = windows(g, x, &name, spec.window(), geom.pads, 0.0)?;
         let sum = g.sum(cols, &[2], false)?;
         g.set_name(sum, format!("{name}.sum"));
-        let uniform_divisor = geom.extra == [0, 0] && (self.count_include_pad || p == [0, 0]);
+        let uniform_divisor = !ceil_extra && (self.count_include_pad || p == [0, 0]);
         let avg = if uniform_divisor {
             g.mul_scalar(sum, 1.0 / (k[0] * k[1]) as f32)?
         } else {
@@ -257,11 +268,12 @@ impl Layer for AvgPool2d {
             // covers exactly the cells that count.
             let (ones, pads) = if self.count_include_pad {
                 let ones = g.fill(&[1, 1, xs[2] + 2 * p[0], xs[3] + 2 * p[1]], 1.0)?;
-                (ones, [(0, geom.extra[0]), (0, geom.extra[1])])
+                let extra = geom.pads.map(|(b, a)| (0, a - b));
+                (ones, extra)
             } else {
-                (g.fill(&[1, 1, xs[2], xs[3]], 1.0)?, pads)
+                (g.fill(&[1, 1, xs[2], xs[3]], 1.0)?, geom.pads)
             };
-            let count_cols = windows(g, ones, &format!("{name}.count"), k, s, one, pads, 0.0)?;
+            let count_cols = windows(g, ones, &format!("{name}.count"), spec.window(), pads, 0.0)?;
             let count = g.sum(count_cols, &[2], false)?;
             g.div(sum, count)?
         };
