@@ -87,3 +87,68 @@ impl PassManager {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Rewrites `left` times, then finds nothing more to do.
+    struct Countdown {
+        left: Cell<usize>,
+    }
+    impl Pass for Countdown {
+        fn name(&self) -> &'static str {
+            "countdown"
+        }
+        fn run(&self, _: &mut Graph) -> Result<usize> {
+            let n = self.left.get();
+            self.left.set(n.saturating_sub(1));
+            Ok(usize::from(n > 0))
+        }
+    }
+
+    /// Claims a rewrite every time: never reaches a fixpoint.
+    struct Oscillate;
+    impl Pass for Oscillate {
+        fn name(&self) -> &'static str {
+            "oscillate"
+        }
+        fn run(&self, _: &mut Graph) -> Result<usize> {
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn runs_to_a_fixpoint_and_counts_rewrites() {
+        let pm = PassManager::new().with(Countdown { left: Cell::new(3) });
+        let report = pm.run(&mut Graph::new()).unwrap();
+        assert_eq!(report.rewrites, vec![("countdown", 3)]);
+        assert_eq!(
+            report.iterations, 4,
+            "three rewriting iterations and one that finds nothing"
+        );
+    }
+
+    #[test]
+    fn watchdog_names_the_pass_that_never_settles() {
+        let pm = PassManager::new()
+            .with(Countdown { left: Cell::new(1) })
+            .with(Oscillate)
+            .max_iterations(5);
+        let err = pm.run(&mut Graph::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("5 iterations") && err.contains("oscillate") && !err.contains("countdown"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_pipeline_leaves_the_graph_alone() {
+        let mut g = Graph::new();
+        let x = g.input("x", [2]).unwrap();
+        g.relu(x).unwrap();
+        let report = PassManager::new().run(&mut g).unwrap();
+        assert_eq!((report.iterations, g.len()), (1, 2));
+    }
+}

@@ -203,3 +203,34 @@ pub fn strided_walk<const K: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(
+            broadcast_pair(&[8, 1, 6, 1], &[7, 1, 5]),
+            Some(vec![8, 7, 6, 5])
+        );
+        assert_eq!(broadcast_pair(&[5, 4], &[1]), Some(vec![5, 4]));
+        assert_eq!(broadcast_pair(&[], &[3]), Some(vec![3]));
+        assert_eq!(broadcast_pair(&[2, 1], &[8, 4, 3]), None);
+        assert_eq!(broadcast_strides(&[3, 1], &[2, 3, 4]), vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn strides_axes_and_walks() {
+        assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert_eq!(strides(&[]), Vec::<usize>::new());
+        assert_eq!(normalize_axis("op", -1, 3).unwrap(), 2);
+        assert!(normalize_axis("op", 3, 3).is_err());
+        let mut seen = Vec::new();
+        strided_walk(&[2, 3], [&[1, 2]], |i, [o]| seen.push((i, o)));
+        assert_eq!(seen, vec![(0, 0), (1, 2), (2, 4), (3, 1), (4, 3), (5, 5)]);
+        let mut n = 0;
+        for_each_index(&[2, 0, 3], |_| n += 1);
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,63 @@
+//! The `kiln` binary: dump and run built-in models, clear errors otherwise.
+
+use std::process::Command;
+
+fn kiln(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("run kiln");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn dump_prints_every_format() {
+    let (ok, text, _) = kiln(&["dump", "conv1d"]);
+    assert!(ok);
+    assert!(
+        text.starts_with("%0 = input() {name=\"x\"} : f32[8,64,256]\n"),
+        "{text}"
+    );
+    assert!(text.contains("unfold(%0) {dilation=[1], kernel=[3], pad=[1], stride=[1]}"));
+    assert!(text.trim_end().ends_with("return %9"));
+    let (ok, dot, _) = kiln(&["dump", "maxpool2d", "--format", "dot"]);
+    assert!(ok && dot.starts_with("digraph kiln {"));
+    let (ok, json, _) = kiln(&["dump", "mlp", "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["nodes"][0]["shape"], serde_json::json!([32, 784]));
+}
+
+#[test]
+fn run_prints_shape_and_checksum() {
+    let (ok, out, err) = kiln(&["run", "mlp"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("output:   [32, 10]"), "{out}");
+    assert!(out.contains("checksum: sum = "));
+    let (_, again, _) = kiln(&["run", "mlp"]);
+    let checksum = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("checksum"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(checksum(&out), checksum(&again), "same seed, same output");
+    let (_, other, _) = kiln(&["run", "mlp", "--seed", "3"]);
+    assert_ne!(checksum(&out), checksum(&other));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let (ok, _, err) = kiln(&["dump", "resnet"]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown model `resnet`") && err.contains("conv2d"),
+        "{err}"
+    );
+    let (ok, _, err) = kiln(&["dump", "cnn", "--format", "xml"]);
+    assert!(!ok && err.contains("unknown dump format `xml`"), "{err}");
+}
