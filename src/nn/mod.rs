@@ -14,7 +14,7 @@ pub use activation::{log_softmax, softmax, LogSoftmax, Relu, Sigmoid, Softmax, T
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
 pub use lstm::Lstm;
-pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use pool::{Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind};
 pub use reshape::{Dropout, Flatten, Reshape};
 
 use crate::error::Result;

@@ -11,26 +11,122 @@ use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::Window;
+use std::marker::PhantomData;
 
-/// The window geometry shared by max and average pooling.
-struct PoolSpec {
+/// Which reduction a [`Pool`] applies over its windows.
+pub trait PoolKind: Clone + std::fmt::Debug {
+    /// Layer-name prefix (`maxpool2d`, `avgpool2d`).
+    const KIND: &'static str;
+}
+
+/// Marker for max pooling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Max;
+/// Marker for average pooling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Avg;
+
+impl PoolKind for Max {
+    const KIND: &'static str = "maxpool2d";
+}
+impl PoolKind for Avg {
+    const KIND: &'static str = "avgpool2d";
+}
+
+/// 2-D pooling over `[N, C, H, W]` (use [`MaxPool2d`] or [`AvgPool2d`]).
+#[derive(Clone, Debug)]
+pub struct Pool<K: PoolKind> {
     kernel: [usize; 2],
-    stride: [usize; 2],
+    stride: Option<[usize; 2]>,
     padding: [usize; 2],
     dilation: [usize; 2],
     ceil_mode: bool,
+    count_include_pad: bool,
+    name: Option<String>,
+    kind: PhantomData<K>,
 }
 
-/// Output size per spatial dim and the padding (before, after) each needs,
-/// including the extra right padding that `ceil_mode` windows reach into.
-struct PoolGeom {
-    out: [usize; 2],
-    pads: [(usize, usize); 2],
+/// 2-D max pooling (kernel, stride, padding with −∞, dilation, `ceil_mode`).
+pub type MaxPool2d = Pool<Max>;
+/// 2-D average pooling (kernel, stride, zero padding, `ceil_mode`, `count_include_pad`).
+pub type AvgPool2d = Pool<Avg>;
+
+impl<K: PoolKind> Pool<K> {
+    /// A square `k × k` window with stride `k`, no padding
+    /// (and for average pooling `count_include_pad = true`, as PyTorch).
+    pub fn new(k: usize) -> Self {
+        Pool {
+            kernel: [k, k],
+            stride: None,
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+            name: None,
+            kind: PhantomData,
+        }
+    }
 }
 
-impl PoolSpec {
+impl<K: PoolKind> Pool<K> {
+    /// Kernel per dimension.
+    pub fn kernel(mut self, k: [usize; 2]) -> Self {
+        self.kernel = k;
+        self
+    }
+    /// The same stride along both dimensions (default: the kernel).
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = Some([s, s]);
+        self
+    }
+    /// Stride per dimension (default: the kernel).
+    pub fn strides(mut self, s: [usize; 2]) -> Self {
+        self.stride = Some(s);
+        self
+    }
+    /// The same padding on every side (max pooling pads with −∞, average pooling with 0).
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// Padding per dimension (both sides).
+    pub fn paddings(mut self, p: [usize; 2]) -> Self {
+        self.padding = p;
+        self
+    }
+    /// Rounds the output size up instead of down.
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+    /// Names the layer in dumps.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Layer name, input shape, geometry and the windows `[N, C, K, L]` over
+    /// `x` padded with `pad_value`.
+    fn windows(
+        &self,
+        g: &mut Graph,
+        x: NodeId,
+        pad_value: f32,
+    ) -> Result<(String, Vec<usize>, PoolGeom, NodeId)> {
+        let name = layer_name(g, &self.name, K::KIND);
+        let xs = g.shape(x)?.to_vec();
+        let geom = self.geom(&name, &xs)?;
+        let cols = windows(g, x, &name, self.window(), geom.pads, pad_value)?;
+        Ok((name, xs, geom, cols))
+    }
+
     fn geom(&self, name: &str, xs: &[usize]) -> Result<PoolGeom> {
-        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
+        let (k, s, p, d) = (
+            self.kernel,
+            self.stride.unwrap_or(self.kernel),
+            self.padding,
+            self.dilation,
+        );
         if xs.len() != 4 {
             return shape_err(
                 name,
@@ -80,10 +176,28 @@ impl PoolSpec {
     fn window(&self) -> Window {
         Window {
             kernel: self.kernel.to_vec(),
-            stride: self.stride.to_vec(),
+            stride: self.stride.unwrap_or(self.kernel).to_vec(),
             padding: vec![0, 0],
             dilation: self.dilation.to_vec(),
         }
+    }
+}
+
+/// Output size per spatial dim and the padding (before, after) each needs,
+/// including the extra right padding that `ceil_mode` windows reach into.
+struct PoolGeom {
+    out: [usize; 2],
+    pads: [(usize, usize); 2],
+}
+
+impl PoolGeom {
+    fn output_shape(&self, xs: &[usize]) -> [isize; 4] {
+        [
+            xs[0] as isize,
+            xs[1] as isize,
+            self.out[0] as isize,
+            self.out[1] as isize,
+        ]
     }
 }
 
@@ -106,187 +220,55 @@ fn windows(
     Ok(cols)
 }
 
-/// 2-D max pooling (kernel, stride, padding, dilation, `ceil_mode`).
-#[derive(Clone, Debug)]
-pub struct MaxPool2d {
-    kernel: [usize; 2],
-    stride: Option<[usize; 2]>,
-    padding: [usize; 2],
-    dilation: [usize; 2],
-    ceil_mode: bool,
-    name: Option<String>,
-}
-
-impl MaxPool2d {
-    /// A square `k × k` window with stride `k`, no padding.
-    pub fn new(k: usize) -> Self {
-        MaxPool2d {
-            kernel: [k, k],
-            stride: None,
-            padding: [0, 0],
-            dilation: [1, 1],
-            ceil_mode: false,
-            name: None,
-        }
-    }
-    /// Kernel per dimension.
-    pub fn kernel(mut self, k: [usize; 2]) -> Self {
-        self.kernel = k;
-        self
-    }
-    /// The same stride along both dimensions (default: the kernel).
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = Some([s, s]);
-        self
-    }
-    /// The same padding (−∞) on every side.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p, p];
-        self
-    }
+impl Pool<Max> {
     /// The same dilation along both dimensions.
     pub fn dilation(mut self, d: usize) -> Self {
         self.dilation = [d, d];
         self
     }
-    /// Rounds the output size up instead of down.
-    pub fn ceil_mode(mut self, c: bool) -> Self {
-        self.ceil_mode = c;
-        self
-    }
-    /// Names the layer in dumps.
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
 
-impl Layer for MaxPool2d {
+impl Layer for Pool<Max> {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let name = layer_name(g, &self.name, "maxpool2d");
-        let xs = g.shape(x)?.to_vec();
-        let spec = PoolSpec {
-            kernel: self.kernel,
-            stride: self.stride.unwrap_or(self.kernel),
-            padding: self.padding,
-            dilation: self.dilation,
-            ceil_mode: self.ceil_mode,
-        };
-        let geom = spec.geom(&name, &xs)?;
-        let cols = windows(g, x, &name, spec.window(), geom.pads, f32::NEG_INFINITY)?;
+        let (name, xs, geom, cols) = self.windows(g, x, f32::NEG_INFINITY)?;
         let m = g.max(cols, &[2], false)?;
         g.set_name(m, format!("{name}.max"));
-        g.reshape(
-            m,
-            &[
-                xs[0] as isize,
-                xs[1] as isize,
-                geom.out[0] as isize,
-                geom.out[1] as isize,
-            ],
-        )
+        g.reshape(m, &geom.output_shape(&xs))
     }
 }
 
-/// 2-D average pooling (kernel, stride, padding, `ceil_mode`, `count_include_pad`).
-#[derive(Clone, Debug)]
-pub struct AvgPool2d {
-    kernel: [usize; 2],
-    stride: Option<[usize; 2]>,
-    padding: [usize; 2],
-    ceil_mode: bool,
-    count_include_pad: bool,
-    name: Option<String>,
-}
-
-impl AvgPool2d {
-    /// A square `k × k` window with stride `k`, no padding, `count_include_pad = true`.
-    pub fn new(k: usize) -> Self {
-        AvgPool2d {
-            kernel: [k, k],
-            stride: None,
-            padding: [0, 0],
-            ceil_mode: false,
-            count_include_pad: true,
-            name: None,
-        }
-    }
-    /// Kernel per dimension.
-    pub fn kernel(mut self, k: [usize; 2]) -> Self {
-        self.kernel = k;
-        self
-    }
-    /// The same stride along both dimensions (default: the kernel).
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = Some([s, s]);
-        self
-    }
-    /// The same zero padding on every side.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p, p];
-        self
-    }
-    /// Rounds the output size up instead of down.
-    pub fn ceil_mode(mut self, c: bool) -> Self {
-        self.ceil_mode = c;
-        self
-    }
+impl Pool<Avg> {
     /// Whether padded cells count in the divisor (default true, as PyTorch).
     pub fn count_include_pad(mut self, c: bool) -> Self {
         self.count_include_pad = c;
         self
     }
-    /// Names the layer in dumps.
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
 
-impl Layer for AvgPool2d {
+impl Layer for Pool<Avg> {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let name = layer_name(g, &self.name, "avgpool2d");
-        let xs = g.shape(x)?.to_vec();
-        let spec = PoolSpec {
-            kernel: self.kernel,
-            stride: self.stride.unwrap_or(self.kernel),
-            padding: self.padding,
-            dilation: [1, 1],
-            ceil_mode: self.ceil_mode,
-        };
+        let (name, xs, geom, cols) = self.windows(g, x, 0.0)?;
         let (k, p) = (self.kernel, self.padding);
-        let geom = spec.geom(&name, &xs)?;
-        let ceil_extra = geom.pads.iter().any(|&(before, after)| after > before);
-        let cols = windows(g, x, &name, spec.window(), geom.pads, 0.0)?;
         let sum = g.sum(cols, &[2], false)?;
         g.set_name(sum, format!("{name}.sum"));
-        let uniform_divisor = !ceil_extra && (self.count_include_pad || p == [0, 0]);
-        let avg = if uniform_divisor {
+        let ceil_extra = geom.pads.iter().any(|&(before, after)| after > before);
+        let avg = if !ceil_extra && (self.count_include_pad || p == [0, 0]) {
             g.mul_scalar(sum, 1.0 / (k[0] * k[1]) as f32)?
         } else {
             // Divisor per window: the same windows over a plane of ones that
             // covers exactly the cells that count.
             let (ones, pads) = if self.count_include_pad {
                 let ones = g.fill(&[1, 1, xs[2] + 2 * p[0], xs[3] + 2 * p[1]], 1.0)?;
-                let extra = geom.pads.map(|(b, a)| (0, a - b));
-                (ones, extra)
+                (ones, geom.pads.map(|(b, a)| (0, a - b)))
             } else {
                 (g.fill(&[1, 1, xs[2], xs[3]], 1.0)?, geom.pads)
             };
-            let count_cols = windows(g, ones, &format!("{name}.count"), spec.window(), pads, 0.0)?;
+            let count_cols = windows(g, ones, &format!("{name}.count"), self.window(), pads, 0.0)?;
             let count = g.sum(count_cols, &[2], false)?;
             g.div(sum, count)?
         };
         g.set_name(avg, format!("{name}.avg"));
-        g.reshape(
-            avg,
-            &[
-                xs[0] as isize,
-                xs[1] as isize,
-                geom.out[0] as isize,
-                geom.out[1] as isize,
-            ],
-        )
+        g.reshape(avg, &geom.output_shape(&xs))
     }
 }
 
