@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autodiff;
 pub mod error;
 pub mod exec;
 pub mod graph;

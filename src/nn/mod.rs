@@ -6,6 +6,7 @@
 mod activation;
 mod conv;
 mod linear;
+pub mod loss;
 mod lstm;
 mod pool;
 mod reshape;
@@ -13,6 +14,7 @@ mod reshape;
 pub use activation::{log_softmax, softmax, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
+pub use loss::{check_labels, mse_loss, softmax_cross_entropy, Reduction};
 pub use lstm::Lstm;
 pub use pool::{Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind};
 pub use reshape::{Dropout, Flatten, Reshape};

@@ -3,6 +3,7 @@
 
 use super::View;
 use crate::error::{shape_err, Result};
+use crate::graph::{Graph, NodeId};
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
 use serde::{Deserialize, Serialize};
 
@@ -201,4 +202,97 @@ pub fn select(c: View, a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
             b.data[ob]
         };
     });
+}
+
+/// VJP of a unary op: the gradient of `x` given `y = op(x)` and the upstream gradient `gy`.
+pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -> Result<NodeId> {
+    match op {
+        UnaryOp::Neg => g.neg(gy),
+        UnaryOp::Exp => g.mul(gy, y),
+        UnaryOp::Log => g.div(gy, x),
+        UnaryOp::Sqrt => {
+            let two_y = g.mul_scalar(y, 2.0)?;
+            g.div(gy, two_y)
+        }
+        UnaryOp::Recip => {
+            let y2 = g.mul(y, y)?;
+            let t = g.mul(gy, y2)?;
+            g.neg(t)
+        }
+        UnaryOp::Relu => {
+            // d relu / dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch)
+            let zero = g.scalar(0.0)?;
+            let mask = g.gt(x, zero)?;
+            g.mul(gy, mask)
+        }
+        UnaryOp::Sigmoid => {
+            let one = g.scalar(1.0)?;
+            let one_minus = g.sub(one, y)?;
+            let d = g.mul(y, one_minus)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::Tanh => {
+            let one = g.scalar(1.0)?;
+            let y2 = g.mul(y, y)?;
+            let d = g.sub(one, y2)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::Abs => {
+            // sign(x), 0 at x = 0 (as PyTorch)
+            let zero = g.scalar(0.0)?;
+            let pos = g.gt(x, zero)?;
+            let neg = g.lt(x, zero)?;
+            let sign = g.sub(pos, neg)?;
+            g.mul(gy, sign)
+        }
+    }
+}
+
+/// VJP of a binary op: gradients of `a` and `b` (of the broadcast shape; the
+/// autodiff driver sums them back to the operand shapes). Comparisons have a
+/// zero gradient (`None`). `maximum`/`minimum` split the gradient evenly on
+/// ties, as PyTorch.
+pub fn binary_vjp(
+    op: BinaryOp,
+    g: &mut Graph,
+    a: NodeId,
+    b: NodeId,
+    y: NodeId,
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    Ok(match op {
+        BinaryOp::Add => vec![Some(gy), Some(gy)],
+        BinaryOp::Sub => vec![Some(gy), Some(g.neg(gy)?)],
+        BinaryOp::Mul => vec![Some(g.mul(gy, b)?), Some(g.mul(gy, a)?)],
+        BinaryOp::Div => {
+            let ga = g.div(gy, b)?;
+            let gy_y = g.mul(gy, y)?;
+            let q = g.div(gy_y, b)?;
+            vec![Some(ga), Some(g.neg(q)?)]
+        }
+        BinaryOp::Max | BinaryOp::Min => {
+            let wins = if op == BinaryOp::Max {
+                g.gt(a, b)?
+            } else {
+                g.lt(a, b)?
+            };
+            let tie = g.eq(a, b)?;
+            let half_tie = g.mul_scalar(tie, 0.5)?;
+            let share_a = g.add(wins, half_tie)?;
+            let one = g.scalar(1.0)?;
+            let share_b = g.sub(one, share_a)?;
+            vec![Some(g.mul(gy, share_a)?), Some(g.mul(gy, share_b)?)]
+        }
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+            vec![None, None]
+        }
+    })
+}
+
+/// VJP of `select(c, a, b)`: the gradient goes to `a` where `c != 0`, else to `b`.
+pub fn select_vjp(g: &mut Graph, c: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+    let zero = g.scalar(0.0)?;
+    let ga = g.select(c, gy, zero)?;
+    let gb = g.select(c, zero, gy)?;
+    Ok(vec![None, Some(ga), Some(gb)])
 }

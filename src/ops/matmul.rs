@@ -3,6 +3,7 @@
 
 use super::View;
 use crate::error::{shape_err, Result};
+use crate::graph::{Graph, NodeId};
 use crate::kernels;
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
 
@@ -85,4 +86,22 @@ pub fn matmul_reference(a: View, b: View, out: &mut [f32], out_shape: &[usize]) 
             }
         }
     });
+}
+
+/// `x` with its last two axes swapped (an element-wise `Transpose`).
+fn swap_last2(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let r = g.shape(x)?.len();
+    let mut perm: Vec<usize> = (0..r).collect();
+    perm.swap(r - 2, r - 1);
+    g.transpose(x, &perm)
+}
+
+/// VJP of `MatMul`: `ga = gy·bᵀ`, `gb = aᵀ·gy` (broadcast batch dimensions
+/// are summed back by the autodiff driver).
+pub fn matmul_vjp(g: &mut Graph, a: NodeId, b: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+    let bt = swap_last2(g, b)?;
+    let ga = g.matmul(gy, bt)?;
+    let at = swap_last2(g, a)?;
+    let gb = g.matmul(at, gy)?;
+    Ok(vec![Some(ga), Some(gb)])
 }

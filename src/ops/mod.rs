@@ -15,6 +15,7 @@ pub use reduce::ReduceKind;
 pub use window::Window;
 
 use crate::error::{shape_err, Result};
+use crate::graph::{Graph, NodeId};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -313,6 +314,53 @@ impl Op {
             Op::Fold { window, .. } => window::fold(window, ins[0], out, out_shape),
             Op::MatMul => matmul::matmul(ins[0], ins[1], out, out_shape),
             Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
+        }
+    }
+}
+
+impl Op {
+    /// The VJP rule: given operands `xs`, this op's output `y` and the
+    /// upstream gradient `gy`, adds generic ops computing one gradient per
+    /// operand (`None`: the gradient is zero). A gradient may have the
+    /// broadcast output shape; the autodiff driver sums it to the operand's.
+    pub fn vjp(
+        &self,
+        g: &mut Graph,
+        xs: &[NodeId],
+        y: NodeId,
+        gy: NodeId,
+    ) -> Result<Vec<Option<NodeId>>> {
+        let one = |n: Result<NodeId>| n.map(|n| vec![Some(n)]);
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } | Op::Fill { .. } => {
+                Ok(vec![])
+            }
+            Op::Unary(u) => one(elementwise::unary_vjp(*u, g, xs[0], y, gy)),
+            Op::Binary(b) => elementwise::binary_vjp(*b, g, xs[0], xs[1], y, gy),
+            Op::Select => elementwise::select_vjp(g, xs[0], gy),
+            Op::Reduce { kind, axes, .. } => one(reduce::reduce_vjp(*kind, axes, g, xs[0], y, gy)),
+            Op::FirstMaxMask { .. } => Ok(vec![None]),
+            Op::Reshape { .. } => {
+                let shape: Vec<isize> = g.shape(xs[0])?.iter().map(|&d| d as isize).collect();
+                one(g.reshape(gy, &shape))
+            }
+            Op::Transpose { perm } => one(movement::transpose_vjp(perm, g, gy)),
+            Op::Broadcast { .. } => Ok(vec![Some(gy)]),
+            Op::Slice {
+                axis, start, step, ..
+            } => one(movement::slice_vjp(*axis, *start, *step, g, xs[0], gy)),
+            Op::Pad { pads, .. } => one(movement::pad_vjp(pads, g, xs[0], gy)),
+            Op::Concat { axis } => movement::concat_vjp(*axis, g, xs, gy),
+            Op::Stack { axis } => movement::stack_vjp(*axis, g, xs, gy),
+            Op::Unfold(w) => {
+                let spatial = g.shape(xs[0])?[2..].to_vec();
+                one(g.fold(gy, w.clone(), &spatial))
+            }
+            Op::Fold { window, .. } => one(g.unfold(gy, window.clone())),
+            Op::MatMul => matmul::matmul_vjp(g, xs[0], xs[1], gy),
+            // The mask is a function of (seed, step, index): the same op on the
+            // gradient in the same run applies the forward's mask.
+            Op::Dropout { p, seed } => one(g.dropout(gy, *p, *seed)),
         }
     }
 }

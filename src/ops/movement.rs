@@ -3,6 +3,7 @@
 
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, NodeId};
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk, strides};
 
 /// Shape rule of `Reshape`: sizes must agree.
@@ -200,4 +201,93 @@ pub fn stack(ins: &[View], axis: usize, out: &mut [f32]) {
             out[dst..dst + inner].copy_from_slice(&x.data[o * inner..(o + 1) * inner]);
         }
     }
+}
+
+/// VJP of `Transpose`: transpose back with the inverse permutation.
+pub fn transpose_vjp(perm: &[usize], g: &mut Graph, gy: NodeId) -> Result<NodeId> {
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    g.transpose(gy, &inv)
+}
+
+/// VJP of `Slice`: the upstream gradient placed back at the sliced
+/// positions, zeros elsewhere (interleave zeros for the step, then pad).
+pub fn slice_vjp(
+    axis: usize,
+    start: usize,
+    step: usize,
+    g: &mut Graph,
+    x: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
+    let xs = g.shape(x)?.to_vec();
+    let gs = g.shape(gy)?.to_vec();
+    let (n, dim) = (gs[axis], xs[axis]);
+    let mut spread = gy;
+    if step > 1 {
+        let mut split: Vec<isize> = gs.iter().map(|&d| d as isize).collect();
+        split.insert(axis + 1, 1);
+        let s = g.reshape(gy, &split)?;
+        let mut pads = vec![(0, 0); split.len()];
+        pads[axis + 1] = (0, step - 1);
+        let s = g.pad(s, &pads, 0.0)?;
+        let mut merged: Vec<isize> = gs.iter().map(|&d| d as isize).collect();
+        merged[axis] = (n * step) as isize;
+        spread = g.reshape(s, &merged)?;
+    }
+    let covered = start + n * step;
+    let mut pads = vec![(0, 0); xs.len()];
+    pads[axis] = (start, dim.saturating_sub(covered));
+    let padded = g.pad(spread, &pads, 0.0)?;
+    if covered > dim {
+        return g.slice(padded, axis as isize, 0, dim, 1);
+    }
+    Ok(padded)
+}
+
+/// VJP of `Pad`: the upstream gradient with the padding sliced off.
+pub fn pad_vjp(pads: &[(usize, usize)], g: &mut Graph, x: NodeId, gy: NodeId) -> Result<NodeId> {
+    let xs = g.shape(x)?.to_vec();
+    let mut h = gy;
+    for (d, &(before, after)) in pads.iter().enumerate() {
+        if before + after > 0 {
+            h = g.slice(h, d as isize, before, before + xs[d], 1)?;
+        }
+    }
+    Ok(h)
+}
+
+/// VJP of `Concat`: each operand gets its slice of the upstream gradient.
+pub fn concat_vjp(
+    axis: usize,
+    g: &mut Graph,
+    xs: &[NodeId],
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let mut offset = 0;
+    let mut out = Vec::with_capacity(xs.len());
+    for &x in xs {
+        let len = g.shape(x)?[axis];
+        out.push(Some(g.slice(gy, axis as isize, offset, offset + len, 1)?));
+        offset += len;
+    }
+    Ok(out)
+}
+
+/// VJP of `Stack`: each operand gets its entry of the upstream gradient.
+pub fn stack_vjp(
+    axis: usize,
+    g: &mut Graph,
+    xs: &[NodeId],
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let mut out = Vec::with_capacity(xs.len());
+    for (k, &x) in xs.iter().enumerate() {
+        let shape: Vec<isize> = g.shape(x)?.iter().map(|&d| d as isize).collect();
+        let s = g.slice(gy, axis as isize, k, k + 1, 1)?;
+        out.push(Some(g.reshape(s, &shape)?));
+    }
+    Ok(out)
 }

@@ -2,6 +2,7 @@
 
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, NodeId};
 use crate::shape::{strided_walk, strides};
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +130,48 @@ pub fn first_max_mask(axis: usize, x: View, out: &mut [f32]) {
                 }
             }
             out[base + best * inner] = 1.0;
+        }
+    }
+}
+
+/// VJP of `Reduce`: the upstream gradient broadcast back over the reduced
+/// axes; scaled by `1/count` for the mean; for the max, routed to the first
+/// maximum along a single reduced axis (as PyTorch's max pooling and
+/// `max(dim)`), or split evenly between tied maxima over several axes (as
+/// `amax`).
+pub fn reduce_vjp(
+    kind: ReduceKind,
+    axes: &[usize],
+    g: &mut Graph,
+    x: NodeId,
+    y: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
+    let xs = g.shape(x)?.to_vec();
+    let kept: Vec<isize> = xs
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n as isize })
+        .collect();
+    let gk = g.reshape(gy, &kept)?;
+    match kind {
+        ReduceKind::Sum => g.broadcast_to(gk, &xs),
+        ReduceKind::Mean => {
+            let count: usize = axes.iter().map(|&a| xs[a]).product();
+            let b = g.broadcast_to(gk, &xs)?;
+            g.mul_scalar(b, 1.0 / count as f32)
+        }
+        ReduceKind::Max => {
+            let mask = if let [axis] = axes {
+                g.first_max_mask(x, *axis as isize)?
+            } else {
+                let yk = g.reshape(y, &kept)?;
+                let hits = g.eq(x, yk)?;
+                let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+                let n = g.sum(hits, &ax, true)?;
+                g.div(hits, n)?
+            };
+            g.mul(mask, gk)
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Reverse-mode automatic differentiation over the graph.
+//!
+//! [`Graph::grad`] appends the backward nodes to the same graph, built from
+//! the per-op VJP rules in `ops/`. The driver does what every rule would
+//! otherwise repeat: it restricts work to nodes on a path from the
+//! differentiated nodes to the loss, sums a gradient that was broadcast back
+//! to its operand's shape, accumulates gradients that reach a node along
+//! several paths, and names each accumulated gradient after its node
+//! (`conv.weight.grad`). Nodes that do not influence the loss get no backward
+//! nodes.
+
+use crate::error::{shape_err, Result};
+use crate::graph::order::ancestors_order;
+use crate::graph::{Graph, NodeId};
+use std::collections::{HashMap, HashSet};
+
+impl Graph {
+    /// Gradients of the scalar `loss` with respect to each node of `wrt`, as
+    /// new nodes of this graph (one per entry of `wrt`, of that node's shape).
+    /// A node the loss does not depend on gets a zero gradient. `Err` if the
+    /// loss is not a scalar.
+    pub fn grad(&mut self, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+        let loss_shape = self.shape(loss)?.to_vec();
+        if loss_shape.iter().product::<usize>() != 1 {
+            return shape_err(
+                "grad",
+                format!("the loss must be a scalar, got shape {loss_shape:?}"),
+            );
+        }
+        for &w in wrt {
+            self.node(w)?;
+        }
+        let order = ancestors_order(self, &[loss]);
+        let on_path = self.nodes_on_path(&order, wrt);
+        let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
+        let seed = self.fill(&loss_shape, 1.0)?;
+        self.set_name(seed, "loss.grad");
+        grads.insert(loss, seed);
+        for &n in order.iter().rev() {
+            let Some(&gy) = grads.get(&n) else { continue };
+            let operands = self.operands(n);
+            if operands.iter().all(|o| !on_path.contains(o)) {
+                continue;
+            }
+            let op = self.node(n)?.op.clone();
+            let rule = op.vjp(self, &operands, n, gy)?;
+            for (&x, gx) in operands.iter().zip(rule) {
+                if !on_path.contains(&x) {
+                    continue;
+                }
+                let Some(gx) = gx else { continue };
+                let gx = self.sum_to_shape(gx, x)?;
+                let total = match grads.get(&x) {
+                    Some(&prev) => self.add(prev, gx)?,
+                    None => gx,
+                };
+                if let Some(name) = self.node(x)?.name.clone() {
+                    self.set_name(total, format!("{name}.grad"));
+                }
+                grads.insert(x, total);
+            }
+        }
+        wrt.iter()
+            .map(|w| match grads.get(w) {
+                Some(&g) => Ok(g),
+                None => {
+                    let shape = self.shape(*w)?.to_vec();
+                    self.fill(&shape, 0.0)
+                }
+            })
+            .collect()
+    }
+
+    /// Nodes of `order` (the loss's ancestors) that depend on some node of `wrt`.
+    fn nodes_on_path(&self, order: &[NodeId], wrt: &[NodeId]) -> HashSet<NodeId> {
+        let mut on: HashSet<NodeId> = wrt.iter().copied().collect();
+        for &n in order {
+            if self.operands(n).iter().any(|o| on.contains(o)) {
+                on.insert(n);
+            }
+        }
+        on
+    }
+
+    /// Sums `grad` (of a broadcast shape) down to the shape of node `like`.
+    fn sum_to_shape(&mut self, grad: NodeId, like: NodeId) -> Result<NodeId> {
+        let (gs, ts) = (self.shape(grad)?.to_vec(), self.shape(like)?.to_vec());
+        if gs == ts {
+            return Ok(grad);
+        }
+        let lead = gs.len().saturating_sub(ts.len());
+        let axes: Vec<isize> = (0..gs.len())
+            .filter(|&d| d < lead || (ts[d - lead] == 1 && gs[d] != 1))
+            .map(|d| d as isize)
+            .collect();
+        let summed = if axes.is_empty() {
+            grad
+        } else {
+            self.sum(grad, &axes, true)?
+        };
+        let target: Vec<isize> = ts.iter().map(|&d| d as isize).collect();
+        self.reshape(summed, &target)
+    }
+}

@@ -1,0 +1,541 @@
+//! Gradient checks: every op's and layer's VJP against central finite
+//! differences, gradient accumulation, unused branches, and max-pool ties.
+//!
+//! Tolerance: central differences at `eps = 1e-2` and `eps/2` in f32,
+//! Richardson-extrapolated; a gradient passes when
+//! `|numeric − analytic| ≤ 2e-3 · max(1, |analytic|)`. Inputs are kept away
+//! from kinks (ReLU, |x|, max ties) by more than `eps` where a check crosses one.
+
+mod common;
+use common::*;
+use kiln::nn::{self, Layer, Reduction};
+use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
+
+const EPS: f32 = 1e-2;
+const TOL: f32 = 2e-3;
+
+/// Builds `y = build(g, inputs)`, takes `loss = Σ y·r` for a fixed random `r`,
+/// and checks the gradient w.r.t. every input and parameter against central
+/// differences (on up to 24 elements of each).
+fn check(values: Vec<Tensor>, build: impl Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>) {
+    let mut g = Graph::with_seed(5);
+    let names: Vec<String> = (0..values.len()).map(|i| format!("x{i}")).collect();
+    let xs: Vec<NodeId> = values
+        .iter()
+        .zip(&names)
+        .map(|(v, n)| g.input(n, v.shape().to_vec()).unwrap())
+        .collect();
+    let y = build(&mut g, &xs).expect("build");
+    let ys = g.shape(y).unwrap().to_vec();
+    let r = g.constant(Tensor::rand_uniform(ys, 0.5, 1.5, 99)).unwrap();
+    let weighted = g.mul(y, r).unwrap();
+    let loss = g.sum_all(weighted).unwrap();
+    let params: Vec<(String, NodeId)> = g.params().map(|(n, id, _)| (n.to_string(), id)).collect();
+    let wrt: Vec<NodeId> = xs
+        .iter()
+        .copied()
+        .chain(params.iter().map(|p| p.1))
+        .collect();
+    let grads = g.grad(loss, &wrt).unwrap();
+    let mut outs = vec![loss];
+    outs.extend(&grads);
+    let mut exe = compile(&g, &outs).unwrap();
+    let feeds = |vals: &[Tensor]| -> Vec<(String, Tensor)> {
+        names.iter().cloned().zip(vals.iter().cloned()).collect()
+    };
+    let run = |exe: &mut kiln::Executable, vals: &[Tensor]| -> Vec<Tensor> {
+        let f = feeds(vals);
+        let r: Vec<(&str, &Tensor)> = f.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        exe.run(&r).unwrap()
+    };
+    let analytic = run(&mut exe, &values);
+    let loss_at = |exe: &mut kiln::Executable, vals: &[Tensor]| run(exe, vals)[0].data()[0];
+    for (k, &w) in wrt.iter().enumerate() {
+        let a = &analytic[1 + k];
+        assert_eq!(
+            a.shape(),
+            g.shape(w).unwrap(),
+            "gradient {k} has its node's shape"
+        );
+        let n = a.numel();
+        let stride = n.div_ceil(24).max(1);
+        for i in (0..n).step_by(stride) {
+            let mut vals = values.to_vec();
+            // central difference at step h, for input or parameter k, element i
+            let mut central = |h: f32| -> f32 {
+                if k < values.len() {
+                    vals[k].data_mut()[i] += h;
+                    let up = loss_at(&mut exe, &vals);
+                    vals[k].data_mut()[i] -= 2.0 * h;
+                    let down = loss_at(&mut exe, &vals);
+                    vals[k].data_mut()[i] += h;
+                    (up - down) / (2.0 * h)
+                } else {
+                    let (name, _) = &params[k - values.len()];
+                    let orig = exe.param(name).unwrap();
+                    let mut p = orig.clone();
+                    p.data_mut()[i] += h;
+                    exe.set_param(name, &p).unwrap();
+                    let up = loss_at(&mut exe, &vals);
+                    p.data_mut()[i] -= 2.0 * h;
+                    exe.set_param(name, &p).unwrap();
+                    let down = loss_at(&mut exe, &vals);
+                    exe.set_param(name, &orig).unwrap();
+                    (up - down) / (2.0 * h)
+                }
+            };
+            // Richardson extrapolation cancels the O(h²) truncation error
+            let numeric = (4.0 * central(EPS / 2.0) - central(EPS)) / 3.0;
+            let an = a.data()[i];
+            assert!(
+                (numeric - an).abs() <= TOL * an.abs().max(1.0),
+                "gradient {k} (of {} wrt nodes) element {i}: analytic {an}, numeric {numeric}",
+                wrt.len()
+            );
+        }
+    }
+}
+
+/// Random values in [-1, 1) moved at least 0.1 away from 0.
+fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
+    let mut t = rand(shape, seed);
+    t.data_mut()
+        .iter_mut()
+        .for_each(|v| *v += 0.1f32.copysign(*v));
+    t
+}
+
+/// Distinct values (a shuffled ramp with step 0.03 > 2·eps), so no
+/// perturbation changes which element is a maximum.
+fn distinct(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 0.03).collect();
+    let mut rng = kiln::rng::Rng::new(seed);
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    Tensor::from_vec(shape.to_vec(), v).unwrap()
+}
+
+#[test]
+fn unary_ops() {
+    let x = away_from_zero(&[3, 4], 1);
+    let pos = Tensor::rand_uniform([3, 4], 0.5, 2.0, 2);
+    check(vec![x.clone()], |g, x| g.neg(x[0]));
+    check(vec![x.clone()], |g, x| g.exp(x[0]));
+    check(vec![x.clone()], |g, x| g.relu(x[0]));
+    check(vec![x.clone()], |g, x| g.sigmoid(x[0]));
+    check(vec![x.clone()], |g, x| g.tanh(x[0]));
+    check(vec![x], |g, x| g.abs(x[0]));
+    check(vec![pos.clone()], |g, x| g.log(x[0]));
+    check(vec![pos.clone()], |g, x| g.sqrt(x[0]));
+    check(vec![pos], |g, x| g.recip(x[0]));
+}
+
+#[test]
+fn binary_ops_with_broadcasting() {
+    let a = rand(&[2, 3], 3);
+    let row = rand(&[3], 4);
+    let col = Tensor::rand_uniform([2, 1], 0.5, 2.0, 5);
+    check(vec![a.clone(), row.clone()], |g, x| g.add(x[0], x[1]));
+    check(vec![a.clone(), col.clone()], |g, x| g.sub(x[0], x[1]));
+    check(vec![row.clone(), a.clone()], |g, x| g.mul(x[0], x[1]));
+    check(vec![a.clone(), col.clone()], |g, x| g.div(x[0], x[1]));
+    check(vec![col.clone(), a.clone()], |g, x| g.div(x[0], x[1]));
+    let (d1, d2) = (distinct(&[2, 3], 1), distinct(&[2, 3], 2));
+    check(vec![d1.clone(), d2.clone()], |g, x| g.maximum(x[0], x[1]));
+    check(vec![d1, d2], |g, x| g.minimum(x[0], x[1]));
+    // comparisons pass no gradient: only the multiplied operand gets one
+    check(vec![a], |g, x| {
+        let z = g.scalar(0.0)?;
+        let m = g.gt(x[0], z)?;
+        g.mul(m, x[0])
+    });
+}
+
+#[test]
+fn maximum_splits_ties_evenly_like_pytorch() {
+    let mut g = Graph::new();
+    let a = g.input("a", [2]).unwrap();
+    let b = g.input("b", [2]).unwrap();
+    let m = g.maximum(a, b).unwrap();
+    let l = g.sum_all(m).unwrap();
+    let gr = g.grad(l, &[a, b]).unwrap();
+    let out = compile(&g, &gr)
+        .unwrap()
+        .run(&[("a", &t(&[2], &[1.0, 2.0])), ("b", &t(&[2], &[1.0, 0.0]))])
+        .unwrap();
+    assert_eq!(out[0].data(), &[0.5, 1.0]);
+    assert_eq!(out[1].data(), &[0.5, 0.0]);
+}
+
+#[test]
+fn select_and_reductions() {
+    let a = rand(&[2, 3], 6);
+    let b = rand(&[3], 7);
+    check(vec![a.clone(), b], |g, x| {
+        let c = g.constant(t(&[2, 3], &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]))?;
+        g.select(c, x[0], x[1])
+    });
+    let x = distinct(&[2, 3, 4], 3);
+    check(vec![x.clone()], |g, x| g.sum(x[0], &[1], false));
+    check(vec![x.clone()], |g, x| g.sum(x[0], &[0, 2], true));
+    check(vec![x.clone()], |g, x| g.mean(x[0], &[-1], false));
+    check(vec![x.clone()], |g, x| g.mean(x[0], &[0, 1, 2], false));
+    check(vec![x.clone()], |g, x| g.max(x[0], &[2], false));
+    check(vec![x.clone()], |g, x| g.max(x[0], &[0, 1], true));
+    check(vec![x], |g, x| g.sum_all(x[0]));
+}
+
+#[test]
+fn movement_ops() {
+    let x = rand(&[2, 3, 4], 8);
+    check(vec![x.clone()], |g, x| g.reshape(x[0], &[4, -1]));
+    check(vec![x.clone()], |g, x| g.transpose(x[0], &[2, 0, 1]));
+    check(vec![rand(&[3, 1], 9)], |g, x| {
+        g.broadcast_to(x[0], &[2, 3, 4])
+    });
+    check(vec![x.clone()], |g, x| g.slice(x[0], 2, 1, 4, 1));
+    check(vec![x.clone()], |g, x| g.slice(x[0], 2, 0, 4, 3));
+    check(vec![x.clone()], |g, x| g.slice(x[0], 1, 1, 3, 2));
+    check(vec![rand(&[2, 7], 1)], |g, x| g.slice(x[0], 1, 1, 6, 2));
+    check(vec![x.clone()], |g, x| {
+        g.pad(x[0], &[(0, 1), (2, 0), (1, 1)], 0.5)
+    });
+    check(vec![x.clone(), rand(&[2, 1, 4], 2)], |g, x| {
+        g.concat(&[x[0], x[1]], 1)
+    });
+    check(vec![x.clone(), x.clone()], |g, x| g.stack(&[x[0], x[1]], 1));
+    check(vec![rand(&[3], 3), rand(&[3], 4), rand(&[3], 5)], |g, x| {
+        g.stack(x, -1)
+    });
+}
+
+#[test]
+fn unfold_fold_matmul_fill() {
+    let w2 = Window {
+        kernel: vec![2, 3],
+        stride: vec![2, 1],
+        padding: vec![1, 0],
+        dilation: vec![1, 2],
+    };
+    check(vec![rand(&[1, 2, 5, 6], 1)], |g, x| {
+        g.unfold(x[0], w2.clone())
+    });
+    let w1 = Window {
+        kernel: vec![3],
+        stride: vec![2],
+        padding: vec![2],
+        dilation: vec![1],
+    };
+    check(vec![rand(&[2, 1, 7], 2)], |g, x| g.unfold(x[0], w1.clone()));
+    // fold of a [1, 2, 6, L] column tensor
+    let l = Window::new(&[2, 3])
+        .out_size("test", &[3, 4])
+        .unwrap()
+        .iter()
+        .product::<usize>();
+    check(vec![rand(&[1, 2, 6, l], 3)], |g, x| {
+        g.fold(x[0], Window::new(&[2, 3]), &[3, 4])
+    });
+    check(vec![rand(&[3, 4], 4), rand(&[4, 2], 5)], |g, x| {
+        g.matmul(x[0], x[1])
+    });
+    check(vec![rand(&[2, 3, 4], 6), rand(&[4, 5], 7)], |g, x| {
+        g.matmul(x[0], x[1])
+    });
+    check(vec![rand(&[1, 3, 4], 8), rand(&[2, 4, 2], 9)], |g, x| {
+        g.matmul(x[0], x[1])
+    });
+    check(vec![rand(&[2, 2], 1)], |g, x| {
+        let f = g.fill(&[2, 2], 3.0)?;
+        g.mul(x[0], f)
+    });
+}
+
+#[test]
+fn dropout_gradient_uses_the_forward_mask() {
+    let x = Tensor::full([200], 1.0);
+    let mut g = Graph::new();
+    let xi = g.input("x", [200]).unwrap();
+    let y = g.dropout(xi, 0.3, 11).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let gx = g.grad(l, &[xi]).unwrap()[0];
+    let mut exe = compile(&g, &[y, gx]).unwrap();
+    exe.set_training(true);
+    for _ in 0..2 {
+        let out = exe.run(&[("x", &x)]).unwrap();
+        assert!(
+            out[0] == out[1],
+            "with x = 1, d sum(dropout(x)) / dx equals dropout(x)"
+        );
+        assert!(out[0].data().contains(&0.0));
+    }
+}
+
+#[test]
+fn linear_and_activations_layers() {
+    check(vec![rand(&[3, 4], 1)], |g, x| {
+        nn::Linear::new(4, 5).build(g, x[0])
+    });
+    check(vec![rand(&[2, 3, 4], 2)], |g, x| {
+        nn::Linear::new(4, 2).bias(false).build(g, x[0])
+    });
+    check(vec![rand(&[3, 5], 3)], |g, x| {
+        nn::Softmax(-1).build(g, x[0])
+    });
+    check(vec![rand(&[3, 5], 4)], |g, x| {
+        nn::LogSoftmax(0).build(g, x[0])
+    });
+    check(vec![rand(&[2, 3, 2, 2], 5)], |g, x| {
+        nn::GlobalAvgPool2d.build(g, x[0])
+    });
+    check(vec![rand(&[2, 3, 2], 6)], |g, x| nn::Flatten.build(g, x[0]));
+    check(vec![rand(&[2, 3], 7)], |g, x| {
+        nn::Dropout::new(0.5).build(g, x[0])
+    });
+}
+
+/// (in, out, kernel, stride, padding, dilation, groups, input size)
+type Conv2dCase = (
+    usize,
+    usize,
+    [usize; 2],
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+);
+
+#[test]
+fn conv2d_layer_over_strides_paddings_dilations_groups() {
+    let cases: [Conv2dCase; 5] = [
+        (2, 3, [3, 3], 1, 1, 1, 1, [5, 5]),
+        (2, 4, [3, 2], 2, 0, 1, 2, [7, 6]),
+        (1, 2, [3, 3], 1, 2, 2, 1, [6, 5]),
+        (4, 4, [2, 2], 2, 1, 1, 4, [5, 4]),
+        (3, 2, [1, 1], 1, 0, 1, 1, [3, 3]),
+    ];
+    for (cin, cout, k, s, p, d, groups, size) in cases {
+        let x = rand(&[2, cin, size[0], size[1]], 7);
+        check(vec![x], |g, x| {
+            nn::Conv2d::new(cin, cout, 1)
+                .kernel(k)
+                .stride(s)
+                .padding(p)
+                .dilation(d)
+                .groups(groups)
+                .build(g, x[0])
+        });
+    }
+}
+
+#[test]
+fn conv1d_layer_over_strides_paddings_dilations_groups() {
+    for (cin, cout, k, s, p, d, groups, len) in [
+        (2, 3, 3, 1, 1, 1, 1, 9),
+        (4, 2, 2, 2, 0, 1, 2, 7),
+        (2, 2, 3, 1, 2, 2, 1, 6),
+        (2, 4, 3, 3, 1, 1, 2, 10),
+    ] {
+        let x = rand(&[2, cin, len], 3);
+        check(vec![x], |g, x| {
+            nn::Conv1d::new(cin, cout, k)
+                .stride(s)
+                .padding(p)
+                .dilation(d)
+                .groups(groups)
+                .build(g, x[0])
+        });
+    }
+}
+
+#[test]
+fn pooling_layers() {
+    for (k, s, p, d, ceil, size) in [
+        (2, 2, 0, 1, false, [4, 4]),
+        (3, 2, 1, 1, false, [5, 6]),
+        (3, 2, 1, 1, true, [6, 6]),
+        (2, 1, 1, 2, false, [5, 5]),
+    ] {
+        let x = distinct(&[2, 2, size[0], size[1]], 4);
+        check(vec![x], |g, x| {
+            nn::MaxPool2d::new(k)
+                .stride(s)
+                .padding(p)
+                .dilation(d)
+                .ceil_mode(ceil)
+                .build(g, x[0])
+        });
+    }
+    for (k, s, p, ceil, inc) in [
+        (2, 2, 0, false, true),
+        (3, 2, 1, false, true),
+        (3, 2, 1, false, false),
+        (3, 2, 1, true, true),
+        (3, 2, 1, true, false),
+    ] {
+        let x = rand(&[1, 2, 7, 6], 5);
+        check(vec![x], |g, x| {
+            nn::AvgPool2d::new(k)
+                .stride(s)
+                .padding(p)
+                .ceil_mode(ceil)
+                .count_include_pad(inc)
+                .build(g, x[0])
+        });
+    }
+}
+
+#[test]
+fn lstm_layer() {
+    check(vec![rand(&[2, 3, 2], 9)], |g, x| {
+        nn::Lstm::new(2, 3).build(g, x[0])
+    });
+}
+
+#[test]
+fn losses() {
+    let logits = rand(&[4, 3], 1);
+    let labels = t(&[4], &[0.0, 2.0, 1.0, 2.0]);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        check(vec![logits.clone()], |g, x| {
+            let y = g.constant(labels.clone())?;
+            nn::softmax_cross_entropy(g, x[0], y, reduction)
+        });
+    }
+    check(vec![rand(&[3, 2], 2), rand(&[3, 2], 3)], |g, x| {
+        nn::mse_loss(g, x[0], x[1], Reduction::Mean)
+    });
+    // the cross-entropy value itself: −log softmax(logits)[label], averaged
+    let mut g = Graph::new();
+    let (l, y) = (g.input("l", [2, 2]).unwrap(), g.input("y", [2]).unwrap());
+    let ce = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap();
+    let out = compile(&g, &[ce])
+        .unwrap()
+        .run(&[
+            ("l", &t(&[2, 2], &[0.0, 0.0, 2.0, 0.0])),
+            ("y", &t(&[2], &[1.0, 0.0])),
+        ])
+        .unwrap();
+    let want = (std::f32::consts::LN_2 + (1.0 + (-2.0f32).exp()).ln()) / 2.0;
+    assert!((out[0].data()[0] - want).abs() < 1e-6);
+    assert!(nn::check_labels(&t(&[2], &[1.0, 3.0]), 3)
+        .unwrap_err()
+        .to_string()
+        .contains("label 1 is 3"));
+}
+
+#[test]
+fn composite_cnn_with_cross_entropy() {
+    let x = rand(&[2, 1, 6, 6], 4);
+    check(vec![x], |g, x| {
+        let net = nn::Sequential::new()
+            .push(nn::Conv2d::new(1, 2, 3).padding(1))
+            .push(nn::Relu)
+            .push(nn::MaxPool2d::new(2))
+            .push(nn::Flatten)
+            .push(nn::Linear::new(18, 3));
+        let logits = net.build(g, x[0])?;
+        let labels = g.constant(t(&[2], &[2.0, 0.0]))?;
+        nn::softmax_cross_entropy(g, logits, labels, Reduction::Mean)
+    });
+}
+
+#[test]
+fn gradients_accumulate_over_paths() {
+    // y = x*x + x  ⇒  dy/dx = 2x + 1
+    let x = rand(&[5], 2);
+    let mut g = Graph::new();
+    let xi = g.input("x", [5]).unwrap();
+    let sq = g.mul(xi, xi).unwrap();
+    let y = g.add(sq, xi).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let gx = g.grad(l, &[xi]).unwrap()[0];
+    let got = compile(&g, &[gx])
+        .unwrap()
+        .run(&[("x", &x)])
+        .unwrap()
+        .remove(0);
+    let want: Vec<f32> = x.data().iter().map(|v| 2.0 * v + 1.0).collect();
+    assert_close(got.data(), &want, 1e-6);
+}
+
+#[test]
+fn unused_branches_get_no_backward_nodes() {
+    let mut g = Graph::new();
+    let x = g.input("x", [3]).unwrap();
+    let w = g.input("w", [3]).unwrap();
+    let unused = g.exp(w).unwrap();
+    let sq = g.mul(x, x).unwrap();
+    let l = g.sum_all(sq).unwrap();
+    let before: Vec<NodeId> = g.node_ids();
+    let grads = g.grad(l, &[x, w]).unwrap();
+    let new: Vec<NodeId> = g
+        .node_ids()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    for n in &new {
+        let ops = g.operands(*n);
+        assert!(
+            !ops.contains(&unused) && !ops.contains(&w),
+            "no backward node reads the unused branch"
+        );
+    }
+    // w's gradient is a zero fill
+    assert!(matches!(g.node(grads[1]).unwrap().op, Op::Fill { value, .. } if value == 0.0));
+    let out = compile(&g, &grads)
+        .unwrap()
+        .run(&[
+            ("x", &t(&[3], &[1.0, 2.0, 3.0])),
+            ("w", &t(&[3], &[0.0; 3])),
+        ])
+        .unwrap();
+    assert_eq!(out[0].data(), &[2.0, 4.0, 6.0]);
+    assert_eq!(out[1].data(), &[0.0; 3]);
+    assert!(g.grad(sq, &[x]).unwrap_err().to_string().contains("scalar"));
+}
+
+/// Gradient of Σ maxpool(x) w.r.t. x.
+fn pool_grad(x: &Tensor, pool: nn::MaxPool2d) -> Tensor {
+    let mut g = Graph::new();
+    let xi = g.input("x", x.shape().to_vec()).unwrap();
+    let y = pool.build(&mut g, xi).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let gx = g.grad(l, &[xi]).unwrap()[0];
+    compile(&g, &[gx])
+        .unwrap()
+        .run(&[("x", x)])
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn maxpool_ties_send_the_gradient_to_the_first_maximum_row_major() {
+    // all-equal window (as after a ReLU): only the top-left cell gets it
+    let zeros = Tensor::zeros([1, 1, 2, 2]);
+    assert_eq!(
+        pool_grad(&zeros, nn::MaxPool2d::new(2)).data(),
+        &[1.0, 0.0, 0.0, 0.0]
+    );
+    // [[1, 3], [3, 2]]: the first 3 in row-major order
+    let x = t(&[1, 1, 2, 2], &[1.0, 3.0, 3.0, 2.0]);
+    assert_eq!(
+        pool_grad(&x, nn::MaxPool2d::new(2)).data(),
+        &[0.0, 1.0, 0.0, 0.0]
+    );
+    // overlapping 1x2 windows over [5, 5, 5]: each window's left cell
+    let row = t(&[1, 1, 1, 3], &[5.0, 5.0, 5.0]);
+    assert_eq!(
+        pool_grad(&row, nn::MaxPool2d::new(1).kernel([1, 2]).stride(1)).data(),
+        &[1.0, 1.0, 0.0]
+    );
+    // padding never wins, even against a negative input
+    let neg = Tensor::full([1, 1, 2, 2], -3.0);
+    assert_eq!(
+        pool_grad(&neg, nn::MaxPool2d::new(2).stride(2).padding(1)).data(),
+        &[1.0, 1.0, 1.0, 1.0]
+    );
+}
