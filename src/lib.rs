@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+pub mod classify;
+pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
@@ -26,19 +28,23 @@ pub mod models;
 pub mod nn;
 
 pub mod ops;
+pub mod optim;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod rng;
 pub mod shape;
 pub mod tensor;
+pub mod trainer;
+pub mod weights;
 
 pub use error::{KilnError, Result};
-pub use exec::{compile, Executable};
+pub use exec::{compile, compile_with_updates, Executable};
 pub use graph::dump::DumpFormat;
 pub use graph::{Graph, Init, Node, NodeId};
 pub use ops::{Op, Window};
 pub use shape::Shape;
 pub use tensor::Tensor;
+pub use trainer::Trainer;
 
 /// The README's code blocks, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

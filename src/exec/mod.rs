@@ -37,18 +37,56 @@ pub struct Executable {
     /// Parameter name → step that holds it.
     params: Vec<(String, usize)>,
     outputs: Vec<usize>,
+    /// `(parameter step, value step)`: after each run the value is written into the parameter.
+    updates: Vec<(usize, usize)>,
     ctx: RunCtx,
 }
 
 /// Compiles the part of `graph` that `outputs` depend on.
 pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
+    compile_with_updates(graph, outputs, &[])
+}
+
+/// Compiles `outputs` plus parameter updates: after every run, the value of
+/// each `(param, value)` pair's `value` node becomes the parameter's new value
+/// (all reads in that run see the old value). This is how a training step
+/// applies its optimiser.
+pub fn compile_with_updates(
+    graph: &Graph,
+    outputs: &[NodeId],
+    updates: &[(NodeId, NodeId)],
+) -> Result<Executable> {
     if outputs.is_empty() {
         return Err(KilnError::Invalid("compile: no outputs requested".into()));
     }
     for &o in outputs {
         graph.node(o)?;
     }
-    let order = ancestors_order(graph, outputs);
+    for &(p, v) in updates {
+        let (pn, vn) = (graph.node(p)?, graph.node(v)?);
+        if !matches!(pn.op, Op::Param { .. }) {
+            return Err(KilnError::Invalid(format!(
+                "update target %{} is a `{}`, not a parameter",
+                p.index(),
+                pn.op.name()
+            )));
+        }
+        if pn.shape != vn.shape {
+            return Err(KilnError::Shape {
+                op: "update".into(),
+                message: format!(
+                    "new value has shape {}, the parameter has {}",
+                    vn.shape, pn.shape
+                ),
+            });
+        }
+    }
+    let roots: Vec<NodeId> = outputs
+        .iter()
+        .copied()
+        .chain(updates.iter().flat_map(|&(p, v)| [p, v]))
+        .collect();
+    let order = ancestors_order(graph, &roots);
     let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut steps = Vec::with_capacity(order.len());
     let (mut feeds, mut params) = (Vec::new(), Vec::new());
@@ -82,6 +120,10 @@ pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
         known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
         params,
         outputs: outputs.iter().map(|o| step_of[o]).collect(),
+        updates: updates
+            .iter()
+            .map(|(p, v)| (step_of[p], step_of[v]))
+            .collect(),
         ctx: RunCtx::default(),
     })
 }
@@ -95,6 +137,7 @@ impl Executable {
     pub fn run(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
         self.load_feeds(feeds)?;
         self.execute();
+        self.apply_updates();
         self.ctx.step += 1;
         Ok(self.outputs.iter().map(|&o| self.value(o)).collect())
     }
@@ -164,6 +207,23 @@ impl Executable {
         }
     }
 
+    fn apply_updates(&mut self) {
+        for &(param, value) in &self.updates {
+            let (dst, src) = (self.plan.slot_of[param], self.plan.slot_of[value]);
+            if dst == src {
+                continue;
+            }
+            let (d, s) = if dst < src {
+                let (lo, hi) = self.slots.split_at_mut(src);
+                (&mut lo[dst], &hi[0])
+            } else {
+                let (lo, hi) = self.slots.split_at_mut(dst);
+                (&mut hi[0], &lo[src])
+            };
+            d.copy_from_slice(s);
+        }
+    }
+
     fn value(&self, step: usize) -> Tensor {
         Tensor::from_vec(
             self.steps[step].shape.clone(),
@@ -177,6 +237,19 @@ impl Executable {
         self.ctx.training = training;
     }
 
+    /// Names of the parameters (and state) this executable holds.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The current value of parameter `name`, borrowed (no copy).
+    pub fn param_data(&self, name: &str) -> Option<&[f32]> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, s)| self.slots[self.plan.slot_of[s]].as_slice())
+    }
+
     /// The current value of parameter `name`.
     pub fn param(&self, name: &str) -> Option<Tensor> {
         self.params
@@ -187,20 +260,47 @@ impl Executable {
 
     /// Replaces the value of parameter `name`; `Err` if unknown or of another shape.
     pub fn set_param(&mut self, name: &str, value: &Tensor) -> Result<()> {
+        self.check_param_shape(name, value.shape())?;
+        self.set_param_data(name, value.data())
+    }
+
+    /// Replaces the value of parameter `name` from row-major data of its size.
+    pub fn set_param_data(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        let step = self.check_param_len(name, data.len())?;
+        self.slots[self.plan.slot_of[step]].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn check_param_len(&self, name: &str, len: usize) -> Result<usize> {
+        let &(_, step) = self.params.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            KilnError::Invalid(format!("no parameter named `{name}` in this executable"))
+        })?;
+        let want: usize = self.steps[step].shape.iter().product();
+        if len != want {
+            return Err(KilnError::Shape {
+                op: "param".into(),
+                message: format!(
+                    "value for `{name}` has {len} elements, the parameter {:?} has {want}",
+                    self.steps[step].shape
+                ),
+            });
+        }
+        Ok(step)
+    }
+
+    fn check_param_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
         let &(_, step) = self.params.iter().find(|(n, _)| n == name).ok_or_else(|| {
             KilnError::Invalid(format!("no parameter named `{name}` in this executable"))
         })?;
         let want = &self.steps[step].shape;
-        if value.shape() != want.as_slice() {
+        if shape != want.as_slice() {
             return Err(KilnError::Shape {
                 op: "param".into(),
                 message: format!(
-                    "value for `{name}` has shape {:?}, the parameter has {want:?}",
-                    value.shape()
+                    "value for `{name}` has shape {shape:?}, the parameter has {want:?}"
                 ),
             });
         }
-        self.slots[self.plan.slot_of[step]].copy_from_slice(value.data());
         Ok(())
     }
 

@@ -50,6 +50,8 @@ pub struct Graph {
     pub(crate) g: StableDiGraph<Node, usize>,
     inputs: BTreeMap<String, NodeId>,
     params: BTreeMap<String, (NodeId, Tensor)>,
+    /// Parameters that hold state (optimiser buffers), not trainable weights.
+    state: std::collections::BTreeSet<String>,
     next_seq: usize,
     seed: u64,
     name_counters: BTreeMap<String, usize>,
@@ -106,7 +108,19 @@ impl Graph {
 
     /// Declares a trainable parameter of `shape`, initialised by `init`.
     pub fn param(&mut self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<NodeId> {
-        let shape = shape.into();
+        self.add_param(name, shape.into(), init)
+    }
+
+    /// Declares a non-trainable state tensor (optimiser buffers, counters):
+    /// stored and updated like a parameter, but not returned by
+    /// [`Graph::trainable_params`].
+    pub fn state(&mut self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<NodeId> {
+        let id = self.add_param(name, shape.into(), init)?;
+        self.state.insert(name.into());
+        Ok(id)
+    }
+
+    fn add_param(&mut self, name: &str, shape: Shape, init: Init) -> Result<NodeId> {
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;
@@ -202,6 +216,24 @@ impl Graph {
     /// The named parameters with their current values.
     pub fn params(&self) -> impl Iterator<Item = (&str, NodeId, &Tensor)> {
         self.params.iter().map(|(k, (id, t))| (k.as_str(), *id, t))
+    }
+
+    /// The trainable parameters (all parameters but state), by name.
+    pub fn trainable_params(&self) -> Vec<(String, NodeId)> {
+        self.params
+            .iter()
+            .filter(|(k, _)| !self.state.contains(*k))
+            .map(|(k, (id, _))| (k.clone(), *id))
+            .collect()
+    }
+
+    /// The declared shape of parameter `name`.
+    pub fn shape_of_param(&self, name: &str) -> Result<&[usize]> {
+        let (id, _) = self
+            .params
+            .get(name)
+            .ok_or_else(|| KilnError::Invalid(format!("no parameter named `{name}`")))?;
+        self.shape(*id)
     }
 
     /// The current value of parameter `name`.

