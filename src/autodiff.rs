@@ -7,7 +7,8 @@
 //! to its operand's shape, accumulates gradients that reach a node along
 //! several paths, and names each accumulated gradient after its node
 //! (`conv.weight.grad`). Nodes that do not influence the loss get no backward
-//! nodes.
+//! nodes, and nodes a rule built for an operand that needs no gradient are
+//! removed again.
 
 use crate::error::{shape_err, Result};
 use crate::graph::order::ancestors_order;
@@ -30,6 +31,7 @@ impl Graph {
         for &w in wrt {
             self.node(w)?;
         }
+        let first_new = self.next_seq();
         let order = ancestors_order(self, &[loss]);
         let on_path = self.nodes_on_path(&order, wrt);
         let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
@@ -60,7 +62,8 @@ impl Graph {
                 grads.insert(x, total);
             }
         }
-        wrt.iter()
+        let results = wrt
+            .iter()
             .map(|w| match grads.get(w) {
                 Some(&g) => Ok(g),
                 None => {
@@ -68,7 +71,16 @@ impl Graph {
                     self.fill(&shape, 0.0)
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // A rule builds gradients for all operands of a node, also for those
+        // that lead to no differentiated node; drop what no result needs.
+        let keep: HashSet<NodeId> = ancestors_order(self, &results).into_iter().collect();
+        for n in self.node_ids().into_iter().rev() {
+            if self.node(n)?.seq >= first_new && !keep.contains(&n) {
+                self.remove_node(n);
+            }
+        }
+        Ok(results)
     }
 
     /// Nodes of `order` (the loss's ancestors) that depend on some node of `wrt`.

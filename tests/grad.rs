@@ -539,3 +539,28 @@ fn maxpool_ties_send_the_gradient_to_the_first_maximum_row_major() {
         &[1.0, 1.0, 1.0, 1.0]
     );
 }
+
+#[test]
+fn grad_leaves_no_dead_backward_nodes() {
+    // conv1's im2col operand needs no gradient (it depends only on the input):
+    // the matmul rule's branch for it must not stay in the graph
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", [2, 1, 6, 6]).unwrap();
+    let y = nn::Sequential::new()
+        .push(nn::Conv2d::new(1, 2, 3))
+        .push(nn::Relu)
+        .build(&mut g, x)
+        .unwrap();
+    let l = g.sum_all(y).unwrap();
+    let before = g.node_ids();
+    let params: Vec<NodeId> = g.trainable_params().into_iter().map(|p| p.1).collect();
+    let grads = g.grad(l, &params).unwrap();
+    let live = kiln::graph::order::ancestors_order(&g, &grads);
+    for n in g.node_ids().into_iter().filter(|n| !before.contains(n)) {
+        assert!(
+            live.contains(&n),
+            "backward node {:?} feeds no gradient",
+            g.node(n).unwrap().op
+        );
+    }
+}

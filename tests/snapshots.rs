@@ -70,3 +70,18 @@ fn json_dump_parses_and_lists_every_node() {
             .sum::<usize>()
     );
 }
+
+#[test]
+fn cnn_training_step_graph_text() {
+    // forward, backward and SGD-with-momentum update of the built-in cnn at batch 32
+    let trainer = kiln::classify::classifier_trainer(
+        &models::cnn(),
+        32,
+        [1, 28, 28],
+        0,
+        kiln::optim::Sgd::new(0.01).momentum(0.9),
+    )
+    .unwrap();
+    let text = dump(trainer.graph(), &[trainer.loss()], DumpFormat::Text).unwrap();
+    insta::assert_snapshot!("cnn_training_step", text);
+}

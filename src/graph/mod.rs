@@ -97,6 +97,22 @@ impl Graph {
         NodeId(idx)
     }
 
+    /// The creation number the next node will get.
+    pub(crate) fn next_seq(&self) -> usize {
+        self.next_seq
+    }
+
+    /// Removes a node that nothing uses (inputs and parameters are never removed).
+    pub(crate) fn remove_node(&mut self, id: NodeId) {
+        let removable = self
+            .g
+            .node_weight(id.0)
+            .is_some_and(|n| !matches!(n.op, Op::Input { .. } | Op::Param { .. }));
+        if removable && self.users(id).is_empty() {
+            self.g.remove_node(id.0);
+        }
+    }
+
     /// Declares a named input of `shape`, fed at run time.
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
         self.claim_name(name)?;
