@@ -307,6 +307,8 @@ fn matmul_gemm_kernel_matches_triple_loop_with_batch_broadcast() {
                 shape: &sb,
                 data: b.data(),
             },
+            false,
+            false,
             &mut want,
             &out_shape,
         );
@@ -359,4 +361,58 @@ fn constants_and_fills() {
     let y = g.mul(c, f).unwrap();
     let out = kiln::compile(&g, &[y]).unwrap().run(&[]).unwrap();
     assert_eq!(out[0].data(), &[4.5, -6.0]);
+}
+
+#[test]
+fn matmul_transpose_flags_equal_explicit_transposes() {
+    // a is [2, 3, 4] or its transpose [2, 4, 3]; b is [4, 5] or [5, 4]
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let sa = if ta { vec![2, 4, 3] } else { vec![2, 3, 4] };
+        let sb = if tb { vec![5, 4] } else { vec![4, 5] };
+        let (a, b) = (rand(&sa, 3), rand(&sb, 4));
+        let mut g = Graph::new();
+        let (xa, xb) = (
+            g.input("a", sa.clone()).unwrap(),
+            g.input("b", sb.clone()).unwrap(),
+        );
+        let fused = g.matmul_t(xa, xb, ta, tb).unwrap();
+        let ea = if ta {
+            g.transpose(xa, &[0, 2, 1]).unwrap()
+        } else {
+            xa
+        };
+        let eb = if tb {
+            g.transpose(xb, &[1, 0]).unwrap()
+        } else {
+            xb
+        };
+        let explicit = g.matmul(ea, eb).unwrap();
+        assert_eq!(g.shape(fused).unwrap(), &[2, 3, 5]);
+        let out = kiln::compile(&g, &[fused, explicit])
+            .unwrap()
+            .run(&[("a", &a), ("b", &b)])
+            .unwrap();
+        assert_close(out[0].data(), out[1].data(), 1e-6);
+        let mut want = vec![0.0; 30];
+        matmul_reference(
+            View {
+                shape: &sa,
+                data: a.data(),
+            },
+            View {
+                shape: &sb,
+                data: b.data(),
+            },
+            ta,
+            tb,
+            &mut want,
+            &[2, 3, 5],
+        );
+        assert_close(out[0].data(), &want, 1e-5);
+    }
+    let mut g = Graph::new();
+    let (xa, xb) = (g.input("a", [3, 4]).unwrap(), g.input("b", [3, 5]).unwrap());
+    let e = g.matmul_t(xa, xb, false, false).unwrap_err().to_string();
+    assert!(e.contains("K = 4") && e.contains("K = 3"), "{e}");
+    assert!(g.matmul_t(xa, xb, true, false).is_ok());
 }

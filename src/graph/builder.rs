@@ -269,7 +269,18 @@ impl Graph {
 
     /// Batched matrix product.
     pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.add_op(Op::MatMul, &[a, b])
+        self.matmul_t(a, b, false, false)
+    }
+
+    /// Batched matrix product with either operand read transposed (last two axes).
+    pub fn matmul_t(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<NodeId> {
+        self.add_op(Op::MatMul { trans_a, trans_b }, &[a, b])
     }
 
     /// Inverted dropout with probability `p` and mask seed `seed`

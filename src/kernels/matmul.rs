@@ -5,10 +5,46 @@ use gemm::{gemm, Parallelism};
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 
-/// `out[m, n] = a[m, k] · b[k, n]`, all row-major and contiguous.
-pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+/// A read-only matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix, or its transpose when `transposed`
+    /// (then `data` holds the `cols × rows` matrix row-major).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
+        if transposed {
+            MatRef {
+                data,
+                row_stride: 1,
+                col_stride: rows,
+            }
+        } else {
+            MatRef {
+                data,
+                row_stride: cols,
+                col_stride: 1,
+            }
+        }
+    }
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `out[m, n] = a[m, k] · b[k, n]`, `out` row-major and contiguous.
+pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32]) {
     assert!(
-        a.len() >= m * k && b.len() >= k * n && out.len() >= m * n,
+        a.fits(m, k) && b.fits(k, n) && out.len() >= m * n,
         "matmul: buffers too small"
     );
     if m == 0 || n == 0 {
@@ -23,9 +59,9 @@ pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above guarantee every index gemm touches
-    // (row stride × rows plus columns) lies inside the three slices, and `out`
-    // does not alias `a` or `b` (it is a unique borrow).
+    // SAFETY: `fits` and the length check above guarantee every index gemm
+    // touches (row stride × rows plus column stride × columns) lies inside the
+    // three slices, and `out` does not alias `a` or `b` (it is a unique borrow).
     unsafe {
         gemm(
             m,
@@ -35,12 +71,12 @@ pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32
             1,
             n as isize,
             false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
             0.0,
             1.0,
             false,

@@ -5,10 +5,21 @@ use super::View;
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::kernels;
+use crate::kernels::matmul::MatRef;
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
 
+/// `(rows, cols)` of operand `x` as used, i.e. after the optional transpose.
+fn used(x: &[usize], transposed: bool) -> (usize, usize) {
+    let (r, c) = (x[x.len() - 2], x[x.len() - 1]);
+    if transposed {
+        (c, r)
+    } else {
+        (r, c)
+    }
+}
+
 /// Shape rule of `MatMul`.
-pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+pub fn matmul_shape(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<Vec<usize>> {
     if a.len() < 2 || b.len() < 2 {
         return shape_err(
             "matmul",
@@ -16,14 +27,11 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
         );
     }
     let (ra, rb) = (a.len(), b.len());
-    if a[ra - 1] != b[rb - 2] {
+    let ((m, ka), (kb, n)) = (used(a, trans_a), used(b, trans_b));
+    if ka != kb {
         return shape_err(
             "matmul",
-            format!(
-                "inner dimensions differ: operand 0 {a:?} has K = {}, operand 1 {b:?} has K = {}",
-                a[ra - 1],
-                b[rb - 2]
-            ),
+            format!("inner dimensions differ: operand 0 {a:?} has K = {ka}, operand 1 {b:?} has K = {kb} (transposed: {trans_a}, {trans_b})"),
         );
     }
     let Some(mut out) = broadcast_pair(&a[..ra - 2], &b[..rb - 2]) else {
@@ -32,7 +40,7 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
             format!("batch dimensions of operand 0 {a:?} and operand 1 {b:?} do not broadcast"),
         );
     };
-    out.extend([a[ra - 2], b[rb - 1]]);
+    out.extend([m, n]);
     Ok(out)
 }
 
@@ -48,40 +56,50 @@ fn for_each_batch(a: &[usize], b: &[usize], out: &[usize], mut f: impl FnMut(usi
     }
 }
 
-/// Kernel of `MatMul`: one `gemm` call per batch entry.
-pub fn matmul(a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
-    let (m, k, n) = (
-        a.shape[a.shape.len() - 2],
-        a.shape[a.shape.len() - 1],
-        b.shape[b.shape.len() - 1],
-    );
+/// Kernel of `MatMul`: one `gemm` call per batch entry, transposed operands read by strides.
+pub fn matmul(
+    a: View,
+    b: View,
+    trans_a: bool,
+    trans_b: bool,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let ((m, k), (_, n)) = (used(a.shape, trans_a), used(b.shape, trans_b));
     for_each_batch(a.shape, b.shape, out_shape, |ia, ib, io| {
         kernels::matmul::matmul(
             m,
             k,
             n,
-            &a.data[ia * m * k..(ia + 1) * m * k],
-            &b.data[ib * k * n..(ib + 1) * k * n],
+            MatRef::new(&a.data[ia * m * k..(ia + 1) * m * k], m, k, trans_a),
+            MatRef::new(&b.data[ib * k * n..(ib + 1) * k * n], k, n, trans_b),
             &mut out[io * m * n..(io + 1) * m * n],
         );
     });
 }
 
 /// Plain triple-loop reference of `MatMul`, used to check the `gemm` kernel.
-pub fn matmul_reference(a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
-    let (m, k, n) = (
-        a.shape[a.shape.len() - 2],
-        a.shape[a.shape.len() - 1],
-        b.shape[b.shape.len() - 1],
-    );
+pub fn matmul_reference(
+    a: View,
+    b: View,
+    trans_a: bool,
+    trans_b: bool,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let ((m, k), (_, n)) = (used(a.shape, trans_a), used(b.shape, trans_b));
+    let at = |ia: usize, i: usize, p: usize| {
+        a.data[ia * m * k + if trans_a { p * m + i } else { i * k + p }]
+    };
+    let bt = |ib: usize, p: usize, j: usize| {
+        b.data[ib * k * n + if trans_b { j * k + p } else { p * n + j }]
+    };
     for_each_batch(a.shape, b.shape, out_shape, |ia, ib, io| {
         for i in 0..m {
             for j in 0..n {
-                let mut acc = 0.0f64;
-                for p in 0..k {
-                    acc += a.data[ia * m * k + i * k + p] as f64
-                        * b.data[ib * k * n + p * n + j] as f64;
-                }
+                let acc: f64 = (0..k)
+                    .map(|p| at(ia, i, p) as f64 * bt(ib, p, j) as f64)
+                    .sum();
                 out[io * m * n + i * n + j] = acc as f32;
             }
         }
@@ -96,12 +114,29 @@ fn swap_last2(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     g.transpose(x, &perm)
 }
 
-/// VJP of `MatMul`: `ga = gy·bᵀ`, `gb = aᵀ·gy` (broadcast batch dimensions
-/// are summed back by the autodiff driver).
-pub fn matmul_vjp(g: &mut Graph, a: NodeId, b: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
-    let bt = swap_last2(g, b)?;
-    let ga = g.matmul(gy, bt)?;
-    let at = swap_last2(g, a)?;
-    let gb = g.matmul(at, gy)?;
+/// VJP of `MatMul`: with `A = op(a)`, `B = op(b)`: `gA = gy·Bᵀ`, `gB = Aᵀ·gy`,
+/// transposed back for a transposed operand. Emitted in the generic form
+/// (explicit element-wise transposes); broadcast batch dimensions are summed
+/// back by the autodiff driver.
+pub fn matmul_vjp(
+    g: &mut Graph,
+    a: NodeId,
+    b: NodeId,
+    trans_a: bool,
+    trans_b: bool,
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let op_a = if trans_a { swap_last2(g, a)? } else { a };
+    let op_b = if trans_b { swap_last2(g, b)? } else { b };
+    let bt = swap_last2(g, op_b)?;
+    let mut ga = g.matmul(gy, bt)?;
+    let at = swap_last2(g, op_a)?;
+    let mut gb = g.matmul(at, gy)?;
+    if trans_a {
+        ga = swap_last2(g, ga)?;
+    }
+    if trans_b {
+        gb = swap_last2(g, gb)?;
+    }
     Ok(vec![Some(ga), Some(gb)])
 }

@@ -136,8 +136,17 @@ pub enum Op {
         /// Spatial size of the (unpadded) output.
         spatial: Vec<usize>,
     },
-    /// Batched matrix product `[..., M, K] · [..., K, N]`, batch dims broadcast.
-    MatMul,
+    /// Batched matrix product `op(a) · op(b)` with `op(a) [..., M, K]`,
+    /// `op(b) [..., K, N]` and batch dims broadcast; `op` transposes the last
+    /// two axes of an operand whose flag is set (read by strides, no copy).
+    MatMul {
+        /// Use `a` transposed.
+        #[serde(default)]
+        trans_a: bool,
+        /// Use `b` transposed.
+        #[serde(default)]
+        trans_b: bool,
+    },
     /// Inverted dropout with a seeded mask in training mode, identity in evaluation mode.
     Dropout {
         /// Probability of zeroing an element.
@@ -178,7 +187,7 @@ impl Op {
             Op::Stack { .. } => "stack",
             Op::Unfold(_) => "unfold",
             Op::Fold { .. } => "fold",
-            Op::MatMul => "matmul",
+            Op::MatMul { .. } => "matmul",
             Op::Dropout { .. } => "dropout",
         }
     }
@@ -189,7 +198,7 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } | Op::Fill { .. } => {
                 Arity::Exact(0)
             }
-            Op::Binary(_) | Op::MatMul => Arity::Exact(2),
+            Op::Binary(_) | Op::MatMul { .. } => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
             Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
             _ => Arity::Exact(1),
@@ -202,7 +211,17 @@ impl Op {
             Op::Input { name } | Op::Param { name } => vec![("name", format!("{name:?}"))],
             Op::Constant { value } => vec![("checksum", fmt_f32(value.sum() as f32))],
             Op::Fill { value, .. } => vec![("value", fmt_f32(*value))],
-            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => vec![],
+            Op::Unary(_) | Op::Binary(_) | Op::Select => vec![],
+            Op::MatMul { trans_a, trans_b } => {
+                let mut v = vec![];
+                if *trans_a {
+                    v.push(("trans_a", "true".to_string()));
+                }
+                if *trans_b {
+                    v.push(("trans_b", "true".to_string()));
+                }
+                v
+            }
             Op::Reduce { axes, keepdims, .. } => vec![
                 ("axes", format!("{axes:?}")),
                 ("keepdims", keepdims.to_string()),
@@ -283,7 +302,9 @@ impl Op {
             Op::Stack { axis } => movement::stack_shape(ins, *axis),
             Op::Unfold(w) => window::unfold_shape(w, ins[0]),
             Op::Fold { window, spatial } => window::fold_shape(window, spatial, ins[0]),
-            Op::MatMul => matmul::matmul_shape(ins[0], ins[1]),
+            Op::MatMul { trans_a, trans_b } => {
+                matmul::matmul_shape(ins[0], ins[1], *trans_a, *trans_b)
+            }
             Op::Dropout { p, .. } => dropout::dropout_shape(ins[0], *p),
         }
     }
@@ -312,7 +333,9 @@ impl Op {
             Op::Stack { axis } => movement::stack(ins, *axis, out),
             Op::Unfold(w) => window::unfold(w, ins[0], out, out_shape),
             Op::Fold { window, .. } => window::fold(window, ins[0], out, out_shape),
-            Op::MatMul => matmul::matmul(ins[0], ins[1], out, out_shape),
+            Op::MatMul { trans_a, trans_b } => {
+                matmul::matmul(ins[0], ins[1], *trans_a, *trans_b, out, out_shape)
+            }
             Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
         }
     }
@@ -357,7 +380,9 @@ impl Op {
                 one(g.fold(gy, w.clone(), &spatial))
             }
             Op::Fold { window, .. } => one(g.unfold(gy, window.clone())),
-            Op::MatMul => matmul::matmul_vjp(g, xs[0], xs[1], gy),
+            Op::MatMul { trans_a, trans_b } => {
+                matmul::matmul_vjp(g, xs[0], xs[1], *trans_a, *trans_b, gy)
+            }
             // The mask is a function of (seed, step, index): the same op on the
             // gradient in the same run applies the forward's mask.
             Op::Dropout { p, seed } => one(g.dropout(gy, *p, *seed)),
