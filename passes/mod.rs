@@ -1,29 +1,146 @@
 //! The compiler's rewrite passes and the pass manager.
 //!
 //! A pass finds a slow generic pattern in the graph and rewrites it into a
-//! faster equivalent. The manager runs a pipeline of passes to a fixpoint.
-//! The rewrites themselves (Transpose → Permute, conv gradient patterns,
-//! pooling with indices, fusion, clean-ups) each live in their own file here.
+//! faster equivalent that computes the same values. Each pass lives in its own
+//! file here and says in its doc comment which pattern it rewrites into what.
+//! The manager runs a pipeline of passes to a fixpoint.
+
+mod algebraic;
+mod cse;
+mod dce;
+mod matmul_transpose;
+mod permute;
+
+pub use algebraic::Algebraic;
+pub use cse::Cse;
+pub use dce::Dce;
+pub use matmul_transpose::MatMulTranspose;
+pub use permute::TransposeToPermute;
 
 use crate::error::{KilnError, Result};
-use crate::graph::Graph;
+use crate::graph::{Graph, NodeId};
+
+/// What the passes rewrite: a graph with the nodes that must survive
+/// (outputs, and parameter updates as `(param, new value)` pairs).
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// The graph.
+    pub graph: Graph,
+    /// Nodes whose values are returned.
+    pub outputs: Vec<NodeId>,
+    /// Parameter updates applied after each run.
+    pub updates: Vec<(NodeId, NodeId)>,
+}
+
+impl Program {
+    /// Every node that must survive a rewrite: outputs, updated parameters and their new values.
+    pub fn roots(&self) -> Vec<NodeId> {
+        self.outputs
+            .iter()
+            .copied()
+            .chain(self.updates.iter().flat_map(|&(p, v)| [p, v]))
+            .collect()
+    }
+
+    /// The nodes the roots depend on, in canonical order (dead nodes are not
+    /// rewritten: the dead-code pass removes them).
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        crate::graph::order::ancestors_order(&self.graph, &self.roots())
+    }
+
+    /// Replaces `old` by `new` (see [`Program::replace`]), hands `old`'s name
+    /// to `new` if it has none, and removes `old` when nothing uses it any more.
+    pub fn substitute(&mut self, old: NodeId, new: NodeId) -> Result<()> {
+        self.replace(old, new)?;
+        if self.graph.node(new)?.name.is_none() {
+            if let Some(name) = self.graph.node(old)?.name.clone() {
+                self.graph.set_name(new, name);
+            }
+        }
+        if !self.roots().contains(&old) {
+            self.graph.remove_node(old);
+        }
+        Ok(())
+    }
+
+    /// Makes `new` stand for `old` everywhere: in users, outputs and update values.
+    pub fn replace(&mut self, old: NodeId, new: NodeId) -> Result<()> {
+        self.graph.replace_uses(old, new)?;
+        for o in self
+            .outputs
+            .iter_mut()
+            .chain(self.updates.iter_mut().map(|u| &mut u.1))
+        {
+            if *o == old {
+                *o = new;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A graph rewrite.
 pub trait Pass {
-    /// Short name, used in dumps and reports (`permute`, `dce`...).
+    /// Short name, used in dumps, reports and `--stage` (`permute`, `dce`...).
     fn name(&self) -> &'static str;
-    /// Rewrites `graph` in place and returns how many rewrites it applied
-    /// (0 when the pattern was not found: the graph is then unchanged).
-    fn run(&self, graph: &mut Graph) -> Result<usize>;
+    /// Rewrites `program` in place and returns how many rewrites it applied
+    /// (0 when the pattern was not found: the program is then unchanged).
+    fn run(&self, program: &mut Program) -> Result<usize>;
+}
+
+/// Every pass, in pipeline order: clean up, fold transposes into matmuls,
+/// turn the remaining transposes into `Permute`, then merge and prune.
+pub fn all_passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        Box::new(Algebraic),
+        Box::new(MatMulTranspose),
+        Box::new(TransposeToPermute),
+        Box::new(Cse),
+        Box::new(Dce),
+    ]
+}
+
+/// The passes named in `names`, in pipeline order; `Err` naming an unknown one.
+pub fn passes_named(names: &[String]) -> Result<Vec<Box<dyn Pass>>> {
+    let known: Vec<&str> = all_passes().iter().map(|p| p.name()).collect();
+    if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(KilnError::Invalid(format!(
+            "unknown pass `{bad}`; passes: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(all_passes()
+        .into_iter()
+        .filter(|p| names.iter().any(|n| n == p.name()))
+        .collect())
 }
 
 /// How many rewrites each pass applied in one pipeline run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
-    /// `(pass name, rewrites)` in pipeline order, summed over iterations.
+    /// `(pass name, rewrites)` in pipeline order, summed over iterations
+    /// (passes that never fired are listed with 0).
     pub rewrites: Vec<(&'static str, usize)>,
     /// Pipeline iterations until nothing changed.
     pub iterations: usize,
+    /// Nodes in the graph before the pipeline.
+    pub nodes_before: usize,
+    /// Nodes in the graph after the pipeline.
+    pub nodes_after: usize,
+}
+
+impl std::fmt::Display for PassReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "nodes: {} before, {} after ({} pipeline iterations)",
+            self.nodes_before, self.nodes_after, self.iterations
+        )?;
+        for (name, n) in &self.rewrites {
+            writeln!(f, "  {name:18} {n} rewrites")?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs a pipeline of passes until none of them rewrites anything.
@@ -46,6 +163,13 @@ impl PassManager {
     pub fn new() -> Self {
         Self::default()
     }
+    /// A pipeline of the given passes.
+    pub fn from_passes(passes: Vec<Box<dyn Pass>>) -> Self {
+        PassManager {
+            passes,
+            ..Self::default()
+        }
+    }
     /// Appends a pass to the pipeline.
     pub fn with(mut self, pass: impl Pass + 'static) -> Self {
         self.passes.push(Box::new(pass));
@@ -56,24 +180,38 @@ impl PassManager {
         self.max_iterations = n;
         self
     }
-    /// Runs the pipeline to a fixpoint. `Err` naming the passes that still
-    /// rewrote on the last allowed iteration if no fixpoint is reached.
-    pub fn run(&self, graph: &mut Graph) -> Result<PassReport> {
+    /// Runs the pipeline to a fixpoint (see [`PassManager::run_observed`]).
+    pub fn run(&self, program: &mut Program) -> Result<PassReport> {
+        self.run_observed(program, |_, _| Ok(()))
+    }
+    /// Runs the pipeline to a fixpoint, calling `after(pass name, program)`
+    /// after every pass application that rewrote something (for dumps and
+    /// verification). `Err` naming the passes that still rewrote on the last
+    /// allowed iteration if no fixpoint is reached.
+    pub fn run_observed(
+        &self,
+        program: &mut Program,
+        mut after: impl FnMut(&str, &Program) -> Result<()>,
+    ) -> Result<PassReport> {
         let mut report = PassReport {
             rewrites: self.passes.iter().map(|p| (p.name(), 0)).collect(),
             iterations: 0,
+            nodes_before: program.graph.len(),
+            nodes_after: 0,
         };
         for _ in 0..self.max_iterations {
             report.iterations += 1;
             let mut fired = Vec::new();
             for (i, pass) in self.passes.iter().enumerate() {
-                let n = pass.run(graph)?;
+                let n = pass.run(program)?;
                 report.rewrites[i].1 += n;
                 if n > 0 {
                     fired.push(pass.name());
+                    after(pass.name(), program)?;
                 }
             }
             if fired.is_empty() {
+                report.nodes_after = program.graph.len();
                 return Ok(report);
             }
             if report.iterations == self.max_iterations {
@@ -84,6 +222,7 @@ impl PassManager {
                 )));
             }
         }
+        report.nodes_after = program.graph.len();
         Ok(report)
     }
 }
@@ -93,6 +232,14 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
+    fn empty() -> Program {
+        Program {
+            graph: Graph::new(),
+            outputs: vec![],
+            updates: vec![],
+        }
+    }
+
     /// Rewrites `left` times, then finds nothing more to do.
     struct Countdown {
         left: Cell<usize>,
@@ -101,7 +248,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "countdown"
         }
-        fn run(&self, _: &mut Graph) -> Result<usize> {
+        fn run(&self, _: &mut Program) -> Result<usize> {
             let n = self.left.get();
             self.left.set(n.saturating_sub(1));
             Ok(usize::from(n > 0))
@@ -114,7 +261,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "oscillate"
         }
-        fn run(&self, _: &mut Graph) -> Result<usize> {
+        fn run(&self, _: &mut Program) -> Result<usize> {
             Ok(1)
         }
     }
@@ -122,7 +269,7 @@ mod tests {
     #[test]
     fn runs_to_a_fixpoint_and_counts_rewrites() {
         let pm = PassManager::new().with(Countdown { left: Cell::new(3) });
-        let report = pm.run(&mut Graph::new()).unwrap();
+        let report = pm.run(&mut empty()).unwrap();
         assert_eq!(report.rewrites, vec![("countdown", 3)]);
         assert_eq!(
             report.iterations, 4,
@@ -136,7 +283,7 @@ mod tests {
             .with(Countdown { left: Cell::new(1) })
             .with(Oscillate)
             .max_iterations(5);
-        let err = pm.run(&mut Graph::new()).unwrap_err().to_string();
+        let err = pm.run(&mut empty()).unwrap_err().to_string();
         assert!(
             err.contains("5 iterations") && err.contains("oscillate") && !err.contains("countdown"),
             "{err}"
@@ -147,8 +294,13 @@ mod tests {
     fn an_empty_pipeline_leaves_the_graph_alone() {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();
-        g.relu(x).unwrap();
-        let report = PassManager::new().run(&mut g).unwrap();
-        assert_eq!((report.iterations, g.len()), (1, 2));
+        let y = g.relu(x).unwrap();
+        let mut p = Program {
+            graph: g,
+            outputs: vec![y],
+            updates: vec![],
+        };
+        let report = PassManager::new().run(&mut p).unwrap();
+        assert_eq!((report.iterations, p.graph.len()), (1, 2));
     }
 }

@@ -38,7 +38,9 @@ pub mod trainer;
 pub mod weights;
 
 pub use error::{KilnError, Result};
-pub use exec::{compile, compile_with_updates, Executable};
+pub use exec::{
+    compile, compile_with, compile_with_updates, CompileOptions, Executable, PassSelection,
+};
 pub use graph::dump::DumpFormat;
 pub use graph::{Graph, Init, Node, NodeId};
 pub use ops::{Op, Window};

@@ -10,11 +10,14 @@ mod plan;
 pub use plan::MemoryPlan;
 
 use crate::error::{KilnError, Result};
+use crate::graph::dump::to_text;
 use crate::graph::order::ancestors_order;
 use crate::graph::{Graph, NodeId};
 use crate::ops::{Op, RunCtx, View};
+use crate::passes::{self, PassManager, PassReport, Program};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// One scheduled op with the steps that produce its operands.
 #[derive(Clone, Debug)]
@@ -40,22 +43,181 @@ pub struct Executable {
     /// `(parameter step, value step)`: after each run the value is written into the parameter.
     updates: Vec<(usize, usize)>,
     ctx: RunCtx,
+    report: PassReport,
 }
 
-/// Compiles the part of `graph` that `outputs` depend on.
+/// Which rewrite passes compilation runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassSelection {
+    /// The whole pipeline (default).
+    All,
+    /// No passes: the unrewritten graph.
+    None,
+    /// Only these passes (by name), in pipeline order.
+    Named(Vec<String>),
+}
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Which passes run.
+    pub passes: PassSelection,
+    /// Run the graph before and after every pass on seeded random inputs and
+    /// fail compilation, naming the pass, if any output or update differs by
+    /// more than `1e-4 · (1 + |value|)`. Default: env `KILN_VERIFY=1`.
+    pub verify: bool,
+    /// Write the graph before the pipeline (`00-input.txt`) and after every
+    /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`.
+    pub dump_dir: Option<PathBuf>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            passes: PassSelection::All,
+            verify: std::env::var("KILN_VERIFY").is_ok_and(|v| v == "1"),
+            dump_dir: std::env::var_os("KILN_DUMP").map(PathBuf::from),
+        }
+    }
+}
+
+impl CompileOptions {
+    /// Options that run no pass (the unrewritten graph).
+    pub fn unrewritten() -> Self {
+        CompileOptions {
+            passes: PassSelection::None,
+            ..Self::default()
+        }
+    }
+    /// The pass pipeline these options select.
+    pub fn pipeline(&self) -> Result<PassManager> {
+        Ok(PassManager::from_passes(match &self.passes {
+            PassSelection::All => passes::all_passes(),
+            PassSelection::None => vec![],
+            PassSelection::Named(names) => passes::passes_named(names)?,
+        }))
+    }
+}
+
+/// Compiles the part of `graph` that `outputs` depend on, with all passes.
 pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
-    compile_with_updates(graph, outputs, &[])
+    compile_with(graph, outputs, &[], &CompileOptions::default())
 }
 
-/// Compiles `outputs` plus parameter updates: after every run, the value of
-/// each `(param, value)` pair's `value` node becomes the parameter's new value
-/// (all reads in that run see the old value). This is how a training step
-/// applies its optimiser.
+/// Compiles `outputs` plus parameter updates (see [`compile_with`]), with all passes.
 pub fn compile_with_updates(
     graph: &Graph,
     outputs: &[NodeId],
     updates: &[(NodeId, NodeId)],
 ) -> Result<Executable> {
+    compile_with(graph, outputs, updates, &CompileOptions::default())
+}
+
+/// Compiles `outputs` plus parameter updates: after every run, the value of
+/// each `(param, value)` pair's `value` node becomes the parameter's new value
+/// (all reads in that run see the old value). This is how a training step
+/// applies its optimiser. The selected passes rewrite a copy of the graph first.
+pub fn compile_with(
+    graph: &Graph,
+    outputs: &[NodeId],
+    updates: &[(NodeId, NodeId)],
+    options: &CompileOptions,
+) -> Result<Executable> {
+    let program = Program {
+        graph: graph.clone(),
+        outputs: outputs.to_vec(),
+        updates: updates.to_vec(),
+    };
+    check_program(&program)?;
+    let (program, report) = optimize(program, options)?;
+    let mut exe = schedule(&program)?;
+    exe.report = report;
+    Ok(exe)
+}
+
+/// Runs the selected pipeline on `program`, dumping and verifying as the options ask.
+pub fn optimize(mut program: Program, options: &CompileOptions) -> Result<(Program, PassReport)> {
+    let pipeline = options.pipeline()?;
+    let mut dumped = 0usize;
+    let mut dump = |name: &str, p: &Program| -> Result<()> {
+        if let Some(dir) = &options.dump_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| KilnError::Invalid(format!("{}: {e}", dir.display())))?;
+            let path = dir.join(format!("{dumped:02}-{name}.txt"));
+            std::fs::write(&path, to_text(&p.graph, &p.roots()))
+                .map_err(|e| KilnError::Invalid(format!("{}: {e}", path.display())))?;
+            dumped += 1;
+        }
+        Ok(())
+    };
+    dump("input", &program)?;
+    let mut before = options.verify.then(|| program.clone());
+    let report = pipeline.run_observed(&mut program, |name, p| {
+        dump(name, p)?;
+        if let Some(prev) = before.as_mut() {
+            verify(name, prev, p)?;
+            *prev = p.clone();
+        }
+        Ok(())
+    })?;
+    Ok((program, report))
+}
+
+/// Runs `before` and `after` unrewritten on the same seeded random inputs and
+/// compares every output and update value.
+fn verify(pass: &str, before: &Program, after: &Program) -> Result<()> {
+    let feeds: Vec<(String, Tensor)> = before
+        .graph
+        .inputs()
+        .map(|(name, id)| {
+            let seed = name
+                .bytes()
+                .fold(17u64, |h, b| crate::rng::mix64(h ^ b as u64));
+            (
+                name.to_string(),
+                Tensor::rand_uniform(
+                    before.graph.shape(id).expect("input").to_vec(),
+                    -1.0,
+                    1.0,
+                    seed,
+                ),
+            )
+        })
+        .collect();
+    let run = |p: &Program| -> Result<Vec<Tensor>> {
+        let values: Vec<NodeId> = p
+            .outputs
+            .iter()
+            .copied()
+            .chain(p.updates.iter().map(|u| u.1))
+            .collect();
+        let probe = Program {
+            graph: p.graph.clone(),
+            outputs: values,
+            updates: vec![],
+        };
+        let f: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        schedule(&probe)?.run(&f)
+    };
+    let (want, got) = (run(before)?, run(after)?);
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        let bad = w.shape() != g.shape()
+            || w.data().iter().zip(g.data()).any(|(a, b)| {
+                (a - b).abs() > 1e-4 * (1.0 + a.abs()) && !(a.is_nan() && b.is_nan())
+            });
+        if bad {
+            return Err(KilnError::Invalid(format!(
+                "verification failed after pass `{pass}`: result {i} changed (max difference {:?})",
+                w.max_abs_diff(g)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the roots exist and every update targets a parameter of the value's shape.
+fn check_program(p: &Program) -> Result<()> {
+    let (graph, outputs, updates) = (&p.graph, &p.outputs, &p.updates);
     if outputs.is_empty() {
         return Err(KilnError::Invalid("compile: no outputs requested".into()));
     }
@@ -81,12 +243,13 @@ pub fn compile_with_updates(
             });
         }
     }
-    let roots: Vec<NodeId> = outputs
-        .iter()
-        .copied()
-        .chain(updates.iter().flat_map(|&(p, v)| [p, v]))
-        .collect();
-    let order = ancestors_order(graph, &roots);
+    Ok(())
+}
+
+/// Fixes the schedule of a (rewritten) program and allocates its buffers.
+fn schedule(program: &Program) -> Result<Executable> {
+    let (graph, outputs, updates) = (&program.graph, &program.outputs, &program.updates);
+    let order = ancestors_order(graph, &program.roots());
     let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut steps = Vec::with_capacity(order.len());
     let (mut feeds, mut params) = (Vec::new(), Vec::new());
@@ -125,6 +288,7 @@ pub fn compile_with_updates(
             .map(|(p, v)| (step_of[p], step_of[v]))
             .collect(),
         ctx: RunCtx::default(),
+        report: PassReport::default(),
     })
 }
 
@@ -307,6 +471,11 @@ impl Executable {
     /// Number of scheduled ops (including inputs and parameters).
     pub fn num_steps(&self) -> usize {
         self.steps.len()
+    }
+
+    /// What the compiler's passes did to the graph.
+    pub fn report(&self) -> &PassReport {
+        &self.report
     }
 
     /// Bytes of buffer memory planned at compile time.

@@ -7,6 +7,7 @@ mod builder;
 pub mod dump;
 mod init;
 pub mod order;
+mod rewrite;
 
 pub use init::Init;
 

@@ -1,3 +1,4 @@
 //! Fast CPU kernels: pure functions on slices and shapes (no graph types).
 
 pub mod matmul;
+pub mod permute;

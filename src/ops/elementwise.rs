@@ -115,6 +115,22 @@ impl BinaryOp {
             BinaryOp::Ge => "ge",
         }
     }
+    /// `e` with `x op e == x` for every `x`, if the op has one (0 for + and −, 1 for × and ÷).
+    pub fn right_identity(self) -> Option<f32> {
+        match self {
+            BinaryOp::Add | BinaryOp::Sub => Some(0.0),
+            BinaryOp::Mul | BinaryOp::Div => Some(1.0),
+            _ => None,
+        }
+    }
+    /// `e` with `e op x == x` for every `x`, if the op has one (0 for +, 1 for ×).
+    pub fn left_identity(self) -> Option<f32> {
+        match self {
+            BinaryOp::Add => Some(0.0),
+            BinaryOp::Mul => Some(1.0),
+            _ => None,
+        }
+    }
     /// The function on one pair of values.
     #[inline]
     pub fn apply(self, a: f32, b: f32) -> f32 {

@@ -93,6 +93,12 @@ pub enum Op {
         /// The permutation.
         perm: Vec<usize>,
     },
+    /// The fused form of `Transpose`: the same values, computed by a blocked
+    /// copy kernel instead of per-element index arithmetic.
+    Permute {
+        /// The permutation (output dim `i` is input dim `perm[i]`).
+        perm: Vec<usize>,
+    },
     /// Numpy broadcast to `shape`.
     Broadcast {
         /// Target shape.
@@ -180,6 +186,7 @@ impl Op {
             Op::FirstMaxMask { .. } => "first_max_mask",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
+            Op::Permute { .. } => "permute",
             Op::Broadcast { .. } => "broadcast",
             Op::Slice { .. } => "slice",
             Op::Pad { .. } => "pad",
@@ -232,7 +239,7 @@ impl Op {
             Op::Reshape { shape } | Op::Broadcast { shape } => {
                 vec![("shape", format!("{shape:?}"))]
             }
-            Op::Transpose { perm } => vec![("perm", format!("{perm:?}"))],
+            Op::Transpose { perm } | Op::Permute { perm } => vec![("perm", format!("{perm:?}"))],
             Op::Slice {
                 axis,
                 start,
@@ -289,7 +296,9 @@ impl Op {
             Op::Reduce { axes, keepdims, .. } => reduce::reduce_shape(op, ins[0], axes, *keepdims),
             Op::FirstMaxMask { axis } => reduce::first_max_mask_shape(ins[0], *axis),
             Op::Reshape { shape } => movement::reshape_shape(ins[0], shape),
-            Op::Transpose { perm } => movement::transpose_shape(ins[0], perm),
+            Op::Transpose { perm } | Op::Permute { perm } => {
+                movement::transpose_shape(self.name(), ins[0], perm)
+            }
             Op::Broadcast { shape } => movement::broadcast_shape(ins[0], shape),
             Op::Slice {
                 axis,
@@ -324,6 +333,9 @@ impl Op {
             Op::FirstMaxMask { axis } => reduce::first_max_mask(*axis, ins[0], out),
             Op::Reshape { .. } => out.copy_from_slice(ins[0].data),
             Op::Transpose { perm } => movement::transpose(perm, ins[0], out, out_shape),
+            Op::Permute { perm } => {
+                crate::kernels::permute::permute(ins[0].data, ins[0].shape, perm, out)
+            }
             Op::Broadcast { .. } => movement::broadcast(ins[0], out, out_shape),
             Op::Slice {
                 axis, start, step, ..
@@ -368,6 +380,12 @@ impl Op {
                 one(g.reshape(gy, &shape))
             }
             Op::Transpose { perm } => one(movement::transpose_vjp(perm, g, gy)),
+            Op::Permute { perm } => one(g.add_op(
+                Op::Permute {
+                    perm: movement::inverse_perm(perm),
+                },
+                &[gy],
+            )),
             Op::Broadcast { .. } => Ok(vec![Some(gy)]),
             Op::Slice {
                 axis, start, step, ..

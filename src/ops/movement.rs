@@ -18,8 +18,9 @@ pub fn reshape_shape(x: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
     Ok(shape.to_vec())
 }
 
-/// Shape rule of `Transpose`: `perm` must be a permutation of the operand's axes.
-pub fn transpose_shape(x: &[usize], perm: &[usize]) -> Result<Vec<usize>> {
+/// Shape rule of `Transpose` and `Permute` (named `op` in errors): `perm`
+/// must be a permutation of the operand's axes.
+pub fn transpose_shape(op: &str, x: &[usize], perm: &[usize]) -> Result<Vec<usize>> {
     let mut seen = vec![false; x.len()];
     let valid = perm.len() == x.len()
         && perm
@@ -27,7 +28,7 @@ pub fn transpose_shape(x: &[usize], perm: &[usize]) -> Result<Vec<usize>> {
             .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
     if !valid {
         return attr_err(
-            "transpose",
+            op,
             format!(
                 "perm {perm:?} is not a permutation of the {} axes of operand 0 (shape {x:?})",
                 x.len()
@@ -203,13 +204,18 @@ pub fn stack(ins: &[View], axis: usize, out: &mut [f32]) {
     }
 }
 
-/// VJP of `Transpose`: transpose back with the inverse permutation.
-pub fn transpose_vjp(perm: &[usize], g: &mut Graph, gy: NodeId) -> Result<NodeId> {
+/// The inverse of a permutation.
+pub fn inverse_perm(perm: &[usize]) -> Vec<usize> {
     let mut inv = vec![0; perm.len()];
     for (i, &p) in perm.iter().enumerate() {
         inv[p] = i;
     }
-    g.transpose(gy, &inv)
+    inv
+}
+
+/// VJP of `Transpose`: transpose back with the inverse permutation.
+pub fn transpose_vjp(perm: &[usize], g: &mut Graph, gy: NodeId) -> Result<NodeId> {
+    g.transpose(gy, &inverse_perm(perm))
 }
 
 /// VJP of `Slice`: the upstream gradient placed back at the sliced
