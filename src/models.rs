@@ -4,6 +4,8 @@
 use crate::error::{KilnError, Result};
 use crate::graph::{Graph, NodeId};
 use crate::nn::{self, Layer};
+use crate::optim::Sgd;
+use crate::passes::Program;
 
 /// A built model: its graph, its output and its inputs (name, shape).
 pub struct Model {
@@ -92,5 +94,55 @@ pub fn build(name: &str, seed: u64) -> Result<Model> {
         graph,
         output,
         inputs: vec![("x".into(), shape)],
+    })
+}
+
+/// Built-in model `name` as a program for the compiler: its forward output,
+/// or with `train` its training graph. For `cnn` and `mlp` that is a whole
+/// training step (outputs `[loss]`; softmax cross-entropy against an input
+/// `labels`; SGD with lr 0.01 and momentum 0.9 as parameter updates). For the
+/// single layers it is the seed benchmark's forward+backward graph: outputs
+/// `[y, dx, d(each parameter)]` for a fixed upstream gradient input `grad_y`.
+pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
+    let Model {
+        mut graph,
+        output,
+        inputs,
+    } = build(name, seed)?;
+    if !train {
+        return Ok(Program {
+            graph,
+            outputs: vec![output],
+            updates: vec![],
+        });
+    }
+    if matches!(name, "cnn" | "mlp") {
+        let labels = graph.input("labels", [inputs[0].1[0]])?;
+        let loss = nn::softmax_cross_entropy(&mut graph, output, labels, nn::Reduction::Mean)?;
+        let updates =
+            crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;
+        return Ok(Program {
+            graph,
+            outputs: vec![loss],
+            updates,
+        });
+    }
+    let gy = graph.input("grad_y", graph.shape(output)?.to_vec())?;
+    let prod = graph.mul(output, gy)?;
+    let loss = graph.sum_all(prod)?;
+    let x = graph
+        .inputs()
+        .find(|(n, _)| *n == "x")
+        .map(|(_, id)| id)
+        .expect("every built-in model has input x");
+    let mut wrt = vec![x];
+    wrt.extend(graph.trainable_params().into_iter().map(|p| p.1));
+    let grads = graph.grad(loss, &wrt)?;
+    let mut outputs = vec![output];
+    outputs.extend(grads);
+    Ok(Program {
+        graph,
+        outputs,
+        updates: vec![],
     })
 }

@@ -9,6 +9,34 @@ use crate::tensor::Tensor;
 use crate::weights;
 use std::path::Path;
 
+/// Adds to `graph` the backward graph of `loss` for every trainable parameter
+/// and `optimizer`'s update ops; returns the `(state or parameter, new value)`
+/// updates a training step applies.
+pub fn training_step(
+    graph: &mut Graph,
+    loss: NodeId,
+    optimizer: &dyn Optimizer,
+) -> Result<Vec<(NodeId, NodeId)>> {
+    let params = graph.trainable_params();
+    if params.is_empty() {
+        return Err(KilnError::Invalid(
+            "trainer: the graph has no trainable parameters".into(),
+        ));
+    }
+    let ids: Vec<NodeId> = params.iter().map(|p| p.1).collect();
+    let grads = graph.grad(loss, &ids)?;
+    let pg: Vec<ParamGrad> = params
+        .iter()
+        .zip(grads)
+        .map(|((name, param), grad)| ParamGrad {
+            name: name.clone(),
+            param: *param,
+            grad,
+        })
+        .collect();
+    optimizer.build(graph, &pg)
+}
+
 /// A compiled training step (forward, backward, optimiser update) plus a
 /// compiled forward-only evaluation of chosen outputs.
 pub struct Trainer {

@@ -61,3 +61,46 @@ fn bad_arguments_fail_with_a_message() {
     let (ok, _, err) = kiln(&["dump", "cnn", "--format", "xml"]);
     assert!(!ok && err.contains("unknown dump format `xml`"), "{err}");
 }
+
+#[test]
+fn dump_stages_and_stats() {
+    let (ok, before, _) = kiln(&["dump", "mlp", "--stage", "before"]);
+    assert!(ok && before.contains("transpose("));
+    let (ok, fin, _) = kiln(&["dump", "mlp", "--stage", "final"]);
+    assert!(
+        ok && !fin.contains("transpose(") && fin.contains("{trans_b=true}"),
+        "{fin}"
+    );
+    let (ok, mid, _) = kiln(&["dump", "mlp", "--stage", "algebraic"]);
+    assert!(
+        ok && mid.contains("transpose("),
+        "matmul_transpose runs after algebraic"
+    );
+    let (ok, stats, _) = kiln(&["dump", "cnn", "--train", "--stats"]);
+    assert!(ok, "{stats}");
+    let first = stats.lines().next().unwrap();
+    assert!(
+        first.starts_with("nodes: ") && first.contains(" before, "),
+        "{stats}"
+    );
+    for pass in ["algebraic", "matmul_transpose", "permute", "cse", "dce"] {
+        assert!(
+            stats
+                .lines()
+                .any(|l| l.trim_start().starts_with(pass) && l.ends_with("rewrites")),
+            "{pass} in {stats}"
+        );
+    }
+    let (ok, train, _) = kiln(&["dump", "conv1d", "--train"]);
+    assert!(
+        ok && train.contains("grad_y")
+            && train.contains("conv.weight.grad")
+            && train.contains("x.grad"),
+        "{train}"
+    );
+    let (ok, _, err) = kiln(&["dump", "mlp", "--stage", "nope"]);
+    assert!(
+        !ok && err.contains("unknown stage `nope`") && err.contains("permute"),
+        "{err}"
+    );
+}

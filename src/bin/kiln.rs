@@ -4,9 +4,13 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::data::Dataset;
+use kiln::exec::optimize;
 use kiln::graph::dump::dump;
 use kiln::optim::{Adam, Sgd};
-use kiln::{compile, models, DumpFormat, KilnError, Tensor, Trainer};
+use kiln::passes;
+use kiln::{
+    compile, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
+};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -23,13 +27,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a built-in model's graph.
+    /// Print a built-in model's graph, before or after the compiler's passes.
     Dump {
         /// Model name (see `kiln list`).
         model: String,
         /// Output format: text, dot or json.
         #[arg(long, default_value = "text")]
         format: String,
+        /// `before` (as built), `final` (after all passes), or a pass name:
+        /// after the pipeline up to and including that pass.
+        #[arg(long, default_value = "before")]
+        stage: String,
+        /// Dump the whole training step: forward, backward and optimiser.
+        #[arg(long)]
+        train: bool,
+        /// Print what the passes did (rewrites per pass, node counts) instead of the graph.
+        #[arg(long)]
+        stats: bool,
         /// Seed for the parameters.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -101,11 +115,40 @@ fn run(cli: Cli) -> kiln::Result<()> {
         Command::Dump {
             model,
             format,
+            stage,
+            train,
+            stats,
             seed,
         } => {
             let format: DumpFormat = format.parse()?;
-            let m = models::build(&model, seed)?;
-            print!("{}", dump(&m.graph, &[m.output], format)?);
+            let program = models::program(&model, seed, train)?;
+            let names: Vec<String> = passes::all_passes()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect();
+            let selection = match stage.as_str() {
+                "before" if !stats => PassSelection::None,
+                "before" | "final" => PassSelection::All,
+                pass => match names.iter().position(|n| n == pass) {
+                    Some(i) => PassSelection::Named(names[..=i].to_vec()),
+                    None => {
+                        return Err(KilnError::Invalid(format!(
+                            "unknown stage `{pass}`: before, final, or a pass: {}",
+                            names.join(", ")
+                        )))
+                    }
+                },
+            };
+            let options = CompileOptions {
+                passes: selection,
+                ..CompileOptions::default()
+            };
+            let (rewritten, report) = optimize(program, &options)?;
+            if stats {
+                print!("{report}");
+            } else {
+                print!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
+            }
         }
         Command::Run { model, seed } => {
             let m = models::build(&model, seed)?;

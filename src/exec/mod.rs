@@ -128,16 +128,25 @@ pub fn compile_with(
         outputs: outputs.to_vec(),
         updates: updates.to_vec(),
     };
-    check_program(&program)?;
     let (program, report) = optimize(program, options)?;
     let mut exe = schedule(&program)?;
     exe.report = report;
     Ok(exe)
 }
 
-/// Runs the selected pipeline on `program`, dumping and verifying as the options ask.
-pub fn optimize(mut program: Program, options: &CompileOptions) -> Result<(Program, PassReport)> {
-    let pipeline = options.pipeline()?;
+/// Runs the pipeline the options select on `program`, dumping and verifying as they ask.
+pub fn optimize(program: Program, options: &CompileOptions) -> Result<(Program, PassReport)> {
+    optimize_with(program, &options.pipeline()?, options)
+}
+
+/// Runs `pipeline` on `program`, dumping and verifying as `options` ask
+/// (their pass selection is ignored).
+pub fn optimize_with(
+    mut program: Program,
+    pipeline: &PassManager,
+    options: &CompileOptions,
+) -> Result<(Program, PassReport)> {
+    check_program(&program)?;
     let mut dumped = 0usize;
     let mut dump = |name: &str, p: &Program| -> Result<()> {
         if let Some(dir) = &options.dump_dir {
@@ -247,7 +256,8 @@ fn check_program(p: &Program) -> Result<()> {
 }
 
 /// Fixes the schedule of a (rewritten) program and allocates its buffers.
-fn schedule(program: &Program) -> Result<Executable> {
+pub fn schedule(program: &Program) -> Result<Executable> {
+    check_program(program)?;
     let (graph, outputs, updates) = (&program.graph, &program.outputs, &program.updates);
     let order = ancestors_order(graph, &program.roots());
     let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();

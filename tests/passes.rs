@@ -1,0 +1,366 @@
+//! The compiler's passes: each one's rewrite on a minimal graph (snapshot and
+//! equal results), compiled == unrewritten on the seed layers' forward and
+//! backward graphs and the cnn training step, and verification catching a
+//! wrong pass.
+//!
+//! Tolerance for compiled vs unrewritten: `|a − b| ≤ 1e-4 · (1 + |b|)`.
+
+mod common;
+use common::*;
+use kiln::exec::{optimize, optimize_with, schedule};
+use kiln::graph::dump::to_text;
+use kiln::nn::{self, Layer};
+use kiln::passes::{Pass, PassManager, Program};
+use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor};
+
+fn only(pass: &str) -> CompileOptions {
+    CompileOptions {
+        passes: PassSelection::Named(vec![pass.into()]),
+        verify: true,
+        dump_dir: None,
+    }
+}
+
+/// Runs `pass` alone on the program; checks the values are unchanged (up to
+/// float rounding) and
+/// returns the before/after dumps for a snapshot.
+fn rewrite(
+    pass: &str,
+    g: Graph,
+    outputs: Vec<NodeId>,
+    feeds: &[(&str, &Tensor)],
+) -> (String, Program) {
+    let p = Program {
+        graph: g,
+        outputs,
+        updates: vec![],
+    };
+    let before = to_text(&p.graph, &p.outputs);
+    let want = schedule(&p).unwrap().run(feeds).unwrap();
+    let (after, report) = optimize(p, &only(pass)).unwrap();
+    assert!(
+        report.rewrites.iter().any(|&(n, k)| n == pass && k > 0),
+        "{pass} fired: {report:?}"
+    );
+    let got = schedule(&after).unwrap().run(feeds).unwrap();
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w.shape(), g.shape(), "{pass} changed a shape");
+        assert_close(g.data(), w.data(), 1e-5); // a strided GEMM may round differently
+    }
+    (
+        format!(
+            "before:\n{before}\nafter {pass}:\n{}",
+            to_text(&after.graph, &after.outputs)
+        ),
+        after,
+    )
+}
+
+fn count(p: &Program, pred: impl Fn(&Op) -> bool) -> usize {
+    p.live_nodes()
+        .iter()
+        .filter(|&&n| pred(&p.graph.node(n).unwrap().op))
+        .count()
+}
+
+#[test]
+fn algebraic_collapses_reshapes_transposes_and_identities() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3, 4]).unwrap();
+    let r1 = g.reshape(x, &[6, 4]).unwrap();
+    let r2 = g.reshape(r1, &[4, 6]).unwrap();
+    let one = g.scalar(1.0).unwrap();
+    let m = g.mul(r2, one).unwrap();
+    let t1 = g.transpose(x, &[1, 2, 0]).unwrap();
+    let t2 = g.transpose(t1, &[2, 0, 1]).unwrap(); // the inverse: back to x
+    let zero = g.fill(&[2, 3, 4], 0.0).unwrap();
+    let s = g.add(zero, t2).unwrap();
+    let v = rand(&[2, 3, 4], 1);
+    let (text, after) = rewrite("algebraic", g, vec![m, s], &[("x", &v)]);
+    insta::assert_snapshot!("pass_algebraic", text);
+    assert_eq!(after.outputs[1], x, "transpose∘inverse + 0 is x itself");
+    assert_eq!(count(&after, |o| matches!(o, Op::Reshape { .. })), 1);
+}
+
+#[test]
+fn matmul_transpose_reads_operands_by_strides() {
+    let mut g = Graph::new();
+    let x = g.input("x", [3, 5]).unwrap();
+    let w = g.input("w", [4, 5]).unwrap();
+    let wt = g.transpose(w, &[1, 0]).unwrap();
+    let y = g.matmul(x, wt).unwrap();
+    let (text, after) = rewrite(
+        "matmul_transpose",
+        g,
+        vec![y],
+        &[("x", &rand(&[3, 5], 1)), ("w", &rand(&[4, 5], 2))],
+    );
+    insta::assert_snapshot!("pass_matmul_transpose", text);
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::MatMul {
+                trans_a: false,
+                trans_b: true
+            }
+        )),
+        1
+    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Transpose { .. })), 0);
+}
+
+#[test]
+fn permute_replaces_elementwise_transposes() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3, 4]).unwrap();
+    let a = g.transpose(x, &[0, 2, 1]).unwrap();
+    let b = g.transpose(x, &[2, 0, 1]).unwrap();
+    let (text, after) = rewrite("permute", g, vec![a, b], &[("x", &rand(&[2, 3, 4], 3))]);
+    insta::assert_snapshot!("pass_permute", text);
+    assert_eq!(count(&after, |o| matches!(o, Op::Permute { .. })), 2);
+    assert_eq!(count(&after, |o| matches!(o, Op::Transpose { .. })), 0);
+}
+
+#[test]
+fn cse_merges_duplicates_and_dce_drops_dead_nodes() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4]).unwrap();
+    let e1 = g.exp(x).unwrap();
+    let e2 = g.exp(x).unwrap();
+    let y = g.add(e1, e2).unwrap();
+    let (text, after) = rewrite("cse", g, vec![y], &[("x", &rand(&[4], 4))]);
+    insta::assert_snapshot!("pass_cse", text);
+    assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 1);
+
+    let mut g = Graph::new();
+    let x = g.input("x", [4]).unwrap();
+    let unused = g.exp(x).unwrap();
+    g.neg(unused).unwrap();
+    let y = g.relu(x).unwrap();
+    let (text, after) = rewrite("dce", g, vec![y], &[("x", &rand(&[4], 5))]);
+    insta::assert_snapshot!("pass_dce", text);
+    assert_eq!(after.graph.len(), 2, "only x and relu(x) remain");
+}
+
+/// A deliberately wrong pass: turns every ReLU into a negation.
+struct Broken;
+impl Pass for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn run(&self, p: &mut Program) -> kiln::Result<usize> {
+        let mut n = 0;
+        for id in p.live_nodes() {
+            if matches!(p.graph.node(id)?.op, Op::Unary(kiln::ops::UnaryOp::Relu)) {
+                let x = p.graph.operands(id)[0];
+                let bad = p.graph.neg(x)?;
+                p.substitute(id, bad)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn verification_names_a_pass_that_changes_results() {
+    let mut g = Graph::new();
+    let x = g.input("x", [8]).unwrap();
+    let y = g.relu(x).unwrap();
+    let program = Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    let mut opts = CompileOptions::unrewritten();
+    opts.verify = true;
+    let e = optimize_with(program.clone(), &PassManager::new().with(Broken), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`broken`") && e.contains("verification failed"),
+        "{e}"
+    );
+    opts.verify = false;
+    assert!(
+        optimize_with(program, &PassManager::new().with(Broken), &opts).is_ok(),
+        "without verify the bad rewrite goes through"
+    );
+}
+
+#[test]
+fn dump_dir_holds_the_input_and_every_changing_pass() {
+    let dir = std::env::temp_dir().join(format!("kiln-dump-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = kiln::models::build("mlp", 0).unwrap();
+    let opts = CompileOptions {
+        passes: PassSelection::All,
+        verify: false,
+        dump_dir: Some(dir.clone()),
+    };
+    compile_with(&m.graph, &[m.output], &[], &opts).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["00-input.txt", "01-matmul_transpose.txt", "02-dce.txt"]
+    );
+    let first = std::fs::read_to_string(dir.join("00-input.txt")).unwrap();
+    assert!(
+        first.contains("transpose(")
+            && !std::fs::read_to_string(dir.join("02-dce.txt"))
+                .unwrap()
+                .contains("transpose(")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Forward output and the gradients w.r.t. the input and every parameter,
+/// given a fixed upstream gradient `gy`, compiled with `opts`.
+fn forward_backward(
+    layer: &dyn Layer,
+    xshape: &[usize],
+    relu_input: bool,
+    opts: &CompileOptions,
+) -> Vec<Tensor> {
+    let mut g = Graph::with_seed(9);
+    let x = g.input("x", xshape.to_vec()).unwrap();
+    let h = if relu_input { g.relu(x).unwrap() } else { x };
+    let y = layer.build(&mut g, h).unwrap();
+    let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
+    let prod = g.mul(y, gy).unwrap();
+    let loss = g.sum_all(prod).unwrap();
+    let mut wrt = vec![x];
+    wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
+    let grads = g.grad(loss, &wrt).unwrap();
+    let mut outs = vec![y];
+    outs.extend(grads);
+    let gy_value = rand(g.shape(gy).unwrap(), 2);
+    let mut exe = compile_with(&g, &outs, &[], opts).unwrap();
+    let mut xv = rand(xshape, 1);
+    if relu_input {
+        // many exact zeros after the ReLU: tied maxima in every pooling window
+        x_round(&mut xv);
+    }
+    exe.run(&[("x", &xv), ("gy", &gy_value)]).unwrap()
+}
+
+fn x_round(t: &mut Tensor) {
+    t.data_mut()
+        .iter_mut()
+        .for_each(|v| *v = (*v * 2.0).round() / 2.0);
+}
+
+fn assert_equivalent(layer: &dyn Layer, xshape: &[usize], relu_input: bool) {
+    let compiled = forward_backward(layer, xshape, relu_input, &CompileOptions::default());
+    let plain = forward_backward(layer, xshape, relu_input, &CompileOptions::unrewritten());
+    for (c, p) in compiled.iter().zip(&plain) {
+        assert_eq!(c.shape(), p.shape());
+        assert_close(c.data(), p.data(), 1e-4);
+    }
+}
+
+#[test]
+fn seed_layers_compiled_equal_unrewritten_forward_and_gradients() {
+    assert_equivalent(&nn::Conv2d::new(3, 4, 3).padding(1), &[2, 3, 7, 6], false);
+    assert_equivalent(
+        &nn::Conv2d::new(4, 4, 3).stride(2).groups(2),
+        &[2, 4, 9, 9],
+        false,
+    );
+    assert_equivalent(
+        &nn::Conv2d::new(2, 3, 3).padding(2).dilation(2),
+        &[1, 2, 7, 5],
+        false,
+    );
+    assert_equivalent(&nn::Conv1d::new(3, 4, 3).padding(1), &[2, 3, 11], false);
+    assert_equivalent(
+        &nn::Conv1d::new(4, 2, 3).stride(2).dilation(2).groups(2),
+        &[2, 4, 13],
+        false,
+    );
+    assert_equivalent(&nn::MaxPool2d::new(2), &[2, 3, 8, 8], true);
+    assert_equivalent(
+        &nn::MaxPool2d::new(3).stride(2).padding(1).ceil_mode(true),
+        &[1, 2, 7, 7],
+        true,
+    );
+    assert_equivalent(&nn::AvgPool2d::new(2), &[2, 3, 8, 8], false);
+    assert_equivalent(
+        &nn::AvgPool2d::new(3)
+            .stride(2)
+            .padding(1)
+            .count_include_pad(false),
+        &[1, 2, 7, 9],
+        false,
+    );
+    assert_equivalent(&nn::Linear::new(5, 3), &[4, 5], false);
+}
+
+#[test]
+fn cnn_training_step_compiled_equals_unrewritten() {
+    let run = |opts: CompileOptions| -> (Vec<f32>, Tensor) {
+        let mut g = Graph::with_seed(3);
+        let x = g.input("x", [4, 1, 28, 28]).unwrap();
+        let labels = g.input("labels", [4]).unwrap();
+        let logits = kiln::models::cnn().build(&mut g, x).unwrap();
+        let loss = nn::softmax_cross_entropy(&mut g, logits, labels, nn::Reduction::Mean).unwrap();
+        let params: Vec<(String, NodeId)> = g.trainable_params();
+        let ids: Vec<NodeId> = params.iter().map(|p| p.1).collect();
+        let grads = g.grad(loss, &ids).unwrap();
+        let updates: Vec<(NodeId, NodeId)> = ids
+            .iter()
+            .zip(&grads)
+            .map(|(&w, &gw)| {
+                let step = g.mul_scalar(gw, 0.05).unwrap();
+                (w, g.sub(w, step).unwrap())
+            })
+            .collect();
+        let mut exe = compile_with(&g, &[loss], &updates, &opts).unwrap();
+        let xv = Tensor::rand_uniform([4, 1, 28, 28], 0.0, 1.0, 5);
+        let yv = t(&[4], &[1.0, 7.0, 3.0, 0.0]);
+        let losses = (0..3)
+            .map(|_| exe.run(&[("x", &xv), ("labels", &yv)]).unwrap()[0].data()[0])
+            .collect();
+        (losses, exe.param("conv1.weight").unwrap())
+    };
+    let (lc, wc) = run(CompileOptions::default());
+    let (lp, wp) = run(CompileOptions::unrewritten());
+    assert_close(&lc, &lp, 1e-4);
+    assert_close(wc.data(), wp.data(), 1e-4);
+    assert!(lc[2] < lc[0], "the step trains");
+}
+
+#[test]
+fn after_the_pipeline_seed_layer_graphs_have_no_elementwise_transpose() {
+    for name in ["conv2d", "conv1d", "maxpool2d", "avgpool2d", "cnn", "mlp"] {
+        let m = kiln::models::build(name, 0).unwrap();
+        let mut g = m.graph.clone();
+        let y = m.output;
+        let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
+        let prod = g.mul(y, gy).unwrap();
+        let loss = g.sum_all(prod).unwrap();
+        let mut wrt = vec![g.inputs().find(|(n, _)| *n == "x").unwrap().1];
+        wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
+        let grads = g.grad(loss, &wrt).unwrap();
+        let mut outputs = vec![y];
+        outputs.extend(grads);
+        let (after, _) = optimize(
+            Program {
+                graph: g,
+                outputs,
+                updates: vec![],
+            },
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            count(&after, |o| matches!(o, Op::Transpose { .. })),
+            0,
+            "{name}"
+        );
+    }
+}
