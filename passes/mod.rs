@@ -6,12 +6,14 @@
 //! The manager runs a pipeline of passes to a fixpoint.
 
 mod algebraic;
+mod const_fold;
 mod cse;
 mod dce;
 mod matmul_transpose;
 mod permute;
 
 pub use algebraic::Algebraic;
+pub use const_fold::ConstFold;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use matmul_transpose::MatMulTranspose;
@@ -88,10 +90,12 @@ pub trait Pass {
     fn run(&self, program: &mut Program) -> Result<usize>;
 }
 
-/// Every pass, in pipeline order: clean up, fold transposes into matmuls,
-/// turn the remaining transposes into `Permute`, then merge and prune.
+/// Every pass, in pipeline order: fold constants and simplify, fold
+/// transposes into matmuls, turn the remaining transposes into `Permute`,
+/// then merge and prune.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(ConstFold),
         Box::new(Algebraic),
         Box::new(MatMulTranspose),
         Box::new(TransposeToPermute),

@@ -364,3 +364,32 @@ fn after_the_pipeline_seed_layer_graphs_have_no_elementwise_transpose() {
         );
     }
 }
+
+#[test]
+fn const_fold_evaluates_ops_on_constants() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let one = g.fill(&[1, 1], 1.0).unwrap();
+    let ones = g.broadcast_to(one, &[2, 3]).unwrap(); // uniform → a Fill
+    let a = g.mul(ones, x).unwrap();
+    let c = g.constant(t(&[3], &[1.0, 2.0, 3.0])).unwrap();
+    let e = g.exp(c).unwrap(); // non-uniform → a Constant
+    let b = g.add(a, e).unwrap();
+    let d = g.dropout(one, 0.5, 1).unwrap(); // never folded
+    let y = g.mul(b, d).unwrap();
+    let (text, after) = rewrite("const_fold", g, vec![y], &[("x", &rand(&[2, 3], 6))]);
+    insta::assert_snapshot!("pass_const_fold", text);
+    assert_eq!(
+        count(
+            &after,
+            |o| matches!(o, Op::Fill { shape, value } if shape == &[2, 3] && *value == 1.0)
+        ),
+        1
+    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Constant { .. })), 1);
+    assert_eq!(count(&after, |o| matches!(o, Op::Dropout { .. })), 1);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Unary(_) | Op::Broadcast { .. })),
+        0
+    );
+}
