@@ -1,4 +1,5 @@
 //! Fast CPU kernels: pure functions on slices and shapes (no graph types).
 
+pub mod im2col;
 pub mod matmul;
 pub mod permute;

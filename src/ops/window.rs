@@ -8,6 +8,7 @@
 
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
+use crate::kernels::im2col::{col2im_add, im2col, Geom};
 use serde::{Deserialize, Serialize};
 
 /// A 1-D or 2-D sliding window with symmetric zero padding.
@@ -180,65 +181,30 @@ pub fn fold_shape(w: &Window, spatial: &[usize], x: &[usize]) -> Result<Vec<usiz
     Ok(s)
 }
 
-/// Visits every (window cell, window position) pair of one `[H, W]` plane:
-/// `f(column index, input index)`; cells that fall in the padding are skipped.
-fn for_each_cell(w: &Window, h: usize, wd: usize, mut f: impl FnMut(usize, usize)) {
-    let [k, s, p, d] = w.as_2d();
-    let (oh, ow) = (
-        (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) / s[0] + 1,
-        (wd + 2 * p[1] - d[1] * (k[1] - 1) - 1) / s[1] + 1,
-    );
-    let l = oh * ow;
-    for ki in 0..k[0] {
-        for kj in 0..k[1] {
-            let cell = ki * k[1] + kj;
-            for y in 0..oh {
-                let iy = (y * s[0] + ki * d[0]) as isize - p[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for x in 0..ow {
-                    let ix = (x * s[1] + kj * d[1]) as isize - p[1] as isize;
-                    if ix < 0 || ix >= wd as isize {
-                        continue;
-                    }
-                    f(cell * l + y * ow + x, iy as usize * wd + ix as usize);
-                }
-            }
-        }
-    }
+/// The window over one plane of the given spatial size.
+pub fn geom(w: &Window, spatial: &[usize]) -> Geom {
+    let [kernel, stride, pad, dilation] = w.as_2d();
+    let (h, wd) = if w.rank() == 1 { (1, spatial[0]) } else { (spatial[0], spatial[1]) };
+    Geom { kernel, stride, pad, dilation, h, w: wd }
 }
 
-fn plane(w: &Window, spatial: &[usize]) -> (usize, usize) {
-    if w.rank() == 1 {
-        (1, spatial[0])
-    } else {
-        (spatial[0], spatial[1])
-    }
-}
-
-/// Reference kernel of `Unfold` (zero padding).
+/// Reference kernel of `Unfold` (zero padding): im2col of every `[N, C]` plane.
 pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
-    let (h, wd) = plane(w, &x.shape[2..]);
-    let planes = x.shape[0] * x.shape[1];
+    let g = geom(w, &x.shape[2..]);
+    let plane = g.h * g.w;
     let cols = out_shape[2] * out_shape[3];
-    out.fill(0.0);
-    for pl in 0..planes {
-        let src = &x.data[pl * h * wd..(pl + 1) * h * wd];
-        let dst = &mut out[pl * cols..(pl + 1) * cols];
-        for_each_cell(w, h, wd, |c, i| dst[c] = src[i]);
+    for (src, dst) in x.data.chunks_exact(plane).zip(out.chunks_exact_mut(cols)) {
+        im2col(&g, src, dst);
     }
 }
 
 /// Reference kernel of `Fold`: scatter-adds every column cell back to its input position.
 pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
-    let (h, wd) = plane(w, &out_shape[2..]);
-    let planes = out_shape[0] * out_shape[1];
+    let g = geom(w, &out_shape[2..]);
+    let plane = g.h * g.w;
     let cols = x.shape[2] * x.shape[3];
     out.fill(0.0);
-    for pl in 0..planes {
-        let src = &x.data[pl * cols..(pl + 1) * cols];
-        let dst = &mut out[pl * h * wd..(pl + 1) * h * wd];
-        for_each_cell(w, h, wd, |c, i| dst[i] += src[c]);
+    for (src, dst) in x.data.chunks_exact(cols).zip(out.chunks_exact_mut(plane)) {
+        col2im_add(&g, src, dst);
     }
 }
