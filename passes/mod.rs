@@ -7,6 +7,7 @@
 
 mod algebraic;
 mod const_fold;
+mod conv_forward;
 mod cse;
 mod dce;
 mod matmul_transpose;
@@ -14,6 +15,7 @@ mod permute;
 
 pub use algebraic::Algebraic;
 pub use const_fold::ConstFold;
+pub use conv_forward::ConvForward;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use matmul_transpose::MatMulTranspose;
@@ -90,13 +92,14 @@ pub trait Pass {
     fn run(&self, program: &mut Program) -> Result<usize>;
 }
 
-/// Every pass, in pipeline order: fold constants and simplify, fold
-/// transposes into matmuls, turn the remaining transposes into `Permute`,
+/// Every pass, in pipeline order: fold constants and simplify, fuse
+/// convolutions, fold transposes into matmuls, turn the remaining transposes into `Permute`,
 /// then merge and prune.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(ConstFold),
         Box::new(Algebraic),
+        Box::new(ConvForward),
         Box::new(MatMulTranspose),
         Box::new(TransposeToPermute),
         Box::new(Cse),

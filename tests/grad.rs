@@ -564,3 +564,46 @@ fn grad_leaves_no_dead_backward_nodes() {
         );
     }
 }
+
+#[test]
+fn fused_conv_op_vjp() {
+    let w2 = Window {
+        kernel: vec![3, 2],
+        stride: vec![2, 1],
+        padding: vec![1, 1],
+        dilation: vec![1, 2],
+    };
+    // weights at the layers' initial scale (±1/√fan_in) keep the loss small enough for f32 differences
+    let small = |shape: &[usize], seed| Tensor::rand_uniform(shape.to_vec(), -0.3, 0.3, seed);
+    check(
+        vec![
+            rand(&[2, 4, 6, 5], 1),
+            small(&[6, 2, 3, 2], 2),
+            rand(&[6], 3),
+        ],
+        |g, x| {
+            g.add_op(
+                Op::Conv {
+                    window: w2.clone(),
+                    groups: 2,
+                },
+                &[x[0], x[1], x[2]],
+            )
+        },
+    );
+    let w1 = Window {
+        kernel: vec![3],
+        stride: vec![2],
+        padding: vec![2],
+        dilation: vec![1],
+    };
+    check(vec![rand(&[2, 3, 9], 4), small(&[2, 3, 3], 5)], |g, x| {
+        g.add_op(
+            Op::Conv {
+                window: w1.clone(),
+                groups: 1,
+            },
+            &[x[0], x[1]],
+        )
+    });
+}

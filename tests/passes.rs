@@ -11,7 +11,7 @@ use kiln::exec::{optimize, optimize_with, schedule};
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
 use kiln::passes::{Pass, PassManager, Program};
-use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor};
+use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
 fn only(pass: &str) -> CompileOptions {
     CompileOptions {
@@ -392,4 +392,70 @@ fn const_fold_evaluates_ops_on_constants() {
         count(&after, |o| matches!(o, Op::Unary(_) | Op::Broadcast { .. })),
         0
     );
+}
+
+#[test]
+fn conv_forward_fuses_the_layer_pattern_with_its_bias() {
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", [2, 4, 7, 6]).unwrap();
+    let y = nn::Conv2d::new(4, 6, 3)
+        .stride(2)
+        .padding(1)
+        .groups(2)
+        .name("c")
+        .build(&mut g, x)
+        .unwrap();
+    let (text, after) = rewrite(
+        "conv_forward",
+        g,
+        vec![y],
+        &[("x", &rand(&[2, 4, 7, 6], 7))],
+    );
+    insta::assert_snapshot!("pass_conv_forward", text);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Conv { groups: 2, .. })),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Unfold(_) | Op::MatMul { .. })),
+        0
+    );
+    // a matmul of unfolded windows with a weight of the wrong shape is left alone
+    let mut g = Graph::new();
+    let x = g.input("x", [1, 2, 4, 4]).unwrap();
+    let w = g.input("w", [3, 8]).unwrap();
+    let cols = g.unfold(x, Window::new(&[2, 2])).unwrap();
+    let cols = g.reshape(cols, &[1, 1, 8, 9]).unwrap();
+    let y = g.matmul(w, cols).unwrap();
+    let p = Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    let (_, report) = optimize(p, &only("conv_forward")).unwrap();
+    assert_eq!(report.rewrites[0], ("conv_forward", 0));
+}
+
+#[test]
+fn seed_conv_forward_graphs_have_no_unfold_after_the_pipeline() {
+    for name in ["conv2d", "conv1d", "cnn"] {
+        let (after, _) = optimize(
+            kiln::models::program(name, 0, false).unwrap(),
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            count(&after, |o| matches!(o, Op::Conv { .. })),
+            if name == "cnn" { 2 } else { 1 },
+            "{name}"
+        );
+        assert_eq!(
+            count(&after, |o| matches!(
+                o,
+                Op::Unfold(_) | Op::Transpose { .. }
+            )),
+            if name == "cnn" { 2 } else { 0 },
+            "{name}: only the pools' unfolds remain"
+        );
+    }
 }

@@ -22,7 +22,10 @@ pub struct Geom {
 impl Geom {
     /// Output size `(oh, ow)`; the window must fit in the padded plane.
     pub fn out(&self) -> (usize, usize) {
-        let o = |i: usize, size: usize| (size + 2 * self.pad[i] - self.dilation[i] * (self.kernel[i] - 1) - 1) / self.stride[i] + 1;
+        let o = |i: usize, size: usize| {
+            (size + 2 * self.pad[i] - self.dilation[i] * (self.kernel[i] - 1) - 1) / self.stride[i]
+                + 1
+        };
         (o(0, self.h), o(1, self.w))
     }
     /// Cells per window.

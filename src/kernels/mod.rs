@@ -1,5 +1,6 @@
 //! Fast CPU kernels: pure functions on slices and shapes (no graph types).
 
+pub mod conv;
 pub mod im2col;
 pub mod matmul;
 pub mod permute;

@@ -2,6 +2,7 @@
 //! shape rule and reference kernel (and, with autodiff, its VJP rule).
 //! The exhaustive `match`es here dispatch to them.
 
+pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod matmul;
@@ -153,6 +154,13 @@ pub enum Op {
         #[serde(default)]
         trans_b: bool,
     },
+    /// Fused convolution `[x, w]` or `[x, w, b]` (see `ops/conv.rs`).
+    Conv {
+        /// The sliding window (1-D or 2-D).
+        window: Window,
+        /// Channel groups.
+        groups: usize,
+    },
     /// Inverted dropout with a seeded mask in training mode, identity in evaluation mode.
     Dropout {
         /// Probability of zeroing an element.
@@ -169,6 +177,8 @@ pub enum Arity {
     Exact(usize),
     /// One or more.
     AtLeastOne,
+    /// Between the two counts, inclusive.
+    Between(usize, usize),
 }
 
 impl Op {
@@ -196,6 +206,13 @@ impl Op {
             Op::Fold { .. } => "fold",
             Op::MatMul { .. } => "matmul",
             Op::Dropout { .. } => "dropout",
+            Op::Conv { window, .. } => {
+                if window.rank() == 1 {
+                    "conv1d"
+                } else {
+                    "conv2d"
+                }
+            }
         }
     }
 
@@ -208,6 +225,7 @@ impl Op {
             Op::Binary(_) | Op::MatMul { .. } => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
             Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
+            Op::Conv { .. } => Arity::Between(2, 3),
             _ => Arity::Exact(1),
         }
     }
@@ -261,6 +279,11 @@ impl Op {
                 v
             }
             Op::Dropout { p, seed } => vec![("p", fmt_f32(*p)), ("seed", seed.to_string())],
+            Op::Conv { window, groups } => {
+                let mut v = window.attrs();
+                v.push(("groups", groups.to_string()));
+                v
+            }
         };
         for (k, v) in a.iter_mut() {
             if *k != "name" {
@@ -278,6 +301,12 @@ impl Op {
         match self.arity() {
             Arity::Exact(n) if ins.len() != n => {
                 return shape_err(op, format!("takes {n} operand(s), got {}", ins.len()));
+            }
+            Arity::Between(lo, hi) if ins.len() < lo || ins.len() > hi => {
+                return shape_err(
+                    op,
+                    format!("takes {lo} to {hi} operands, got {}", ins.len()),
+                );
             }
             Arity::AtLeastOne if ins.is_empty() => {
                 return shape_err(op, "takes at least one operand, got none");
@@ -315,6 +344,7 @@ impl Op {
                 matmul::matmul_shape(ins[0], ins[1], *trans_a, *trans_b)
             }
             Op::Dropout { p, .. } => dropout::dropout_shape(ins[0], *p),
+            Op::Conv { window, groups } => conv::conv_shape(window, *groups, ins),
         }
     }
 
@@ -349,6 +379,7 @@ impl Op {
                 matmul::matmul(ins[0], ins[1], *trans_a, *trans_b, out, out_shape)
             }
             Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
+            Op::Conv { window, groups } => conv::conv(window, *groups, ins, out),
         }
     }
 }
@@ -404,6 +435,7 @@ impl Op {
             // The mask is a function of (seed, step, index): the same op on the
             // gradient in the same run applies the forward's mask.
             Op::Dropout { p, seed } => one(g.dropout(gy, *p, *seed)),
+            Op::Conv { window, groups } => conv::conv_vjp(window, *groups, g, xs, gy),
         }
     }
 }

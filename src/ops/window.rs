@@ -184,8 +184,19 @@ pub fn fold_shape(w: &Window, spatial: &[usize], x: &[usize]) -> Result<Vec<usiz
 /// The window over one plane of the given spatial size.
 pub fn geom(w: &Window, spatial: &[usize]) -> Geom {
     let [kernel, stride, pad, dilation] = w.as_2d();
-    let (h, wd) = if w.rank() == 1 { (1, spatial[0]) } else { (spatial[0], spatial[1]) };
-    Geom { kernel, stride, pad, dilation, h, w: wd }
+    let (h, wd) = if w.rank() == 1 {
+        (1, spatial[0])
+    } else {
+        (spatial[0], spatial[1])
+    };
+    Geom {
+        kernel,
+        stride,
+        pad,
+        dilation,
+        h,
+        w: wd,
+    }
 }
 
 /// Reference kernel of `Unfold` (zero padding): im2col of every `[N, C]` plane.

@@ -1,0 +1,102 @@
+//! The fused convolution primitive `Conv` (1-D or 2-D, groups, optional
+//! bias), which the `conv_forward` pass makes out of the layers'
+//! unfold + matmul pattern. Its VJP is emitted in the generic form.
+
+use super::window::{geom, Window};
+use super::View;
+use crate::error::{shape_err, Result};
+use crate::graph::{Graph, NodeId};
+use crate::kernels::conv::{conv_forward, ConvDims};
+
+/// Shape rule of `Conv`: `x [N, Cin, *S]`, `w [Cout, Cin/groups, *kernel]`,
+/// optional `b [Cout]` → `[N, Cout, *O]`.
+pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Vec<usize>> {
+    let op = if window.rank() == 1 {
+        "conv1d"
+    } else {
+        "conv2d"
+    };
+    window.validate(op)?;
+    let (x, w) = (ins[0], ins[1]);
+    let r = window.rank() + 2;
+    let fits = x.len() == r
+        && w.len() == r
+        && groups > 0
+        && w[0] % groups == 0
+        && x[1] == w[1] * groups
+        && w[2..] == window.kernel[..];
+    if !fits {
+        return shape_err(
+            op,
+            format!(
+                "input {x:?} and weight {w:?} do not fit kernel {:?} with {groups} group(s)",
+                window.kernel
+            ),
+        );
+    }
+    if let Some(b) = ins.get(2) {
+        if *b != [w[0]] {
+            return shape_err(
+                op,
+                format!("operand 2 (bias) has shape {b:?}, expected [{}]", w[0]),
+            );
+        }
+    }
+    let mut out = vec![x[0], w[0]];
+    out.extend(window.out_size(op, &x[2..])?);
+    Ok(out)
+}
+
+/// Kernel of `Conv`.
+pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
+    let (x, w) = (ins[0], ins[1]);
+    let dims = ConvDims {
+        n: x.shape[0],
+        cin: x.shape[1],
+        cout: w.shape[0],
+        groups,
+        geom: geom(window, &x.shape[2..]),
+    };
+    conv_forward(&dims, x.data, w.data, ins.get(2).map(|b| b.data), out);
+}
+
+/// VJP of `Conv`, in the generic form the layers' own graphs differentiate to:
+/// `dW = Σₙ gy · colsᵀ`, `dx = fold(Wᵀ · gy)`, `db = Σ gy` over batch and space.
+pub fn conv_vjp(
+    window: &Window,
+    groups: usize,
+    g: &mut Graph,
+    xs: &[NodeId],
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let (x, w) = (xs[0], xs[1]);
+    let (xshape, wshape) = (g.shape(x)?.to_vec(), g.shape(w)?.to_vec());
+    let (n, cin, cout, k) = (
+        xshape[0] as isize,
+        xshape[1] as isize,
+        wshape[0] as isize,
+        window.cells() as isize,
+    );
+    let gr = groups as isize;
+    let (cg, og) = (cin / gr, cout / gr);
+    let l = g.shape(gy)?[2..].iter().product::<usize>() as isize;
+    let cols = g.unfold(x, window.clone())?;
+    let cols = g.reshape(cols, &[n, gr, cg * k, l])?;
+    let gy_r = g.reshape(gy, &[n, gr, og, l])?;
+    let cols_t = g.transpose(cols, &[0, 1, 3, 2])?;
+    let dw = g.matmul(gy_r, cols_t)?;
+    let dw = g.sum(dw, &[0], false)?;
+    let wdims: Vec<isize> = wshape.iter().map(|&d| d as isize).collect();
+    let dw = g.reshape(dw, &wdims)?;
+    let wm = g.reshape(w, &[gr, og, cg * k])?;
+    let wm_t = g.transpose(wm, &[0, 2, 1])?;
+    let dcols = g.matmul(wm_t, gy_r)?;
+    let dcols = g.reshape(dcols, &[n, cin, k, l])?;
+    let dx = g.fold(dcols, window.clone(), &xshape[2..])?;
+    let mut grads = vec![Some(dx), Some(dw)];
+    if xs.len() == 3 {
+        let axes: Vec<isize> = std::iter::once(0).chain(2..xshape.len() as isize).collect();
+        grads.push(Some(g.sum(gy, &axes, false)?));
+    }
+    Ok(grads)
+}
