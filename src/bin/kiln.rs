@@ -9,7 +9,7 @@ use kiln::graph::dump::dump;
 use kiln::optim::{Adam, Sgd};
 use kiln::passes;
 use kiln::{
-    compile, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
+    compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
 };
 use std::process::ExitCode;
 use std::time::Instant;
@@ -56,6 +56,9 @@ enum Command {
         /// Seed for the parameters and the input.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Run the graph as built, without the compiler's passes.
+        #[arg(long)]
+        unrewritten: bool,
     },
     /// List the built-in models.
     List,
@@ -150,10 +153,19 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 print!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
             }
         }
-        Command::Run { model, seed } => {
+        Command::Run {
+            model,
+            seed,
+            unrewritten,
+        } => {
             let m = models::build(&model, seed)?;
             let t0 = Instant::now();
-            let mut exe = compile(&m.graph, &[m.output])?;
+            let options = if unrewritten {
+                CompileOptions::unrewritten()
+            } else {
+                CompileOptions::default()
+            };
+            let mut exe = compile_with(&m.graph, &[m.output], &[], &options)?;
             let compile_time = t0.elapsed();
             let inputs: Vec<(String, Tensor)> = m
                 .inputs
@@ -179,10 +191,16 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 y.data().iter().map(|v| v.abs() as f64).sum::<f64>()
             );
             println!("compile:  {:.3} ms", compile_time.as_secs_f64() * 1e3);
-            println!(
-                "run:      {:.3} ms (unrewritten graph, reference kernels)",
-                run_time.as_secs_f64() * 1e3
-            );
+            let report = exe.report();
+            let graph = if unrewritten {
+                "unrewritten graph".to_string()
+            } else {
+                format!(
+                    "compiled: {} → {} nodes",
+                    report.nodes_before, report.nodes_after
+                )
+            };
+            println!("run:      {:.3} ms ({graph})", run_time.as_secs_f64() * 1e3);
         }
     }
     Ok(())
