@@ -28,17 +28,9 @@ struct ConvMatch {
     matmul: NodeId,
 }
 
-/// `n` seen through one optional reshape.
-fn through_reshape(p: &Program, n: NodeId) -> Result<NodeId> {
-    Ok(match p.graph.node(n)?.op {
-        Op::Reshape { .. } => p.graph.operands(n)[0],
-        _ => n,
-    })
-}
-
 /// For `r`, a reshape of a matmul (or the matmul itself), the conv it computes.
 fn match_conv(p: &Program, r: NodeId) -> Result<Option<ConvMatch>> {
-    let m = through_reshape(p, r)?;
+    let m = p.through_reshape(r)?;
     if !matches!(
         p.graph.node(m)?.op,
         Op::MatMul {
@@ -49,7 +41,7 @@ fn match_conv(p: &Program, r: NodeId) -> Result<Option<ConvMatch>> {
         return Ok(None);
     }
     let ops = p.graph.operands(m);
-    let (w, u) = (through_reshape(p, ops[0])?, through_reshape(p, ops[1])?);
+    let (w, u) = (p.through_reshape(ops[0])?, p.through_reshape(ops[1])?);
     let Op::Unfold(window) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
@@ -100,7 +92,7 @@ fn bias_add(p: &Program, r: NodeId, cout: usize) -> Result<Option<(NodeId, NodeI
     }
     let ops = p.graph.operands(a);
     let other = if ops[0] == r { ops[1] } else { ops[0] };
-    let b = through_reshape(p, other)?;
+    let b = p.through_reshape(other)?;
     let (bs, rank) = (p.graph.shape(other)?, p.graph.shape(r)?.len());
     let bias_like = p.graph.shape(b)? == [cout]
         && bs.len() + 1 == rank

@@ -8,6 +8,8 @@
 mod algebraic;
 mod const_fold;
 mod conv_forward;
+mod conv_input_grad;
+mod conv_kernel_grad;
 mod cse;
 mod dce;
 mod matmul_transpose;
@@ -16,6 +18,8 @@ mod permute;
 pub use algebraic::Algebraic;
 pub use const_fold::ConstFold;
 pub use conv_forward::ConvForward;
+pub use conv_input_grad::ConvInputGradPass;
+pub use conv_kernel_grad::ConvKernelGradPass;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use matmul_transpose::MatMulTranspose;
@@ -50,6 +54,15 @@ impl Program {
     /// rewritten: the dead-code pass removes them).
     pub fn live_nodes(&self) -> Vec<NodeId> {
         crate::graph::order::ancestors_order(&self.graph, &self.roots())
+    }
+
+    /// `n` seen through one optional reshape (the algebraic pass drops
+    /// reshapes to the same shape, so patterns treat reshapes as optional).
+    pub fn through_reshape(&self, n: NodeId) -> Result<NodeId> {
+        Ok(match self.graph.node(n)?.op {
+            crate::ops::Op::Reshape { .. } => self.graph.operands(n)[0],
+            _ => n,
+        })
     }
 
     /// Replaces `old` by `new` (see [`Program::replace`]), hands `old`'s name
@@ -93,7 +106,8 @@ pub trait Pass {
 }
 
 /// Every pass, in pipeline order: fold constants and simplify, fuse
-/// convolutions, fold transposes into matmuls, turn the remaining transposes into `Permute`,
+/// convolutions, fold transposes into matmuls, fuse the convolution
+/// gradients, turn the remaining transposes into `Permute`,
 /// then merge and prune.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
@@ -101,6 +115,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(Algebraic),
         Box::new(ConvForward),
         Box::new(MatMulTranspose),
+        Box::new(ConvKernelGradPass),
+        Box::new(ConvInputGradPass),
         Box::new(TransposeToPermute),
         Box::new(Cse),
         Box::new(Dce),

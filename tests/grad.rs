@@ -607,3 +607,65 @@ fn fused_conv_op_vjp() {
         )
     });
 }
+
+#[test]
+fn fused_conv_gradient_ops_vjp() {
+    let w2 = Window {
+        kernel: vec![3, 2],
+        stride: vec![2, 1],
+        padding: vec![1, 0],
+        dilation: vec![1, 2],
+    };
+    // x [2, 4, 6, 5] → gy [2, 6, 3, 3] with groups 2
+    check(
+        vec![rand(&[2, 4, 6, 5], 1), rand(&[2, 6, 3, 3], 2)],
+        |g, x| {
+            g.add_op(
+                Op::ConvKernelGrad {
+                    window: w2.clone(),
+                    groups: 2,
+                },
+                &[x[0], x[1]],
+            )
+        },
+    );
+    let small = |shape: &[usize], seed| Tensor::rand_uniform(shape.to_vec(), -0.3, 0.3, seed);
+    check(
+        vec![small(&[6, 2, 3, 2], 3), rand(&[2, 6, 3, 3], 4)],
+        |g, x| {
+            g.add_op(
+                Op::ConvInputGrad {
+                    window: w2.clone(),
+                    groups: 2,
+                    spatial: vec![6, 5],
+                },
+                &[x[0], x[1]],
+            )
+        },
+    );
+    let w1 = Window {
+        kernel: vec![3],
+        stride: vec![1],
+        padding: vec![1],
+        dilation: vec![2],
+    };
+    check(vec![rand(&[2, 2, 7], 5), rand(&[2, 3, 5], 6)], |g, x| {
+        g.add_op(
+            Op::ConvKernelGrad {
+                window: w1.clone(),
+                groups: 1,
+            },
+            &[x[0], x[1]],
+        )
+    });
+    check(vec![small(&[3, 2, 3], 7), rand(&[2, 3, 5], 8)], |g, x| {
+        g.add_op(
+            Op::ConvInputGrad {
+                window: w1.clone(),
+                groups: 1,
+                spatial: vec![7],
+            },
+            &[x[0], x[1]],
+        )
+    });
+}

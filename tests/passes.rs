@@ -459,3 +459,95 @@ fn seed_conv_forward_graphs_have_no_unfold_after_the_pipeline() {
         );
     }
 }
+
+/// A conv layer's forward+backward program after the passes that set up the
+/// gradient patterns (`algebraic`, `matmul_transpose`).
+fn conv_backward_program(layer: &dyn Layer, xshape: &[usize]) -> (Program, Tensor, Tensor) {
+    let mut g = Graph::with_seed(2);
+    let x = g.input("x", xshape.to_vec()).unwrap();
+    let y = layer.build(&mut g, x).unwrap();
+    let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
+    let prod = g.mul(y, gy).unwrap();
+    let loss = g.sum_all(prod).unwrap();
+    let mut wrt = vec![x];
+    wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
+    let outputs = g.grad(loss, &wrt).unwrap();
+    let gys = g.shape(gy).unwrap().to_vec();
+    let setup = CompileOptions {
+        passes: PassSelection::Named(vec![
+            "algebraic".into(),
+            "matmul_transpose".into(),
+            "dce".into(),
+        ]),
+        verify: true,
+        dump_dir: None,
+    };
+    let (p, _) = optimize(
+        Program {
+            graph: g,
+            outputs,
+            updates: vec![],
+        },
+        &setup,
+    )
+    .unwrap();
+    (p, rand(xshape, 3), rand(&gys, 4))
+}
+
+#[test]
+fn conv_kernel_and_input_grad_passes_fuse_the_backward_patterns() {
+    let layer = nn::Conv2d::new(4, 6, 3)
+        .stride(2)
+        .padding(1)
+        .groups(2)
+        .name("c");
+    let (p, xv, gv) = conv_backward_program(&layer, &[2, 4, 7, 6]);
+    let feeds = [("x", &xv), ("gy", &gv)];
+    let (text, after) = rewrite(
+        "conv_kernel_grad",
+        p.graph.clone(),
+        p.outputs.clone(),
+        &feeds,
+    );
+    insta::assert_snapshot!("pass_conv_kernel_grad", text);
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::ConvKernelGrad { groups: 2, .. }
+        )),
+        1
+    );
+    let (text, after) = rewrite("conv_input_grad", p.graph, p.outputs, &feeds);
+    insta::assert_snapshot!("pass_conv_input_grad", text);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::ConvInputGrad { groups: 2, .. })),
+        1
+    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Fold { .. })), 0);
+}
+
+#[test]
+fn seed_conv_training_graphs_have_no_unfold_or_fold_after_the_pipeline() {
+    for name in ["conv2d", "conv1d"] {
+        let (after, _) = optimize(
+            kiln::models::program(name, 0, true).unwrap(),
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            count(&after, |o| matches!(
+                o,
+                Op::Unfold(_) | Op::Fold { .. } | Op::Transpose { .. } | Op::MatMul { .. }
+            )),
+            0,
+            "{name}"
+        );
+        for fused in [
+            |o: &Op| matches!(o, Op::Conv { .. }),
+            |o: &Op| matches!(o, Op::ConvKernelGrad { .. }),
+            |o: &Op| matches!(o, Op::ConvInputGrad { .. }),
+        ] {
+            assert_eq!(count(&after, fused), 1, "{name}");
+        }
+    }
+}

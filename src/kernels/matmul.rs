@@ -43,6 +43,19 @@ impl<'a> MatRef<'a> {
 
 /// `out[m, n] = a[m, k] · b[k, n]`, `out` row-major and contiguous.
 pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32]) {
+    matmul_acc(m, k, n, a, b, out, false);
+}
+
+/// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else overwrites it.
+pub fn matmul_acc(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    out: &mut [f32],
+    accumulate: bool,
+) {
     assert!(
         a.fits(m, k) && b.fits(k, n) && out.len() >= m * n,
         "matmul: buffers too small"
@@ -51,7 +64,9 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
         return;
     }
     if k == 0 {
-        out[..m * n].fill(0.0);
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
         return;
     }
     let par = if m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
@@ -70,14 +85,14 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
             out.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,

@@ -100,3 +100,167 @@ pub fn conv_vjp(
     }
     Ok(grads)
 }
+
+fn conv_name(window: &Window, what: &str) -> String {
+    format!("conv{}d_{what}", window.rank())
+}
+
+/// Checks `gy [N, Cout, *O]` against input spatial size `spatial` and `Cout`.
+fn check_gy(
+    op: &str,
+    window: &Window,
+    gy: &[usize],
+    n: usize,
+    cout: usize,
+    spatial: &[usize],
+) -> Result<()> {
+    let mut want = vec![n, cout];
+    want.extend(window.out_size(op, spatial)?);
+    if gy != want {
+        return shape_err(
+            op,
+            format!("operand 1 (gradient) has shape {gy:?}, expected {want:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Shape rule of `ConvKernelGrad`: `x [N, Cin, *S]`, `gy [N, Cout, *O]` → `dw [Cout, Cin/G, *kernel]`.
+pub fn kernel_grad_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Vec<usize>> {
+    let op = conv_name(window, "kernel_grad");
+    window.validate(&op)?;
+    let (x, gy) = (ins[0], ins[1]);
+    if x.len() != window.rank() + 2
+        || groups == 0
+        || x[1] % groups != 0
+        || gy.len() < 2
+        || gy[1] % groups != 0
+    {
+        return shape_err(
+            &op,
+            format!("input {x:?} and gradient {gy:?} do not fit {groups} group(s)"),
+        );
+    }
+    check_gy(&op, window, gy, x[0], gy[1], &x[2..])?;
+    let mut out = vec![gy[1], x[1] / groups];
+    out.extend(&window.kernel);
+    Ok(out)
+}
+
+/// Shape rule of `ConvInputGrad`: `w [Cout, Cin/G, *kernel]`, `gy [N, Cout, *O]` → `dx [N, Cin, *spatial]`.
+pub fn input_grad_shape(
+    window: &Window,
+    groups: usize,
+    spatial: &[usize],
+    ins: &[&[usize]],
+) -> Result<Vec<usize>> {
+    let op = conv_name(window, "input_grad");
+    window.validate(&op)?;
+    let (w, gy) = (ins[0], ins[1]);
+    if w.len() != window.rank() + 2
+        || w[2..] != window.kernel[..]
+        || groups == 0
+        || w[0] % groups != 0
+        || gy.is_empty()
+    {
+        return shape_err(
+            &op,
+            format!(
+                "weight {w:?} does not fit kernel {:?} with {groups} group(s)",
+                window.kernel
+            ),
+        );
+    }
+    check_gy(&op, window, gy, gy[0], w[0], spatial)?;
+    let mut out = vec![gy[0], w[1] * groups];
+    out.extend(spatial);
+    Ok(out)
+}
+
+/// Kernel of `ConvKernelGrad`.
+pub fn kernel_grad(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
+    let (x, gy) = (ins[0], ins[1]);
+    let dims = ConvDims {
+        n: x.shape[0],
+        cin: x.shape[1],
+        cout: gy.shape[1],
+        groups,
+        geom: geom(window, &x.shape[2..]),
+    };
+    crate::kernels::conv::conv_kernel_grad(&dims, x.data, gy.data, out);
+}
+
+/// Kernel of `ConvInputGrad`.
+pub fn input_grad(
+    window: &Window,
+    groups: usize,
+    spatial: &[usize],
+    ins: &[View],
+    out: &mut [f32],
+) {
+    let (w, gy) = (ins[0], ins[1]);
+    let dims = ConvDims {
+        n: gy.shape[0],
+        cin: w.shape[1] * groups,
+        cout: w.shape[0],
+        groups,
+        geom: geom(window, spatial),
+    };
+    crate::kernels::conv::conv_input_grad(&dims, w.data, gy.data, out);
+}
+
+/// VJP of `ConvKernelGrad(x, gy)` (bilinear): `d gy = conv(x, g)`,
+/// `d x = input_grad(g, gy)` for the upstream gradient `g` of the weight shape.
+pub fn kernel_grad_vjp(
+    window: &Window,
+    groups: usize,
+    g: &mut Graph,
+    xs: &[NodeId],
+    up: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let (x, gy) = (xs[0], xs[1]);
+    let spatial = g.shape(x)?[2..].to_vec();
+    let dx = g.add_op(
+        super::Op::ConvInputGrad {
+            window: window.clone(),
+            groups,
+            spatial,
+        },
+        &[up, gy],
+    )?;
+    let dgy = g.add_op(
+        super::Op::Conv {
+            window: window.clone(),
+            groups,
+        },
+        &[x, up],
+    )?;
+    Ok(vec![Some(dx), Some(dgy)])
+}
+
+/// VJP of `ConvInputGrad(w, gy)` (bilinear): `d w = kernel_grad(g, gy)`,
+/// `d gy = conv(g, w)` for the upstream gradient `g` of the input shape.
+pub fn input_grad_vjp(
+    window: &Window,
+    groups: usize,
+    g: &mut Graph,
+    xs: &[NodeId],
+    up: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let (w, gy) = (xs[0], xs[1]);
+    let dw = g.add_op(
+        super::Op::ConvKernelGrad {
+            window: window.clone(),
+            groups,
+        },
+        &[up, gy],
+    )?;
+    let dgy = g.add_op(
+        super::Op::Conv {
+            window: window.clone(),
+            groups,
+        },
+        &[up, w],
+    )?;
+    Ok(vec![Some(dw), Some(dgy)])
+}

@@ -161,6 +161,22 @@ pub enum Op {
         /// Channel groups.
         groups: usize,
     },
+    /// Fused convolution weight gradient `[x, gy]` → `[Cout, Cin/groups, *kernel]`.
+    ConvKernelGrad {
+        /// The forward convolution's window.
+        window: Window,
+        /// Channel groups.
+        groups: usize,
+    },
+    /// Fused convolution input gradient (transposed convolution) `[w, gy]` → `[N, Cin, *spatial]`.
+    ConvInputGrad {
+        /// The forward convolution's window.
+        window: Window,
+        /// Channel groups.
+        groups: usize,
+        /// Spatial size of the forward input.
+        spatial: Vec<usize>,
+    },
     /// Inverted dropout with a seeded mask in training mode, identity in evaluation mode.
     Dropout {
         /// Probability of zeroing an element.
@@ -206,12 +222,12 @@ impl Op {
             Op::Fold { .. } => "fold",
             Op::MatMul { .. } => "matmul",
             Op::Dropout { .. } => "dropout",
-            Op::Conv { window, .. } => {
-                if window.rank() == 1 {
-                    "conv1d"
-                } else {
-                    "conv2d"
-                }
+            Op::Conv { window, .. } => ["conv1d", "conv2d"][window.rank() - 1],
+            Op::ConvKernelGrad { window, .. } => {
+                ["conv1d_kernel_grad", "conv2d_kernel_grad"][window.rank() - 1]
+            }
+            Op::ConvInputGrad { window, .. } => {
+                ["conv1d_input_grad", "conv2d_input_grad"][window.rank() - 1]
             }
         }
     }
@@ -222,7 +238,10 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } | Op::Fill { .. } => {
                 Arity::Exact(0)
             }
-            Op::Binary(_) | Op::MatMul { .. } => Arity::Exact(2),
+            Op::Binary(_)
+            | Op::MatMul { .. }
+            | Op::ConvKernelGrad { .. }
+            | Op::ConvInputGrad { .. } => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
             Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
             Op::Conv { .. } => Arity::Between(2, 3),
@@ -279,9 +298,19 @@ impl Op {
                 v
             }
             Op::Dropout { p, seed } => vec![("p", fmt_f32(*p)), ("seed", seed.to_string())],
-            Op::Conv { window, groups } => {
+            Op::Conv { window, groups } | Op::ConvKernelGrad { window, groups } => {
                 let mut v = window.attrs();
                 v.push(("groups", groups.to_string()));
+                v
+            }
+            Op::ConvInputGrad {
+                window,
+                groups,
+                spatial,
+            } => {
+                let mut v = window.attrs();
+                v.push(("groups", groups.to_string()));
+                v.push(("spatial", format!("{spatial:?}")));
                 v
             }
         };
@@ -345,6 +374,12 @@ impl Op {
             }
             Op::Dropout { p, .. } => dropout::dropout_shape(ins[0], *p),
             Op::Conv { window, groups } => conv::conv_shape(window, *groups, ins),
+            Op::ConvKernelGrad { window, groups } => conv::kernel_grad_shape(window, *groups, ins),
+            Op::ConvInputGrad {
+                window,
+                groups,
+                spatial,
+            } => conv::input_grad_shape(window, *groups, spatial, ins),
         }
     }
 
@@ -380,6 +415,12 @@ impl Op {
             }
             Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
             Op::Conv { window, groups } => conv::conv(window, *groups, ins, out),
+            Op::ConvKernelGrad { window, groups } => conv::kernel_grad(window, *groups, ins, out),
+            Op::ConvInputGrad {
+                window,
+                groups,
+                spatial,
+            } => conv::input_grad(window, *groups, spatial, ins, out),
         }
     }
 }
@@ -436,6 +477,12 @@ impl Op {
             // gradient in the same run applies the forward's mask.
             Op::Dropout { p, seed } => one(g.dropout(gy, *p, *seed)),
             Op::Conv { window, groups } => conv::conv_vjp(window, *groups, g, xs, gy),
+            Op::ConvKernelGrad { window, groups } => {
+                conv::kernel_grad_vjp(window, *groups, g, xs, gy)
+            }
+            Op::ConvInputGrad { window, groups, .. } => {
+                conv::input_grad_vjp(window, *groups, g, xs, gy)
+            }
         }
     }
 }
