@@ -121,8 +121,7 @@ proptest! {
     ) {
         let (g, outputs) = build(&dims, &steps);
         let (x, y) = (rand(&dims, 1), rand(&dims, 2));
-        let mut all = CompileOptions::default();
-        all.verify = true;
+        let all = CompileOptions { verify: true, ..CompileOptions::default() };
         let compiled = run(&g, &outputs, &all, &x, &y);
         let plain = run(&g, &outputs, &CompileOptions::unrewritten(), &x, &y);
         for (c, p) in compiled.iter().zip(&plain) {
