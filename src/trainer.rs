@@ -65,23 +65,7 @@ impl Trainer {
         optimizer: impl Optimizer,
     ) -> Result<Self> {
         let params = graph.trainable_params();
-        if params.is_empty() {
-            return Err(KilnError::Invalid(
-                "trainer: the graph has no trainable parameters".into(),
-            ));
-        }
-        let ids: Vec<NodeId> = params.iter().map(|p| p.1).collect();
-        let grads = graph.grad(loss, &ids)?;
-        let pg: Vec<ParamGrad> = params
-            .iter()
-            .zip(grads)
-            .map(|((name, param), grad)| ParamGrad {
-                name: name.clone(),
-                param: *param,
-                grad,
-            })
-            .collect();
-        let updates = optimizer.build(&mut graph, &pg)?;
+        let updates = training_step(&mut graph, loss, &optimizer)?;
         let mut step = compile_with_updates(&graph, &[loss], &updates)?;
         step.set_training(true);
         let eval = compile(&graph, outputs)?;

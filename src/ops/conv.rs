@@ -47,17 +47,36 @@ pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Ve
     Ok(out)
 }
 
+/// The sizes of a convolution with `window` over input spatial size `spatial`.
+fn dims(
+    window: &Window,
+    groups: usize,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    spatial: &[usize],
+) -> ConvDims {
+    ConvDims {
+        n,
+        cin,
+        cout,
+        groups,
+        geom: geom(window, spatial),
+    }
+}
+
 /// Kernel of `Conv`.
 pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
     let (x, w) = (ins[0], ins[1]);
-    let dims = ConvDims {
-        n: x.shape[0],
-        cin: x.shape[1],
-        cout: w.shape[0],
+    let d = dims(
+        window,
         groups,
-        geom: geom(window, &x.shape[2..]),
-    };
-    conv_forward(&dims, x.data, w.data, ins.get(2).map(|b| b.data), out);
+        x.shape[0],
+        x.shape[1],
+        w.shape[0],
+        &x.shape[2..],
+    );
+    conv_forward(&d, x.data, w.data, ins.get(2).map(|b| b.data), out);
 }
 
 /// VJP of `Conv`, in the generic form the layers' own graphs differentiate to:
@@ -180,14 +199,15 @@ pub fn input_grad_shape(
 /// Kernel of `ConvKernelGrad`.
 pub fn kernel_grad(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
     let (x, gy) = (ins[0], ins[1]);
-    let dims = ConvDims {
-        n: x.shape[0],
-        cin: x.shape[1],
-        cout: gy.shape[1],
+    let d = dims(
+        window,
         groups,
-        geom: geom(window, &x.shape[2..]),
-    };
-    crate::kernels::conv::conv_kernel_grad(&dims, x.data, gy.data, out);
+        x.shape[0],
+        x.shape[1],
+        gy.shape[1],
+        &x.shape[2..],
+    );
+    crate::kernels::conv::conv_kernel_grad(&d, x.data, gy.data, out);
 }
 
 /// Kernel of `ConvInputGrad`.
@@ -199,14 +219,15 @@ pub fn input_grad(
     out: &mut [f32],
 ) {
     let (w, gy) = (ins[0], ins[1]);
-    let dims = ConvDims {
-        n: gy.shape[0],
-        cin: w.shape[1] * groups,
-        cout: w.shape[0],
+    let d = dims(
+        window,
         groups,
-        geom: geom(window, spatial),
-    };
-    crate::kernels::conv::conv_input_grad(&dims, w.data, gy.data, out);
+        gy.shape[0],
+        w.shape[1] * groups,
+        w.shape[0],
+        spatial,
+    );
+    crate::kernels::conv::conv_input_grad(&d, w.data, gy.data, out);
 }
 
 /// VJP of `ConvKernelGrad(x, gy)` (bilinear): `d gy = conv(x, g)`,
