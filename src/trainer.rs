@@ -103,6 +103,16 @@ impl Trainer {
         self.eval.run(feeds)
     }
 
+    /// Starts (or stops) timing every op of the training step (see [`Trainer::step_profile`]).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.step.set_profiling(on);
+    }
+
+    /// Time per op kind of the training steps since profiling started.
+    pub fn step_profile(&self) -> Option<&crate::exec::Profile> {
+        self.step.profile()
+    }
+
     /// Changes the learning rate for the following steps.
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
         self.step.set_param(LR, &Tensor::scalar(lr))

@@ -104,3 +104,20 @@ fn dump_stages_and_stats() {
         "{err}"
     );
 }
+
+#[test]
+fn run_profile_lists_the_ops() {
+    let (ok, out, err) = kiln(&["run", "mlp", "--profile"]);
+    assert!(ok, "{err}");
+    let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("op ")).collect();
+    assert!(table.len() > 2, "{out}");
+    let matmul = table
+        .iter()
+        .find(|l| l.starts_with("matmul"))
+        .expect("a matmul row");
+    assert_eq!(
+        matmul.split_whitespace().nth(1),
+        Some("2"),
+        "two matmuls per run: {matmul}"
+    );
+}

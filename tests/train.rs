@@ -266,3 +266,26 @@ fn dropout_trains_in_training_mode_and_evaluates_deterministically() {
     let e2 = tr.evaluate(&[("x", &xs)]).unwrap();
     assert!(e1 == e2, "evaluation has no dropout");
 }
+
+#[test]
+fn profiling_counts_every_op_of_every_step() {
+    let mut tr = quadratic(&[1.0, 2.0], Sgd::new(0.1));
+    let zero = t(&[2], &[0.0, 0.0]);
+    tr.step(&[("t", &zero)]).unwrap();
+    assert!(tr.step_profile().is_none(), "off by default");
+    tr.set_profiling(true);
+    for _ in 0..3 {
+        tr.step(&[("t", &zero)]).unwrap();
+    }
+    let p = tr.step_profile().unwrap();
+    assert_eq!(p.runs, 3);
+    let sub = p.ops.iter().find(|o| o.0 == "sub").expect("sub ran");
+    assert_eq!(
+        sub.1 % 3,
+        0,
+        "each op kind runs the same number of times per step"
+    );
+    assert!(p.to_string().lines().next().unwrap().starts_with("op"));
+    tr.set_profiling(false);
+    assert!(tr.step_profile().is_none());
+}

@@ -59,6 +59,9 @@ enum Command {
         /// Run the graph as built, without the compiler's passes.
         #[arg(long)]
         unrewritten: bool,
+        /// Print the time spent per op kind.
+        #[arg(long)]
+        profile: bool,
     },
     /// List the built-in models.
     List,
@@ -95,6 +98,9 @@ struct TrainArgs {
     /// Start from the parameters in this safetensors file.
     #[arg(long)]
     load: Option<std::path::PathBuf>,
+    /// Print the time per op kind of the training steps.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +163,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
             model,
             seed,
             unrewritten,
+            profile,
         } => {
             let m = models::build(&model, seed)?;
             let t0 = Instant::now();
@@ -166,6 +173,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 CompileOptions::default()
             };
             let mut exe = compile_with(&m.graph, &[m.output], &[], &options)?;
+            exe.set_profiling(profile);
             let compile_time = t0.elapsed();
             let inputs: Vec<(String, Tensor)> = m
                 .inputs
@@ -201,6 +209,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 )
             };
             println!("run:      {:.3} ms ({graph})", run_time.as_secs_f64() * 1e3);
+            if let Some(p) = exe.profile() {
+                print!("{p}");
+            }
         }
     }
     Ok(())
@@ -239,6 +250,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     if let Some(path) = &a.load {
         trainer.load(path)?;
     }
+    trainer.set_profiling(a.profile);
     println!(
         "training cnn on {} ({} train / {} test images), batch {}, {} {} lr {}",
         a.data.display(),
@@ -283,6 +295,10 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     if let Some(path) = &a.save {
         trainer.save(path)?;
         println!("saved parameters to {}", path.display());
+    }
+    if let Some(p) = trainer.step_profile() {
+        println!("time per training step, by op:");
+        print!("{p}");
     }
     let acc = accuracy(&mut trainer, &test_set, a.batch_size)?;
     println!("total time: {:.1} s", t0.elapsed().as_secs_f64());

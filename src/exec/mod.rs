@@ -6,8 +6,10 @@
 //! outputs out.
 
 mod plan;
+mod profile;
 
 pub use plan::MemoryPlan;
+pub use profile::Profile;
 
 use crate::error::{KilnError, Result};
 use crate::graph::dump::to_text;
@@ -44,6 +46,7 @@ pub struct Executable {
     updates: Vec<(usize, usize)>,
     ctx: RunCtx,
     report: PassReport,
+    profile: Option<Profile>,
 }
 
 /// Which rewrite passes compilation runs.
@@ -299,6 +302,7 @@ pub fn schedule(program: &Program) -> Result<Executable> {
             .collect(),
         ctx: RunCtx::default(),
         report: PassReport::default(),
+        profile: None,
     })
 }
 
@@ -364,6 +368,7 @@ impl Executable {
             if matches!(step.op, Op::Input { .. } | Op::Param { .. }) {
                 continue;
             }
+            let started = self.profile.is_some().then(std::time::Instant::now);
             let out_slot = self.plan.slot_of[i];
             let mut out = std::mem::take(&mut self.slots[out_slot]);
             {
@@ -378,7 +383,23 @@ impl Executable {
                 step.op.eval(&views, &mut out, &step.shape, &self.ctx);
             }
             self.slots[out_slot] = out;
+            if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
+                p.record(step.op.name(), t.elapsed());
+            }
         }
+        if let Some(p) = self.profile.as_mut() {
+            p.runs += 1;
+        }
+    }
+
+    /// Starts (or, with `false`, stops and clears) timing every op of every run.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Profile::default);
+    }
+
+    /// The time per op kind since profiling started, if it is on.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
     }
 
     fn apply_updates(&mut self) {
