@@ -180,24 +180,39 @@ pub fn strided_walk<const K: usize>(
     if dims.contains(&0) {
         return;
     }
-    let rank = dims.len();
-    let mut idx = vec![0usize; rank];
+    let Some((&inner, outer_dims)) = dims.split_last() else {
+        f(0, [0; K]);
+        return;
+    };
+    let last = dims.len() - 1;
+    let step: [usize; K] = std::array::from_fn(|k| strides[k][last]);
+    let mut idx = vec![0usize; outer_dims.len()];
     let mut offs = [0usize; K];
     let total: usize = dims.iter().product();
-    for flat in 0..total {
-        f(flat, offs);
-        let mut d = rank;
+    let mut flat = 0;
+    while flat < total {
+        // the innermost dimension in a plain loop
+        let mut o = offs;
+        for j in 0..inner {
+            f(flat + j, o);
+            for k in 0..K {
+                o[k] += step[k];
+            }
+        }
+        flat += inner;
+        // advance the outer multi-index, carrying the offsets
+        let mut d = outer_dims.len();
         while d > 0 {
             d -= 1;
             idx[d] += 1;
             for k in 0..K {
                 offs[k] += strides[k][d];
             }
-            if idx[d] < dims[d] {
+            if idx[d] < outer_dims[d] {
                 break;
             }
             for k in 0..K {
-                offs[k] -= strides[k][d] * dims[d];
+                offs[k] -= strides[k][d] * outer_dims[d];
             }
             idx[d] = 0;
         }
@@ -229,6 +244,12 @@ mod tests {
         let mut seen = Vec::new();
         strided_walk(&[2, 3], [&[1, 2]], |i, [o]| seen.push((i, o)));
         assert_eq!(seen, vec![(0, 0), (1, 2), (2, 4), (3, 1), (4, 3), (5, 5)]);
+        let mut scalar = Vec::new();
+        strided_walk(&[], [&[]], |i, [o]| scalar.push((i, o)));
+        assert_eq!(scalar, vec![(0, 0)], "a scalar is visited once");
+        let mut row = Vec::new();
+        strided_walk(&[3], [&[2], &[0]], |i, [a, b]| row.push((i, a, b)));
+        assert_eq!(row, vec![(0, 0, 0), (1, 2, 0), (2, 4, 0)]);
         let mut n = 0;
         for_each_index(&[2, 0, 3], |_| n += 1);
         assert_eq!(n, 0);
