@@ -79,8 +79,9 @@ pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
     conv_forward(&d, x.data, w.data, ins.get(2).map(|b| b.data), out);
 }
 
-/// VJP of `Conv`, in the generic form the layers' own graphs differentiate to:
-/// `dW = Σₙ gy · colsᵀ`, `dx = fold(Wᵀ · gy)`, `db = Σ gy` over batch and space.
+/// VJP of `Conv`: `dx = input_grad(w, gy)`, `dw = kernel_grad(x, gy)`,
+/// `db = Σ gy` over batch and space. (`Conv` exists only after the passes, so
+/// its rule uses the fused gradient ops directly.)
 pub fn conv_vjp(
     window: &Window,
     groups: usize,
@@ -89,29 +90,23 @@ pub fn conv_vjp(
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
     let (x, w) = (xs[0], xs[1]);
-    let (xshape, wshape) = (g.shape(x)?.to_vec(), g.shape(w)?.to_vec());
-    let (n, cin, cout, k) = (
-        xshape[0] as isize,
-        xshape[1] as isize,
-        wshape[0] as isize,
-        window.cells() as isize,
-    );
-    let gr = groups as isize;
-    let (cg, og) = (cin / gr, cout / gr);
-    let l = g.shape(gy)?[2..].iter().product::<usize>() as isize;
-    let cols = g.unfold(x, window.clone())?;
-    let cols = g.reshape(cols, &[n, gr, cg * k, l])?;
-    let gy_r = g.reshape(gy, &[n, gr, og, l])?;
-    let cols_t = g.transpose(cols, &[0, 1, 3, 2])?;
-    let dw = g.matmul(gy_r, cols_t)?;
-    let dw = g.sum(dw, &[0], false)?;
-    let wdims: Vec<isize> = wshape.iter().map(|&d| d as isize).collect();
-    let dw = g.reshape(dw, &wdims)?;
-    let wm = g.reshape(w, &[gr, og, cg * k])?;
-    let wm_t = g.transpose(wm, &[0, 2, 1])?;
-    let dcols = g.matmul(wm_t, gy_r)?;
-    let dcols = g.reshape(dcols, &[n, cin, k, l])?;
-    let dx = g.fold(dcols, window.clone(), &xshape[2..])?;
+    let xshape = g.shape(x)?.to_vec();
+    let spatial = xshape[2..].to_vec();
+    let dx = g.add_op(
+        super::Op::ConvInputGrad {
+            window: window.clone(),
+            groups,
+            spatial,
+        },
+        &[w, gy],
+    )?;
+    let dw = g.add_op(
+        super::Op::ConvKernelGrad {
+            window: window.clone(),
+            groups,
+        },
+        &[x, gy],
+    )?;
     let mut grads = vec![Some(dx), Some(dw)];
     if xs.len() == 3 {
         let axes: Vec<isize> = std::iter::once(0).chain(2..xshape.len() as isize).collect();
