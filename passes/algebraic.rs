@@ -1,5 +1,6 @@
 //! Algebraic simplification. Rewrites, each keeping every value bit-identical:
 //! - `reshape(x)` to `x`'s own shape, and `broadcast(x)` to its own shape → `x`
+//! - `stop_gradient(x)` → `x` (it only matters to autodiff, which has run)
 //! - `reshape(reshape(x))` → one `reshape(x)`
 //! - `transpose(transpose(x, p), q)` → one `transpose(x, p∘q)`, or `x` if that is the identity
 //! - `x op e` / `e op x` with `e` the op's identity (`x + 0`, `x − 0`, `x · 1`,
@@ -32,6 +33,7 @@ fn simplify(p: &mut Program, id: NodeId) -> Result<Option<NodeId>> {
         |p: &Program, x: NodeId| -> Result<bool> { Ok(p.graph.shape(x)? == shape.as_slice()) };
     match op {
         Op::Reshape { .. } | Op::Broadcast { .. } if same_shape(p, ops[0])? => Ok(Some(ops[0])),
+        Op::StopGradient => Ok(Some(ops[0])),
         Op::Reshape { shape: outer } => {
             if let Op::Reshape { .. } = p.graph.node(ops[0])?.op {
                 let src = p.graph.operands(ops[0])[0];

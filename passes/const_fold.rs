@@ -43,7 +43,8 @@ impl Pass for ConstFold {
                     | Op::Constant { .. }
                     | Op::Fill { .. }
                     | Op::Dropout { .. }
-            ) {
+            ) || op.num_outputs() > 1
+            {
                 continue;
             }
             let operands = p.graph.operands(id);

@@ -6,6 +6,7 @@
 //! The manager runs a pipeline of passes to a fixpoint.
 
 mod algebraic;
+mod avg_pool;
 mod const_fold;
 mod conv_forward;
 mod conv_input_grad;
@@ -13,9 +14,12 @@ mod conv_kernel_grad;
 mod cse;
 mod dce;
 mod matmul_transpose;
+mod max_pool;
 mod permute;
+mod pool_match;
 
 pub use algebraic::Algebraic;
+pub use avg_pool::AvgPool;
 pub use const_fold::ConstFold;
 pub use conv_forward::ConvForward;
 pub use conv_input_grad::ConvInputGradPass;
@@ -23,6 +27,7 @@ pub use conv_kernel_grad::ConvKernelGradPass;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use matmul_transpose::MatMulTranspose;
+pub use max_pool::MaxPool;
 pub use permute::TransposeToPermute;
 
 use crate::error::{KilnError, Result};
@@ -105,12 +110,15 @@ pub trait Pass {
     fn run(&self, program: &mut Program) -> Result<usize>;
 }
 
-/// Every pass, in pipeline order: fold constants and simplify, fuse
-/// convolutions, fold transposes into matmuls, fuse the convolution
-/// gradients, turn the remaining transposes into `Permute`,
-/// then merge and prune.
+/// Every pass, in pipeline order: fuse pooling (before constant folding,
+/// which would turn the average pool's divisor structure into numbers), fold
+/// constants and simplify, fuse convolutions, fold transposes into matmuls,
+/// fuse the convolution gradients, turn the remaining transposes into
+/// `Permute`, then merge and prune.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(MaxPool),
+        Box::new(AvgPool),
         Box::new(ConstFold),
         Box::new(Algebraic),
         Box::new(ConvForward),

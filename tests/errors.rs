@@ -246,3 +246,68 @@ fn tensor_construction_errors() {
     assert_eq!(Vec::from(t), vec![0.0, 0.0, 3.0, 0.0]);
     let _ = rand(&[1], 0);
 }
+
+#[test]
+fn multi_output_ops_are_read_through_output_nodes() {
+    let mut g = Graph::new();
+    let x = g.input("x", [1, 2, 4, 4]).unwrap();
+    let window = kiln::ops::PoolWindow {
+        kernel: vec![2, 2],
+        stride: vec![2, 2],
+        dilation: vec![1, 1],
+        pads: vec![(0, 0), (0, 0)],
+    };
+    let pool = g
+        .add_op(kiln::Op::MaxPoolWithIndices(window.clone()), &[x])
+        .unwrap();
+    has_all(
+        &msg(g.relu(pool)),
+        &[
+            "relu",
+            "maxpool2d_with_indices",
+            "2 outputs",
+            "Graph::output",
+        ],
+    );
+    has_all(
+        &msg(g.output(pool, 2)),
+        &["output", "maxpool2d_with_indices", "no output 2"],
+    );
+    has_all(&msg(g.output(x, 1)), &["output", "input", "no output 1"]);
+    has_all(
+        &msg(compile(&g, &[pool])),
+        &["maxpool2d_with_indices", "2 outputs", "Graph::output"],
+    );
+    // shape rules of the fused pooling ops name the op and the operand
+    let gy = g.input("gy", [1, 2, 3, 3]).unwrap();
+    let idx = g.output(pool, 1).unwrap();
+    let back = kiln::Op::MaxPoolBackward {
+        window,
+        spatial: vec![4, 4],
+    };
+    has_all(
+        &msg(g.add_op(back, &[gy, idx])),
+        &[
+            "maxpool2d_backward",
+            "operand 0",
+            "[1, 2, 3, 3]",
+            "[1, 2, 2, 2]",
+        ],
+    );
+    let big = kiln::ops::PoolWindow {
+        kernel: vec![5, 5],
+        stride: vec![1, 1],
+        dilation: vec![1, 1],
+        pads: vec![(0, 0), (0, 0)],
+    };
+    has_all(
+        &msg(g.add_op(
+            kiln::Op::AvgPool {
+                window: big,
+                divisor: kiln::ops::AvgDivisor::Window,
+            },
+            &[x],
+        )),
+        &["avgpool2d", "spans 5", "larger than the padded input 4"],
+    );
+}

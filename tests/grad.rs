@@ -9,6 +9,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer, Reduction};
+use kiln::ops::{AvgDivisor, PoolWindow};
 use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
 
 const EPS: f32 = 1e-2;
@@ -668,4 +669,103 @@ fn fused_conv_gradient_ops_vjp() {
             &[x[0], x[1]],
         )
     });
+}
+
+fn pool_window(
+    kernel: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+    pads: &[(usize, usize)],
+) -> PoolWindow {
+    PoolWindow {
+        kernel: kernel.to_vec(),
+        stride: stride.to_vec(),
+        dilation: dilation.to_vec(),
+        pads: pads.to_vec(),
+    }
+}
+
+#[test]
+fn fused_pool_ops_vjp() {
+    // asymmetric (ceil_mode-like) padding and dilation in 2-D, and a 1-D window
+    let cases = [
+        (
+            pool_window(&[3, 2], &[2, 1], &[1, 2], &[(1, 2), (0, 1)]),
+            vec![2, 2, 7, 6],
+        ),
+        (pool_window(&[3], &[2], &[1], &[(1, 1)]), vec![2, 3, 8]),
+    ];
+    for (w, xshape) in cases {
+        check(vec![distinct(&xshape, 1)], |g, x| {
+            let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x[0]])?;
+            g.output(pool, 0)
+        });
+        for divisor in [
+            AvgDivisor::Window,
+            AvgDivisor::PaddedInput,
+            AvgDivisor::RealCells,
+        ] {
+            check(vec![rand(&xshape, 2)], |g, x| {
+                g.add_op(
+                    Op::AvgPool {
+                        window: w.clone(),
+                        divisor,
+                    },
+                    &[x[0]],
+                )
+            });
+        }
+        // the backward ops, differentiated w.r.t. the upstream gradient
+        let spatial = xshape[2..].to_vec();
+        let mut ys = xshape[..2].to_vec();
+        ys.extend(w.out_size("pool", &spatial).unwrap().iter().copied());
+        let xv = distinct(&xshape, 3);
+        check(vec![rand(&ys, 4)], |g, gy| {
+            let x = g.constant(xv.clone())?;
+            let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x])?;
+            let indices = g.output(pool, 1)?;
+            g.add_op(
+                Op::MaxPoolBackward {
+                    window: w.clone(),
+                    spatial: spatial.clone(),
+                },
+                &[gy[0], indices],
+            )
+        });
+        check(vec![rand(&ys, 5)], |g, gy| {
+            g.add_op(
+                Op::AvgPoolBackward {
+                    window: w.clone(),
+                    divisor: AvgDivisor::RealCells,
+                    spatial: spatial.clone(),
+                },
+                &[gy[0]],
+            )
+        });
+    }
+}
+
+#[test]
+fn stop_gradient_is_the_identity_with_no_gradient() {
+    // d/dx Σ stop_gradient(x)·x = stop_gradient(x) = x, not 2x
+    let mut g = Graph::new();
+    let x = g.input("x", [3]).unwrap();
+    let s = g.stop_gradient(x).unwrap();
+    let y = g.mul(s, x).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let gx = g.grad(l, &[x]).unwrap()[0];
+    let xv = t(&[3], &[1.0, -2.0, 3.0]);
+    let out = compile(&g, &[s, gx]).unwrap().run(&[("x", &xv)]).unwrap();
+    assert_eq!(out[0].data(), xv.data());
+    assert_eq!(out[1].data(), xv.data());
+    // softmax's max shift is cut off: no max mask in its backward graph
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 4]).unwrap();
+    let p = nn::softmax(&mut g, x, -1).unwrap();
+    let l = g.sum_all(p).unwrap();
+    g.grad(l, &[x]).unwrap();
+    assert!(g
+        .node_ids()
+        .iter()
+        .all(|&n| !matches!(g.node(n).unwrap().op, Op::FirstMaxMask { .. })));
 }

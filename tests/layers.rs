@@ -266,21 +266,23 @@ fn maxpool2d_matches_direct_loops_with_padding_dilation_ceil_mode_and_ties() {
         x.data_mut()
             .iter_mut()
             .for_each(|v| *v = (*v * 2.0).round().max(0.0));
-        let y = apply(&x, |g, xi| {
+        let want = maxpool_direct(&x, k, s, p, d, ceil);
+        // fused (MaxPoolWithIndices) and generic (unfold + reduce_max) forms
+        for y in apply_both(&x, |g, xi| {
             nn::MaxPool2d::new(k)
                 .stride(s)
                 .padding(p)
                 .dilation(d)
                 .ceil_mode(ceil)
                 .build(g, xi)
-        });
-        let want = maxpool_direct(&x, k, s, p, d, ceil);
-        assert_eq!(
-            y.shape(),
-            want.shape(),
-            "{shape:?} k{k} s{s} p{p} d{d} ceil {ceil}"
-        );
-        assert_eq!(y.data(), want.data());
+        }) {
+            assert_eq!(
+                y.shape(),
+                want.shape(),
+                "{shape:?} k{k} s{s} p{p} d{d} ceil {ceil}"
+            );
+            assert_eq!(y.data(), want.data());
+        }
     }
     // PyTorch: MaxPool2d(3, stride=2, ceil_mode=True) maps 6x6 to 3x3 and 5x5 to 2x2
     let six = apply(&rand(&[1, 1, 6, 6], 1), |g, x| {
@@ -305,37 +307,42 @@ fn avgpool2d_matches_direct_loops_and_pytorch_divisors() {
     ];
     for (shape, k, s, p, ceil, inc) in cases {
         let x = rand(&shape, 9);
-        let y = apply(&x, |g, xi| {
+        let want = avgpool_direct(&x, k, s, p, ceil, inc);
+        // fused (AvgPool) and generic (unfold + sum / count) forms
+        for y in apply_both(&x, |g, xi| {
             nn::AvgPool2d::new(k)
                 .stride(s)
                 .padding(p)
                 .ceil_mode(ceil)
                 .count_include_pad(inc)
                 .build(g, xi)
-        });
-        let want = avgpool_direct(&x, k, s, p, ceil, inc);
-        assert_eq!(
-            y.shape(),
-            want.shape(),
-            "{shape:?} k{k} s{s} p{p} ceil {ceil} include_pad {inc}"
-        );
-        assert_close(y.data(), want.data(), 1e-6);
+        }) {
+            assert_eq!(
+                y.shape(),
+                want.shape(),
+                "{shape:?} k{k} s{s} p{p} ceil {ceil} include_pad {inc}"
+            );
+            assert_close(y.data(), want.data(), 1e-6);
+        }
     }
     // Hand-checked against PyTorch's documented divisor rules on 1..9 in a 3x3 image.
     let x = Tensor::from_vec([1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
-    let ceil = apply(&x, |g, xi| {
+    for ceil in apply_both(&x, |g, xi| {
         nn::AvgPool2d::new(2).ceil_mode(true).build(g, xi)
-    });
-    assert_eq!(ceil.data(), &[3.0, 4.5, 7.5, 9.0]);
-    let inc = apply(&x, |g, xi| nn::AvgPool2d::new(2).padding(1).build(g, xi));
-    assert_eq!(inc.data(), &[0.25, 1.25, 2.75, 7.0]);
-    let exc = apply(&x, |g, xi| {
+    }) {
+        assert_eq!(ceil.data(), &[3.0, 4.5, 7.5, 9.0]);
+    }
+    for inc in apply_both(&x, |g, xi| nn::AvgPool2d::new(2).padding(1).build(g, xi)) {
+        assert_eq!(inc.data(), &[0.25, 1.25, 2.75, 7.0]);
+    }
+    for exc in apply_both(&x, |g, xi| {
         nn::AvgPool2d::new(2)
             .padding(1)
             .count_include_pad(false)
             .build(g, xi)
-    });
-    assert_eq!(exc.data(), &[1.0, 2.5, 5.5, 7.0]);
+    }) {
+        assert_eq!(exc.data(), &[1.0, 2.5, 5.5, 7.0]);
+    }
 }
 
 #[test]

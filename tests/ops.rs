@@ -3,8 +3,9 @@
 mod common;
 use common::*;
 use kiln::ops::matmul::matmul_reference;
+use kiln::ops::PoolWindow;
 use kiln::ops::View;
-use kiln::{Graph, Tensor, Window};
+use kiln::{compile, Graph, Op, Tensor, Window};
 
 type UnaryBuilder = fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>;
 
@@ -415,4 +416,75 @@ fn matmul_transpose_flags_equal_explicit_transposes() {
     let e = g.matmul_t(xa, xb, false, false).unwrap_err().to_string();
     assert!(e.contains("K = 4") && e.contains("K = 3"), "{e}");
     assert!(g.matmul_t(xa, xb, true, false).is_ok());
+}
+
+/// Values and indices of a fused max pool over `x` (compiled as built: no pass applies).
+fn max_pool_with_indices(x: &Tensor, window: PoolWindow) -> (Tensor, Tensor) {
+    let (mut g, xi) = graph_with_input(x.shape());
+    let pool = g.add_op(Op::MaxPoolWithIndices(window), &[xi]).unwrap();
+    let (v, i) = (g.output(pool, 0).unwrap(), g.output(pool, 1).unwrap());
+    let mut out = compile(&g, &[v, i]).unwrap().run(&[("x", x)]).unwrap();
+    let i = out.pop().unwrap();
+    (out.pop().unwrap(), i)
+}
+
+fn square(k: usize, s: usize, pads: (usize, usize)) -> PoolWindow {
+    PoolWindow {
+        kernel: vec![k, k],
+        stride: vec![s, s],
+        dilation: vec![1, 1],
+        pads: vec![pads, pads],
+    }
+}
+
+#[test]
+fn max_pool_with_indices_returns_pytorch_style_flat_indices() {
+    // torch.nn.functional.max_pool2d(x, 2, return_indices=True): ties go to
+    // the first maximum in row-major window order; indices are r·W + c.
+    let x = t(
+        &[1, 1, 4, 4],
+        &[
+            1.0, 5.0, 2.0, 2.0, //
+            5.0, 3.0, 2.0, 0.0, //
+            0.0, 0.0, 7.0, 1.0, //
+            0.0, 0.0, 1.0, 7.0,
+        ],
+    );
+    let (v, i) = max_pool_with_indices(&x, square(2, 2, (0, 0)));
+    assert_eq!(v.data(), &[5.0, 2.0, 0.0, 7.0]);
+    assert_eq!(i.data(), &[1.0, 2.0, 8.0, 10.0]);
+    // padding is −∞ and never chosen, even over negative inputs
+    let (v, i) = max_pool_with_indices(&Tensor::full([1, 1, 3, 3], -1.0), square(2, 2, (1, 1)));
+    assert_eq!(v.data(), &[-1.0; 4]);
+    assert_eq!(i.data(), &[0.0, 1.0, 3.0, 4.0]);
+    // a NaN is the maximum (as torch), at its own index
+    let (v, i) = max_pool_with_indices(
+        &t(&[1, 1, 2, 2], &[1.0, f32::NAN, 3.0, 2.0]),
+        square(2, 2, (0, 0)),
+    );
+    assert!(v.data()[0].is_nan());
+    assert_eq!(i.data(), &[1.0]);
+    // the backward scatters through the indices, summing where windows overlap
+    let (mut g, gy) = graph_with_input(&[1, 1, 2, 2]);
+    let x = g
+        .constant(t(
+            &[1, 1, 3, 3],
+            &[9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ))
+        .unwrap();
+    let w = square(2, 1, (0, 0));
+    let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x]).unwrap();
+    let idx = g.output(pool, 1).unwrap();
+    let gx = g
+        .add_op(
+            Op::MaxPoolBackward {
+                window: w,
+                spatial: vec![3, 3],
+            },
+            &[gy, idx],
+        )
+        .unwrap();
+    let out = eval(&g, gx, &[("x", &t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]))]);
+    // window (0,0) takes the 9; windows (0,1), (1,0), (1,1) see only zeros: their first cells
+    assert_eq!(out.data(), &[1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
 }

@@ -334,34 +334,269 @@ fn cnn_training_step_compiled_equals_unrewritten() {
     assert!(lc[2] < lc[0], "the step trains");
 }
 
+/// The generic forms the passes exist to remove.
+fn is_generic_window_op(o: &Op) -> bool {
+    matches!(
+        o,
+        Op::Transpose { .. } | Op::Unfold(_) | Op::Fold { .. } | Op::FirstMaxMask { .. }
+    )
+}
+
+/// Forward output plus gradients w.r.t. the input and every parameter, after the pipeline.
+fn optimized_forward_backward(mut g: Graph, x: NodeId, y: NodeId) -> Program {
+    let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
+    let prod = g.mul(y, gy).unwrap();
+    let loss = g.sum_all(prod).unwrap();
+    let mut wrt = vec![x];
+    wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
+    let mut outputs = vec![y];
+    outputs.extend(g.grad(loss, &wrt).unwrap());
+    let program = Program {
+        graph: g,
+        outputs,
+        updates: vec![],
+    };
+    optimize(program, &CompileOptions::default()).unwrap().0
+}
+
 #[test]
-fn after_the_pipeline_seed_layer_graphs_have_no_elementwise_transpose() {
-    for name in ["conv2d", "conv1d", "maxpool2d", "avgpool2d", "cnn", "mlp"] {
+fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mask() {
+    for name in kiln::models::MODELS.iter().map(|m| m.0) {
         let m = kiln::models::build(name, 0).unwrap();
-        let mut g = m.graph.clone();
-        let y = m.output;
-        let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
-        let prod = g.mul(y, gy).unwrap();
-        let loss = g.sum_all(prod).unwrap();
-        let mut wrt = vec![g.inputs().find(|(n, _)| *n == "x").unwrap().1];
-        wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
-        let grads = g.grad(loss, &wrt).unwrap();
-        let mut outputs = vec![y];
-        outputs.extend(grads);
-        let (after, _) = optimize(
-            Program {
-                graph: g,
-                outputs,
-                updates: vec![],
-            },
+        let x = m.graph.inputs().find(|(n, _)| *n == "x").unwrap().1;
+        let forward = optimize(
+            kiln::models::program(name, 0, false).unwrap(),
             &CompileOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .0;
+        let train = optimize(
+            kiln::models::program(name, 0, true).unwrap(),
+            &CompileOptions::default(),
+        )
+        .unwrap()
+        .0;
+        let both = optimized_forward_backward(m.graph, x, m.output);
+        for (what, p) in [("forward", &forward), ("train", &train), ("fwd+bwd", &both)] {
+            assert_eq!(count(p, is_generic_window_op), 0, "{name} {what}");
+        }
+        let fused = |p: &Program, f: fn(&Op) -> bool| count(p, f);
+        let (convs, max_pools, avg_pools) = match name {
+            "conv2d" | "conv1d" => (1, 0, 0),
+            "cnn" => (2, 2, 0),
+            n if n.starts_with("maxpool") => (0, 1, 0),
+            n if n.starts_with("avgpool") => (0, 0, 1),
+            _ => (0, 0, 0),
+        };
         assert_eq!(
-            count(&after, |o| matches!(o, Op::Transpose { .. })),
-            0,
+            fused(&both, |o| matches!(o, Op::Conv { .. })),
+            convs,
             "{name}"
         );
+        assert_eq!(
+            fused(&both, |o| matches!(o, Op::ConvKernelGrad { .. })),
+            convs,
+            "{name}"
+        );
+        assert_eq!(
+            fused(&both, |o| matches!(o, Op::MaxPoolWithIndices(_))),
+            max_pools,
+            "{name}: one sweep gives values and indices"
+        );
+        assert_eq!(
+            fused(&both, |o| matches!(o, Op::MaxPoolBackward { .. })),
+            max_pools,
+            "{name}"
+        );
+        assert_eq!(
+            fused(&both, |o| matches!(o, Op::AvgPool { .. })),
+            avg_pools,
+            "{name}"
+        );
+        assert_eq!(
+            fused(&both, |o| matches!(o, Op::AvgPoolBackward { .. })),
+            avg_pools,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
+    use kiln::ops::AvgDivisor;
+    let max_pools: Vec<(nn::MaxPool2d, [usize; 4])> = vec![
+        (nn::MaxPool2d::new(2), [2, 3, 8, 8]),
+        (
+            nn::MaxPool2d::new(3).stride(2).padding(1).ceil_mode(true),
+            [1, 2, 7, 7],
+        ),
+        (
+            nn::MaxPool2d::new(3).stride(2).ceil_mode(true),
+            [1, 1, 6, 6],
+        ),
+        (
+            nn::MaxPool2d::new(2).stride(1).padding(1).dilation(2),
+            [2, 2, 9, 8],
+        ),
+        (
+            nn::MaxPool2d::new(2).kernel([1, 3]).strides([1, 2]),
+            [1, 2, 5, 9],
+        ),
+    ];
+    for (layer, shape) in max_pools {
+        let (mut g, x) = graph_with_input(&shape);
+        let y = layer.build(&mut g, x).unwrap();
+        let p = optimized_forward_backward(g, x, y);
+        assert_eq!(count(&p, is_generic_window_op), 0, "{layer:?}");
+        assert_eq!(count(&p, |o| matches!(o, Op::MaxPoolWithIndices(_))), 1);
+        assert_eq!(count(&p, |o| matches!(o, Op::MaxPoolBackward { .. })), 1);
+        assert_equivalent(&layer, &shape, true);
+    }
+    let avg_pools: Vec<(nn::AvgPool2d, [usize; 4], AvgDivisor)> = vec![
+        (nn::AvgPool2d::new(2), [2, 3, 8, 8], AvgDivisor::Window),
+        (
+            nn::AvgPool2d::new(3).stride(2).padding(1),
+            [1, 2, 7, 9],
+            AvgDivisor::Window,
+        ),
+        (
+            nn::AvgPool2d::new(3)
+                .stride(2)
+                .padding(1)
+                .count_include_pad(false),
+            [1, 2, 7, 9],
+            AvgDivisor::RealCells,
+        ),
+        (
+            nn::AvgPool2d::new(3).stride(2).padding(1).ceil_mode(true),
+            [1, 2, 6, 6],
+            AvgDivisor::PaddedInput,
+        ),
+        (
+            nn::AvgPool2d::new(3)
+                .stride(2)
+                .padding(1)
+                .ceil_mode(true)
+                .count_include_pad(false),
+            [1, 2, 6, 6],
+            AvgDivisor::RealCells,
+        ),
+        // without padding the two count rules agree; the pass reads it as real cells
+        (
+            nn::AvgPool2d::new(2).ceil_mode(true),
+            [1, 1, 5, 6],
+            AvgDivisor::RealCells,
+        ),
+    ];
+    for (layer, shape, divisor) in avg_pools {
+        let (mut g, x) = graph_with_input(&shape);
+        let y = layer.build(&mut g, x).unwrap();
+        let p = optimized_forward_backward(g, x, y);
+        assert_eq!(count(&p, is_generic_window_op), 0, "{layer:?}");
+        assert_eq!(
+            count(
+                &p,
+                |o| matches!(o, Op::AvgPool { divisor: d, .. } if *d == divisor)
+            ),
+            1,
+            "{layer:?}"
+        );
+        assert_eq!(
+            count(
+                &p,
+                |o| matches!(o, Op::AvgPoolBackward { divisor: d, .. } if *d == divisor)
+            ),
+            1,
+            "{layer:?}"
+        );
+        assert_equivalent(&layer, &shape, false);
+    }
+}
+
+#[test]
+fn max_pool_pass_pairs_forward_and_backward_through_the_windows() {
+    let (mut g, x) = graph_with_input(&[1, 2, 7, 7]);
+    let h = g.relu(x).unwrap();
+    let y = nn::MaxPool2d::new(3)
+        .stride(2)
+        .padding(1)
+        .ceil_mode(true)
+        .name("pool")
+        .build(&mut g, h)
+        .unwrap();
+    let p = backward_program(g, x, y);
+    let mut xv = rand(&[1, 2, 7, 7], 3);
+    x_round(&mut xv);
+    let gv = rand(p.graph.shape(p.outputs[0]).unwrap(), 4);
+    let (text, after) = rewrite("max_pool", p.graph, p.outputs, &[("x", &xv), ("gy", &gv)]);
+    insta::assert_snapshot!("pass_max_pool", text);
+    assert_eq!(count(&after, |o| matches!(o, Op::MaxPoolWithIndices(_))), 1);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::MaxPoolBackward { .. })),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::FirstMaxMask { .. } | Op::Fold { .. }
+        )),
+        0
+    );
+}
+
+#[test]
+fn avg_pool_pass_reads_the_divisor_rule_off_the_count_structure() {
+    let (mut g, x) = graph_with_input(&[1, 2, 6, 6]);
+    let y = nn::AvgPool2d::new(3)
+        .stride(2)
+        .padding(1)
+        .ceil_mode(true)
+        .count_include_pad(false)
+        .name("pool")
+        .build(&mut g, x)
+        .unwrap();
+    let p = backward_program(g, x, y);
+    let xv = rand(&[1, 2, 6, 6], 5);
+    let gv = rand(p.graph.shape(p.outputs[0]).unwrap(), 6);
+    let (text, after) = rewrite("avg_pool", p.graph, p.outputs, &[("x", &xv), ("gy", &gv)]);
+    insta::assert_snapshot!("pass_avg_pool", text);
+    assert_eq!(count(&after, |o| matches!(o, Op::AvgPool { .. })), 1);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::AvgPoolBackward { .. })),
+        1
+    );
+    // a divisor that is no pooling rule (here 1/5 for a 2x2 window) is left alone
+    let (mut g, x) = graph_with_input(&[1, 1, 4, 4]);
+    let u = g
+        .unfold(
+            x,
+            Window {
+                stride: vec![2, 2],
+                ..Window::new(&[2, 2])
+            },
+        )
+        .unwrap();
+    let s = g.sum(u, &[2], false).unwrap();
+    let y = g.mul_scalar(s, 0.2).unwrap();
+    let program = Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    let (_, report) = optimize(program, &only("avg_pool")).unwrap();
+    assert_eq!(report.rewrites[0], ("avg_pool", 0));
+}
+
+/// `y` and the gradient w.r.t. `x` given an upstream gradient input `gy`, unoptimised.
+fn backward_program(mut g: Graph, x: NodeId, y: NodeId) -> Program {
+    let gy = g.input("gy", g.shape(y).unwrap().to_vec()).unwrap();
+    let prod = g.mul(y, gy).unwrap();
+    let loss = g.sum_all(prod).unwrap();
+    let gx = g.grad(loss, &[x]).unwrap()[0];
+    Program {
+        graph: g,
+        outputs: vec![y, gx],
+        updates: vec![],
     }
 }
 
@@ -434,30 +669,6 @@ fn conv_forward_fuses_the_layer_pattern_with_its_bias() {
     };
     let (_, report) = optimize(p, &only("conv_forward")).unwrap();
     assert_eq!(report.rewrites[0], ("conv_forward", 0));
-}
-
-#[test]
-fn seed_conv_forward_graphs_have_no_unfold_after_the_pipeline() {
-    for name in ["conv2d", "conv1d", "cnn"] {
-        let (after, _) = optimize(
-            kiln::models::program(name, 0, false).unwrap(),
-            &CompileOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            count(&after, |o| matches!(o, Op::Conv { .. })),
-            if name == "cnn" { 2 } else { 1 },
-            "{name}"
-        );
-        assert_eq!(
-            count(&after, |o| matches!(
-                o,
-                Op::Unfold(_) | Op::Transpose { .. }
-            )),
-            if name == "cnn" { 2 } else { 0 },
-            "{name}: only the pools' unfolds remain"
-        );
-    }
 }
 
 /// A conv layer's forward+backward program after the passes that set up the

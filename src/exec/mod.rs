@@ -8,7 +8,7 @@
 mod plan;
 mod profile;
 
-pub use plan::MemoryPlan;
+pub use plan::{MemoryPlan, Value};
 pub use profile::Profile;
 
 use crate::error::{KilnError, Result};
@@ -27,6 +27,8 @@ struct Step {
     op: Op,
     operands: Vec<usize>,
     shape: Vec<usize>,
+    /// Elements of the step's value (all outputs of a multi-output op).
+    len: usize,
 }
 
 /// A compiled graph, ready to run many times.
@@ -233,8 +235,16 @@ fn check_program(p: &Program) -> Result<()> {
     if outputs.is_empty() {
         return Err(KilnError::Invalid("compile: no outputs requested".into()));
     }
-    for &o in outputs {
-        graph.node(o)?;
+    for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
+        let node = graph.node(o)?;
+        if node.op.num_outputs() > 1 {
+            return Err(KilnError::Invalid(format!(
+                "%{} (`{}`) has {} outputs: request one of them with Graph::output",
+                o.index(),
+                node.op.name(),
+                node.op.num_outputs()
+            )));
+        }
     }
     for &(p, v) in updates {
         let (pn, vn) = (graph.node(p)?, graph.node(v)?);
@@ -277,16 +287,26 @@ pub fn schedule(program: &Program) -> Result<Executable> {
             op: node.op.clone(),
             operands: graph.operands(n).iter().map(|o| step_of[o]).collect(),
             shape: node.shape.dims().to_vec(),
+            len: node.shape.numel() * node.op.num_outputs(),
         });
     }
-    let lens: Vec<usize> = steps.iter().map(|s| s.shape.iter().product()).collect();
-    let plan = MemoryPlan::build(&lens);
+    let values: Vec<Value> = steps
+        .iter()
+        .map(|s| match s.op {
+            Op::Output { index } => Value::View {
+                of: s.operands[0],
+                offset: index * s.len,
+            },
+            _ => Value::Owned(s.len),
+        })
+        .collect();
+    let plan = MemoryPlan::build(&values);
     let mut slots: Vec<Vec<f32>> = plan.slot_len.iter().map(|&l| vec![0.0; l]).collect();
     for (name, step) in &params {
         let value = graph
             .param_value(name)
             .expect("every param node has a value");
-        slots[plan.slot_of[*step]].copy_from_slice(value.data());
+        slots[plan.slot_of[*step]].copy_from_slice(value.data()); // parameters own their slot
     }
     Ok(Executable {
         steps,
@@ -365,7 +385,10 @@ impl Executable {
 
     fn execute(&mut self) {
         for (i, step) in self.steps.iter().enumerate() {
-            if matches!(step.op, Op::Input { .. } | Op::Param { .. }) {
+            if matches!(
+                step.op,
+                Op::Input { .. } | Op::Param { .. } | Op::Output { .. }
+            ) {
                 continue;
             }
             let started = self.profile.is_some().then(std::time::Instant::now);
@@ -377,7 +400,7 @@ impl Executable {
                     .iter()
                     .map(|&o| View {
                         shape: &self.steps[o].shape,
-                        data: &self.slots[self.plan.slot_of[o]],
+                        data: self.data(o),
                     })
                     .collect();
                 step.op.eval(&views, &mut out, &step.shape, &self.ctx);
@@ -408,6 +431,7 @@ impl Executable {
             if dst == src {
                 continue;
             }
+            let (off, len) = (self.plan.offset_of[value], self.steps[value].len);
             let (d, s) = if dst < src {
                 let (lo, hi) = self.slots.split_at_mut(src);
                 (&mut lo[dst], &hi[0])
@@ -415,16 +439,19 @@ impl Executable {
                 let (lo, hi) = self.slots.split_at_mut(dst);
                 (&mut hi[0], &lo[src])
             };
-            d.copy_from_slice(s);
+            d.copy_from_slice(&s[off..off + len]);
         }
     }
 
+    /// The buffer region holding the value of `step`.
+    fn data(&self, step: usize) -> &[f32] {
+        let off = self.plan.offset_of[step];
+        &self.slots[self.plan.slot_of[step]][off..off + self.steps[step].len]
+    }
+
     fn value(&self, step: usize) -> Tensor {
-        Tensor::from_vec(
-            self.steps[step].shape.clone(),
-            self.slots[self.plan.slot_of[step]].clone(),
-        )
-        .expect("buffer sizes are planned from shapes")
+        Tensor::from_vec(self.steps[step].shape.clone(), self.data(step).to_vec())
+            .expect("buffer sizes are planned from shapes")
     }
 
     /// Training mode applies dropout masks; evaluation mode (the default) makes dropout the identity.

@@ -1,25 +1,55 @@
-//! The memory plan: which buffer slot holds each scheduled value.
+//! The memory plan: which buffer slot, and where in it, holds each scheduled value.
 //!
 //! Every buffer is sized and allocated once, at compile time. This first plan
-//! gives each value its own slot; liveness-based reuse and in-place writes
-//! slot into [`MemoryPlan::build`] without touching the executor.
+//! gives each value its own slot, except that an `Output` of a multi-output
+//! op is a view into that op's slot (no copy); liveness-based reuse and
+//! in-place writes slot into [`MemoryPlan::build`] without touching the executor.
+
+/// Where one scheduled value lives before planning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// A buffer of its own, of this many f32 elements.
+    Owned(usize),
+    /// A view into step `of`'s buffer, starting `offset` elements in.
+    View {
+        /// The step whose buffer holds the value.
+        of: usize,
+        /// Offset in elements.
+        offset: usize,
+    },
+}
 
 /// Slot assignment for a schedule of values.
 #[derive(Clone, Debug)]
 pub struct MemoryPlan {
     /// `slot_of[step]` is the slot holding the value of that step.
     pub slot_of: Vec<usize>,
+    /// `offset_of[step]`: where in its slot the value starts, in elements.
+    pub offset_of: Vec<usize>,
     /// Size in f32 elements of each slot.
     pub slot_len: Vec<usize>,
 }
 
 impl MemoryPlan {
-    /// Plans slots for values of the given sizes (in schedule order).
-    pub fn build(value_len: &[usize]) -> Self {
-        MemoryPlan {
-            slot_of: (0..value_len.len()).collect(),
-            slot_len: value_len.to_vec(),
+    /// Plans slots for values in schedule order (a view refers to an earlier step).
+    pub fn build(values: &[Value]) -> Self {
+        let mut plan = MemoryPlan {
+            slot_of: Vec::with_capacity(values.len()),
+            offset_of: Vec::with_capacity(values.len()),
+            slot_len: Vec::new(),
+        };
+        for v in values {
+            let (slot, offset) = match *v {
+                Value::Owned(len) => {
+                    plan.slot_len.push(len);
+                    (plan.slot_len.len() - 1, 0)
+                }
+                Value::View { of, offset } => (plan.slot_of[of], plan.offset_of[of] + offset),
+            };
+            plan.slot_of.push(slot);
+            plan.offset_of.push(offset);
         }
+        plan
     }
     /// Total bytes of all slots.
     pub fn bytes(&self) -> usize {

@@ -172,6 +172,16 @@ impl Graph {
         self.add_op(Op::FirstMaxMask { axis }, &[x])
     }
 
+    /// `x`, with no gradient flowing back through it.
+    pub fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
+        self.add_op(Op::StopGradient, &[x])
+    }
+
+    /// Output `index` of the multi-output node `x` (e.g. 1: the indices of a max pool with indices).
+    pub fn output(&mut self, x: NodeId, index: usize) -> Result<NodeId> {
+        self.add_op(Op::Output { index }, &[x])
+    }
+
     /// The same data with `shape` (one entry may be -1: inferred).
     pub fn reshape(&mut self, x: NodeId, shape: &[isize]) -> Result<NodeId> {
         let numel: usize = self.shape(x)?.iter().product();

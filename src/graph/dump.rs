@@ -94,7 +94,7 @@ pub fn to_text(graph: &Graph, outputs: &[NodeId]) -> String {
             node.op.name(),
             args.join(", "),
             attr_str(&node.op),
-            shape_str(node.shape.dims())
+            type_str(node)
         );
         if let Some(name) = node
             .name
@@ -114,6 +114,15 @@ fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A node's type: `f32[..]`, or `(f32[..], f32[..])` for a multi-output op.
+fn type_str(node: &crate::graph::Node) -> String {
+    let one = shape_str(node.shape.dims());
+    match node.op.num_outputs() {
+        1 => one,
+        k => format!("({})", vec![one; k].join(", ")),
+    }
+}
+
 /// The Graphviz DOT dump.
 pub fn to_dot(graph: &Graph, outputs: &[NodeId]) -> String {
     let (order, num) = numbering(graph);
@@ -122,7 +131,7 @@ pub fn to_dot(graph: &Graph, outputs: &[NodeId]) -> String {
         let node = &graph.g[n.0];
         let mut parts = vec![
             format!("%{} {}{}", num[&n], node.op.name(), attr_str(&node.op)),
-            shape_str(node.shape.dims()),
+            type_str(node),
         ];
         parts.extend(node.name.clone());
         let label: Vec<String> = parts.iter().map(|p| dot_escape(p)).collect();
@@ -155,6 +164,9 @@ struct JsonNode<'a> {
     op: &'a Op,
     inputs: Vec<usize>,
     shape: &'a [usize],
+    /// Number of outputs (each of `shape`), when more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
 }
@@ -179,6 +191,7 @@ pub fn to_json(graph: &Graph, outputs: &[NodeId]) -> String {
                 op: &node.op,
                 inputs: graph.operands(n).iter().map(|o| num[o]).collect(),
                 shape: node.shape.dims(),
+                outputs: Some(node.op.num_outputs()).filter(|&k| k > 1),
                 name: node.name.as_deref(),
             }
         })

@@ -80,7 +80,39 @@ impl Graph {
             .map(|&id| self.node(id).map(|n| n.shape.dims()))
             .collect::<Result<_>>()?;
         let shape = op.infer_shape(&shapes)?;
+        self.check_outputs(&op, operands)?;
         Ok(self.insert(op, Shape(shape), operands))
+    }
+
+    /// A multi-output node is read only through `Output` nodes, and an
+    /// `Output` node reads an output that exists.
+    fn check_outputs(&self, op: &Op, operands: &[NodeId]) -> Result<()> {
+        for (i, &o) in operands.iter().enumerate() {
+            let src = &self.node(o)?.op;
+            let n = src.num_outputs();
+            match op {
+                Op::Output { index } if *index >= n => {
+                    return Err(KilnError::Attr {
+                        op: "output".into(),
+                        message: format!(
+                            "operand %{} (`{}`) has {n} output(s), there is no output {index}",
+                            o.index(),
+                            src.name()
+                        ),
+                    })
+                }
+                Op::Output { .. } => {}
+                _ if n > 1 => {
+                    return Err(KilnError::Invalid(format!(
+                        "operand {i} of `{}` is `{}`, which has {n} outputs: take one with Graph::output",
+                        op.name(),
+                        src.name()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn insert(&mut self, op: Op, shape: Shape, operands: &[NodeId]) -> NodeId {

@@ -4,3 +4,4 @@ pub mod conv;
 pub mod im2col;
 pub mod matmul;
 pub mod permute;
+pub mod pool;

@@ -30,9 +30,17 @@ impl Layer for Tanh {
     }
 }
 
+/// The shift `max(x)` along `axis` that keeps `exp` finite. Its gradient
+/// through (log-)softmax is exactly zero, so it is cut off: no max mask in
+/// the backward graph.
+fn stable_shift(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
+    let m = g.max(x, &[axis], true)?;
+    g.stop_gradient(m)
+}
+
 /// Numerically stable softmax along `axis`: `exp(x − max) / Σ exp(x − max)`.
 pub fn softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
-    let m = g.max(x, &[axis], true)?;
+    let m = stable_shift(g, x, axis)?;
     let z = g.sub(x, m)?;
     let e = g.exp(z)?;
     let s = g.sum(e, &[axis], true)?;
@@ -41,7 +49,7 @@ pub fn softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
 
 /// Numerically stable log-softmax along `axis`: `(x − max) − log Σ exp(x − max)`.
 pub fn log_softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
-    let m = g.max(x, &[axis], true)?;
+    let m = stable_shift(g, x, axis)?;
     let z = g.sub(x, m)?;
     let e = g.exp(z)?;
     let s = g.sum(e, &[axis], true)?;

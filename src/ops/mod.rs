@@ -7,11 +7,13 @@ pub mod dropout;
 pub mod elementwise;
 pub mod matmul;
 pub mod movement;
+pub mod pool;
 pub mod reduce;
 pub mod source;
 pub mod window;
 
 pub use elementwise::{BinaryOp, UnaryOp};
+pub use pool::{AvgDivisor, PoolWindow};
 pub use reduce::ReduceKind;
 pub use window::Window;
 
@@ -177,6 +179,39 @@ pub enum Op {
         /// Spatial size of the forward input.
         spatial: Vec<usize>,
     },
+    /// The identity whose gradient is zero (`torch.Tensor.detach`, `jax.lax.stop_gradient`).
+    StopGradient,
+    /// Output `index` of a multi-output op: a view of part of its buffer, no kernel.
+    Output {
+        /// Which output.
+        index: usize,
+    },
+    /// Fused max pooling (see `ops/pool.rs`) with two outputs: the window
+    /// maxima and the plane index of each window's first maximum.
+    MaxPoolWithIndices(PoolWindow),
+    /// Fused max-pooling gradient `[gy, indices]` → `[N, C, *spatial]`.
+    MaxPoolBackward {
+        /// The forward pool's window.
+        window: PoolWindow,
+        /// Spatial size of the forward input.
+        spatial: Vec<usize>,
+    },
+    /// Fused average pooling.
+    AvgPool {
+        /// The window.
+        window: PoolWindow,
+        /// What each window sum is divided by.
+        divisor: AvgDivisor,
+    },
+    /// Fused average-pooling gradient `[gy]` → `[N, C, *spatial]`.
+    AvgPoolBackward {
+        /// The forward pool's window.
+        window: PoolWindow,
+        /// The forward pool's divisor.
+        divisor: AvgDivisor,
+        /// Spatial size of the forward input.
+        spatial: Vec<usize>,
+    },
     /// Inverted dropout with a seeded mask in training mode, identity in evaluation mode.
     Dropout {
         /// Probability of zeroing an element.
@@ -229,6 +264,21 @@ impl Op {
             Op::ConvInputGrad { window, .. } => {
                 ["conv1d_input_grad", "conv2d_input_grad"][window.rank() - 1]
             }
+            Op::Output { .. } => "output",
+            Op::StopGradient => "stop_gradient",
+            Op::MaxPoolWithIndices(w) => pool::pool_name("max", w.rank(), "with_indices"),
+            Op::MaxPoolBackward { window, .. } => pool::pool_name("max", window.rank(), "backward"),
+            Op::AvgPool { window, .. } => pool::pool_name("avg", window.rank(), ""),
+            Op::AvgPoolBackward { window, .. } => pool::pool_name("avg", window.rank(), "backward"),
+        }
+    }
+
+    /// How many outputs the op has; all of a multi-output op's outputs share
+    /// its node's shape, and other ops read them through `Output` nodes.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::MaxPoolWithIndices(_) => 2,
+            _ => 1,
         }
     }
 
@@ -241,7 +291,8 @@ impl Op {
             Op::Binary(_)
             | Op::MatMul { .. }
             | Op::ConvKernelGrad { .. }
-            | Op::ConvInputGrad { .. } => Arity::Exact(2),
+            | Op::ConvInputGrad { .. }
+            | Op::MaxPoolBackward { .. } => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
             Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
             Op::Conv { .. } => Arity::Between(2, 3),
@@ -255,7 +306,7 @@ impl Op {
             Op::Input { name } | Op::Param { name } => vec![("name", format!("{name:?}"))],
             Op::Constant { value } => vec![("checksum", fmt_f32(value.sum() as f32))],
             Op::Fill { value, .. } => vec![("value", fmt_f32(*value))],
-            Op::Unary(_) | Op::Binary(_) | Op::Select => vec![],
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::StopGradient => vec![],
             Op::MatMul { trans_a, trans_b } => {
                 let mut v = vec![];
                 if *trans_a {
@@ -310,6 +361,23 @@ impl Op {
             } => {
                 let mut v = window.attrs();
                 v.push(("groups", groups.to_string()));
+                v.push(("spatial", format!("{spatial:?}")));
+                v
+            }
+            Op::Output { index } => vec![("index", index.to_string())],
+            Op::MaxPoolWithIndices(w) => w.attrs(),
+            Op::MaxPoolBackward { window, spatial } => {
+                let mut v = window.attrs();
+                v.push(("spatial", format!("{spatial:?}")));
+                v
+            }
+            Op::AvgPool { window, divisor } => pool::avg_attrs(window, *divisor),
+            Op::AvgPoolBackward {
+                window,
+                divisor,
+                spatial,
+            } => {
+                let mut v = pool::avg_attrs(window, *divisor);
                 v.push(("spatial", format!("{spatial:?}")));
                 v
             }
@@ -380,12 +448,22 @@ impl Op {
                 groups,
                 spatial,
             } => conv::input_grad_shape(window, *groups, spatial, ins),
+            Op::Output { .. } | Op::StopGradient => Ok(ins[0].to_vec()),
+            Op::MaxPoolWithIndices(w) => pool::max_pool_shape(w, ins[0]),
+            Op::MaxPoolBackward { window, spatial } => {
+                pool::max_pool_backward_shape(window, spatial, ins)
+            }
+            Op::AvgPool { window, .. } => pool::avg_pool_shape(window, ins[0]),
+            Op::AvgPoolBackward {
+                window, spatial, ..
+            } => pool::avg_pool_backward_shape(window, spatial, ins[0]),
         }
     }
 
     /// The reference kernel: writes the op's output for operands `ins` into
-    /// `out` (of the inferred shape `out_shape`). `Input` and `Param` are
-    /// filled by the executor, not here.
+    /// `out` (of the inferred shape `out_shape`; a multi-output op writes its
+    /// outputs back to back, and an operand that is one holds them all).
+    /// `Input` and `Param` are filled by the executor, not here.
     pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], ctx: &RunCtx) {
         match self {
             Op::Input { .. } | Op::Param { .. } => {}
@@ -396,7 +474,7 @@ impl Op {
             Op::Select => elementwise::select(ins[0], ins[1], ins[2], out, out_shape),
             Op::Reduce { kind, axes, .. } => reduce::reduce(*kind, axes, ins[0], out),
             Op::FirstMaxMask { axis } => reduce::first_max_mask(*axis, ins[0], out),
-            Op::Reshape { .. } => out.copy_from_slice(ins[0].data),
+            Op::Reshape { .. } | Op::StopGradient => out.copy_from_slice(ins[0].data),
             Op::Transpose { perm } => movement::transpose(perm, ins[0], out, out_shape),
             Op::Permute { perm } => {
                 crate::kernels::permute::permute(ins[0].data, ins[0].shape, perm, out)
@@ -421,6 +499,18 @@ impl Op {
                 groups,
                 spatial,
             } => conv::input_grad(window, *groups, spatial, ins, out),
+            Op::Output { index } => {
+                let len = out.len();
+                out.copy_from_slice(&ins[0].data[index * len..(index + 1) * len]);
+            }
+            Op::MaxPoolWithIndices(w) => pool::max_pool(w, ins[0], out),
+            Op::MaxPoolBackward { .. } => pool::max_pool_backward(ins, out),
+            Op::AvgPool { window, divisor } => pool::avg_pool(window, *divisor, ins[0], out),
+            Op::AvgPoolBackward {
+                window,
+                divisor,
+                spatial,
+            } => pool::avg_pool_backward(window, *divisor, spatial, ins[0], out),
         }
     }
 }
@@ -446,7 +536,7 @@ impl Op {
             Op::Binary(b) => elementwise::binary_vjp(*b, g, xs[0], xs[1], y, gy),
             Op::Select => elementwise::select_vjp(g, xs[0], gy),
             Op::Reduce { kind, axes, .. } => one(reduce::reduce_vjp(*kind, axes, g, xs[0], y, gy)),
-            Op::FirstMaxMask { .. } => Ok(vec![None]),
+            Op::FirstMaxMask { .. } | Op::StopGradient => Ok(vec![None]),
             Op::Reshape { .. } => {
                 let shape: Vec<isize> = g.shape(xs[0])?.iter().map(|&d| d as isize).collect();
                 one(g.reshape(gy, &shape))
@@ -483,6 +573,19 @@ impl Op {
             Op::ConvInputGrad { window, groups, .. } => {
                 conv::input_grad_vjp(window, *groups, g, xs, gy)
             }
+            // A multi-output op's cotangent is its first output's; the other
+            // outputs (max-pool indices) are piecewise constant.
+            Op::Output { index } => Ok(vec![(*index == 0).then_some(gy)]),
+            Op::MaxPoolWithIndices(w) => one(pool::max_pool_vjp(w, g, xs[0], y, gy)),
+            Op::MaxPoolBackward { window, spatial } => {
+                pool::max_pool_backward_vjp(window, spatial, g, xs, gy)
+            }
+            Op::AvgPool { window, divisor } => {
+                one(pool::avg_pool_vjp(window, *divisor, g, xs[0], gy))
+            }
+            Op::AvgPoolBackward {
+                window, divisor, ..
+            } => one(pool::avg_pool_backward_vjp(window, *divisor, g, gy)),
         }
     }
 }

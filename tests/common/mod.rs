@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kiln::{compile, Graph, NodeId, Tensor};
+use kiln::{compile, compile_with, CompileOptions, Graph, NodeId, Tensor};
 
 /// Compiles `out` and runs it once on `feeds`.
 pub fn eval(g: &Graph, out: NodeId, feeds: &[(&str, &Tensor)]) -> Tensor {
@@ -37,6 +37,19 @@ pub fn apply(value: &Tensor, f: impl FnOnce(&mut Graph, NodeId) -> kiln::Result<
     let (mut g, x) = graph_with_input(value.shape());
     let y = f(&mut g, x).expect("build");
     eval(&g, y, &[("x", value)])
+}
+
+/// [`apply`] twice: compiled with all passes, and unrewritten.
+pub fn apply_both(
+    value: &Tensor,
+    f: impl Fn(&mut Graph, NodeId) -> kiln::Result<NodeId>,
+) -> [Tensor; 2] {
+    [CompileOptions::default(), CompileOptions::unrewritten()].map(|opts| {
+        let (mut g, x) = graph_with_input(value.shape());
+        let y = f(&mut g, x).expect("build");
+        let mut exe = compile_with(&g, &[y], &[], &opts).expect("compile");
+        exe.run(&[("x", value)]).expect("run").remove(0)
+    })
 }
 
 /// Shorthand for a tensor from data.

@@ -1,0 +1,152 @@
+//! Max-pool forward and backward → one `MaxPoolWithIndices` (values and
+//! argmax indices in one sweep) and `MaxPoolBackward` (a scatter through the
+//! indices). For each window tensor `u = unfold(pad(x, −∞))` (any stride,
+//! dilation, padding, `ceil_mode` extra padding, or no pad at all):
+//!
+//! ```text
+//! reduce_max(u, axis 2)                                   → reshape(output(pool, 0))
+//! crop(fold(first_max_mask(u, axis 2) · g [N, C, 1, L]))  → maxpool_backward(reshape(g), output(pool, 1))
+//! ```
+//! where `pool = maxpool_with_indices(x)` and `crop` is the chain of slices
+//! autodiff emits for the pad's gradient, cutting exactly the padding off.
+//! Both use the first maximum of each window in row-major order, so values
+//! and gradients are unchanged. Forward and backward pair through `u`.
+
+use super::pool_match::{
+    crop_chain, name_after_unfold, pooled_dims, window_reduce, windows, Windows,
+};
+use super::{Pass, Program};
+use crate::error::Result;
+use crate::graph::NodeId;
+use crate::ops::{BinaryOp, Op, ReduceKind};
+use std::collections::HashSet;
+
+/// Fuses max pooling and its gradient.
+pub struct MaxPool;
+
+/// What to rewrite around one window tensor.
+enum Use {
+    /// A `reduce_max` over the windows.
+    Max(NodeId),
+    /// The node to replace with the gradient, and the upstream gradient `[N, C, 1, L]`.
+    Grad(NodeId, NodeId),
+}
+
+/// `g` if `n` is `first_max_mask(u) · g` (either order) with `g` of shape `[N, C, 1, L]`,
+/// directly or through a broadcast to the mask's shape.
+fn mask_times_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<NodeId>> {
+    if !matches!(p.graph.node(n)?.op, Op::Binary(BinaryOp::Mul)) {
+        return Ok(None);
+    }
+    let ops = p.graph.operands(n);
+    let other = match ops[..] {
+        [a, b] if a == mask && b != mask => b,
+        [a, b] if b == mask && a != mask => a,
+        _ => return Ok(None),
+    };
+    let ms = p.graph.shape(mask)?;
+    let g = match p.graph.node(other)?.op {
+        Op::Broadcast { .. } => p.graph.operands(other)[0],
+        _ => other,
+    };
+    let want = [ms[0], ms[1], 1, ms[3]];
+    Ok((p.graph.shape(g)? == want && p.graph.shape(n)? == ms).then_some(g))
+}
+
+/// Every rewrite that `u`'s users allow.
+fn uses(p: &Program, live: &HashSet<NodeId>, u: NodeId, win: &Windows) -> Result<Vec<Use>> {
+    let mut found = Vec::new();
+    let unfold = p.graph.node(u)?.op.clone();
+    let spatial = p.graph.shape(p.graph.operands(u)[0])?[2..].to_vec();
+    let users = |n: NodeId| -> Vec<NodeId> {
+        p.graph
+            .users(n)
+            .into_iter()
+            .filter(|m| live.contains(m))
+            .collect()
+    };
+    for user in users(u) {
+        if window_reduce(p, user, ReduceKind::Max)? == Some(u) {
+            found.push(Use::Max(user));
+        }
+        if !matches!(p.graph.node(user)?.op, Op::FirstMaxMask { axis: 2 }) {
+            continue;
+        }
+        for m in users(user) {
+            let Some(g) = mask_times_grad(p, m, user)? else {
+                continue;
+            };
+            for f in users(m) {
+                let folds_back = matches!(&p.graph.node(f)?.op,
+                    Op::Fold { window, spatial: s } if Op::Unfold(window.clone()) == unfold && *s == spatial);
+                if !folds_back {
+                    continue;
+                }
+                let cropped = crop_chain(p, f)?
+                    .into_iter()
+                    .find(|(_, crop)| *crop == win.window.pads);
+                if let Some((target, _)) = cropped {
+                    found.push(Use::Grad(target, g));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+impl Pass for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool"
+    }
+    fn run(&self, p: &mut Program) -> Result<usize> {
+        let mut fused = 0;
+        let order = p.live_nodes();
+        let live: HashSet<NodeId> = order.iter().copied().collect();
+        for u in order {
+            if p.graph.node(u).is_err() {
+                continue;
+            }
+            let Some(win) = windows(p, u, f32::NEG_INFINITY)? else {
+                continue;
+            };
+            let found = uses(p, &live, u, &win)?;
+            if found.is_empty() {
+                continue;
+            }
+            let xs = p.graph.shape(win.x)?.to_vec();
+            let pool = p
+                .graph
+                .add_op(Op::MaxPoolWithIndices(win.window.clone()), &[win.x])?;
+            name_after_unfold(p, pool, u)?;
+            let out = pool_out(p, pool)?;
+            for f in found {
+                match f {
+                    Use::Max(m) => {
+                        let dims: Vec<isize> =
+                            p.graph.shape(m)?.iter().map(|&d| d as isize).collect();
+                        let values = p.graph.output(pool, 0)?;
+                        let new = p.graph.reshape(values, &dims)?;
+                        p.substitute(m, new)?;
+                    }
+                    Use::Grad(target, g) => {
+                        let gy = p.graph.reshape(g, &pooled_dims(&xs, &out))?;
+                        let indices = p.graph.output(pool, 1)?;
+                        let op = Op::MaxPoolBackward {
+                            window: win.window.clone(),
+                            spatial: xs[2..].to_vec(),
+                        };
+                        let new = p.graph.add_op(op, &[gy, indices])?;
+                        p.substitute(target, new)?;
+                    }
+                }
+                fused += 1;
+            }
+        }
+        Ok(fused)
+    }
+}
+
+/// The spatial output size of a pool node.
+fn pool_out(p: &Program, pool: NodeId) -> Result<Vec<usize>> {
+    Ok(p.graph.shape(pool)?[2..].to_vec())
+}

@@ -1,0 +1,425 @@
+//! The fused pooling primitives the `max_pool` and `avg_pool` passes make out
+//! of the layers' pad + unfold + reduce patterns:
+//!
+//! - `MaxPoolWithIndices`: `[N, C, *S]` → two outputs of shape `[N, C, *O]`,
+//!   the window maxima and the plane index (`r·W + c`, as f32, as PyTorch's
+//!   `return_indices`) of each window's first maximum, in one sweep;
+//! - `MaxPoolBackward`: `(gy, indices)` → `gx [N, C, *S]`, scattering through the indices;
+//! - `AvgPool` / `AvgPoolBackward`: window sums over in-plane cells divided by
+//!   the count an [`AvgDivisor`] rule gives.
+//!
+//! Windows sit on the input grown by asymmetric `pads` (the extra right
+//! padding is where `ceil_mode` windows reach); padded cells are −∞ for the
+//! max and 0 for the average. Shape rules, kernels and VJPs live here.
+
+use super::{Op, View};
+use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, NodeId};
+use crate::kernels::pool::{self, Divide, PoolGeom};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Largest plane whose indices f32 holds exactly (2^24 cells).
+const MAX_INDEXED_PLANE: usize = 1 << 24;
+
+/// A 1-D or 2-D pooling window with asymmetric padding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PoolWindow {
+    /// Kernel size per spatial dimension.
+    pub kernel: Vec<usize>,
+    /// Stride per spatial dimension.
+    pub stride: Vec<usize>,
+    /// Dilation per spatial dimension.
+    pub dilation: Vec<usize>,
+    /// `(before, after)` padding per spatial dimension.
+    pub pads: Vec<(usize, usize)>,
+}
+
+/// What an average pool divides each window sum by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AvgDivisor {
+    /// The kernel's cell count (PyTorch `count_include_pad=True` when no
+    /// window reaches past the padding).
+    Window,
+    /// The window's cells inside the input grown by the leading padding on
+    /// both sides (PyTorch `count_include_pad=True`: the window clipped to the
+    /// padded input, which matters with `ceil_mode`).
+    PaddedInput,
+    /// The window's cells inside the input (PyTorch `count_include_pad=False`).
+    RealCells,
+}
+
+impl AvgDivisor {
+    fn name(self) -> &'static str {
+        match self {
+            AvgDivisor::Window => "window",
+            AvgDivisor::PaddedInput => "padded_input",
+            AvgDivisor::RealCells => "real_cells",
+        }
+    }
+    fn rule(self) -> Divide {
+        match self {
+            AvgDivisor::Window => Divide::Window,
+            AvgDivisor::PaddedInput => Divide::PaddedInput,
+            AvgDivisor::RealCells => Divide::RealCells,
+        }
+    }
+}
+
+impl PoolWindow {
+    /// Number of spatial dimensions.
+    pub fn rank(&self) -> usize {
+        self.kernel.len()
+    }
+    /// Dump attributes.
+    pub fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("dilation", format!("{:?}", self.dilation)),
+            ("kernel", format!("{:?}", self.kernel)),
+            ("pads", format!("{:?}", self.pads)),
+            ("stride", format!("{:?}", self.stride)),
+        ]
+    }
+    /// Output spatial size over input spatial size `spatial`, or an `Err` naming `op`.
+    pub fn out_size(&self, op: &str, spatial: &[usize]) -> Result<Vec<usize>> {
+        let n = self.rank();
+        if n == 0 || n > 2 {
+            return attr_err(
+                op,
+                format!("pooling is 1-D or 2-D, got a kernel of rank {n}"),
+            );
+        }
+        if self.stride.len() != n || self.dilation.len() != n || self.pads.len() != n {
+            return attr_err(
+                op,
+                format!(
+                    "kernel {:?}, stride {:?}, dilation {:?} and pads {:?} need one entry per spatial dimension",
+                    self.kernel, self.stride, self.dilation, self.pads
+                ),
+            );
+        }
+        if [&self.kernel, &self.stride, &self.dilation]
+            .iter()
+            .any(|v| v.contains(&0))
+        {
+            return attr_err(
+                op,
+                format!(
+                    "kernel {:?}, stride {:?} and dilation {:?} must be at least 1",
+                    self.kernel, self.stride, self.dilation
+                ),
+            );
+        }
+        if spatial.len() != n {
+            return shape_err(
+                op,
+                format!("a {n}-D window needs {n} spatial dimensions, got {spatial:?}"),
+            );
+        }
+        (0..n)
+            .map(|d| {
+                let padded = spatial[d] + self.pads[d].0 + self.pads[d].1;
+                let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+                if span > padded {
+                    return shape_err(
+                        op,
+                        format!(
+                            "kernel {:?} (dilation {:?}) spans {span} cells in spatial dim {d}, larger than the padded input {padded} (size {spatial:?}, pads {:?})",
+                            self.kernel, self.dilation, self.pads
+                        ),
+                    );
+                }
+                Ok((padded - span) / self.stride[d] + 1)
+            })
+            .collect()
+    }
+    /// The window over one plane of spatial size `spatial` (a 1-D window is a plane of height 1).
+    pub fn geom(&self, spatial: &[usize]) -> PoolGeom {
+        let out = self
+            .out_size("pool", spatial)
+            .expect("shapes were checked when the node was built");
+        let two = |v: &[usize], one: usize| {
+            if v.len() == 1 {
+                [one, v[0]]
+            } else {
+                [v[0], v[1]]
+            }
+        };
+        PoolGeom {
+            kernel: two(&self.kernel, 1),
+            stride: two(&self.stride, 1),
+            dilation: two(&self.dilation, 1),
+            pads: if self.pads.len() == 1 {
+                [(0, 0), self.pads[0]]
+            } else {
+                [self.pads[0], self.pads[1]]
+            },
+            size: two(spatial, 1),
+            out: two(&out, 1),
+        }
+    }
+}
+
+/// The op name for a pooling primitive of `rank` spatial dimensions.
+pub fn pool_name(kind: &str, rank: usize, suffix: &str) -> &'static str {
+    match (kind, rank, suffix) {
+        ("max", 1, "with_indices") => "maxpool1d_with_indices",
+        ("max", 1, _) => "maxpool1d_backward",
+        ("max", _, "with_indices") => "maxpool2d_with_indices",
+        ("max", _, _) => "maxpool2d_backward",
+        (_, 1, "") => "avgpool1d",
+        (_, 1, _) => "avgpool1d_backward",
+        (_, _, "") => "avgpool2d",
+        _ => "avgpool2d_backward",
+    }
+}
+
+/// Checks `x [N, C, *S]` for a window of `w`'s rank and returns `[N, C, *O]`.
+fn pooled_shape(op: &str, w: &PoolWindow, x: &[usize]) -> Result<Vec<usize>> {
+    if x.len() != w.rank() + 2 {
+        return shape_err(
+            op,
+            format!(
+                "operand 0 has shape {x:?}; a {}-D window needs rank {} ([N, C, spatial...])",
+                w.rank(),
+                w.rank() + 2
+            ),
+        );
+    }
+    let mut out = x[..2].to_vec();
+    out.extend(w.out_size(op, &x[2..])?);
+    Ok(out)
+}
+
+/// Shape rule of `MaxPoolWithIndices`: the shape of each of its two outputs.
+pub fn max_pool_shape(w: &PoolWindow, x: &[usize]) -> Result<Vec<usize>> {
+    let op = pool_name("max", w.rank(), "with_indices");
+    let out = pooled_shape(op, w, x)?;
+    let plane: usize = x[2..].iter().product();
+    if plane > MAX_INDEXED_PLANE {
+        return shape_err(
+            op,
+            format!("input {x:?} has {plane} cells per plane; indices are exact up to {MAX_INDEXED_PLANE}"),
+        );
+    }
+    Ok(out)
+}
+
+/// Checks that operand `i` of a pooling backward op has the pooled shape `want`.
+fn check_pooled(op: &str, i: usize, what: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return shape_err(
+            op,
+            format!("operand {i} ({what}) has shape {got:?}, expected {want:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// `[N, C, *spatial]` for a pooled gradient of shape `gy`, checked against the window.
+fn unpooled_shape(op: &str, w: &PoolWindow, spatial: &[usize], gy: &[usize]) -> Result<Vec<usize>> {
+    if gy.len() != w.rank() + 2 {
+        return shape_err(
+            op,
+            format!(
+                "operand 0 (gradient) has shape {gy:?}, expected rank {}",
+                w.rank() + 2
+            ),
+        );
+    }
+    let mut x = gy[..2].to_vec();
+    x.extend(spatial);
+    check_pooled(op, 0, "gradient", gy, &pooled_shape(op, w, &x)?)?;
+    Ok(x)
+}
+
+/// Shape rule of `MaxPoolBackward`: `gy`, `indices [N, C, *O]` → `[N, C, *spatial]`.
+pub fn max_pool_backward_shape(
+    w: &PoolWindow,
+    spatial: &[usize],
+    ins: &[&[usize]],
+) -> Result<Vec<usize>> {
+    let op = pool_name("max", w.rank(), "backward");
+    let x = unpooled_shape(op, w, spatial, ins[0])?;
+    check_pooled(op, 1, "indices", ins[1], ins[0])?;
+    Ok(x)
+}
+
+/// Shape rule of `AvgPool`.
+pub fn avg_pool_shape(w: &PoolWindow, x: &[usize]) -> Result<Vec<usize>> {
+    pooled_shape(pool_name("avg", w.rank(), ""), w, x)
+}
+
+/// Shape rule of `AvgPoolBackward`: `gy [N, C, *O]` → `[N, C, *spatial]`.
+pub fn avg_pool_backward_shape(
+    w: &PoolWindow,
+    spatial: &[usize],
+    gy: &[usize],
+) -> Result<Vec<usize>> {
+    unpooled_shape(pool_name("avg", w.rank(), "backward"), w, spatial, gy)
+}
+
+/// Kernel of `MaxPoolWithIndices`: values then indices, each `[N, C, *O]`, in `out`.
+pub fn max_pool(w: &PoolWindow, x: View, out: &mut [f32]) {
+    let g = w.geom(&x.shape[2..]);
+    let (values, indices) = out.split_at_mut(out.len() / 2);
+    let planes = x.data.chunks_exact(g.plane());
+    let outs = values
+        .chunks_exact_mut(g.out_len())
+        .zip(indices.chunks_exact_mut(g.out_len()));
+    for (src, (v, i)) in planes.zip(outs) {
+        pool::max_pool(&g, src, v, i);
+    }
+}
+
+/// Kernel of `MaxPoolBackward`.
+pub fn max_pool_backward(ins: &[View], out: &mut [f32]) {
+    let (gy, idx) = (ins[0], ins[1]);
+    let pooled: usize = gy.shape[2..].iter().product();
+    let plane = out.len() / (gy.shape[0] * gy.shape[1]).max(1);
+    let rows = gy
+        .data
+        .chunks_exact(pooled)
+        .zip(idx.data.chunks_exact(pooled));
+    for ((g, i), dst) in rows.zip(out.chunks_exact_mut(plane)) {
+        pool::max_pool_backward(g, i, dst);
+    }
+}
+
+/// Kernel of `AvgPool`.
+pub fn avg_pool(w: &PoolWindow, divisor: AvgDivisor, x: View, out: &mut [f32]) {
+    let g = w.geom(&x.shape[2..]);
+    let inv = g.inverse_divisors(divisor.rule());
+    for (src, dst) in x
+        .data
+        .chunks_exact(g.plane())
+        .zip(out.chunks_exact_mut(g.out_len()))
+    {
+        pool::avg_pool(&g, &inv, src, dst);
+    }
+}
+
+/// Kernel of `AvgPoolBackward`.
+pub fn avg_pool_backward(
+    w: &PoolWindow,
+    divisor: AvgDivisor,
+    spatial: &[usize],
+    gy: View,
+    out: &mut [f32],
+) {
+    let g = w.geom(spatial);
+    let inv = g.inverse_divisors(divisor.rule());
+    for (src, dst) in gy
+        .data
+        .chunks_exact(g.out_len())
+        .zip(out.chunks_exact_mut(g.plane()))
+    {
+        pool::avg_pool_backward(&g, &inv, src, dst);
+    }
+}
+
+/// VJP of `MaxPoolWithIndices` (its cotangent is its values output's):
+/// `dx = maxpool_backward(gy, indices)`.
+pub fn max_pool_vjp(
+    w: &PoolWindow,
+    g: &mut Graph,
+    x: NodeId,
+    y: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
+    let indices = g.output(y, 1)?;
+    let spatial = g.shape(x)?[2..].to_vec();
+    g.add_op(
+        Op::MaxPoolBackward {
+            window: w.clone(),
+            spatial,
+        },
+        &[gy, indices],
+    )
+}
+
+/// VJP of `MaxPoolBackward(gy, indices)` (linear in `gy`): `d gy` gathers the
+/// upstream gradient at the indices, written in generic ops: each window of
+/// the upstream gradient times a one-hot mask comparing the window's plane
+/// indices (−2 in the padding, which no index equals) with the saved index,
+/// summed over the window. The indices get no gradient.
+pub fn max_pool_backward_vjp(
+    w: &PoolWindow,
+    spatial: &[usize],
+    g: &mut Graph,
+    xs: &[NodeId],
+    up: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let (gy, idx) = (xs[0], xs[1]);
+    let gys = g.shape(gy)?.to_vec();
+    let plane: usize = spatial.iter().product();
+    let mut iota_shape = vec![1, 1];
+    iota_shape.extend(spatial);
+    let iota = g.constant(Tensor::from_vec(
+        iota_shape,
+        (0..plane).map(|i| i as f32).collect(),
+    )?)?;
+    let window = super::Window::new(&w.kernel);
+    let window = super::Window {
+        stride: w.stride.clone(),
+        dilation: w.dilation.clone(),
+        ..window
+    };
+    let mut pads = vec![(0, 0), (0, 0)];
+    pads.extend(&w.pads);
+    let cells = |g: &mut Graph, t: NodeId, fill: f32| -> Result<NodeId> {
+        let padded = g.pad(t, &pads, fill)?;
+        g.unfold(padded, window.clone())
+    };
+    let at = cells(g, iota, -2.0)?;
+    let l: usize = gys[2..].iter().product();
+    let idx_row = g.reshape(idx, &[gys[0] as isize, gys[1] as isize, 1, l as isize])?;
+    let hit = g.eq(at, idx_row)?;
+    let vals = cells(g, up, 0.0)?;
+    let picked = g.mul(hit, vals)?;
+    let summed = g.sum(picked, &[2], false)?;
+    let shape: Vec<isize> = gys.iter().map(|&d| d as isize).collect();
+    Ok(vec![Some(g.reshape(summed, &shape)?), None])
+}
+
+/// VJP of `AvgPool`: `dx = avgpool_backward(gy)`.
+pub fn avg_pool_vjp(
+    w: &PoolWindow,
+    divisor: AvgDivisor,
+    g: &mut Graph,
+    x: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
+    let spatial = g.shape(x)?[2..].to_vec();
+    g.add_op(
+        Op::AvgPoolBackward {
+            window: w.clone(),
+            divisor,
+            spatial,
+        },
+        &[gy],
+    )
+}
+
+/// VJP of `AvgPoolBackward` (its adjoint): `d gy = avgpool(up)`.
+pub fn avg_pool_backward_vjp(
+    w: &PoolWindow,
+    divisor: AvgDivisor,
+    g: &mut Graph,
+    up: NodeId,
+) -> Result<NodeId> {
+    g.add_op(
+        Op::AvgPool {
+            window: w.clone(),
+            divisor,
+        },
+        &[up],
+    )
+}
+
+/// Dump attributes of an average pool.
+pub fn avg_attrs(w: &PoolWindow, divisor: AvgDivisor) -> Vec<(&'static str, String)> {
+    let mut a = w.attrs();
+    a.push(("divisor", divisor.name().to_string()));
+    a
+}
