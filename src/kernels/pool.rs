@@ -83,48 +83,59 @@ impl PoolGeom {
         }
         inv
     }
+    /// Per output index along `axis`: the in-plane taps `lo..hi` and the
+    /// plane coordinate of tap 0.
+    fn axis_taps(&self, axis: usize) -> Vec<(usize, usize, isize)> {
+        (0..self.out[axis]).map(|o| self.taps(axis, o)).collect()
+    }
     /// Calls `f(output cell, window)` for every window position, row-major.
-    fn for_each_window(&self, mut f: impl FnMut(usize, &Win)) {
-        let mut win = Win {
-            rows: Vec::with_capacity(self.kernel[0]),
-            cols: (0, 0, 0),
-            starts_in_pad: false,
-        };
-        for oh in 0..self.out[0] {
-            let (rlo, rhi, r0) = self.taps(0, oh);
-            win.rows.clear();
-            win.rows.extend(
-                (rlo..rhi).map(|i| (r0 + (i * self.dilation[0]) as isize) as usize * self.size[1]),
-            );
-            for ow in 0..self.out[1] {
-                let (clo, chi, c0) = self.taps(1, ow);
-                win.cols = (c0, clo, chi);
-                win.starts_in_pad = rlo > 0 || clo > 0 || rhi == rlo || chi == clo;
-                f(oh * self.out[1] + ow, &win);
+    #[inline]
+    fn for_each_window(&self, mut f: impl FnMut(usize, Win)) {
+        let (rows, cols) = (self.axis_taps(0), self.axis_taps(1));
+        let (dh, w) = (self.dilation[0], self.size[1] as isize);
+        let mut o = 0;
+        for &(rlo, rhi, r0) in &rows {
+            for &(clo, chi, c0) in &cols {
+                f(
+                    o,
+                    Win {
+                        first: (r0 + (rlo * dh) as isize) * w + c0,
+                        row_step: (dh as isize) * w,
+                        rows: rhi - rlo,
+                        cols: (clo, chi),
+                        starts_in_pad: rlo > 0 || clo > 0 || rhi == rlo || chi == clo,
+                    },
+                );
+                o += 1;
             }
         }
     }
 }
 
-/// The in-plane cells of one window: plane offsets of its in-plane rows, and
-/// its in-plane columns `c0 + j·dw` for taps `j` in `lo..hi`.
+/// The in-plane cells of one window: `rows` rows starting at plane offset
+/// `first` (the column of tap 0 included) `row_step` apart, and in each the
+/// column taps `lo..hi`.
+#[derive(Clone, Copy)]
 struct Win {
-    rows: Vec<usize>,
-    cols: (isize, usize, usize),
+    first: isize,
+    row_step: isize,
+    rows: usize,
+    cols: (usize, usize),
     /// Whether the window's first cell (row-major) is a padded one.
     starts_in_pad: bool,
 }
 
 impl Win {
     /// Calls `f(plane index)` for every in-plane cell, in row-major window order.
-    #[inline]
-    fn cells(&self, dw: usize, mut f: impl FnMut(usize)) {
-        let (c0, lo, hi) = self.cols;
-        for &row in &self.rows {
-            let base = row as isize + c0;
+    #[inline(always)]
+    fn cells(self, dw: usize, mut f: impl FnMut(usize)) {
+        let (lo, hi) = self.cols;
+        let mut row = self.first;
+        for _ in 0..self.rows {
             for j in lo..hi {
-                f((base + (j * dw) as isize) as usize);
+                f((row + (j * dw) as isize) as usize);
             }
+            row += self.row_step;
         }
     }
 }
