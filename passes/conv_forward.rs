@@ -117,6 +117,7 @@ impl Pass for ConvForward {
             let op = Op::Conv {
                 window: c.window,
                 groups: c.groups,
+                epilogue: vec![],
             };
             let (target, new) = match bias_add(p, r, cout)? {
                 Some((add, b)) => (add, p.graph.add_op(op, &[c.x, c.w, b])?),

@@ -8,11 +8,13 @@
 mod algebraic;
 mod avg_pool;
 mod const_fold;
+mod conv_epilogue;
 mod conv_forward;
 mod conv_input_grad;
 mod conv_kernel_grad;
 mod cse;
 mod dce;
+mod fuse_elementwise;
 mod matmul_transpose;
 mod max_pool;
 mod permute;
@@ -21,11 +23,13 @@ mod pool_match;
 pub use algebraic::Algebraic;
 pub use avg_pool::AvgPool;
 pub use const_fold::ConstFold;
+pub use conv_epilogue::ConvEpilogue;
 pub use conv_forward::ConvForward;
 pub use conv_input_grad::ConvInputGradPass;
 pub use conv_kernel_grad::ConvKernelGradPass;
 pub use cse::Cse;
 pub use dce::Dce;
+pub use fuse_elementwise::FuseElementwise;
 pub use matmul_transpose::MatMulTranspose;
 pub use max_pool::MaxPool;
 pub use permute::TransposeToPermute;
@@ -114,7 +118,8 @@ pub trait Pass {
 /// which would turn the average pool's divisor structure into numbers), fold
 /// constants and simplify, fuse convolutions, fold transposes into matmuls,
 /// fuse the convolution gradients, turn the remaining transposes into
-/// `Permute`, then merge and prune.
+/// `Permute`, fold activations into convolutions and element-wise chains
+/// into single loops, then merge and prune.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(MaxPool),
@@ -126,6 +131,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(ConvKernelGradPass),
         Box::new(ConvInputGradPass),
         Box::new(TransposeToPermute),
+        Box::new(ConvEpilogue),
+        Box::new(FuseElementwise),
         Box::new(Cse),
         Box::new(Dce),
     ]

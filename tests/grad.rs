@@ -587,6 +587,7 @@ fn fused_conv_op_vjp() {
                 Op::Conv {
                     window: w2.clone(),
                     groups: 2,
+                    epilogue: vec![],
                 },
                 &[x[0], x[1], x[2]],
             )
@@ -603,6 +604,7 @@ fn fused_conv_op_vjp() {
             Op::Conv {
                 window: w1.clone(),
                 groups: 1,
+                epilogue: vec![kiln::ops::UnaryOp::Tanh],
             },
             &[x[0], x[1]],
         )
@@ -768,4 +770,30 @@ fn stop_gradient_is_the_identity_with_no_gradient() {
         .node_ids()
         .iter()
         .all(|&n| !matches!(g.node(n).unwrap().op, Op::FirstMaxMask { .. })));
+}
+
+#[test]
+fn fused_elementwise_op_vjp() {
+    use kiln::ops::fused::Instr;
+    use kiln::ops::{BinaryOp, UnaryOp};
+    // select(gt(tanh(a), 0), tanh(a)·b, exp(−b)·s + 0.5) with a scalar operand s
+    let expr = vec![
+        Instr::Operand(0),
+        Instr::Operand(1),
+        Instr::Operand(2),
+        Instr::Unary(UnaryOp::Tanh, 0),
+        Instr::Const(0.0),
+        Instr::Binary(BinaryOp::Gt, 3, 4),
+        Instr::Binary(BinaryOp::Mul, 3, 1),
+        Instr::Unary(UnaryOp::Neg, 1),
+        Instr::Unary(UnaryOp::Exp, 7),
+        Instr::Binary(BinaryOp::Mul, 8, 2),
+        Instr::Const(0.5),
+        Instr::Binary(BinaryOp::Add, 9, 10),
+        Instr::Select(5, 6, 11),
+    ];
+    check(
+        vec![away_from_zero(&[2, 5], 1), rand(&[2, 5], 2), rand(&[1], 3)],
+        |g, x| g.add_op(Op::Fused { expr: expr.clone() }, x),
+    );
 }

@@ -762,3 +762,116 @@ fn seed_conv_training_graphs_have_no_unfold_or_fold_after_the_pipeline() {
         }
     }
 }
+
+#[test]
+fn conv_epilogue_folds_the_activation_into_the_convolution() {
+    let (mut g, x) = graph_with_input(&[2, 3, 6, 6]);
+    let y = nn::Sequential::new()
+        .push(nn::Conv2d::new(3, 4, 3).padding(1).name("c"))
+        .push(nn::Relu)
+        .build(&mut g, x)
+        .unwrap();
+    let setup = optimize(
+        Program {
+            graph: g,
+            outputs: vec![y],
+            updates: vec![],
+        },
+        &CompileOptions {
+            passes: PassSelection::Named(vec!["conv_forward".into(), "dce".into()]),
+            verify: true,
+            dump_dir: None,
+        },
+    )
+    .unwrap()
+    .0;
+    let (text, after) = rewrite(
+        "conv_epilogue",
+        setup.graph,
+        setup.outputs,
+        &[("x", &rand(&[2, 3, 6, 6], 1))],
+    );
+    insta::assert_snapshot!("pass_conv_epilogue", text);
+    assert_eq!(
+        count(
+            &after,
+            |o| matches!(o, Op::Conv { epilogue, .. } if epilogue == &[kiln::ops::UnaryOp::Relu])
+        ),
+        1
+    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 0);
+}
+
+#[test]
+fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
+    let mut g = Graph::new();
+    let x = g.input("x", [3, 5]).unwrap();
+    let w = g.input("w", [3, 5]).unwrap();
+    let lr = g.input("lr", [1]).unwrap();
+    // sgd-like update: w − lr·(0.9·x + w), and a shared value t used twice
+    let m = g.mul_scalar(x, 0.9).unwrap();
+    let d = g.add(m, w).unwrap();
+    let step = g.mul(d, lr).unwrap();
+    let upd = g.sub(w, step).unwrap();
+    let th = g.tanh(x).unwrap();
+    let a = g.exp(th).unwrap();
+    let b = g.neg(th).unwrap();
+    let zero = g.scalar(0.0).unwrap();
+    let c = g.gt(a, zero).unwrap();
+    let s = g.select(c, a, b).unwrap();
+    let feeds = [
+        ("x", &rand(&[3, 5], 1)),
+        ("w", &rand(&[3, 5], 2)),
+        ("lr", &t(&[1], &[0.1])),
+    ];
+    let (text, after) = rewrite("fuse_elementwise", g, vec![upd, s, th], &feeds);
+    insta::assert_snapshot!("pass_fuse_elementwise", text);
+    // one loop for the update, one for gt/neg/select; tanh (returned) and exp
+    // (read twice) stay values of their own, each computed once
+    assert_eq!(count(&after, |o| matches!(o, Op::Fused { .. })), 2);
+    assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 2);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Binary(_) | Op::Select)),
+        0
+    );
+    // a broadcast that is not a scalar is left alone
+    let mut g = Graph::new();
+    let x = g.input("x", [3, 5]).unwrap();
+    let b = g.input("b", [5]).unwrap();
+    let e = g.exp(x).unwrap();
+    let y = g.add(e, b).unwrap();
+    let (_, report) = optimize(
+        Program {
+            graph: g,
+            outputs: vec![y],
+            updates: vec![],
+        },
+        &only("fuse_elementwise"),
+    )
+    .unwrap();
+    assert_eq!(report.rewrites[0], ("fuse_elementwise", 0));
+}
+
+#[test]
+fn cnn_training_graph_keeps_no_standalone_activation_or_mask() {
+    let (after, _) = optimize(
+        kiln::models::program("cnn", 0, true).unwrap(),
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &after,
+            |o| matches!(o, Op::Conv { epilogue, .. } if !epilogue.is_empty())
+        ),
+        2
+    );
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::Unary(kiln::ops::UnaryOp::Relu) | Op::Binary(kiln::ops::BinaryOp::Gt)
+        )),
+        0,
+        "ReLUs ride on the convs, their gradient masks in fused loops"
+    );
+}

@@ -81,14 +81,36 @@ pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
 
 /// VJP of `Conv`: `dx = input_grad(w, gy)`, `dw = kernel_grad(x, gy)`,
 /// `db = Σ gy` over batch and space. (`Conv` exists only after the passes, so
-/// its rule uses the fused gradient ops directly.)
+/// its rule uses the fused gradient ops directly.) An epilogue is
+/// differentiated first, with each op's own rule on the recomputed
+/// convolution without it.
 pub fn conv_vjp(
     window: &Window,
     groups: usize,
+    epilogue: &[super::UnaryOp],
     g: &mut Graph,
     xs: &[NodeId],
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
+    let gy = if epilogue.is_empty() {
+        gy
+    } else {
+        let plain = super::Op::Conv {
+            window: window.clone(),
+            groups,
+            epilogue: vec![],
+        };
+        let mut stages = vec![g.add_op(plain, xs)?];
+        for &u in epilogue {
+            let prev = *stages.last().expect("starts non-empty");
+            stages.push(g.add_op(super::Op::Unary(u), &[prev])?);
+        }
+        let mut grad = gy;
+        for (i, &u) in epilogue.iter().enumerate().rev() {
+            grad = super::elementwise::unary_vjp(u, g, stages[i], stages[i + 1], grad)?;
+        }
+        grad
+    };
     let (x, w) = (xs[0], xs[1]);
     let xshape = g.shape(x)?.to_vec();
     let spatial = xshape[2..].to_vec();
@@ -248,6 +270,7 @@ pub fn kernel_grad_vjp(
         super::Op::Conv {
             window: window.clone(),
             groups,
+            epilogue: vec![],
         },
         &[x, up],
     )?;
@@ -275,6 +298,7 @@ pub fn input_grad_vjp(
         super::Op::Conv {
             window: window.clone(),
             groups,
+            epilogue: vec![],
         },
         &[up, w],
     )?;

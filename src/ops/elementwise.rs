@@ -191,6 +191,13 @@ pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// A unary op applied in place (a kernel epilogue).
+pub fn unary_in_place(op: UnaryOp, x: &mut [f32]) {
+    for v in x {
+        *v = op.apply(*v);
+    }
+}
+
 /// Reference kernel of binary ops with broadcasting.
 pub fn binary(op: BinaryOp, a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
     if a.shape == out_shape && b.shape == out_shape {
@@ -236,9 +243,11 @@ pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -
             g.neg(t)
         }
         UnaryOp::Relu => {
-            // d relu / dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch)
+            // d relu / dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch);
+            // read off the output (relu(x) > 0 exactly where x > 0), so the
+            // input is free to be fused away
             let zero = g.scalar(0.0)?;
-            let mask = g.gt(x, zero)?;
+            let mask = g.gt(y, zero)?;
             g.mul(gy, mask)
         }
         UnaryOp::Sigmoid => {

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod fused;
 pub mod matmul;
 pub mod movement;
 pub mod pool;
@@ -162,6 +163,10 @@ pub enum Op {
         window: Window,
         /// Channel groups.
         groups: usize,
+        /// Element-wise ops applied to the result, in order, in the same pass
+        /// over the output (an activation such as ReLU).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        epilogue: Vec<UnaryOp>,
     },
     /// Fused convolution weight gradient `[x, gy]` → `[Cout, Cin/groups, *kernel]`.
     ConvKernelGrad {
@@ -178,6 +183,11 @@ pub enum Op {
         groups: usize,
         /// Spatial size of the forward input.
         spatial: Vec<usize>,
+    },
+    /// A chain of element-wise ops in one loop (see `ops/fused.rs`).
+    Fused {
+        /// The instructions; the last one's register is the result.
+        expr: Vec<fused::Instr>,
     },
     /// The identity whose gradient is zero (`torch.Tensor.detach`, `jax.lax.stop_gradient`).
     StopGradient,
@@ -266,6 +276,7 @@ impl Op {
             }
             Op::Output { .. } => "output",
             Op::StopGradient => "stop_gradient",
+            Op::Fused { .. } => "fused",
             Op::MaxPoolWithIndices(w) => pool::pool_name("max", w.rank(), "with_indices"),
             Op::MaxPoolBackward { window, .. } => pool::pool_name("max", window.rank(), "backward"),
             Op::AvgPool { window, .. } => pool::pool_name("avg", window.rank(), ""),
@@ -294,7 +305,7 @@ impl Op {
             | Op::ConvInputGrad { .. }
             | Op::MaxPoolBackward { .. } => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
-            Op::Concat { .. } | Op::Stack { .. } => Arity::AtLeastOne,
+            Op::Concat { .. } | Op::Stack { .. } | Op::Fused { .. } => Arity::AtLeastOne,
             Op::Conv { .. } => Arity::Between(2, 3),
             _ => Arity::Exact(1),
         }
@@ -349,7 +360,20 @@ impl Op {
                 v
             }
             Op::Dropout { p, seed } => vec![("p", fmt_f32(*p)), ("seed", seed.to_string())],
-            Op::Conv { window, groups } | Op::ConvKernelGrad { window, groups } => {
+            Op::Conv {
+                window,
+                groups,
+                epilogue,
+            } => {
+                let mut v = window.attrs();
+                v.push(("groups", groups.to_string()));
+                if !epilogue.is_empty() {
+                    let names: Vec<&str> = epilogue.iter().map(|u| u.name()).collect();
+                    v.push(("epilogue", format!("[{}]", names.join(","))));
+                }
+                v
+            }
+            Op::ConvKernelGrad { window, groups } => {
                 let mut v = window.attrs();
                 v.push(("groups", groups.to_string()));
                 v
@@ -365,6 +389,7 @@ impl Op {
                 v
             }
             Op::Output { index } => vec![("index", index.to_string())],
+            Op::Fused { expr } => vec![("expr", fused::expr_text(expr))],
             Op::MaxPoolWithIndices(w) => w.attrs(),
             Op::MaxPoolBackward { window, spatial } => {
                 let mut v = window.attrs();
@@ -441,7 +466,7 @@ impl Op {
                 matmul::matmul_shape(ins[0], ins[1], *trans_a, *trans_b)
             }
             Op::Dropout { p, .. } => dropout::dropout_shape(ins[0], *p),
-            Op::Conv { window, groups } => conv::conv_shape(window, *groups, ins),
+            Op::Conv { window, groups, .. } => conv::conv_shape(window, *groups, ins),
             Op::ConvKernelGrad { window, groups } => conv::kernel_grad_shape(window, *groups, ins),
             Op::ConvInputGrad {
                 window,
@@ -449,6 +474,7 @@ impl Op {
                 spatial,
             } => conv::input_grad_shape(window, *groups, spatial, ins),
             Op::Output { .. } | Op::StopGradient => Ok(ins[0].to_vec()),
+            Op::Fused { expr } => fused::fused_shape(expr, ins),
             Op::MaxPoolWithIndices(w) => pool::max_pool_shape(w, ins[0]),
             Op::MaxPoolBackward { window, spatial } => {
                 pool::max_pool_backward_shape(window, spatial, ins)
@@ -492,7 +518,16 @@ impl Op {
                 matmul::matmul(ins[0], ins[1], *trans_a, *trans_b, out, out_shape)
             }
             Op::Dropout { p, seed } => dropout::dropout(*p, *seed, ins[0].data, out, ctx),
-            Op::Conv { window, groups } => conv::conv(window, *groups, ins, out),
+            Op::Conv {
+                window,
+                groups,
+                epilogue,
+            } => {
+                conv::conv(window, *groups, ins, out);
+                for &u in epilogue {
+                    elementwise::unary_in_place(u, out);
+                }
+            }
             Op::ConvKernelGrad { window, groups } => conv::kernel_grad(window, *groups, ins, out),
             Op::ConvInputGrad {
                 window,
@@ -504,6 +539,7 @@ impl Op {
                 out.copy_from_slice(&ins[0].data[index * len..(index + 1) * len]);
             }
             Op::MaxPoolWithIndices(w) => pool::max_pool(w, ins[0], out),
+            Op::Fused { expr } => fused::fused(expr, ins, out),
             Op::MaxPoolBackward { .. } => pool::max_pool_backward(ins, out),
             Op::AvgPool { window, divisor } => pool::avg_pool(window, *divisor, ins[0], out),
             Op::AvgPoolBackward {
@@ -566,7 +602,11 @@ impl Op {
             // The mask is a function of (seed, step, index): the same op on the
             // gradient in the same run applies the forward's mask.
             Op::Dropout { p, seed } => one(g.dropout(gy, *p, *seed)),
-            Op::Conv { window, groups } => conv::conv_vjp(window, *groups, g, xs, gy),
+            Op::Conv {
+                window,
+                groups,
+                epilogue,
+            } => conv::conv_vjp(window, *groups, epilogue, g, xs, gy),
             Op::ConvKernelGrad { window, groups } => {
                 conv::kernel_grad_vjp(window, *groups, g, xs, gy)
             }
@@ -577,6 +617,7 @@ impl Op {
             // outputs (max-pool indices) are piecewise constant.
             Op::Output { index } => Ok(vec![(*index == 0).then_some(gy)]),
             Op::MaxPoolWithIndices(w) => one(pool::max_pool_vjp(w, g, xs[0], y, gy)),
+            Op::Fused { expr } => fused::fused_vjp(expr, g, xs, gy),
             Op::MaxPoolBackward { window, spatial } => {
                 pool::max_pool_backward_vjp(window, spatial, g, xs, gy)
             }

@@ -1,0 +1,160 @@
+//! Chains of element-wise ops → one `Fused` loop. Unary, binary and select
+//! nodes (and earlier fused loops) whose result only one other such node of
+//! the same shape reads are folded into that reader, together with scalar
+//! constants:
+//!
+//! ```text
+//! mul(g, gt(y, 0.0))            → fused(g, y) {expr="mul(%0, gt(%1, 0.0))"}
+//! sub(w, mul(add(mul(m, 0.9), d), lr)) → fused(w, m, d, lr) {expr=...}
+//! ```
+//! A node read by several others, or returned, stays a boundary (nothing is
+//! computed twice); every operand of a fused loop has its shape or one
+//! element, so no broadcasting is hidden in it. Results are bit-identical.
+
+use super::pool_match::single_use;
+use super::{Pass, Program};
+use crate::error::Result;
+use crate::graph::NodeId;
+use crate::ops::fused::{fused_shape, Instr, MAX_INSTRS};
+use crate::ops::Op;
+use std::collections::{HashMap, HashSet};
+
+/// Fuses element-wise chains.
+pub struct FuseElementwise;
+
+/// Whether `n` is an element-wise op whose operands all have its shape or one element.
+fn elementwise(p: &Program, n: NodeId) -> Result<bool> {
+    let node = p.graph.node(n)?;
+    if !matches!(
+        node.op,
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Fused { .. }
+    ) {
+        return Ok(false);
+    }
+    for o in p.graph.operands(n) {
+        let s = p.graph.shape(o)?;
+        if s != node.shape.dims() && s.iter().product::<usize>() != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A fused expression under construction, rooted at one node.
+struct Group {
+    root: NodeId,
+    expr: Vec<Instr>,
+    operands: Vec<NodeId>,
+    /// Register holding each visited node.
+    regs: HashMap<NodeId, usize>,
+    /// Element-wise nodes folded in besides the root.
+    absorbed: Vec<NodeId>,
+}
+
+impl Group {
+    fn push(&mut self, i: Instr) -> usize {
+        self.expr.push(i);
+        self.expr.len() - 1
+    }
+
+    /// The register computing `n`, folding `n` in when it may be.
+    fn visit(&mut self, p: &Program, n: NodeId) -> Result<usize> {
+        if let Some(&r) = self.regs.get(&n) {
+            return Ok(r);
+        }
+        let node = p.graph.node(n)?;
+        let root_shape = p.graph.shape(self.root)?;
+        let fold_in = n == self.root
+            || (node.shape.dims() == root_shape && single_use(p, n) && elementwise(p, n)?);
+        let reg = match (&node.op, fold_in) {
+            (Op::Fill { value, .. }, _)
+                if node.shape.numel() == 1 || node.shape.dims() == root_shape =>
+            {
+                self.push(Instr::Const(*value))
+            }
+            (op, true) => {
+                let ops = p.graph.operands(n);
+                let mut r = Vec::with_capacity(ops.len());
+                for &o in &ops {
+                    r.push(self.visit(p, o)?);
+                }
+                if n != self.root {
+                    self.absorbed.push(n);
+                }
+                match op {
+                    Op::Unary(u) => self.push(Instr::Unary(*u, r[0])),
+                    Op::Binary(b) => self.push(Instr::Binary(*b, r[0], r[1])),
+                    Op::Select => self.push(Instr::Select(r[0], r[1], r[2])),
+                    Op::Fused { expr } => self.inline(expr, &r),
+                    _ => unreachable!("elementwise() admits only these ops"),
+                }
+            }
+            _ => {
+                self.operands.push(n);
+                self.push(Instr::Operand(self.operands.len() - 1))
+            }
+        };
+        self.regs.insert(n, reg);
+        Ok(reg)
+    }
+
+    /// Appends a fused expression whose operand `k` is our register `args[k]`;
+    /// returns the register of its result.
+    fn inline(&mut self, expr: &[Instr], args: &[usize]) -> usize {
+        let mut at: Vec<usize> = Vec::with_capacity(expr.len());
+        for instr in expr {
+            let reg = match *instr {
+                Instr::Operand(k) => args[k],
+                Instr::Const(c) => self.push(Instr::Const(c)),
+                Instr::Unary(u, a) => self.push(Instr::Unary(u, at[a])),
+                Instr::Binary(b, x, y) => self.push(Instr::Binary(b, at[x], at[y])),
+                Instr::Select(c, a, b) => self.push(Instr::Select(at[c], at[a], at[b])),
+            };
+            at.push(reg);
+        }
+        *at.last().expect("a fused expression is not empty")
+    }
+}
+
+impl Pass for FuseElementwise {
+    fn name(&self) -> &'static str {
+        "fuse_elementwise"
+    }
+    fn run(&self, p: &mut Program) -> Result<usize> {
+        let mut fused = 0;
+        let mut taken: HashSet<NodeId> = HashSet::new();
+        for n in p.live_nodes().into_iter().rev() {
+            if taken.contains(&n) || p.graph.node(n).is_err() || !elementwise(p, n)? {
+                continue;
+            }
+            let mut group = Group {
+                root: n,
+                expr: Vec::new(),
+                operands: Vec::new(),
+                regs: HashMap::new(),
+                absorbed: Vec::new(),
+            };
+            let out = group.visit(p, n)?;
+            let fits = group.expr.len() <= MAX_INSTRS && out + 1 == group.expr.len();
+            if group.absorbed.is_empty() || !fits || group.operands.is_empty() {
+                continue;
+            }
+            // constants folded in carry no shape: the operands must still give the root's
+            let shapes: Vec<&[usize]> = group
+                .operands
+                .iter()
+                .map(|&o| p.graph.shape(o))
+                .collect::<Result<_>>()?;
+            if fused_shape(&group.expr, &shapes)? != p.graph.shape(n)? {
+                continue;
+            }
+            let new = p
+                .graph
+                .add_op(Op::Fused { expr: group.expr }, &group.operands)?;
+            taken.extend(group.absorbed);
+            p.substitute(n, new)?;
+            fused += 1;
+        }
+        Ok(fused)
+    }
+}

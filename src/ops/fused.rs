@@ -1,0 +1,203 @@
+//! `Fused`: a chain of element-wise ops evaluated in one loop, which the
+//! `fuse_elementwise` pass makes out of unary, binary and select nodes that
+//! feed only each other. The expression is a short list of instructions;
+//! instruction `i` computes register `i` from earlier registers, and the last
+//! one is the result. Every operand has the output's shape or holds one value
+//! (broadcast). The kernel evaluates the list block by block, so every
+//! instruction runs as a tight loop over a block that stays in L1 cache, and
+//! applies the same scalar functions as the unfused ops: results are
+//! bit-identical.
+
+use super::elementwise::{BinaryOp, UnaryOp};
+use super::{Op, View};
+use crate::error::{attr_err, shape_err, Result};
+use crate::graph::{Graph, NodeId};
+use crate::ops::fmt_f32;
+use serde::{Deserialize, Serialize};
+
+/// Most instructions one fused loop holds (registers live on the stack).
+pub const MAX_INSTRS: usize = 24;
+
+/// Elements per block.
+const BLOCK: usize = 256;
+
+/// One instruction of a fused expression; register operands name earlier instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Instr {
+    /// Operand `k` of the fused node.
+    Operand(usize),
+    /// A constant.
+    Const(#[serde(with = "super::source::serde_f32")] f32),
+    /// A unary op on a register.
+    Unary(UnaryOp, usize),
+    /// A binary op on two registers.
+    Binary(BinaryOp, usize, usize),
+    /// `select(cond, a, b)` on three registers.
+    Select(usize, usize, usize),
+}
+
+impl Instr {
+    fn registers(&self) -> Vec<usize> {
+        match *self {
+            Instr::Operand(_) | Instr::Const(_) => vec![],
+            Instr::Unary(_, a) => vec![a],
+            Instr::Binary(_, a, b) => vec![a, b],
+            Instr::Select(c, a, b) => vec![c, a, b],
+        }
+    }
+}
+
+/// The expression as text: `mul(%0, gt(%1, 0.0))`, operands as `%k`.
+pub fn expr_text(expr: &[Instr]) -> String {
+    fn go(expr: &[Instr], i: usize) -> String {
+        match expr[i] {
+            Instr::Operand(k) => format!("%{k}"),
+            Instr::Const(c) => fmt_f32(c),
+            Instr::Unary(u, a) => format!("{}({})", u.name(), go(expr, a)),
+            Instr::Binary(b, x, y) => format!("{}({}, {})", b.name(), go(expr, x), go(expr, y)),
+            Instr::Select(c, a, b) => {
+                format!("select({}, {}, {})", go(expr, c), go(expr, a), go(expr, b))
+            }
+        }
+    }
+    expr.len()
+        .checked_sub(1)
+        .map_or(String::new(), |last| go(expr, last))
+}
+
+/// Shape rule of `Fused`: the expression is well formed and every operand has
+/// the largest operand's shape or one element; that shape (of the highest
+/// rank among one-element operands when all have one) is the output's.
+pub fn fused_shape(expr: &[Instr], ins: &[&[usize]]) -> Result<Vec<usize>> {
+    if expr.is_empty() || expr.len() > MAX_INSTRS {
+        return attr_err(
+            "fused",
+            format!("needs 1 to {MAX_INSTRS} instructions, got {}", expr.len()),
+        );
+    }
+    for (i, ins_i) in expr.iter().enumerate() {
+        if ins_i.registers().iter().any(|&r| r >= i) {
+            return attr_err(
+                "fused",
+                format!(
+                    "instruction {i} ({ins_i:?}) reads a register that is not computed before it"
+                ),
+            );
+        }
+        if let Instr::Operand(k) = ins_i {
+            if *k >= ins.len() {
+                return attr_err(
+                    "fused",
+                    format!(
+                        "instruction {i} reads operand {k}, the node has {}",
+                        ins.len()
+                    ),
+                );
+            }
+        }
+    }
+    // the largest operand; among one-element operands, the one of highest rank
+    let full = ins
+        .iter()
+        .rev()
+        .max_by_key(|s| (s.iter().product::<usize>(), s.len()))
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    for (k, s) in ins.iter().enumerate() {
+        if *s != full.as_slice() && s.iter().product::<usize>() != 1 {
+            return shape_err(
+                "fused",
+                format!(
+                    "operand {k} has shape {s:?}; operands must have shape {full:?} or one element"
+                ),
+            );
+        }
+    }
+    Ok(full)
+}
+
+/// Kernel of `Fused`.
+pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
+    let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
+    let n = out.len();
+    let mut start = 0;
+    while start < n {
+        let len = BLOCK.min(n - start);
+        for (i, instr) in expr.iter().enumerate() {
+            let (done, rest) = regs.split_at_mut(i);
+            let dst = &mut rest[0][..len];
+            let reg = |r: usize| &done[r][..len];
+            match *instr {
+                Instr::Operand(k) => {
+                    let d = ins[k].data;
+                    if d.len() == 1 {
+                        dst.fill(d[0]);
+                    } else {
+                        dst.copy_from_slice(&d[start..start + len]);
+                    }
+                }
+                Instr::Const(c) => dst.fill(c),
+                Instr::Unary(u, a) => super::elementwise::unary(u, reg(a), dst),
+                Instr::Binary(b, x, y) => {
+                    for ((o, &p), &q) in dst.iter_mut().zip(reg(x)).zip(reg(y)) {
+                        *o = b.apply(p, q);
+                    }
+                }
+                Instr::Select(c, a, b) => {
+                    let (c, a, b) = (reg(c), reg(a), reg(b));
+                    for j in 0..len {
+                        dst[j] = if c[j] != 0.0 { a[j] } else { b[j] };
+                    }
+                }
+            }
+        }
+        out[start..start + len].copy_from_slice(&regs[expr.len() - 1][..len]);
+        start += len;
+    }
+}
+
+/// VJP of `Fused`: the expression rebuilt from generic ops, differentiated
+/// instruction by instruction with each op's own rule, in reverse.
+pub fn fused_vjp(
+    expr: &[Instr],
+    g: &mut Graph,
+    xs: &[NodeId],
+    gy: NodeId,
+) -> Result<Vec<Option<NodeId>>> {
+    let mut vals: Vec<NodeId> = Vec::with_capacity(expr.len());
+    for instr in expr {
+        let v = match *instr {
+            Instr::Operand(k) => xs[k],
+            Instr::Const(c) => g.scalar(c)?,
+            Instr::Unary(u, a) => g.add_op(Op::Unary(u), &[vals[a]])?,
+            Instr::Binary(b, x, y) => g.add_op(Op::Binary(b), &[vals[x], vals[y]])?,
+            Instr::Select(c, a, b) => g.add_op(Op::Select, &[vals[c], vals[a], vals[b]])?,
+        };
+        vals.push(v);
+    }
+    let mut grads: Vec<Option<NodeId>> = vec![None; expr.len()];
+    grads[expr.len() - 1] = Some(gy);
+    let mut out: Vec<Option<NodeId>> = vec![None; xs.len()];
+    let add = |g: &mut Graph, acc: Option<NodeId>, x: NodeId| -> Result<NodeId> {
+        match acc {
+            Some(a) => g.add(a, x),
+            None => Ok(x),
+        }
+    };
+    for i in (0..expr.len()).rev() {
+        let Some(gi) = grads[i] else { continue };
+        if let Instr::Operand(k) = expr[i] {
+            out[k] = Some(add(g, out[k], gi)?);
+            continue;
+        }
+        let regs = expr[i].registers();
+        let operands: Vec<NodeId> = regs.iter().map(|&r| vals[r]).collect();
+        let op = g.node(vals[i])?.op.clone();
+        for (r, gr) in regs.iter().zip(op.vjp(g, &operands, vals[i], gi)?) {
+            if let Some(gr) = gr {
+                grads[*r] = Some(add(g, grads[*r], gr)?);
+            }
+        }
+    }
+    Ok(out)
+}
