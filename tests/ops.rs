@@ -488,3 +488,38 @@ fn max_pool_with_indices_returns_pytorch_style_flat_indices() {
     // window (0,0) takes the 9; windows (0,1), (1,0), (1,1) see only zeros: their first cells
     assert_eq!(out.data(), &[1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
 }
+
+#[test]
+fn reductions_over_every_axis_set_match_a_naive_loop() {
+    let shape = [2, 3, 4, 5];
+    let mut x = rand(&shape, 11);
+    x.data_mut()[17] = f32::NAN; // max propagates it, as torch
+    for mask in 1u32..16 {
+        let axes: Vec<isize> = (0..4).filter(|d| mask & (1 << d) != 0).collect();
+        for max in [false, true] {
+            let got = apply(&x, |g, xi| {
+                if max {
+                    g.max(xi, &axes, false)
+                } else {
+                    g.sum(xi, &axes, false)
+                }
+            });
+            // naive: every element into the output cell its kept indices name
+            let kept: Vec<usize> = (0..4).filter(|d| mask & (1 << d) == 0).collect();
+            let mut want = vec![if max { f32::NEG_INFINITY } else { 0.0 }; got.numel()];
+            for i in 0..x.numel() {
+                let idx = [i / 60, i / 20 % 3, i / 5 % 4, i % 5];
+                let o = kept.iter().fold(0, |o, &d| o * shape[d] + idx[d]);
+                let v = x.data()[i];
+                want[o] = if !max {
+                    want[o] + v
+                } else if v.is_nan() || want[o].is_nan() {
+                    f32::NAN
+                } else {
+                    want[o].max(v)
+                };
+            }
+            assert_close(got.data(), &want, 1e-5);
+        }
+    }
+}

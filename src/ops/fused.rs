@@ -116,42 +116,106 @@ pub fn fused_shape(expr: &[Instr], ins: &[&[usize]]) -> Result<Vec<usize>> {
     Ok(full)
 }
 
-/// Kernel of `Fused`.
+/// A value an instruction reads during one block.
+#[derive(Clone, Copy)]
+enum Arg<'a> {
+    /// One value for the whole block (a constant or a one-element operand).
+    Scalar(f32),
+    /// One value per element.
+    Slice(&'a [f32]),
+}
+
+/// `dst[j] = f(a[j], b[j])`, specialised per operand kind so each loop vectorises.
+#[inline(always)]
+fn map2(f: impl Fn(f32, f32) -> f32, a: Arg, b: Arg, dst: &mut [f32]) {
+    match (a, b) {
+        (Arg::Slice(a), Arg::Slice(b)) => {
+            for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (Arg::Slice(a), Arg::Scalar(y)) => {
+            for (o, &x) in dst.iter_mut().zip(a) {
+                *o = f(x, y);
+            }
+        }
+        (Arg::Scalar(x), Arg::Slice(b)) => {
+            for (o, &y) in dst.iter_mut().zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (Arg::Scalar(x), Arg::Scalar(y)) => dst.fill(f(x, y)),
+    }
+}
+
+/// A binary op over a block, one monomorphic loop per op.
+fn binary_block(op: BinaryOp, a: Arg, b: Arg, dst: &mut [f32]) {
+    macro_rules! dispatch {
+        ($($v:ident),*) => {
+            match op {
+                $(BinaryOp::$v => map2(|x, y| BinaryOp::$v.apply(x, y), a, b, dst),)*
+            }
+        };
+    }
+    dispatch!(Add, Sub, Mul, Div, Max, Min, Eq, Ne, Lt, Le, Gt, Ge)
+}
+
+/// A unary op over a block, one monomorphic loop per op.
+fn unary_block(op: UnaryOp, a: Arg, dst: &mut [f32]) {
+    macro_rules! dispatch {
+        ($($v:ident),*) => {
+            match op {
+                $(UnaryOp::$v => map2(|x, _| UnaryOp::$v.apply(x), a, Arg::Scalar(0.0), dst),)*
+            }
+        };
+    }
+    dispatch!(Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs)
+}
+
+/// Kernel of `Fused`: the expression block by block; operands and constants
+/// are read in place, only computed values use the (stack) registers.
 pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
     let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
     let n = out.len();
+    let last = expr.len() - 1;
     let mut start = 0;
     while start < n {
         let len = BLOCK.min(n - start);
         for (i, instr) in expr.iter().enumerate() {
             let (done, rest) = regs.split_at_mut(i);
-            let dst = &mut rest[0][..len];
-            let reg = |r: usize| &done[r][..len];
+            let arg = |r: usize| -> Arg {
+                match expr[r] {
+                    Instr::Const(c) => Arg::Scalar(c),
+                    Instr::Operand(k) if ins[k].data.len() == 1 => Arg::Scalar(ins[k].data[0]),
+                    Instr::Operand(k) => Arg::Slice(&ins[k].data[start..start + len]),
+                    _ => Arg::Slice(&done[r][..len]),
+                }
+            };
+            let dst = if i == last {
+                &mut out[start..start + len]
+            } else {
+                &mut rest[0][..len]
+            };
             match *instr {
-                Instr::Operand(k) => {
-                    let d = ins[k].data;
-                    if d.len() == 1 {
-                        dst.fill(d[0]);
-                    } else {
-                        dst.copy_from_slice(&d[start..start + len]);
-                    }
-                }
-                Instr::Const(c) => dst.fill(c),
-                Instr::Unary(u, a) => super::elementwise::unary(u, reg(a), dst),
-                Instr::Binary(b, x, y) => {
-                    for ((o, &p), &q) in dst.iter_mut().zip(reg(x)).zip(reg(y)) {
-                        *o = b.apply(p, q);
-                    }
-                }
+                Instr::Operand(_) | Instr::Const(_) if i == last => match arg(i) {
+                    Arg::Scalar(v) => dst.fill(v),
+                    Arg::Slice(src) => dst.copy_from_slice(src),
+                },
+                Instr::Operand(_) | Instr::Const(_) => {} // read in place
+                Instr::Unary(u, a) => unary_block(u, arg(a), dst),
+                Instr::Binary(b, x, y) => binary_block(b, arg(x), arg(y), dst),
                 Instr::Select(c, a, b) => {
-                    let (c, a, b) = (reg(c), reg(a), reg(b));
-                    for j in 0..len {
-                        dst[j] = if c[j] != 0.0 { a[j] } else { b[j] };
+                    let at = |v: Arg, j: usize| match v {
+                        Arg::Scalar(s) => s,
+                        Arg::Slice(d) => d[j],
+                    };
+                    let (c, a, b) = (arg(c), arg(a), arg(b));
+                    for (j, o) in dst.iter_mut().enumerate() {
+                        *o = if at(c, j) != 0.0 { at(a, j) } else { at(b, j) };
                     }
                 }
             }
         }
-        out[start..start + len].copy_from_slice(&regs[expr.len() - 1][..len]);
         start += len;
     }
 }

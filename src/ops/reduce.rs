@@ -76,23 +76,83 @@ fn reduced_strides(x: &[usize], axes: &[usize]) -> Vec<usize> {
     s
 }
 
+/// The reduction's combining step (the max propagates NaN).
+#[inline(always)]
+fn combine(kind: ReduceKind, acc: f32, v: f32) -> f32 {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => acc + v,
+        ReduceKind::Max if v.is_nan() || acc.is_nan() => f32::NAN,
+        ReduceKind::Max => acc.max(v),
+    }
+}
+
+/// Combines a contiguous run into `acc` with eight independent lanes (so
+/// the loop vectorises), then folds the lanes.
+#[inline]
+fn combine_run(kind: ReduceKind, acc: f32, run: &[f32]) -> f32 {
+    let mut lanes = [if kind == ReduceKind::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    }; 8];
+    let mut chunks = run.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = combine(kind, *l, v);
+        }
+    }
+    let mut acc = chunks
+        .remainder()
+        .iter()
+        .fold(acc, |a, &v| combine(kind, a, v));
+    for l in lanes {
+        acc = combine(kind, acc, l);
+    }
+    acc
+}
+
+/// `(outer, kept, inner)` when the kept axes form one contiguous run: `x`
+/// is then `[outer, kept, inner]` with the outer and inner parts reduced.
+fn as_outer_kept_inner(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let kept: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
+    let (first, last) = match (kept.first(), kept.last()) {
+        (Some(&f), Some(&l)) => (f, l),
+        _ => return Some((1, 1, shape.iter().product())),
+    };
+    if last - first + 1 != kept.len() {
+        return None;
+    }
+    let p = |r: std::ops::Range<usize>| shape[r].iter().product::<usize>();
+    Some((p(0..first), p(first..last + 1), p(last + 1..shape.len())))
+}
+
 /// Reference kernel of `Reduce`.
 pub fn reduce(kind: ReduceKind, axes: &[usize], x: View, out: &mut [f32]) {
-    let so = reduced_strides(x.shape, axes);
     let init = if kind == ReduceKind::Max {
         f32::NEG_INFINITY
     } else {
         0.0
     };
     out.fill(init);
-    strided_walk(x.shape, [&so], |i, [o]| {
-        let v = x.data[i];
-        out[o] = match kind {
-            ReduceKind::Sum | ReduceKind::Mean => out[o] + v,
-            ReduceKind::Max if v.is_nan() || out[o].is_nan() => f32::NAN,
-            ReduceKind::Max => out[o].max(v),
-        };
-    });
+    if let Some((outer, kept, inner)) = as_outer_kept_inner(x.shape, axes) {
+        for o in 0..outer {
+            let block = &x.data[o * kept * inner..(o + 1) * kept * inner];
+            if inner == 1 {
+                for (acc, &v) in out.iter_mut().zip(block) {
+                    *acc = combine(kind, *acc, v);
+                }
+            } else {
+                for (acc, run) in out.iter_mut().zip(block.chunks_exact(inner)) {
+                    *acc = combine_run(kind, *acc, run);
+                }
+            }
+        }
+    } else {
+        let so = reduced_strides(x.shape, axes);
+        strided_walk(x.shape, [&so], |i, [o]| {
+            out[o] = combine(kind, out[o], x.data[i]);
+        });
+    }
     if kind == ReduceKind::Mean {
         let count: usize = axes.iter().map(|&a| x.shape[a]).product();
         let inv = 1.0 / count as f32;
