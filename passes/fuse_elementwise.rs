@@ -8,21 +8,23 @@
 //! sub(w, mul(add(mul(m, 0.9), d), lr)) → fused(w, m, d, lr) {expr=...}
 //! ```
 //! A node read by several others, or returned, stays a boundary (nothing is
-//! computed twice); every operand of a fused loop has its shape or one
-//! element, so no broadcasting is hidden in it. Results are bit-identical.
+//! computed twice). Every operand of a fused loop has its shape, one element,
+//! or its trailing dimensions (so `relu(matmul(x, w) + b)` is one loop after
+//! the GEMM); other broadcasts stay outside. Results are bit-identical.
 
 use super::pool_match::single_use;
 use super::{Pass, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::fused::{fused_shape, Instr, MAX_INSTRS};
+use crate::ops::fused::{fused_shape, repeats_into, Instr, MAX_INSTRS};
 use crate::ops::Op;
 use std::collections::{HashMap, HashSet};
 
 /// Fuses element-wise chains.
 pub struct FuseElementwise;
 
-/// Whether `n` is an element-wise op whose operands all have its shape or one element.
+/// Whether `n` is an element-wise op whose operands all have its shape, one
+/// element, or its trailing dimensions (a bias row).
 fn elementwise(p: &Program, n: NodeId) -> Result<bool> {
     let node = p.graph.node(n)?;
     if !matches!(
@@ -32,8 +34,7 @@ fn elementwise(p: &Program, n: NodeId) -> Result<bool> {
         return Ok(false);
     }
     for o in p.graph.operands(n) {
-        let s = p.graph.shape(o)?;
-        if s != node.shape.dims() && s.iter().product::<usize>() != 1 {
+        if !repeats_into(p.graph.shape(o)?, node.shape.dims()) {
             return Ok(false);
         }
     }

@@ -206,12 +206,17 @@ fn dump_dir_holds_the_input_and_every_changing_pass() {
     files.sort();
     assert_eq!(
         files,
-        ["00-input.txt", "01-matmul_transpose.txt", "02-dce.txt"]
+        [
+            "00-input.txt",
+            "01-matmul_transpose.txt",
+            "02-fuse_elementwise.txt",
+            "03-dce.txt"
+        ]
     );
     let first = std::fs::read_to_string(dir.join("00-input.txt")).unwrap();
     assert!(
         first.contains("transpose(")
-            && !std::fs::read_to_string(dir.join("02-dce.txt"))
+            && !std::fs::read_to_string(dir.join("03-dce.txt"))
                 .unwrap()
                 .contains("transpose(")
     );
@@ -834,10 +839,10 @@ fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
         count(&after, |o| matches!(o, Op::Binary(_) | Op::Select)),
         0
     );
-    // a broadcast that is not a scalar is left alone
+    // a column broadcast (neither a scalar nor a repeated row) is left alone
     let mut g = Graph::new();
     let x = g.input("x", [3, 5]).unwrap();
-    let b = g.input("b", [5]).unwrap();
+    let b = g.input("b", [3, 1]).unwrap();
     let e = g.exp(x).unwrap();
     let y = g.add(e, b).unwrap();
     let (_, report) = optimize(
@@ -874,4 +879,32 @@ fn cnn_training_graph_keeps_no_standalone_activation_or_mask() {
         0,
         "ReLUs ride on the convs, their gradient masks in fused loops"
     );
+}
+
+#[test]
+fn linear_bias_and_relu_run_as_one_loop_after_the_gemm() {
+    let (mut g, x) = graph_with_input(&[4, 6]);
+    let y = nn::Sequential::new()
+        .push(nn::Linear::new(6, 5))
+        .push(nn::Relu)
+        .build(&mut g, x)
+        .unwrap();
+    let program = Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    let xv = rand(&[4, 6], 3);
+    let want = schedule(&program).unwrap().run(&[("x", &xv)]).unwrap();
+    let (after, _) = optimize(program, &CompileOptions::default()).unwrap();
+    let got = schedule(&after).unwrap().run(&[("x", &xv)]).unwrap();
+    assert_close(got[0].data(), want[0].data(), 1e-5); // the strided GEMM may round differently
+    assert_eq!(
+        count(
+            &after,
+            |o| matches!(o, Op::Fused { expr } if kiln::ops::fused::expr_text(expr) == "relu(add(%0, %1))")
+        ),
+        1
+    );
+    assert_eq!(after.graph.len(), 5, "x, weight, bias, matmul, fused");
 }

@@ -2,8 +2,8 @@
 //! `fuse_elementwise` pass makes out of unary, binary and select nodes that
 //! feed only each other. The expression is a short list of instructions;
 //! instruction `i` computes register `i` from earlier registers, and the last
-//! one is the result. Every operand has the output's shape or holds one value
-//! (broadcast). The kernel evaluates the list block by block, so every
+//! one is the result. Every operand has the output's shape, holds one value,
+//! or has the shape of the output's trailing dimensions (a bias row, repeated). The kernel evaluates the list block by block, so every
 //! instruction runs as a tight loop over a block that stays in L1 cache, and
 //! applies the same scalar functions as the unfused ops: results are
 //! bit-identical.
@@ -104,12 +104,10 @@ pub fn fused_shape(expr: &[Instr], ins: &[&[usize]]) -> Result<Vec<usize>> {
         .map(|s| s.to_vec())
         .unwrap_or_default();
     for (k, s) in ins.iter().enumerate() {
-        if *s != full.as_slice() && s.iter().product::<usize>() != 1 {
+        if !repeats_into(s, &full) {
             return shape_err(
                 "fused",
-                format!(
-                    "operand {k} has shape {s:?}; operands must have shape {full:?} or one element"
-                ),
+                format!("operand {k} has shape {s:?}; operands must have shape {full:?}, one element, or the shape of its trailing dimensions"),
             );
         }
     }
@@ -172,6 +170,14 @@ fn unary_block(op: UnaryOp, a: Arg, dst: &mut [f32]) {
     dispatch!(Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs)
 }
 
+/// Whether an operand of shape `s` fits a fused loop over `out`: the same
+/// shape, one element, or (leading 1s aside) `out`'s trailing dimensions, so
+/// that element `i` of the output reads element `i mod len`.
+pub fn repeats_into(s: &[usize], out: &[usize]) -> bool {
+    let core = &s[s.iter().take_while(|&&d| d == 1).count()..];
+    s == out || s.iter().product::<usize>() == 1 || (s.len() <= out.len() && out.ends_with(core))
+}
+
 /// Kernel of `Fused`: the expression block by block; operands and constants
 /// are read in place, only computed values use the (stack) registers.
 pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
@@ -182,12 +188,23 @@ pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
     while start < n {
         let len = BLOCK.min(n - start);
         for (i, instr) in expr.iter().enumerate() {
+            if let Instr::Operand(k) = *instr {
+                let d = ins[k].data;
+                if d.len() > 1 && d.len() < n {
+                    // a repeated row: this block of it, in the operand's register
+                    for (j, v) in regs[i][..len].iter_mut().enumerate() {
+                        *v = d[(start + j) % d.len()];
+                    }
+                }
+            }
             let (done, rest) = regs.split_at_mut(i);
             let arg = |r: usize| -> Arg {
                 match expr[r] {
                     Instr::Const(c) => Arg::Scalar(c),
                     Instr::Operand(k) if ins[k].data.len() == 1 => Arg::Scalar(ins[k].data[0]),
-                    Instr::Operand(k) => Arg::Slice(&ins[k].data[start..start + len]),
+                    Instr::Operand(k) if ins[k].data.len() == n => {
+                        Arg::Slice(&ins[k].data[start..start + len])
+                    }
                     _ => Arg::Slice(&done[r][..len]),
                 }
             };
