@@ -289,3 +289,18 @@ fn profiling_counts_every_op_of_every_step() {
     tr.set_profiling(false);
     assert!(tr.step_profile().is_none());
 }
+
+#[test]
+fn updates_read_the_old_values_even_through_reshapes() {
+    // a ← reshape(b), b ← 2b in one run: a gets b's old value
+    let mut g = Graph::new();
+    let a = g.param("a", [2, 2], Init::Zeros).unwrap();
+    let b = g.param("b", [4], Init::Constant(3.0)).unwrap();
+    let rb = g.reshape(b, &[2, 2]).unwrap();
+    let b2 = g.mul_scalar(b, 2.0).unwrap();
+    let s = g.sum_all(a).unwrap();
+    let mut exe = kiln::compile_with_updates(&g, &[s], &[(b, b2), (a, rb)]).unwrap();
+    exe.run(&[]).unwrap();
+    assert_eq!(exe.param("a").unwrap().data(), &[3.0; 4]);
+    assert_eq!(exe.param("b").unwrap().data(), &[6.0; 4]);
+}

@@ -290,16 +290,28 @@ pub fn schedule(program: &Program) -> Result<Executable> {
             len: node.shape.numel() * node.op.num_outputs(),
         });
     }
-    let values: Vec<Value> = steps
-        .iter()
-        .map(|s| match s.op {
-            Op::Output { index } => Value::View {
-                of: s.operands[0],
-                offset: index * s.len,
-            },
+    // the step owning each value's buffer; a parameter's buffer is rewritten
+    // between runs, so values that must keep the old one are copies
+    let mut owner: Vec<usize> = Vec::with_capacity(steps.len());
+    let mut values: Vec<Value> = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        let view = |of: usize, offset: usize| Value::View { of, offset };
+        let v = match s.op {
+            Op::Output { index } => view(s.operands[0], index * s.len),
+            // same data, new shape: a view of the operand's buffer, no copy
+            Op::Reshape { .. } | Op::StopGradient
+                if !matches!(steps[owner[s.operands[0]]].op, Op::Param { .. }) =>
+            {
+                view(s.operands[0], 0)
+            }
             _ => Value::Owned(s.len),
-        })
-        .collect();
+        };
+        owner.push(match v {
+            Value::View { of, .. } => owner[of],
+            Value::Owned(_) => i,
+        });
+        values.push(v);
+    }
     let plan = MemoryPlan::build(&values);
     let mut slots: Vec<Vec<f32>> = plan.slot_len.iter().map(|&l| vec![0.0; l]).collect();
     for (name, step) in &params {
@@ -385,10 +397,7 @@ impl Executable {
 
     fn execute(&mut self) {
         for (i, step) in self.steps.iter().enumerate() {
-            if matches!(
-                step.op,
-                Op::Input { .. } | Op::Param { .. } | Op::Output { .. }
-            ) {
+            if self.plan.is_view(i) || matches!(step.op, Op::Input { .. } | Op::Param { .. }) {
                 continue;
             }
             let started = self.profile.is_some().then(std::time::Instant::now);

@@ -2,7 +2,8 @@
 //!
 //! Every buffer is sized and allocated once, at compile time. This first plan
 //! gives each value its own slot, except that an `Output` of a multi-output
-//! op is a view into that op's slot (no copy); liveness-based reuse and
+//! op, a `Reshape` and a `StopGradient` are views into their operand's slot
+//! (no copy; nothing writes a buffer after its step); liveness-based reuse and
 //! in-place writes slot into [`MemoryPlan::build`] without touching the executor.
 
 /// Where one scheduled value lives before planning.
@@ -28,6 +29,8 @@ pub struct MemoryPlan {
     pub offset_of: Vec<usize>,
     /// Size in f32 elements of each slot.
     pub slot_len: Vec<usize>,
+    /// Whether each step's value is a view into another step's buffer.
+    pub view: Vec<bool>,
 }
 
 impl MemoryPlan {
@@ -37,6 +40,7 @@ impl MemoryPlan {
             slot_of: Vec::with_capacity(values.len()),
             offset_of: Vec::with_capacity(values.len()),
             slot_len: Vec::new(),
+            view: Vec::with_capacity(values.len()),
         };
         for v in values {
             let (slot, offset) = match *v {
@@ -48,8 +52,13 @@ impl MemoryPlan {
             };
             plan.slot_of.push(slot);
             plan.offset_of.push(offset);
+            plan.view.push(matches!(v, Value::View { .. }));
         }
         plan
+    }
+    /// Whether step `i` reads another step's buffer instead of computing its own.
+    pub fn is_view(&self, i: usize) -> bool {
+        self.view[i]
     }
     /// Total bytes of all slots.
     pub fn bytes(&self) -> usize {
