@@ -83,39 +83,42 @@ impl PoolGeom {
         }
         inv
     }
-    /// Per output index along `axis`: the in-plane taps `lo..hi` and the
-    /// plane coordinate of tap 0.
-    fn axis_taps(&self, axis: usize) -> Vec<(usize, usize, isize)> {
-        (0..self.out[axis]).map(|o| self.taps(axis, o)).collect()
-    }
-    /// Calls `f(output cell, window)` for every window position, row-major.
-    #[inline]
-    fn for_each_window(&self, mut f: impl FnMut(usize, Win)) {
-        let (rows, cols) = (self.axis_taps(0), self.axis_taps(1));
+    /// Every window of a plane, row-major over the output: computed once per
+    /// op, then walked for every plane.
+    pub fn windows(&self) -> Windows {
         let (dh, w) = (self.dilation[0], self.size[1] as isize);
-        let mut o = 0;
-        for &(rlo, rhi, r0) in &rows {
+        let cols: Vec<_> = (0..self.out[1]).map(|o| self.taps(1, o)).collect();
+        let mut wins = Vec::with_capacity(self.out_len());
+        for oh in 0..self.out[0] {
+            let (rlo, rhi, r0) = self.taps(0, oh);
             for &(clo, chi, c0) in &cols {
-                f(
-                    o,
-                    Win {
-                        first: (r0 + (rlo * dh) as isize) * w + c0,
-                        row_step: (dh as isize) * w,
-                        rows: rhi - rlo,
-                        cols: (clo, chi),
-                        starts_in_pad: rlo > 0 || clo > 0 || rhi == rlo || chi == clo,
-                    },
-                );
-                o += 1;
+                wins.push(Win {
+                    first: (r0 + (rlo * dh) as isize) * w + c0,
+                    row_step: (dh as isize) * w,
+                    rows: rhi - rlo,
+                    cols: (clo, chi),
+                    starts_in_pad: rlo > 0 || clo > 0 || rhi == rlo || chi == clo,
+                });
             }
         }
+        Windows {
+            wins,
+            col_step: self.dilation[1],
+        }
     }
+}
+
+/// The windows of one plane (from [`PoolGeom::windows`]).
+#[derive(Clone, Debug)]
+pub struct Windows {
+    wins: Vec<Win>,
+    col_step: usize,
 }
 
 /// The in-plane cells of one window: `rows` rows starting at plane offset
 /// `first` (the column of tap 0 included) `row_step` apart, and in each the
 /// column taps `lo..hi`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Win {
     first: isize,
     row_step: isize,
@@ -128,7 +131,7 @@ struct Win {
 impl Win {
     /// Calls `f(plane index)` for every in-plane cell, in row-major window order.
     #[inline(always)]
-    fn cells(self, dw: usize, mut f: impl FnMut(usize)) {
+    fn cells(&self, dw: usize, mut f: impl FnMut(usize)) {
         let (lo, hi) = self.cols;
         let mut row = self.first;
         for _ in 0..self.rows {
@@ -145,11 +148,10 @@ impl Win {
 /// maximum in row-major window order, as f32. Padded cells are −∞: one holds
 /// the first maximum only when it is the window's first cell and no in-plane
 /// cell is larger (or NaN); its index is then −1.
-pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]) {
-    let dw = g.dilation[1];
-    g.for_each_window(|o, win| {
+pub fn max_pool(ws: &Windows, x: &[f32], values: &mut [f32], indices: &mut [f32]) {
+    for (o, win) in ws.wins.iter().enumerate() {
         let (mut best, mut at, mut first) = (f32::NEG_INFINITY, -1isize, !win.starts_in_pad);
-        win.cells(dw, |i| {
+        win.cells(ws.col_step, |i| {
             let v = x[i];
             if first || (!best.is_nan() && (v > best || v.is_nan())) {
                 (best, at, first) = (v, i as isize, false);
@@ -157,7 +159,7 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
         });
         values[o] = best;
         indices[o] = at as f32;
-    });
+    }
 }
 
 /// Max pooling backward over one plane: `gx` is zeroed, then every `gy[o]`
@@ -173,22 +175,20 @@ pub fn max_pool_backward(gy: &[f32], indices: &[f32], gx: &mut [f32]) {
 
 /// Average pooling of one plane: the window sum over in-plane cells times
 /// `inv[o]` (`1 / divisor`, from [`PoolGeom::inverse_divisors`]).
-pub fn avg_pool(g: &PoolGeom, inv: &[f32], x: &[f32], out: &mut [f32]) {
-    let dw = g.dilation[1];
-    g.for_each_window(|o, win| {
+pub fn avg_pool(ws: &Windows, inv: &[f32], x: &[f32], out: &mut [f32]) {
+    for (o, win) in ws.wins.iter().enumerate() {
         let mut sum = 0.0f32;
-        win.cells(dw, |i| sum += x[i]);
+        win.cells(ws.col_step, |i| sum += x[i]);
         out[o] = sum * inv[o];
-    });
+    }
 }
 
 /// Average pooling backward over one plane: `gx` is zeroed, then `gy[o]·inv[o]`
 /// is added to every in-plane cell of window `o`.
-pub fn avg_pool_backward(g: &PoolGeom, inv: &[f32], gy: &[f32], gx: &mut [f32]) {
-    let dw = g.dilation[1];
+pub fn avg_pool_backward(ws: &Windows, inv: &[f32], gy: &[f32], gx: &mut [f32]) {
     gx.fill(0.0);
-    g.for_each_window(|o, win| {
+    for (o, win) in ws.wins.iter().enumerate() {
         let v = gy[o] * inv[o];
-        win.cells(dw, |i| gx[i] += v);
-    });
+        win.cells(ws.col_step, |i| gx[i] += v);
+    }
 }

@@ -262,13 +262,14 @@ pub fn avg_pool_backward_shape(
 /// Kernel of `MaxPoolWithIndices`: values then indices, each `[N, C, *O]`, in `out`.
 pub fn max_pool(w: &PoolWindow, x: View, out: &mut [f32]) {
     let g = w.geom(&x.shape[2..]);
+    let ws = g.windows();
     let (values, indices) = out.split_at_mut(out.len() / 2);
     let planes = x.data.chunks_exact(g.plane());
     let outs = values
         .chunks_exact_mut(g.out_len())
         .zip(indices.chunks_exact_mut(g.out_len()));
     for (src, (v, i)) in planes.zip(outs) {
-        pool::max_pool(&g, src, v, i);
+        pool::max_pool(&ws, src, v, i);
     }
 }
 
@@ -289,13 +290,13 @@ pub fn max_pool_backward(ins: &[View], out: &mut [f32]) {
 /// Kernel of `AvgPool`.
 pub fn avg_pool(w: &PoolWindow, divisor: AvgDivisor, x: View, out: &mut [f32]) {
     let g = w.geom(&x.shape[2..]);
-    let inv = g.inverse_divisors(divisor.rule());
+    let (ws, inv) = (g.windows(), g.inverse_divisors(divisor.rule()));
     for (src, dst) in x
         .data
         .chunks_exact(g.plane())
         .zip(out.chunks_exact_mut(g.out_len()))
     {
-        pool::avg_pool(&g, &inv, src, dst);
+        pool::avg_pool(&ws, &inv, src, dst);
     }
 }
 
@@ -308,13 +309,13 @@ pub fn avg_pool_backward(
     out: &mut [f32],
 ) {
     let g = w.geom(spatial);
-    let inv = g.inverse_divisors(divisor.rule());
+    let (ws, inv) = (g.windows(), g.inverse_divisors(divisor.rule()));
     for (src, dst) in gy
         .data
         .chunks_exact(g.out_len())
         .zip(out.chunks_exact_mut(g.plane()))
     {
-        pool::avg_pool_backward(&g, &inv, src, dst);
+        pool::avg_pool_backward(&ws, &inv, src, dst);
     }
 }
 
