@@ -1,30 +1,25 @@
-//! Forward time of the seed benchmark layers and the CNN on the executor.
+//! The seed benchmark rows (see `kiln::bench::rows`): every layer's forward
+//! and forward+backward graph and the `cnn` training step, each compiled and
+//! unrewritten, on the executor's default threads (env `KILN_THREADS`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kiln::{compile, models, Tensor};
+use kiln::bench::{rows, Prepared};
+use kiln::CompileOptions;
 
-fn seed_forward(c: &mut Criterion) {
-    let mut group = c.benchmark_group("forward_unrewritten");
-    group.sample_size(10);
-    for name in [
-        "conv2d",
-        "conv1d",
-        "maxpool2d",
-        "maxpool2d-small",
-        "avgpool2d",
-        "avgpool2d-small",
-        "cnn",
-    ] {
-        let m = models::build(name, 0).expect("built-in model");
-        let mut exe = compile(&m.graph, &[m.output]).expect("compile");
-        let (input, shape) = &m.inputs[0];
-        let x = Tensor::rand_uniform(shape.clone(), -1.0, 1.0, 1);
-        group.bench_function(name, |b| {
-            b.iter(|| exe.run(&[(input.as_str(), &x)]).expect("run"))
-        });
+fn seed_rows(c: &mut Criterion) {
+    for row in rows() {
+        let mut group = c.benchmark_group(row.id());
+        group.sample_size(10);
+        for (name, options) in [
+            ("compiled", CompileOptions::default()),
+            ("unrewritten", CompileOptions::unrewritten()),
+        ] {
+            let mut p = Prepared::new(&row, &options).expect("built-in rows compile");
+            group.bench_function(name, |b| b.iter(|| p.run().expect("run")));
+        }
+        group.finish();
     }
-    group.finish();
 }
 
-criterion_group!(benches, seed_forward);
+criterion_group!(benches, seed_rows);
 criterion_main!(benches);

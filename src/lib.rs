@@ -17,7 +17,9 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc_count;
 pub mod autodiff;
+pub mod bench;
 pub mod classify;
 pub mod data;
 pub mod error;
@@ -39,7 +41,8 @@ pub mod weights;
 
 pub use error::{KilnError, Result};
 pub use exec::{
-    compile, compile_with, compile_with_updates, CompileOptions, Executable, PassSelection,
+    compile, compile_with, compile_with_updates, schedule_with, CompileOptions, Executable,
+    PassSelection,
 };
 pub use graph::dump::DumpFormat;
 pub use graph::{Graph, Init, Node, NodeId};

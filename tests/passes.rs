@@ -18,6 +18,7 @@ fn only(pass: &str) -> CompileOptions {
         passes: PassSelection::Named(vec![pass.into()]),
         verify: true,
         dump_dir: None,
+        threads: None,
     }
 }
 
@@ -197,6 +198,7 @@ fn dump_dir_holds_the_input_and_every_changing_pass() {
         passes: PassSelection::All,
         verify: false,
         dump_dir: Some(dir.clone()),
+        threads: None,
     };
     compile_with(&m.graph, &[m.output], &[], &opts).unwrap();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
@@ -697,6 +699,7 @@ fn conv_backward_program(layer: &dyn Layer, xshape: &[usize]) -> (Program, Tenso
         ]),
         verify: true,
         dump_dir: None,
+        threads: None,
     };
     let (p, _) = optimize(
         Program {
@@ -786,6 +789,7 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
             passes: PassSelection::Named(vec!["conv_forward".into(), "dce".into()]),
             verify: true,
             dump_dir: None,
+            threads: None,
         },
     )
     .unwrap()

@@ -12,7 +12,11 @@ use kiln::{
     compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
 };
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Counts heap allocations so `kiln bench` can report them per run.
+#[global_allocator]
+static ALLOC: kiln::alloc_count::CountingAlloc = kiln::alloc_count::CountingAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +69,29 @@ enum Command {
     },
     /// List the built-in models.
     List,
+    /// Time the seed benchmark rows, compiled and unrewritten, and print a table
+    /// (median ns per run, speedup, heap allocations and bytes per compiled run).
+    Bench {
+        /// Only rows whose id (`layer/shape/pass`, e.g. `Conv2D/8x64x32x32/forward`)
+        /// contains this text, case-insensitive; repeatable.
+        #[arg(long = "row")]
+        rows: Vec<String>,
+        /// Threads per run (default: env KILN_THREADS, else every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON object per row instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of timed runs per executable (after warm-up).
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Time only the compiled graphs.
+        #[arg(long)]
+        skip_unrewritten: bool,
+        /// List the rows and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// Train the built-in `cnn` on MNIST-format data, then print the held-out accuracy.
     Train(TrainArgs),
 }
@@ -116,6 +143,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> kiln::Result<()> {
     match cli.command {
         Command::Train(args) => train(args)?,
+        Command::Bench {
+            rows,
+            threads,
+            json,
+            seconds,
+            skip_unrewritten,
+            list,
+        } => bench(rows, threads, json, seconds, skip_unrewritten, list)?,
         Command::List => {
             for (name, what) in models::MODELS {
                 println!("{name:16} {what}");
@@ -213,6 +248,52 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 print!("{p}");
             }
         }
+    }
+    Ok(())
+}
+
+fn bench(
+    filters: Vec<String>,
+    threads: Option<usize>,
+    json: bool,
+    seconds: f64,
+    skip_unrewritten: bool,
+    list: bool,
+) -> kiln::Result<()> {
+    let rows = kiln::bench::select(&filters)?;
+    if list {
+        for r in &rows {
+            println!("{}", r.id());
+        }
+        return Ok(());
+    }
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(KilnError::Invalid(format!(
+            "--seconds must be a positive number, got {seconds}"
+        )));
+    }
+    let threads = CompileOptions {
+        threads,
+        ..CompileOptions::default()
+    }
+    .thread_count()?;
+    let budget = Duration::from_secs_f64(seconds);
+    let mut results = Vec::new();
+    for row in &rows {
+        let r = kiln::bench::measure(row, threads, budget, skip_unrewritten)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&r).map_err(|e| KilnError::Invalid(e.to_string()))?
+            );
+        } else {
+            eprintln!("measured {}", row.id());
+        }
+        results.push(r);
+    }
+    if !json {
+        println!("kiln bench: {threads} thread(s), medians over {seconds} s per graph\n");
+        print!("{}", kiln::bench::table(&results));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! outputs out.
 
 mod plan;
+mod pool;
 mod profile;
 
 pub use plan::{MemoryPlan, Value};
@@ -49,6 +50,8 @@ pub struct Executable {
     ctx: RunCtx,
     report: PassReport,
     profile: Option<Profile>,
+    /// The pool runs execute on (`None`: one thread, the caller's).
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 /// Which rewrite passes compilation runs.
@@ -74,6 +77,10 @@ pub struct CompileOptions {
     /// Write the graph before the pipeline (`00-input.txt`) and after every
     /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`.
     pub dump_dir: Option<PathBuf>,
+    /// Threads a run uses (`None`: env `KILN_THREADS`, else every core). With
+    /// one thread a run stays on the calling thread; with more it runs on a
+    /// rayon pool of that size, shared by executables asking for the same size.
+    pub threads: Option<usize>,
 }
 
 impl Default for CompileOptions {
@@ -82,6 +89,7 @@ impl Default for CompileOptions {
             passes: PassSelection::All,
             verify: std::env::var("KILN_VERIFY").is_ok_and(|v| v == "1"),
             dump_dir: std::env::var_os("KILN_DUMP").map(PathBuf::from),
+            threads: None,
         }
     }
 }
@@ -93,6 +101,24 @@ impl CompileOptions {
             passes: PassSelection::None,
             ..Self::default()
         }
+    }
+    /// The thread count these options resolve to: `threads`, else env
+    /// `KILN_THREADS`, else the machine's available parallelism. `Err` if
+    /// either is zero or `KILN_THREADS` is not a number.
+    pub fn thread_count(&self) -> Result<usize> {
+        let n = match self.threads {
+            Some(n) => n,
+            None => match std::env::var("KILN_THREADS") {
+                Ok(v) => v.trim().parse().map_err(|_| {
+                    KilnError::Invalid(format!("KILN_THREADS=`{v}` is not a thread count"))
+                })?,
+                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+        };
+        if n == 0 {
+            return Err(KilnError::Invalid("thread count must be at least 1".into()));
+        }
+        Ok(n)
     }
     /// The pass pipeline these options select.
     pub fn pipeline(&self) -> Result<PassManager> {
@@ -134,7 +160,7 @@ pub fn compile_with(
         updates: updates.to_vec(),
     };
     let (program, report) = optimize(program, options)?;
-    let mut exe = schedule(&program)?;
+    let mut exe = schedule_with(&program, options)?;
     exe.report = report;
     Ok(exe)
 }
@@ -169,7 +195,7 @@ pub fn optimize_with(
     let report = pipeline.run_observed(&mut program, |name, p| {
         dump(name, p)?;
         if let Some(prev) = before.as_mut() {
-            verify(name, prev, p)?;
+            verify(name, prev, p, options)?;
             *prev = p.clone();
         }
         Ok(())
@@ -179,7 +205,7 @@ pub fn optimize_with(
 
 /// Runs `before` and `after` unrewritten on the same seeded random inputs and
 /// compares every output and update value.
-fn verify(pass: &str, before: &Program, after: &Program) -> Result<()> {
+fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOptions) -> Result<()> {
     let feeds: Vec<(String, Tensor)> = before
         .graph
         .inputs()
@@ -211,7 +237,7 @@ fn verify(pass: &str, before: &Program, after: &Program) -> Result<()> {
             updates: vec![],
         };
         let f: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        schedule(&probe)?.run(&f)
+        schedule_with(&probe, options)?.run(&f)
     };
     let (want, got) = (run(before)?, run(after)?);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -268,9 +294,17 @@ fn check_program(p: &Program) -> Result<()> {
     Ok(())
 }
 
-/// Fixes the schedule of a (rewritten) program and allocates its buffers.
+/// Fixes the schedule of a (rewritten) program and allocates its buffers,
+/// with default options (see [`schedule_with`]).
 pub fn schedule(program: &Program) -> Result<Executable> {
+    schedule_with(program, &CompileOptions::default())
+}
+
+/// Fixes the schedule of a (rewritten) program and allocates its buffers;
+/// only `options.threads` matters here (passes are [`optimize`]'s).
+pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Executable> {
     check_program(program)?;
+    let threads = options.thread_count()?;
     let (graph, outputs, updates) = (&program.graph, &program.outputs, &program.updates);
     let order = ancestors_order(graph, &program.roots());
     let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -335,6 +369,7 @@ pub fn schedule(program: &Program) -> Result<Executable> {
         ctx: RunCtx::default(),
         report: PassReport::default(),
         profile: None,
+        pool: (threads > 1).then(|| pool::shared(threads)).transpose()?,
     })
 }
 
@@ -345,11 +380,35 @@ impl Executable {
     /// `Err` if an input the outputs need has no feed, a name is no input of the
     /// graph, a name is fed twice, or a feed's shape differs from the input's.
     pub fn run(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.run_in_place(feeds)?;
+        Ok(self.outputs.iter().map(|&o| self.value(o)).collect())
+    }
+
+    /// Runs the graph like [`run`](Self::run) but leaves the outputs in the
+    /// executable's buffers, to be read with [`output`](Self::output) until the
+    /// next run. Once compiled, this makes no heap allocation (with one thread;
+    /// with more, the thread pool may allocate a small block now and then).
+    pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
         self.load_feeds(feeds)?;
-        self.execute();
+        match self.pool.clone() {
+            Some(pool) => pool.install(|| self.execute()),
+            None => crate::kernels::par::sequential(|| self.execute()),
+        }
         self.apply_updates();
         self.ctx.step += 1;
-        Ok(self.outputs.iter().map(|&o| self.value(o)).collect())
+        Ok(())
+    }
+
+    /// Output `i` of the last run (in the order passed to `compile`), borrowed:
+    /// its shape and row-major data. `None` if there is no output `i`.
+    pub fn output(&self, i: usize) -> Option<(&[usize], &[f32])> {
+        let &step = self.outputs.get(i)?;
+        Some((&self.steps[step].shape, self.data(step)))
+    }
+
+    /// Number of outputs.
+    pub fn num_outputs(&self) -> usize {
+        self.outputs.len()
     }
 
     fn load_feeds(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
@@ -543,6 +602,16 @@ impl Executable {
     /// What the compiler's passes did to the graph.
     pub fn report(&self) -> &PassReport {
         &self.report
+    }
+
+    /// Replaces the record of what the passes did (for executables built with [`schedule_with`]).
+    pub fn set_report(&mut self, report: PassReport) {
+        self.report = report;
+    }
+
+    /// Threads a run uses.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
     /// Bytes of buffer memory planned at compile time.

@@ -3,5 +3,6 @@
 pub mod conv;
 pub mod im2col;
 pub mod matmul;
+pub mod par;
 pub mod permute;
 pub mod pool;

@@ -1,0 +1,317 @@
+//! The seed benchmark rows: each built-in layer's forward and
+//! forward+backward graph and the `cnn` training step, timed compiled and
+//! unrewritten side by side. `kiln bench` and the criterion benches run these.
+
+use crate::alloc_count;
+use crate::error::{KilnError, Result};
+use crate::exec::{schedule_with, CompileOptions, Executable};
+use crate::models;
+use crate::tensor::Tensor;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What a row's graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    /// The layer's forward output.
+    Forward,
+    /// The forward output plus the gradients w.r.t. the input and every
+    /// parameter, for a fixed upstream gradient (input `grad_y`).
+    ForwardBackward,
+    /// A whole training step: forward, loss, backward and SGD updates.
+    TrainStep,
+}
+
+impl Pass {
+    /// The name used in tables, JSON and `--pass`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::Forward => "forward",
+            Pass::ForwardBackward => "forward_backward",
+            Pass::TrainStep => "train_step",
+        }
+    }
+}
+
+/// One benchmark row: a built-in model and what its graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Layer name as in SEED_BENCHMARK.md (`Conv2D`, ..., `CNN`).
+    pub layer: &'static str,
+    /// The built-in model (see [`models::MODELS`]).
+    pub model: &'static str,
+    /// Input shape, e.g. `8x64x32x32`.
+    pub shape: &'static str,
+    /// Forward, forward+backward or training step.
+    pub pass: Pass,
+}
+
+impl Row {
+    /// `layer/shape/pass`, the row's id in criterion and `--row` filters.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.layer, self.shape, self.pass.name())
+    }
+}
+
+/// Every row, in table order.
+pub fn rows() -> Vec<Row> {
+    const LAYERS: [(&str, &str, &str); 6] = [
+        ("Conv2D", "conv2d", "8x64x32x32"),
+        ("Conv1D", "conv1d", "8x64x256"),
+        ("MaxPool2D", "maxpool2d-small", "4x32x16x16"),
+        ("MaxPool2D", "maxpool2d", "8x64x32x32"),
+        ("AvgPool2D", "avgpool2d-small", "4x32x16x16"),
+        ("AvgPool2D", "avgpool2d", "8x64x32x32"),
+    ];
+    let mut rows = Vec::new();
+    for (layer, model, shape) in LAYERS {
+        for pass in [Pass::Forward, Pass::ForwardBackward] {
+            rows.push(Row {
+                layer,
+                model,
+                shape,
+                pass,
+            });
+        }
+    }
+    rows.push(Row {
+        layer: "CNN",
+        model: "cnn",
+        shape: "32x1x28x28",
+        pass: Pass::TrainStep,
+    });
+    rows
+}
+
+/// The rows whose id contains any of `filters` (case-insensitive); all rows
+/// if `filters` is empty. `Err` if a filter matches nothing.
+pub fn select(filters: &[String]) -> Result<Vec<Row>> {
+    let all = rows();
+    if filters.is_empty() {
+        return Ok(all);
+    }
+    for f in filters {
+        if !all
+            .iter()
+            .any(|r| r.id().to_lowercase().contains(&f.to_lowercase()))
+        {
+            let ids: Vec<String> = all.iter().map(Row::id).collect();
+            return Err(KilnError::Invalid(format!(
+                "no benchmark row matches `{f}`; rows: {}",
+                ids.join(", ")
+            )));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|r| {
+            let id = r.id().to_lowercase();
+            filters.iter().any(|f| id.contains(&f.to_lowercase()))
+        })
+        .collect())
+}
+
+/// A row's graph compiled with `options`, with seeded feeds for every input.
+pub struct Prepared {
+    /// The executable.
+    pub exe: Executable,
+    /// Input name and value for each input.
+    pub feeds: Vec<(String, Tensor)>,
+}
+
+impl Prepared {
+    /// Compiles `row` with `options` (seed 0 parameters, seeded random inputs;
+    /// `labels` are class indices).
+    pub fn new(row: &Row, options: &CompileOptions) -> Result<Prepared> {
+        let program = models::program(row.model, 0, row.pass != Pass::Forward)?;
+        let inputs: Vec<(String, Vec<usize>)> = program
+            .graph
+            .inputs()
+            .map(|(n, id)| {
+                (
+                    n.to_string(),
+                    program.graph.shape(id).expect("input").to_vec(),
+                )
+            })
+            .collect();
+        let (program, report) = crate::exec::optimize(program, options)?;
+        let mut exe = schedule_with(&program, options)?;
+        exe.set_report(report);
+        let feeds = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                let t = if name == "labels" {
+                    let n = shape.iter().product::<usize>();
+                    Tensor::from_vec(shape, (0..n).map(|k| (k % 10) as f32).collect())
+                        .expect("sized from shape")
+                } else {
+                    Tensor::rand_uniform(shape, -1.0, 1.0, 1 + i as u64)
+                };
+                (name, t)
+            })
+            .collect();
+        Ok(Prepared { exe, feeds })
+    }
+
+    /// One run (outputs left in place).
+    pub fn run(&mut self) -> Result<()> {
+        let feeds: Vec<(&str, &Tensor)> = self.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        self.exe.run_in_place(&feeds)
+    }
+}
+
+/// Timing of one executable over repeated runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// Median time of one run.
+    pub median: Duration,
+    /// Runs timed.
+    pub runs: usize,
+    /// Heap allocations per run (process-wide; `None` without the counting allocator).
+    pub allocs: Option<f64>,
+    /// Bytes allocated per run.
+    pub bytes: Option<f64>,
+}
+
+/// Runs `p` a few times to warm up, then times single runs until `budget` is
+/// spent (at least `min_runs`), and counts allocations over the timed runs.
+pub fn time(p: &mut Prepared, budget: Duration, min_runs: usize) -> Result<Timing> {
+    let feeds: Vec<(&str, &Tensor)> = p.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let warm = Instant::now();
+    for _ in 0..3 {
+        p.exe.run_in_place(&feeds)?;
+        if warm.elapsed() > budget / 2 {
+            break;
+        }
+    }
+    let max_runs = 10_000;
+    let mut times = Vec::with_capacity(max_runs);
+    let counting = alloc_count::installed();
+    let before = alloc_count::snapshot();
+    let started = Instant::now();
+    while times.len() < max_runs && (times.len() < min_runs || started.elapsed() < budget) {
+        let t = Instant::now();
+        p.exe.run_in_place(&feeds)?;
+        times.push(t.elapsed());
+    }
+    let used = alloc_count::snapshot() - before;
+    let runs = times.len();
+    times.sort();
+    let per_run = |v: u64| counting.then(|| v as f64 / runs as f64);
+    Ok(Timing {
+        median: times[runs / 2],
+        runs,
+        allocs: per_run(used.count),
+        bytes: per_run(used.bytes),
+    })
+}
+
+/// One row's result, as `kiln bench --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RowResult {
+    /// Layer name.
+    pub layer: &'static str,
+    /// Input shape.
+    pub shape: &'static str,
+    /// `forward`, `forward_backward` or `train_step`.
+    pub pass: &'static str,
+    /// Median ns per run of the unrewritten graph (`None` if skipped).
+    pub unrewritten_ns: Option<u64>,
+    /// Median ns per run of the compiled graph.
+    pub compiled_ns: u64,
+    /// Heap allocations per compiled run.
+    pub allocs_per_op: Option<f64>,
+    /// Bytes allocated per compiled run.
+    pub bytes_per_op: Option<f64>,
+    /// Threads the executables ran on.
+    pub threads: usize,
+    /// Peak bytes of the compiled executable's buffers.
+    pub arena_bytes: usize,
+}
+
+impl RowResult {
+    /// Unrewritten time over compiled time.
+    pub fn speedup(&self) -> Option<f64> {
+        self.unrewritten_ns
+            .map(|u| u as f64 / self.compiled_ns.max(1) as f64)
+    }
+}
+
+/// Measures `row` compiled (and unrewritten unless `skip_unrewritten`) on
+/// `threads` threads, each for about `budget`.
+pub fn measure(
+    row: &Row,
+    threads: usize,
+    budget: Duration,
+    skip_unrewritten: bool,
+) -> Result<RowResult> {
+    let compiled_opts = CompileOptions {
+        threads: Some(threads),
+        ..CompileOptions::default()
+    };
+    let mut compiled = Prepared::new(row, &compiled_opts)?;
+    let c = time(&mut compiled, budget, 5)?;
+    let unrewritten_ns = if skip_unrewritten {
+        None
+    } else {
+        let opts = CompileOptions {
+            threads: Some(threads),
+            ..CompileOptions::unrewritten()
+        };
+        let mut plain = Prepared::new(row, &opts)?;
+        Some(time(&mut plain, budget, 3)?.median.as_nanos() as u64)
+    };
+    Ok(RowResult {
+        layer: row.layer,
+        shape: row.shape,
+        pass: row.pass.name(),
+        unrewritten_ns,
+        compiled_ns: c.median.as_nanos() as u64,
+        allocs_per_op: c.allocs,
+        bytes_per_op: c.bytes,
+        threads,
+        arena_bytes: compiled.exe.planned_bytes(),
+    })
+}
+
+/// The results as a table like SEED_BENCHMARK.md's.
+pub fn table(results: &[RowResult]) -> String {
+    use std::fmt::Write;
+    let num = |v: f64| {
+        let s = format!("{:.0}", v);
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 && ch.is_ascii_digit() {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    let mut s = String::new();
+    writeln!(
+        s,
+        "| Layer | Shape | Pass | Unrewritten (ns/op) | Compiled (ns/op) | Speedup | Allocations/op | Memory (B/op) |"
+    )
+    .expect("write to string");
+    writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|").expect("write to string");
+    for r in results {
+        writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.layer,
+            r.shape,
+            r.pass,
+            opt(r.unrewritten_ns.map(|v| v as f64), &num),
+            num(r.compiled_ns as f64),
+            opt(r.speedup(), &|v| format!("{v:.2}x")),
+            opt(r.allocs_per_op, &|v| format!("{v:.2}")),
+            opt(r.bytes_per_op, &num),
+        )
+        .expect("write to string");
+    }
+    s
+}
