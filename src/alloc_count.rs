@@ -12,6 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// This thread's `(allocations, bytes)`.
+    static THREAD: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 /// The system allocator, counting allocations (and reallocations) and their bytes.
 pub struct CountingAlloc;
 
@@ -37,6 +42,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
 fn count(bytes: usize) {
     ALLOCS.fetch_add(1, Ordering::Relaxed);
     BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    // a thread being torn down has no thread-locals left; it is still counted above
+    let _ = THREAD.try_with(|t| {
+        let (n, b) = t.get();
+        t.set((n + 1, b + bytes as u64));
+    });
 }
 
 /// Allocations and allocated bytes counted so far, process-wide.
@@ -64,6 +74,13 @@ pub fn snapshot() -> Allocations {
         count: ALLOCS.load(Ordering::Relaxed),
         bytes: BYTES.load(Ordering::Relaxed),
     }
+}
+
+/// The counters of the calling thread only (exact for single-threaded runs
+/// while other threads allocate).
+pub fn thread_snapshot() -> Allocations {
+    let (count, bytes) = THREAD.with(|t| t.get());
+    Allocations { count, bytes }
 }
 
 /// Whether [`CountingAlloc`] is this process's global allocator (otherwise the

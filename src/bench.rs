@@ -155,10 +155,19 @@ impl Prepared {
         Ok(Prepared { exe, feeds })
     }
 
-    /// One run (outputs left in place).
+    /// One run (outputs left in place); allocates nothing for up to two inputs.
     pub fn run(&mut self) -> Result<()> {
-        let feeds: Vec<(&str, &Tensor)> = self.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        self.exe.run_in_place(&feeds)
+        fn f((n, t): &(String, Tensor)) -> (&str, &Tensor) {
+            (n.as_str(), t)
+        }
+        match self.feeds.as_slice() {
+            [a] => self.exe.run_in_place(&[f(a)]),
+            [a, b] => self.exe.run_in_place(&[f(a), f(b)]),
+            many => {
+                let feeds: Vec<(&str, &Tensor)> = many.iter().map(f).collect();
+                self.exe.run_in_place(&feeds)
+            }
+        }
     }
 }
 

@@ -121,3 +121,54 @@ fn run_profile_lists_the_ops() {
         "two matmuls per run: {matmul}"
     );
 }
+
+#[test]
+fn dump_stats_reports_the_arena_and_its_sharing() {
+    let (ok, text, err) = kiln(&["dump", "cnn", "--train", "--stats"]);
+    assert!(ok, "{err}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("memory: "))
+        .expect("a memory line");
+    let nums: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (peak, unshared) = (nums[0], nums[1]);
+    // the cnn step's parameters alone take 4·(144+16+4608+32+15680+10) bytes, twice with momentum
+    assert!(peak >= 2 * 4 * 20_490, "{line}");
+    assert!(peak < unshared, "values should share memory: {line}");
+}
+
+#[test]
+fn bench_lists_and_filters_rows_and_times_one_as_json() {
+    let (ok, list, _) = kiln(&["bench", "--list"]);
+    assert!(ok);
+    assert_eq!(list.lines().count(), 13, "{list}");
+    assert!(list.contains("Conv2D/8x64x32x32/forward_backward"));
+    assert!(list.contains("CNN/32x1x28x28/train_step"));
+    let (ok, _, err) = kiln(&["bench", "--row", "nonsense"]);
+    assert!(
+        !ok && err.contains("no benchmark row matches `nonsense`"),
+        "{err}"
+    );
+    let (ok, json, err) = kiln(&[
+        "bench",
+        "--row",
+        "avgpool2d/4x32x16x16/forward_backward",
+        "--json",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert_eq!(row["layer"], "AvgPool2D");
+    assert_eq!(row["shape"], "4x32x16x16");
+    assert_eq!(row["pass"], "forward_backward");
+    assert!(row["compiled_ns"].as_u64().unwrap() > 0);
+    assert!(row["unrewritten_ns"].as_u64().unwrap() > 0);
+    assert!(row["allocs_per_op"].as_f64().is_some());
+    assert!(row["bytes_per_op"].as_f64().is_some());
+}

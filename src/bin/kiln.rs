@@ -190,6 +190,13 @@ fn run(cli: Cli) -> kiln::Result<()> {
             let (rewritten, report) = optimize(program, &options)?;
             if stats {
                 print!("{report}");
+                let exe = kiln::schedule_with(&rewritten, &options)?;
+                println!(
+                    "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps",
+                    exe.planned_bytes(),
+                    exe.unshared_bytes(),
+                    exe.num_steps()
+                );
             } else {
                 print!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
             }

@@ -9,7 +9,7 @@ mod plan;
 mod pool;
 mod profile;
 
-pub use plan::{MemoryPlan, Value};
+pub use plan::{MemoryPlan, Place, Value};
 pub use profile::Profile;
 
 use crate::error::{KilnError, Result};
@@ -37,7 +37,12 @@ struct Step {
 pub struct Executable {
     steps: Vec<Step>,
     plan: MemoryPlan,
-    slots: Vec<Vec<f32>>,
+    /// Every value the plan places in memory (parameters included).
+    arena: Vec<f32>,
+    /// Computing steps by level (see [`MemoryPlan`]).
+    levels: Vec<Vec<usize>>,
+    /// During a run: the address of each fed input's data (else 0).
+    feed_ptrs: Vec<usize>,
     /// Input name → step that holds it (only inputs the outputs need).
     feeds: Vec<(String, usize)>,
     /// All input names of the source graph (feeds for unneeded inputs are accepted and ignored).
@@ -324,54 +329,130 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
             len: node.shape.numel() * node.op.num_outputs(),
         });
     }
-    // the step owning each value's buffer; a parameter's buffer is rewritten
-    // between runs, so values that must keep the old one are copies
-    let mut owner: Vec<usize> = Vec::with_capacity(steps.len());
-    let mut values: Vec<Value> = Vec::with_capacity(steps.len());
-    for (i, s) in steps.iter().enumerate() {
-        let view = |of: usize, offset: usize| Value::View { of, offset };
-        let v = match s.op {
-            Op::Output { index } => view(s.operands[0], index * s.len),
-            // same data, new shape: a view of the operand's buffer, no copy
-            Op::Reshape { .. } | Op::StopGradient
-                if !matches!(steps[owner[s.operands[0]]].op, Op::Param { .. }) =>
-            {
-                view(s.operands[0], 0)
-            }
-            _ => Value::Owned(s.len),
-        };
-        owner.push(match v {
-            Value::View { of, .. } => owner[of],
-            Value::Owned(_) => i,
-        });
-        values.push(v);
-    }
-    let plan = MemoryPlan::build(&values);
-    let mut slots: Vec<Vec<f32>> = plan.slot_len.iter().map(|&l| vec![0.0; l]).collect();
+    let outputs: Vec<usize> = outputs.iter().map(|o| step_of[o]).collect();
+    let updates: Vec<(usize, usize)> = updates
+        .iter()
+        .map(|(p, v)| (step_of[p], step_of[v]))
+        .collect();
+    let plan = plan_memory(&steps, &outputs, &updates);
+    let mut arena = vec![0.0f32; plan.arena_len];
     for (name, step) in &params {
         let value = graph
             .param_value(name)
             .expect("every param node has a value");
-        slots[plan.slot_of[*step]].copy_from_slice(value.data()); // parameters own their slot
+        let Place::Arena(at) = plan.place[*step] else {
+            unreachable!("parameters own arena memory")
+        };
+        arena[at..at + value.numel()].copy_from_slice(value.data());
     }
+    let levels = level_groups(&steps, &plan);
+    let fed = plan
+        .place
+        .iter()
+        .filter_map(|p| match p {
+            Place::Feed { feed, .. } => Some(feed + 1),
+            Place::Arena(_) => None,
+        })
+        .max()
+        .unwrap_or(0);
     Ok(Executable {
         steps,
         plan,
-        slots,
+        arena,
+        levels,
+        feed_ptrs: vec![0; fed],
         feeds,
         known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
         params,
-        outputs: outputs.iter().map(|o| step_of[o]).collect(),
-        updates: updates
-            .iter()
-            .map(|(p, v)| (step_of[p], step_of[v]))
-            .collect(),
+        outputs,
+        updates,
         ctx: RunCtx::default(),
         report: PassReport::default(),
         profile: None,
         pool: (threads > 1).then(|| pool::shared(threads)).transpose()?,
     })
 }
+
+/// Each step's level: inputs and parameters 0, a view its base's, any other
+/// step one more than its highest operand.
+fn step_levels(steps: &[Step], values: &[Value]) -> Vec<usize> {
+    let mut level: Vec<usize> = Vec::with_capacity(steps.len());
+    for (s, v) in steps.iter().zip(values) {
+        let l = match v {
+            Value::View { of, .. } => level[*of],
+            _ => match s.op {
+                Op::Input { .. } | Op::Param { .. } => 0,
+                _ => 1 + s.operands.iter().map(|&o| level[o]).max().unwrap_or(0),
+            },
+        };
+        level.push(l);
+    }
+    level
+}
+
+/// Plans the arena. Outputs, multi-output results and, except of parameters
+/// (whose memory updates rewrite between runs), reshapes and stop-gradients
+/// are views; inputs are read from the caller's tensors unless a result the
+/// run returns is (a view of) one, which is then copied in.
+fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) -> MemoryPlan {
+    let mut owner: Vec<usize> = Vec::with_capacity(steps.len());
+    let mut values: Vec<Value> = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        let view = |of: usize, offset: usize| Value::View { of, offset };
+        let v = match s.op {
+            Op::Output { index } => view(s.operands[0], index * s.len),
+            // same data, new shape: a view of the operand's memory, no copy
+            Op::Reshape { .. } | Op::StopGradient
+                if !matches!(steps[owner[s.operands[0]]].op, Op::Param { .. }) =>
+            {
+                view(s.operands[0], 0)
+            }
+            Op::Input { .. } => Value::Feed,
+            _ => Value::Owned(s.len),
+        };
+        owner.push(match v {
+            Value::View { of, .. } => owner[of],
+            _ => i,
+        });
+        values.push(v);
+    }
+    let mut pinned = vec![false; steps.len()];
+    for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
+        pinned[o] = true;
+        if matches!(steps[owner[o]].op, Op::Input { .. }) {
+            values[owner[o]] = Value::Owned(steps[owner[o]].len);
+        }
+    }
+    for (i, s) in steps.iter().enumerate() {
+        pinned[i] |= matches!(s.op, Op::Param { .. });
+    }
+    let levels = step_levels(steps, &values);
+    let reads: Vec<Vec<usize>> = steps.iter().map(|s| s.operands.clone()).collect();
+    MemoryPlan::build(&values, &levels, &reads, &pinned)
+}
+
+/// The steps that compute something (not inputs, parameters or views),
+/// grouped by level: the steps of one group may run at the same time.
+fn level_groups(steps: &[Step], plan: &MemoryPlan) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> =
+        vec![Vec::new(); plan.level.iter().max().map_or(0, |m| m + 1)];
+    for (i, s) in steps.iter().enumerate() {
+        if !plan.is_view(i) && !matches!(s.op, Op::Input { .. } | Op::Param { .. }) {
+            groups[plan.level[i]].push(i);
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
+/// The arena's base pointer, shared by the steps of one level (each writes
+/// only its own value's region, disjoint from every value it can overlap in time).
+#[derive(Clone, Copy)]
+struct ArenaPtr(*mut f32);
+// SAFETY: the memory plan gives values computed or read in one level disjoint
+// regions, so steps of a level on different threads never touch the same element.
+unsafe impl Send for ArenaPtr {}
+unsafe impl Sync for ArenaPtr {}
 
 impl Executable {
     /// Runs the graph on `feeds` (input name, value) and returns the outputs in
@@ -449,37 +530,86 @@ impl Executable {
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t)
                 .expect("checked above");
-            self.slots[self.plan.slot_of[*step]].copy_from_slice(t.data());
+            match self.plan.place[*step] {
+                Place::Arena(at) => self.arena[at..at + t.numel()].copy_from_slice(t.data()),
+                Place::Feed { feed, .. } => self.feed_ptrs[feed] = t.data().as_ptr() as usize,
+            }
         }
         Ok(())
     }
 
+    /// Runs every level's steps (in parallel when the level has several and
+    /// there are threads; one at a time while profiling).
     fn execute(&mut self) {
-        for (i, step) in self.steps.iter().enumerate() {
-            if self.plan.is_view(i) || matches!(step.op, Op::Input { .. } | Op::Param { .. }) {
-                continue;
-            }
-            let started = self.profile.is_some().then(std::time::Instant::now);
-            let out_slot = self.plan.slot_of[i];
-            let mut out = std::mem::take(&mut self.slots[out_slot]);
-            {
-                let views: Vec<View> = step
-                    .operands
-                    .iter()
-                    .map(|&o| View {
-                        shape: &self.steps[o].shape,
-                        data: self.data(o),
-                    })
-                    .collect();
-                step.op.eval(&views, &mut out, &step.shape, &self.ctx);
-            }
-            self.slots[out_slot] = out;
-            if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
-                p.record(step.op.name(), t.elapsed());
+        let mut arena = std::mem::take(&mut self.arena);
+        let base = ArenaPtr(arena.as_mut_ptr());
+        let parallel = self.pool.is_some() && self.profile.is_none();
+        for level in &self.levels {
+            if parallel && level.len() > 1 {
+                use rayon::prelude::*;
+                level.par_iter().for_each(|&i| self.run_step(i, base));
+            } else {
+                for &i in level {
+                    let started = self.profile.is_some().then(std::time::Instant::now);
+                    self.run_step(i, base);
+                    if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
+                        p.record(self.steps[i].op.name(), t.elapsed());
+                    }
+                }
             }
         }
+        self.arena = arena;
+        self.feed_ptrs.iter_mut().for_each(|p| *p = 0);
         if let Some(p) = self.profile.as_mut() {
             p.runs += 1;
+        }
+    }
+
+    /// Computes step `i` into its arena region from its operands' memory.
+    fn run_step(&self, i: usize, base: ArenaPtr) {
+        const NONE: View = View {
+            shape: &[],
+            data: &[],
+        };
+        let step = &self.steps[i];
+        let view = |o: usize| View {
+            shape: &self.steps[o].shape,
+            data: self.read(o, base),
+        };
+        let Place::Arena(at) = self.plan.place[i] else {
+            unreachable!("computing steps own arena memory")
+        };
+        // SAFETY: the plan gives this step's value a region of `len` elements
+        // inside the arena that no value live in this level overlaps, so no
+        // other reference to it exists while the step runs.
+        let out = unsafe { std::slice::from_raw_parts_mut(base.0.add(at), step.len) };
+        if step.operands.len() <= 8 {
+            let mut views = [NONE; 8];
+            for (v, &o) in views.iter_mut().zip(&step.operands) {
+                *v = view(o);
+            }
+            step.op
+                .eval(&views[..step.operands.len()], out, &step.shape, &self.ctx);
+        } else {
+            let views: Vec<View> = step.operands.iter().map(|&o| view(o)).collect();
+            step.op.eval(&views, out, &step.shape, &self.ctx);
+        }
+    }
+
+    /// The memory of step `o`'s value during a run.
+    fn read(&self, o: usize, base: ArenaPtr) -> &[f32] {
+        let len = self.steps[o].len;
+        // SAFETY: an arena region is only written by its own step, which ran in
+        // an earlier level; a feed pointer is the caller's tensor, borrowed for
+        // the whole run and at least `len` elements long (shapes were checked).
+        unsafe {
+            match self.plan.place[o] {
+                Place::Arena(at) => std::slice::from_raw_parts(base.0.add(at), len),
+                Place::Feed { feed, offset } => std::slice::from_raw_parts(
+                    (self.feed_ptrs[feed] as *const f32).add(offset),
+                    len,
+                ),
+            }
         }
     }
 
@@ -495,26 +625,27 @@ impl Executable {
 
     fn apply_updates(&mut self) {
         for &(param, value) in &self.updates {
-            let (dst, src) = (self.plan.slot_of[param], self.plan.slot_of[value]);
-            if dst == src {
-                continue;
+            let (dst, src) = (self.arena_at(param), self.arena_at(value));
+            if dst != src {
+                self.arena
+                    .copy_within(src..src + self.steps[value].len, dst);
             }
-            let (off, len) = (self.plan.offset_of[value], self.steps[value].len);
-            let (d, s) = if dst < src {
-                let (lo, hi) = self.slots.split_at_mut(src);
-                (&mut lo[dst], &hi[0])
-            } else {
-                let (lo, hi) = self.slots.split_at_mut(dst);
-                (&mut hi[0], &lo[src])
-            };
-            d.copy_from_slice(&s[off..off + len]);
         }
     }
 
-    /// The buffer region holding the value of `step`.
+    /// Where step `step`'s value starts in the arena (outputs, update values
+    /// and parameters always live there).
+    fn arena_at(&self, step: usize) -> usize {
+        match self.plan.place[step] {
+            Place::Arena(at) => at,
+            Place::Feed { .. } => unreachable!("results and parameters live in the arena"),
+        }
+    }
+
+    /// The arena memory holding the value of `step` (a result or parameter).
     fn data(&self, step: usize) -> &[f32] {
-        let off = self.plan.offset_of[step];
-        &self.slots[self.plan.slot_of[step]][off..off + self.steps[step].len]
+        let at = self.arena_at(step);
+        &self.arena[at..at + self.steps[step].len]
     }
 
     fn value(&self, step: usize) -> Tensor {
@@ -537,7 +668,7 @@ impl Executable {
         self.params
             .iter()
             .find(|(n, _)| n == name)
-            .map(|&(_, s)| self.slots[self.plan.slot_of[s]].as_slice())
+            .map(|&(_, s)| self.data(s))
     }
 
     /// The current value of parameter `name`.
@@ -557,7 +688,8 @@ impl Executable {
     /// Replaces the value of parameter `name` from row-major data of its size.
     pub fn set_param_data(&mut self, name: &str, data: &[f32]) -> Result<()> {
         let step = self.check_param_len(name, data.len())?;
-        self.slots[self.plan.slot_of[step]].copy_from_slice(data);
+        let at = self.arena_at(step);
+        self.arena[at..at + data.len()].copy_from_slice(data);
         Ok(())
     }
 
@@ -614,7 +746,14 @@ impl Executable {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
-    /// Bytes of buffer memory planned at compile time.
+    /// Bytes the arena would need if no two values shared memory (compare
+    /// with [`planned_bytes`](Self::planned_bytes)).
+    pub fn unshared_bytes(&self) -> usize {
+        self.plan.unshared_len * std::mem::size_of::<f32>()
+    }
+
+    /// Peak bytes of the arena planned at compile time: every intermediate,
+    /// output and parameter (fed inputs are read in place).
     pub fn planned_bytes(&self) -> usize {
         self.plan.bytes()
     }

@@ -1,67 +1,229 @@
-//! The memory plan: which buffer slot, and where in it, holds each scheduled value.
+//! The static memory plan: where in one arena each scheduled value lives.
 //!
-//! Every buffer is sized and allocated once, at compile time. This first plan
-//! gives each value its own slot, except that an `Output` of a multi-output
-//! op, a `Reshape` and a `StopGradient` are views into their operand's slot
-//! (no copy; nothing writes a buffer after its step); liveness-based reuse and
-//! in-place writes slot into [`MemoryPlan::build`] without touching the executor.
+//! The schedule is cut into levels (a step's level is one more than its
+//! operands' highest), and steps of one level may run at the same time. A
+//! value is live from its step's level through the last level that reads it
+//! (directly or through a view); outputs, update values and parameters live
+//! to the end. Values whose live ranges overlap get disjoint places; the rest
+//! share memory. Places are chosen largest value first, each at the lowest
+//! 64-byte-aligned offset free over its whole live range.
+//!
+//! Fed inputs are not in the arena: a run reads the caller's tensors in place.
 
 /// Where one scheduled value lives before planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Value {
-    /// A buffer of its own, of this many f32 elements.
+    /// A region of its own, of this many f32 elements.
     Owned(usize),
-    /// A view into step `of`'s buffer, starting `offset` elements in.
+    /// A view into step `of`'s value, starting `offset` elements in.
     View {
-        /// The step whose buffer holds the value.
+        /// The step whose value holds this one.
         of: usize,
+        /// Offset in elements.
+        offset: usize,
+    },
+    /// A fed input, read from the caller's tensor during a run.
+    Feed,
+}
+
+/// Where a planned value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Elements starting at this offset in the arena.
+    Arena(usize),
+    /// Elements starting at this offset in feed number `feed`.
+    Feed {
+        /// Index among the fed inputs (schedule order).
+        feed: usize,
         /// Offset in elements.
         offset: usize,
     },
 }
 
-/// Slot assignment for a schedule of values.
+/// The arena layout of a schedule.
 #[derive(Clone, Debug)]
 pub struct MemoryPlan {
-    /// `slot_of[step]` is the slot holding the value of that step.
-    pub slot_of: Vec<usize>,
-    /// `offset_of[step]`: where in its slot the value starts, in elements.
-    pub offset_of: Vec<usize>,
-    /// Size in f32 elements of each slot.
-    pub slot_len: Vec<usize>,
-    /// Whether each step's value is a view into another step's buffer.
+    /// Where each step's value is.
+    pub place: Vec<Place>,
+    /// Whether each step's value is a view into another step's (or a feed).
     pub view: Vec<bool>,
+    /// Each step's level.
+    pub level: Vec<usize>,
+    /// Arena size in f32 elements (the peak of simultaneously live values).
+    pub arena_len: usize,
+    /// Sum of the sizes of all values the arena holds, had none shared memory.
+    pub unshared_len: usize,
 }
 
+/// Arena offsets are multiples of this many elements (64 bytes).
+const ALIGN: usize = 16;
+
 impl MemoryPlan {
-    /// Plans slots for values in schedule order (a view refers to an earlier step).
-    pub fn build(values: &[Value]) -> Self {
-        let mut plan = MemoryPlan {
-            slot_of: Vec::with_capacity(values.len()),
-            offset_of: Vec::with_capacity(values.len()),
-            slot_len: Vec::new(),
-            view: Vec::with_capacity(values.len()),
-        };
-        for v in values {
-            let (slot, offset) = match *v {
-                Value::Owned(len) => {
-                    plan.slot_len.push(len);
-                    (plan.slot_len.len() - 1, 0)
-                }
-                Value::View { of, offset } => (plan.slot_of[of], plan.offset_of[of] + offset),
-            };
-            plan.slot_of.push(slot);
-            plan.offset_of.push(offset);
-            plan.view.push(matches!(v, Value::View { .. }));
+    /// Plans `values` (in schedule order; a view refers to an earlier step).
+    /// `levels[i]` is step `i`'s level, `reads[i]` the steps it reads, and
+    /// `pinned[i]` whether its value must survive the whole run (outputs,
+    /// update values, parameters).
+    pub fn build(
+        values: &[Value],
+        levels: &[usize],
+        reads: &[Vec<usize>],
+        pinned: &[bool],
+    ) -> Self {
+        let n = values.len();
+        // the value each step's data belongs to, and the feed numbers
+        let mut root = Vec::with_capacity(n);
+        let mut feeds = vec![usize::MAX; n];
+        let mut next_feed = 0;
+        for (i, v) in values.iter().enumerate() {
+            root.push(match *v {
+                Value::View { of, .. } => root[of],
+                _ => i,
+            });
+            if *v == Value::Feed {
+                feeds[i] = next_feed;
+                next_feed += 1;
+            }
         }
-        plan
+        // live range of each root value: [its level, last reader's level]
+        let end = levels.iter().copied().max().unwrap_or(0) + 1;
+        let mut last = levels.to_vec();
+        for (i, ops) in reads.iter().enumerate() {
+            for &o in ops {
+                last[root[o]] = last[root[o]].max(levels[i]);
+            }
+        }
+        for i in 0..n {
+            if pinned[i] {
+                last[root[i]] = end;
+            }
+        }
+        let mut owned: Vec<(usize, usize)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match *v {
+                Value::Owned(len) => Some((i, len)),
+                _ => None,
+            })
+            .collect();
+        owned.sort_by_key(|&(i, len)| (std::cmp::Reverse(len), levels[i], i));
+        let mut offset = vec![0usize; n];
+        let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (start, end, from, to)
+        let mut arena_len = 0;
+        let mut unshared_len = 0;
+        for &(i, len) in &owned {
+            let (from, to) = (levels[i], last[i]);
+            let mut busy: Vec<(usize, usize)> = placed
+                .iter()
+                .filter(|p| p.2 <= to && from <= p.3)
+                .map(|p| (p.0, p.1))
+                .collect();
+            busy.sort_unstable();
+            let mut at = 0;
+            for (s, e) in busy {
+                if at + len <= s {
+                    break;
+                }
+                at = at.max(e.next_multiple_of(ALIGN));
+            }
+            offset[i] = at;
+            placed.push((at, at + len, from, to));
+            arena_len = arena_len.max(at + len);
+            unshared_len += len.next_multiple_of(ALIGN);
+        }
+        let mut place = Vec::with_capacity(n);
+        for (i, v) in values.iter().enumerate() {
+            place.push(match *v {
+                Value::Owned(_) => Place::Arena(offset[i]),
+                Value::Feed => Place::Feed {
+                    feed: feeds[i],
+                    offset: 0,
+                },
+                Value::View { of, offset: off } => match place[of] {
+                    Place::Arena(o) => Place::Arena(o + off),
+                    Place::Feed { feed, offset } => Place::Feed {
+                        feed,
+                        offset: offset + off,
+                    },
+                },
+            });
+        }
+        MemoryPlan {
+            place,
+            view: values
+                .iter()
+                .map(|v| !matches!(v, Value::Owned(_)))
+                .collect(),
+            level: levels.to_vec(),
+            arena_len,
+            unshared_len,
+        }
     }
-    /// Whether step `i` reads another step's buffer instead of computing its own.
+    /// Whether step `i` reads another value's memory instead of computing into its own.
     pub fn is_view(&self, i: usize) -> bool {
         self.view[i]
     }
-    /// Total bytes of all slots.
+    /// Peak arena bytes.
     pub fn bytes(&self) -> usize {
-        self.slot_len.iter().sum::<usize>() * std::mem::size_of::<f32>()
+        self.arena_len * std::mem::size_of::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain a → b → c → d of equal sizes needs two regions, not four,
+    /// and every pair of values alive at once is disjoint.
+    #[test]
+    fn dead_values_share_memory_and_live_ones_never_overlap() {
+        let values = vec![Value::Owned(100); 4];
+        let levels = vec![0, 1, 2, 3];
+        let reads = vec![vec![], vec![0], vec![1], vec![2]];
+        let plan = MemoryPlan::build(&values, &levels, &reads, &[false, false, false, true]);
+        assert_eq!(plan.arena_len, 112 + 100); // two aligned regions
+        assert_eq!(plan.unshared_len, 4 * 112);
+        let at = |i: usize| match plan.place[i] {
+            Place::Arena(o) => o,
+            other => panic!("{other:?}"),
+        };
+        for i in 0..3 {
+            assert!(
+                at(i).abs_diff(at(i + 1)) >= 100,
+                "{i} and {} overlap",
+                i + 1
+            );
+        }
+    }
+
+    /// A value read late (by the last step) stays live under every value
+    /// computed in between; views extend their base's life.
+    #[test]
+    fn views_and_late_readers_keep_values_alive() {
+        // 0: x; 1: view of 0; 2: y = f(0); 3: z = g(2); 4: h(1, 3)
+        let values = vec![
+            Value::Owned(64),
+            Value::View { of: 0, offset: 0 },
+            Value::Owned(64),
+            Value::Owned(64),
+            Value::Owned(64),
+        ];
+        let levels = vec![0, 0, 1, 2, 3];
+        let reads = vec![vec![], vec![0], vec![0], vec![2], vec![1, 3]];
+        let plan = MemoryPlan::build(
+            &values,
+            &levels,
+            &reads,
+            &[false, false, false, false, true],
+        );
+        let at = |i: usize| match plan.place[i] {
+            Place::Arena(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(1), at(0));
+        for j in [2, 3, 4] {
+            assert!(at(0).abs_diff(at(j)) >= 64, "x overlaps value {j}");
+        }
+        assert!(at(3).abs_diff(at(4)) >= 64);
+        assert_eq!(plan.view, vec![false, true, false, false, false]);
     }
 }

@@ -39,27 +39,44 @@ impl Geom {
     }
 }
 
-/// Calls `f(column index, plane index)` for every window cell that falls
-/// inside the plane (cells in the padding are skipped).
-pub fn for_each_cell(g: &Geom, mut f: impl FnMut(usize, usize)) {
-    let (k, s, p, d) = (g.kernel, g.stride, g.pad, g.dilation);
+/// For kernel tap `k` along `axis`: the output positions `lo..hi` whose input
+/// coordinate `o·stride + k·dilation − pad` lies inside the plane, and that
+/// coordinate for `o = 0` (may be negative).
+fn tap_range(g: &Geom, axis: usize, k: usize, out: usize) -> (usize, usize, isize) {
+    let (s, size) = (g.stride[axis] as isize, [g.h, g.w][axis] as isize);
+    let start = (k * g.dilation[axis]) as isize - g.pad[axis] as isize;
+    // first o with start + o·s ≥ 0, first o with start + o·s ≥ size
+    let first_at_least = |bound: isize| -> usize {
+        if start >= bound {
+            0
+        } else {
+            ((bound - start + s - 1) / s).min(out as isize) as usize
+        }
+    };
+    let lo = first_at_least(0);
+    (lo, first_at_least(size).max(lo), start)
+}
+
+/// Calls `f(row of the [K, L] columns, plane offset of its first in-plane cell,
+/// in-plane output columns lo..hi)` for every kernel cell and output row; the
+/// cells outside the plane are the caller's (zero for im2col, skipped for col2im).
+#[inline(always)]
+fn for_each_run(g: &Geom, mut f: impl FnMut(usize, Option<usize>, usize, usize)) {
     let (oh, ow) = g.out();
-    let l = oh * ow;
-    for ki in 0..k[0] {
-        for kj in 0..k[1] {
-            let cell = ki * k[1] + kj;
+    for ki in 0..g.kernel[0] {
+        let (ylo, yhi, y0) = tap_range(g, 0, ki, oh);
+        for kj in 0..g.kernel[1] {
+            let cell = ki * g.kernel[1] + kj;
+            let (xlo, xhi, x0) = tap_range(g, 1, kj, ow);
             for y in 0..oh {
-                let iy = (y * s[0] + ki * d[0]) as isize - p[0] as isize;
-                if iy < 0 || iy >= g.h as isize {
+                let row = (cell * oh + y) * ow;
+                if y < ylo || y >= yhi || xlo == xhi {
+                    f(row, None, 0, 0);
                     continue;
                 }
-                let row = iy as usize * g.w;
-                for x in 0..ow {
-                    let ix = (x * s[1] + kj * d[1]) as isize - p[1] as isize;
-                    if ix >= 0 && ix < g.w as isize {
-                        f(cell * l + y * ow + x, row + ix as usize);
-                    }
-                }
+                let iy = (y0 + (y * g.stride[0]) as isize) as usize;
+                let ix = (x0 + (xlo * g.stride[1]) as isize) as usize;
+                f(row, Some(iy * g.w + ix), xlo, xhi);
             }
         }
     }
@@ -67,11 +84,40 @@ pub fn for_each_cell(g: &Geom, mut f: impl FnMut(usize, usize)) {
 
 /// Writes the `[K, L]` columns of `plane` into `cols` (padding cells are 0).
 pub fn im2col(g: &Geom, plane: &[f32], cols: &mut [f32]) {
-    cols.fill(0.0);
-    for_each_cell(g, |c, i| cols[c] = plane[i]);
+    let ow = g.out().1;
+    let sw = g.stride[1];
+    for_each_run(g, |row, first, lo, hi| {
+        let dst = &mut cols[row..row + ow];
+        let Some(first) = first else {
+            dst.fill(0.0);
+            return;
+        };
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let dst = &mut dst[lo..hi];
+        if sw == 1 {
+            dst.copy_from_slice(&plane[first..first + dst.len()]);
+        } else {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = plane[first + i * sw];
+            }
+        }
+    });
 }
 
 /// Adds every column cell of `cols [K, L]` to its position in `plane`.
 pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
-    for_each_cell(g, |c, i| plane[i] += cols[c]);
+    let sw = g.stride[1];
+    for_each_run(g, |row, first, lo, hi| {
+        let Some(first) = first else { return };
+        let src = &cols[row + lo..row + hi];
+        if sw == 1 {
+            let dst = &mut plane[first..first + src.len()];
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            for (i, s) in src.iter().enumerate() {
+                plane[first + i * sw] += s;
+            }
+        }
+    });
 }

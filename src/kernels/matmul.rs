@@ -1,5 +1,6 @@
 //! Dense f32 matrix multiply through the `gemm` crate.
 
+use super::par;
 use gemm::{gemm, Parallelism};
 
 /// Below this many multiply-adds a product runs on the calling thread.
@@ -46,8 +47,29 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
     matmul_acc(m, k, n, a, b, out, false);
 }
 
-/// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else overwrites it.
+/// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else
+/// overwrites it; on the threads [`par::threads`] allows when the product is large.
 pub fn matmul_acc(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
+        par::threads()
+    } else {
+        1
+    };
+    matmul_acc_on(threads, m, k, n, a, b, out, accumulate);
+}
+
+/// [`matmul_acc`] on exactly `threads` threads of the current rayon pool (1: this thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_acc_on(
+    threads: usize,
     m: usize,
     k: usize,
     n: usize,
@@ -69,8 +91,8 @@ pub fn matmul_acc(
         }
         return;
     }
-    let par = if m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(rayon::current_num_threads())
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };

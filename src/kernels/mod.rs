@@ -6,3 +6,4 @@ pub mod matmul;
 pub mod par;
 pub mod permute;
 pub mod pool;
+pub mod scratch;

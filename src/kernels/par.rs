@@ -29,26 +29,53 @@ pub fn threads() -> usize {
     }
 }
 
-/// Calls `f(i, chunk)` for every `chunk`-sized piece of `out` (the last may be
-/// shorter), in parallel when threads allow and there is more than one piece.
-pub fn for_each_chunk<F>(out: &mut [f32], chunk: usize, f: F)
+/// Elements of work below which a parallel task is not worth its overhead.
+const TASK_MIN_WORK: usize = 1 << 14;
+
+/// Planes per task so that each task has at least [`TASK_MIN_WORK`] elements
+/// of `work` per plane.
+fn planes_per_task(work: usize) -> usize {
+    TASK_MIN_WORK.div_ceil(work.max(1))
+}
+
+/// Calls `f(p, plane p of out)` for every `len`-sized plane of `out`; planes
+/// go to parallel tasks when threads allow and each does about `work`
+/// elements of work.
+pub fn for_each_plane<F>(out: &mut [f32], len: usize, work: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
-    let chunk = chunk.max(1);
-    if threads() > 1 && out.len() > chunk {
-        out.par_chunks_mut(chunk)
+    if len == 0 {
+        return;
+    }
+    if threads() > 1 && out.len() > len {
+        out.par_chunks_mut(len)
+            .with_min_len(planes_per_task(work))
             .enumerate()
-            .for_each(|(i, c)| f(i, c));
+            .for_each(|(p, c)| f(p, c));
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        out.chunks_mut(len).enumerate().for_each(|(p, c)| f(p, c));
     }
 }
 
-/// How many items of `cost` work units each make a parallel task worth its
-/// overhead (about 20k multiply-adds a task), at least one.
-pub fn grain(items: usize, cost_per_item: usize) -> usize {
-    let per_task = (1usize << 15) / cost_per_item.max(1);
-    let balanced = items.div_ceil(4 * threads());
-    per_task.max(balanced).max(1)
+/// [`for_each_plane`] over two outputs with planes of the same `len`.
+pub fn for_each_plane2<F>(a: &mut [f32], b: &mut [f32], len: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+{
+    if len == 0 {
+        return;
+    }
+    if threads() > 1 && a.len() > len {
+        a.par_chunks_mut(len)
+            .zip(b.par_chunks_mut(len))
+            .with_min_len(planes_per_task(work))
+            .enumerate()
+            .for_each(|(p, (x, y))| f(p, x, y));
+    } else {
+        a.chunks_mut(len)
+            .zip(b.chunks_mut(len))
+            .enumerate()
+            .for_each(|(p, (x, y))| f(p, x, y));
+    }
 }

@@ -71,48 +71,82 @@ impl PoolGeom {
             }
         }
     }
-    /// `1 / divisor` for every output cell of a plane (row-major).
-    pub fn inverse_divisors(&self, rule: Divide) -> Vec<f32> {
-        let rows: Vec<usize> = (0..self.out[0]).map(|o| self.count(0, o, rule)).collect();
-        let cols: Vec<usize> = (0..self.out[1]).map(|o| self.count(1, o, rule)).collect();
-        let mut inv = Vec::with_capacity(self.out_len());
-        for &r in &rows {
-            for &c in &cols {
-                inv.push(1.0 / (r * c) as f32);
-            }
-        }
-        inv
+    /// Output indices along `axis` whose whole window lies inside the plane:
+    /// `lo..hi` (empty when none does).
+    fn interior(&self, axis: usize) -> (usize, usize) {
+        let (k, d, s) = (self.kernel[axis], self.dilation[axis], self.stride[axis]);
+        let (pad, size, out) = (self.pads[axis].0, self.size[axis], self.out[axis]);
+        let lo = pad.div_ceil(s).min(out);
+        let span = (k - 1) * d + 1; // window extent
+        let hi = if size + pad >= span {
+            ((size + pad - span) / s + 1).min(out)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
     }
-    /// Every window of a plane, row-major over the output: computed once per
-    /// op, then walked for every plane.
-    pub fn windows(&self) -> Windows {
+    /// The interior block: output rows whose windows' rows all lie in the
+    /// plane (a range, as rows only clip at the edges) and the interior columns.
+    fn interior_block(&self) -> Interior {
+        let (r, c) = (self.interior(0), self.interior(1));
+        Interior {
+            rows: r.0..r.1,
+            cols: c.0..c.1,
+            taps: self.kernel[0] * self.kernel[1],
+        }
+    }
+    /// Plane offset of tap `t` (row-major over the kernel) relative to the
+    /// window's first cell, for unclipped windows.
+    fn tap_offset(&self, t: usize) -> usize {
+        let (ki, kj) = (t / self.kernel[1], t % self.kernel[1]);
+        ki * self.dilation[0] * self.size[1] + kj * self.dilation[1]
+    }
+    /// Plane offset of the first cell of the unclipped window at `(oh, ow)`.
+    fn window_start(&self, oh: usize, ow: usize) -> usize {
+        (oh * self.stride[0] - self.pads[0].0) * self.size[1] + ow * self.stride[1] - self.pads[1].0
+    }
+    /// Calls `f(output index, window, 1 / divisor under rule)` for every
+    /// window of a plane outside the interior block, row-major.
+    #[inline(always)]
+    fn for_each_edge_window(&self, rule: Divide, mut f: impl FnMut(usize, Win, f32)) {
+        let inner = self.interior_block();
         let (dh, w) = (self.dilation[0], self.size[1] as isize);
-        let cols: Vec<_> = (0..self.out[1]).map(|o| self.taps(1, o)).collect();
-        let mut wins = Vec::with_capacity(self.out_len());
+        let (a, b) = self.interior(1);
+        let (kw, sw, pw) = (self.kernel[1], self.stride[1], self.pads[1].0 as isize);
         for oh in 0..self.out[0] {
             let (rlo, rhi, r0) = self.taps(0, oh);
-            for &(clo, chi, c0) in &cols {
-                wins.push(Win {
-                    first: (r0 + (rlo * dh) as isize) * w + c0,
+            let rows = self.count(0, oh, rule) as f32;
+            let first_row = (r0 + (rlo * dh) as isize) * w;
+            let base = oh * self.out[1];
+            for ow in 0..self.out[1] {
+                if inner.rows.contains(&oh) && inner.cols.contains(&ow) {
+                    continue;
+                }
+                let ((clo, chi, c0), cols) = if ow >= a && ow < b {
+                    ((0, kw, (ow * sw) as isize - pw), kw)
+                } else {
+                    (self.taps(1, ow), self.count(1, ow, rule))
+                };
+                let win = Win {
+                    first: first_row + c0,
                     row_step: (dh as isize) * w,
                     rows: rhi - rlo,
                     cols: (clo, chi),
                     starts_in_pad: rlo > 0 || clo > 0 || rhi == rlo || chi == clo,
-                });
+                };
+                f(base + ow, win, 1.0 / (rows * cols as f32));
             }
-        }
-        Windows {
-            wins,
-            col_step: self.dilation[1],
         }
     }
 }
 
-/// The windows of one plane (from [`PoolGeom::windows`]).
+/// Output rows and columns whose windows lie wholly inside the plane, and
+/// the taps per window.
 #[derive(Clone, Debug)]
-pub struct Windows {
-    wins: Vec<Win>,
-    col_step: usize,
+struct Interior {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    taps: usize,
 }
 
 /// The in-plane cells of one window: `rows` rows starting at plane offset
@@ -148,10 +182,14 @@ impl Win {
 /// maximum in row-major window order, as f32. Padded cells are −∞: one holds
 /// the first maximum only when it is the window's first cell and no in-plane
 /// cell is larger (or NaN); its index is then −1.
-pub fn max_pool(ws: &Windows, x: &[f32], values: &mut [f32], indices: &mut [f32]) {
-    for (o, win) in ws.wins.iter().enumerate() {
+///
+/// Interior windows are computed tap by tap over whole output rows with
+/// branch-free selects (the loops vectorise); edge windows one by one.
+pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]) {
+    let dw = g.dilation[1];
+    g.for_each_edge_window(Divide::Window, |o, win, _| {
         let (mut best, mut at, mut first) = (f32::NEG_INFINITY, -1isize, !win.starts_in_pad);
-        win.cells(ws.col_step, |i| {
+        win.cells(dw, |i| {
             let v = x[i];
             if first || (!best.is_nan() && (v > best || v.is_nan())) {
                 (best, at, first) = (v, i as isize, false);
@@ -159,7 +197,136 @@ pub fn max_pool(ws: &Windows, x: &[f32], values: &mut [f32], indices: &mut [f32]
         });
         values[o] = best;
         indices[o] = at as f32;
+    });
+    let inner = g.interior_block();
+    let sw = g.stride[1];
+    let mut buf = [0.0f32; BLOCK];
+    let mut ramp = [0.0f32; BLOCK];
+    for (k, r) in ramp.iter_mut().enumerate() {
+        *r = (k * sw) as f32; // plane offsets are exact in f32 (planes ≤ 2^24 cells)
     }
+    for oh in inner.rows.clone() {
+        let row = oh * g.out[1];
+        for block in blocks(inner.cols.clone()) {
+            let n = block.len();
+            let (vals, idx) = (
+                &mut values[row + block.start..][..n],
+                &mut indices[row + block.start..][..n],
+            );
+            let start = g.window_start(oh, block.start);
+            for t in 0..inner.taps {
+                let at = start + g.tap_offset(t);
+                let src = strided(x, at, sw, n, &mut buf);
+                let (base, ramp) = (at as f32, &ramp[..n]);
+                if t == 0 {
+                    vals.copy_from_slice(src);
+                    idx.iter_mut().zip(ramp).for_each(|(i, r)| *i = base + r);
+                    continue;
+                }
+                take_max(vals, idx, src, base, ramp);
+            }
+        }
+    }
+}
+
+/// Where `src[k]` is larger than `vals[k]` (or the first NaN), takes it, with
+/// index `base + ramp[k]`; in lanes of 8 with selects, no branches.
+#[inline(always)]
+fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f32]) {
+    #[inline(always)]
+    fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
+        // x > v, or x is NaN and v is not: "not x ≤ v" unless v is NaN
+        let (old, oi) = (*v, *i);
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let take = !(x <= old) & !old.is_nan();
+        *v = if take { x } else { old };
+        *i = if take { at } else { oi };
+    }
+    #[cfg(target_feature = "avx")]
+    let n = {
+        use std::arch::x86_64::*;
+        let n = vals.len() / 8 * 8;
+        let at = unsafe { _mm256_set1_ps(base) };
+        for k in (0..n).step_by(8) {
+            // SAFETY: k + 8 ≤ n ≤ the length of every slice (checked below by
+            // the slicing), and AVX is enabled at compile time.
+            unsafe {
+                let (v, i) = (&mut vals[k..k + 8], &mut idx[k..k + 8]);
+                let (x, r) = (&src[k..k + 8], &ramp[k..k + 8]);
+                let old = _mm256_loadu_ps(v.as_ptr());
+                let xv = _mm256_loadu_ps(x.as_ptr());
+                // x > v or x unordered (NaN), and v ordered (not NaN)
+                let take = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, old),
+                    _mm256_cmp_ps::<_CMP_ORD_Q>(old, old),
+                );
+                _mm256_storeu_ps(v.as_mut_ptr(), _mm256_blendv_ps(old, xv, take));
+                let newi = _mm256_add_ps(at, _mm256_loadu_ps(r.as_ptr()));
+                let oldi = _mm256_loadu_ps(i.as_ptr());
+                _mm256_storeu_ps(i.as_mut_ptr(), _mm256_blendv_ps(oldi, newi, take));
+            }
+        }
+        n
+    };
+    #[cfg(not(target_feature = "avx"))]
+    let n = 0;
+    let (vals, idx, src, ramp) = (&mut vals[n..], &mut idx[n..], &src[n..], &ramp[n..]);
+    let n = vals.len() / 8 * 8;
+    let (v8, vr) = vals.split_at_mut(n);
+    let (i8, ir) = idx.split_at_mut(n);
+    let (s8, sr) = src.split_at(n);
+    let (r8, rr) = ramp.split_at(n);
+    for (((v, i), s), r) in v8
+        .chunks_exact_mut(8)
+        .zip(i8.chunks_exact_mut(8))
+        .zip(s8.chunks_exact(8))
+        .zip(r8.chunks_exact(8))
+    {
+        let (v, i): (&mut [f32; 8], &mut [f32; 8]) =
+            (v.try_into().expect("8"), i.try_into().expect("8"));
+        let (s, r): (&[f32; 8], &[f32; 8]) = (s.try_into().expect("8"), r.try_into().expect("8"));
+        for k in 0..8 {
+            lane(&mut v[k], &mut i[k], s[k], base + r[k]);
+        }
+    }
+    for (((v, i), &x), r) in vr.iter_mut().zip(ir.iter_mut()).zip(sr).zip(rr) {
+        lane(v, i, x, base + r);
+    }
+}
+
+/// Output columns handled together in the interior loops.
+const BLOCK: usize = 64;
+
+/// `range` in pieces of at most [`BLOCK`].
+fn blocks(range: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
+    range
+        .clone()
+        .step_by(BLOCK)
+        .map(move |s| s..(s + BLOCK).min(range.end))
+}
+
+/// `x[at], x[at + step], ...` (`n` of them): a slice of `x` when `step` is 1,
+/// else gathered into `buf`.
+#[inline(always)]
+fn strided<'a>(x: &'a [f32], at: usize, step: usize, n: usize, buf: &'a mut [f32]) -> &'a [f32] {
+    if step == 1 || n == 0 {
+        return &x[at..at + n];
+    }
+    let src = &x[at..at + (n - 1) * step + 1];
+    let dst = &mut buf[..n];
+    if step == 2 {
+        // the common stride: a de-interleave the compiler vectorises
+        let (pairs, last) = src.split_at(src.len() - 1);
+        for (b, p) in dst.iter_mut().zip(pairs.chunks_exact(2)) {
+            *b = p[0];
+        }
+        dst[n - 1] = last[0];
+    } else {
+        for (b, c) in dst.iter_mut().zip(src.chunks(step)) {
+            *b = c[0];
+        }
+    }
+    dst
 }
 
 /// Max pooling backward over one plane: `gx` is zeroed, then every `gy[o]`
@@ -173,22 +340,58 @@ pub fn max_pool_backward(gy: &[f32], indices: &[f32], gx: &mut [f32]) {
     }
 }
 
-/// Average pooling of one plane: the window sum over in-plane cells times
-/// `inv[o]` (`1 / divisor`, from [`PoolGeom::inverse_divisors`]).
-pub fn avg_pool(ws: &Windows, inv: &[f32], x: &[f32], out: &mut [f32]) {
-    for (o, win) in ws.wins.iter().enumerate() {
+/// Average pooling of one plane: the window sum over in-plane cells divided
+/// by the count `rule` gives. Interior windows are summed tap by tap over
+/// whole output rows.
+pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
+    let dw = g.dilation[1];
+    g.for_each_edge_window(rule, |o, win, inv| {
         let mut sum = 0.0f32;
-        win.cells(ws.col_step, |i| sum += x[i]);
-        out[o] = sum * inv[o];
+        win.cells(dw, |i| sum += x[i]);
+        out[o] = sum * inv;
+    });
+    let inner = g.interior_block();
+    let sw = g.stride[1];
+    let inv = 1.0 / inner.taps as f32; // every rule counts all cells of an interior window
+    let mut buf = [0.0f32; BLOCK];
+    for oh in inner.rows.clone() {
+        let row = oh * g.out[1];
+        for block in blocks(inner.cols.clone()) {
+            let n = block.len();
+            let dst = &mut out[row + block.start..][..n];
+            let start = g.window_start(oh, block.start);
+            for t in 0..inner.taps {
+                let src = strided(x, start + g.tap_offset(t), sw, n, &mut buf);
+                if t == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                }
+            }
+            dst.iter_mut().for_each(|d| *d *= inv);
+        }
     }
 }
 
-/// Average pooling backward over one plane: `gx` is zeroed, then `gy[o]·inv[o]`
-/// is added to every in-plane cell of window `o`.
-pub fn avg_pool_backward(ws: &Windows, inv: &[f32], gy: &[f32], gx: &mut [f32]) {
+/// Average pooling backward over one plane: `gx` is zeroed, then `gy[o]`
+/// divided by window `o`'s count is added to every in-plane cell of it.
+pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32]) {
     gx.fill(0.0);
-    for (o, win) in ws.wins.iter().enumerate() {
-        let v = gy[o] * inv[o];
-        win.cells(ws.col_step, |i| gx[i] += v);
+    let dw = g.dilation[1];
+    g.for_each_edge_window(rule, |o, win, inv| {
+        let v = gy[o] * inv;
+        win.cells(dw, |i| gx[i] += v);
+    });
+    let inner = g.interior_block();
+    let (cols, sw) = (inner.cols.clone(), g.stride[1]);
+    let inv = 1.0 / inner.taps as f32;
+    for oh in inner.rows.clone() {
+        let row = oh * g.out[1];
+        let src = &gy[row + cols.start..row + cols.end];
+        let start = g.window_start(oh, cols.start);
+        for t in 0..inner.taps {
+            let dst = gx[start + g.tap_offset(t)..].iter_mut().step_by(sw);
+            dst.zip(src).for_each(|(d, &v)| *d += v * inv);
+        }
     }
 }

@@ -65,8 +65,14 @@ fn dims(
     }
 }
 
-/// Kernel of `Conv`.
-pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
+/// Kernel of `Conv`: the convolution, then the epilogue's unary ops in order.
+pub fn conv(
+    window: &Window,
+    groups: usize,
+    epilogue: &[super::UnaryOp],
+    ins: &[View],
+    out: &mut [f32],
+) {
     let (x, w) = (ins[0], ins[1]);
     let d = dims(
         window,
@@ -76,7 +82,12 @@ pub fn conv(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
         w.shape[0],
         &x.shape[2..],
     );
-    conv_forward(&d, x.data, w.data, ins.get(2).map(|b| b.data), out);
+    let after = |y: &mut [f32]| {
+        for &u in epilogue {
+            super::elementwise::unary_in_place(u, y);
+        }
+    };
+    conv_forward(&d, x.data, w.data, ins.get(2).map(|b| b.data), out, &after);
 }
 
 /// VJP of `Conv`: `dx = input_grad(w, gy)`, `dw = kernel_grad(x, gy)`,

@@ -522,12 +522,7 @@ impl Op {
                 window,
                 groups,
                 epilogue,
-            } => {
-                conv::conv(window, *groups, ins, out);
-                for &u in epilogue {
-                    elementwise::unary_in_place(u, out);
-                }
-            }
+            } => conv::conv(window, *groups, epilogue, ins, out),
             Op::ConvKernelGrad { window, groups } => conv::kernel_grad(window, *groups, ins, out),
             Op::ConvInputGrad {
                 window,

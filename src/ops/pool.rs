@@ -15,6 +15,7 @@
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
+use crate::kernels::par;
 use crate::kernels::pool::{self, Divide, PoolGeom};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -135,9 +136,16 @@ impl PoolWindow {
     }
     /// The window over one plane of spatial size `spatial` (a 1-D window is a plane of height 1).
     pub fn geom(&self, spatial: &[usize]) -> PoolGeom {
-        let out = self
-            .out_size("pool", spatial)
-            .expect("shapes were checked when the node was built");
+        // the output size along each axis (the shape rule checked it fits)
+        let out_len = |d: usize| {
+            let padded = spatial[d] + self.pads[d].0 + self.pads[d].1;
+            (padded - (self.dilation[d] * (self.kernel[d] - 1) + 1)) / self.stride[d] + 1
+        };
+        let out = if spatial.len() == 1 {
+            [1, out_len(0)]
+        } else {
+            [out_len(0), out_len(1)]
+        };
         let two = |v: &[usize], one: usize| {
             if v.len() == 1 {
                 [one, v[0]]
@@ -155,7 +163,7 @@ impl PoolWindow {
                 [self.pads[0], self.pads[1]]
             },
             size: two(spatial, 1),
-            out: two(&out, 1),
+            out,
         }
     }
 }
@@ -259,18 +267,13 @@ pub fn avg_pool_backward_shape(
     unpooled_shape(pool_name("avg", w.rank(), "backward"), w, spatial, gy)
 }
 
-/// Kernel of `MaxPoolWithIndices`: values then indices, each `[N, C, *O]`, in `out`.
+/// Kernel of `MaxPoolWithIndices`: values then indices, plane by plane, planes in parallel.
 pub fn max_pool(w: &PoolWindow, x: View, out: &mut [f32]) {
     let g = w.geom(&x.shape[2..]);
-    let ws = g.windows();
     let (values, indices) = out.split_at_mut(out.len() / 2);
-    let planes = x.data.chunks_exact(g.plane());
-    let outs = values
-        .chunks_exact_mut(g.out_len())
-        .zip(indices.chunks_exact_mut(g.out_len()));
-    for (src, (v, i)) in planes.zip(outs) {
-        pool::max_pool(&ws, src, v, i);
-    }
+    par::for_each_plane2(values, indices, g.out_len(), g.plane(), |p, v, i| {
+        pool::max_pool(&g, &x.data[p * g.plane()..][..g.plane()], v, i)
+    });
 }
 
 /// Kernel of `MaxPoolBackward`.
@@ -278,26 +281,23 @@ pub fn max_pool_backward(ins: &[View], out: &mut [f32]) {
     let (gy, idx) = (ins[0], ins[1]);
     let pooled: usize = gy.shape[2..].iter().product();
     let plane = out.len() / (gy.shape[0] * gy.shape[1]).max(1);
-    let rows = gy
-        .data
-        .chunks_exact(pooled)
-        .zip(idx.data.chunks_exact(pooled));
-    for ((g, i), dst) in rows.zip(out.chunks_exact_mut(plane)) {
-        pool::max_pool_backward(g, i, dst);
-    }
+    par::for_each_plane(out, plane, pooled, |p, dst| {
+        let at = p * pooled..(p + 1) * pooled;
+        pool::max_pool_backward(&gy.data[at.clone()], &idx.data[at], dst)
+    });
 }
 
 /// Kernel of `AvgPool`.
 pub fn avg_pool(w: &PoolWindow, divisor: AvgDivisor, x: View, out: &mut [f32]) {
     let g = w.geom(&x.shape[2..]);
-    let (ws, inv) = (g.windows(), g.inverse_divisors(divisor.rule()));
-    for (src, dst) in x
-        .data
-        .chunks_exact(g.plane())
-        .zip(out.chunks_exact_mut(g.out_len()))
-    {
-        pool::avg_pool(&ws, &inv, src, dst);
-    }
+    par::for_each_plane(out, g.out_len(), g.plane(), |p, dst| {
+        pool::avg_pool(
+            &g,
+            divisor.rule(),
+            &x.data[p * g.plane()..][..g.plane()],
+            dst,
+        )
+    });
 }
 
 /// Kernel of `AvgPoolBackward`.
@@ -309,14 +309,10 @@ pub fn avg_pool_backward(
     out: &mut [f32],
 ) {
     let g = w.geom(spatial);
-    let (ws, inv) = (g.windows(), g.inverse_divisors(divisor.rule()));
-    for (src, dst) in gy
-        .data
-        .chunks_exact(g.out_len())
-        .zip(out.chunks_exact_mut(g.plane()))
-    {
-        pool::avg_pool_backward(&ws, &inv, src, dst);
-    }
+    par::for_each_plane(out, g.plane(), g.out_len(), |p, dst| {
+        let src = &gy.data[p * g.out_len()..][..g.out_len()];
+        pool::avg_pool_backward(&g, divisor.rule(), src, dst)
+    });
 }
 
 /// VJP of `MaxPoolWithIndices` (its cotangent is its values output's):
