@@ -119,27 +119,34 @@ impl PoolWindow {
         }
         (0..n)
             .map(|d| {
+                if let Some(len) = self.pooled_len(d, spatial[d]) {
+                    return Ok(len);
+                }
                 let padded = spatial[d] + self.pads[d].0 + self.pads[d].1;
                 let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
-                if span > padded {
-                    return shape_err(
-                        op,
-                        format!(
-                            "kernel {:?} (dilation {:?}) spans {span} cells in spatial dim {d}, larger than the padded input {padded} (size {spatial:?}, pads {:?})",
-                            self.kernel, self.dilation, self.pads
-                        ),
-                    );
-                }
-                Ok((padded - span) / self.stride[d] + 1)
+                shape_err(
+                    op,
+                    format!(
+                        "kernel {:?} (dilation {:?}) spans {span} cells in spatial dim {d}, larger than the padded input {padded} (size {spatial:?}, pads {:?})",
+                        self.kernel, self.dilation, self.pads
+                    ),
+                )
             })
             .collect()
     }
+    /// Output length along spatial axis `d` of input length `size`; `None`
+    /// if the window does not fit in the padded input.
+    fn pooled_len(&self, d: usize, size: usize) -> Option<usize> {
+        let padded = size + self.pads[d].0 + self.pads[d].1;
+        let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+        (span <= padded).then(|| (padded - span) / self.stride[d] + 1)
+    }
     /// The window over one plane of spatial size `spatial` (a 1-D window is a plane of height 1).
     pub fn geom(&self, spatial: &[usize]) -> PoolGeom {
-        // the output size along each axis (the shape rule checked it fits)
+        // the output size along each axis (no Vec: this runs on every call)
         let out_len = |d: usize| {
-            let padded = spatial[d] + self.pads[d].0 + self.pads[d].1;
-            (padded - (self.dilation[d] * (self.kernel[d] - 1) + 1)) / self.stride[d] + 1
+            self.pooled_len(d, spatial[d])
+                .expect("shapes were checked when the node was built")
         };
         let out = if spatial.len() == 1 {
             [1, out_len(0)]
