@@ -73,6 +73,67 @@ pub fn strides(dims: &[usize]) -> Vec<usize> {
     s
 }
 
+/// Dimensions kept inline without allocating.
+const INLINE_RANK: usize = 8;
+
+/// A short list of dimension-sized numbers (strides, a multi-index) that
+/// lives on the stack up to rank 8, so that kernels walking shapes allocate
+/// nothing; longer lists go to the heap.
+#[derive(Clone, Debug)]
+pub struct SmallDims {
+    inline: [usize; INLINE_RANK],
+    len: usize,
+    heap: Vec<usize>,
+}
+
+impl SmallDims {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        let heap = if len > INLINE_RANK {
+            vec![0; len]
+        } else {
+            Vec::new()
+        };
+        SmallDims {
+            inline: [0; INLINE_RANK],
+            len,
+            heap,
+        }
+    }
+}
+
+impl std::ops::Deref for SmallDims {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        if self.len > INLINE_RANK {
+            &self.heap
+        } else {
+            &self.inline[..self.len]
+        }
+    }
+}
+
+impl std::ops::DerefMut for SmallDims {
+    fn deref_mut(&mut self) -> &mut [usize] {
+        if self.len > INLINE_RANK {
+            &mut self.heap
+        } else {
+            &mut self.inline[..self.len]
+        }
+    }
+}
+
+/// Row-major strides of `dims` without allocating (up to rank 8).
+pub fn small_strides(dims: &[usize]) -> SmallDims {
+    let mut s = SmallDims::zeros(dims.len());
+    let mut acc = 1;
+    for (s, &d) in s.iter_mut().zip(dims).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    s
+}
+
 /// The numpy broadcast of two shapes, or `None` if they are incompatible.
 pub fn broadcast_pair(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
@@ -100,18 +161,16 @@ fn dim_from_right(s: &[usize], k: usize) -> usize {
 
 /// Strides that read an array of shape `src` as if it had been broadcast to `dst`
 /// (stride 0 along broadcast dimensions). `src` must broadcast to `dst`.
-pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> Vec<usize> {
-    let s = strides(src);
+pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> SmallDims {
+    let s = small_strides(src);
     let off = dst.len() - src.len();
-    (0..dst.len())
-        .map(|i| {
-            if i < off || src[i - off] == 1 {
-                0
-            } else {
-                s[i - off]
-            }
-        })
-        .collect()
+    let mut out = SmallDims::zeros(dst.len());
+    for (i, o) in out.iter_mut().enumerate().skip(off) {
+        if src[i - off] != 1 {
+            *o = s[i - off];
+        }
+    }
+    out
 }
 
 /// Resolves a possibly negative axis against `rank`, with a clear error for `op`.
@@ -186,7 +245,7 @@ pub fn strided_walk<const K: usize>(
     };
     let last = dims.len() - 1;
     let step: [usize; K] = std::array::from_fn(|k| strides[k][last]);
-    let mut idx = vec![0usize; outer_dims.len()];
+    let mut idx = SmallDims::zeros(outer_dims.len());
     let mut offs = [0usize; K];
     let total: usize = dims.iter().product();
     let mut flat = 0;
@@ -232,7 +291,16 @@ mod tests {
         assert_eq!(broadcast_pair(&[5, 4], &[1]), Some(vec![5, 4]));
         assert_eq!(broadcast_pair(&[], &[3]), Some(vec![3]));
         assert_eq!(broadcast_pair(&[2, 1], &[8, 4, 3]), None);
-        assert_eq!(broadcast_strides(&[3, 1], &[2, 3, 4]), vec![0, 1, 0]);
+        assert_eq!(*broadcast_strides(&[3, 1], &[2, 3, 4]), [0, 1, 0]);
+        // past the inline rank the same numbers come from the heap
+        let long = [2, 1, 3, 1, 2, 1, 2, 1, 3, 2];
+        let want: Vec<usize> = strides(&long)
+            .iter()
+            .zip(&long)
+            .map(|(&s, &d)| if d == 1 { 0 } else { s })
+            .collect();
+        assert_eq!(*broadcast_strides(&long, &long), want[..]);
+        assert_eq!(*small_strides(&long), strides(&long)[..]);
     }
 
     #[test]

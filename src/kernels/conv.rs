@@ -1,11 +1,14 @@
-//! Convolution kernels: per image, im2col into a per-thread scratch buffer,
-//! then one GEMM per group. Images run in parallel (each GEMM on one thread);
-//! with fewer images than threads the GEMMs are parallel instead. Weights
+//! Convolution kernels on kiln's packed GEMM. The forward product and the
+//! weight gradient pack their im2col columns straight from the image (no
+//! columns buffer); the input gradient multiplies into per-thread columns and
+//! folds them back (col2im). Images run in parallel; with fewer images than
+//! threads each image's output positions are split instead. Weights
 //! `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as height 1).
 
-use super::im2col::{col2im_add, im2col, Geom};
-use super::matmul::{matmul_acc_on, MatRef};
-use super::par;
+use super::gemm::{gemm, gemm_raw, pack_row, Init, MatRef, PackB, KC, NC, NR};
+use super::im2col::{col2im_add, cols_row, Geom};
+use super::matmul::matmul_acc;
+use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
 use rayon::prelude::*;
 
@@ -41,14 +44,15 @@ impl ConvDims {
         let g = &self.geom;
         g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
     }
-    /// Threads for each image's GEMMs: all of them when images are too few to
-    /// go round, else one (the images run in parallel).
-    fn gemm_threads(&self) -> usize {
+    /// Pieces each image's output positions are cut into so that every
+    /// thread has work: 1 when the images go round.
+    fn splits(&self) -> usize {
         let t = par::threads();
+        let l = self.geom.positions();
         if self.n >= t {
             1
         } else {
-            t
+            t.div_ceil(self.n).min(l.div_ceil(4 * NR)).max(1)
         }
     }
 }
@@ -70,17 +74,88 @@ fn per_image(out: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + 
     }
 }
 
-/// The `[Cin·K, L]` columns of image `n` in `cols` (or `x` itself for 1x1 convolutions).
-fn columns<'a>(d: &ConvDims, x: &'a [f32], n: usize, cols: &'a mut [f32]) -> &'a [f32] {
-    let (k, l, plane, _, _) = d.sizes();
-    let img = &x[n * d.cin * plane..(n + 1) * d.cin * plane];
-    if d.identity_columns() {
-        return img;
+/// One image's im2col columns for one group, `[Cin/G · K, L]`, packed for
+/// the GEMM straight from the image (row `c·K + cell`, column = position).
+struct Columns<'a> {
+    geom: &'a Geom,
+    /// The group's input planes of this image.
+    image: &'a [f32],
+    /// Output positions before column 0 (a task's share of the image).
+    skip: usize,
+}
+
+impl Columns<'_> {
+    fn row(&self, r: usize, p0: usize, out: &mut [f32]) {
+        let (cells, plane) = (self.geom.cells(), self.geom.h * self.geom.w);
+        let (c, cell) = (r / cells, r % cells);
+        cols_row(
+            self.geom,
+            &self.image[c * plane..][..plane],
+            cell,
+            self.skip + p0,
+            out,
+        );
     }
-    for (c, src) in img.chunks_exact(plane).enumerate() {
-        im2col(&d.geom, src, &mut cols[c * k * l..(c + 1) * k * l]);
+}
+
+impl PackB for Columns<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        let mut row = [0f32; NC];
+        for kk in 0..kc {
+            self.row(k0 + kk, n0, &mut row[..nc]);
+            pack_row(&row[..nc], kk, kc, dst);
+        }
     }
-    cols
+}
+
+/// The transpose of [`Columns`], `[L, Cin/G · K]` (rows are positions): the
+/// right operand of the weight gradient.
+struct ColumnsT<'a>(Columns<'a>);
+
+impl PackB for ColumnsT<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        let mut run = [0f32; KC];
+        for j in 0..nc {
+            self.0.row(n0 + j, k0, &mut run[..kc]);
+            let panel = &mut dst[(j / NR) * kc * NR + j % NR..];
+            for (kk, &v) in run[..kc].iter().enumerate() {
+                panel[kk * NR] = v;
+            }
+        }
+    }
+}
+
+/// The product `out[.., p0 .. p0+len] (init)= a · cols(image)[.., p0 .. p0+len]`
+/// into rows of `ldc`, through the identity (1x1) or the packed columns.
+///
+/// # Safety
+/// `out` addresses `a`'s rows of `len` floats `ldc` apart, touched by no one else.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_into(
+    d: &ConvDims,
+    a: MatRef,
+    image: &[f32],
+    p0: usize,
+    len: usize,
+    out: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    let (k, l, _, cg, og) = d.sizes();
+    // SAFETY: the caller's contract.
+    unsafe {
+        if d.identity_columns() {
+            let b = MatRef::new(&image[p0..], cg, l, false);
+            gemm_raw(og, cg, len, a, &b, out, ldc, init);
+        } else {
+            let b = Columns {
+                geom: &d.geom,
+                image,
+                skip: p0,
+            };
+            gemm_raw(og, cg * k, len, a, &b, out, ldc, init);
+        }
+    }
 }
 
 /// `out [N, Cout, L] = epilogue(conv(x [N, Cin, H·W], w) + bias)`; `epilogue`
@@ -93,83 +168,92 @@ pub fn conv_forward(
     out: &mut [f32],
     epilogue: &(dyn Fn(&mut [f32]) + Sync),
 ) {
-    let (k, l, _, cg, og) = d.sizes();
-    let threads = d.gemm_threads();
-    let cols_len = if d.identity_columns() {
-        0
-    } else {
-        d.cin * k * l
+    let (k, l, plane, cg, og) = d.sizes();
+    assert!(
+        x.len() >= d.n * d.cin * plane
+            && w.len() >= d.cout * cg * k
+            && out.len() >= d.n * d.cout * l,
+        "conv_forward: buffers too small"
+    );
+    // image n, group g, positions p0 .. p0+len into `y` (that image's output)
+    let run = |n: usize, g: usize, p0: usize, len: usize, y: *mut f32| {
+        let wg = MatRef::new(&w[g * og * cg * k..][..og * cg * k], og, cg * k, false);
+        let image = &x[(n * d.cin + g * cg) * plane..][..cg * plane];
+        let init = match bias {
+            Some(b) => Init::RowBias(&b[g * og..][..og]),
+            None => Init::Overwrite,
+        };
+        // SAFETY: the callers below give every (image, group, position range)
+        // to one task; `y` holds the image's Cout × L outputs.
+        unsafe { product_into(d, wg, image, p0, len, y.add(g * og * l + p0), l, init) }
     };
-    per_image(out, d.cout * l, |n, y| {
-        if let Some(b) = bias {
-            for (row, &bv) in y.chunks_exact_mut(l).zip(b) {
-                row.fill(bv);
-            }
-        }
-        scratch::with(Slot::Columns, cols_len, |cols| {
-            let cols = columns(d, x, n, cols);
+    let splits = d.splits();
+    if splits == 1 {
+        per_image(out, d.cout * l, |n, y| {
             for g in 0..d.groups {
-                matmul_acc_on(
-                    threads,
-                    og,
-                    cg * k,
-                    l,
-                    MatRef::new(
-                        &w[g * og * cg * k..(g + 1) * og * cg * k],
-                        og,
-                        cg * k,
-                        false,
-                    ),
-                    MatRef::new(
-                        &cols[g * cg * k * l..(g + 1) * cg * k * l],
-                        cg * k,
-                        l,
-                        false,
-                    ),
-                    &mut y[g * og * l..(g + 1) * og * l],
-                    bias.is_some(),
-                );
+                run(n, g, 0, l, y.as_mut_ptr());
             }
+            epilogue(y);
         });
-        epilogue(y);
-    });
+        return;
+    }
+    let piece = l.div_ceil(splits).next_multiple_of(NR);
+    let base = SharedMut(out.as_mut_ptr());
+    (0..d.n * d.groups * l.div_ceil(piece))
+        .into_par_iter()
+        .for_each(|t| {
+            let (ng, s) = (t / l.div_ceil(piece), t % l.div_ceil(piece));
+            let (n, g, p0) = (ng / d.groups, ng % d.groups, s * piece);
+            // SAFETY: image n's outputs lie inside `out` (asserted above).
+            run(n, g, p0, piece.min(l - p0), unsafe {
+                base.get().add(n * d.cout * l)
+            });
+        });
+    per_image(out, d.cout * l, |_, y| epilogue(y));
 }
 
 /// Weight gradient: `dw [Cout, Cin/G, K] = Σₙ gy[n] · cols(x[n])ᵀ`, per group.
-/// The images are split into one run per thread, each summing into its own
-/// partial (the first into `dw`), and the partials are then added up.
+/// The (image, position range) pieces are split into one run per thread, each
+/// summing into its own partial (the first into `dw`), and the partials are
+/// then added up.
 pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
-    let (k, l, _, cg, og) = d.sizes();
-    let parts = par::threads().min(d.n).max(1);
-    let per_part = d.n.div_ceil(parts);
-    let threads = if parts > 1 { 1 } else { par::threads() };
-    let cols_len = if d.identity_columns() {
-        0
-    } else {
-        d.cin * k * l
-    };
+    let (k, l, plane, cg, og) = d.sizes();
+    let splits = d.splits();
+    let piece = l.div_ceil(splits);
+    let units = d.n * splits;
+    let parts = par::threads().min(units).max(1);
+    let per_part = units.div_ceil(parts);
     let part = |p: usize, acc: &mut [f32]| {
-        scratch::with(Slot::Columns, cols_len, |cols| {
-            let images = p * per_part..((p + 1) * per_part).min(d.n);
-            if images.is_empty() {
-                acc.fill(0.0);
-            }
-            for (i, n) in images.enumerate() {
-                let cols = columns(d, x, n, cols);
-                for g in 0..d.groups {
-                    matmul_acc_on(
-                        threads,
-                        og,
-                        l,
-                        cg * k,
-                        MatRef::new(&gy[(n * d.cout + g * og) * l..][..og * l], og, l, false),
-                        MatRef::new(&cols[g * cg * k * l..][..cg * k * l], l, cg * k, true),
-                        &mut acc[g * og * cg * k..][..og * cg * k],
-                        i > 0,
-                    );
+        let pieces = p * per_part..((p + 1) * per_part).min(units);
+        if pieces.is_empty() {
+            acc.fill(0.0);
+        }
+        for (i, u) in pieces.enumerate() {
+            let (n, p0) = (u / splits, (u % splits) * piece);
+            let len = piece.min(l.saturating_sub(p0));
+            for g in 0..d.groups {
+                let gyg = &gy[(n * d.cout + g * og) * l + p0..];
+                let a = MatRef {
+                    data: gyg,
+                    row_stride: l,
+                    col_stride: 1,
+                };
+                let image = &x[(n * d.cin + g * cg) * plane..][..cg * plane];
+                let dwg = &mut acc[g * og * cg * k..][..og * cg * k];
+                let init = if i > 0 { Init::Add } else { Init::Overwrite };
+                if d.identity_columns() {
+                    let b = MatRef::new(&image[p0..], l, cg, true);
+                    gemm(og, len, cg, a, &b, dwg, cg, init);
+                } else {
+                    let cols = Columns {
+                        geom: &d.geom,
+                        image,
+                        skip: p0,
+                    };
+                    gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init);
                 }
             }
-        });
+        }
     };
     if parts == 1 {
         part(0, dw);
@@ -195,19 +279,24 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
 /// Input gradient (a transposed convolution): `dx[n] = col2im(Wᵀ · gy[n])`, per group.
 pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
     let (k, l, plane, cg, og) = d.sizes();
-    let threads = d.gemm_threads();
     let direct = d.identity_columns() && d.groups == 1;
+    let inner_parallel = d.splits() > 1;
     per_image(dx, d.cin * plane, |n, dxn| {
         let cols_len = if direct { 0 } else { cg * k * l };
         scratch::with(Slot::Columns, cols_len, |cols| {
             for g in 0..d.groups {
                 let wt = MatRef::new(&w[g * og * cg * k..][..og * cg * k], cg * k, og, true);
                 let gyg = MatRef::new(&gy[(n * d.cout + g * og) * l..][..og * l], og, l, false);
+                let rows = if direct { cg } else { cg * k };
+                let c: &mut [f32] = if direct { dxn } else { cols };
+                if inner_parallel {
+                    matmul_acc(rows, og, l, wt, gyg, c, false);
+                } else {
+                    gemm(rows, og, l, wt, &gyg, c, l, Init::Overwrite);
+                }
                 if direct {
-                    matmul_acc_on(threads, cg, og, l, wt, gyg, dxn, false);
                     continue;
                 }
-                matmul_acc_on(threads, cg * k, og, l, wt, gyg, cols, false);
                 let dxg = &mut dxn[g * cg * plane..(g + 1) * cg * plane];
                 dxg.fill(0.0);
                 for (c, dst) in dxg.chunks_exact_mut(plane).enumerate() {
@@ -216,4 +305,95 @@ pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
             }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104729) % 997) as f32 / 498.0 - 1.0)
+            .collect()
+    }
+
+    /// The three kernels on one thread and inside a pool of `threads`
+    /// (images split into position ranges when they are fewer than threads).
+    fn run_all(d: &ConvDims, threads: Option<usize>) -> [Vec<f32>; 3] {
+        let (k, l, plane, cg, _) = d.sizes();
+        let x = values(d.n * d.cin * plane, 1);
+        let w = values(d.cout * cg * k, 2);
+        let gy = values(d.n * d.cout * l, 3);
+        let bias = values(d.cout, 4);
+        let mut y = vec![f32::NAN; d.n * d.cout * l];
+        let mut dw = vec![f32::NAN; w.len()];
+        let mut dx = vec![f32::NAN; x.len()];
+        let go = || {
+            conv_forward(d, &x, &w, Some(&bias), &mut y, &|_| {});
+            conv_kernel_grad(d, &x, &gy, &mut dw);
+            conv_input_grad(d, &w, &gy, &mut dx);
+        };
+        match threads {
+            None => par::sequential(go),
+            Some(t) => rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(go),
+        }
+        [y, dw, dx]
+    }
+
+    #[test]
+    fn threads_and_position_splits_give_the_one_thread_results() {
+        let geoms = [
+            Geom {
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad: [1, 1],
+                dilation: [1, 1],
+                h: 9,
+                w: 23,
+            },
+            Geom {
+                kernel: [2, 3],
+                stride: [2, 1],
+                pad: [0, 2],
+                dilation: [1, 2],
+                h: 8,
+                w: 17,
+            },
+            Geom {
+                kernel: [1, 1],
+                stride: [1, 1],
+                pad: [0, 0],
+                dilation: [1, 1],
+                h: 6,
+                w: 11,
+            },
+        ];
+        for geom in geoms {
+            for (n, groups) in [(1, 1), (2, 2), (5, 1)] {
+                let d = ConvDims {
+                    n,
+                    cin: 4,
+                    cout: 6,
+                    groups,
+                    geom,
+                };
+                let one = run_all(&d, None);
+                for threads in [2, 3, 4] {
+                    let many = run_all(&d, Some(threads));
+                    for (what, (a, b)) in ["y", "dw", "dx"].iter().zip(one.iter().zip(&many)) {
+                        for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                            assert!(
+                                (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                                "{what}[{i}] {p} vs {q}: n {n} groups {groups} threads {threads} {geom:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

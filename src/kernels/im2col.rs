@@ -105,6 +105,56 @@ pub fn im2col(g: &Geom, plane: &[f32], cols: &mut [f32]) {
     });
 }
 
+/// `dst.copy_from_slice(src)` for the short runs of a plane row, in
+/// fixed-size pieces the compiler inlines (no `memmove` call per run).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let (d, s): (&mut [f32; 8], &[f32; 8]) = (d.try_into().unwrap(), s.try_into().unwrap());
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// Writes `cols[cell, p0 .. p0 + out.len()]` of `plane`'s `[K, L]` columns
+/// (one kernel cell's row, from output position `p0`) into `out`.
+pub fn cols_row(g: &Geom, plane: &[f32], cell: usize, p0: usize, out: &mut [f32]) {
+    let (oh, ow) = g.out();
+    let (ki, kj) = (cell / g.kernel[1], cell % g.kernel[1]);
+    let (ylo, yhi, y0) = tap_range(g, 0, ki, oh);
+    let (xlo, xhi, x0) = tap_range(g, 1, kj, ow);
+    let sw = g.stride[1];
+    let (mut q, mut p) = (0, p0);
+    while q < out.len() {
+        let (y, x) = (p / ow, p % ow);
+        let run = (ow - x).min(out.len() - q);
+        let dst = &mut out[q..q + run];
+        let (lo, hi) = (xlo.clamp(x, x + run), xhi.clamp(x, x + run));
+        if y < ylo || y >= yhi || lo == hi {
+            dst.fill(0.0);
+        } else {
+            dst[..lo - x].fill(0.0);
+            dst[hi - x..].fill(0.0);
+            let first = ((y0 + (y * g.stride[0]) as isize) as usize) * g.w
+                + (x0 + (lo * sw) as isize) as usize;
+            let dst = &mut dst[lo - x..hi - x];
+            if sw == 1 {
+                copy_short(dst, &plane[first..first + dst.len()]);
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = plane[first + i * sw];
+                }
+            }
+        }
+        q += run;
+        p += run;
+    }
+}
+
 /// Adds every column cell of `cols [K, L]` to its position in `plane`.
 pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
     let sw = g.stride[1];
@@ -120,4 +170,56 @@ pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cols_row_reads_any_run_of_the_im2col_columns() {
+        let geoms = [
+            Geom {
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad: [1, 1],
+                dilation: [1, 1],
+                h: 5,
+                w: 7,
+            },
+            Geom {
+                kernel: [2, 3],
+                stride: [2, 3],
+                pad: [1, 2],
+                dilation: [2, 1],
+                h: 9,
+                w: 8,
+            },
+            Geom {
+                kernel: [1, 4],
+                stride: [1, 2],
+                pad: [0, 3],
+                dilation: [1, 1],
+                h: 1,
+                w: 13,
+            },
+        ];
+        for g in geoms {
+            let plane: Vec<f32> = (0..g.h * g.w).map(|i| i as f32 + 1.0).collect();
+            let (k, l) = (g.cells(), g.positions());
+            let mut cols = vec![f32::NAN; k * l];
+            im2col(&g, &plane, &mut cols);
+            for cell in 0..k {
+                for (p0, len) in [(0, l), (1, l - 1), (l / 2, l - l / 2), (3, 5.min(l - 3))] {
+                    let mut row = vec![f32::NAN; len];
+                    cols_row(&g, &plane, cell, p0, &mut row);
+                    assert_eq!(
+                        row,
+                        cols[cell * l + p0..][..len],
+                        "{g:?} cell {cell} from {p0}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,46 +1,12 @@
-//! Dense f32 matrix multiply through the `gemm` crate.
+//! Dense f32 matrix products on [`gemm`](super::gemm), split over threads.
 
-use super::par;
-use gemm::{gemm, Parallelism};
+pub use super::gemm::MatRef;
+use super::gemm::{gemm, gemm_raw, Init};
+use super::par::{self, SharedMut};
+use rayon::prelude::*;
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
-
-/// A read-only matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    /// The elements.
-    pub data: &'a [f32],
-    /// Distance between rows.
-    pub row_stride: usize,
-    /// Distance between columns.
-    pub col_stride: usize,
-}
-
-impl<'a> MatRef<'a> {
-    /// A row-major `rows × cols` matrix, or its transpose when `transposed`
-    /// (then `data` holds the `cols × rows` matrix row-major).
-    pub fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
-        if transposed {
-            MatRef {
-                data,
-                row_stride: 1,
-                col_stride: rows,
-            }
-        } else {
-            MatRef {
-                data,
-                row_stride: cols,
-                col_stride: 1,
-            }
-        }
-    }
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0
-            || cols == 0
-            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
-    }
-}
 
 /// `out[m, n] = a[m, k] · b[k, n]`, `out` row-major and contiguous.
 pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32]) {
@@ -48,7 +14,8 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
 }
 
 /// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else
-/// overwrites it; on the threads [`par::threads`] allows when the product is large.
+/// overwrites it. Large products are split over the threads [`par::threads`]
+/// allows: by rows when there are enough, else by columns.
 pub fn matmul_acc(
     m: usize,
     k: usize,
@@ -58,68 +25,73 @@ pub fn matmul_acc(
     out: &mut [f32],
     accumulate: bool,
 ) {
+    let init = if accumulate {
+        Init::Add
+    } else {
+        Init::Overwrite
+    };
     let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
         par::threads()
     } else {
         1
     };
-    matmul_acc_on(threads, m, k, n, a, b, out, accumulate);
-}
-
-/// [`matmul_acc`] on exactly `threads` threads of the current rayon pool (1: this thread).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_acc_on(
-    threads: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef,
-    b: MatRef,
-    out: &mut [f32],
-    accumulate: bool,
-) {
     assert!(
         a.fits(m, k) && b.fits(k, n) && out.len() >= m * n,
         "matmul: buffers too small"
     );
-    if m == 0 || n == 0 {
-        return;
+    let out = &mut out[..m * n];
+    if threads <= 1 || n == 0 {
+        return gemm(m, k, n, a, &b, out, n, init);
     }
-    if k == 0 {
-        if !accumulate {
-            out[..m * n].fill(0.0);
+    if m >= 8 * threads {
+        let rows = m.div_ceil(threads);
+        return out.par_chunks_mut(rows * n).enumerate().for_each(|(t, c)| {
+            let (i0, mt) = (t * rows, c.len() / n);
+            let at = i0 * a.row_stride;
+            let a = MatRef {
+                data: &a.data[at..],
+                ..a
+            };
+            gemm(mt, k, n, a, &b, c, n, init)
+        });
+    }
+    let cols = n.div_ceil(threads).next_multiple_of(16);
+    let c = SharedMut(out.as_mut_ptr());
+    (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
+        let (j0, nt) = (t * cols, cols.min(n - t * cols));
+        let at = j0 * b.col_stride;
+        let b = MatRef {
+            data: &b.data[at..],
+            ..b
+        };
+        // SAFETY: task t writes only columns j0 .. j0+nt of the m × n `out`
+        // (checked above), which no other task writes.
+        unsafe { gemm_raw(m, k, nt, a, &b, c.get().add(j0), n, init) }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_and_column_splits_over_threads_match_one_thread() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        // tall (split by rows) and short-wide (split by columns) products
+        for (m, k, n) in [(97, 70, 45), (5, 300, 301), (2, 1000, 130)] {
+            for (ta, tb) in [(false, false), (true, true)] {
+                let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 - 6.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
+                let (a, b) = (MatRef::new(&a, m, k, ta), MatRef::new(&b, k, n, tb));
+                let mut one = vec![1.0; m * n];
+                par::sequential(|| matmul_acc(m, k, n, a, b, &mut one, true));
+                let mut many = vec![1.0; m * n];
+                pool.install(|| matmul_acc(m, k, n, a, b, &mut many, true));
+                assert_eq!(one, many, "{m}x{k}x{n} transposed {ta} {tb}");
+            }
         }
-        return;
-    }
-    let par = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: `fits` and the length check above guarantee every index gemm
-    // touches (row stride × rows plus column stride × columns) lies inside the
-    // three slices, and `out` does not alias `a` or `b` (it is a unique borrow).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
     }
 }

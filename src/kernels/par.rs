@@ -29,6 +29,22 @@ pub fn threads() -> usize {
     }
 }
 
+/// A raw output pointer that parallel tasks writing disjoint cells share
+/// (each use says why its tasks' cells are disjoint).
+#[derive(Clone, Copy, Debug)]
+pub struct SharedMut(pub *mut f32);
+// SAFETY: the pointer is only dereferenced by tasks that write disjoint cells.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `SharedMut`).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Elements of work below which a parallel task is not worth its overhead.
 const TASK_MIN_WORK: usize = 1 << 14;
 

@@ -13,22 +13,32 @@ pub enum Slot {
     Columns,
     /// Per-task partial sums that are reduced afterwards.
     Partials,
+    /// The GEMM's packed block of its left operand.
+    PackA,
+    /// The GEMM's packed block of its right operand.
+    PackB,
 }
+
+/// Floats of slack that let a buffer start on a 64-byte boundary.
+const ALIGN_SLACK: usize = 16;
 
 thread_local! {
-    static BUFFERS: [RefCell<Vec<f32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
+    static BUFFERS: [RefCell<Vec<f32>>; 4] = const {
+        [const { RefCell::new(Vec::new()) }; 4]
+    };
 }
 
-/// Calls `f` with `len` floats of this thread's `slot` buffer (contents
-/// unspecified). A call nested in another of the same slot on the same thread
+/// Calls `f` with `len` floats of this thread's `slot` buffer, starting on a
+/// 64-byte (cache line) boundary (contents unspecified). A call nested in another of the same slot on the same thread
 /// gets a fresh buffer.
 pub fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let i = slot as usize;
     let mut buf = BUFFERS.with(|b| std::mem::take(&mut *b[i].borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    if buf.len() < len + ALIGN_SLACK {
+        buf.resize(len + ALIGN_SLACK, 0.0);
     }
-    let r = f(&mut buf[..len]);
+    let skip = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let r = f(&mut buf[skip..skip + len]);
     BUFFERS.with(|b| {
         let mut kept = b[i].borrow_mut();
         if kept.len() < buf.len() {

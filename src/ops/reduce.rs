@@ -114,12 +114,12 @@ fn combine_run(kind: ReduceKind, acc: f32, run: &[f32]) -> f32 {
 /// `(outer, kept, inner)` when the kept axes form one contiguous run: `x`
 /// is then `[outer, kept, inner]` with the outer and inner parts reduced.
 fn as_outer_kept_inner(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
-    let kept: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
-    let (first, last) = match (kept.first(), kept.last()) {
-        (Some(&f), Some(&l)) => (f, l),
-        _ => return Some((1, 1, shape.iter().product())),
+    let mut kept = (0..shape.len()).filter(|d| !axes.contains(d));
+    let Some(first) = kept.next() else {
+        return Some((1, 1, shape.iter().product()));
     };
-    if last - first + 1 != kept.len() {
+    let (last, count) = kept.fold((first, 1), |(_, n), d| (d, n + 1));
+    if last - first + 1 != count {
         return None;
     }
     let p = |r: std::ops::Range<usize>| shape[r].iter().product::<usize>();

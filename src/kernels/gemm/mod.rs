@@ -1,0 +1,397 @@
+//! kiln's own single-threaded packed GEMM: `C[m × n] (+)= A[m × k] · B[k × n]`.
+//!
+//! The classic blocked loop nest: a block of `B` (`KC × NC`) is packed into
+//! `NR`-wide panels, a block of `A` (`MC × KC`) into `MR`-high panels, and the
+//! [`tile`] kernel multiplies one panel pair into an `MR × NR` tile of `C`
+//! held in registers. `B` comes through the [`PackB`] trait, so a convolution
+//! packs its im2col columns straight from the image without materialising
+//! them. Packing buffers are per-thread scratch: a call allocates nothing once
+//! its thread has run a product of that size. Callers parallelise over
+//! independent products or column ranges (see `kernels::conv`, `kernels::matmul`).
+
+pub mod tile;
+
+pub use tile::NR;
+
+use super::scratch::{self, Slot};
+use tile::{Store, MR};
+
+/// Inner-dimension block: a packed `B` panel (`KC × NR`) stays in L1.
+/// [`PackB::pack`] is never asked for more than `KC` rows.
+pub const KC: usize = 640;
+/// Rows of `A` per packed block (`MC × KC` stays in L2).
+const MC: usize = 144;
+/// Columns of `B` per packed block: [`PackB::pack`] is never asked for more.
+pub const NC: usize = 1024;
+
+/// A read-only matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix, or its transpose when `transposed`
+    /// (then `data` holds the `cols × rows` matrix row-major).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
+        let (row_stride, col_stride) = if transposed { (1, rows) } else { (cols, 1) };
+        MatRef {
+            data,
+            row_stride,
+            col_stride,
+        }
+    }
+    /// Whether every element of a `rows × cols` view lies inside `data`.
+    pub fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+}
+
+/// A right-hand operand that packs blocks of itself for [`gemm`].
+pub trait PackB: Sync {
+    /// Writes `B[k0 .. k0+kc, n0 .. n0+nc]` into `dst` as `NR`-column panels:
+    /// element `(kk, j)` goes to `(j / NR)·kc·NR + kk·NR + j % NR`. The cells of
+    /// the last panel past column `nc` are zero on entry and must stay zero.
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]);
+}
+
+/// Copies one row of a panel (`src.len() ≤ NR` values). A full row is two
+/// vector moves where AVX is compiled in: a `memmove` call per 16 floats
+/// (what a plain slice copy becomes) costs as much as the packing itself.
+#[inline(always)]
+fn put_panel_row(dst: &mut [f32], src: &[f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    if src.len() == NR && dst.len() >= NR {
+        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps};
+        // SAFETY: both slices hold at least NR = 16 floats (checked above)
+        // and AVX is enabled at compile time.
+        unsafe {
+            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+            let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+            _mm256_storeu_ps(d, a);
+            _mm256_storeu_ps(d.add(8), b);
+        }
+        return;
+    }
+    dst[..src.len()].copy_from_slice(src);
+}
+
+/// Spreads row `kk` of a block (`row`, up to `NC` columns) over the
+/// block's `NR`-column panels, each `kc` rows long.
+#[inline]
+pub fn pack_row(row: &[f32], kk: usize, kc: usize, dst: &mut [f32]) {
+    for (p, chunk) in row.chunks(NR).enumerate() {
+        put_panel_row(&mut dst[(p * kc + kk) * NR..], chunk);
+    }
+}
+
+impl PackB for MatRef<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        if self.col_stride == 1 {
+            for kk in 0..kc {
+                let at = (k0 + kk) * self.row_stride + n0;
+                pack_row(&self.data[at..at + nc], kk, kc, dst);
+            }
+            return;
+        }
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = n0 + p * NR;
+            let cols = NR.min(n0 + nc - j0);
+            if self.row_stride == 1 {
+                for jj in 0..cols {
+                    let at = (j0 + jj) * self.col_stride + k0;
+                    for (kk, &v) in self.data[at..at + kc].iter().enumerate() {
+                        panel[kk * NR + jj] = v;
+                    }
+                }
+            } else {
+                for (kk, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (jj, d) in d[..cols].iter_mut().enumerate() {
+                        *d = self.at(k0 + kk, j0 + jj);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs `A[i0 .. i0+mc, k0 .. k0+kc]` into `MR`-row panels (rows past `mc` zero).
+fn pack_a(a: &MatRef, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+    for (t, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
+        let r0 = i0 + t * MR;
+        let rows = MR.min(i0 + mc - r0);
+        if rows < MR {
+            panel.fill(0.0);
+        }
+        if a.row_stride == 1 {
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                let at = (k0 + kk) * a.col_stride + r0;
+                d[..rows].copy_from_slice(&a.data[at..at + rows]);
+            }
+        } else if a.col_stride == 1 && rows == MR {
+            // read MR rows side by side, write the panel in order
+            let row = |ii: usize| &a.data[(r0 + ii) * a.row_stride + k0..][..kc];
+            let rs: [&[f32]; MR] = std::array::from_fn(row);
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, r) in d.iter_mut().zip(&rs) {
+                    *d = r[kk];
+                }
+            }
+        } else {
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (ii, d) in d[..rows].iter_mut().enumerate() {
+                    *d = a.at(r0 + ii, k0 + kk);
+                }
+            }
+        }
+    }
+}
+
+/// What a product does with what `C` held.
+#[derive(Clone, Copy, Debug)]
+pub enum Init<'a> {
+    /// `C = A·B`.
+    Overwrite,
+    /// `C += A·B`.
+    Add,
+    /// `C = A·B + bias[i]` for row `i` (`bias` has `m` values).
+    RowBias(&'a [f32]),
+}
+
+/// The step that splits `total` into the fewest blocks of at most `max`,
+/// each a multiple of `unit`.
+fn block_step(total: usize, max: usize, unit: usize) -> usize {
+    let blocks = total.div_ceil(max).max(1);
+    total.div_ceil(blocks).next_multiple_of(unit)
+}
+
+/// `C[m × n] = init ∘ A·B`, `C` row-major with row stride `ldc`, on this thread.
+///
+/// # Panics
+/// When an operand is smaller than its shape needs (an internal invariant:
+/// ops check shapes before they call kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: &impl PackB,
+    c: &mut [f32],
+    ldc: usize,
+    init: Init,
+) {
+    assert!(
+        a.fits(m, k) && ldc >= n && (m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n),
+        "gemm: buffers too small"
+    );
+    if let Init::RowBias(bias) = init {
+        assert!(bias.len() >= m, "gemm: bias shorter than the rows");
+    }
+    // SAFETY: the assertion above keeps every C cell inside `c`.
+    unsafe { gemm_raw(m, k, n, a, b, c.as_mut_ptr(), ldc, init) }
+}
+
+/// [`gemm`] into a raw `C`, so that parallel callers can give tasks disjoint
+/// column ranges of the same rows.
+///
+/// # Safety
+/// `c` addresses `m` rows of `n` writable floats `ldc` apart that no one else
+/// touches during the call; `a` fits `m × k`, `bias` (if any) has `m` values,
+/// and `b` packs a `k × n` matrix.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i of C, by the caller's contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
+            match init {
+                Init::Overwrite => row.fill(0.0),
+                Init::Add => {}
+                Init::RowBias(bias) => row.fill(bias[i]),
+            }
+        }
+        return;
+    }
+    let (kc_step, mc_step, nc_step) = (
+        block_step(k, KC, 1),
+        block_step(m, MC, MR),
+        block_step(n, NC, NR),
+    );
+    let a_len = kc_step * mc_step;
+    let b_len = kc_step * nc_step;
+    scratch::with(Slot::PackA, a_len, |abuf| {
+        scratch::with(Slot::PackB, b_len, |bbuf| {
+            for jc in (0..n).step_by(nc_step) {
+                let nc = nc_step.min(n - jc);
+                let panels = nc.div_ceil(NR);
+                for pc in (0..k).step_by(kc_step) {
+                    let kc = kc_step.min(k - pc);
+                    let bblk = &mut bbuf[..panels * kc * NR];
+                    if nc % NR != 0 {
+                        bblk[(panels - 1) * kc * NR..].fill(0.0);
+                    }
+                    b.pack(pc, kc, jc, nc, bblk);
+                    for ic in (0..m).step_by(mc_step) {
+                        let mc = mc_step.min(m - ic);
+                        let tiles = mc.div_ceil(MR);
+                        let ablk = &mut abuf[..tiles * kc * MR];
+                        pack_a(&a, ic, mc, pc, kc, ablk);
+                        let first = pc == 0;
+                        for p in 0..panels {
+                            let j = jc + p * NR;
+                            let cols = NR.min(n - j);
+                            for t in 0..tiles {
+                                let i = ic + t * MR;
+                                let rows = MR.min(m - i);
+                                let store = match init {
+                                    _ if !first => Store::Add,
+                                    Init::Overwrite => Store::Overwrite,
+                                    Init::Add => Store::Add,
+                                    Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
+                                };
+                                let ap = ablk[t * kc * MR..].as_ptr();
+                                let bp = bbuf[p * kc * NR..].as_ptr();
+                                // SAFETY: the panels hold kc steps each; the tile
+                                // (or the edge copy) stays inside C's m × n.
+                                unsafe {
+                                    let ct = c.add(i * ldc + j);
+                                    if rows == MR && cols == NR {
+                                        tile::tile(kc, ap, bp, ct, ldc, store);
+                                    } else {
+                                        edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// A tile cut by C's edge: computed whole into a local tile, then the
+/// `rows × cols` that exist are stored.
+///
+/// # Safety
+/// As [`tile::tile`] for the panels; `c` addresses `rows × cols` cells `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+unsafe fn edge_tile(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    store: Store,
+) {
+    let mut local = [0f32; MR * NR];
+    // SAFETY: the local tile is MR × NR with row stride NR.
+    unsafe { tile::tile(kc, a, b, local.as_mut_ptr(), NR, Store::Overwrite) };
+    for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
+        // SAFETY: row i of the cut tile, by the caller's contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), cols) };
+        match store {
+            Store::Overwrite => dst.copy_from_slice(&src[..cols]),
+            Store::Add => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
+            Store::Bias(bias) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bias[i]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook triple loop.
+    fn reference(m: usize, k: usize, n: usize, a: &MatRef, b: &MatRef) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a.at(i, p) * b.at(p, j)).sum();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_triple_loop_for_every_layout_and_edge() {
+        // sizes around the tile and block edges, including blocks split in k
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 3, 17),
+            (6, 16, 16),
+            (13, 300, 35),
+            (150, 9, 530),
+            (5, 0, 4),
+        ] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (ad, bd) = (values(m * k, 1), values(k * n, 2));
+                let (a, b) = (MatRef::new(&ad, m, k, ta), MatRef::new(&bd, k, n, tb));
+                let want = reference(m, k, n, &a, &b);
+                let ldc = n + 3;
+                let mut c = vec![7f32; m * ldc];
+                gemm(m, k, n, a, &b, &mut c, ldc, Init::Overwrite);
+                let bias = values(m, 3);
+                let mut cb = vec![7f32; m * ldc];
+                gemm(m, k, n, a, &b, &mut cb, ldc, Init::RowBias(&bias));
+                let mut ca = vec![0.5f32; m * ldc];
+                gemm(m, k, n, a, &b, &mut ca, ldc, Init::Add);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let at = i * ldc + j;
+                        if j >= n {
+                            assert_eq!(
+                                (c[at], cb[at], ca[at]),
+                                (7.0, 7.0, 0.5),
+                                "padding column touched"
+                            );
+                            continue;
+                        }
+                        let w = want[i * n + j];
+                        let tol = 1e-4 * (1.0 + k as f32);
+                        assert!(
+                            (c[at] - w).abs() < tol,
+                            "{m}x{k}x{n} {ta} {tb} ({i},{j}): {} vs {w}",
+                            c[at]
+                        );
+                        assert!((cb[at] - w - bias[i]).abs() < tol, "bias ({i},{j})");
+                        assert!((ca[at] - w - 0.5).abs() < tol, "accumulate ({i},{j})");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The register tile of the GEMM: `C[MR × NR] (+)= A_panel · B_panel` over
+//! `kc` steps, from packed panels (`A`: `kc × MR`, `B`: `kc × NR`, both
+//! contiguous). AVX2 + FMA when the CPU has them (12 accumulator registers,
+//! two B vectors and one broadcast per step), a portable loop otherwise.
+
+/// Rows of a tile (rows of `A` per packed panel).
+pub const MR: usize = 6;
+/// Columns of a tile (columns of `B` per packed panel).
+pub const NR: usize = 16;
+
+/// What a tile's store does with what `C` held.
+#[derive(Clone, Copy, Debug)]
+pub enum Store<'a> {
+    /// `C = A·B`.
+    Overwrite,
+    /// `C += A·B`.
+    Add,
+    /// `C = A·B + bias[row]` (`MR` values, one per tile row).
+    Bias(&'a [f32]),
+}
+
+/// Computes one full tile into `c` (row stride `ldc`).
+///
+/// # Safety
+/// `a` holds `kc·MR` floats, `b` holds `kc·NR` floats, and `c` addresses
+/// `MR` rows of `NR` writable floats `ldc` apart, not overlapping `a` or `b`.
+#[inline]
+pub unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, store: Store) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features are present; the pointer contract is the caller's.
+            return unsafe { avx2::tile(kc, a, b, c, ldc, store) };
+        }
+    }
+    // SAFETY: the caller's contract is this function's.
+    unsafe { tile_portable(kc, a, b, c, ldc, store) }
+}
+
+/// The portable tile: a plain loop the compiler vectorises.
+///
+/// # Safety
+/// As for [`tile`].
+unsafe fn tile_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
+    // SAFETY: lengths are the caller's contract.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(b, kc * NR),
+        )
+    };
+    let mut acc = [[0f32; NR]; MR];
+    for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (row, &av) in acc.iter_mut().zip(ak) {
+            for (s, &bv) in row.iter_mut().zip(bk) {
+                *s += av * bv;
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i of the tile is inside `c` by the caller's contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
+        match store {
+            Store::Overwrite => dst.copy_from_slice(row),
+            Store::Add => dst.iter_mut().zip(row).for_each(|(d, s)| *d += s),
+            Store::Bias(bias) => dst.iter_mut().zip(row).for_each(|(d, s)| *d = s + bias[i]),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Store, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The AVX2 + FMA tile (see [`super::tile`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile(
+        kc: usize,
+        mut a: *const f32,
+        mut b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        store: Store,
+    ) {
+        // C's rows are far apart (often a multiple of 4 KiB): ask for them now
+        // so that the store at the end does not wait on them.
+        for i in 0..MR {
+            // SAFETY: prefetching is a hint; the addresses are the tile's own.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+            }
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for _ in 0..kc {
+            // SAFETY: `a`/`b` advance by one packed step each and stay inside
+            // the `kc`-step panels the caller guarantees.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(a.add(8 * MR) as *const i8);
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for (i, r) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_broadcast_ss(&*a.add(i));
+                    r[0] = _mm256_fmadd_ps(ai, b0, r[0]);
+                    r[1] = _mm256_fmadd_ps(ai, b1, r[1]);
+                }
+                a = a.add(MR);
+                b = b.add(NR);
+            }
+        }
+        for (i, r) in acc.iter().enumerate() {
+            // SAFETY: row i of the tile is inside `c` by the caller's contract.
+            unsafe {
+                let row = c.add(i * ldc);
+                let (mut v0, mut v1) = (r[0], r[1]);
+                match store {
+                    Store::Overwrite => {}
+                    Store::Add => {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+                    }
+                    Store::Bias(bias) => {
+                        let bv = _mm256_set1_ps(bias[i]);
+                        v0 = _mm256_add_ps(v0, bv);
+                        v1 = _mm256_add_ps(v1, bv);
+                    }
+                }
+                _mm256_storeu_ps(row, v0);
+                _mm256_storeu_ps(row.add(8), v1);
+            }
+        }
+    }
+}
