@@ -205,6 +205,9 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
     for (k, r) in ramp.iter_mut().enumerate() {
         *r = (k * sw) as f32; // plane offsets are exact in f32 (planes ≤ 2^24 cells)
     }
+    if is_2x2_stride_2(g) {
+        return max_pool_2x2_interior(g, &inner, x, values, indices, &ramp);
+    }
     for oh in inner.rows.clone() {
         let row = oh * g.out[1];
         for block in blocks(inner.cols.clone()) {
@@ -229,19 +232,86 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
     }
 }
 
+/// Max pooling's step for one window: takes `x` (at plane index `at`) when
+/// it is larger than the maximum so far, or the first NaN. Branch-free.
+#[inline(always)]
+fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
+    // x > v, or x is NaN and v is not: "not x ≤ v" unless v is NaN
+    let (old, oi) = (*v, *i);
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let take = !(x <= old) & !old.is_nan();
+    *v = if take { x } else { old };
+    *i = if take { at } else { oi };
+}
+
+/// The interior of the most common pooling, 2x2 windows at stride 2 without
+/// dilation: per output row, both input rows are read once, in pairs, and
+/// `f(top pair, bottom pair, plane index of the top-left cell, output j)`
+/// runs for each window.
+#[inline(always)]
+fn for_each_2x2_interior(g: &PoolGeom, x: &[f32], mut f: impl FnMut(&[f32], &[f32], usize, usize)) {
+    let inner = g.interior_block();
+    let (w, c0, n) = (g.size[1], inner.cols.start, inner.cols.len());
+    for oh in inner.rows.clone() {
+        let start = g.window_start(oh, c0);
+        let (top, bottom) = (&x[start..start + 2 * n], &x[start + w..start + w + 2 * n]);
+        let first = oh * g.out[1] + c0;
+        for (j, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).enumerate() {
+            f(t, b, start + 2 * j, first + j);
+        }
+    }
+}
+
+/// Whether `g` is 2x2 at stride 2 without dilation (see [`for_each_2x2_interior`]).
+fn is_2x2_stride_2(g: &PoolGeom) -> bool {
+    g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1]
+}
+
+/// The interior of 2x2 stride-2 max pooling (no dilation): per block of an
+/// output row, the four taps are de-interleaved once and the window maximum
+/// taken in one vectorised pass (instead of a pass per tap).
+fn max_pool_2x2_interior(
+    g: &PoolGeom,
+    inner: &Interior,
+    x: &[f32],
+    values: &mut [f32],
+    indices: &mut [f32],
+    ramp: &[f32; BLOCK],
+) {
+    let w = g.size[1];
+    let mut bufs = [[0.0f32; BLOCK]; 4];
+    for oh in inner.rows.clone() {
+        let row = oh * g.out[1];
+        for block in blocks(inner.cols.clone()) {
+            let n = block.len();
+            let start = g.window_start(oh, block.start);
+            let [b0, b1, b2, b3] = &mut bufs;
+            let taps = [
+                strided(x, start, 2, n, b0),
+                strided(x, start + 1, 2, n, b1),
+                strided(x, start + w, 2, n, b2),
+                strided(x, start + w + 1, 2, n, b3),
+            ];
+            let (base, below) = (start as f32, w as f32);
+            let vals = values[row + block.start..][..n].iter_mut();
+            let idx = indices[row + block.start..][..n].iter_mut();
+            let cells = taps[0].iter().zip(taps[1]).zip(taps[2]).zip(taps[3]);
+            for (((v, i), (((&a, &b), &c), &d)), r) in vals.zip(idx).zip(cells).zip(ramp) {
+                let at = base + r;
+                let (mut best, mut bi) = (a, at);
+                lane(&mut best, &mut bi, b, at + 1.0);
+                lane(&mut best, &mut bi, c, at + below);
+                lane(&mut best, &mut bi, d, at + below + 1.0);
+                (*v, *i) = (best, bi);
+            }
+        }
+    }
+}
+
 /// Where `src[k]` is larger than `vals[k]` (or the first NaN), takes it, with
 /// index `base + ramp[k]`; in lanes of 8 with selects, no branches.
 #[inline(always)]
 fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f32]) {
-    #[inline(always)]
-    fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
-        // x > v, or x is NaN and v is not: "not x ≤ v" unless v is NaN
-        let (old, oi) = (*v, *i);
-        #[allow(clippy::neg_cmp_op_on_partial_ord)]
-        let take = !(x <= old) & !old.is_nan();
-        *v = if take { x } else { old };
-        *i = if take { at } else { oi };
-    }
     #[cfg(target_feature = "avx")]
     let n = {
         use std::arch::x86_64::*;
@@ -350,6 +420,13 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
         win.cells(dw, |i| sum += x[i]);
         out[o] = sum * inv;
     });
+    if is_2x2_stride_2(g) {
+        // the taps summed in the general loop's order, for the same rounding
+        for_each_2x2_interior(g, x, |t, b, _, o| {
+            out[o] = (t[0] + t[1] + b[0] + b[1]) * 0.25
+        });
+        return;
+    }
     let inner = g.interior_block();
     let sw = g.stride[1];
     let inv = 1.0 / inner.taps as f32; // every rule counts all cells of an interior window
