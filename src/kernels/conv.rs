@@ -114,12 +114,20 @@ struct ColumnsT<'a>(Columns<'a>);
 
 impl PackB for ColumnsT<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-        let mut run = [0f32; KC];
-        for j in 0..nc {
-            self.0.row(n0 + j, k0, &mut run[..kc]);
-            let panel = &mut dst[(j / NR) * kc * NR + j % NR..];
-            for (kk, &v) in run[..kc].iter().enumerate() {
-                panel[kk * NR] = v;
+        // a panel's NR columns are NR runs of the columns matrix: read them
+        // whole, then write the panel in order (a scatter would touch a
+        // cache line per value)
+        let mut runs = [[0f32; KC]; NR];
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = p * NR;
+            let cols = NR.min(nc - j0);
+            for (jj, run) in runs[..cols].iter_mut().enumerate() {
+                self.0.row(n0 + j0 + jj, k0, &mut run[..kc]);
+            }
+            for (kk, d) in panel.chunks_exact_mut(NR).enumerate() {
+                for (d, run) in d[..cols].iter_mut().zip(&runs) {
+                    *d = run[kk];
+                }
             }
         }
     }
