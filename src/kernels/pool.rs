@@ -206,7 +206,7 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
         *r = (k * sw) as f32; // plane offsets are exact in f32 (planes ≤ 2^24 cells)
     }
     if is_2x2_stride_2(g) {
-        return max_pool_2x2_interior(g, &inner, x, values, indices, &ramp);
+        return max_pool_2x2_interior(g, &inner, x, values, indices);
     }
     for oh in inner.rows.clone() {
         let row = oh * g.out[1];
@@ -267,44 +267,91 @@ fn is_2x2_stride_2(g: &PoolGeom) -> bool {
     g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1]
 }
 
-/// The interior of 2x2 stride-2 max pooling (no dilation): per block of an
-/// output row, the four taps are de-interleaved once and the window maximum
-/// taken in one vectorised pass (instead of a pass per tap).
+/// The interior of 2x2 stride-2 max pooling (no dilation). Windows are
+/// gathered tap by tap into lanes, several output rows at a time when rows
+/// are short, and the window maxima taken in one vectorised pass per batch.
 fn max_pool_2x2_interior(
     g: &PoolGeom,
     inner: &Interior,
     x: &[f32],
     values: &mut [f32],
     indices: &mut [f32],
-    ramp: &[f32; BLOCK],
 ) {
     let w = g.size[1];
-    let mut bufs = [[0.0f32; BLOCK]; 4];
+    let mut lanes = Lanes2x2 {
+        taps: [[0.0; BLOCK]; 4],
+        at: [0.0; BLOCK],
+        segments: [(0, 0); BLOCK],
+        count: 0,
+        filled: 0,
+    };
     for oh in inner.rows.clone() {
-        let row = oh * g.out[1];
         for block in blocks(inner.cols.clone()) {
             let n = block.len();
-            let start = g.window_start(oh, block.start);
-            let [b0, b1, b2, b3] = &mut bufs;
-            let taps = [
-                strided(x, start, 2, n, b0),
-                strided(x, start + 1, 2, n, b1),
-                strided(x, start + w, 2, n, b2),
-                strided(x, start + w + 1, 2, n, b3),
-            ];
-            let (base, below) = (start as f32, w as f32);
-            let vals = values[row + block.start..][..n].iter_mut();
-            let idx = indices[row + block.start..][..n].iter_mut();
-            let cells = taps[0].iter().zip(taps[1]).zip(taps[2]).zip(taps[3]);
-            for (((v, i), (((&a, &b), &c), &d)), r) in vals.zip(idx).zip(cells).zip(ramp) {
-                let at = base + r;
-                let (mut best, mut bi) = (a, at);
-                lane(&mut best, &mut bi, b, at + 1.0);
-                lane(&mut best, &mut bi, c, at + below);
-                lane(&mut best, &mut bi, d, at + below + 1.0);
-                (*v, *i) = (best, bi);
+            if lanes.filled + n > BLOCK {
+                lanes.flush(w, values, indices);
             }
+            let start = g.window_start(oh, block.start);
+            let (top, bottom) = (&x[start..start + 2 * n], &x[start + w..start + w + 2 * n]);
+            let f = lanes.filled;
+            let [t0, t1, t2, t3] = &mut lanes.taps;
+            let dst = t0[f..f + n].iter_mut().zip(&mut t1[f..f + n]);
+            let dst = dst.zip(t2[f..f + n].iter_mut().zip(&mut t3[f..f + n]));
+            for (((a, b), (c, d)), (t, u)) in
+                dst.zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
+            {
+                (*a, *b, *c, *d) = (t[0], t[1], u[0], u[1]);
+            }
+            for (j, at) in lanes.at[f..f + n].iter_mut().enumerate() {
+                *at = (start + 2 * j) as f32; // exact in f32 (planes ≤ 2^24 cells)
+            }
+            lanes.segments[lanes.count] = (oh * g.out[1] + block.start, n);
+            lanes.count += 1;
+            lanes.filled += n;
         }
+    }
+    lanes.flush(w, values, indices);
+}
+
+/// Gathered 2x2 windows waiting for their maxima: the four taps per lane,
+/// the plane index of each window's top-left cell, and the output runs
+/// (start, length) the lanes fill in order.
+struct Lanes2x2 {
+    taps: [[f32; BLOCK]; 4],
+    at: [f32; BLOCK],
+    segments: [(usize, usize); BLOCK],
+    count: usize,
+    filled: usize,
+}
+
+impl Lanes2x2 {
+    /// Takes every gathered window's maximum (first in row-major order, NaN
+    /// wins) and writes values and indices to the output runs.
+    fn flush(&mut self, w: usize, values: &mut [f32], indices: &mut [f32]) {
+        let n = self.filled;
+        let mut best = [0.0f32; BLOCK];
+        let mut which = [0.0f32; BLOCK];
+        let below = w as f32;
+        let [t0, t1, t2, t3] = &self.taps;
+        let cells = t0[..n]
+            .iter()
+            .zip(&t1[..n])
+            .zip(t2[..n].iter().zip(&t3[..n]));
+        let out = best[..n].iter_mut().zip(&mut which[..n]);
+        for (((v, i), ((&a, &b), (&c, &d))), &at) in out.zip(cells).zip(&self.at[..n]) {
+            let (mut m, mut mi) = (a, at);
+            lane(&mut m, &mut mi, b, at + 1.0);
+            lane(&mut m, &mut mi, c, at + below);
+            lane(&mut m, &mut mi, d, at + below + 1.0);
+            (*v, *i) = (m, mi);
+        }
+        let mut k = 0;
+        for &(o, len) in &self.segments[..self.count] {
+            values[o..o + len].copy_from_slice(&best[k..k + len]);
+            indices[o..o + len].copy_from_slice(&which[k..k + len]);
+            k += len;
+        }
+        (self.count, self.filled) = (0, 0);
     }
 }
 
