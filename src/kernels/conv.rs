@@ -5,8 +5,8 @@
 //! threads each image's output positions are split instead. Weights
 //! `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as height 1).
 
-use super::gemm::{gemm, gemm_raw, pack_row, Init, MatRef, PackB, KC, NC, NR};
-use super::im2col::{col2im_add, cols_row, Geom};
+use super::gemm::{gemm, gemm_raw, pack_row, pack_run, Init, MatRef, PackB, KC, NC, NR};
+use super::im2col::{col2im_add, cols_row, pad_planes, padded_len, padded_runs, pads_once, Geom};
 use super::matmul::matmul_acc;
 use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
@@ -78,23 +78,63 @@ fn per_image(out: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + 
 /// the GEMM straight from the image (row `c·K + cell`, column = position).
 struct Columns<'a> {
     geom: &'a Geom,
-    /// The group's input planes of this image.
+    /// The group's input planes of this image, padded by [`pad_planes`]
+    /// when `padded` (stride 1), else as they are.
     image: &'a [f32],
+    padded: bool,
     /// Output positions before column 0 (a task's share of the image).
     skip: usize,
 }
 
-impl Columns<'_> {
+impl<'a> Columns<'a> {
+    /// The columns of `image`'s planes, padding them into `scratch` first
+    /// when the window has stride 1.
+    fn new(geom: &'a Geom, image: &'a [f32], skip: usize, scratch: &'a mut [f32]) -> Self {
+        let padded = pads_once(geom);
+        let image = if padded && geom.pad != [0, 0] {
+            let channels = image.len() / (geom.h * geom.w);
+            let out = &mut scratch[..padded_len(geom, channels)];
+            pad_planes(geom, image, out);
+            &*out
+        } else {
+            image
+        };
+        Columns {
+            geom,
+            image,
+            padded,
+            skip,
+        }
+    }
+    /// Floats of scratch [`Columns::new`] needs for `channels` planes.
+    fn scratch_len(geom: &Geom, channels: usize) -> usize {
+        if pads_once(geom) && geom.pad != [0, 0] {
+            padded_len(geom, channels)
+        } else {
+            0
+        }
+    }
+    /// Row `r`'s plane and kernel cell.
+    fn plane_and_cell(&self, r: usize) -> (&[f32], usize) {
+        let g = self.geom;
+        let plane = if self.padded {
+            (g.h + 2 * g.pad[0]) * (g.w + 2 * g.pad[1])
+        } else {
+            g.h * g.w
+        };
+        let (c, cell) = (r / g.cells(), r % g.cells());
+        (&self.image[c * plane..][..plane], cell)
+    }
+    /// Writes row `r` of the columns from position `p0` into `out`.
     fn row(&self, r: usize, p0: usize, out: &mut [f32]) {
-        let (cells, plane) = (self.geom.cells(), self.geom.h * self.geom.w);
-        let (c, cell) = (r / cells, r % cells);
-        cols_row(
-            self.geom,
-            &self.image[c * plane..][..plane],
-            cell,
-            self.skip + p0,
-            out,
-        );
+        let (src, cell) = self.plane_and_cell(r);
+        if self.padded {
+            padded_runs(self.geom, src, cell, self.skip + p0, out.len(), |q, run| {
+                out[q..q + run.len()].copy_from_slice(run)
+            });
+        } else {
+            cols_row(self.geom, src, cell, self.skip + p0, out);
+        }
     }
 }
 
@@ -102,8 +142,16 @@ impl PackB for Columns<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
         let mut row = [0f32; NC];
         for kk in 0..kc {
-            self.row(k0 + kk, n0, &mut row[..nc]);
-            pack_row(&row[..nc], kk, kc, dst);
+            if self.padded {
+                // straight from the padded planes into the panels
+                let (src, cell) = self.plane_and_cell(k0 + kk);
+                padded_runs(self.geom, src, cell, self.skip + n0, nc, |q, run| {
+                    pack_run(q, run, kk, kc, dst)
+                });
+            } else {
+                self.row(k0 + kk, n0, &mut row[..nc]);
+                pack_row(&row[..nc], kk, kc, dst);
+            }
         }
     }
 }
@@ -156,12 +204,11 @@ unsafe fn product_into(
             let b = MatRef::new(&image[p0..], cg, l, false);
             gemm_raw(og, cg, len, a, &b, out, ldc, init);
         } else {
-            let b = Columns {
-                geom: &d.geom,
-                image,
-                skip: p0,
-            };
-            gemm_raw(og, cg * k, len, a, &b, out, ldc, init);
+            let padded = Columns::scratch_len(&d.geom, cg);
+            scratch::with(Slot::Columns, padded, |buf| {
+                let b = Columns::new(&d.geom, image, p0, buf);
+                gemm_raw(og, cg * k, len, a, &b, out, ldc, init);
+            });
         }
     }
 }
@@ -253,12 +300,11 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
                     let b = MatRef::new(&image[p0..], l, cg, true);
                     gemm(og, len, cg, a, &b, dwg, cg, init);
                 } else {
-                    let cols = Columns {
-                        geom: &d.geom,
-                        image,
-                        skip: p0,
-                    };
-                    gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init);
+                    let padded = Columns::scratch_len(&d.geom, cg);
+                    scratch::with(Slot::Columns, padded, |buf| {
+                        let cols = Columns::new(&d.geom, image, p0, buf);
+                        gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init);
+                    });
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! im2col / col2im over one `[H, W]` plane (a 1-D signal is a plane of
 //! height 1). Columns are laid out `[K, L]`: `K` window cells (row-major over
-//! the kernel) by `L` window positions (row-major over the output).
+//! the kernel) by `L` window positions (row-major over the output). A
+//! stride-1 window reads a plane padded once ([`pad_planes`]) in plain runs.
 
 /// A 2-D sliding window over an `h × w` plane, zero padded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +156,65 @@ pub fn cols_row(g: &Geom, plane: &[f32], cell: usize, p0: usize, out: &mut [f32]
     }
 }
 
+/// Whether [`pad_planes`] serves `g`: stride 1 with some padding (without
+/// padding the plane itself is already "padded").
+pub fn pads_once(g: &Geom) -> bool {
+    g.stride == [1, 1]
+}
+
+/// Floats [`pad_planes`] writes for `channels` planes.
+pub fn padded_len(g: &Geom, channels: usize) -> usize {
+    channels * (g.h + 2 * g.pad[0]) * (g.w + 2 * g.pad[1])
+}
+
+/// Copies `planes` (each `h × w`) into `out` with their zero padding, so that
+/// every stride-1 window row is one contiguous run (see [`padded_runs`]).
+pub fn pad_planes(g: &Geom, planes: &[f32], out: &mut [f32]) {
+    let (pw, ph) = (g.w + 2 * g.pad[1], g.h + 2 * g.pad[0]);
+    let (top, left) = (g.pad[0] * pw, g.pad[1]);
+    for (src, dst) in planes
+        .chunks_exact(g.h * g.w)
+        .zip(out.chunks_exact_mut(ph * pw))
+    {
+        dst[..top + left].fill(0.0);
+        for (y, row) in src.chunks_exact(g.w).enumerate() {
+            let at = top + y * pw + left;
+            dst[at..at + g.w].copy_from_slice(row);
+            let gap_end = (at + pw).min(dst.len());
+            dst[at + g.w..gap_end].fill(0.0); // right pad, next row's left pad
+        }
+        let bottom = top + g.h * pw;
+        dst[bottom..].fill(0.0);
+    }
+}
+
+/// For a stride-1 window over a plane padded by [`pad_planes`]: calls
+/// `f(q, run)` with the runs of `cols[cell, p0 .. p0 + len]` (one per output
+/// row), `q` counting from `p0`.
+#[inline(always)]
+pub fn padded_runs(
+    g: &Geom,
+    padded: &[f32],
+    cell: usize,
+    p0: usize,
+    len: usize,
+    mut f: impl FnMut(usize, &[f32]),
+) {
+    let (_, ow) = g.out();
+    let pw = g.w + 2 * g.pad[1];
+    let (ki, kj) = (cell / g.kernel[1], cell % g.kernel[1]);
+    let shift = ki * g.dilation[0] * pw + kj * g.dilation[1];
+    let (mut q, mut p) = (0, p0);
+    while q < len {
+        let (y, x) = (p / ow, p % ow);
+        let run = (ow - x).min(len - q);
+        let at = shift + y * pw + x;
+        f(q, &padded[at..at + run]);
+        q += run;
+        p += run;
+    }
+}
+
 /// Adds every column cell of `cols [K, L]` to its position in `plane`.
 pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
     let sw = g.stride[1];
@@ -175,6 +235,66 @@ pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_runs_read_the_im2col_columns_of_stride_one_windows() {
+        let geoms = [
+            Geom {
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad: [1, 1],
+                dilation: [1, 1],
+                h: 5,
+                w: 7,
+            },
+            Geom {
+                kernel: [2, 3],
+                stride: [1, 1],
+                pad: [2, 0],
+                dilation: [2, 2],
+                h: 6,
+                w: 9,
+            },
+            Geom {
+                kernel: [1, 3],
+                stride: [1, 1],
+                pad: [0, 1],
+                dilation: [1, 1],
+                h: 1,
+                w: 11,
+            },
+        ];
+        for g in geoms {
+            assert!(pads_once(&g));
+            let planes: Vec<f32> = (0..2 * g.h * g.w).map(|i| i as f32 + 1.0).collect();
+            let mut padded = vec![f32::NAN; padded_len(&g, 2)];
+            pad_planes(&g, &planes, &mut padded);
+            let (k, l) = (g.cells(), g.positions());
+            let plane = padded.len() / 2;
+            for c in 0..2 {
+                let mut cols = vec![f32::NAN; k * l];
+                im2col(&g, &planes[c * g.h * g.w..][..g.h * g.w], &mut cols);
+                for cell in 0..k {
+                    for (p0, len) in [(0, l), (2, l - 3)] {
+                        let mut row = vec![f32::NAN; len];
+                        padded_runs(
+                            &g,
+                            &padded[c * plane..][..plane],
+                            cell,
+                            p0,
+                            len,
+                            |q, run| row[q..q + run.len()].copy_from_slice(run),
+                        );
+                        assert_eq!(
+                            row,
+                            cols[cell * l + p0..][..len],
+                            "{g:?} cell {cell} from {p0}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn cols_row_reads_any_run_of_the_im2col_columns() {

@@ -90,8 +90,17 @@ fn put_panel_row(dst: &mut [f32], src: &[f32]) {
 /// block's `NR`-column panels, each `kc` rows long.
 #[inline]
 pub fn pack_row(row: &[f32], kk: usize, kc: usize, dst: &mut [f32]) {
-    for (p, chunk) in row.chunks(NR).enumerate() {
-        put_panel_row(&mut dst[(p * kc + kk) * NR..], chunk);
+    pack_run(0, row, kk, kc, dst);
+}
+
+/// Like [`pack_row`] for a piece of row `kk` that starts at block column `q`.
+#[inline]
+pub fn pack_run(mut q: usize, mut run: &[f32], kk: usize, kc: usize, dst: &mut [f32]) {
+    while !run.is_empty() {
+        let j = q % NR;
+        let take = (NR - j).min(run.len());
+        put_panel_row(&mut dst[((q / NR) * kc + kk) * NR + j..], &run[..take]);
+        (q, run) = (q + take, &run[take..]);
     }
 }
 
