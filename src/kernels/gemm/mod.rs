@@ -16,12 +16,16 @@ pub use tile::NR;
 use super::scratch::{self, Slot};
 use tile::{Store, MR};
 
-/// Inner-dimension block: a packed `B` panel (`KC × NR`) stays in L1.
+/// Inner-dimension block, split evenly (576 → one block of 576): large
+/// enough that a 3x3 convolution over 64 channels stores each `C` tile once
+/// instead of re-reading it per block; on this kind of machine (Zen 3, 32 KiB
+/// L1, 512 KiB L2) 192 to 640 measured within noise of each other.
 /// [`PackB::pack`] is never asked for more than `KC` rows.
 pub const KC: usize = 640;
 /// Rows of `A` per packed block (`MC × KC` stays in L2).
 const MC: usize = 144;
 /// Columns of `B` per packed block: [`PackB::pack`] is never asked for more.
+/// A whole 32x32 image's positions, so that `A` is packed once per image.
 pub const NC: usize = 1024;
 
 /// A read-only matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
