@@ -106,13 +106,18 @@ impl<'a> Columns<'a> {
             skip,
         }
     }
-    /// Floats of scratch [`Columns::new`] needs for `channels` planes.
-    fn scratch_len(geom: &Geom, channels: usize) -> usize {
-        if pads_once(geom) && geom.pad != [0, 0] {
+    /// Calls `f` with the columns of `image`'s planes from position `skip`
+    /// on, padded in this thread's scratch when the window needs it.
+    fn with<R>(geom: &Geom, image: &[f32], skip: usize, f: impl FnOnce(Columns) -> R) -> R {
+        let channels = image.len() / (geom.h * geom.w);
+        let len = if pads_once(geom) && geom.pad != [0, 0] {
             padded_len(geom, channels)
         } else {
             0
-        }
+        };
+        scratch::with(Slot::Columns, len, |buf| {
+            f(Columns::new(geom, image, skip, buf))
+        })
     }
     /// Row `r`'s plane and kernel cell.
     fn plane_and_cell(&self, r: usize) -> (&[f32], usize) {
@@ -204,10 +209,8 @@ unsafe fn product_into(
             let b = MatRef::new(&image[p0..], cg, l, false);
             gemm_raw(og, cg, len, a, &b, out, ldc, init);
         } else {
-            let padded = Columns::scratch_len(&d.geom, cg);
-            scratch::with(Slot::Columns, padded, |buf| {
-                let b = Columns::new(&d.geom, image, p0, buf);
-                gemm_raw(og, cg * k, len, a, &b, out, ldc, init);
+            Columns::with(&d.geom, image, p0, |b| {
+                gemm_raw(og, cg * k, len, a, &b, out, ldc, init)
             });
         }
     }
@@ -300,10 +303,8 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
                     let b = MatRef::new(&image[p0..], l, cg, true);
                     gemm(og, len, cg, a, &b, dwg, cg, init);
                 } else {
-                    let padded = Columns::scratch_len(&d.geom, cg);
-                    scratch::with(Slot::Columns, padded, |buf| {
-                        let cols = Columns::new(&d.geom, image, p0, buf);
-                        gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init);
+                    Columns::with(&d.geom, image, p0, |cols| {
+                        gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init)
                     });
                 }
             }
@@ -364,6 +365,7 @@ pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::geom;
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
@@ -401,30 +403,9 @@ mod tests {
     #[test]
     fn threads_and_position_splits_give_the_one_thread_results() {
         let geoms = [
-            Geom {
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad: [1, 1],
-                dilation: [1, 1],
-                h: 9,
-                w: 23,
-            },
-            Geom {
-                kernel: [2, 3],
-                stride: [2, 1],
-                pad: [0, 2],
-                dilation: [1, 2],
-                h: 8,
-                w: 17,
-            },
-            Geom {
-                kernel: [1, 1],
-                stride: [1, 1],
-                pad: [0, 0],
-                dilation: [1, 1],
-                h: 6,
-                w: 11,
-            },
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [9, 23]),
+            geom([2, 3], [2, 1], [0, 2], [1, 2], [8, 17]),
+            geom([1, 1], [1, 1], [0, 0], [1, 1], [6, 11]),
         ];
         for geom in geoms {
             for (n, groups) in [(1, 1), (2, 2), (5, 1)] {

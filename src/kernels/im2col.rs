@@ -232,6 +232,25 @@ pub fn col2im_add(g: &Geom, cols: &[f32], plane: &mut [f32]) {
     });
 }
 
+/// A geometry from its parts, for tests: kernel, stride, padding, dilation, plane `[h, w]`.
+#[cfg(test)]
+pub(crate) fn geom(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    [h, w]: [usize; 2],
+) -> Geom {
+    Geom {
+        kernel,
+        stride,
+        pad,
+        dilation,
+        h,
+        w,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,30 +258,9 @@ mod tests {
     #[test]
     fn padded_runs_read_the_im2col_columns_of_stride_one_windows() {
         let geoms = [
-            Geom {
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad: [1, 1],
-                dilation: [1, 1],
-                h: 5,
-                w: 7,
-            },
-            Geom {
-                kernel: [2, 3],
-                stride: [1, 1],
-                pad: [2, 0],
-                dilation: [2, 2],
-                h: 6,
-                w: 9,
-            },
-            Geom {
-                kernel: [1, 3],
-                stride: [1, 1],
-                pad: [0, 1],
-                dilation: [1, 1],
-                h: 1,
-                w: 11,
-            },
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 7]),
+            geom([2, 3], [1, 1], [2, 0], [2, 2], [6, 9]),
+            geom([1, 3], [1, 1], [0, 1], [1, 1], [1, 11]),
         ];
         for g in geoms {
             assert!(pads_once(&g));
@@ -299,30 +297,9 @@ mod tests {
     #[test]
     fn cols_row_reads_any_run_of_the_im2col_columns() {
         let geoms = [
-            Geom {
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad: [1, 1],
-                dilation: [1, 1],
-                h: 5,
-                w: 7,
-            },
-            Geom {
-                kernel: [2, 3],
-                stride: [2, 3],
-                pad: [1, 2],
-                dilation: [2, 1],
-                h: 9,
-                w: 8,
-            },
-            Geom {
-                kernel: [1, 4],
-                stride: [1, 2],
-                pad: [0, 3],
-                dilation: [1, 1],
-                h: 1,
-                w: 13,
-            },
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 7]),
+            geom([2, 3], [2, 3], [1, 2], [2, 1], [9, 8]),
+            geom([1, 4], [1, 2], [0, 3], [1, 1], [1, 13]),
         ];
         for g in geoms {
             let plane: Vec<f32> = (0..g.h * g.w).map(|i| i as f32 + 1.0).collect();
