@@ -138,6 +138,9 @@ fn dump_stats_reports_the_arena_and_its_sharing() {
     // the cnn step's parameters alone take 4·(144+16+4608+32+15680+10) bytes, twice with momentum
     assert!(peak >= 2 * 4 * 20_490, "{line}");
     assert!(peak < unshared, "values should share memory: {line}");
+    // element-wise steps of the training step write over values nobody reads afterwards
+    let in_place = nums[3];
+    assert!(in_place > 0 && line.ends_with("written in place"), "{line}");
 }
 
 #[test]

@@ -523,3 +523,44 @@ fn reductions_over_every_axis_set_match_a_naive_loop() {
         }
     }
 }
+
+#[test]
+fn in_place_steps_never_overwrite_a_value_a_sibling_still_reads() {
+    // a = exp(x) is read by two steps of the same level (b = 3a and c = −a),
+    // so neither may write over it (either would corrupt the other); d = b + c
+    // may write over b (its last reader), r = relu(d) over d, e = 2r over r.
+    // Unrewritten, so that no pass fuses the chain.
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", vec![3, 37]).unwrap();
+    let a = g.exp(x).unwrap();
+    let b = g.mul_scalar(a, 3.0).unwrap();
+    let c = g.neg(a).unwrap();
+    let d = g.add(b, c).unwrap();
+    let r = g.relu(d).unwrap();
+    let e = g.mul_scalar(r, 2.0).unwrap();
+    let xs: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.37).sin()).collect();
+    let exp: Vec<f32> = xs.iter().map(|v| v.exp()).collect();
+    let want: Vec<f32> = exp.iter().map(|&v| (3.0 * v + -v).max(0.0) * 2.0).collect();
+    let feed = Tensor::from_vec(vec![3, 37], xs).unwrap();
+    for threads in [1, 2, 4] {
+        let opts = kiln::CompileOptions {
+            threads: Some(threads),
+            ..kiln::CompileOptions::unrewritten()
+        };
+        let mut exe = kiln::compile_with(&g, &[e], &[], &opts).unwrap();
+        assert!(
+            exe.in_place_steps() >= 3,
+            "{} in place",
+            exe.in_place_steps()
+        );
+        for _ in 0..3 {
+            let out = exe.run(&[("x", &feed)]).unwrap();
+            assert_eq!(out[0].data(), &want[..], "threads {threads}");
+        }
+        // returned as well, `a` is pinned: still correct, and still exp(x)
+        let mut exe = kiln::compile_with(&g, &[e, a], &[], &opts).unwrap();
+        let out = exe.run(&[("x", &feed)]).unwrap();
+        assert_eq!(out[0].data(), &want[..], "threads {threads}");
+        assert_eq!(out[1].data(), &exp[..], "an output is never overwritten");
+    }
+}

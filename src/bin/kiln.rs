@@ -192,10 +192,11 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 print!("{report}");
                 let exe = kiln::schedule_with(&rewritten, &options)?;
                 println!(
-                    "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps",
+                    "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps, {} written in place",
                     exe.planned_bytes(),
                     exe.unshared_bytes(),
-                    exe.num_steps()
+                    exe.num_steps(),
+                    exe.in_place_steps()
                 );
             } else {
                 print!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);

@@ -9,7 +9,7 @@ mod plan;
 mod pool;
 mod profile;
 
-pub use plan::{MemoryPlan, Place, Value};
+pub use plan::{write_in_place, MemoryPlan, Place, Value};
 pub use profile::Profile;
 
 use crate::error::{KilnError, Result};
@@ -428,7 +428,20 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
     }
     let levels = step_levels(steps, &values);
     let reads: Vec<Vec<usize>> = steps.iter().map(|s| s.operands.clone()).collect();
-    MemoryPlan::build(&values, &levels, &reads, &pinned)
+    let candidates: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| {
+            if s.operands.len() > MAX_INLINE_OPERANDS {
+                return vec![]; // run_step keeps in-place operands on the stack
+            }
+            let shapes: Vec<&[usize]> = s.operands.iter().map(|&o| &steps[o].shape[..]).collect();
+            s.op.in_place_operands(&shapes, &s.shape)
+        })
+        .collect();
+    let in_place = write_in_place(&mut values, &levels, &reads, &pinned, &candidates);
+    let mut plan = MemoryPlan::build(&values, &levels, &reads, &pinned);
+    plan.in_place = in_place;
+    plan
 }
 
 /// The steps that compute something (not inputs, parameters or views),
@@ -444,6 +457,10 @@ fn level_groups(steps: &[Step], plan: &MemoryPlan) -> Vec<Vec<usize>> {
     groups.retain(|g| !g.is_empty());
     groups
 }
+
+/// Operands a step's views hold on the stack (more go to the heap, and such
+/// steps never write in place).
+const MAX_INLINE_OPERANDS: usize = 8;
 
 /// The arena's base pointer, shared by the steps of one level (each writes
 /// only its own value's region, disjoint from every value it can overlap in time).
@@ -583,8 +600,25 @@ impl Executable {
         // inside the arena that no value live in this level overlaps, so no
         // other reference to it exists while the step runs.
         let out = unsafe { std::slice::from_raw_parts_mut(base.0.add(at), step.len) };
-        if step.operands.len() <= 8 {
-            let mut views = [NONE; 8];
+        if let Some(aliased) = self.plan.in_place[i] {
+            // `out` is the overwritten operand's memory (the plan made this step
+            // its last reader), so that operand is passed by shape only
+            let mut views = [NONE; MAX_INLINE_OPERANDS];
+            for (k, (v, &o)) in views.iter_mut().zip(&step.operands).enumerate() {
+                *v = if k == aliased {
+                    View {
+                        shape: &self.steps[o].shape,
+                        data: &[],
+                    }
+                } else {
+                    view(o)
+                };
+            }
+            let ins = &views[..step.operands.len()];
+            return step.op.eval_in_place(ins, aliased, out, &step.shape);
+        }
+        if step.operands.len() <= MAX_INLINE_OPERANDS {
+            let mut views = [NONE; MAX_INLINE_OPERANDS];
             for (v, &o) in views.iter_mut().zip(&step.operands) {
                 *v = view(o);
             }
@@ -739,6 +773,12 @@ impl Executable {
     /// Replaces the record of what the passes did (for executables built with [`schedule_with`]).
     pub fn set_report(&mut self, report: PassReport) {
         self.report = report;
+    }
+
+    /// Steps that write their result over an operand nothing reads afterwards
+    /// (element-wise ops; see [`write_in_place`]).
+    pub fn in_place_steps(&self) -> usize {
+        self.plan.in_place.iter().filter(|p| p.is_some()).count()
     }
 
     /// Threads a run uses.

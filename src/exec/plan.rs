@@ -24,6 +24,79 @@ pub enum Value {
     },
     /// A fed input, read from the caller's tensor during a run.
     Feed,
+    /// Computed by its step over the memory of step `of`'s value, which no
+    /// one reads afterwards (an element-wise op writing over a dead operand;
+    /// see [`write_in_place`]).
+    InPlace {
+        /// The operand step whose memory the result takes over.
+        of: usize,
+    },
+}
+
+/// Decides which steps write their result over one of their operands, and
+/// marks them `InPlace` in `values`. `candidates[i]` lists the operand
+/// positions step `i` could overwrite (an element-wise op reading that operand
+/// at the output's shape); `reads[i]` are its operands. An operand qualifies
+/// when it lives in the arena (not a feed), nothing sharing its memory is
+/// pinned or read by another operand of step `i`, and every other step that
+/// reads that memory runs at a lower level (so it is done before step `i`
+/// starts, even with the steps of a level running in parallel). Returns, per
+/// step, the position of the operand it overwrites.
+pub fn write_in_place(
+    values: &mut [Value],
+    levels: &[usize],
+    reads: &[Vec<usize>],
+    pinned: &[bool],
+    candidates: &[Vec<usize>],
+) -> Vec<Option<usize>> {
+    let n = values.len();
+    // memory groups: a view shares its base's memory, an in-place result its operand's
+    let mut group: Vec<usize> = (0..n).collect();
+    fn find(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    for (i, v) in values.iter().enumerate() {
+        if let Value::View { of, .. } = *v {
+            let r = find(&mut group, of);
+            group[i] = r;
+        }
+    }
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (j, ops) in reads.iter().enumerate() {
+        for &x in ops {
+            readers[x].push(j);
+        }
+    }
+    let mut chosen = vec![None; n];
+    for i in 0..n {
+        for &pos in &candidates[i] {
+            let o = reads[i][pos];
+            let g = find(&mut group, o);
+            let members: Vec<usize> = (0..n).filter(|&v| find(&mut group, v) == g).collect();
+            let shared_elsewhere = reads[i]
+                .iter()
+                .enumerate()
+                .any(|(p, &x)| p != pos && find(&mut group, x) == g);
+            let ok = !shared_elsewhere
+                && members
+                    .iter()
+                    .all(|&m| !pinned[m] && values[m] != Value::Feed)
+                && members
+                    .iter()
+                    .all(|&m| readers[m].iter().all(|&j| j == i || levels[j] < levels[i]));
+            if ok {
+                values[i] = Value::InPlace { of: o };
+                group[i] = g;
+                chosen[i] = Some(pos);
+                break;
+            }
+        }
+    }
+    chosen
 }
 
 /// Where a planned value is.
@@ -53,6 +126,9 @@ pub struct MemoryPlan {
     pub arena_len: usize,
     /// Sum of the sizes of all values the arena holds, had none shared memory.
     pub unshared_len: usize,
+    /// For each step that writes its result over an operand, that operand's
+    /// position (see [`write_in_place`]); set by the caller that chose them.
+    pub in_place: Vec<Option<usize>>,
 }
 
 /// Arena offsets are multiples of this many elements (64 bytes).
@@ -76,7 +152,7 @@ impl MemoryPlan {
         let mut next_feed = 0;
         for (i, v) in values.iter().enumerate() {
             root.push(match *v {
-                Value::View { of, .. } => root[of],
+                Value::View { of, .. } | Value::InPlace { of } => root[of],
                 _ => i,
             });
             if *v == Value::Feed {
@@ -138,6 +214,7 @@ impl MemoryPlan {
                     feed: feeds[i],
                     offset: 0,
                 },
+                Value::InPlace { of } => place[of],
                 Value::View { of, offset: off } => match place[of] {
                     Place::Arena(o) => Place::Arena(o + off),
                     Place::Feed { feed, offset } => Place::Feed {
@@ -151,11 +228,12 @@ impl MemoryPlan {
             place,
             view: values
                 .iter()
-                .map(|v| !matches!(v, Value::Owned(_)))
+                .map(|v| matches!(v, Value::View { .. } | Value::Feed))
                 .collect(),
             level: levels.to_vec(),
             arena_len,
             unshared_len,
+            in_place: vec![None; n],
         }
     }
     /// Whether step `i` reads another value's memory instead of computing into its own.
@@ -193,6 +271,90 @@ mod tests {
                 i + 1
             );
         }
+    }
+
+    /// Element-wise steps write over an operand only when they are its last
+    /// reader, strictly after every other reader's level, and it is an arena
+    /// value nobody pins; the result then shares that operand's place.
+    #[test]
+    fn in_place_writes_only_over_dead_arena_operands() {
+        // 0: feed x; 1: a = f(x); 2: b = relu(a) [a's only reader: in place];
+        // 3: c = g(b); 4: d = b + c [b also read by 3, a level lower: in place over b];
+        // 5: e = relu(d) pinned output → may still overwrite d;
+        // 6: p = f(x) read by 7 and 8 at the same level: neither overwrites it
+        // 9: q = relu(x) [a feed: never overwritten]; 10: r = s(q, q) [same memory twice]
+        let mut values = vec![
+            Value::Feed,
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+            Value::Owned(32),
+        ];
+        let levels = vec![0, 1, 2, 3, 4, 5, 1, 2, 2, 1, 2];
+        let reads = vec![
+            vec![],
+            vec![0],
+            vec![1],
+            vec![2],
+            vec![2, 3],
+            vec![4],
+            vec![0],
+            vec![6],
+            vec![6],
+            vec![0],
+            vec![9, 9],
+        ];
+        let mut pinned = vec![false; 11];
+        pinned[5] = true;
+        let elementwise = |k: &[usize]| k.to_vec();
+        let candidates = vec![
+            vec![],
+            elementwise(&[0]),
+            elementwise(&[0]),
+            vec![],
+            elementwise(&[0, 1]),
+            elementwise(&[0]),
+            vec![],
+            elementwise(&[0]),
+            elementwise(&[0]),
+            elementwise(&[0]),
+            elementwise(&[0, 1]),
+        ];
+        let chosen = write_in_place(&mut values, &levels, &reads, &pinned, &candidates);
+        assert_eq!(
+            chosen,
+            vec![
+                None,
+                None,
+                Some(0),
+                None,
+                Some(0),
+                Some(0),
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(values[2], Value::InPlace { of: 1 });
+        let plan = MemoryPlan::build(&values, &levels, &reads, &pinned);
+        assert_eq!(plan.place[2], plan.place[1]);
+        assert_eq!(plan.place[4], plan.place[1]);
+        assert_eq!(plan.place[5], plan.place[1]);
+        // c (read by d) must not sit where a/b/d live
+        let at = |i: usize| match plan.place[i] {
+            Place::Arena(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert!(at(3).abs_diff(at(1)) >= 32);
+        assert!(!plan.is_view(2), "an in-place step is still computed");
     }
 
     /// A value read late (by the last step) stays live under every value

@@ -198,6 +198,35 @@ pub fn unary_in_place(op: UnaryOp, x: &mut [f32]) {
     }
 }
 
+/// A binary op written over operand `aliased` (of the output's shape),
+/// whose value `out` holds on entry; the other operand may broadcast.
+pub fn binary_in_place(
+    op: BinaryOp,
+    ins: &[View],
+    aliased: usize,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    let other = ins[1 - aliased];
+    let apply = |held: f32, v: f32| {
+        if aliased == 0 {
+            op.apply(held, v)
+        } else {
+            op.apply(v, held)
+        }
+    };
+    if other.shape == out_shape {
+        for (o, &v) in out.iter_mut().zip(other.data) {
+            *o = apply(*o, v);
+        }
+        return;
+    }
+    let so = broadcast_strides(other.shape, out_shape);
+    strided_walk(out_shape, [&so], |i, [k]| {
+        out[i] = apply(out[i], other.data[k])
+    });
+}
+
 /// Reference kernel of binary ops with broadcasting.
 pub fn binary(op: BinaryOp, a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
     if a.shape == out_shape && b.shape == out_shape {

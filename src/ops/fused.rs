@@ -181,6 +181,13 @@ pub fn repeats_into(s: &[usize], out: &[usize]) -> bool {
 /// Kernel of `Fused`: the expression block by block; operands and constants
 /// are read in place, only computed values use the (stack) registers.
 pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
+    fused_over(expr, ins, None, out)
+}
+
+/// [`fused`], or with `aliased = Some(k)` written over operand `k` (of the
+/// output's shape): `out` then holds that operand on entry, and each block of
+/// it is copied into its register before the block's result is stored.
+pub fn fused_over(expr: &[Instr], ins: &[View], aliased: Option<usize>, out: &mut [f32]) {
     let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
     let n = out.len();
     let last = expr.len() - 1;
@@ -190,7 +197,9 @@ pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
         for (i, instr) in expr.iter().enumerate() {
             if let Instr::Operand(k) = *instr {
                 let d = ins[k].data;
-                if d.len() > 1 && d.len() < n {
+                if Some(k) == aliased {
+                    regs[i][..len].copy_from_slice(&out[start..start + len]);
+                } else if d.len() > 1 && d.len() < n {
                     // a repeated row: this block of it, in the operand's register
                     for (j, v) in regs[i][..len].iter_mut().enumerate() {
                         *v = d[(start + j) % d.len()];
@@ -201,6 +210,7 @@ pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
             let arg = |r: usize| -> Arg {
                 match expr[r] {
                     Instr::Const(c) => Arg::Scalar(c),
+                    Instr::Operand(k) if Some(k) == aliased => Arg::Slice(&done[r][..len]),
                     Instr::Operand(k) if ins[k].data.len() == 1 => Arg::Scalar(ins[k].data[0]),
                     Instr::Operand(k) if ins[k].data.len() == n => {
                         Arg::Slice(&ins[k].data[start..start + len])
@@ -214,6 +224,8 @@ pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
                 &mut rest[0][..len]
             };
             match *instr {
+                // the result is the overwritten operand itself: already in place
+                Instr::Operand(k) if i == last && Some(k) == aliased => {}
                 Instr::Operand(_) | Instr::Const(_) if i == last => match arg(i) {
                     Arg::Scalar(v) => dst.fill(v),
                     Arg::Slice(src) => dst.copy_from_slice(src),

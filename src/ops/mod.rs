@@ -486,6 +486,38 @@ impl Op {
         }
     }
 
+    /// The operand positions whose memory the op's result may take over
+    /// (element-wise ops reading that operand at the output's shape); the
+    /// memory plan picks one when that operand is dead afterwards.
+    pub fn in_place_operands(&self, ins: &[&[usize]], out_shape: &[usize]) -> Vec<usize> {
+        let same = |k: usize| ins[k] == out_shape;
+        match self {
+            Op::Unary(_) => vec![0],
+            Op::Binary(_) => (0..2).filter(|&k| same(k)).collect(),
+            Op::Fused { .. } => (0..ins.len()).filter(|&k| same(k)).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// [`eval`](Self::eval) for a step that writes over operand `aliased`:
+    /// `out` holds that operand's value on entry (and `ins[aliased]` has its
+    /// shape but no data). Only for the positions
+    /// [`in_place_operands`](Self::in_place_operands) names.
+    pub fn eval_in_place(
+        &self,
+        ins: &[View],
+        aliased: usize,
+        out: &mut [f32],
+        out_shape: &[usize],
+    ) {
+        match self {
+            Op::Unary(u) => elementwise::unary_in_place(*u, out),
+            Op::Binary(b) => elementwise::binary_in_place(*b, ins, aliased, out, out_shape),
+            Op::Fused { expr } => fused::fused_over(expr, ins, Some(aliased), out),
+            other => unreachable!("{} has no in-place kernel", other.name()),
+        }
+    }
+
     /// The reference kernel: writes the op's output for operands `ins` into
     /// `out` (of the inferred shape `out_shape`; a multi-output op writes its
     /// outputs back to back, and an operand that is one holds them all).
