@@ -86,44 +86,38 @@ struct Columns<'a> {
     skip: usize,
 }
 
-impl<'a> Columns<'a> {
-    /// The columns of `image`'s planes, padding them into `scratch` first
-    /// when the window has stride 1.
-    fn new(geom: &'a Geom, image: &'a [f32], skip: usize, scratch: &'a mut [f32]) -> Self {
-        let padded = pads_once(geom);
-        let image = if padded && geom.pad != [0, 0] {
-            let channels = image.len() / (geom.h * geom.w);
-            let out = &mut scratch[..padded_len(geom, channels)];
-            pad_planes(geom, image, out);
-            &*out
-        } else {
-            image
-        };
-        Columns {
-            geom,
-            image,
-            padded,
-            skip,
-        }
-    }
+impl Columns<'_> {
     /// Calls `f` with the columns of `image`'s planes from position `skip`
-    /// on, padded in this thread's scratch when the window needs it.
+    /// on; a stride-1 window with padding first pads the planes once, into
+    /// this thread's scratch.
     fn with<R>(geom: &Geom, image: &[f32], skip: usize, f: impl FnOnce(Columns) -> R) -> R {
-        let channels = image.len() / (geom.h * geom.w);
-        let len = if pads_once(geom) && geom.pad != [0, 0] {
-            padded_len(geom, channels)
+        let padded = pads_once(geom);
+        let copy = padded && geom.pad != [0, 0];
+        let len = if copy {
+            padded_len(geom, image.len() / (geom.h * geom.w))
         } else {
             0
         };
         scratch::with(Slot::Columns, len, |buf| {
-            f(Columns::new(geom, image, skip, buf))
+            let image = if copy {
+                pad_planes(geom, image, buf);
+                &*buf
+            } else {
+                image
+            };
+            f(Columns {
+                geom,
+                image,
+                padded,
+                skip,
+            })
         })
     }
     /// Row `r`'s plane and kernel cell.
     fn plane_and_cell(&self, r: usize) -> (&[f32], usize) {
         let g = self.geom;
         let plane = if self.padded {
-            (g.h + 2 * g.pad[0]) * (g.w + 2 * g.pad[1])
+            padded_len(g, 1)
         } else {
             g.h * g.w
         };
