@@ -14,7 +14,7 @@ pub mod tile;
 pub use tile::NR;
 
 use super::scratch::{self, Slot};
-use tile::{Store, MR};
+use tile::{Store, MR, SHORT_ROWS};
 
 /// Inner-dimension block, split evenly (576 → one block of 576): large
 /// enough that a 3x3 convolution over 64 channels stores each `C` tile once
@@ -273,18 +273,21 @@ pub unsafe fn gemm_raw(
                         let ablk = &mut abuf[..tiles * kc * MR];
                         pack_a(&a, ic, mc, pc, kc, ablk);
                         let first = pc == 0;
+                        let store_at = |i: usize, rows: usize| match init {
+                            _ if !first => Store::Add,
+                            Init::Overwrite => Store::Overwrite,
+                            Init::Add => Store::Add,
+                            Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
+                        };
+                        // a last tile of few rows goes two panels at a time below
+                        let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
                         for p in 0..panels {
                             let j = jc + p * NR;
                             let cols = NR.min(n - j);
-                            for t in 0..tiles {
+                            for t in 0..tiles - usize::from(short) {
                                 let i = ic + t * MR;
                                 let rows = MR.min(m - i);
-                                let store = match init {
-                                    _ if !first => Store::Add,
-                                    Init::Overwrite => Store::Overwrite,
-                                    Init::Add => Store::Add,
-                                    Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
-                                };
+                                let store = store_at(i, rows);
                                 let ap = ablk[t * kc * MR..].as_ptr();
                                 let bp = bbuf[p * kc * NR..].as_ptr();
                                 // SAFETY: the panels hold kc steps each; the tile
@@ -295,6 +298,30 @@ pub unsafe fn gemm_raw(
                                         tile::tile(kc, ap, bp, ct, ldc, store);
                                     } else {
                                         edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
+                                    }
+                                }
+                            }
+                        }
+                        if short {
+                            let t = tiles - 1;
+                            let (i, ap) = (ic + t * MR, ablk[t * kc * MR..].as_ptr());
+                            let rows = m - i;
+                            let store = store_at(i, rows);
+                            let mut p = 0;
+                            while p < panels {
+                                let j = jc + p * NR;
+                                let bp = bbuf[p * kc * NR..].as_ptr();
+                                // SAFETY: as above; a pair of panels is used only
+                                // when both exist and are full width.
+                                unsafe {
+                                    let ct = c.add(i * ldc + j);
+                                    if p + 1 < panels && n - j >= 2 * NR {
+                                        tile::short_tile(rows, kc, ap, bp, ct, ldc, store);
+                                        p += 2;
+                                    } else {
+                                        let cols = NR.min(n - j);
+                                        edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
+                                        p += 1;
                                     }
                                 }
                             }
@@ -328,11 +355,7 @@ unsafe fn edge_tile(
     for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
         // SAFETY: row i of the cut tile, by the caller's contract.
         let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), cols) };
-        match store {
-            Store::Overwrite => dst.copy_from_slice(&src[..cols]),
-            Store::Add => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
-            Store::Bias(bias) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bias[i]),
-        }
+        tile::store_row(dst, src, store, i);
     }
 }
 
@@ -369,6 +392,10 @@ mod tests {
             (13, 300, 35),
             (150, 9, 530),
             (5, 0, 4),
+            // last tiles of 2 and 3 rows (two panels at a time, then a lone panel)
+            (8, 40, 64),
+            (9, 20, 70),
+            (147, 5, 33),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let (ad, bd) = (values(m * k, 1), values(k * n, 2));

@@ -38,6 +38,65 @@ pub unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
     unsafe { tile_portable(kc, a, b, c, ldc, store) }
 }
 
+/// Tiles at C's lower edge with at most this many rows use [`short_tile`].
+pub const SHORT_ROWS: usize = 3;
+
+/// A tile of `rows ≤ SHORT_ROWS` rows over two adjacent B panels (`2·NR`
+/// columns): C's lower edge, where a full tile would spend a whole tile's
+/// time on rows that do not exist. `a` is a packed A panel (rows past `rows`
+/// are ignored), `b` the first of two panels `kc·NR` apart.
+///
+/// # Safety
+/// As [`tile`], for `rows` rows of `2·NR` columns of C and two B panels.
+#[inline]
+pub unsafe fn short_tile(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
+    debug_assert!((1..=SHORT_ROWS).contains(&rows));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features are present; the pointer contract is the caller's.
+            return unsafe {
+                match rows {
+                    1 => avx2::short::<1>(kc, a, b, c, ldc, store),
+                    2 => avx2::short::<2>(kc, a, b, c, ldc, store),
+                    _ => avx2::short::<3>(kc, a, b, c, ldc, store),
+                }
+            };
+        }
+    }
+    for half in 0..2 {
+        let mut local = [0f32; MR * NR];
+        // SAFETY: the caller's panels; the local tile is MR × NR with row stride NR.
+        unsafe {
+            let b = b.add(half * kc * NR);
+            tile_portable(kc, a, b, local.as_mut_ptr(), NR, Store::Overwrite)
+        };
+        for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
+            // SAFETY: row i, columns half·NR.., of the caller's tile.
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc + half * NR), NR) };
+            store_row(dst, src, store, i);
+        }
+    }
+}
+
+/// Stores row `i` of a computed tile (`src`) into `dst` under `store`.
+pub fn store_row(dst: &mut [f32], src: &[f32], store: Store, i: usize) {
+    match store {
+        Store::Overwrite => dst.copy_from_slice(&src[..dst.len()]),
+        Store::Add => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
+        Store::Bias(bias) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bias[i]),
+    }
+}
+
 /// The portable tile: a plain loop the compiler vectorises.
 ///
 /// # Safety
@@ -68,11 +127,7 @@ unsafe fn tile_portable(
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i of the tile is inside `c` by the caller's contract.
         let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
-        match store {
-            Store::Overwrite => dst.copy_from_slice(row),
-            Store::Add => dst.iter_mut().zip(row).for_each(|(d, s)| *d += s),
-            Store::Bias(bias) => dst.iter_mut().zip(row).for_each(|(d, s)| *d = s + bias[i]),
-        }
+        store_row(dst, row, store, i);
     }
 }
 
@@ -136,6 +191,54 @@ mod avx2 {
                 }
                 _mm256_storeu_ps(row, v0);
                 _mm256_storeu_ps(row.add(8), v1);
+            }
+        }
+    }
+
+    /// The AVX2 + FMA short tile (see [`super::short_tile`]): `R` rows by
+    /// four vectors (two panels), so `4·R` accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn short<const R: usize>(
+        kc: usize,
+        mut a: *const f32,
+        mut b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        store: Store,
+    ) {
+        let second = kc * NR; // the next panel
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        for _ in 0..kc {
+            // SAFETY: `a`/`b` advance one packed step each inside their panels.
+            unsafe {
+                let bv = [
+                    _mm256_loadu_ps(b),
+                    _mm256_loadu_ps(b.add(8)),
+                    _mm256_loadu_ps(b.add(second)),
+                    _mm256_loadu_ps(b.add(second + 8)),
+                ];
+                for (i, r) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_broadcast_ss(&*a.add(i));
+                    for (r, &bv) in r.iter_mut().zip(&bv) {
+                        *r = _mm256_fmadd_ps(ai, bv, *r);
+                    }
+                }
+                a = a.add(MR);
+                b = b.add(NR);
+            }
+        }
+        for (i, r) in acc.iter().enumerate() {
+            for (v, &x) in r.iter().enumerate() {
+                // SAFETY: row i, columns 8v .. 8v+8 of the caller's 2·NR-wide tile.
+                unsafe {
+                    let at = c.add(i * ldc + v * 8);
+                    let y = match store {
+                        Store::Overwrite => x,
+                        Store::Add => _mm256_add_ps(x, _mm256_loadu_ps(at)),
+                        Store::Bias(bias) => _mm256_add_ps(x, _mm256_set1_ps(bias[i])),
+                    };
+                    _mm256_storeu_ps(at, y);
+                }
             }
         }
     }
