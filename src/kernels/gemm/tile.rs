@@ -28,8 +28,7 @@ pub enum Store<'a> {
 pub unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, store: Store) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2::available() {
             // SAFETY: the features are present; the pointer contract is the caller's.
             return unsafe { avx2::tile(kc, a, b, c, ldc, store) };
         }
@@ -61,8 +60,7 @@ pub unsafe fn short_tile(
     debug_assert!((1..=SHORT_ROWS).contains(&rows));
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2::available() {
             // SAFETY: the features are present; the pointer contract is the caller's.
             return unsafe {
                 match rows {
@@ -174,23 +172,31 @@ mod avx2 {
         }
         for (i, r) in acc.iter().enumerate() {
             // SAFETY: row i of the tile is inside `c` by the caller's contract.
+            unsafe { store_row(c.add(i * ldc), r, store, i) };
+        }
+    }
+
+    /// Whether this CPU runs the AVX2 + FMA tiles.
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    /// Stores row `i` of a tile, `vs.len()` vectors from `row` on, under `store`.
+    ///
+    /// # Safety
+    /// `row` addresses `8·vs.len()` writable floats.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_row(row: *mut f32, vs: &[__m256], store: Store, i: usize) {
+        for (v, &x) in vs.iter().enumerate() {
+            // SAFETY: the caller's row.
             unsafe {
-                let row = c.add(i * ldc);
-                let (mut v0, mut v1) = (r[0], r[1]);
-                match store {
-                    Store::Overwrite => {}
-                    Store::Add => {
-                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
-                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
-                    }
-                    Store::Bias(bias) => {
-                        let bv = _mm256_set1_ps(bias[i]);
-                        v0 = _mm256_add_ps(v0, bv);
-                        v1 = _mm256_add_ps(v1, bv);
-                    }
-                }
-                _mm256_storeu_ps(row, v0);
-                _mm256_storeu_ps(row.add(8), v1);
+                let at = row.add(v * 8);
+                let y = match store {
+                    Store::Overwrite => x,
+                    Store::Add => _mm256_add_ps(x, _mm256_loadu_ps(at)),
+                    Store::Bias(bias) => _mm256_add_ps(x, _mm256_set1_ps(bias[i])),
+                };
+                _mm256_storeu_ps(at, y);
             }
         }
     }
@@ -228,18 +234,8 @@ mod avx2 {
             }
         }
         for (i, r) in acc.iter().enumerate() {
-            for (v, &x) in r.iter().enumerate() {
-                // SAFETY: row i, columns 8v .. 8v+8 of the caller's 2·NR-wide tile.
-                unsafe {
-                    let at = c.add(i * ldc + v * 8);
-                    let y = match store {
-                        Store::Overwrite => x,
-                        Store::Add => _mm256_add_ps(x, _mm256_loadu_ps(at)),
-                        Store::Bias(bias) => _mm256_add_ps(x, _mm256_set1_ps(bias[i])),
-                    };
-                    _mm256_storeu_ps(at, y);
-                }
-            }
+            // SAFETY: row i of the caller's 2·NR-wide tile.
+            unsafe { store_row(c.add(i * ldc), r, store, i) };
         }
     }
 }
