@@ -136,6 +136,11 @@ fn conv2d_matches_direct_loops_over_strides_paddings_dilations_groups() {
         (1, 6, 4, [6, 5], [2, 3], [1, 2], [1, 0], 1, 2, true),
         (1, 4, 4, [5, 5], [3, 3], [1, 1], [1, 1], 1, 4, true), // depthwise
         (3, 1, 3, [4, 4], [4, 4], [1, 1], [0, 0], 1, 1, true), // kernel = input
+        // output rows a multiple of 16 wide (the GEMM reads the padded image
+        // in place); a last tile of 1 row; an inner dimension in two blocks
+        (2, 3, 7, [3, 32], [3, 3], [1, 1], [1, 1], 1, 1, true),
+        (1, 2, 8, [3, 16], [3, 3], [1, 1], [2, 2], 2, 1, false),
+        (1, 30, 13, [2, 16], [3, 3], [1, 1], [1, 1], 1, 1, true),
     ];
     for (n, cin, cout, size, k, s, p, d, groups, bias) in cfgs {
         check_conv(ConvCfg {
@@ -161,6 +166,7 @@ fn conv1d_matches_direct_loops_over_strides_paddings_dilations_groups() {
         (2, 2, 6, 13, 2, 3, 2, 2, 2, false),
         (1, 3, 2, 7, 5, 1, 2, 1, 1, true),
         (1, 2, 2, 9, 3, 1, 2, 3, 1, true),
+        (2, 5, 9, 48, 3, 1, 1, 1, 1, true), // read in place (48 = 3 panels)
     ];
     for (n, cin, cout, l, k, s, p, d, groups, bias) in cfgs {
         check_conv(ConvCfg {

@@ -1,12 +1,16 @@
 //! Convolution kernels on kiln's packed GEMM. The forward product and the
 //! weight gradient pack their im2col columns straight from the image (no
-//! columns buffer); the input gradient multiplies into per-thread columns and
-//! folds them back (col2im). Images run in parallel; with fewer images than
+//! columns buffer); a stride-1 forward product over output rows a multiple
+//! of 16 wide reads them in place from the once-padded image. The input
+//! gradient multiplies into per-thread columns and folds them back (col2im). Images run in parallel; with fewer images than
 //! threads each image's output positions are split instead. Weights
 //! `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as height 1).
 
 use super::gemm::{gemm, gemm_raw, pack_row, pack_run, Init, MatRef, PackB, KC, NC, NR};
-use super::im2col::{col2im_add, cols_row, pad_planes, padded_len, padded_runs, pads_once, Geom};
+use super::im2col::{
+    col2im_add, cols_row, pad_planes, padded_len, padded_position, padded_row_starts, padded_runs,
+    pads_once, Geom,
+};
 use super::matmul::matmul_acc;
 use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
@@ -113,45 +117,57 @@ impl Columns<'_> {
             })
         })
     }
-    /// Row `r`'s plane and kernel cell.
-    fn plane_and_cell(&self, r: usize) -> (&[f32], usize) {
-        let g = self.geom;
-        let plane = if self.padded {
-            padded_len(g, 1)
-        } else {
-            g.h * g.w
-        };
-        let (c, cell) = (r / g.cells(), r % g.cells());
-        (&self.image[c * plane..][..plane], cell)
-    }
     /// Writes row `r` of the columns from position `p0` into `out`.
     fn row(&self, r: usize, p0: usize, out: &mut [f32]) {
-        let (src, cell) = self.plane_and_cell(r);
         if self.padded {
-            padded_runs(self.geom, src, cell, self.skip + p0, out.len(), |q, run| {
-                out[q..q + run.len()].copy_from_slice(run)
-            });
+            padded_runs(
+                self.geom,
+                self.image,
+                r,
+                1,
+                self.skip + p0,
+                out.len(),
+                |_, q, run| out[q..q + run.len()].copy_from_slice(run),
+            );
         } else {
-            cols_row(self.geom, src, cell, self.skip + p0, out);
+            let g = self.geom;
+            let plane = &self.image[(r / g.cells()) * g.h * g.w..][..g.h * g.w];
+            cols_row(g, plane, r % g.cells(), self.skip + p0, out);
         }
     }
 }
 
 impl PackB for Columns<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        if self.padded {
+            // straight from the padded planes into the panels
+            let p0 = self.skip + n0;
+            padded_runs(self.geom, self.image, k0, kc, p0, nc, |kk, q, run| {
+                pack_run(q, run, kk, kc, dst)
+            });
+            return;
+        }
         let mut row = [0f32; NC];
         for kk in 0..kc {
-            if self.padded {
-                // straight from the padded planes into the panels
-                let (src, cell) = self.plane_and_cell(k0 + kk);
-                padded_runs(self.geom, src, cell, self.skip + n0, nc, |q, run| {
-                    pack_run(q, run, kk, kc, dst)
-                });
-            } else {
-                self.row(k0 + kk, n0, &mut row[..nc]);
-                pack_row(&row[..nc], kk, kc, dst);
-            }
+            self.row(k0 + kk, n0, &mut row[..nc]);
+            pack_row(&row[..nc], kk, kc, dst);
         }
+    }
+    fn reads_in_place(&self) -> bool {
+        // only when every panel's columns lie within one output row (else
+        // the panels that straddle rows would be packed one by one)
+        self.padded && self.geom.out().1 % NR == 0 && self.skip % NR == 0
+    }
+    fn row_starts(&self, k0: usize, starts: &mut [usize]) {
+        let rows = padded_row_starts(self.geom, k0);
+        starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+    }
+    fn panel_start(&self, j0: usize) -> Option<usize> {
+        let (at, side_by_side) = padded_position(self.geom, self.skip + j0);
+        (side_by_side >= NR).then_some(at)
+    }
+    fn source(&self) -> &[f32] {
+        self.image
     }
 }
 
@@ -398,6 +414,7 @@ mod tests {
     fn threads_and_position_splits_give_the_one_thread_results() {
         let geoms = [
             geom([3, 3], [1, 1], [1, 1], [1, 1], [9, 23]),
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 16]), // B read in place
             geom([2, 3], [2, 1], [0, 2], [1, 2], [8, 17]),
             geom([1, 1], [1, 1], [0, 0], [1, 1], [6, 11]),
         ];

@@ -188,30 +188,62 @@ pub fn pad_planes(g: &Geom, planes: &[f32], out: &mut [f32]) {
     }
 }
 
-/// For a stride-1 window over a plane padded by [`pad_planes`]: calls
-/// `f(q, run)` with the runs of `cols[cell, p0 .. p0 + len]` (one per output
-/// row), `q` counting from `p0`.
+/// For a stride-1 window over planes padded by [`pad_planes`] (held back to
+/// back): where row `r0`, `r0 + 1`, … of the im2col columns starts, i.e. the
+/// padded-plane offset of its first output position's input (row `r` is
+/// plane `r / cells`, kernel cell `r % cells`). Steps from row to row
+/// without division.
+pub fn padded_row_starts(g: &Geom, r0: usize) -> impl Iterator<Item = usize> {
+    let plane = padded_len(g, 1);
+    let [kh, kw] = g.kernel;
+    let (row_step, col_step) = (g.dilation[0] * (g.w + 2 * g.pad[1]), g.dilation[1]);
+    let cell = r0 % g.cells();
+    let (mut c, mut ki, mut kj) = (r0 / g.cells(), cell / kw, cell % kw);
+    std::iter::from_fn(move || {
+        let start = c * plane + ki * row_step + kj * col_step;
+        kj += 1;
+        if kj == kw {
+            kj = 0;
+            ki += 1;
+            if ki == kh {
+                ki = 0;
+                c += 1;
+            }
+        }
+        Some(start)
+    })
+}
+
+/// Where output position `p` lies relative to a row's start
+/// ([`padded_row_starts`]), and how many positions from `p` on share its
+/// output row (and so lie side by side).
+pub fn padded_position(g: &Geom, p: usize) -> (usize, usize) {
+    let (_, ow) = g.out();
+    let (y, x) = (p / ow, p % ow);
+    (y * (g.w + 2 * g.pad[1]) + x, ow - x)
+}
+
+/// Calls `f(kk, q, run)` with the runs of `cols[r0 + kk, p0 .. p0 + len]`
+/// for `kk < rows` (one per output row, `q` counting from `p0`), read from
+/// planes padded by [`pad_planes`].
 #[inline(always)]
 pub fn padded_runs(
     g: &Geom,
     padded: &[f32],
-    cell: usize,
+    r0: usize,
+    rows: usize,
     p0: usize,
     len: usize,
-    mut f: impl FnMut(usize, &[f32]),
+    mut f: impl FnMut(usize, usize, &[f32]),
 ) {
-    let (_, ow) = g.out();
-    let pw = g.w + 2 * g.pad[1];
-    let (ki, kj) = (cell / g.kernel[1], cell % g.kernel[1]);
-    let shift = ki * g.dilation[0] * pw + kj * g.dilation[1];
-    let (mut q, mut p) = (0, p0);
+    let mut q = 0;
     while q < len {
-        let (y, x) = (p / ow, p % ow);
-        let run = (ow - x).min(len - q);
-        let at = shift + y * pw + x;
-        f(q, &padded[at..at + run]);
+        let (at, left) = padded_position(g, p0 + q);
+        let run = left.min(len - q);
+        for (kk, start) in padded_row_starts(g, r0).take(rows).enumerate() {
+            f(kk, q, &padded[start + at..][..run]);
+        }
         q += run;
-        p += run;
     }
 }
 
@@ -268,25 +300,27 @@ mod tests {
             let mut padded = vec![f32::NAN; padded_len(&g, 2)];
             pad_planes(&g, &planes, &mut padded);
             let (k, l) = (g.cells(), g.positions());
-            let plane = padded.len() / 2;
-            for c in 0..2 {
-                let mut cols = vec![f32::NAN; k * l];
-                im2col(&g, &planes[c * g.h * g.w..][..g.h * g.w], &mut cols);
-                for cell in 0..k {
-                    for (p0, len) in [(0, l), (2, l - 3)] {
-                        let mut row = vec![f32::NAN; len];
-                        padded_runs(
-                            &g,
-                            &padded[c * plane..][..plane],
-                            cell,
-                            p0,
-                            len,
-                            |q, run| row[q..q + run.len()].copy_from_slice(run),
-                        );
+            // the columns of both planes, [2·K, L]
+            let mut cols = vec![f32::NAN; 2 * k * l];
+            for (plane, c) in planes
+                .chunks_exact(g.h * g.w)
+                .zip(cols.chunks_exact_mut(k * l))
+            {
+                im2col(&g, plane, c);
+            }
+            // row ranges within a plane, across planes, and single rows
+            for (r0, rows) in [(0, 2 * k), (1, k), (k - 1, 2), (k + 1, 1)] {
+                for (p0, len) in [(0, l), (2, l - 3), (l - 1, 1)] {
+                    let mut got = vec![f32::NAN; rows * len];
+                    padded_runs(&g, &padded, r0, rows, p0, len, |kk, q, run| {
+                        got[kk * len + q..][..run.len()].copy_from_slice(run)
+                    });
+                    for kk in 0..rows {
                         assert_eq!(
-                            row,
-                            cols[cell * l + p0..][..len],
-                            "{g:?} cell {cell} from {p0}"
+                            got[kk * len..][..len],
+                            cols[(r0 + kk) * l + p0..][..len],
+                            "{g:?} row {} from {p0}",
+                            r0 + kk
                         );
                     }
                 }

@@ -5,7 +5,9 @@
 //! [`tile`] kernel multiplies one panel pair into an `MR × NR` tile of `C`
 //! held in registers. `B` comes through the [`PackB`] trait, so a convolution
 //! packs its im2col columns straight from the image without materialising
-//! them. Packing buffers are per-thread scratch: a call allocates nothing once
+//! them, or, where every panel's columns lie side by side in the padded image
+//! (stride 1, output rows a multiple of `NR` wide), has the tiles read them
+//! there through a table of row starts and skips packing `B` altogether. Packing buffers are per-thread scratch: a call allocates nothing once
 //! its thread has run a product of that size. Callers parallelise over
 //! independent products or column ranges (see `kernels::conv`, `kernels::matmul`).
 
@@ -14,7 +16,7 @@ pub mod tile;
 pub use tile::NR;
 
 use super::scratch::{self, Slot};
-use tile::{Store, MR, SHORT_ROWS};
+use tile::{Indexed, Packed, Rows, Store, MR, SHORT_ROWS};
 
 /// Inner-dimension block, split evenly (576 → one block of 576): large
 /// enough that a 3x3 convolution over 64 channels stores each `C` tile once
@@ -22,6 +24,20 @@ use tile::{Store, MR, SHORT_ROWS};
 /// L1, 512 KiB L2) 192 to 640 measured within noise of each other.
 /// [`PackB::pack`] is never asked for more than `KC` rows.
 pub const KC: usize = 640;
+/// Inner-dimension block when B is read in place ([`PackB::reads_in_place`]):
+/// small enough that a panel's rows, scattered over the image, stay in L1
+/// while the tiles down A's rows reuse them.
+const KC_IN_PLACE: usize = 256;
+/// Where step `kk` of a packed panel starts: `kk·NR`.
+static PACKED_STARTS: [usize; KC] = {
+    let mut starts = [0; KC];
+    let mut kk = 0;
+    while kk < KC {
+        starts[kk] = kk * NR;
+        kk += 1;
+    }
+    starts
+};
 /// Rows of `A` per packed block (`MC × KC` stays in L2).
 const MC: usize = 144;
 /// Columns of `B` per packed block: [`PackB::pack`] is never asked for more.
@@ -67,6 +83,27 @@ pub trait PackB: Sync {
     /// element `(kk, j)` goes to `(j / NR)·kc·NR + kk·NR + j % NR`. The cells of
     /// the last panel past column `nc` are zero on entry and must stay zero.
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]);
+    /// Whether the tiles may read `B` where it lies (im2col columns of a
+    /// padded image) instead of packed, through [`PackB::row_starts`],
+    /// [`PackB::panel_start`] and [`PackB::source`]; false by default.
+    fn reads_in_place(&self) -> bool {
+        false
+    }
+    /// With [`PackB::reads_in_place`]: writes where rows `k0 ..
+    /// k0+starts.len()` start in [`PackB::source`].
+    fn row_starts(&self, k0: usize, starts: &mut [usize]) {
+        let _ = (k0, starts);
+    }
+    /// With [`PackB::row_starts`]: the offset from every row start of
+    /// columns `j0 .. j0+NR` when they lie side by side in every row.
+    fn panel_start(&self, j0: usize) -> Option<usize> {
+        let _ = j0;
+        None
+    }
+    /// The slice that [`PackB::row_starts`] indexes.
+    fn source(&self) -> &[f32] {
+        &[]
+    }
 }
 
 /// Copies one row of a panel (`src.len() ≤ NR` values). A full row is two
@@ -248,13 +285,16 @@ pub unsafe fn gemm_raw(
         }
         return;
     }
+    let in_place = b.reads_in_place();
     let (kc_step, mc_step, nc_step) = (
-        block_step(k, KC, 1),
+        block_step(k, if in_place { KC_IN_PLACE } else { KC }, 1),
         block_step(m, MC, MR),
         block_step(n, NC, NR),
     );
     let a_len = kc_step * mc_step;
     let b_len = kc_step * nc_step;
+    // where each step of a block's rows starts in `b.source()` (in place)
+    let mut starts = [0usize; KC];
     scratch::with(Slot::PackA, a_len, |abuf| {
         scratch::with(Slot::PackB, b_len, |bbuf| {
             for jc in (0..n).step_by(nc_step) {
@@ -262,75 +302,167 @@ pub unsafe fn gemm_raw(
                 let panels = nc.div_ceil(NR);
                 for pc in (0..k).step_by(kc_step) {
                     let kc = kc_step.min(k - pc);
-                    let bblk = &mut bbuf[..panels * kc * NR];
-                    if nc % NR != 0 {
-                        bblk[(panels - 1) * kc * NR..].fill(0.0);
-                    }
-                    b.pack(pc, kc, jc, nc, bblk);
-                    for ic in (0..m).step_by(mc_step) {
-                        let mc = mc_step.min(m - ic);
-                        let tiles = mc.div_ceil(MR);
-                        let ablk = &mut abuf[..tiles * kc * MR];
-                        pack_a(&a, ic, mc, pc, kc, ablk);
-                        let first = pc == 0;
-                        let store_at = |i: usize, rows: usize| match init {
-                            _ if !first => Store::Add,
-                            Init::Overwrite => Store::Overwrite,
-                            Init::Add => Store::Add,
-                            Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
-                        };
-                        // a last tile of few rows goes two panels at a time below
-                        let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
-                        for p in 0..panels {
+                    let blk = Block {
+                        m,
+                        n,
+                        kc,
+                        pc,
+                        jc,
+                        panels,
+                        mc_step,
+                    };
+                    if in_place {
+                        b.row_starts(pc, &mut starts[..kc]);
+                        // read B where it lies; only panels whose columns are
+                        // not side by side (or would read past `src`) are packed
+                        let src = b.source();
+                        let last = starts[..kc].iter().max().copied().unwrap_or(0);
+                        let at = |p: usize| {
                             let j = jc + p * NR;
-                            let cols = NR.min(n - j);
-                            for t in 0..tiles - usize::from(short) {
-                                let i = ic + t * MR;
-                                let rows = MR.min(m - i);
-                                let store = store_at(i, rows);
-                                let ap = ablk[t * kc * MR..].as_ptr();
-                                let bp = bbuf[p * kc * NR..].as_ptr();
-                                // SAFETY: the panels hold kc steps each; the tile
-                                // (or the edge copy) stays inside C's m × n.
-                                unsafe {
-                                    let ct = c.add(i * ldc + j);
-                                    if rows == MR && cols == NR {
-                                        tile::tile(kc, ap, bp, ct, ldc, store);
-                                    } else {
-                                        edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
-                                    }
-                                }
+                            let at = b.panel_start(j).filter(|_| n - j >= NR)?;
+                            (last + at + NR <= src.len()).then_some(at)
+                        };
+                        for p in (0..panels).filter(|&p| at(p).is_none()) {
+                            let (j, cols) = (jc + p * NR, NR.min(nc - p * NR));
+                            let panel = &mut bbuf[p * kc * NR..(p + 1) * kc * NR];
+                            if cols < NR {
+                                panel.fill(0.0);
                             }
+                            b.pack(pc, kc, j, cols, panel);
                         }
-                        if short {
-                            let t = tiles - 1;
-                            let (i, ap) = (ic + t * MR, ablk[t * kc * MR..].as_ptr());
-                            let rows = m - i;
-                            let store = store_at(i, rows);
-                            let mut p = 0;
-                            while p < panels {
-                                let j = jc + p * NR;
-                                let bp = bbuf[p * kc * NR..].as_ptr();
-                                // SAFETY: as above; a pair of panels is used only
-                                // when both exist and are full width.
-                                unsafe {
-                                    let ct = c.add(i * ldc + j);
-                                    if p + 1 < panels && n - j >= 2 * NR {
-                                        tile::short_tile(rows, kc, ap, bp, ct, ldc, store);
-                                        p += 2;
-                                    } else {
-                                        let cols = NR.min(n - j);
-                                        edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
-                                        p += 1;
-                                    }
-                                }
-                            }
+                        let rows = |p: usize| match at(p) {
+                            Some(at) => Indexed {
+                                base: src[at..].as_ptr(),
+                                starts: starts.as_ptr(),
+                            },
+                            None => Indexed {
+                                base: bbuf[p * kc * NR..].as_ptr(),
+                                starts: PACKED_STARTS.as_ptr(),
+                            },
+                        };
+                        // SAFETY: each step's NR values lie inside `src` (checked
+                        // by `at`) or inside the packed panel; C is the caller's.
+                        unsafe { blk.run(a, abuf, rows, c, ldc, init) };
+                    } else {
+                        if nc % NR != 0 {
+                            bbuf[(panels - 1) * kc * NR..panels * kc * NR].fill(0.0);
                         }
+                        b.pack(pc, kc, jc, nc, &mut bbuf[..panels * kc * NR]);
+                        let rows = |p: usize| Packed(bbuf[p * kc * NR..].as_ptr());
+                        // SAFETY: the panels hold kc steps each; C is the caller's.
+                        unsafe { blk.run(a, abuf, rows, c, ldc, init) };
                     }
                 }
             }
         })
     })
+}
+
+/// One `KC × NC` block of B against all of A's rows.
+struct Block {
+    m: usize,
+    n: usize,
+    kc: usize,
+    /// First step (row of B) of the block.
+    pc: usize,
+    /// First column of the block.
+    jc: usize,
+    panels: usize,
+    mc_step: usize,
+}
+
+impl Block {
+    /// Packs A's rows block by block and runs the tiles over the B panels
+    /// that `rows(p)` finds.
+    ///
+    /// # Safety
+    /// Every `rows(p)` addresses `kc` steps of `NR` floats; `c` as for [`gemm_raw`].
+    unsafe fn run<B: Rows>(
+        &self,
+        a: MatRef,
+        abuf: &mut [f32],
+        rows: impl Fn(usize) -> B,
+        c: *mut f32,
+        ldc: usize,
+        init: Init,
+    ) {
+        let Block {
+            m,
+            n,
+            kc,
+            pc,
+            jc,
+            panels,
+            mc_step,
+        } = *self;
+        for ic in (0..m).step_by(mc_step) {
+            let mc = mc_step.min(m - ic);
+            let tiles = mc.div_ceil(MR);
+            let ablk = &mut abuf[..tiles * kc * MR];
+            pack_a(&a, ic, mc, pc, kc, ablk);
+            let first = pc == 0;
+            let store_at = |i: usize, rows: usize| match init {
+                _ if !first => Store::Add,
+                Init::Overwrite => Store::Overwrite,
+                Init::Add => Store::Add,
+                Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
+            };
+            // a last tile of few rows goes two panels at a time below
+            let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
+            for p in 0..panels {
+                let j = jc + p * NR;
+                let cols = NR.min(n - j);
+                let bp = rows(p);
+                for t in 0..tiles - usize::from(short) {
+                    let i = ic + t * MR;
+                    let rows = MR.min(m - i);
+                    let store = store_at(i, rows);
+                    let ap = ablk[t * kc * MR..].as_ptr();
+                    // SAFETY: the panels hold kc steps each; the tile
+                    // (or the edge copy) stays inside C's m × n.
+                    unsafe {
+                        let ct = c.add(i * ldc + j);
+                        if rows == MR && cols == NR {
+                            tile::tile(kc, ap, bp, ct, ldc, store);
+                        } else {
+                            edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
+                        }
+                    }
+                }
+            }
+            if short {
+                let t = tiles - 1;
+                let (i, ap) = (ic + t * MR, ablk[t * kc * MR..].as_ptr());
+                let rows_left = m - i;
+                let store = store_at(i, rows_left);
+                let mut p = 0;
+                while p < panels {
+                    let j = jc + p * NR;
+                    // SAFETY: as above; a pair of panels is used only
+                    // when both exist and are full width.
+                    unsafe {
+                        let ct = c.add(i * ldc + j);
+                        if p + 1 < panels && n - j >= 2 * NR {
+                            tile::short_tile(
+                                rows_left,
+                                kc,
+                                ap,
+                                [rows(p), rows(p + 1)],
+                                ct,
+                                ldc,
+                                store,
+                            );
+                            p += 2;
+                        } else {
+                            let cols = NR.min(n - j);
+                            edge_tile(kc, ap, rows(p), ct, ldc, rows_left, cols, store);
+                            p += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A tile cut by C's edge: computed whole into a local tile, then the
@@ -339,10 +471,10 @@ pub unsafe fn gemm_raw(
 /// # Safety
 /// As [`tile::tile`] for the panels; `c` addresses `rows × cols` cells `ldc` apart.
 #[allow(clippy::too_many_arguments)]
-unsafe fn edge_tile(
+unsafe fn edge_tile<B: Rows>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -380,6 +512,49 @@ mod tests {
                 ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
             })
             .collect()
+    }
+
+    /// A row-major `B` that the tiles read in place, except every third
+    /// panel, which says its columns are not side by side (so is packed).
+    struct InPlaceB<'a>(MatRef<'a>);
+
+    impl PackB for InPlaceB<'_> {
+        fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+            self.0.pack(k0, kc, n0, nc, dst)
+        }
+        fn reads_in_place(&self) -> bool {
+            true
+        }
+        fn row_starts(&self, k0: usize, starts: &mut [usize]) {
+            for (kk, s) in starts.iter_mut().enumerate() {
+                *s = (k0 + kk) * self.0.row_stride;
+            }
+        }
+        fn panel_start(&self, j0: usize) -> Option<usize> {
+            (j0 / NR % 3 != 1).then_some(j0)
+        }
+        fn source(&self) -> &[f32] {
+            self.0.data
+        }
+    }
+
+    #[test]
+    fn reading_b_in_place_matches_the_triple_loop() {
+        // panels read in place and packed side by side, a ragged last panel,
+        // last tiles of 1–3 rows, and an inner dimension over several blocks
+        for &(m, k, n) in &[(7, 3, 64), (14, 300, 70), (9, 600, 33), (6, 16, 16)] {
+            let (ad, bd) = (values(m * k, 1), values(k * n, 2));
+            let (a, b) = (MatRef::new(&ad, m, k, false), MatRef::new(&bd, k, n, false));
+            let want = reference(m, k, n, &a, &b);
+            let bias = values(m, 3);
+            let mut c = vec![7f32; m * n];
+            gemm(m, k, n, a, &InPlaceB(b), &mut c, n, Init::RowBias(&bias));
+            for (at, (got, w)) in c.iter().zip(&want).enumerate() {
+                let w = w + bias[at / n];
+                let tol = 1e-4 * (1.0 + k as f32);
+                assert!((got - w).abs() < tol, "{m}x{k}x{n} at {at}: {got} vs {w}");
+            }
+        }
     }
 
     #[test]

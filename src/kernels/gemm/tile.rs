@@ -8,6 +8,44 @@ pub const MR: usize = 6;
 /// Columns of a tile (columns of `B` per packed panel).
 pub const NR: usize = 16;
 
+/// Where a tile finds the `NR` values of B's step `kk` (one row of a panel).
+pub trait Rows: Copy {
+    /// The address of step `kk`'s `NR` values.
+    ///
+    /// # Safety
+    /// `kk` is below the panel's step count.
+    unsafe fn row(self, kk: usize) -> *const f32;
+}
+
+/// A packed panel: step `kk` at `kk·NR`.
+#[derive(Clone, Copy, Debug)]
+pub struct Packed(pub *const f32);
+
+impl Rows for Packed {
+    #[inline(always)]
+    unsafe fn row(self, kk: usize) -> *const f32 {
+        // SAFETY: the caller's step is inside the panel.
+        unsafe { self.0.add(kk * NR) }
+    }
+}
+
+/// A panel read where it lies: step `kk` at `base + starts[kk]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Indexed {
+    /// The panel's first column in step 0's frame.
+    pub base: *const f32,
+    /// Each step's start, in floats from `base`.
+    pub starts: *const usize,
+}
+
+impl Rows for Indexed {
+    #[inline(always)]
+    unsafe fn row(self, kk: usize) -> *const f32 {
+        // SAFETY: the caller's step has a start, and its NR values are readable.
+        unsafe { self.base.add(*self.starts.add(kk)) }
+    }
+}
+
 /// What a tile's store does with what `C` held.
 #[derive(Clone, Copy, Debug)]
 pub enum Store<'a> {
@@ -22,10 +60,11 @@ pub enum Store<'a> {
 /// Computes one full tile into `c` (row stride `ldc`).
 ///
 /// # Safety
-/// `a` holds `kc·MR` floats, `b` holds `kc·NR` floats, and `c` addresses
-/// `MR` rows of `NR` writable floats `ldc` apart, not overlapping `a` or `b`.
+/// `a` holds `kc·MR` floats, `b` finds `kc` steps of `NR` floats, and `c`
+/// addresses `MR` rows of `NR` writable floats `ldc` apart, not overlapping
+/// `a` or `b`.
 #[inline]
-pub unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, store: Store) {
+pub unsafe fn tile<B: Rows>(kc: usize, a: *const f32, b: B, c: *mut f32, ldc: usize, store: Store) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx2::available() {
@@ -40,19 +79,19 @@ pub unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
 /// Tiles at C's lower edge with at most this many rows use [`short_tile`].
 pub const SHORT_ROWS: usize = 3;
 
-/// A tile of `rows ≤ SHORT_ROWS` rows over two adjacent B panels (`2·NR`
-/// columns): C's lower edge, where a full tile would spend a whole tile's
-/// time on rows that do not exist. `a` is a packed A panel (rows past `rows`
-/// are ignored), `b` the first of two panels `kc·NR` apart.
+/// A tile of `rows ≤ SHORT_ROWS` rows over two B panels side by side in C
+/// (`2·NR` columns): C's lower edge, where a full tile would spend a whole
+/// tile's time on rows that do not exist. `a` is a packed A panel (rows past
+/// `rows` are ignored).
 ///
 /// # Safety
 /// As [`tile`], for `rows` rows of `2·NR` columns of C and two B panels.
 #[inline]
-pub unsafe fn short_tile(
+pub unsafe fn short_tile<B: Rows>(
     rows: usize,
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: [B; 2],
     c: *mut f32,
     ldc: usize,
     store: Store,
@@ -64,20 +103,17 @@ pub unsafe fn short_tile(
             // SAFETY: the features are present; the pointer contract is the caller's.
             return unsafe {
                 match rows {
-                    1 => avx2::short::<1>(kc, a, b, c, ldc, store),
-                    2 => avx2::short::<2>(kc, a, b, c, ldc, store),
-                    _ => avx2::short::<3>(kc, a, b, c, ldc, store),
+                    1 => avx2::short::<1, B>(kc, a, b, c, ldc, store),
+                    2 => avx2::short::<2, B>(kc, a, b, c, ldc, store),
+                    _ => avx2::short::<3, B>(kc, a, b, c, ldc, store),
                 }
             };
         }
     }
-    for half in 0..2 {
+    for (half, b) in b.into_iter().enumerate() {
         let mut local = [0f32; MR * NR];
         // SAFETY: the caller's panels; the local tile is MR × NR with row stride NR.
-        unsafe {
-            let b = b.add(half * kc * NR);
-            tile_portable(kc, a, b, local.as_mut_ptr(), NR, Store::Overwrite)
-        };
+        unsafe { tile_portable(kc, a, b, local.as_mut_ptr(), NR, Store::Overwrite) };
         for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
             // SAFETY: row i, columns half·NR.., of the caller's tile.
             let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc + half * NR), NR) };
@@ -99,23 +135,20 @@ pub fn store_row(dst: &mut [f32], src: &[f32], store: Store, i: usize) {
 ///
 /// # Safety
 /// As for [`tile`].
-unsafe fn tile_portable(
+unsafe fn tile_portable<B: Rows>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     store: Store,
 ) {
     // SAFETY: lengths are the caller's contract.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
-        )
-    };
+    let a = unsafe { std::slice::from_raw_parts(a, kc * MR) };
     let mut acc = [[0f32; NR]; MR];
-    for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    for (kk, ak) in a.chunks_exact(MR).enumerate() {
+        // SAFETY: step kk of the caller's panel holds NR floats.
+        let bk = unsafe { std::slice::from_raw_parts(b.row(kk), NR) };
         for (row, &av) in acc.iter_mut().zip(ak) {
             for (s, &bv) in row.iter_mut().zip(bk) {
                 *s += av * bv;
@@ -131,15 +164,15 @@ unsafe fn tile_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Store, MR, NR};
+    use super::{Rows, Store, MR, NR};
     use std::arch::x86_64::*;
 
     /// The AVX2 + FMA tile (see [`super::tile`]).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile(
+    pub unsafe fn tile<B: Rows>(
         kc: usize,
         mut a: *const f32,
-        mut b: *const f32,
+        b: B,
         c: *mut f32,
         ldc: usize,
         store: Store,
@@ -154,11 +187,12 @@ mod avx2 {
             }
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        for _ in 0..kc {
-            // SAFETY: `a`/`b` advance by one packed step each and stay inside
-            // the `kc`-step panels the caller guarantees.
+        for kk in 0..kc {
+            // SAFETY: `a` advances by one packed step and `kk` counts the
+            // steps, inside the `kc`-step panels the caller guarantees.
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(a.add(8 * MR) as *const i8);
+                let b = b.row(kk);
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (i, r) in acc.iter_mut().enumerate() {
@@ -167,7 +201,6 @@ mod avx2 {
                     r[1] = _mm256_fmadd_ps(ai, b1, r[1]);
                 }
                 a = a.add(MR);
-                b = b.add(NR);
             }
         }
         for (i, r) in acc.iter().enumerate() {
@@ -204,24 +237,25 @@ mod avx2 {
     /// The AVX2 + FMA short tile (see [`super::short_tile`]): `R` rows by
     /// four vectors (two panels), so `4·R` accumulators.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn short<const R: usize>(
+    pub unsafe fn short<const R: usize, B: Rows>(
         kc: usize,
         mut a: *const f32,
-        mut b: *const f32,
+        b: [B; 2],
         c: *mut f32,
         ldc: usize,
         store: Store,
     ) {
-        let second = kc * NR; // the next panel
         let mut acc = [[_mm256_setzero_ps(); 4]; R];
-        for _ in 0..kc {
-            // SAFETY: `a`/`b` advance one packed step each inside their panels.
+        for kk in 0..kc {
+            // SAFETY: `a` advances one packed step and `kk` counts the steps
+            // inside the caller's panels.
             unsafe {
+                let (p, q) = (b[0].row(kk), b[1].row(kk));
                 let bv = [
-                    _mm256_loadu_ps(b),
-                    _mm256_loadu_ps(b.add(8)),
-                    _mm256_loadu_ps(b.add(second)),
-                    _mm256_loadu_ps(b.add(second + 8)),
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(q),
+                    _mm256_loadu_ps(q.add(8)),
                 ];
                 for (i, r) in acc.iter_mut().enumerate() {
                     let ai = _mm256_broadcast_ss(&*a.add(i));
@@ -230,7 +264,6 @@ mod avx2 {
                     }
                 }
                 a = a.add(MR);
-                b = b.add(NR);
             }
         }
         for (i, r) in acc.iter().enumerate() {
