@@ -341,9 +341,58 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
     });
 }
 
-/// Input gradient (a transposed convolution): `dx[n] = col2im(Wᵀ · gy[n])`, per group.
+/// The input gradient of a stride-1 window as a forward convolution: over
+/// `gy` padded by `dilation·(k − 1) − pad`, with the kernel flipped and its
+/// channel axes swapped, it yields `dx` (`None` for other strides, or
+/// padding wider than the dilated kernel).
+fn input_grad_as_forward(d: &ConvDims) -> Option<ConvDims> {
+    let g = &d.geom;
+    if g.stride != [1, 1] {
+        return None;
+    }
+    let pad = |i: usize| (g.dilation[i] * (g.kernel[i] - 1)).checked_sub(g.pad[i]);
+    let (oh, ow) = g.out();
+    let geom = Geom {
+        h: oh,
+        w: ow,
+        pad: [pad(0)?, pad(1)?],
+        ..*g
+    };
+    Some(ConvDims {
+        n: d.n,
+        cin: d.cout,
+        cout: d.cin,
+        groups: d.groups,
+        geom,
+    })
+}
+
+/// `w [Cout, Cin/G, K]` → `[Cin, Cout/G, K]` per group with the kernel cells reversed
+/// (both spatial axes flipped): the weights of [`input_grad_as_forward`].
+fn flip_kernel(d: &ConvDims, w: &[f32], out: &mut [f32]) {
+    let (k, _, _, cg, og) = d.sizes();
+    for (o, wo) in w.chunks_exact(cg * k).take(d.cout).enumerate() {
+        let (g, o) = (o / og, o % og);
+        for (c, taps) in wo.chunks_exact(k).enumerate() {
+            let to = &mut out[((g * cg + c) * og + o) * k..][..k];
+            to.iter_mut()
+                .zip(taps.iter().rev())
+                .for_each(|(t, &v)| *t = v);
+        }
+    }
+}
+
+/// Input gradient (a transposed convolution): `dx[n] = col2im(Wᵀ · gy[n])`,
+/// per group; with stride 1 a forward convolution of `gy` with the flipped
+/// kernel instead (see [`input_grad_as_forward`]).
 pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
     let (k, l, plane, cg, og) = d.sizes();
+    if let Some(t) = input_grad_as_forward(d) {
+        return scratch::with(Slot::Weights, w.len(), |flipped| {
+            flip_kernel(d, w, flipped);
+            conv_forward(&t, gy, flipped, None, dx, &|_| {});
+        });
+    }
     let direct = d.identity_columns() && d.groups == 1;
     let inner_parallel = d.splits() > 1;
     per_image(dx, d.cin * plane, |n, dxn| {
@@ -408,6 +457,72 @@ mod tests {
                 .install(go),
         }
         [y, dw, dx]
+    }
+
+    /// `dx` by scattering every output gradient back through the window.
+    fn input_grad_by_scatter(d: &ConvDims, w: &[f32], gy: &[f32]) -> Vec<f32> {
+        let (k, l, plane, cg, og) = d.sizes();
+        let g = &d.geom;
+        let (_, ow) = g.out();
+        let mut dx = vec![0f32; d.n * d.cin * plane];
+        for n in 0..d.n {
+            for o in 0..d.cout {
+                for p in 0..l {
+                    let v = gy[(n * d.cout + o) * l + p];
+                    for c in 0..cg {
+                        for cell in 0..k {
+                            let (ki, kj) = (cell / g.kernel[1], cell % g.kernel[1]);
+                            let y = (p / ow * g.stride[0] + ki * g.dilation[0]) as isize;
+                            let x = (p % ow * g.stride[1] + kj * g.dilation[1]) as isize;
+                            let (y, x) = (y - g.pad[0] as isize, x - g.pad[1] as isize);
+                            if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
+                                continue;
+                            }
+                            let ci = o / og * cg + c;
+                            let at = (n * d.cin + ci) * plane + y as usize * g.w + x as usize;
+                            dx[at] += w[(o * cg + c) * k + cell] * v;
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    #[test]
+    fn input_grad_matches_the_scattered_window() {
+        let geoms = [
+            // stride 1: a forward convolution of gy with the flipped kernel
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 16]),
+            geom([3, 2], [1, 1], [2, 0], [2, 1], [6, 7]),
+            geom([1, 1], [1, 1], [0, 0], [1, 1], [4, 5]),
+            // padding wider than the kernel, and stride 2: GEMM and col2im
+            geom([1, 3], [1, 1], [1, 2], [1, 1], [4, 6]),
+            geom([3, 3], [2, 2], [1, 1], [1, 1], [7, 8]),
+        ];
+        for geom in geoms {
+            for groups in [1, 2] {
+                let d = ConvDims {
+                    n: 2,
+                    cin: 4,
+                    cout: 6,
+                    groups,
+                    geom,
+                };
+                let (k, l, plane, cg, _) = d.sizes();
+                let w = values(d.cout * cg * k, 2);
+                let gy = values(d.n * d.cout * l, 3);
+                let want = input_grad_by_scatter(&d, &w, &gy);
+                let mut dx = vec![f32::NAN; d.n * d.cin * plane];
+                conv_input_grad(&d, &w, &gy, &mut dx);
+                for (i, (p, q)) in dx.iter().zip(&want).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "dx[{i}] {p} vs {q}: groups {groups} {geom:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,20 +17,22 @@ pub enum Slot {
     PackA,
     /// The GEMM's packed block of its right operand.
     PackB,
+    /// Rearranged weights (the flipped kernel of an input gradient).
+    Weights,
 }
 
 /// Floats of slack that let a buffer start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
 thread_local! {
-    static BUFFERS: [RefCell<Vec<f32>>; 4] = const {
-        [const { RefCell::new(Vec::new()) }; 4]
+    static BUFFERS: [RefCell<Vec<f32>>; 5] = const {
+        [const { RefCell::new(Vec::new()) }; 5]
     };
 }
 
 /// Calls `f` with `len` floats of this thread's `slot` buffer, starting on a
-/// 64-byte (cache line) boundary (contents unspecified). A call nested in another of the same slot on the same thread
-/// gets a fresh buffer.
+/// 64-byte (cache line) boundary (contents unspecified). A call nested in
+/// another of the same slot on the same thread gets a fresh buffer.
 pub fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let i = slot as usize;
     let mut buf = BUFFERS.with(|b| std::mem::take(&mut *b[i].borrow_mut()));
