@@ -859,6 +859,24 @@ fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
     )
     .unwrap();
     assert_eq!(report.rewrites[0], ("fuse_elementwise", 0));
+    // a chain whose result no operand's shape gives ([2, 2] + [1, 1, 2] is
+    // [1, 2, 2]) is left alone rather than failing to compile
+    let mut g = Graph::new();
+    let a = g.input("a", [2, 2]).unwrap();
+    let b = g.input("b", [1, 1, 2]).unwrap();
+    let s = g.add(a, b).unwrap();
+    let y = g.neg(s).unwrap();
+    let (after, report) = optimize(
+        Program {
+            graph: g,
+            outputs: vec![y],
+            updates: vec![],
+        },
+        &only("fuse_elementwise"),
+    )
+    .unwrap();
+    assert_eq!(report.rewrites[0], ("fuse_elementwise", 0));
+    assert_eq!(after.graph.shape(after.outputs[0]).unwrap(), [1, 2, 2]);
 }
 
 #[test]
