@@ -14,6 +14,7 @@ use super::im2col::{
 use super::matmul::matmul_acc;
 use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
+use super::transpose::transpose_8x8;
 use rayon::prelude::*;
 
 /// The sizes of a convolution.
@@ -175,8 +176,48 @@ impl PackB for Columns<'_> {
 /// right operand of the weight gradient.
 struct ColumnsT<'a>(Columns<'a>);
 
+impl ColumnsT<'_> {
+    /// [`PackB::pack`] from padded planes: a panel's `NR` rows of the columns
+    /// are read position by position, in 8 × 8 blocks where they fill one.
+    fn pack_padded(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        let Columns {
+            geom, image, skip, ..
+        } = self.0;
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let width = NR.min(nc - p * NR);
+            let blocked = width / 8 * 8;
+            let mut starts = [0usize; NR];
+            let rows = padded_row_starts(geom, n0 + p * NR);
+            starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+            let mut q = 0;
+            while q < kc {
+                // positions q .. q+run lie side by side in every row
+                let (at, left) = padded_position(geom, skip + k0 + q);
+                let run = left.min(kc - q);
+                let full = run / 8 * 8;
+                for jb in (0..blocked).step_by(8) {
+                    for kb in (0..full).step_by(8) {
+                        let rows = std::array::from_fn(|i| &image[starts[jb + i] + at + kb..][..8]);
+                        transpose_8x8(rows, &mut panel[(q + kb) * NR + jb..], NR);
+                    }
+                }
+                for kk in 0..run {
+                    let from = if kk < full { blocked } else { 0 };
+                    for (jj, &s) in starts.iter().enumerate().take(width).skip(from) {
+                        panel[(q + kk) * NR + jj] = image[s + at + kk];
+                    }
+                }
+                q += run;
+            }
+        }
+    }
+}
+
 impl PackB for ColumnsT<'_> {
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        if self.0.padded {
+            return self.pack_padded(k0, kc, n0, nc, dst);
+        }
         // a panel's NR columns are NR runs of the columns matrix: read them
         // whole, then write the panel in order (a scatter would touch a
         // cache line per value)
@@ -459,12 +500,14 @@ mod tests {
         [y, dw, dx]
     }
 
-    /// `dx` by scattering every output gradient back through the window.
-    fn input_grad_by_scatter(d: &ConvDims, w: &[f32], gy: &[f32]) -> Vec<f32> {
+    /// Both gradients by visiting every (output, window tap) pair:
+    /// `dx` scatters `w · gy` back through the window, `dw` sums `x · gy`.
+    fn grads_by_windows(d: &ConvDims, x: &[f32], w: &[f32], gy: &[f32]) -> [Vec<f32>; 2] {
         let (k, l, plane, cg, og) = d.sizes();
         let g = &d.geom;
         let (_, ow) = g.out();
         let mut dx = vec![0f32; d.n * d.cin * plane];
+        let mut dw = vec![0f32; w.len()];
         for n in 0..d.n {
             for o in 0..d.cout {
                 for p in 0..l {
@@ -473,27 +516,31 @@ mod tests {
                         for cell in 0..k {
                             let (ki, kj) = (cell / g.kernel[1], cell % g.kernel[1]);
                             let y = (p / ow * g.stride[0] + ki * g.dilation[0]) as isize;
-                            let x = (p % ow * g.stride[1] + kj * g.dilation[1]) as isize;
-                            let (y, x) = (y - g.pad[0] as isize, x - g.pad[1] as isize);
-                            if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
+                            let xx = (p % ow * g.stride[1] + kj * g.dilation[1]) as isize;
+                            let (y, xx) = (y - g.pad[0] as isize, xx - g.pad[1] as isize);
+                            if y < 0 || xx < 0 || y >= g.h as isize || xx >= g.w as isize {
                                 continue;
                             }
                             let ci = o / og * cg + c;
-                            let at = (n * d.cin + ci) * plane + y as usize * g.w + x as usize;
-                            dx[at] += w[(o * cg + c) * k + cell] * v;
+                            let at = (n * d.cin + ci) * plane + y as usize * g.w + xx as usize;
+                            let wi = (o * cg + c) * k + cell;
+                            dx[at] += w[wi] * v;
+                            dw[wi] += x[at] * v;
                         }
                     }
                 }
             }
         }
-        dx
+        [dx, dw]
     }
 
     #[test]
-    fn input_grad_matches_the_scattered_window() {
+    fn gradients_match_the_window_loops() {
         let geoms = [
-            // stride 1: a forward convolution of gy with the flipped kernel
+            // stride 1: dx is a forward convolution of gy with the flipped
+            // kernel; dw's columns come from the padded image in 8 × 8 blocks
             geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 16]),
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [3, 21]),
             geom([3, 2], [1, 1], [2, 0], [2, 1], [6, 7]),
             geom([1, 1], [1, 1], [0, 0], [1, 1], [4, 5]),
             // padding wider than the kernel, and stride 2: GEMM and col2im
@@ -510,16 +557,21 @@ mod tests {
                     geom,
                 };
                 let (k, l, plane, cg, _) = d.sizes();
+                let x = values(d.n * d.cin * plane, 1);
                 let w = values(d.cout * cg * k, 2);
                 let gy = values(d.n * d.cout * l, 3);
-                let want = input_grad_by_scatter(&d, &w, &gy);
-                let mut dx = vec![f32::NAN; d.n * d.cin * plane];
+                let want = grads_by_windows(&d, &x, &w, &gy);
+                let mut dx = vec![f32::NAN; x.len()];
                 conv_input_grad(&d, &w, &gy, &mut dx);
-                for (i, (p, q)) in dx.iter().zip(&want).enumerate() {
-                    assert!(
-                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                        "dx[{i}] {p} vs {q}: groups {groups} {geom:?}"
-                    );
+                let mut dw = vec![f32::NAN; w.len()];
+                conv_kernel_grad(&d, &x, &gy, &mut dw);
+                for (what, got, want) in [("dx", &dx, &want[0]), ("dw", &dw, &want[1])] {
+                    for (i, (p, q)) in got.iter().zip(want).enumerate() {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                            "{what}[{i}] {p} vs {q}: groups {groups} {geom:?}"
+                        );
+                    }
                 }
             }
         }

@@ -8,3 +8,4 @@ pub mod par;
 pub mod permute;
 pub mod pool;
 pub mod scratch;
+pub mod transpose;
