@@ -25,27 +25,54 @@ pub enum Slot {
 const ALIGN_SLACK: usize = 16;
 
 thread_local! {
-    static BUFFERS: [RefCell<Vec<f32>>; 5] = const {
+    /// Per slot, the buffers not in use: one per level of nesting seen so far.
+    static BUFFERS: [RefCell<Vec<Vec<f32>>>; 5] = const {
         [const { RefCell::new(Vec::new()) }; 5]
     };
 }
 
 /// Calls `f` with `len` floats of this thread's `slot` buffer, starting on a
 /// 64-byte (cache line) boundary (contents unspecified). A call nested in
-/// another of the same slot on the same thread gets a fresh buffer.
+/// another of the same slot on the same thread (a task a waiting thread
+/// steals may be one) gets a second buffer, which is kept as well, so nesting
+/// too allocates nothing once it has been seen.
 pub fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let i = slot as usize;
-    let mut buf = BUFFERS.with(|b| std::mem::take(&mut *b[i].borrow_mut()));
+    let mut buf = BUFFERS.with(|b| b[i].borrow_mut().pop().unwrap_or_default());
     if buf.len() < len + ALIGN_SLACK {
         buf.resize(len + ALIGN_SLACK, 0.0);
     }
     let skip = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
     let r = f(&mut buf[skip..skip + len]);
-    BUFFERS.with(|b| {
-        let mut kept = b[i].borrow_mut();
-        if kept.len() < buf.len() {
-            *kept = buf;
-        }
-    });
+    // nested calls return first, so the outermost call's buffer stays on top
+    BUFFERS.with(|b| b[i].borrow_mut().push(buf));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_calls_get_their_own_buffers_and_keep_them() {
+        let (outer, inner) = with(Slot::Partials, 100, |a| {
+            a.fill(1.0);
+            let inner = with(Slot::Partials, 10, |b| {
+                b.fill(2.0);
+                b.as_ptr() as usize
+            });
+            assert!(
+                a.iter().all(|&v| v == 1.0),
+                "the inner call wrote into the outer buffer"
+            );
+            (a.as_ptr() as usize, inner)
+        });
+        assert_ne!(outer, inner);
+        // the same nesting again reuses the same two buffers
+        let again = with(Slot::Partials, 100, |a| {
+            let b = with(Slot::Partials, 10, |b| b.as_ptr() as usize);
+            (a.as_ptr() as usize, b)
+        });
+        assert_eq!(again, (outer, inner));
+    }
 }
