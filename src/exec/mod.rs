@@ -16,6 +16,7 @@ use crate::error::{KilnError, Result};
 use crate::graph::dump::to_text;
 use crate::graph::order::ancestors_order;
 use crate::graph::{Graph, NodeId};
+use crate::kernels::scratch;
 use crate::ops::{Op, RunCtx, View};
 use crate::passes::{self, PassManager, PassReport, Program};
 use crate::tensor::Tensor;
@@ -55,8 +56,11 @@ pub struct Executable {
     ctx: RunCtx,
     report: PassReport,
     profile: Option<Profile>,
-    /// The pool runs execute on (`None`: one thread, the caller's).
-    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// Threads a run uses (1: the caller's alone; see [`pool`] for more).
+    threads: usize,
+    /// [`scratch::grown`] when every pool thread last reserved the scratch
+    /// any thread has needed.
+    scratch_seen: usize,
 }
 
 /// Which rewrite passes compilation runs.
@@ -83,8 +87,10 @@ pub struct CompileOptions {
     /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`.
     pub dump_dir: Option<PathBuf>,
     /// Threads a run uses (`None`: env `KILN_THREADS`, else every core). With
-    /// one thread a run stays on the calling thread; with more it runs on a
-    /// rayon pool of that size, shared by executables asking for the same size.
+    /// one thread a run stays on the calling thread; with more, the calling
+    /// thread joins a rayon pool of that size as one of its workers on its first
+    /// run (rayon calls it makes later run in that pool too) and shares each
+    /// run's work with the pool's other threads.
     pub threads: Option<usize>,
 }
 
@@ -369,7 +375,8 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
         ctx: RunCtx::default(),
         report: PassReport::default(),
         profile: None,
-        pool: (threads > 1).then(|| pool::shared(threads)).transpose()?,
+        threads,
+        scratch_seen: 0,
     })
 }
 
@@ -484,13 +491,26 @@ impl Executable {
 
     /// Runs the graph like [`run`](Self::run) but leaves the outputs in the
     /// executable's buffers, to be read with [`output`](Self::output) until the
-    /// next run. Once compiled, this makes no heap allocation (with one thread;
-    /// with more, the thread pool may allocate a small block now and then).
+    /// next run. Once warm (after the first run on a thread), this makes no
+    /// heap allocation.
+    ///
+    /// With more than one thread, the calling thread joins a pool of that many
+    /// threads on its first run and does part of the work (see
+    /// [`CompileOptions::threads`]; `Err` if the pool's threads cannot start).
     pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
         self.load_feeds(feeds)?;
-        match self.pool.clone() {
-            Some(pool) => pool.install(|| self.execute()),
-            None => crate::kernels::par::sequential(|| self.execute()),
+        if self.threads > 1 {
+            let pool = pool::for_this_thread(self.threads)?;
+            pool.install(|| self.execute());
+            // a thread that takes a step first run by another then finds its
+            // scratch already grown, so steady-state runs allocate nothing
+            let grown = scratch::grown();
+            if grown != self.scratch_seen {
+                pool.broadcast(|_| scratch::reserve_seen());
+                self.scratch_seen = grown;
+            }
+        } else {
+            crate::kernels::par::sequential(|| self.execute());
         }
         self.apply_updates();
         self.ctx.step += 1;
@@ -560,7 +580,7 @@ impl Executable {
     fn execute(&mut self) {
         let mut arena = std::mem::take(&mut self.arena);
         let base = ArenaPtr(arena.as_mut_ptr());
-        let parallel = self.pool.is_some() && self.profile.is_none();
+        let parallel = self.threads > 1 && self.profile.is_none();
         for level in &self.levels {
             if parallel && level.len() > 1 {
                 use rayon::prelude::*;
@@ -783,7 +803,7 @@ impl Executable {
 
     /// Threads a run uses.
     pub fn threads(&self) -> usize {
-        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+        self.threads
     }
 
     /// Bytes the arena would need if no two values shared memory (compare
