@@ -1,13 +1,15 @@
 //! Max-pool forward and backward → one `MaxPoolWithIndices` (values and
 //! argmax indices in one sweep) and `MaxPoolBackward` (a scatter through the
-//! indices). For each window tensor `u = unfold(pad(x, −∞))` (any stride,
-//! dilation, padding, `ceil_mode` extra padding, or no pad at all):
+//! indices); a max pool whose gradient the graph does not compute → `MaxPool`
+//! (the values alone). For each window tensor `u = unfold(pad(x, −∞))` (any
+//! stride, dilation, padding, `ceil_mode` extra padding, or no pad at all):
 //!
 //! ```text
 //! reduce_max(u, axis 2)                                   → reshape(output(pool, 0))
 //! crop(fold(first_max_mask(u, axis 2) · g [N, C, 1, L]))  → maxpool_backward(reshape(g), output(pool, 1))
 //! ```
-//! where `pool = maxpool_with_indices(x)` and `crop` is the chain of slices
+//! where `pool = maxpool_with_indices(x)` (`maxpool(x)` and no `output` when
+//! no gradient is rewritten) and `crop` is the chain of slices
 //! autodiff emits for the pad's gradient, cutting exactly the padding off.
 //! Both use the first maximum of each window in row-major order, so values
 //! and gradients are unchanged. Forward and backward pair through `u`.
@@ -114,9 +116,13 @@ impl Pass for MaxPool {
                 continue;
             }
             let xs = p.graph.shape(win.x)?.to_vec();
-            let pool = p
-                .graph
-                .add_op(Op::MaxPoolWithIndices(win.window.clone()), &[win.x])?;
+            let needs_indices = found.iter().any(|f| matches!(f, Use::Grad(..)));
+            let op = if needs_indices {
+                Op::MaxPoolWithIndices(win.window.clone())
+            } else {
+                Op::MaxPool(win.window.clone())
+            };
+            let pool = p.graph.add_op(op, &[win.x])?;
             name_after_unfold(p, pool, u)?;
             let out = pool_out(p, pool)?;
             for f in found {
@@ -124,7 +130,10 @@ impl Pass for MaxPool {
                     Use::Max(m) => {
                         let dims: Vec<isize> =
                             p.graph.shape(m)?.iter().map(|&d| d as isize).collect();
-                        let values = p.graph.output(pool, 0)?;
+                        let values = match needs_indices {
+                            true => p.graph.output(pool, 0)?,
+                            false => pool,
+                        };
                         let new = p.graph.reshape(values, &dims)?;
                         p.substitute(m, new)?;
                     }

@@ -310,4 +310,18 @@ fn multi_output_ops_are_read_through_output_nodes() {
         )),
         &["avgpool2d", "spans 5", "larger than the padded input 4"],
     );
+    let flat = g.input("flat", [2, 16]).unwrap();
+    has_all(
+        &msg(g.add_op(kiln::Op::MaxPool(window_2x2()), &[flat])),
+        &["maxpool2d", "[2, 16]", "rank 4"],
+    );
+}
+
+fn window_2x2() -> kiln::ops::PoolWindow {
+    kiln::ops::PoolWindow {
+        kernel: vec![2, 2],
+        stride: vec![2, 2],
+        dilation: vec![1, 1],
+        pads: vec![(0, 0), (0, 0)],
+    }
 }

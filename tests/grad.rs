@@ -702,6 +702,9 @@ fn fused_pool_ops_vjp() {
             let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x[0]])?;
             g.output(pool, 0)
         });
+        check(vec![distinct(&xshape, 1)], |g, x| {
+            g.add_op(Op::MaxPool(w.clone()), &[x[0]])
+        });
         for divisor in [
             AvgDivisor::Window,
             AvgDivisor::PaddedInput,

@@ -395,6 +395,13 @@ fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mas
             n if n.starts_with("avgpool") => (0, 0, 1),
             _ => (0, 0, 0),
         };
+        // graphs without the pool's gradient compute no indices
+        let values_only = |p: &Program| count(p, |o| matches!(o, Op::MaxPool(_)));
+        let with_indices = |p: &Program| count(p, |o| matches!(o, Op::MaxPoolWithIndices(_)));
+        assert_eq!(values_only(&forward), max_pools, "{name} forward");
+        assert_eq!(with_indices(&forward), 0, "{name} forward");
+        assert_eq!(values_only(&train), 0, "{name} train");
+        assert_eq!(with_indices(&train), max_pools, "{name} train");
         assert_eq!(
             fused(&both, |o| matches!(o, Op::Conv { .. })),
             convs,
@@ -549,6 +556,67 @@ fn max_pool_pass_pairs_forward_and_backward_through_the_windows() {
         )),
         0
     );
+}
+
+#[test]
+fn max_pool_pass_makes_a_values_only_pool_where_no_gradient_needs_indices() {
+    let cases: Vec<(nn::MaxPool2d, [usize; 4])> = vec![
+        (nn::MaxPool2d::new(2), [2, 3, 8, 8]),
+        (
+            nn::MaxPool2d::new(3).stride(2).padding(1).ceil_mode(true),
+            [1, 2, 7, 7],
+        ),
+        (
+            nn::MaxPool2d::new(2).stride(1).padding(1).dilation(2),
+            [2, 2, 9, 8],
+        ),
+        (
+            nn::MaxPool2d::new(2).kernel([1, 3]).strides([1, 2]),
+            [1, 2, 5, 9],
+        ),
+    ];
+    for (layer, shape) in cases {
+        let (mut g, x) = graph_with_input(&shape);
+        let y = layer.build(&mut g, x).unwrap();
+        let mut xv = rand(&shape, 8);
+        x_round(&mut xv); // ties
+        xv.data_mut()[3] = f32::NAN; // a NaN window, as torch: the maximum is NaN
+        xv.data_mut()[5] = f32::NEG_INFINITY;
+        let (_, after) = rewrite("max_pool", g, vec![y], &[("x", &xv)]);
+        assert_eq!(
+            count(&after, |o| matches!(o, Op::MaxPool(_))),
+            1,
+            "{layer:?}"
+        );
+        assert_eq!(
+            count(&after, |o| matches!(
+                o,
+                Op::MaxPoolWithIndices(_) | Op::Output { .. }
+            )),
+            0,
+            "{layer:?}"
+        );
+        // bit for bit the values the indexed pool gives (NaN where it has NaN)
+        let run = |p: &Program| schedule(p).unwrap().run(&[("x", &xv)]).unwrap();
+        let values = run(&after);
+        let (mut g, x) = graph_with_input(&shape);
+        let Op::MaxPool(window) = &after.graph.node(after.live_nodes()[1]).unwrap().op else {
+            panic!("{layer:?}: the pool follows the input")
+        };
+        let pool = g
+            .add_op(Op::MaxPoolWithIndices(window.clone()), &[x])
+            .unwrap();
+        let v = g.output(pool, 0).unwrap();
+        let v = g.reshape(v, &[-1]).unwrap();
+        let want = run(&Program {
+            graph: g,
+            outputs: vec![v],
+            updates: vec![],
+        });
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&values[0]), bits(&want[0]), "{layer:?}");
+        assert!(values[0].data().iter().any(|v| v.is_nan()), "{layer:?}");
+    }
 }
 
 #[test]

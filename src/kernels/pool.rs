@@ -1,6 +1,6 @@
 //! Pooling kernels over one `[H, W]` plane (a 1-D signal is a plane of height
-//! 1): max pooling with argmax indices in one sweep, its scatter backward,
-//! and average pooling forward and backward.
+//! 1): max pooling with argmax indices in one sweep (or the values alone),
+//! its scatter backward, and average pooling forward and backward.
 //!
 //! Windows are placed on the plane grown by `pads` (before, after) per axis;
 //! padded cells are −∞ for max pooling and 0 for average pooling, and are
@@ -232,16 +232,62 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
     }
 }
 
+/// Max pooling of one plane, the values only: `values` as [`max_pool`]
+/// gives them (padded cells never win: −∞ loses to every cell, NaN included).
+pub fn max_pool_values(g: &PoolGeom, x: &[f32], values: &mut [f32]) {
+    let dw = g.dilation[1];
+    g.for_each_edge_window(Divide::Window, |o, win, _| {
+        let mut best = f32::NEG_INFINITY;
+        win.cells(dw, |i| best = max_step(best, x[i]));
+        values[o] = best;
+    });
+    if is_2x2_stride_2(g) {
+        // the taps in row-major order, as max_pool takes them
+        for_each_2x2_interior(g, x, |t, b, _, o| {
+            values[o] = max_step(max_step(max_step(t[0], t[1]), b[0]), b[1])
+        });
+        return;
+    }
+    fold_interior_taps(
+        g,
+        x,
+        values,
+        |dst, src| {
+            dst.iter_mut()
+                .zip(src)
+                .for_each(|(d, &v)| *d = max_step(*d, v))
+        },
+        |_| {},
+    );
+}
+
 /// Max pooling's step for one window: takes `x` (at plane index `at`) when
 /// it is larger than the maximum so far, or the first NaN. Branch-free.
 #[inline(always)]
 fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
-    // x > v, or x is NaN and v is not: "not x ≤ v" unless v is NaN
     let (old, oi) = (*v, *i);
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    let take = !(x <= old) & !old.is_nan();
+    let take = takes(old, x);
     *v = if take { x } else { old };
     *i = if take { at } else { oi };
+}
+
+/// Whether max pooling takes `x` over the maximum so far `v`: `x` is larger,
+/// or `x` is NaN and `v` is not ("not x ≤ v" unless v is NaN). Branch-free.
+#[inline(always)]
+fn takes(v: f32, x: f32) -> bool {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let take = !(x <= v) & !v.is_nan();
+    take
+}
+
+/// The maximum so far after `x`: `x` if [`takes`], else `v`.
+#[inline(always)]
+fn max_step(v: f32, x: f32) -> f32 {
+    if takes(v, x) {
+        x
+    } else {
+        v
+    }
 }
 
 /// The interior of the most common pooling, 2x2 windows at stride 2 without
@@ -474,9 +520,31 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
         });
         return;
     }
+    // every rule counts all cells of an interior window
+    let inv = 1.0 / (g.kernel[0] * g.kernel[1]) as f32;
+    fold_interior_taps(
+        g,
+        x,
+        out,
+        |dst, src| dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
+        |dst| dst.iter_mut().for_each(|d| *d *= inv),
+    );
+}
+
+/// For each block of interior output cells of a row (windows wholly inside
+/// the plane), tap by tap over the whole block: the block starts as tap 0's
+/// cells, `combine(block, tap t's cells)` folds in each other tap, then
+/// `finish(block)` runs.
+#[inline(always)]
+fn fold_interior_taps(
+    g: &PoolGeom,
+    x: &[f32],
+    out: &mut [f32],
+    combine: impl Fn(&mut [f32], &[f32]),
+    finish: impl Fn(&mut [f32]),
+) {
     let inner = g.interior_block();
     let sw = g.stride[1];
-    let inv = 1.0 / inner.taps as f32; // every rule counts all cells of an interior window
     let mut buf = [0.0f32; BLOCK];
     for oh in inner.rows.clone() {
         let row = oh * g.out[1];
@@ -489,10 +557,10 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
                 if t == 0 {
                     dst.copy_from_slice(src);
                 } else {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    combine(dst, src);
                 }
             }
-            dst.iter_mut().for_each(|d| *d *= inv);
+            finish(dst);
         }
     }
 }

@@ -199,6 +199,9 @@ pub enum Op {
     /// Fused max pooling (see `ops/pool.rs`) with two outputs: the window
     /// maxima and the plane index of each window's first maximum.
     MaxPoolWithIndices(PoolWindow),
+    /// Fused max pooling, the window maxima only (where no gradient needs
+    /// the indices).
+    MaxPool(PoolWindow),
     /// Fused max-pooling gradient `[gy, indices]` → `[N, C, *spatial]`.
     MaxPoolBackward {
         /// The forward pool's window.
@@ -278,6 +281,7 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Fused { .. } => "fused",
             Op::MaxPoolWithIndices(w) => pool::pool_name("max", w.rank(), "with_indices"),
+            Op::MaxPool(w) => pool::pool_name("max", w.rank(), ""),
             Op::MaxPoolBackward { window, .. } => pool::pool_name("max", window.rank(), "backward"),
             Op::AvgPool { window, .. } => pool::pool_name("avg", window.rank(), ""),
             Op::AvgPoolBackward { window, .. } => pool::pool_name("avg", window.rank(), "backward"),
@@ -390,7 +394,7 @@ impl Op {
             }
             Op::Output { index } => vec![("index", index.to_string())],
             Op::Fused { expr } => vec![("expr", fused::expr_text(expr))],
-            Op::MaxPoolWithIndices(w) => w.attrs(),
+            Op::MaxPoolWithIndices(w) | Op::MaxPool(w) => w.attrs(),
             Op::MaxPoolBackward { window, spatial } => {
                 let mut v = window.attrs();
                 v.push(("spatial", format!("{spatial:?}")));
@@ -476,6 +480,7 @@ impl Op {
             Op::Output { .. } | Op::StopGradient => Ok(ins[0].to_vec()),
             Op::Fused { expr } => fused::fused_shape(expr, ins),
             Op::MaxPoolWithIndices(w) => pool::max_pool_shape(w, ins[0]),
+            Op::MaxPool(w) => pool::max_pool_values_shape(w, ins[0]),
             Op::MaxPoolBackward { window, spatial } => {
                 pool::max_pool_backward_shape(window, spatial, ins)
             }
@@ -566,6 +571,7 @@ impl Op {
                 out.copy_from_slice(&ins[0].data[index * len..(index + 1) * len]);
             }
             Op::MaxPoolWithIndices(w) => pool::max_pool(w, ins[0], out),
+            Op::MaxPool(w) => pool::max_pool_values(w, ins[0], out),
             Op::Fused { expr } => fused::fused(expr, ins, out),
             Op::MaxPoolBackward { .. } => pool::max_pool_backward(ins, out),
             Op::AvgPool { window, divisor } => pool::avg_pool(window, *divisor, ins[0], out),
@@ -644,6 +650,7 @@ impl Op {
             // outputs (max-pool indices) are piecewise constant.
             Op::Output { index } => Ok(vec![(*index == 0).then_some(gy)]),
             Op::MaxPoolWithIndices(w) => one(pool::max_pool_vjp(w, g, xs[0], y, gy)),
+            Op::MaxPool(w) => one(pool::max_pool_values_vjp(w, g, xs[0], gy)),
             Op::Fused { expr } => fused::fused_vjp(expr, g, xs, gy),
             Op::MaxPoolBackward { window, spatial } => {
                 pool::max_pool_backward_vjp(window, spatial, g, xs, gy)

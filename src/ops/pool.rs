@@ -4,6 +4,8 @@
 //! - `MaxPoolWithIndices`: `[N, C, *S]` → two outputs of shape `[N, C, *O]`,
 //!   the window maxima and the plane index (`r·W + c`, as f32, as PyTorch's
 //!   `return_indices`) of each window's first maximum, in one sweep;
+//! - `MaxPool`: the window maxima alone, for graphs whose gradients (if any)
+//!   do not need the indices (forward-only graphs);
 //! - `MaxPoolBackward`: `(gy, indices)` → `gx [N, C, *S]`, scattering through the indices;
 //! - `AvgPool` / `AvgPoolBackward`: window sums over in-plane cells divided by
 //!   the count an [`AvgDivisor`] rule gives.
@@ -179,6 +181,8 @@ impl PoolWindow {
 pub fn pool_name(kind: &str, rank: usize, suffix: &str) -> &'static str {
     match (kind, rank, suffix) {
         ("max", 1, "with_indices") => "maxpool1d_with_indices",
+        ("max", 1, "") => "maxpool1d",
+        ("max", _, "") => "maxpool2d",
         ("max", 1, _) => "maxpool1d_backward",
         ("max", _, "with_indices") => "maxpool2d_with_indices",
         ("max", _, _) => "maxpool2d_backward",
@@ -218,6 +222,11 @@ pub fn max_pool_shape(w: &PoolWindow, x: &[usize]) -> Result<Vec<usize>> {
         );
     }
     Ok(out)
+}
+
+/// Shape rule of `MaxPool` (values only: no limit on the plane).
+pub fn max_pool_values_shape(w: &PoolWindow, x: &[usize]) -> Result<Vec<usize>> {
+    pooled_shape(pool_name("max", w.rank(), ""), w, x)
 }
 
 /// Checks that operand `i` of a pooling backward op has the pooled shape `want`.
@@ -283,6 +292,14 @@ pub fn max_pool(w: &PoolWindow, x: View, out: &mut [f32]) {
     });
 }
 
+/// Kernel of `MaxPool`: the values of `MaxPoolWithIndices`, planes in parallel.
+pub fn max_pool_values(w: &PoolWindow, x: View, out: &mut [f32]) {
+    let g = w.geom(&x.shape[2..]);
+    par::for_each_plane(out, g.out_len(), g.plane(), |p, dst| {
+        pool::max_pool_values(&g, &x.data[p * g.plane()..][..g.plane()], dst)
+    });
+}
+
 /// Kernel of `MaxPoolBackward`.
 pub fn max_pool_backward(ins: &[View], out: &mut [f32]) {
     let (gy, idx) = (ins[0], ins[1]);
@@ -340,6 +357,13 @@ pub fn max_pool_vjp(
         },
         &[gy, indices],
     )
+}
+
+/// VJP of `MaxPool`: the gradient of `MaxPoolWithIndices` on the same input
+/// (its indices computed for it).
+pub fn max_pool_values_vjp(w: &PoolWindow, g: &mut Graph, x: NodeId, gy: NodeId) -> Result<NodeId> {
+    let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x])?;
+    max_pool_vjp(w, g, x, pool, gy)
 }
 
 /// VJP of `MaxPoolBackward(gy, indices)` (linear in `gy`): `d gy` gathers the
