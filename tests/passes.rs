@@ -435,10 +435,10 @@ fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mas
     }
 }
 
-#[test]
-fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
-    use kiln::ops::AvgDivisor;
-    let max_pools: Vec<(nn::MaxPool2d, [usize; 4])> = vec![
+/// Max-pool layers with the input shape each is tested on: padding, ceil_mode,
+/// dilation and a non-square window.
+fn max_pool_layers() -> Vec<(nn::MaxPool2d, [usize; 4])> {
+    vec![
         (nn::MaxPool2d::new(2), [2, 3, 8, 8]),
         (
             nn::MaxPool2d::new(3).stride(2).padding(1).ceil_mode(true),
@@ -456,8 +456,13 @@ fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
             nn::MaxPool2d::new(2).kernel([1, 3]).strides([1, 2]),
             [1, 2, 5, 9],
         ),
-    ];
-    for (layer, shape) in max_pools {
+    ]
+}
+
+#[test]
+fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
+    use kiln::ops::AvgDivisor;
+    for (layer, shape) in max_pool_layers() {
         let (mut g, x) = graph_with_input(&shape);
         let y = layer.build(&mut g, x).unwrap();
         let p = optimized_forward_backward(g, x, y);
@@ -560,22 +565,7 @@ fn max_pool_pass_pairs_forward_and_backward_through_the_windows() {
 
 #[test]
 fn max_pool_pass_makes_a_values_only_pool_where_no_gradient_needs_indices() {
-    let cases: Vec<(nn::MaxPool2d, [usize; 4])> = vec![
-        (nn::MaxPool2d::new(2), [2, 3, 8, 8]),
-        (
-            nn::MaxPool2d::new(3).stride(2).padding(1).ceil_mode(true),
-            [1, 2, 7, 7],
-        ),
-        (
-            nn::MaxPool2d::new(2).stride(1).padding(1).dilation(2),
-            [2, 2, 9, 8],
-        ),
-        (
-            nn::MaxPool2d::new(2).kernel([1, 3]).strides([1, 2]),
-            [1, 2, 5, 9],
-        ),
-    ];
-    for (layer, shape) in cases {
+    for (layer, shape) in max_pool_layers() {
         let (mut g, x) = graph_with_input(&shape);
         let y = layer.build(&mut g, x).unwrap();
         let mut xv = rand(&shape, 8);
