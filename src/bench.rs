@@ -84,32 +84,71 @@ pub fn rows() -> Vec<Row> {
     rows
 }
 
-/// The rows whose id contains any of `filters` (case-insensitive); all rows
-/// if `filters` is empty. `Err` if a filter matches nothing.
+/// The rows that any of `filters` picks (case-insensitive): a filter equal
+/// to a row's whole id picks that row alone (`Conv2D/8x64x32x32/forward`, not
+/// its `forward_backward`), any other filter the rows whose id contains it.
+/// All rows if `filters` is empty. `Err` if a filter picks nothing.
 pub fn select(filters: &[String]) -> Result<Vec<Row>> {
     let all = rows();
     if filters.is_empty() {
         return Ok(all);
     }
-    for f in filters {
-        if !all
-            .iter()
-            .any(|r| r.id().to_lowercase().contains(&f.to_lowercase()))
-        {
-            let ids: Vec<String> = all.iter().map(Row::id).collect();
-            return Err(KilnError::Invalid(format!(
-                "no benchmark row matches `{f}`; rows: {}",
-                ids.join(", ")
-            )));
+    let ids: Vec<String> = all.iter().map(|r| r.id().to_lowercase()).collect();
+    let picks = |f: &str, id: &str| {
+        let f = f.to_lowercase();
+        match ids.contains(&f) {
+            true => id == f,
+            false => id.contains(&f),
         }
+    };
+    if let Some(f) = filters.iter().find(|f| !ids.iter().any(|id| picks(f, id))) {
+        let ids: Vec<String> = all.iter().map(Row::id).collect();
+        return Err(KilnError::Invalid(format!(
+            "no benchmark row matches `{f}`; rows: {}",
+            ids.join(", ")
+        )));
     }
     Ok(all
         .into_iter()
-        .filter(|r| {
-            let id = r.id().to_lowercase();
-            filters.iter().any(|f| id.contains(&f.to_lowercase()))
-        })
+        .zip(&ids)
+        .filter(|(_, id)| filters.iter().any(|f| picks(f, id)))
+        .map(|(r, _)| r)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picked(filters: &[&str]) -> Vec<String> {
+        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        select(&filters).unwrap().iter().map(Row::id).collect()
+    }
+
+    #[test]
+    fn a_whole_id_picks_one_row_and_other_text_every_row_containing_it() {
+        assert_eq!(
+            picked(&["conv2d/8x64x32x32/FORWARD"]),
+            ["Conv2D/8x64x32x32/forward"]
+        );
+        assert_eq!(
+            picked(&["Conv2D/8x64x32x32/forward", "conv1d/8x64x256/forward"]),
+            ["Conv2D/8x64x32x32/forward", "Conv1D/8x64x256/forward"]
+        );
+        assert_eq!(
+            picked(&["Conv2D/8x64x32x32/forw"]),
+            [
+                "Conv2D/8x64x32x32/forward",
+                "Conv2D/8x64x32x32/forward_backward"
+            ]
+        );
+        assert_eq!(picked(&[]).len(), rows().len());
+        let e = select(&["LSTM".to_string()]).unwrap_err().to_string();
+        assert!(
+            e.contains("`LSTM`") && e.contains("CNN/32x1x28x28/train_step"),
+            "{e}"
+        );
+    }
 }
 
 /// A row's graph compiled with `options`, with seeded feeds for every input.

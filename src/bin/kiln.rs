@@ -73,7 +73,8 @@ enum Command {
     /// (median ns per run, speedup, heap allocations and bytes per compiled run).
     Bench {
         /// Only rows whose id (`layer/shape/pass`, e.g. `Conv2D/8x64x32x32/forward`)
-        /// contains this text, case-insensitive; repeatable.
+        /// contains this text, case-insensitive (a whole id picks that row alone);
+        /// repeatable.
         #[arg(long = "row")]
         rows: Vec<String>,
         /// Threads per run (default: env KILN_THREADS, else every core).
