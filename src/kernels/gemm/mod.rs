@@ -107,24 +107,48 @@ pub trait PackB: Sync {
 }
 
 /// Copies one row of a panel (`src.len() ≤ NR` values). A full row is two
-/// vector moves where AVX is compiled in: a `memmove` call per 16 floats
-/// (what a plain slice copy becomes) costs as much as the packing itself.
+/// vector moves where AVX is compiled in: a `memmove` call per run of up to
+/// 16 floats (what a plain slice copy becomes) costs as much as the packing
+/// itself.
 #[inline(always)]
 fn put_panel_row(dst: &mut [f32], src: &[f32]) {
+    let n = src.len();
     #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
-    if src.len() == NR && dst.len() >= NR {
-        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps};
-        // SAFETY: both slices hold at least NR = 16 floats (checked above)
-        // and AVX is enabled at compile time.
+    if n <= NR && dst.len() >= n {
+        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps, _mm_loadu_ps, _mm_storeu_ps};
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        // SAFETY: every access below lies in `src[..n]` / `dst[..n]` (two
+        // copies that overlap when n is not a multiple of their width), and
+        // AVX is enabled at compile time.
         unsafe {
-            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-            let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
-            _mm256_storeu_ps(d, a);
-            _mm256_storeu_ps(d.add(8), b);
+            match n {
+                8..=16 => {
+                    let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(n - 8)));
+                    _mm256_storeu_ps(d, a);
+                    _mm256_storeu_ps(d.add(n - 8), b);
+                }
+                4..=7 => {
+                    let (a, b) = (_mm_loadu_ps(s), _mm_loadu_ps(s.add(n - 4)));
+                    _mm_storeu_ps(d, a);
+                    _mm_storeu_ps(d.add(n - 4), b);
+                }
+                _ => {
+                    // unrolled: a loop here would become a `memcpy` call
+                    if n > 0 {
+                        *d = *s;
+                    }
+                    if n > 1 {
+                        *d.add(1) = *s.add(1);
+                    }
+                    if n > 2 {
+                        *d.add(2) = *s.add(2);
+                    }
+                }
+            }
         }
         return;
     }
-    dst[..src.len()].copy_from_slice(src);
+    dst[..n].copy_from_slice(src);
 }
 
 /// Spreads row `kk` of a block (`row`, up to `NC` columns) over the
@@ -494,6 +518,22 @@ unsafe fn edge_tile<B: Rows>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panel_row_copy_writes_exactly_its_run() {
+        let src: Vec<f32> = (1..=NR).map(|v| v as f32).collect();
+        for n in 0..=NR {
+            // the run sits at an odd offset of a longer row, as in a panel
+            let mut dst = [-1.0f32; NR + 3];
+            put_panel_row(&mut dst[1..], &src[..n]);
+            assert_eq!(dst[0], -1.0, "n = {n}: wrote before the run");
+            assert_eq!(&dst[1..1 + n], &src[..n], "n = {n}");
+            assert!(
+                dst[1 + n..].iter().all(|&v| v == -1.0),
+                "n = {n}: wrote past the run"
+            );
+        }
+    }
 
     /// The textbook triple loop.
     fn reference(m: usize, k: usize, n: usize, a: &MatRef, b: &MatRef) -> Vec<f32> {
