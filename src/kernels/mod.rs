@@ -1,6 +1,7 @@
 //! Fast CPU kernels: pure functions on slices and shapes (no graph types).
 
 pub mod conv;
+pub mod copy;
 pub mod gemm;
 pub mod im2col;
 pub mod matmul;

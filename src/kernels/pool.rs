@@ -6,6 +6,9 @@
 //! padded cells are −∞ for max pooling and 0 for average pooling, and are
 //! never read or written.
 
+use super::copy::copy_short;
+use std::ops::Range;
+
 /// A pooling window over an `h × w` plane with asymmetric padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
@@ -113,15 +116,21 @@ impl PoolGeom {
         let (dh, w) = (self.dilation[0], self.size[1] as isize);
         let (a, b) = self.interior(1);
         let (kw, sw, pw) = (self.kernel[1], self.stride[1], self.pads[1].0 as isize);
+        let ow_all = self.out[1];
         for oh in 0..self.out[0] {
+            // in an interior row only the columns left and right of the block
+            let (left, right) = match inner.rows.contains(&oh) {
+                true => (inner.cols.start, inner.cols.end),
+                false => (ow_all, ow_all),
+            };
+            if left == 0 && right == ow_all {
+                continue;
+            }
             let (rlo, rhi, r0) = self.taps(0, oh);
             let rows = self.count(0, oh, rule) as f32;
             let first_row = (r0 + (rlo * dh) as isize) * w;
             let base = oh * self.out[1];
-            for ow in 0..self.out[1] {
-                if inner.rows.contains(&oh) && inner.cols.contains(&ow) {
-                    continue;
-                }
+            for ow in (0..left).chain(right..ow_all) {
                 let ((clo, chi, c0), cols) = if ow >= a && ow < b {
                     ((0, kw, (ow * sw) as isize - pw), kw)
                 } else {
@@ -184,7 +193,8 @@ impl Win {
 /// cell is larger (or NaN); its index is then −1.
 ///
 /// Interior windows are computed tap by tap over whole output rows with
-/// branch-free selects (the loops vectorise); edge windows one by one.
+/// branch-free selects (the loops vectorise), 2x2 stride-2 windows eight at
+/// a time from the two input rows (AVX2); edge windows one by one.
 pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]) {
     let dw = g.dilation[1];
     g.for_each_edge_window(Divide::Window, |o, win, _| {
@@ -198,15 +208,15 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
         values[o] = best;
         indices[o] = at as f32;
     });
+    if is_2x2_stride_2(g) {
+        return max_pool_2x2_interior(g, x, values, Some(indices));
+    }
     let inner = g.interior_block();
     let sw = g.stride[1];
     let mut buf = [0.0f32; BLOCK];
     let mut ramp = [0.0f32; BLOCK];
     for (k, r) in ramp.iter_mut().enumerate() {
         *r = (k * sw) as f32; // plane offsets are exact in f32 (planes ≤ 2^24 cells)
-    }
-    if is_2x2_stride_2(g) {
-        return max_pool_2x2_interior(g, &inner, x, values, indices);
     }
     for oh in inner.rows.clone() {
         let row = oh * g.out[1];
@@ -243,10 +253,7 @@ pub fn max_pool_values(g: &PoolGeom, x: &[f32], values: &mut [f32]) {
     });
     if is_2x2_stride_2(g) {
         // the taps in row-major order, as max_pool takes them
-        for_each_2x2_interior(g, x, |t, b, _, o| {
-            values[o] = max_step(max_step(max_step(t[0], t[1]), b[0]), b[1])
-        });
-        return;
+        return max_pool_2x2_interior(g, x, values, None);
     }
     fold_interior_taps(
         g,
@@ -291,113 +298,200 @@ fn max_step(v: f32, x: f32) -> f32 {
 }
 
 /// The interior of the most common pooling, 2x2 windows at stride 2 without
-/// dilation: per output row, both input rows are read once, in pairs, and
-/// `f(top pair, bottom pair, plane index of the top-left cell, output j)`
-/// runs for each window.
+/// dilation, output row by output row: `f(top, bottom, at, out)` gets the
+/// row's windows' cells in the two input rows (window `j` is `top[2j..2j+2]`
+/// over `bottom[2j..2j+2]`), the plane index `at` of `top[0]`, and the row's
+/// output range.
 #[inline(always)]
-fn for_each_2x2_interior(g: &PoolGeom, x: &[f32], mut f: impl FnMut(&[f32], &[f32], usize, usize)) {
+fn for_each_2x2_row(
+    g: &PoolGeom,
+    x: &[f32],
+    mut f: impl FnMut(&[f32], &[f32], usize, Range<usize>),
+) {
     let inner = g.interior_block();
     let (w, c0, n) = (g.size[1], inner.cols.start, inner.cols.len());
     for oh in inner.rows.clone() {
         let start = g.window_start(oh, c0);
         let (top, bottom) = (&x[start..start + 2 * n], &x[start + w..start + w + 2 * n]);
         let first = oh * g.out[1] + c0;
-        for (j, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).enumerate() {
-            f(t, b, start + 2 * j, first + j);
-        }
+        f(top, bottom, start, first..first + n);
     }
 }
 
-/// Whether `g` is 2x2 at stride 2 without dilation (see [`for_each_2x2_interior`]).
+/// Whether `g` is 2x2 at stride 2 without dilation (see [`for_each_2x2_row`]).
 fn is_2x2_stride_2(g: &PoolGeom) -> bool {
     g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1]
 }
 
-/// The interior of 2x2 stride-2 max pooling (no dilation). Windows are
-/// gathered tap by tap into lanes, several output rows at a time when rows
-/// are short, and the window maxima taken in one vectorised pass per batch.
+/// The interior of 2x2 stride-2 max pooling (no dilation); indices too
+/// when `indices` is given.
 fn max_pool_2x2_interior(
     g: &PoolGeom,
-    inner: &Interior,
     x: &[f32],
     values: &mut [f32],
-    indices: &mut [f32],
+    mut indices: Option<&mut [f32]>,
 ) {
-    let w = g.size[1];
-    let mut lanes = Lanes2x2 {
-        taps: [[0.0; BLOCK]; 4],
-        at: [0.0; BLOCK],
-        segments: [(0, 0); BLOCK],
-        count: 0,
-        filled: 0,
+    for_each_2x2_row(g, x, |top, bottom, at, out| {
+        let idx = indices.as_deref_mut().map(|i| &mut i[out.clone()]);
+        max_2x2_row(top, bottom, at, g.size[1], &mut values[out], idx)
+    });
+}
+
+/// One output row of 2x2 stride-2 max pooling: window `j` is `top[2j..2j+2]`
+/// over `bottom[2j..2j+2]`, `top[0]` lies at plane index `at` in a plane `w`
+/// wide. Writes each window's first maximum in row-major order (NaN wins)
+/// and, when given, its plane index; eight windows at a time with AVX2.
+#[inline(always)]
+fn max_2x2_row(
+    top: &[f32],
+    bottom: &[f32],
+    at: usize,
+    w: usize,
+    values: &mut [f32],
+    mut indices: Option<&mut [f32]>,
+) {
+    let n = values.len();
+    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
+    assert!(indices.as_ref().is_none_or(|i| i.len() >= n));
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    let done = 0;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    let done = {
+        let idx = indices
+            .as_deref_mut()
+            .map_or(std::ptr::null_mut(), |i| i.as_mut_ptr());
+        // SAFETY: the asserts above bound every access, and AVX2 is enabled
+        // at compile time.
+        unsafe { max_2x2_avx2(top, bottom, at as f32, w as f32, n, values, idx) };
+        n
     };
-    for oh in inner.rows.clone() {
-        for block in blocks(inner.cols.clone()) {
-            let n = block.len();
-            if lanes.filled + n > BLOCK {
-                lanes.flush(w, values, indices);
-            }
-            let start = g.window_start(oh, block.start);
-            let (top, bottom) = (&x[start..start + 2 * n], &x[start + w..start + w + 2 * n]);
-            let f = lanes.filled;
-            let [t0, t1, t2, t3] = &mut lanes.taps;
-            let dst = t0[f..f + n].iter_mut().zip(&mut t1[f..f + n]);
-            let dst = dst.zip(t2[f..f + n].iter_mut().zip(&mut t3[f..f + n]));
-            for (((a, b), (c, d)), (t, u)) in
-                dst.zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
-            {
-                (*a, *b, *c, *d) = (t[0], t[1], u[0], u[1]);
-            }
-            for (j, at) in lanes.at[f..f + n].iter_mut().enumerate() {
-                *at = (start + 2 * j) as f32; // exact in f32 (planes ≤ 2^24 cells)
-            }
-            lanes.segments[lanes.count] = (oh * g.out[1] + block.start, n);
-            lanes.count += 1;
-            lanes.filled += n;
+    // plane indices are exact in f32 (planes ≤ 2^24 cells)
+    let (below, right) = (w as f32, 1.0);
+    for j in done..n {
+        let base = (at + 2 * j) as f32;
+        let (mut m, mut mi) = (top[2 * j], base);
+        lane(&mut m, &mut mi, top[2 * j + 1], base + right);
+        lane(&mut m, &mut mi, bottom[2 * j], base + below);
+        lane(&mut m, &mut mi, bottom[2 * j + 1], base + below + right);
+        values[j] = m;
+        if let Some(i) = indices.as_deref_mut() {
+            i[j] = mi;
         }
     }
-    lanes.flush(w, values, indices);
 }
 
-/// Gathered 2x2 windows waiting for their maxima: the four taps per lane,
-/// the plane index of each window's top-left cell, and the output runs
-/// (start, length) the lanes fill in order.
-struct Lanes2x2 {
-    taps: [[f32; BLOCK]; 4],
-    at: [f32; BLOCK],
-    segments: [(usize, usize); BLOCK],
-    count: usize,
-    filled: usize,
+/// The windows of [`max_2x2_row`] with AVX2, eight at a time; the last
+/// group (under eight) through masked loads. `indices` may be null (values
+/// only).
+///
+/// # Safety
+/// `top` and `bottom` hold `2n` floats, `values` (and `indices` if not null)
+/// `n`; AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn max_2x2_avx2(
+    top: &[f32],
+    bottom: &[f32],
+    at: f32,
+    w: f32,
+    n: usize,
+    values: &mut [f32],
+    indices: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract bounds every load and store.
+    unsafe {
+        let (t, b, v) = (top.as_ptr(), bottom.as_ptr(), values.as_mut_ptr());
+        let full = n / 8 * 8;
+        for j in (0..full).step_by(8) {
+            let tops = [
+                _mm256_loadu_ps(t.add(2 * j)),
+                _mm256_loadu_ps(t.add(2 * j + 8)),
+            ];
+            let bottoms = [
+                _mm256_loadu_ps(b.add(2 * j)),
+                _mm256_loadu_ps(b.add(2 * j + 8)),
+            ];
+            let (m, mi) = max_2x2_group(tops, bottoms, at + (2 * j) as f32, w);
+            _mm256_storeu_ps(v.add(j), m);
+            if !indices.is_null() {
+                _mm256_storeu_ps(indices.add(j), mi);
+            }
+        }
+        let rest = n - full;
+        if rest == 0 {
+            return;
+        }
+        // 2·rest cells per row: masked loads read those and nothing past them
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+        let (lo, hi) = (first(2 * rest), first((2 * rest).saturating_sub(8)));
+        let (t, b) = (t.add(2 * full), b.add(2 * full));
+        let tops = [_mm256_maskload_ps(t, lo), _mm256_maskload_ps(t.add(8), hi)];
+        let bottoms = [_mm256_maskload_ps(b, lo), _mm256_maskload_ps(b.add(8), hi)];
+        let (m, mi) = max_2x2_group(tops, bottoms, at + (2 * full) as f32, w);
+        let (mut vs, mut is) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(vs.as_mut_ptr(), m);
+        copy_short(&mut values[full..n], &vs[..rest]);
+        if !indices.is_null() {
+            _mm256_storeu_ps(is.as_mut_ptr(), mi);
+            let idx = std::slice::from_raw_parts_mut(indices.add(full), rest);
+            copy_short(idx, &is[..rest]);
+        }
+    }
 }
 
-impl Lanes2x2 {
-    /// Takes every gathered window's maximum (first in row-major order, NaN
-    /// wins) and writes values and indices to the output runs.
-    fn flush(&mut self, w: usize, values: &mut [f32], indices: &mut [f32]) {
-        let n = self.filled;
-        let mut best = [0.0f32; BLOCK];
-        let mut which = [0.0f32; BLOCK];
-        let below = w as f32;
-        let [t0, t1, t2, t3] = &self.taps;
-        let cells = t0[..n]
-            .iter()
-            .zip(&t1[..n])
-            .zip(t2[..n].iter().zip(&t3[..n]));
-        let out = best[..n].iter_mut().zip(&mut which[..n]);
-        for (((v, i), ((&a, &b), (&c, &d))), &at) in out.zip(cells).zip(&self.at[..n]) {
-            let (mut m, mut mi) = (a, at);
-            lane(&mut m, &mut mi, b, at + 1.0);
-            lane(&mut m, &mut mi, c, at + below);
-            lane(&mut m, &mut mi, d, at + below + 1.0);
-            (*v, *i) = (m, mi);
+/// Eight 2x2 windows: `tops` and `bottoms` hold their 16 top and bottom
+/// cells, window 0's top-left at plane index `at`. The maxima (first in
+/// row-major order, NaN wins) and their plane indices, in window order.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn max_2x2_group(
+    tops: [std::arch::x86_64::__m256; 2],
+    bottoms: [std::arch::x86_64::__m256; 2],
+    at: f32,
+    w: f32,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    // SAFETY: register operations only; AVX2 per the caller.
+    unsafe {
+        // splitting pairs within 128-bit halves leaves windows 0, 1, 4, 5 |
+        // 2, 3, 6, 7 in the lanes: their top-left offsets
+        let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
+        let [t0, t1] = tops;
+        let [b0, b1] = bottoms;
+        let cells = [
+            _mm256_shuffle_ps::<0b10_00_10_00>(t0, t1),
+            _mm256_shuffle_ps::<0b11_01_11_01>(t0, t1),
+            _mm256_shuffle_ps::<0b10_00_10_00>(b0, b1),
+            _mm256_shuffle_ps::<0b11_01_11_01>(b0, b1),
+        ];
+        let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w));
+        let base = _mm256_add_ps(_mm256_set1_ps(at), ramp);
+        let offsets = [
+            base,
+            _mm256_add_ps(base, right),
+            _mm256_add_ps(base, below),
+            _mm256_add_ps(_mm256_add_ps(base, below), right),
+        ];
+        let (mut m, mut mi) = (cells[0], base);
+        for k in 1..4 {
+            // x > m, or x is NaN and m is not (as `takes`)
+            let take = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(cells[k], m),
+                _mm256_cmp_ps::<_CMP_ORD_Q>(m, m),
+            );
+            m = _mm256_blendv_ps(m, cells[k], take);
+            mi = _mm256_blendv_ps(mi, offsets[k], take);
         }
-        let mut k = 0;
-        for &(o, len) in &self.segments[..self.count] {
-            values[o..o + len].copy_from_slice(&best[k..k + len]);
-            indices[o..o + len].copy_from_slice(&which[k..k + len]);
-            k += len;
-        }
-        (self.count, self.filled) = (0, 0);
+        // back to window order: 64-bit pairs (0,1) (4,5) (2,3) (6,7) → 0..8
+        let order = |x: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
+        };
+        (order(m), order(mi))
     }
 }
 
@@ -515,8 +609,11 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
     });
     if is_2x2_stride_2(g) {
         // the taps summed in the general loop's order, for the same rounding
-        for_each_2x2_interior(g, x, |t, b, _, o| {
-            out[o] = (t[0] + t[1] + b[0] + b[1]) * 0.25
+        for_each_2x2_row(g, x, |top, bottom, _, row| {
+            let cells = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (o, (t, b)) in out[row].iter_mut().zip(cells) {
+                *o = (t[0] + t[1] + b[0] + b[1]) * 0.25
+            }
         });
         return;
     }
@@ -585,5 +682,97 @@ pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32])
             let dst = gx[start + g.tap_offset(t)..].iter_mut().step_by(sw);
             dst.zip(src).for_each(|(d, &v)| *d += v * inv);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2x2 stride-2 windows over an `h × w` plane, no padding.
+    fn geom_2x2(h: usize, w: usize) -> PoolGeom {
+        PoolGeom {
+            kernel: [2, 2],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pads: [(0, 0), (0, 0)],
+            size: [h, w],
+            out: [h / 2, w / 2],
+        }
+    }
+
+    /// The first maximum of each window in row-major order (NaN wins), by
+    /// comparing every cell in turn.
+    fn window_loop(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (mut values, mut indices) = (vec![], vec![]);
+        for oh in 0..g.out[0] {
+            for ow in 0..g.out[1] {
+                let mut best: Option<(f32, usize)> = None;
+                for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let i = (2 * oh + r) * g.size[1] + 2 * ow + c;
+                    let v = x[i];
+                    let better = match best {
+                        None => true,
+                        Some((b, _)) => !b.is_nan() && (v.is_nan() || v > b),
+                    };
+                    if better {
+                        best = Some((v, i));
+                    }
+                }
+                let (v, i) = best.unwrap();
+                values.push(v);
+                indices.push(i as f32);
+            }
+        }
+        (values, indices)
+    }
+
+    #[test]
+    fn two_by_two_pooling_matches_a_window_loop_for_every_row_width() {
+        // output rows of 1 to 19 windows: whole groups of eight, the masked
+        // last group, and both; ties, NaN, −∞ and signed zeros
+        let cells = [
+            3.0,
+            3.0,
+            -0.0,
+            0.0,
+            f32::NAN,
+            -1.0,
+            f32::NEG_INFINITY,
+            2.0,
+            7.0,
+        ];
+        let mut late_nans = 0;
+        for ow in 1..20 {
+            let g = geom_2x2(6, 2 * ow);
+            let x: Vec<f32> = (0..g.plane())
+                .map(|i| cells[(i.wrapping_mul(2_654_435_761) >> 11) % cells.len()])
+                .collect();
+            // a NaN after an ordered first cell: only "NaN wins" makes it the maximum
+            late_nans += (0..g.out_len())
+                .filter(|&o| {
+                    let first = (o / ow) * 4 * ow + 2 * (o % ow);
+                    let win = [first, first + 1, first + 2 * ow, first + 2 * ow + 1];
+                    !x[win[0]].is_nan() && win.iter().any(|&i| x[i].is_nan())
+                })
+                .count();
+            let (want_v, want_i) = window_loop(&g, &x);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let (mut v, mut i) = (vec![9.0; g.out_len()], vec![9.0; g.out_len()]);
+            max_pool(&g, &x, &mut v, &mut i);
+            assert_eq!(bits(&v), bits(&want_v), "values, {ow} windows a row");
+            assert_eq!(i, want_i, "indices, {ow} windows a row");
+            let mut alone = vec![9.0; g.out_len()];
+            max_pool_values(&g, &x, &mut alone);
+            assert_eq!(
+                bits(&alone),
+                bits(&want_v),
+                "values alone, {ow} windows a row"
+            );
+        }
+        assert!(
+            late_nans > 10,
+            "the inputs hold windows a NaN wins late: {late_nans}"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod tile;
 
 pub use tile::NR;
 
+use super::copy::copy_short;
 use super::scratch::{self, Slot};
 use tile::{Indexed, Packed, Rows, Store, MR, SHORT_ROWS};
 
@@ -106,51 +107,6 @@ pub trait PackB: Sync {
     }
 }
 
-/// Copies one row of a panel (`src.len() ≤ NR` values). A full row is two
-/// vector moves where AVX is compiled in: a `memmove` call per run of up to
-/// 16 floats (what a plain slice copy becomes) costs as much as the packing
-/// itself.
-#[inline(always)]
-fn put_panel_row(dst: &mut [f32], src: &[f32]) {
-    let n = src.len();
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
-    if n <= NR && dst.len() >= n {
-        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps, _mm_loadu_ps, _mm_storeu_ps};
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        // SAFETY: every access below lies in `src[..n]` / `dst[..n]` (two
-        // copies that overlap when n is not a multiple of their width), and
-        // AVX is enabled at compile time.
-        unsafe {
-            match n {
-                8..=16 => {
-                    let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(n - 8)));
-                    _mm256_storeu_ps(d, a);
-                    _mm256_storeu_ps(d.add(n - 8), b);
-                }
-                4..=7 => {
-                    let (a, b) = (_mm_loadu_ps(s), _mm_loadu_ps(s.add(n - 4)));
-                    _mm_storeu_ps(d, a);
-                    _mm_storeu_ps(d.add(n - 4), b);
-                }
-                _ => {
-                    // unrolled: a loop here would become a `memcpy` call
-                    if n > 0 {
-                        *d = *s;
-                    }
-                    if n > 1 {
-                        *d.add(1) = *s.add(1);
-                    }
-                    if n > 2 {
-                        *d.add(2) = *s.add(2);
-                    }
-                }
-            }
-        }
-        return;
-    }
-    dst[..n].copy_from_slice(src);
-}
-
 /// Spreads row `kk` of a block (`row`, up to `NC` columns) over the
 /// block's `NR`-column panels, each `kc` rows long.
 #[inline]
@@ -164,7 +120,8 @@ pub fn pack_run(mut q: usize, mut run: &[f32], kk: usize, kc: usize, dst: &mut [
     while !run.is_empty() {
         let j = q % NR;
         let take = (NR - j).min(run.len());
-        put_panel_row(&mut dst[((q / NR) * kc + kk) * NR + j..], &run[..take]);
+        // a run is at most a panel row: no memmove call per run
+        copy_short(&mut dst[((q / NR) * kc + kk) * NR + j..], &run[..take]);
         (q, run) = (q + take, &run[take..]);
     }
 }
@@ -518,22 +475,6 @@ unsafe fn edge_tile<B: Rows>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_panel_row_copy_writes_exactly_its_run() {
-        let src: Vec<f32> = (1..=NR).map(|v| v as f32).collect();
-        for n in 0..=NR {
-            // the run sits at an odd offset of a longer row, as in a panel
-            let mut dst = [-1.0f32; NR + 3];
-            put_panel_row(&mut dst[1..], &src[..n]);
-            assert_eq!(dst[0], -1.0, "n = {n}: wrote before the run");
-            assert_eq!(&dst[1..1 + n], &src[..n], "n = {n}");
-            assert!(
-                dst[1 + n..].iter().all(|&v| v == -1.0),
-                "n = {n}: wrote past the run"
-            );
-        }
-    }
 
     /// The textbook triple loop.
     fn reference(m: usize, k: usize, n: usize, a: &MatRef, b: &MatRef) -> Vec<f32> {
