@@ -6,8 +6,10 @@
 //! padded cells are −∞ for max pooling and 0 for average pooling, and are
 //! never read or written.
 
-use super::copy::copy_short;
+mod two_by_two;
+
 use std::ops::Range;
+use two_by_two::{avg_2x2_row, max_2x2_row};
 
 /// A pooling window over an `h × w` plane with asymmetric padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,164 +339,6 @@ fn max_pool_2x2_interior(
     });
 }
 
-/// One output row of 2x2 stride-2 max pooling: window `j` is `top[2j..2j+2]`
-/// over `bottom[2j..2j+2]`, `top[0]` lies at plane index `at` in a plane `w`
-/// wide. Writes each window's first maximum in row-major order (NaN wins)
-/// and, when given, its plane index; eight windows at a time with AVX2.
-#[inline(always)]
-fn max_2x2_row(
-    top: &[f32],
-    bottom: &[f32],
-    at: usize,
-    w: usize,
-    values: &mut [f32],
-    mut indices: Option<&mut [f32]>,
-) {
-    let n = values.len();
-    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
-    assert!(indices.as_ref().is_none_or(|i| i.len() >= n));
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
-    let done = 0;
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    let done = {
-        let idx = indices
-            .as_deref_mut()
-            .map_or(std::ptr::null_mut(), |i| i.as_mut_ptr());
-        // SAFETY: the asserts above bound every access, and AVX2 is enabled
-        // at compile time.
-        unsafe { max_2x2_avx2(top, bottom, at as f32, w as f32, n, values, idx) };
-        n
-    };
-    // plane indices are exact in f32 (planes ≤ 2^24 cells)
-    let (below, right) = (w as f32, 1.0);
-    for j in done..n {
-        let base = (at + 2 * j) as f32;
-        let (mut m, mut mi) = (top[2 * j], base);
-        lane(&mut m, &mut mi, top[2 * j + 1], base + right);
-        lane(&mut m, &mut mi, bottom[2 * j], base + below);
-        lane(&mut m, &mut mi, bottom[2 * j + 1], base + below + right);
-        values[j] = m;
-        if let Some(i) = indices.as_deref_mut() {
-            i[j] = mi;
-        }
-    }
-}
-
-/// The windows of [`max_2x2_row`] with AVX2, eight at a time; the last
-/// group (under eight) through masked loads. `indices` may be null (values
-/// only).
-///
-/// # Safety
-/// `top` and `bottom` hold `2n` floats, `values` (and `indices` if not null)
-/// `n`; AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
-unsafe fn max_2x2_avx2(
-    top: &[f32],
-    bottom: &[f32],
-    at: f32,
-    w: f32,
-    n: usize,
-    values: &mut [f32],
-    indices: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract bounds every load and store.
-    unsafe {
-        let (t, b, v) = (top.as_ptr(), bottom.as_ptr(), values.as_mut_ptr());
-        let full = n / 8 * 8;
-        for j in (0..full).step_by(8) {
-            let tops = [
-                _mm256_loadu_ps(t.add(2 * j)),
-                _mm256_loadu_ps(t.add(2 * j + 8)),
-            ];
-            let bottoms = [
-                _mm256_loadu_ps(b.add(2 * j)),
-                _mm256_loadu_ps(b.add(2 * j + 8)),
-            ];
-            let (m, mi) = max_2x2_group(tops, bottoms, at + (2 * j) as f32, w);
-            _mm256_storeu_ps(v.add(j), m);
-            if !indices.is_null() {
-                _mm256_storeu_ps(indices.add(j), mi);
-            }
-        }
-        let rest = n - full;
-        if rest == 0 {
-            return;
-        }
-        // 2·rest cells per row: masked loads read those and nothing past them
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
-        let (lo, hi) = (first(2 * rest), first((2 * rest).saturating_sub(8)));
-        let (t, b) = (t.add(2 * full), b.add(2 * full));
-        let tops = [_mm256_maskload_ps(t, lo), _mm256_maskload_ps(t.add(8), hi)];
-        let bottoms = [_mm256_maskload_ps(b, lo), _mm256_maskload_ps(b.add(8), hi)];
-        let (m, mi) = max_2x2_group(tops, bottoms, at + (2 * full) as f32, w);
-        let (mut vs, mut is) = ([0f32; 8], [0f32; 8]);
-        _mm256_storeu_ps(vs.as_mut_ptr(), m);
-        copy_short(&mut values[full..n], &vs[..rest]);
-        if !indices.is_null() {
-            _mm256_storeu_ps(is.as_mut_ptr(), mi);
-            let idx = std::slice::from_raw_parts_mut(indices.add(full), rest);
-            copy_short(idx, &is[..rest]);
-        }
-    }
-}
-
-/// Eight 2x2 windows: `tops` and `bottoms` hold their 16 top and bottom
-/// cells, window 0's top-left at plane index `at`. The maxima (first in
-/// row-major order, NaN wins) and their plane indices, in window order.
-///
-/// # Safety
-/// AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
-unsafe fn max_2x2_group(
-    tops: [std::arch::x86_64::__m256; 2],
-    bottoms: [std::arch::x86_64::__m256; 2],
-    at: f32,
-    w: f32,
-) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
-    use std::arch::x86_64::*;
-    // SAFETY: register operations only; AVX2 per the caller.
-    unsafe {
-        // splitting pairs within 128-bit halves leaves windows 0, 1, 4, 5 |
-        // 2, 3, 6, 7 in the lanes: their top-left offsets
-        let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
-        let [t0, t1] = tops;
-        let [b0, b1] = bottoms;
-        let cells = [
-            _mm256_shuffle_ps::<0b10_00_10_00>(t0, t1),
-            _mm256_shuffle_ps::<0b11_01_11_01>(t0, t1),
-            _mm256_shuffle_ps::<0b10_00_10_00>(b0, b1),
-            _mm256_shuffle_ps::<0b11_01_11_01>(b0, b1),
-        ];
-        let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w));
-        let base = _mm256_add_ps(_mm256_set1_ps(at), ramp);
-        let offsets = [
-            base,
-            _mm256_add_ps(base, right),
-            _mm256_add_ps(base, below),
-            _mm256_add_ps(_mm256_add_ps(base, below), right),
-        ];
-        let (mut m, mut mi) = (cells[0], base);
-        for k in 1..4 {
-            // x > m, or x is NaN and m is not (as `takes`)
-            let take = _mm256_and_ps(
-                _mm256_cmp_ps::<_CMP_NLE_UQ>(cells[k], m),
-                _mm256_cmp_ps::<_CMP_ORD_Q>(m, m),
-            );
-            m = _mm256_blendv_ps(m, cells[k], take);
-            mi = _mm256_blendv_ps(mi, offsets[k], take);
-        }
-        // back to window order: 64-bit pairs (0,1) (4,5) (2,3) (6,7) → 0..8
-        let order = |x: __m256| {
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
-        };
-        (order(m), order(mi))
-    }
-}
-
 /// Where `src[k]` is larger than `vals[k]` (or the first NaN), takes it, with
 /// index `base + ramp[k]`; in lanes of 8 with selects, no branches.
 #[inline(always)]
@@ -610,10 +454,7 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
     if is_2x2_stride_2(g) {
         // the taps summed in the general loop's order, for the same rounding
         for_each_2x2_row(g, x, |top, bottom, _, row| {
-            let cells = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-            for (o, (t, b)) in out[row].iter_mut().zip(cells) {
-                *o = (t[0] + t[1] + b[0] + b[1]) * 0.25
-            }
+            avg_2x2_row(top, bottom, &mut out[row])
         });
         return;
     }
@@ -728,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn two_by_two_pooling_matches_a_window_loop_for_every_row_width() {
+    fn two_by_two_pooling_matches_window_loops_for_every_row_width() {
         // output rows of 1 to 19 windows: whole groups of eight, the masked
         // last group, and both; ties, NaN, −∞ and signed zeros
         let cells = [
@@ -769,6 +610,21 @@ mod tests {
                 bits(&want_v),
                 "values alone, {ow} windows a row"
             );
+            // the average sums the four cells in row-major order, then scales
+            let x: Vec<f32> = x
+                .iter()
+                .map(|v| if v.is_finite() { v + 0.1 } else { 0.3 })
+                .collect();
+            let mut avg = vec![9.0; g.out_len()];
+            avg_pool(&g, Divide::Window, &x, &mut avg);
+            let want: Vec<f32> = (0..g.out_len())
+                .map(|o| {
+                    let first = (o / ow) * 4 * ow + 2 * (o % ow);
+                    let (t, b) = (&x[first..], &x[first + 2 * ow..]);
+                    (t[0] + t[1] + b[0] + b[1]) * 0.25
+                })
+                .collect();
+            assert_eq!(bits(&avg), bits(&want), "average, {ow} windows a row");
         }
         assert!(
             late_nans > 10,

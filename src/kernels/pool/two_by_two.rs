@@ -1,0 +1,165 @@
+//! One output row of 2x2 stride-2 pooling (no dilation), the most common
+//! pooling: window `j` is `top[2j..2j+2]` over `bottom[2j..2j+2]`. Max
+//! pooling with AVX2 takes eight windows at a time: two loads per input row
+//! and one shuffle per tap split the pairs into four tap vectors, and the
+//! last group (under eight windows) is read with masked loads; without AVX2,
+//! a window at a time.
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+use super::lane;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+use crate::kernels::copy::copy_short;
+
+/// Max pooling of one row: each window's first maximum in row-major order
+/// (NaN wins) and, when given, its plane index (`top[0]` lies at plane
+/// index `at` in a plane `w` wide).
+#[inline(always)]
+pub(super) fn max_2x2_row(
+    top: &[f32],
+    bottom: &[f32],
+    at: usize,
+    w: usize,
+    values: &mut [f32],
+    mut indices: Option<&mut [f32]>,
+) {
+    let n = values.len();
+    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
+    assert!(indices.as_ref().is_none_or(|i| i.len() >= n));
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the asserts above bound the groups' windows, and AVX2 is
+        // enabled at compile time.
+        unsafe {
+            // the lanes hold windows 0, 1, 4, 5 | 2, 3, 6, 7: their top-left offsets
+            let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
+            let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w as f32));
+            for_each_group(top, bottom, n, |j, count, taps| {
+                // plane indices are exact in f32 (planes ≤ 2^24 cells)
+                let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
+                let offsets = [
+                    base,
+                    _mm256_add_ps(base, right),
+                    _mm256_add_ps(base, below),
+                    _mm256_add_ps(_mm256_add_ps(base, below), right),
+                ];
+                let (mut m, mut mi) = (taps[0], base);
+                for k in 1..4 {
+                    // x > m, or x is NaN and m is not (as `takes`)
+                    let take = _mm256_and_ps(
+                        _mm256_cmp_ps::<_CMP_NLE_UQ>(taps[k], m),
+                        _mm256_cmp_ps::<_CMP_ORD_Q>(m, m),
+                    );
+                    m = _mm256_blendv_ps(m, taps[k], take);
+                    mi = _mm256_blendv_ps(mi, offsets[k], take);
+                }
+                store_first(&mut values[j..], m, count);
+                if let Some(i) = indices.as_deref_mut() {
+                    store_first(&mut i[j..], mi, count);
+                }
+            });
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        let (below, right) = (w as f32, 1.0);
+        for j in 0..n {
+            let base = (at + 2 * j) as f32;
+            let (mut m, mut mi) = (top[2 * j], base);
+            lane(&mut m, &mut mi, top[2 * j + 1], base + right);
+            lane(&mut m, &mut mi, bottom[2 * j], base + below);
+            lane(&mut m, &mut mi, bottom[2 * j + 1], base + below + right);
+            values[j] = m;
+            if let Some(i) = indices.as_deref_mut() {
+                i[j] = mi;
+            }
+        }
+    }
+}
+
+/// Average pooling of one row: the four cells summed in row-major order (as
+/// the general loop sums its taps, for the same rounding), times 1/4. The
+/// compiler vectorises this loop well (faster, measured, than the shuffles
+/// of [`max_2x2_row`]).
+#[inline(always)]
+pub(super) fn avg_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
+    let cells = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+    for (o, (t, b)) in out.iter_mut().zip(cells) {
+        *o = (t[0] + t[1] + b[0] + b[1]) * 0.25
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+use std::arch::x86_64::__m256;
+
+/// Calls `f(j, count, taps)` for each group of `count` (8, or fewer for the
+/// last) of the row's `n` windows from window `j`: `taps` are the windows'
+/// top-left, top-right, bottom-left and bottom-right cells with the windows
+/// in lane order 0, 1, 4, 5 | 2, 3, 6, 7 (lanes past `count` hold zeros).
+///
+/// # Safety
+/// `top` and `bottom` hold `2n` floats; AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn for_each_group(
+    top: &[f32],
+    bottom: &[f32],
+    n: usize,
+    mut f: impl FnMut(usize, usize, [__m256; 4]),
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract bounds every load: whole groups read 16
+    // floats of each row, the last group only its 2·count through masks.
+    unsafe {
+        let split = |lo: __m256, hi: __m256| {
+            (
+                _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi),
+                _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi),
+            )
+        };
+        let (t, b) = (top.as_ptr(), bottom.as_ptr());
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+        for j in (0..n).step_by(8) {
+            let count = (n - j).min(8);
+            let (t, b) = (t.add(2 * j), b.add(2 * j));
+            let load = |p: *const f32| match count {
+                8 => (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
+                _ => {
+                    let cells = 2 * count;
+                    (
+                        _mm256_maskload_ps(p, first(cells)),
+                        _mm256_maskload_ps(p.add(8), first(cells.saturating_sub(8))),
+                    )
+                }
+            };
+            let ((t0, t1), (b0, b1)) = (load(t), load(b));
+            let ((tl, tr), (bl, br)) = (split(t0, t1), split(b0, b1));
+            f(j, count, [tl, tr, bl, br]);
+        }
+    }
+}
+
+/// Stores the first `count` windows of `v` (in the lane order of
+/// [`for_each_group`]) to `dst` in window order.
+///
+/// # Safety
+/// `dst` holds `count` ≤ 8 floats; AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn store_first(dst: &mut [f32], v: __m256, count: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: a whole store only when `dst` holds 8 floats (checked); AVX2
+    // per the caller.
+    unsafe {
+        // 64-bit pairs (0,1) (4,5) (2,3) (6,7) → windows 0..8
+        let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        if count == 8 && dst.len() >= 8 {
+            _mm256_storeu_ps(dst.as_mut_ptr(), v);
+        } else {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            copy_short(dst, &lanes[..count]);
+        }
+    }
+}
