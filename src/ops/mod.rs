@@ -573,7 +573,9 @@ impl Op {
             Op::MaxPoolWithIndices(w) => pool::max_pool(w, ins[0], out),
             Op::MaxPool(w) => pool::max_pool_values(w, ins[0], out),
             Op::Fused { expr } => fused::fused(expr, ins, out),
-            Op::MaxPoolBackward { .. } => pool::max_pool_backward(ins, out),
+            Op::MaxPoolBackward { window, spatial } => {
+                pool::max_pool_backward(window, spatial, ins, out)
+            }
             Op::AvgPool { window, divisor } => pool::avg_pool(window, *divisor, ins[0], out),
             Op::AvgPoolBackward {
                 window,

@@ -301,13 +301,13 @@ pub fn max_pool_values(w: &PoolWindow, x: View, out: &mut [f32]) {
 }
 
 /// Kernel of `MaxPoolBackward`.
-pub fn max_pool_backward(ins: &[View], out: &mut [f32]) {
+pub fn max_pool_backward(w: &PoolWindow, spatial: &[usize], ins: &[View], out: &mut [f32]) {
     let (gy, idx) = (ins[0], ins[1]);
-    let pooled: usize = gy.shape[2..].iter().product();
-    let plane = out.len() / (gy.shape[0] * gy.shape[1]).max(1);
-    par::for_each_plane(out, plane, pooled, |p, dst| {
+    let g = w.geom(spatial);
+    let pooled = g.out_len();
+    par::for_each_plane(out, g.plane(), pooled, |p, dst| {
         let at = p * pooled..(p + 1) * pooled;
-        pool::max_pool_backward(&gy.data[at.clone()], &idx.data[at], dst)
+        pool::max_pool_backward(&g, &gy.data[at.clone()], &idx.data[at], dst)
     });
 }
 

@@ -2,8 +2,9 @@
 //! pooling: window `j` is `top[2j..2j+2]` over `bottom[2j..2j+2]`. Max
 //! pooling with AVX2 takes eight windows at a time: two loads per input row
 //! and one shuffle per tap split the pairs into four tap vectors, and the
-//! last group (under eight windows) is read with masked loads; without AVX2,
-//! a window at a time.
+//! last group (under eight windows) is read with masked loads; its backward,
+//! where the windows tile the plane, writes each window's four cells from
+//! the saved index the same way. Without AVX2, a window at a time.
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
 use super::lane;
@@ -89,8 +90,118 @@ pub(super) fn avg_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Max pooling backward over one output row of 2x2 windows that tile the
+/// plane: window `j`'s cells are `top[2j..2j+2]` and `bottom[2j..2j+2]`
+/// (`top[0]` at plane index `at`, rows `w` apart); the cell at plane index
+/// `idx[j]` gets `0 + gy[j]` (what a zeroed plane plus the scatter gives),
+/// the other three 0. `false` as soon as an index is none of its window's
+/// cells (the row is then partly written).
+#[inline(always)]
+pub(super) fn unpool_2x2_row(
+    gy: &[f32],
+    idx: &[f32],
+    at: usize,
+    w: usize,
+    top: &mut [f32],
+    bottom: &mut [f32],
+) -> bool {
+    let n = gy.len();
+    assert!(idx.len() >= n && top.len() >= 2 * n && bottom.len() >= 2 * n);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the assert above bounds every load and store (the last
+        // group reads and writes only its `count` windows), and AVX2 is
+        // enabled at compile time.
+        unsafe {
+            // windows in order here: gy and idx are read as they lie
+            let ramp = _mm256_setr_ps(0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0);
+            let (right, below, zero) = (
+                _mm256_set1_ps(1.0),
+                _mm256_set1_ps(w as f32),
+                _mm256_setzero_ps(),
+            );
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+            for j in (0..n).step_by(8) {
+                let count = (n - j).min(8);
+                let (g, i) = (gy.as_ptr().add(j), idx.as_ptr().add(j));
+                let valid = first(count);
+                let (g, i) = match count {
+                    8 => (_mm256_loadu_ps(g), _mm256_loadu_ps(i)),
+                    _ => (_mm256_maskload_ps(g, valid), _mm256_maskload_ps(i, valid)),
+                };
+                let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
+                let cells = [
+                    base,
+                    _mm256_add_ps(base, right),
+                    _mm256_add_ps(base, below),
+                    _mm256_add_ps(_mm256_add_ps(base, below), right),
+                ];
+                let hit = cells.map(|c| _mm256_cmp_ps::<_CMP_EQ_OQ>(i, c));
+                let any = _mm256_or_ps(_mm256_or_ps(hit[0], hit[1]), _mm256_or_ps(hit[2], hit[3]));
+                if _mm256_movemask_ps(_mm256_andnot_ps(any, _mm256_castsi256_ps(valid))) != 0 {
+                    return false;
+                }
+                let [tl, tr, bl, br] = hit.map(|h| _mm256_add_ps(_mm256_and_ps(g, h), zero));
+                store_pairs(&mut top[2 * j..], tl, tr, count);
+                store_pairs(&mut bottom[2 * j..], bl, br, count);
+            }
+        }
+        true
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        for j in 0..n {
+            let base = at + 2 * j;
+            let cells = [base, base + 1, base + w, base + w + 1];
+            let Some(k) = cells.iter().position(|&c| idx[j] == c as f32) else {
+                return false;
+            };
+            let mut four = [0.0f32; 4];
+            four[k] = 0.0 + gy[j];
+            (top[2 * j], top[2 * j + 1]) = (four[0], four[1]);
+            (bottom[2 * j], bottom[2 * j + 1]) = (four[2], four[3]);
+        }
+        true
+    }
+}
+
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 use std::arch::x86_64::__m256;
+
+/// Stores windows `0..count` of `left` and `right` (in window order) as
+/// `count` pairs `left[k], right[k]` to `dst`.
+///
+/// # Safety
+/// `dst` holds `2·count` floats, `count` ≤ 8; AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn store_pairs(dst: &mut [f32], left: __m256, right: __m256, count: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: whole stores only when `dst` holds 16 floats (checked); AVX2
+    // per the caller.
+    unsafe {
+        // pairs 0, 1 | 4, 5 and 2, 3 | 6, 7, then 0..4 and 4..8
+        let (lo, hi) = (
+            _mm256_unpacklo_ps(left, right),
+            _mm256_unpackhi_ps(left, right),
+        );
+        let (a, b) = (
+            _mm256_permute2f128_ps::<0x20>(lo, hi),
+            _mm256_permute2f128_ps::<0x31>(lo, hi),
+        );
+        if count == 8 && dst.len() >= 16 {
+            _mm256_storeu_ps(dst.as_mut_ptr(), a);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), b);
+        } else {
+            let mut pairs = [0f32; 16];
+            _mm256_storeu_ps(pairs.as_mut_ptr(), a);
+            _mm256_storeu_ps(pairs.as_mut_ptr().add(8), b);
+            copy_short(dst, &pairs[..2 * count]);
+        }
+    }
+}
 
 /// Calls `f(j, count, taps)` for each group of `count` (8, or fewer for the
 /// last) of the row's `n` windows from window `j`: `taps` are the windows'
