@@ -9,7 +9,7 @@
 mod two_by_two;
 
 use std::ops::Range;
-use two_by_two::{avg_2x2_row, max_2x2_row, unpool_2x2_row};
+use two_by_two::{avg_2x2_row, max_2x2_row, spread_2x2_row, unpool_2x2_row};
 
 /// A pooling window over an `h × w` plane with asymmetric padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +320,16 @@ fn for_each_2x2_row(
     }
 }
 
+impl PoolGeom {
+    /// Whether the windows are 2x2 at stride 2 and tile the plane: no
+    /// padding, no dilation, even sides (every cell in exactly one window).
+    fn tiles_2x2(&self) -> bool {
+        is_2x2_stride_2(self)
+            && self.pads == [(0, 0), (0, 0)]
+            && self.size == [2 * self.out[0], 2 * self.out[1]]
+    }
+}
+
 /// Whether `g` is 2x2 at stride 2 without dilation (see [`for_each_2x2_row`]).
 fn is_2x2_stride_2(g: &PoolGeom) -> bool {
     g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1]
@@ -439,9 +449,7 @@ fn strided<'a>(x: &'a [f32], at: usize, step: usize, n: usize, buf: &'a mut [f32
 /// written at once instead (`0 + gy` at the index, `0` elsewhere: the same
 /// values), with no zeroing pass and no scatter.
 pub fn max_pool_backward(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) {
-    let tiles =
-        is_2x2_stride_2(g) && g.pads == [(0, 0), (0, 0)] && g.size == [2 * g.out[0], 2 * g.out[1]];
-    if tiles && unpool_2x2(g, gy, indices, gx) {
+    if g.tiles_2x2() && unpool_2x2(g, gy, indices, gx) {
         return;
     }
     gx.fill(0.0);
@@ -529,7 +537,18 @@ fn fold_interior_taps(
 
 /// Average pooling backward over one plane: `gx` is zeroed, then `gy[o]`
 /// divided by window `o`'s count is added to every in-plane cell of it.
+///
+/// Where 2x2 stride-2 windows tile the plane, each window's four cells are
+/// written at once (`0 + gy/4`, the same values), with no zeroing pass.
 pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32]) {
+    if g.tiles_2x2() {
+        let (ow, w) = (g.out[1], g.size[1]);
+        for (rows, gy) in gx.chunks_exact_mut(2 * w).zip(gy.chunks_exact(ow)) {
+            let (top, bottom) = rows.split_at_mut(w);
+            spread_2x2_row(gy, top, bottom);
+        }
+        return;
+    }
     gx.fill(0.0);
     let dw = g.dilation[1];
     g.for_each_edge_window(rule, |o, win, inv| {
@@ -666,6 +685,24 @@ mod tests {
             }
         }
         gx
+    }
+
+    #[test]
+    fn tiled_two_by_two_average_backward_equals_the_window_loop() {
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for ow in 1..20 {
+            let g = geom_2x2(4, 2 * ow);
+            let gy: Vec<f32> = (0..g.out_len())
+                .map(|o| [1.5, -0.0, f32::NAN, -2.25, 0.1][o % 5])
+                .collect();
+            let mut gx = vec![7.0; g.plane()];
+            avg_pool_backward(&g, Divide::RealCells, &gy, &mut gx);
+            // every cell: zero plus its window's gradient over four
+            let want: Vec<f32> = (0..g.plane())
+                .map(|i| 0.0 + gy[(i / (2 * g.size[1])) * ow + (i % g.size[1]) / 2] * 0.25)
+                .collect();
+            assert_eq!(bits(&gx), bits(&want), "{ow} windows a row");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! and one shuffle per tap split the pairs into four tap vectors, and the
 //! last group (under eight windows) is read with masked loads; its backward,
 //! where the windows tile the plane, writes each window's four cells from
-//! the saved index the same way. Without AVX2, a window at a time.
+//! the saved index the same way, and the average's backward each window's
+//! share. Without AVX2, a window at a time.
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
 use super::lane;
@@ -164,6 +165,45 @@ pub(super) fn unpool_2x2_row(
             (bottom[2 * j], bottom[2 * j + 1]) = (four[2], four[3]);
         }
         true
+    }
+}
+
+/// Average pooling backward over one output row of 2x2 windows that tile
+/// the plane: all four cells of window `j` get `0 + gy[j]/4` (what a zeroed
+/// plane plus each window's share gives).
+#[inline(always)]
+pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
+    let n = gy.len();
+    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the assert above bounds every load and store (the last
+        // group reads and writes only its `count` windows), and AVX2 is
+        // enabled at compile time.
+        unsafe {
+            let (quarter, zero) = (_mm256_set1_ps(0.25), _mm256_setzero_ps());
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            for j in (0..n).step_by(8) {
+                let count = (n - j).min(8);
+                let g = match count {
+                    8 => _mm256_loadu_ps(gy.as_ptr().add(j)),
+                    _ => {
+                        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
+                        _mm256_maskload_ps(gy.as_ptr().add(j), valid)
+                    }
+                };
+                let v = _mm256_add_ps(_mm256_mul_ps(g, quarter), zero);
+                store_pairs(&mut top[2 * j..], v, v, count);
+                store_pairs(&mut bottom[2 * j..], v, v, count);
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    for (j, &g) in gy.iter().enumerate() {
+        let v = 0.0 + g * 0.25;
+        (top[2 * j], top[2 * j + 1]) = (v, v);
+        (bottom[2 * j], bottom[2 * j + 1]) = (v, v);
     }
 }
 
