@@ -35,16 +35,10 @@ pub(super) fn max_2x2_row(
         unsafe {
             // the lanes hold windows 0, 1, 4, 5 | 2, 3, 6, 7: their top-left offsets
             let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
-            let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w as f32));
             for_each_group(top, bottom, n, |j, count, taps| {
                 // plane indices are exact in f32 (planes ≤ 2^24 cells)
                 let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
-                let offsets = [
-                    base,
-                    _mm256_add_ps(base, right),
-                    _mm256_add_ps(base, below),
-                    _mm256_add_ps(_mm256_add_ps(base, below), right),
-                ];
+                let offsets = window_cells(base, w as f32);
                 let (mut m, mut mi) = (taps[0], base);
                 for k in 1..4 {
                     // x > m, or x is NaN and m is not (as `takes`)
@@ -117,31 +111,17 @@ pub(super) fn unpool_2x2_row(
         unsafe {
             // windows in order here: gy and idx are read as they lie
             let ramp = _mm256_setr_ps(0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0);
-            let (right, below, zero) = (
-                _mm256_set1_ps(1.0),
-                _mm256_set1_ps(w as f32),
-                _mm256_setzero_ps(),
-            );
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+            let zero = _mm256_setzero_ps();
             for j in (0..n).step_by(8) {
                 let count = (n - j).min(8);
-                let (g, i) = (gy.as_ptr().add(j), idx.as_ptr().add(j));
-                let valid = first(count);
-                let (g, i) = match count {
-                    8 => (_mm256_loadu_ps(g), _mm256_loadu_ps(i)),
-                    _ => (_mm256_maskload_ps(g, valid), _mm256_maskload_ps(i, valid)),
-                };
+                let g = load_first(gy.as_ptr().add(j), count);
+                let i = load_first(idx.as_ptr().add(j), count);
                 let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
-                let cells = [
-                    base,
-                    _mm256_add_ps(base, right),
-                    _mm256_add_ps(base, below),
-                    _mm256_add_ps(_mm256_add_ps(base, below), right),
-                ];
-                let hit = cells.map(|c| _mm256_cmp_ps::<_CMP_EQ_OQ>(i, c));
+                let hit = window_cells(base, w as f32).map(|c| _mm256_cmp_ps::<_CMP_EQ_OQ>(i, c));
                 let any = _mm256_or_ps(_mm256_or_ps(hit[0], hit[1]), _mm256_or_ps(hit[2], hit[3]));
-                if _mm256_movemask_ps(_mm256_andnot_ps(any, _mm256_castsi256_ps(valid))) != 0 {
+                // every one of the group's windows matched one of its cells
+                let all = (1 << count) - 1;
+                if _mm256_movemask_ps(any) & all != all {
                     return false;
                 }
                 let [tl, tr, bl, br] = hit.map(|h| _mm256_add_ps(_mm256_and_ps(g, h), zero));
@@ -183,16 +163,9 @@ pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
         // enabled at compile time.
         unsafe {
             let (quarter, zero) = (_mm256_set1_ps(0.25), _mm256_setzero_ps());
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             for j in (0..n).step_by(8) {
                 let count = (n - j).min(8);
-                let g = match count {
-                    8 => _mm256_loadu_ps(gy.as_ptr().add(j)),
-                    _ => {
-                        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
-                        _mm256_maskload_ps(gy.as_ptr().add(j), valid)
-                    }
-                };
+                let g = load_first(gy.as_ptr().add(j), count);
                 let v = _mm256_add_ps(_mm256_mul_ps(g, quarter), zero);
                 store_pairs(&mut top[2 * j..], v, v, count);
                 store_pairs(&mut bottom[2 * j..], v, v, count);
@@ -209,6 +182,51 @@ pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 use std::arch::x86_64::__m256;
+
+/// The first `count` (≤ 8) floats at `p`, zeros after: one load, masked
+/// unless all eight are wanted (a masked load reads nothing past them).
+///
+/// # Safety
+/// `p` points at `count` readable floats; AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn load_first(p: *const f32, count: usize) -> __m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        if count >= 8 {
+            return _mm256_loadu_ps(p);
+        }
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_maskload_ps(
+            p,
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes),
+        )
+    }
+}
+
+/// The plane indices of the four cells (top-left, top-right, bottom-left,
+/// bottom-right) of windows whose top-left cells lie at `base`, in a plane
+/// `w` wide.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline(always)]
+unsafe fn window_cells(base: __m256, w: f32) -> [__m256; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: register operations only; AVX2 per the caller.
+    unsafe {
+        let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w));
+        let under = _mm256_add_ps(base, below);
+        [
+            base,
+            _mm256_add_ps(base, right),
+            under,
+            _mm256_add_ps(under, right),
+        ]
+    }
+}
 
 /// Stores windows `0..count` of `left` and `right` (in window order) as
 /// `count` pairs `left[k], right[k]` to `dst`.
@@ -269,20 +287,13 @@ unsafe fn for_each_group(
             )
         };
         let (t, b) = (top.as_ptr(), bottom.as_ptr());
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let first = |k: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
         for j in (0..n).step_by(8) {
             let count = (n - j).min(8);
             let (t, b) = (t.add(2 * j), b.add(2 * j));
-            let load = |p: *const f32| match count {
-                8 => (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
-                _ => {
-                    let cells = 2 * count;
-                    (
-                        _mm256_maskload_ps(p, first(cells)),
-                        _mm256_maskload_ps(p.add(8), first(cells.saturating_sub(8))),
-                    )
-                }
+            let cells = 2 * count;
+            let load = |p: *const f32| match cells {
+                9.. => (_mm256_loadu_ps(p), load_first(p.add(8), cells - 8)),
+                _ => (load_first(p, cells), _mm256_setzero_ps()),
             };
             let ((t0, t1), (b0, b1)) = (load(t), load(b));
             let ((tl, tr), (bl, br)) = (split(t0, t1), split(b0, b1));
