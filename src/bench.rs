@@ -4,7 +4,7 @@
 
 use crate::alloc_count;
 use crate::error::{KilnError, Result};
-use crate::exec::{schedule_with, CompileOptions, Executable};
+use crate::exec::{schedule_with, CompileOptions, Executable, Profile};
 use crate::models;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -322,6 +322,30 @@ pub fn measure(
         threads,
         arena_bytes: compiled.exe.planned_bytes(),
     })
+}
+
+/// The time per op kind of `row`'s compiled graph over `budget` of runs (at
+/// least 3) after warm-up. Profiled runs take a level's steps one at a time
+/// (each step's kernel still uses the threads), so they run slower than timed
+/// runs; the shares are what to read.
+pub fn profile(row: &Row, threads: usize, budget: Duration) -> Result<Profile> {
+    let options = CompileOptions {
+        threads: Some(threads),
+        ..CompileOptions::default()
+    };
+    let mut p = Prepared::new(row, &options)?;
+    let feeds: Vec<(&str, &Tensor)> = p.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    for _ in 0..3 {
+        p.exe.run_in_place(&feeds)?;
+    }
+    p.exe.set_profiling(true);
+    let started = Instant::now();
+    let mut runs = 0;
+    while runs < 3 || started.elapsed() < budget {
+        p.exe.run_in_place(&feeds)?;
+        runs += 1;
+    }
+    Ok(p.exe.profile().cloned().unwrap_or_default())
 }
 
 /// The results as a table like SEED_BENCHMARK.md's.

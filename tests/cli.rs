@@ -144,6 +144,40 @@ fn dump_stats_reports_the_arena_and_its_sharing() {
 }
 
 #[test]
+fn bench_profile_lists_each_rows_ops() {
+    let (ok, out, err) = kiln(&[
+        "bench",
+        "--row",
+        "MaxPool2D/4x32x16x16/forward",
+        "--row",
+        "MaxPool2D/4x32x16x16/forward_backward",
+        "--seconds",
+        "0.05",
+        "--skip-unrewritten",
+        "--profile",
+    ]);
+    assert!(ok, "{err}");
+    let forward = out
+        .split("MaxPool2D/4x32x16x16/forward (compiled")
+        .nth(1)
+        .expect("the forward row's profile");
+    let (forward, backward) = forward
+        .split_once("MaxPool2D/4x32x16x16/forward_backward (compiled")
+        .expect("the forward+backward row's profile");
+    // a forward-only graph pools without indices; its gradient needs them
+    assert!(
+        forward.contains("maxpool2d ") && !forward.contains("with_indices"),
+        "{out}"
+    );
+    assert!(
+        backward.contains("maxpool2d_with_indices") && backward.contains("maxpool2d_backward"),
+        "{out}"
+    );
+    let (ok, _, err) = kiln(&["bench", "--profile", "--json"]);
+    assert!(!ok && err.contains("--json"), "{err}");
+}
+
+#[test]
 fn bench_lists_and_filters_rows_and_times_one_as_json() {
     let (ok, list, _) = kiln(&["bench", "--list"]);
     assert!(ok);

@@ -92,6 +92,10 @@ enum Command {
         /// List the rows and exit.
         #[arg(long)]
         list: bool,
+        /// After the table, print each row's compiled graph's time per op kind
+        /// (steps run one at a time while profiled; read the shares).
+        #[arg(long, conflicts_with = "json")]
+        profile: bool,
     },
     /// Train the built-in `cnn` on MNIST-format data, then print the held-out accuracy.
     Train(TrainArgs),
@@ -151,7 +155,18 @@ fn run(cli: Cli) -> kiln::Result<()> {
             seconds,
             skip_unrewritten,
             list,
-        } => bench(rows, threads, json, seconds, skip_unrewritten, list)?,
+            profile,
+        } => bench(
+            rows,
+            threads,
+            BenchOutput {
+                json,
+                profile,
+                list,
+            },
+            seconds,
+            skip_unrewritten,
+        )?,
         Command::List => {
             for (name, what) in models::MODELS {
                 println!("{name:16} {what}");
@@ -261,14 +276,28 @@ fn run(cli: Cli) -> kiln::Result<()> {
     Ok(())
 }
 
+/// What `kiln bench` prints besides (or instead of) its table.
+struct BenchOutput {
+    /// One JSON object per row instead of the table.
+    json: bool,
+    /// Each row's time per op kind after the table.
+    profile: bool,
+    /// The row ids alone, timing nothing.
+    list: bool,
+}
+
 fn bench(
     filters: Vec<String>,
     threads: Option<usize>,
-    json: bool,
+    out: BenchOutput,
     seconds: f64,
     skip_unrewritten: bool,
-    list: bool,
 ) -> kiln::Result<()> {
+    let BenchOutput {
+        json,
+        profile,
+        list,
+    } = out;
     let rows = kiln::bench::select(&filters)?;
     if list {
         for r in &rows {
@@ -303,6 +332,13 @@ fn bench(
     if !json {
         println!("kiln bench: {threads} thread(s), medians over {seconds} s per graph\n");
         print!("{}", kiln::bench::table(&results));
+    }
+    if profile {
+        for row in &rows {
+            let p = kiln::bench::profile(row, threads, budget)?;
+            println!("\n{} (compiled, {} profiled runs):", row.id(), p.runs);
+            print!("{p}");
+        }
     }
     Ok(())
 }
