@@ -573,6 +573,12 @@ pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32])
 mod tests {
     use super::*;
 
+    /// The bit patterns of `v`: equal exactly when the floats are identical
+    /// (NaN payloads and signed zeros included).
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// 2x2 stride-2 windows over an `h × w` plane, no padding.
     fn geom_2x2(h: usize, w: usize) -> PoolGeom {
         PoolGeom {
@@ -641,7 +647,6 @@ mod tests {
                 })
                 .count();
             let (want_v, want_i) = window_loop(&g, &x);
-            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             let (mut v, mut i) = (vec![9.0; g.out_len()], vec![9.0; g.out_len()]);
             max_pool(&g, &x, &mut v, &mut i);
             assert_eq!(bits(&v), bits(&want_v), "values, {ow} windows a row");
@@ -689,7 +694,6 @@ mod tests {
 
     #[test]
     fn tiled_two_by_two_average_backward_equals_the_window_loop() {
-        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for ow in 1..20 {
             let g = geom_2x2(4, 2 * ow);
             let gy: Vec<f32> = (0..g.out_len())
@@ -707,7 +711,6 @@ mod tests {
 
     #[test]
     fn tiled_two_by_two_backward_equals_the_scatter() {
-        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for ow in 1..20 {
             let g = geom_2x2(4, 2 * ow);
             let x: Vec<f32> = (0..g.plane())
