@@ -22,7 +22,7 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..400 {
         let t = Instant::now();
-        gemm(m, k, n, a, &b, &mut c, n, Init::Overwrite);
+        gemm(m, k, n, &a, &b, &mut c, n, Init::Overwrite);
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|x, y| x.total_cmp(y));

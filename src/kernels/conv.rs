@@ -6,7 +6,8 @@
 //! threads each image's output positions are split instead. Weights
 //! `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as height 1).
 
-use super::gemm::{gemm, gemm_raw, pack_row, pack_run, Init, MatRef, PackB, KC, NC, NR};
+use super::gemm::tile::MR;
+use super::gemm::{gemm, gemm_raw, pack_row, pack_run, Init, MatRef, PackA, PackB, KC, NC, NR};
 use super::im2col::{
     col2im_add, cols_row, pad_planes, padded_len, padded_position, padded_row_starts, padded_runs,
     pads_once, Geom,
@@ -14,7 +15,7 @@ use super::im2col::{
 use super::matmul::matmul_acc;
 use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
-use super::transpose::transpose_8x8;
+use super::transpose::transpose;
 use rayon::prelude::*;
 
 /// The sizes of a convolution.
@@ -172,68 +173,64 @@ impl PackB for Columns<'_> {
     }
 }
 
-/// The transpose of [`Columns`], `[L, Cin/G · K]` (rows are positions): the
-/// right operand of the weight gradient.
-struct ColumnsT<'a>(Columns<'a>);
-
-impl ColumnsT<'_> {
-    /// [`PackB::pack`] from padded planes: a panel's `NR` rows of the columns
-    /// are read position by position, in 8 × 8 blocks where they fill one.
-    fn pack_padded(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-        let Columns {
-            geom, image, skip, ..
-        } = self.0;
-        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
-            let width = NR.min(nc - p * NR);
-            let blocked = width / 8 * 8;
-            let mut starts = [0usize; NR];
-            let rows = padded_row_starts(geom, n0 + p * NR);
-            starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
-            let mut q = 0;
-            while q < kc {
-                // positions q .. q+run lie side by side in every row
-                let (at, left) = padded_position(geom, skip + k0 + q);
-                let run = left.min(kc - q);
-                let full = run / 8 * 8;
-                for jb in (0..blocked).step_by(8) {
-                    for kb in (0..full).step_by(8) {
-                        let rows = std::array::from_fn(|i| &image[starts[jb + i] + at + kb..][..8]);
-                        transpose_8x8(rows, &mut panel[(q + kb) * NR + jb..], NR);
-                    }
-                }
-                for kk in 0..run {
-                    let from = if kk < full { blocked } else { 0 };
-                    for (jj, &s) in starts.iter().enumerate().take(width).skip(from) {
-                        panel[(q + kk) * NR + jj] = image[s + at + kk];
-                    }
-                }
-                q += run;
-            }
-        }
+impl Columns<'_> {
+    /// Rows of the columns (input planes × window cells).
+    fn rows(&self) -> usize {
+        let plane = if self.padded {
+            padded_len(self.geom, 1)
+        } else {
+            self.geom.h * self.geom.w
+        };
+        self.image.len() / plane * self.geom.cells()
     }
 }
 
-impl PackB for ColumnsT<'_> {
-    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-        if self.0.padded {
-            return self.pack_padded(k0, kc, n0, nc, dst);
-        }
-        // a panel's NR columns are NR runs of the columns matrix: read them
-        // whole, then write the panel in order (a scatter would touch a
-        // cache line per value)
-        let mut runs = [[0f32; KC]; NR];
-        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
-            let j0 = p * NR;
-            let cols = NR.min(nc - j0);
-            for (jj, run) in runs[..cols].iter_mut().enumerate() {
-                self.0.row(n0 + j0 + jj, k0, &mut run[..kc]);
+/// The columns as the left operand of the weight gradient
+/// (`dWᵀ = cols · gyᵀ`): padded planes are read in place, a row's step `kk`
+/// being output position `skip + kk`.
+impl PackA for Columns<'_> {
+    fn fits(&self, m: usize, k: usize) -> bool {
+        m <= self.rows() && self.skip + k <= self.geom.positions()
+    }
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+        let mut runs = [[0f32; KC]; MR];
+        for (t, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
+            let r0 = i0 + t * MR;
+            let rows = MR.min(i0 + mc - r0);
+            for (ii, run) in runs.iter_mut().enumerate() {
+                if ii < rows {
+                    self.row(r0 + ii, k0, &mut run[..kc]);
+                } else {
+                    run[..kc].fill(0.0);
+                }
             }
-            for (kk, d) in panel.chunks_exact_mut(NR).enumerate() {
-                for (d, run) in d[..cols].iter_mut().zip(&runs) {
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, run) in d.iter_mut().zip(&runs) {
                     *d = run[kk];
                 }
             }
         }
+    }
+    fn reads_in_place(&self) -> bool {
+        self.padded
+    }
+    fn row_starts(&self, i0: usize, starts: &mut [usize]) {
+        let rows = padded_row_starts(self.geom, i0);
+        starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+    }
+    fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
+        let mut q = 0;
+        while q < offsets.len() {
+            let (at, left) = padded_position(self.geom, self.skip + k0 + q);
+            let run = left.min(offsets.len() - q);
+            for (i, o) in offsets[q..q + run].iter_mut().enumerate() {
+                *o = at + i;
+            }
+            q += run;
+        }
+    }
+    fn source(&self) -> &[f32] {
+        self.image
     }
 }
 
@@ -258,10 +255,10 @@ unsafe fn product_into(
     unsafe {
         if d.identity_columns() {
             let b = MatRef::new(&image[p0..], cg, l, false);
-            gemm_raw(og, cg, len, a, &b, out, ldc, init);
+            gemm_raw(og, cg, len, &a, &b, out, ldc, init);
         } else {
             Columns::with(&d.geom, image, p0, |b| {
-                gemm_raw(og, cg * k, len, a, &b, out, ldc, init)
+                gemm_raw(og, cg * k, len, &a, &b, out, ldc, init)
             });
         }
     }
@@ -321,10 +318,12 @@ pub fn conv_forward(
     per_image(out, d.cout * l, |_, y| epilogue(y));
 }
 
-/// Weight gradient: `dw [Cout, Cin/G, K] = Σₙ gy[n] · cols(x[n])ᵀ`, per group.
-/// The (image, position range) pieces are split into one run per thread, each
-/// summing into its own partial (the first into `dw`), and the partials are
-/// then added up.
+/// Weight gradient: `dw [Cout, Cin/G, K] = Σₙ gy[n] · cols(x[n])ᵀ`, per group,
+/// computed as its transpose `cols(x[n]) · gy[n]ᵀ` so that the columns are
+/// read in place from the padded image (stride 1) and only `gy` is packed.
+/// The (image, position range) pieces are split into one run per thread,
+/// each summing `dwᵀ` into its own partial; the partials are then added up
+/// into `dw`, transposed back.
 pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
     let (k, l, plane, cg, og) = d.sizes();
     let splits = d.splits();
@@ -332,6 +331,9 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
     let units = d.n * splits;
     let parts = par::threads().min(units).max(1);
     let per_part = units.div_ceil(parts);
+    let len = d.cout * cg * k;
+    assert!(dw.len() >= len, "conv_kernel_grad: buffers too small");
+    // part p sums its pieces' dwᵀ, [G][Cin/G · K][Cout/G], into `acc`
     let part = |p: usize, acc: &mut [f32]| {
         let pieces = p * per_part..((p + 1) * per_part).min(units);
         if pieces.is_empty() {
@@ -341,43 +343,41 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
             let (n, p0) = (u / splits, (u % splits) * piece);
             let len = piece.min(l.saturating_sub(p0));
             for g in 0..d.groups {
-                let gyg = &gy[(n * d.cout + g * og) * l + p0..];
-                let a = MatRef {
-                    data: gyg,
-                    row_stride: l,
-                    col_stride: 1,
+                // gy[n, g]ᵀ from position p0 on: element (position, o)
+                let gyt = MatRef {
+                    data: &gy[(n * d.cout + g * og) * l + p0..],
+                    row_stride: 1,
+                    col_stride: l,
                 };
                 let image = &x[(n * d.cin + g * cg) * plane..][..cg * plane];
-                let dwg = &mut acc[g * og * cg * k..][..og * cg * k];
+                let dwt = &mut acc[g * og * cg * k..][..og * cg * k];
                 let init = if i > 0 { Init::Add } else { Init::Overwrite };
-                if d.identity_columns() {
-                    let b = MatRef::new(&image[p0..], l, cg, true);
-                    gemm(og, len, cg, a, &b, dwg, cg, init);
-                } else {
-                    Columns::with(&d.geom, image, p0, |cols| {
-                        gemm(og, len, cg * k, a, &ColumnsT(cols), dwg, cg * k, init)
-                    });
-                }
+                Columns::with(&d.geom, image, p0, |cols| {
+                    gemm(cg * k, len, og, &cols, &gyt, dwt, og, init)
+                });
             }
         }
     };
-    if parts == 1 {
-        part(0, dw);
-        return;
-    }
-    let len = dw.len();
-    scratch::with(Slot::Partials, len * (parts - 1), |partials| {
-        rayon::join(
-            || part(0, dw),
-            || {
-                partials
-                    .par_chunks_mut(len)
-                    .enumerate()
-                    .for_each(|(p, acc)| part(p + 1, acc))
-            },
-        );
-        for acc in partials.chunks_exact(len) {
-            dw.iter_mut().zip(acc).for_each(|(d, a)| *d += a);
+    scratch::with(Slot::Partials, len * parts, |partials| {
+        if parts == 1 {
+            part(0, partials);
+        } else {
+            partials
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(p, acc)| part(p, acc));
+        }
+        // dw[g][o][r] = Σ_p partials[p][g][r][o]
+        let (sum, rest) = partials.split_at_mut(len);
+        for acc in rest.chunks_exact(len) {
+            sum.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
+        }
+        let rows = cg * k;
+        for (dwg, sum) in dw
+            .chunks_exact_mut(og * rows)
+            .zip(sum.chunks_exact(og * rows))
+        {
+            transpose(sum, og, rows, og, dwg, rows);
         }
     });
 }
@@ -447,7 +447,7 @@ pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
                 if inner_parallel {
                     matmul_acc(rows, og, l, wt, gyg, c, false);
                 } else {
-                    gemm(rows, og, l, wt, &gyg, c, l, Init::Overwrite);
+                    gemm(rows, og, l, &wt, &gyg, c, l, Init::Overwrite);
                 }
                 if direct {
                     continue;

@@ -41,7 +41,7 @@ pub fn matmul_acc(
     );
     let out = &mut out[..m * n];
     if threads <= 1 || n == 0 {
-        return gemm(m, k, n, a, &b, out, n, init);
+        return gemm(m, k, n, &a, &b, out, n, init);
     }
     if m >= 8 * threads {
         let rows = m.div_ceil(threads);
@@ -52,7 +52,7 @@ pub fn matmul_acc(
                 data: &a.data[at..],
                 ..a
             };
-            gemm(mt, k, n, a, &b, c, n, init)
+            gemm(mt, k, n, &a, &b, c, n, init)
         });
     }
     let cols = n.div_ceil(threads).next_multiple_of(16);
@@ -66,7 +66,7 @@ pub fn matmul_acc(
         };
         // SAFETY: task t writes only columns j0 .. j0+nt of the m × n `out`
         // (checked above), which no other task writes.
-        unsafe { gemm_raw(m, k, nt, a, &b, c.get().add(j0), n, init) }
+        unsafe { gemm_raw(m, k, nt, &a, &b, c.get().add(j0), n, init) }
     });
 }
 

@@ -4,10 +4,8 @@
 //! planes or runs of rows in parallel.
 
 use super::par;
+use super::transpose::transpose;
 use crate::shape::{small_strides, SmallDims};
-
-/// Tile edge of the blocked transpose.
-const TILE: usize = 32;
 
 /// Writes `x` (of shape `dims`) with its axes permuted into `out`:
 /// output axis `i` is input axis `perm[i]`. Planes (or runs of output rows)
@@ -32,7 +30,7 @@ pub fn permute(x: &[f32], dims: &[usize], perm: &[usize], out: &mut [f32]) {
         let (rows, cols) = (dims[r - 2], dims[r - 1]);
         let plane = rows * cols;
         par::for_each_plane(out, plane, plane, |p, dst| {
-            transpose_2d(&x[p * plane..(p + 1) * plane], rows, cols, dst)
+            transpose(&x[p * plane..(p + 1) * plane], cols, rows, cols, dst, rows)
         });
         return;
     }
@@ -84,19 +82,6 @@ fn copy_rows(x: &[f32], od: &[usize], read: &[usize], first_row: usize, out: &mu
             }
             base -= read[d] * od[d];
             idx[d] = 0;
-        }
-    }
-}
-
-/// `dst[cols, rows] = src[rows, cols]ᵀ`, in `TILE × TILE` blocks.
-fn transpose_2d(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                for j in j0..(j0 + TILE).min(cols) {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
-            }
         }
     }
 }

@@ -1,26 +1,88 @@
-//! The 8 × 8 block transpose that packing routines build on: eight vector
-//! loads, a shuffle network and eight vector stores where AVX is present,
-//! a plain loop otherwise.
+//! The strided matrix transpose that packing routines and `Permute` build
+//! on: cache-blocked, in 8 × 8 blocks (eight vector loads, a shuffle network
+//! and eight vector stores where AVX is present, a plain loop otherwise).
 
-/// Writes `rows[i][j]` to `dst[j·stride + i]` for `i, j < 8`.
+/// Tile edge of the blocked [`transpose`].
+const TILE: usize = 32;
+
+/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`,
+/// `j < cols`: in `TILE × TILE` blocks of 8 × 8 transposes, the ragged
+/// edges element by element.
 ///
 /// # Panics
-/// When a row holds fewer than 8 floats or `dst` is shorter than `7·stride + 8`.
-#[inline]
-pub fn transpose_8x8(rows: [&[f32]; 8], dst: &mut [f32], stride: usize) {
-    assert!(
-        rows.iter().all(|r| r.len() >= 8) && dst.len() >= 7 * stride + 8,
-        "transpose_8x8: rows or destination too short"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
-        // SAFETY: AVX is present; the lengths are checked above.
-        return unsafe { avx::transpose_8x8(rows, dst, stride) };
+/// When `src` or `dst` is shorter than its strided matrix.
+pub fn transpose(
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
     }
-    for (i, row) in rows.iter().enumerate() {
-        for (j, &v) in row[..8].iter().enumerate() {
-            dst[j * stride + i] = v;
+    assert!(
+        src.len() >= (rows - 1) * src_stride + cols && dst.len() >= (cols - 1) * dst_stride + rows,
+        "transpose: {rows} × {cols} does not fit its source or destination"
+    );
+    let avx = avx::available();
+    for i0 in (0..rows).step_by(TILE) {
+        let i1 = (i0 + TILE).min(rows);
+        let ib = i0 + (i1 - i0) / 8 * 8;
+        for j0 in (0..cols).step_by(TILE) {
+            let j1 = (j0 + TILE).min(cols);
+            let jb = j0 + (j1 - j0) / 8 * 8;
+            for i in (i0..ib).step_by(8) {
+                for j in (j0..jb).step_by(8) {
+                    // SAFETY: rows i .. i+8, columns j .. j+8 lie inside `src`
+                    // and their transpose inside `dst` (asserted above).
+                    unsafe {
+                        let (from, to) = (src.as_ptr().add(i * src_stride + j), dst.as_mut_ptr());
+                        block_8x8(
+                            from,
+                            src_stride,
+                            to.add(j * dst_stride + i),
+                            dst_stride,
+                            avx,
+                        );
+                    }
+                }
+            }
+            for i in i0..i1 {
+                let from = if i < ib { jb } else { j0 };
+                for j in from..j1 {
+                    dst[j * dst_stride + i] = src[i * src_stride + j];
+                }
+            }
         }
+    }
+}
+
+/// Writes `src[i·ss + j]` to `dst[j·ds + i]` for `i, j < 8`.
+///
+/// # Safety
+/// Both 8 × 8 blocks lie inside their buffers; `avx` only where AVX is present.
+#[inline]
+unsafe fn block_8x8(src: *const f32, ss: usize, dst: *mut f32, ds: usize, avx: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: the caller's contract.
+        return unsafe { avx::block_8x8(src, ss, dst, ds) };
+    }
+    let _ = avx;
+    for i in 0..8 {
+        for j in 0..8 {
+            // SAFETY: the caller's blocks.
+            unsafe { *dst.add(j * ds + i) = *src.add(i * ss + j) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx {
+    pub fn available() -> bool {
+        false
     }
 }
 
@@ -28,14 +90,20 @@ pub fn transpose_8x8(rows: [&[f32]; 8], dst: &mut [f32], stride: usize) {
 mod avx {
     use std::arch::x86_64::*;
 
-    /// See [`super::transpose_8x8`].
+    /// Whether this CPU has AVX.
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx")
+    }
+
+    /// See [`super::block_8x8`]: eight loads, three rounds of shuffles,
+    /// eight stores.
     ///
     /// # Safety
-    /// AVX is present; every row holds 8 floats and `dst` at least `7·stride + 8`.
+    /// AVX is present; both blocks lie inside their buffers.
     #[target_feature(enable = "avx")]
-    pub unsafe fn transpose_8x8(rows: [&[f32]; 8], dst: &mut [f32], stride: usize) {
-        // SAFETY: the caller's lengths.
-        let r = rows.map(|row| unsafe { _mm256_loadu_ps(row.as_ptr()) });
+    pub unsafe fn block_8x8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+        // SAFETY: the caller's blocks.
+        let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add(i * ss)) });
         // pairs of rows interleaved, then quadruples, then the 128-bit halves
         let t = [
             _mm256_unpacklo_ps(r[0], r[1]),
@@ -68,8 +136,8 @@ mod avx {
             _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
         ];
         for (j, v) in out.into_iter().enumerate() {
-            // SAFETY: row j of the destination holds 8 floats (the caller's length).
-            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(j * stride), v) };
+            // SAFETY: row j of the destination block (the caller's).
+            unsafe { _mm256_storeu_ps(dst.add(j * ds), v) };
         }
     }
 }
@@ -79,16 +147,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transposes_an_8x8_block_into_a_strided_destination() {
-        let src: Vec<f32> = (0..8 * 11).map(|i| i as f32).collect();
-        let rows: [&[f32]; 8] = std::array::from_fn(|i| &src[i * 11 + 2..]);
-        let stride = 13;
-        let mut dst = vec![-1f32; 7 * stride + 8];
-        transpose_8x8(rows, &mut dst, stride);
-        for j in 0..8 {
-            for i in 0..stride.min(dst.len() - j * stride) {
-                let want = if i < 8 { (i * 11 + 2 + j) as f32 } else { -1.0 };
-                assert_eq!(dst[j * stride + i], want, "({j}, {i})");
+    fn transposes_strided_matrices_of_every_edge() {
+        // blocks of 8 and 32, ragged edges, strides wider than the rows
+        for &(rows, cols) in &[(1, 1), (8, 8), (3, 17), (33, 9), (40, 70), (64, 32)] {
+            let (ss, ds) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; cols * ds];
+            transpose(&src, ss, rows, cols, &mut dst, ds);
+            for j in 0..cols {
+                for i in 0..ds {
+                    let want = if i < rows { src[i * ss + j] } else { -1.0 };
+                    assert_eq!(dst[j * ds + i], want, "{rows}x{cols} ({j}, {i})");
+                }
             }
         }
     }

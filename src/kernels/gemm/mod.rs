@@ -17,7 +17,8 @@ pub use tile::NR;
 
 use super::copy::copy_short;
 use super::scratch::{self, Slot};
-use tile::{Indexed, Packed, Rows, Store, MR, SHORT_ROWS};
+use super::transpose::transpose;
+use tile::{Indexed, IndexedA, Packed, PackedA, Rows, Steps, Store, MR, SHORT_ROWS};
 
 /// Inner-dimension block, split evenly (576 → one block of 576): large
 /// enough that a 3x3 convolution over 64 channels stores each `C` tile once
@@ -25,9 +26,9 @@ use tile::{Indexed, Packed, Rows, Store, MR, SHORT_ROWS};
 /// L1, 512 KiB L2) 192 to 640 measured within noise of each other.
 /// [`PackB::pack`] is never asked for more than `KC` rows.
 pub const KC: usize = 640;
-/// Inner-dimension block when B is read in place ([`PackB::reads_in_place`]):
-/// small enough that a panel's rows, scattered over the image, stay in L1
-/// while the tiles down A's rows reuse them.
+/// Inner-dimension block when A or B is read in place ([`PackA::reads_in_place`],
+/// [`PackB::reads_in_place`]): small enough that a panel's rows, scattered
+/// over the image, stay in L1 while the tiles reuse them.
 const KC_IN_PLACE: usize = 256;
 /// Where step `kk` of a packed panel starts: `kk·NR`.
 static PACKED_STARTS: [usize; KC] = {
@@ -40,7 +41,7 @@ static PACKED_STARTS: [usize; KC] = {
     starts
 };
 /// Rows of `A` per packed block (`MC × KC` stays in L2).
-const MC: usize = 144;
+pub const MC: usize = 144;
 /// Columns of `B` per packed block: [`PackB::pack`] is never asked for more.
 /// A whole 32x32 image's positions, so that `A` is packed once per image.
 pub const NC: usize = 1024;
@@ -107,6 +108,36 @@ pub trait PackB: Sync {
     }
 }
 
+/// A left-hand operand that packs blocks of itself for [`gemm`], or has the
+/// tiles read it where it lies (im2col rows of a padded image).
+pub trait PackA: Sync {
+    /// Whether every element of an `m × k` view exists.
+    fn fits(&self, m: usize, k: usize) -> bool;
+    /// Writes `A[i0 .. i0+mc, k0 .. k0+kc]` into `dst` as `MR`-row panels:
+    /// element `(ii, kk)` goes to `(ii / MR)·kc·MR + kk·MR + ii % MR`; the
+    /// rows of the last panel past `mc` are zero.
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]);
+    /// Whether the tiles may read `A` where it lies: element `(i, kk)` at
+    /// `source()[row_start(i) + step_offset(kk)]`; false by default.
+    fn reads_in_place(&self) -> bool {
+        false
+    }
+    /// With [`PackA::reads_in_place`]: writes where rows `i0 ..
+    /// i0+starts.len()` start in [`PackA::source`].
+    fn row_starts(&self, i0: usize, starts: &mut [usize]) {
+        let _ = (i0, starts);
+    }
+    /// With [`PackA::reads_in_place`]: writes the offsets of steps `k0 ..
+    /// k0+offsets.len()` from a row's start.
+    fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
+        let _ = (k0, offsets);
+    }
+    /// The slice that [`PackA::row_starts`] indexes.
+    fn source(&self) -> &[f32] {
+        &[]
+    }
+}
+
 /// Spreads row `kk` of a block (`row`, up to `NC` columns) over the
 /// block's `NR`-column panels, each `kc` rows long.
 #[inline]
@@ -139,12 +170,9 @@ impl PackB for MatRef<'_> {
             let j0 = n0 + p * NR;
             let cols = NR.min(n0 + nc - j0);
             if self.row_stride == 1 {
-                for jj in 0..cols {
-                    let at = (j0 + jj) * self.col_stride + k0;
-                    for (kk, &v) in self.data[at..at + kc].iter().enumerate() {
-                        panel[kk * NR + jj] = v;
-                    }
-                }
+                // the panel's columns are runs of `data`: transpose them in
+                let at = j0 * self.col_stride + k0;
+                transpose(&self.data[at..], self.col_stride, cols, kc, panel, NR);
             } else {
                 for (kk, d) in panel.chunks_exact_mut(NR).enumerate() {
                     for (jj, d) in d[..cols].iter_mut().enumerate() {
@@ -153,6 +181,15 @@ impl PackB for MatRef<'_> {
                 }
             }
         }
+    }
+}
+
+impl PackA for MatRef<'_> {
+    fn fits(&self, m: usize, k: usize) -> bool {
+        MatRef::fits(self, m, k)
+    }
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+        pack_a(self, i0, mc, k0, kc, dst)
     }
 }
 
@@ -216,7 +253,7 @@ pub fn gemm(
     m: usize,
     k: usize,
     n: usize,
-    a: MatRef,
+    a: &impl PackA,
     b: &impl PackB,
     c: &mut [f32],
     ldc: usize,
@@ -245,7 +282,7 @@ pub unsafe fn gemm_raw(
     m: usize,
     k: usize,
     n: usize,
-    a: MatRef,
+    a: &impl PackA,
     b: &impl PackB,
     c: *mut f32,
     ldc: usize,
@@ -266,7 +303,7 @@ pub unsafe fn gemm_raw(
         }
         return;
     }
-    let in_place = b.reads_in_place();
+    let in_place = a.reads_in_place() || b.reads_in_place();
     let (kc_step, mc_step, nc_step) = (
         block_step(k, if in_place { KC_IN_PLACE } else { KC }, 1),
         block_step(m, MC, MR),
@@ -274,8 +311,9 @@ pub unsafe fn gemm_raw(
     );
     let a_len = kc_step * mc_step;
     let b_len = kc_step * nc_step;
-    // where each step of a block's rows starts in `b.source()` (in place)
-    let mut starts = [0usize; KC];
+    // where each step of a block's rows starts in `b.source()`, and each
+    // step's offset in A's rows (in place)
+    let (mut starts, mut offsets) = ([0usize; KC], [0usize; KC]);
     scratch::with(Slot::PackA, a_len, |abuf| {
         scratch::with(Slot::PackB, b_len, |bbuf| {
             for jc in (0..n).step_by(nc_step) {
@@ -292,7 +330,11 @@ pub unsafe fn gemm_raw(
                         panels,
                         mc_step,
                     };
-                    if in_place {
+                    if a.reads_in_place() {
+                        a.step_offsets(pc, &mut offsets[..kc]);
+                    }
+                    let offsets = &offsets[..kc];
+                    if b.reads_in_place() {
                         b.row_starts(pc, &mut starts[..kc]);
                         // read B where it lies; only panels whose columns are
                         // not side by side (or would read past `src`) are packed
@@ -323,7 +365,7 @@ pub unsafe fn gemm_raw(
                         };
                         // SAFETY: each step's NR values lie inside `src` (checked
                         // by `at`) or inside the packed panel; C is the caller's.
-                        unsafe { blk.run(a, abuf, rows, c, ldc, init) };
+                        unsafe { blk.run(a, abuf, offsets, rows, c, ldc, init) };
                     } else {
                         if nc % NR != 0 {
                             bbuf[(panels - 1) * kc * NR..panels * kc * NR].fill(0.0);
@@ -331,7 +373,7 @@ pub unsafe fn gemm_raw(
                         b.pack(pc, kc, jc, nc, &mut bbuf[..panels * kc * NR]);
                         let rows = |p: usize| Packed(bbuf[p * kc * NR..].as_ptr());
                         // SAFETY: the panels hold kc steps each; C is the caller's.
-                        unsafe { blk.run(a, abuf, rows, c, ldc, init) };
+                        unsafe { blk.run(a, abuf, offsets, rows, c, ldc, init) };
                     }
                 }
             }
@@ -353,15 +395,69 @@ struct Block {
 }
 
 impl Block {
-    /// Packs A's rows block by block and runs the tiles over the B panels
-    /// that `rows(p)` finds.
+    /// Runs A's rows block by block (packed, or read in place through
+    /// `offsets` when A allows it and every read stays inside its source)
+    /// against the B panels that `rows(p)` finds.
     ///
     /// # Safety
     /// Every `rows(p)` addresses `kc` steps of `NR` floats; `c` as for [`gemm_raw`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run<B: Rows>(
         &self,
-        a: MatRef,
+        a: &impl PackA,
         abuf: &mut [f32],
+        offsets: &[usize],
+        rows: impl Fn(usize) -> B,
+        c: *mut f32,
+        ldc: usize,
+        init: Init,
+    ) {
+        let Block { m, kc, mc_step, .. } = *self;
+        let mut starts = [0usize; MC];
+        for ic in (0..m).step_by(mc_step) {
+            let mc = mc_step.min(m - ic);
+            let tiles = mc.div_ceil(MR);
+            if a.reads_in_place() {
+                let starts = &mut starts[..mc];
+                a.row_starts(ic, starts);
+                let src = a.source();
+                let last = starts.iter().max().copied().unwrap_or(0);
+                let reach = offsets.iter().max().copied().unwrap_or(0);
+                if last + reach < src.len() {
+                    let base = src.as_ptr();
+                    let panel = |t: usize| IndexedA {
+                        // rows past the block's read as its first (dropped)
+                        rows: std::array::from_fn(|i| {
+                            let r = starts.get(t * MR + i).unwrap_or(&starts[t * MR]);
+                            // SAFETY: every start plus every offset is inside `src`.
+                            unsafe { base.add(*r) }
+                        }),
+                        offsets: offsets.as_ptr(),
+                    };
+                    // SAFETY: checked above; the rest is the caller's contract.
+                    unsafe { self.tiles(ic, mc, panel, &rows, c, ldc, init) };
+                    continue;
+                }
+            }
+            let ablk = &mut abuf[..tiles * kc * MR];
+            a.pack(ic, mc, self.pc, kc, ablk);
+            let panel = |t: usize| PackedA(ablk[t * kc * MR..].as_ptr());
+            // SAFETY: each packed panel holds kc steps; the rest is the caller's.
+            unsafe { self.tiles(ic, mc, panel, &rows, c, ldc, init) };
+        }
+    }
+
+    /// The tiles of A's rows `ic .. ic+mc` (panel `t` found by `panel(t)`)
+    /// against every B panel of the block.
+    ///
+    /// # Safety
+    /// As [`Block::run`], with every `panel(t)` addressing `kc` steps.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles<A: Steps, B: Rows>(
+        &self,
+        ic: usize,
+        mc: usize,
+        panel: impl Fn(usize) -> A,
         rows: impl Fn(usize) -> B,
         c: *mut f32,
         ldc: usize,
@@ -374,71 +470,58 @@ impl Block {
             pc,
             jc,
             panels,
-            mc_step,
+            ..
         } = *self;
-        for ic in (0..m).step_by(mc_step) {
-            let mc = mc_step.min(m - ic);
-            let tiles = mc.div_ceil(MR);
-            let ablk = &mut abuf[..tiles * kc * MR];
-            pack_a(&a, ic, mc, pc, kc, ablk);
-            let first = pc == 0;
-            let store_at = |i: usize, rows: usize| match init {
-                _ if !first => Store::Add,
-                Init::Overwrite => Store::Overwrite,
-                Init::Add => Store::Add,
-                Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
-            };
-            // a last tile of few rows goes two panels at a time below
-            let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
-            for p in 0..panels {
-                let j = jc + p * NR;
-                let cols = NR.min(n - j);
-                let bp = rows(p);
-                for t in 0..tiles - usize::from(short) {
-                    let i = ic + t * MR;
-                    let rows = MR.min(m - i);
-                    let store = store_at(i, rows);
-                    let ap = ablk[t * kc * MR..].as_ptr();
-                    // SAFETY: the panels hold kc steps each; the tile
-                    // (or the edge copy) stays inside C's m × n.
-                    unsafe {
-                        let ct = c.add(i * ldc + j);
-                        if rows == MR && cols == NR {
-                            tile::tile(kc, ap, bp, ct, ldc, store);
-                        } else {
-                            edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
-                        }
+        let tiles = mc.div_ceil(MR);
+        let first = pc == 0;
+        let store_at = |i: usize, rows: usize| match init {
+            _ if !first => Store::Add,
+            Init::Overwrite => Store::Overwrite,
+            Init::Add => Store::Add,
+            Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
+        };
+        // a last tile of few rows goes two panels at a time below
+        let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
+        for p in 0..panels {
+            let j = jc + p * NR;
+            let cols = NR.min(n - j);
+            let bp = rows(p);
+            for t in 0..tiles - usize::from(short) {
+                let i = ic + t * MR;
+                let rows = MR.min(m - i);
+                let store = store_at(i, rows);
+                let ap = panel(t);
+                // SAFETY: the panels hold kc steps each; the tile
+                // (or the edge copy) stays inside C's m × n.
+                unsafe {
+                    let ct = c.add(i * ldc + j);
+                    if rows == MR && cols == NR {
+                        tile::tile(kc, ap, bp, ct, ldc, store);
+                    } else {
+                        edge_tile(kc, ap, bp, ct, ldc, rows, cols, store);
                     }
                 }
             }
-            if short {
-                let t = tiles - 1;
-                let (i, ap) = (ic + t * MR, ablk[t * kc * MR..].as_ptr());
-                let rows_left = m - i;
-                let store = store_at(i, rows_left);
-                let mut p = 0;
-                while p < panels {
-                    let j = jc + p * NR;
-                    // SAFETY: as above; a pair of panels is used only
-                    // when both exist and are full width.
-                    unsafe {
-                        let ct = c.add(i * ldc + j);
-                        if p + 1 < panels && n - j >= 2 * NR {
-                            tile::short_tile(
-                                rows_left,
-                                kc,
-                                ap,
-                                [rows(p), rows(p + 1)],
-                                ct,
-                                ldc,
-                                store,
-                            );
-                            p += 2;
-                        } else {
-                            let cols = NR.min(n - j);
-                            edge_tile(kc, ap, rows(p), ct, ldc, rows_left, cols, store);
-                            p += 1;
-                        }
+        }
+        if short {
+            let t = tiles - 1;
+            let (i, ap) = (ic + t * MR, panel(t));
+            let rows_left = m - i;
+            let store = store_at(i, rows_left);
+            let mut p = 0;
+            while p < panels {
+                let j = jc + p * NR;
+                // SAFETY: as above; a pair of panels is used only
+                // when both exist and are full width.
+                unsafe {
+                    let ct = c.add(i * ldc + j);
+                    if p + 1 < panels && n - j >= 2 * NR {
+                        tile::short_tile(rows_left, kc, ap, [rows(p), rows(p + 1)], ct, ldc, store);
+                        p += 2;
+                    } else {
+                        let cols = NR.min(n - j);
+                        edge_tile(kc, ap, rows(p), ct, ldc, rows_left, cols, store);
+                        p += 1;
                     }
                 }
             }
@@ -452,9 +535,9 @@ impl Block {
 /// # Safety
 /// As [`tile::tile`] for the panels; `c` addresses `rows × cols` cells `ldc` apart.
 #[allow(clippy::too_many_arguments)]
-unsafe fn edge_tile<B: Rows>(
+unsafe fn edge_tile<A: Steps, B: Rows>(
     kc: usize,
-    a: *const f32,
+    a: A,
     b: B,
     c: *mut f32,
     ldc: usize,
@@ -501,7 +584,7 @@ mod tests {
 
     impl PackB for InPlaceB<'_> {
         fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-            self.0.pack(k0, kc, n0, nc, dst)
+            PackB::pack(&self.0, k0, kc, n0, nc, dst)
         }
         fn reads_in_place(&self) -> bool {
             true
@@ -519,6 +602,63 @@ mod tests {
         }
     }
 
+    /// A row-major `A` that the tiles read in place, its source cut to
+    /// `reach` floats so that the blocks of rows past it are packed.
+    struct InPlaceA<'a>(MatRef<'a>, usize);
+
+    impl PackA for InPlaceA<'_> {
+        fn fits(&self, m: usize, k: usize) -> bool {
+            self.0.fits(m, k)
+        }
+        fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+            PackA::pack(&self.0, i0, mc, k0, kc, dst)
+        }
+        fn reads_in_place(&self) -> bool {
+            true
+        }
+        fn row_starts(&self, i0: usize, starts: &mut [usize]) {
+            for (i, s) in starts.iter_mut().enumerate() {
+                *s = (i0 + i) * self.0.row_stride;
+            }
+        }
+        fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
+            for (kk, o) in offsets.iter_mut().enumerate() {
+                *o = k0 + kk;
+            }
+        }
+        fn source(&self) -> &[f32] {
+            &self.0.data[..self.1]
+        }
+    }
+
+    #[test]
+    fn reading_a_in_place_matches_the_triple_loop() {
+        // last tiles of 1–5 rows (short tiles two panels at a time, edge
+        // tiles), several inner blocks, and blocks of rows past the source's
+        // reach that fall back to packing
+        for &(m, k, n, reach) in &[
+            (7, 3, 64, 21),
+            (14, 300, 70, 14 * 300),
+            (9, 600, 33, 9 * 600),
+            (6, 16, 16, 96),
+            (160, 20, 40, 100 * 20),
+            (155, 5, 48, 155 * 5),
+        ] {
+            let (ad, bd) = (values(m * k, 1), values(k * n, 2));
+            let (a, b) = (MatRef::new(&ad, m, k, false), MatRef::new(&bd, k, n, false));
+            let want = reference(m, k, n, &a, &b);
+            let mut c = vec![7f32; m * n];
+            gemm(m, k, n, &InPlaceA(a, reach), &b, &mut c, n, Init::Add);
+            for (at, (got, w)) in c.iter().zip(&want).enumerate() {
+                let tol = 1e-4 * (1.0 + k as f32);
+                assert!(
+                    (got - w - 7.0).abs() < tol,
+                    "{m}x{k}x{n} at {at}: {got} vs {w} + 7"
+                );
+            }
+        }
+    }
+
     #[test]
     fn reading_b_in_place_matches_the_triple_loop() {
         // panels read in place and packed side by side, a ragged last panel,
@@ -529,7 +669,7 @@ mod tests {
             let want = reference(m, k, n, &a, &b);
             let bias = values(m, 3);
             let mut c = vec![7f32; m * n];
-            gemm(m, k, n, a, &InPlaceB(b), &mut c, n, Init::RowBias(&bias));
+            gemm(m, k, n, &a, &InPlaceB(b), &mut c, n, Init::RowBias(&bias));
             for (at, (got, w)) in c.iter().zip(&want).enumerate() {
                 let w = w + bias[at / n];
                 let tol = 1e-4 * (1.0 + k as f32);
@@ -559,12 +699,12 @@ mod tests {
                 let want = reference(m, k, n, &a, &b);
                 let ldc = n + 3;
                 let mut c = vec![7f32; m * ldc];
-                gemm(m, k, n, a, &b, &mut c, ldc, Init::Overwrite);
+                gemm(m, k, n, &a, &b, &mut c, ldc, Init::Overwrite);
                 let bias = values(m, 3);
                 let mut cb = vec![7f32; m * ldc];
-                gemm(m, k, n, a, &b, &mut cb, ldc, Init::RowBias(&bias));
+                gemm(m, k, n, &a, &b, &mut cb, ldc, Init::RowBias(&bias));
                 let mut ca = vec![0.5f32; m * ldc];
-                gemm(m, k, n, a, &b, &mut ca, ldc, Init::Add);
+                gemm(m, k, n, &a, &b, &mut ca, ldc, Init::Add);
                 for i in 0..m {
                     for j in 0..ldc {
                         let at = i * ldc + j;

@@ -1,7 +1,8 @@
 //! The register tile of the GEMM: `C[MR × NR] (+)= A_panel · B_panel` over
-//! `kc` steps, from packed panels (`A`: `kc × MR`, `B`: `kc × NR`, both
-//! contiguous). AVX2 + FMA when the CPU has them (12 accumulator registers,
-//! two B vectors and one broadcast per step), a portable loop otherwise.
+//! `kc` steps, from panels packed (`A`: `kc × MR`, `B`: `kc × NR`, both
+//! contiguous) or read where they lie through a table of offsets. AVX2 + FMA
+//! when the CPU has them (12 accumulator registers, two B vectors and one
+//! broadcast per step), a portable loop otherwise.
 
 /// Rows of a tile (rows of `A` per packed panel).
 pub const MR: usize = 6;
@@ -46,6 +47,61 @@ impl Rows for Indexed {
     }
 }
 
+/// Where a tile finds A's `MR` values of step `kk` (one per tile row).
+pub trait Steps: Copy {
+    /// The address of row `i`'s value at step `kk`.
+    ///
+    /// # Safety
+    /// `kk` is below the panel's step count and `i` below `MR`.
+    unsafe fn at(self, kk: usize, i: usize) -> *const f32;
+    /// Hints that step `kk` will soon be read (a packed panel asks for it).
+    #[inline(always)]
+    fn prefetch(self, kk: usize) {
+        let _ = kk;
+    }
+}
+
+/// A packed A panel: step `kk`'s `MR` values at `kk·MR`.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedA(pub *const f32);
+
+impl Steps for PackedA {
+    #[inline(always)]
+    unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
+        // SAFETY: the caller's step and row are inside the panel.
+        unsafe { self.0.add(kk * MR + i) }
+    }
+    #[inline(always)]
+    fn prefetch(self, kk: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetching is a hint and never faults.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.0.wrapping_add(kk * MR) as *const i8)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = kk;
+    }
+}
+
+/// An A panel read where its rows lie: row `i`'s step `kk` at
+/// `rows[i] + offsets[kk]` (im2col rows of a padded image, read in place).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedA {
+    /// Each tile row's step-0 frame.
+    pub rows: [*const f32; MR],
+    /// Each step's offset, in floats from a row's frame.
+    pub offsets: *const usize,
+}
+
+impl Steps for IndexedA {
+    #[inline(always)]
+    unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
+        // SAFETY: the caller's step has an offset, and every row's value is readable.
+        unsafe { self.rows[i].add(*self.offsets.add(kk)) }
+    }
+}
+
 /// What a tile's store does with what `C` held.
 #[derive(Clone, Copy, Debug)]
 pub enum Store<'a> {
@@ -60,11 +116,18 @@ pub enum Store<'a> {
 /// Computes one full tile into `c` (row stride `ldc`).
 ///
 /// # Safety
-/// `a` holds `kc·MR` floats, `b` finds `kc` steps of `NR` floats, and `c`
-/// addresses `MR` rows of `NR` writable floats `ldc` apart, not overlapping
-/// `a` or `b`.
+/// `a` finds `kc` steps of `MR` floats, `b` finds `kc` steps of `NR` floats,
+/// and `c` addresses `MR` rows of `NR` writable floats `ldc` apart, not
+/// overlapping `a` or `b`.
 #[inline]
-pub unsafe fn tile<B: Rows>(kc: usize, a: *const f32, b: B, c: *mut f32, ldc: usize, store: Store) {
+pub unsafe fn tile<A: Steps, B: Rows>(
+    kc: usize,
+    a: A,
+    b: B,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx2::available() {
@@ -81,16 +144,15 @@ pub const SHORT_ROWS: usize = 3;
 
 /// A tile of `rows ≤ SHORT_ROWS` rows over two B panels side by side in C
 /// (`2·NR` columns): C's lower edge, where a full tile would spend a whole
-/// tile's time on rows that do not exist. `a` is a packed A panel (rows past
-/// `rows` are ignored).
+/// tile's time on rows that do not exist. A's rows past `rows` are not read.
 ///
 /// # Safety
 /// As [`tile`], for `rows` rows of `2·NR` columns of C and two B panels.
 #[inline]
-pub unsafe fn short_tile<B: Rows>(
+pub unsafe fn short_tile<A: Steps, B: Rows>(
     rows: usize,
     kc: usize,
-    a: *const f32,
+    a: A,
     b: [B; 2],
     c: *mut f32,
     ldc: usize,
@@ -103,22 +165,45 @@ pub unsafe fn short_tile<B: Rows>(
             // SAFETY: the features are present; the pointer contract is the caller's.
             return unsafe {
                 match rows {
-                    1 => avx2::short::<1, B>(kc, a, b, c, ldc, store),
-                    2 => avx2::short::<2, B>(kc, a, b, c, ldc, store),
-                    _ => avx2::short::<3, B>(kc, a, b, c, ldc, store),
+                    1 => avx2::short::<1, A, B>(kc, a, b, c, ldc, store),
+                    2 => avx2::short::<2, A, B>(kc, a, b, c, ldc, store),
+                    _ => avx2::short::<3, A, B>(kc, a, b, c, ldc, store),
                 }
             };
         }
     }
     for (half, b) in b.into_iter().enumerate() {
         let mut local = [0f32; MR * NR];
-        // SAFETY: the caller's panels; the local tile is MR × NR with row stride NR.
-        unsafe { tile_portable(kc, a, b, local.as_mut_ptr(), NR, Store::Overwrite) };
+        // SAFETY: the caller's panels (rows past `rows` read as row 0); the
+        // local tile is MR × NR with row stride NR.
+        unsafe {
+            tile_portable(
+                kc,
+                FirstRows(a, rows),
+                b,
+                local.as_mut_ptr(),
+                NR,
+                Store::Overwrite,
+            )
+        };
         for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
             // SAFETY: row i, columns half·NR.., of the caller's tile.
             let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc + half * NR), NR) };
             store_row(dst, src, store, i);
         }
+    }
+}
+
+/// An A panel of which only the first `.1` rows may be read; the others
+/// read as row 0 (their results are dropped).
+#[derive(Clone, Copy)]
+struct FirstRows<A>(A, usize);
+
+impl<A: Steps> Steps for FirstRows<A> {
+    #[inline(always)]
+    unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
+        // SAFETY: the caller's step; the row is one the panel holds.
+        unsafe { self.0.at(kk, if i < self.1 { i } else { 0 }) }
     }
 }
 
@@ -135,21 +220,21 @@ pub fn store_row(dst: &mut [f32], src: &[f32], store: Store, i: usize) {
 ///
 /// # Safety
 /// As for [`tile`].
-unsafe fn tile_portable<B: Rows>(
+unsafe fn tile_portable<A: Steps, B: Rows>(
     kc: usize,
-    a: *const f32,
+    a: A,
     b: B,
     c: *mut f32,
     ldc: usize,
     store: Store,
 ) {
-    // SAFETY: lengths are the caller's contract.
-    let a = unsafe { std::slice::from_raw_parts(a, kc * MR) };
     let mut acc = [[0f32; NR]; MR];
-    for (kk, ak) in a.chunks_exact(MR).enumerate() {
-        // SAFETY: step kk of the caller's panel holds NR floats.
+    for kk in 0..kc {
+        // SAFETY: step kk of the caller's panels: MR values of A, NR of B.
         let bk = unsafe { std::slice::from_raw_parts(b.row(kk), NR) };
-        for (row, &av) in acc.iter_mut().zip(ak) {
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            let av = unsafe { *a.at(kk, i) };
             for (s, &bv) in row.iter_mut().zip(bk) {
                 *s += av * bv;
             }
@@ -164,14 +249,14 @@ unsafe fn tile_portable<B: Rows>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Rows, Store, MR, NR};
+    use super::{Rows, Steps, Store, MR, NR};
     use std::arch::x86_64::*;
 
     /// The AVX2 + FMA tile (see [`super::tile`]).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile<B: Rows>(
+    pub unsafe fn tile<A: Steps, B: Rows>(
         kc: usize,
-        mut a: *const f32,
+        a: A,
         b: B,
         c: *mut f32,
         ldc: usize,
@@ -188,19 +273,18 @@ mod avx2 {
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         for kk in 0..kc {
-            // SAFETY: `a` advances by one packed step and `kk` counts the
-            // steps, inside the `kc`-step panels the caller guarantees.
+            // SAFETY: `kk` counts the steps, inside the `kc`-step panels the
+            // caller guarantees.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(a.add(8 * MR) as *const i8);
+                a.prefetch(kk + 8);
                 let b = b.row(kk);
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (i, r) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_broadcast_ss(&*a.add(i));
+                    let ai = _mm256_broadcast_ss(&*a.at(kk, i));
                     r[0] = _mm256_fmadd_ps(ai, b0, r[0]);
                     r[1] = _mm256_fmadd_ps(ai, b1, r[1]);
                 }
-                a = a.add(MR);
             }
         }
         for (i, r) in acc.iter().enumerate() {
@@ -237,9 +321,9 @@ mod avx2 {
     /// The AVX2 + FMA short tile (see [`super::short_tile`]): `R` rows by
     /// four vectors (two panels), so `4·R` accumulators.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn short<const R: usize, B: Rows>(
+    pub unsafe fn short<const R: usize, A: Steps, B: Rows>(
         kc: usize,
-        mut a: *const f32,
+        a: A,
         b: [B; 2],
         c: *mut f32,
         ldc: usize,
@@ -247,8 +331,7 @@ mod avx2 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); 4]; R];
         for kk in 0..kc {
-            // SAFETY: `a` advances one packed step and `kk` counts the steps
-            // inside the caller's panels.
+            // SAFETY: `kk` counts the steps inside the caller's panels.
             unsafe {
                 let (p, q) = (b[0].row(kk), b[1].row(kk));
                 let bv = [
@@ -258,12 +341,11 @@ mod avx2 {
                     _mm256_loadu_ps(q.add(8)),
                 ];
                 for (i, r) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_broadcast_ss(&*a.add(i));
+                    let ai = _mm256_broadcast_ss(&*a.at(kk, i));
                     for (r, &bv) in r.iter_mut().zip(&bv) {
                         *r = _mm256_fmadd_ps(ai, bv, *r);
                     }
                 }
-                a = a.add(MR);
             }
         }
         for (i, r) in acc.iter().enumerate() {
