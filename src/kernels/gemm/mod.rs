@@ -480,8 +480,8 @@ impl Block {
             Init::Add => Store::Add,
             Init::RowBias(bias) => Store::Bias(&bias[i..i + rows]),
         };
-        // a last tile of few rows goes two panels at a time below
-        let short = mc - (tiles - 1) * MR <= SHORT_ROWS;
+        // a last tile of fewer than MR rows goes two panels at a time below
+        let short = mc % MR != 0;
         for p in 0..panels {
             let j = jc + p * NR;
             let cols = NR.min(n - j);
@@ -508,6 +508,12 @@ impl Block {
             let (i, ap) = (ic + t * MR, panel(t));
             let rows_left = m - i;
             let store = store_at(i, rows_left);
+            // at most SHORT_ROWS rows per short tile: 4 = 2 + 2, 5 = 3 + 2
+            let upper = if rows_left > SHORT_ROWS {
+                rows_left - 2
+            } else {
+                rows_left
+            };
             let mut p = 0;
             while p < panels {
                 let j = jc + p * NR;
@@ -516,7 +522,13 @@ impl Block {
                 unsafe {
                     let ct = c.add(i * ldc + j);
                     if p + 1 < panels && n - j >= 2 * NR {
-                        tile::short_tile(rows_left, kc, ap, [rows(p), rows(p + 1)], ct, ldc, store);
+                        let pair = [rows(p), rows(p + 1)];
+                        for (r0, r) in [(0, upper), (upper, rows_left - upper)] {
+                            if r > 0 {
+                                let (a, st) = (ap.skip_rows(r0), store_at(i + r0, r));
+                                tile::short_tile(r, kc, a, pair, ct.add(r0 * ldc), ldc, st);
+                            }
+                        }
                         p += 2;
                     } else {
                         let cols = NR.min(n - j);
@@ -643,6 +655,7 @@ mod tests {
             (6, 16, 16, 96),
             (160, 20, 40, 100 * 20),
             (155, 5, 48, 155 * 5),
+            (10, 7, 64, 70),
         ] {
             let (ad, bd) = (values(m * k, 1), values(k * n, 2));
             let (a, b) = (MatRef::new(&ad, m, k, false), MatRef::new(&bd, k, n, false));
@@ -688,9 +701,12 @@ mod tests {
             (13, 300, 35),
             (150, 9, 530),
             (5, 0, 4),
-            // last tiles of 2 and 3 rows (two panels at a time, then a lone panel)
+            // last tiles of 2–5 rows (two panels at a time, 4 and 5 rows as
+            // two short tiles, then a lone panel)
             (8, 40, 64),
             (9, 20, 70),
+            (10, 7, 64),
+            (11, 30, 48),
             (147, 5, 33),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

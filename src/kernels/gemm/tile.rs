@@ -54,6 +54,9 @@ pub trait Steps: Copy {
     /// # Safety
     /// `kk` is below the panel's step count and `i` below `MR`.
     unsafe fn at(self, kk: usize, i: usize) -> *const f32;
+    /// The panel from row `r` on (`r < MR`); the rows it lacks at the end
+    /// are never read.
+    fn skip_rows(self, r: usize) -> Self;
     /// Hints that step `kk` will soon be read (a packed panel asks for it).
     #[inline(always)]
     fn prefetch(self, kk: usize) {
@@ -70,6 +73,10 @@ impl Steps for PackedA {
     unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
         // SAFETY: the caller's step and row are inside the panel.
         unsafe { self.0.add(kk * MR + i) }
+    }
+    #[inline(always)]
+    fn skip_rows(self, r: usize) -> Self {
+        PackedA(self.0.wrapping_add(r))
     }
     #[inline(always)]
     fn prefetch(self, kk: usize) {
@@ -99,6 +106,13 @@ impl Steps for IndexedA {
     unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
         // SAFETY: the caller's step has an offset, and every row's value is readable.
         unsafe { self.rows[i].add(*self.offsets.add(kk)) }
+    }
+    #[inline(always)]
+    fn skip_rows(self, r: usize) -> Self {
+        IndexedA {
+            rows: std::array::from_fn(|i| self.rows[(i + r).min(MR - 1)]),
+            ..self
+        }
     }
 }
 
@@ -204,6 +218,9 @@ impl<A: Steps> Steps for FirstRows<A> {
     unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
         // SAFETY: the caller's step; the row is one the panel holds.
         unsafe { self.0.at(kk, if i < self.1 { i } else { 0 }) }
+    }
+    fn skip_rows(self, r: usize) -> Self {
+        FirstRows(self.0.skip_rows(r), self.1 - r)
     }
 }
 
