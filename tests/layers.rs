@@ -141,6 +141,11 @@ fn conv2d_matches_direct_loops_over_strides_paddings_dilations_groups() {
         (2, 3, 7, [3, 32], [3, 3], [1, 1], [1, 1], 1, 1, true),
         (1, 2, 8, [3, 16], [3, 3], [1, 1], [2, 2], 2, 1, false),
         (1, 30, 13, [2, 16], [3, 3], [1, 1], [1, 1], 1, 1, true),
+        // other widths: the product computed transposed with the image read
+        // in place (35 positions: a last tile of 5 rows over two panels),
+        // and with fewer column rows than channels out (columns packed)
+        (1, 4, 32, [5, 7], [3, 3], [1, 1], [1, 1], 1, 1, true),
+        (2, 1, 16, [6, 7], [3, 3], [1, 1], [1, 1], 1, 1, true),
     ];
     for (n, cin, cout, size, k, s, p, d, groups, bias) in cfgs {
         check_conv(ConvCfg {

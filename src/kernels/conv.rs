@@ -15,7 +15,7 @@ use super::im2col::{
 use super::matmul::matmul_acc;
 use super::par::{self, SharedMut};
 use super::scratch::{self, Slot};
-use super::transpose::transpose;
+use super::transpose::{transpose, transpose_raw};
 use rayon::prelude::*;
 
 /// The sizes of a convolution.
@@ -161,8 +161,7 @@ impl PackB for Columns<'_> {
         self.padded && self.geom.out().1 % NR == 0 && self.skip % NR == 0
     }
     fn row_starts(&self, k0: usize, starts: &mut [usize]) {
-        let rows = padded_row_starts(self.geom, k0);
-        starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+        self.row_offsets(k0, starts)
     }
     fn panel_start(&self, j0: usize) -> Option<usize> {
         let (at, side_by_side) = padded_position(self.geom, self.skip + j0);
@@ -174,6 +173,23 @@ impl PackB for Columns<'_> {
 }
 
 impl Columns<'_> {
+    /// Where rows `r0 ..` of the padded columns start (see [`padded_row_starts`]).
+    fn row_offsets(&self, r0: usize, starts: &mut [usize]) {
+        let rows = padded_row_starts(self.geom, r0);
+        starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+    }
+    /// Where positions `q0 ..` (after `skip`) lie from a padded row's start.
+    fn position_offsets(&self, q0: usize, offsets: &mut [usize]) {
+        let mut q = 0;
+        while q < offsets.len() {
+            let (at, left) = padded_position(self.geom, self.skip + q0 + q);
+            let run = left.min(offsets.len() - q);
+            for (i, o) in offsets[q..q + run].iter_mut().enumerate() {
+                *o = at + i;
+            }
+            q += run;
+        }
+    }
     /// Rows of the columns (input planes × window cells).
     fn rows(&self) -> usize {
         let plane = if self.padded {
@@ -215,22 +231,47 @@ impl PackA for Columns<'_> {
         self.padded
     }
     fn row_starts(&self, i0: usize, starts: &mut [usize]) {
-        let rows = padded_row_starts(self.geom, i0);
-        starts.iter_mut().zip(rows).for_each(|(s, r)| *s = r);
+        self.row_offsets(i0, starts)
     }
     fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
-        let mut q = 0;
-        while q < offsets.len() {
-            let (at, left) = padded_position(self.geom, self.skip + k0 + q);
-            let run = left.min(offsets.len() - q);
-            for (i, o) in offsets[q..q + run].iter_mut().enumerate() {
-                *o = at + i;
-            }
-            q += run;
-        }
+        self.position_offsets(k0, offsets)
     }
     fn source(&self) -> &[f32] {
         self.image
+    }
+}
+
+/// The transposed columns, `[L, Cin/G · K]` (rows are positions), as the
+/// left operand of the forward product `yᵀ = colsᵀ · wᵀ`: padded planes are
+/// read in place, row `i` being position `skip + i` and step `kk` row `kk`
+/// of the columns.
+struct ColumnsT<'a>(Columns<'a>);
+
+impl PackA for ColumnsT<'_> {
+    fn fits(&self, m: usize, k: usize) -> bool {
+        PackA::fits(&self.0, k, m)
+    }
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+        for (t, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
+            let r0 = i0 + t * MR;
+            let rows = MR.min(i0 + mc - r0);
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                self.0.row(k0 + kk, r0, &mut d[..rows]);
+                d[rows..].fill(0.0);
+            }
+        }
+    }
+    fn reads_in_place(&self) -> bool {
+        self.0.padded
+    }
+    fn row_starts(&self, i0: usize, starts: &mut [usize]) {
+        self.0.position_offsets(i0, starts)
+    }
+    fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
+        self.0.row_offsets(k0, offsets)
+    }
+    fn source(&self) -> &[f32] {
+        self.0.image
     }
 }
 
@@ -257,11 +298,61 @@ unsafe fn product_into(
             let b = MatRef::new(&image[p0..], cg, l, false);
             gemm_raw(og, cg, len, &a, &b, out, ldc, init);
         } else {
-            Columns::with(&d.geom, image, p0, |b| {
-                gemm_raw(og, cg * k, len, &a, &b, out, ldc, init)
+            Columns::with(&d.geom, image, p0, |cols| {
+                // packing the columns (B) costs about what transposing the
+                // product does: read them in place when they are the larger
+                if cols.padded && !PackB::reads_in_place(&cols) && cg * k >= og {
+                    transposed_product(og, cg * k, len, a, ColumnsT(cols), out, ldc, init)
+                } else {
+                    gemm_raw(og, cg * k, len, &a, &cols, out, ldc, init)
+                }
             });
         }
     }
+}
+
+/// `out[m × len] (init)= a[m × k] · cols` as `outᵀ = colsᵀ · aᵀ`, so that
+/// the tiles read the columns in place from the padded image even where
+/// output rows are not whole panels wide (the columns as B would be packed);
+/// the product is then written out transposed, plus the bias.
+///
+/// # Safety
+/// As [`product_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn transposed_product(
+    m: usize,
+    k: usize,
+    len: usize,
+    a: MatRef,
+    cols_t: ColumnsT,
+    out: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    let at = MatRef {
+        row_stride: a.col_stride,
+        col_stride: a.row_stride,
+        ..a
+    };
+    scratch::with(Slot::Product, len * m, |prod| {
+        gemm(len, k, m, &cols_t, &at, prod, m, Init::Overwrite);
+        // SAFETY: `out` holds m rows of len floats ldc apart (the caller's).
+        let row = |i: usize| unsafe { std::slice::from_raw_parts_mut(out.add(i * ldc), len) };
+        if let Init::Add = init {
+            for i in 0..m {
+                let column = prod[i..].iter().step_by(m);
+                row(i).iter_mut().zip(column).for_each(|(y, p)| *y += p);
+            }
+            return;
+        }
+        // SAFETY: as above; `prod` is this thread's own.
+        unsafe { transpose_raw(prod.as_ptr(), m, len, m, out, ldc) };
+        if let Init::RowBias(bias) = init {
+            for (i, &b) in bias.iter().enumerate().take(m) {
+                row(i).iter_mut().for_each(|y| *y += b);
+            }
+        }
+    });
 }
 
 /// `out [N, Cout, L] = epilogue(conv(x [N, Cin, H·W], w) + bias)`; `epilogue`
@@ -574,6 +665,47 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// `PackA::pack` of `a` (an `m × k` view) against `want(row, step)`,
+    /// over a block that starts past row and step 0 and ends ragged.
+    fn check_pack_a(a: &impl PackA, m: usize, k: usize, want: impl Fn(usize, usize) -> f32) {
+        let (i0, k0) = (1, 2);
+        let (mc, kc) = (m - i0, k - k0 - 1);
+        let tiles = mc.div_ceil(MR);
+        let mut dst = vec![f32::NAN; tiles * kc * MR];
+        a.pack(i0, mc, k0, kc, &mut dst);
+        for ii in 0..tiles * MR {
+            for kk in 0..kc {
+                let got = dst[(ii / MR) * kc * MR + kk * MR + ii % MR];
+                let want = if ii < mc { want(i0 + ii, k0 + kk) } else { 0.0 };
+                assert_eq!(got, want, "row {ii} step {kk}");
+            }
+        }
+    }
+
+    #[test]
+    fn columns_pack_as_left_operands_like_im2col() {
+        use crate::kernels::im2col::im2col;
+        // padded (also read in place) and strided (always packed)
+        for geom in [
+            geom([3, 3], [1, 1], [1, 1], [1, 1], [5, 7]),
+            geom([2, 3], [2, 1], [0, 2], [1, 2], [8, 9]),
+        ] {
+            let cin = 2;
+            let (k, l, plane) = (geom.cells(), geom.positions(), geom.h * geom.w);
+            let image = values(cin * plane, 5);
+            let mut cols = vec![0f32; cin * k * l];
+            for (x, c) in image.chunks_exact(plane).zip(cols.chunks_exact_mut(k * l)) {
+                im2col(&geom, x, c);
+            }
+            Columns::with(&geom, &image, 0, |c| {
+                check_pack_a(&c, cin * k, l, |r, p| cols[r * l + p]);
+                if c.padded {
+                    check_pack_a(&ColumnsT(c), l, cin * k, |p, r| cols[r * l + p]);
+                }
+            });
         }
     }
 

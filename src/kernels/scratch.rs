@@ -20,13 +20,15 @@ pub enum Slot {
     PackB,
     /// Rearranged weights (the flipped kernel of an input gradient).
     Weights,
+    /// A product computed transposed, before it is written out.
+    Product,
 }
 
 /// Floats of slack that let a buffer start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
 /// Slots.
-const SLOTS: usize = 5;
+const SLOTS: usize = 6;
 
 /// Per slot, the most floats any thread has asked for, and the deepest nesting
 /// any thread has seen (see [`reserve_seen`]).

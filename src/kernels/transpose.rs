@@ -26,6 +26,34 @@ pub fn transpose(
         src.len() >= (rows - 1) * src_stride + cols && dst.len() >= (cols - 1) * dst_stride + rows,
         "transpose: {rows} × {cols} does not fit its source or destination"
     );
+    // SAFETY: both strided matrices lie inside their slices (asserted above).
+    unsafe {
+        transpose_raw(
+            src.as_ptr(),
+            src_stride,
+            rows,
+            cols,
+            dst.as_mut_ptr(),
+            dst_stride,
+        )
+    }
+}
+
+/// [`transpose`] between raw matrices, for callers that write part of a
+/// buffer other threads write other parts of.
+///
+/// # Safety
+/// `src` addresses `rows` rows of `cols` readable floats `src_stride` apart,
+/// `dst` `cols` rows of `rows` writable floats `dst_stride` apart that no one
+/// else touches during the call, and the two do not overlap.
+pub unsafe fn transpose_raw(
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
     let avx = avx::available();
     for i0 in (0..rows).step_by(TILE) {
         let i1 = (i0 + TILE).min(rows);
@@ -35,24 +63,19 @@ pub fn transpose(
             let jb = j0 + (j1 - j0) / 8 * 8;
             for i in (i0..ib).step_by(8) {
                 for j in (j0..jb).step_by(8) {
-                    // SAFETY: rows i .. i+8, columns j .. j+8 lie inside `src`
-                    // and their transpose inside `dst` (asserted above).
+                    // SAFETY: rows i .. i+8, columns j .. j+8 and their
+                    // transpose lie inside the caller's matrices.
                     unsafe {
-                        let (from, to) = (src.as_ptr().add(i * src_stride + j), dst.as_mut_ptr());
-                        block_8x8(
-                            from,
-                            src_stride,
-                            to.add(j * dst_stride + i),
-                            dst_stride,
-                            avx,
-                        );
+                        let (from, to) = (src.add(i * src_stride + j), dst.add(j * dst_stride + i));
+                        block_8x8(from, src_stride, to, dst_stride, avx);
                     }
                 }
             }
             for i in i0..i1 {
                 let from = if i < ib { jb } else { j0 };
                 for j in from..j1 {
-                    dst[j * dst_stride + i] = src[i * src_stride + j];
+                    // SAFETY: as above.
+                    unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
                 }
             }
         }
