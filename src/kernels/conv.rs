@@ -1,10 +1,13 @@
-//! Convolution kernels on kiln's packed GEMM. The forward product and the
-//! weight gradient pack their im2col columns straight from the image (no
-//! columns buffer); a stride-1 forward product over output rows a multiple
-//! of 16 wide reads them in place from the once-padded image. The input
-//! gradient multiplies into per-thread columns and folds them back (col2im). Images run in parallel; with fewer images than
-//! threads each image's output positions are split instead. Weights
-//! `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as height 1).
+//! Convolution kernels on kiln's packed GEMM. A stride-1 window pads each
+//! image once and has the tiles read its im2col columns there, never packed:
+//! the forward product as `w · cols` where output rows are a multiple of 16
+//! wide, else as `(colsᵀ · wᵀ)ᵀ`; the weight gradient as `(cols · gyᵀ)ᵀ`;
+//! the input gradient as a forward convolution of `gy` with the flipped
+//! kernel. Other strides pack the columns straight from the image (no
+//! columns buffer) and fold the input gradient back (col2im). Images run in
+//! parallel; with fewer images than threads each image's output positions
+//! are split instead. Weights `[Cout, Cin/groups, kh, kw]`, NCHW (NCL as
+//! height 1).
 
 use super::gemm::tile::MR;
 use super::gemm::{gemm, gemm_raw, pack_row, pack_run, Init, MatRef, PackA, PackB, KC, NC, NR};

@@ -3,13 +3,16 @@
 //! The classic blocked loop nest: a block of `B` (`KC × NC`) is packed into
 //! `NR`-wide panels, a block of `A` (`MC × KC`) into `MR`-high panels, and the
 //! [`tile`] kernel multiplies one panel pair into an `MR × NR` tile of `C`
-//! held in registers. `B` comes through the [`PackB`] trait, so a convolution
-//! packs its im2col columns straight from the image without materialising
-//! them, or, where every panel's columns lie side by side in the padded image
-//! (stride 1, output rows a multiple of `NR` wide), has the tiles read them
-//! there through a table of row starts and skips packing `B` altogether. Packing buffers are per-thread scratch: a call allocates nothing once
-//! its thread has run a product of that size. Callers parallelise over
-//! independent products or column ranges (see `kernels::conv`, `kernels::matmul`).
+//! held in registers. `A` and `B` come through the [`PackA`] and [`PackB`]
+//! traits, so a convolution packs its im2col columns straight from the image
+//! without materialising them, or has the tiles read them in the padded
+//! image through tables of row starts and step offsets, packing nothing:
+//! as `B` where every panel's columns lie side by side (output rows a
+//! multiple of `NR` wide), as `A` (rows of the columns or of their
+//! transpose) always. Packing buffers are per-thread scratch: a call
+//! allocates nothing once its thread has run a product of that size.
+//! Callers parallelise over independent products or column ranges (see
+//! `kernels::conv`, `kernels::matmul`).
 
 pub mod tile;
 
