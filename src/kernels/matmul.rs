@@ -15,7 +15,9 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
 
 /// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else
 /// overwrites it. Large products are split over the threads [`par::threads`]
-/// allows: by rows when there are enough, else by columns.
+/// allows: by columns when `B` is the wider operand (each thread then packs
+/// all of `A`, the smaller, and its share of `B`) or rows are too few, else
+/// by rows (each thread packs all of `B`).
 pub fn matmul_acc(
     m: usize,
     k: usize,
@@ -43,7 +45,7 @@ pub fn matmul_acc(
     if threads <= 1 || n == 0 {
         return gemm(m, k, n, &a, &b, out, n, init);
     }
-    if m >= 8 * threads {
+    if m >= 8 * threads && (m >= n || n < 16 * threads) {
         let rows = m.div_ceil(threads);
         return out.par_chunks_mut(rows * n).enumerate().for_each(|(t, c)| {
             let (i0, mt) = (t * rows, c.len() / n);
@@ -80,8 +82,9 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        // tall (split by rows) and short-wide (split by columns) products
-        for (m, k, n) in [(97, 70, 45), (5, 300, 301), (2, 1000, 130)] {
+        // tall (split by rows), short-wide and wider-than-tall (split by
+        // columns) products
+        for (m, k, n) in [(97, 70, 45), (5, 300, 301), (2, 1000, 130), (30, 50, 200)] {
             for (ta, tb) in [(false, false), (true, true)] {
                 let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 - 6.0).collect();
                 let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
