@@ -146,6 +146,7 @@ fn conv2d_matches_direct_loops_over_strides_paddings_dilations_groups() {
         // and with fewer column rows than channels out (columns packed)
         (1, 4, 32, [5, 7], [3, 3], [1, 1], [1, 1], 1, 1, true),
         (2, 1, 16, [6, 7], [3, 3], [1, 1], [1, 1], 1, 1, true),
+        (2, 4, 6, [7, 9], [3, 3], [1, 1], [2, 1], 2, 2, true),
     ];
     for (n, cin, cout, size, k, s, p, d, groups, bias) in cfgs {
         check_conv(ConvCfg {
