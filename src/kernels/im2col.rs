@@ -3,6 +3,8 @@
 //! the kernel) by `L` window positions (row-major over the output). A
 //! stride-1 window reads a plane padded once ([`pad_planes`]) in plain runs.
 
+use super::copy::{copy_short, SHORT, ZEROS};
+
 /// A 2-D sliding window over an `h × w` plane, zero padded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geom {
@@ -106,21 +108,6 @@ pub fn im2col(g: &Geom, plane: &[f32], cols: &mut [f32]) {
     });
 }
 
-/// `dst.copy_from_slice(src)` for the short runs of a plane row, in
-/// fixed-size pieces the compiler inlines (no `memmove` call per run).
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let (d, s): (&mut [f32; 8], &[f32; 8]) = (d.try_into().unwrap(), s.try_into().unwrap());
-        *d = *s;
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
-    }
-}
-
 /// Writes `cols[cell, p0 .. p0 + out.len()]` of `plane`'s `[K, L]` columns
 /// (one kernel cell's row, from output position `p0`) into `out`.
 pub fn cols_row(g: &Geom, plane: &[f32], cell: usize, p0: usize, out: &mut [f32]) {
@@ -177,11 +164,17 @@ pub fn pad_planes(g: &Geom, planes: &[f32], out: &mut [f32]) {
         .zip(out.chunks_exact_mut(ph * pw))
     {
         dst[..top + left].fill(0.0);
+        let gap = pw - g.w; // right pad, next row's left pad
         for (y, row) in src.chunks_exact(g.w).enumerate() {
             let at = top + y * pw + left;
-            dst[at..at + g.w].copy_from_slice(row);
+            copy_short(&mut dst[at..at + g.w], row);
             let gap_end = (at + pw).min(dst.len());
-            dst[at + g.w..gap_end].fill(0.0); // right pad, next row's left pad
+            let zeros = &ZEROS[..gap.min(SHORT)];
+            if gap_end - (at + g.w) == zeros.len() {
+                copy_short(&mut dst[at + g.w..gap_end], zeros);
+            } else {
+                dst[at + g.w..gap_end].fill(0.0);
+            }
         }
         let bottom = top + g.h * pw;
         dst[bottom..].fill(0.0);
