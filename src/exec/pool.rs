@@ -66,6 +66,8 @@ fn shared(threads: usize) -> Result<Arc<ThreadPool>> {
 }
 
 /// A pool of `threads` threads; with `join`, the calling thread is its worker 0.
+/// Returns once every worker has started, so that no worker's start-up
+/// (its stack, name and queues) lands inside a later run.
 fn build(threads: usize, join: bool) -> Result<ThreadPool> {
     let builder = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -75,9 +77,11 @@ fn build(threads: usize, join: bool) -> Result<ThreadPool> {
     } else {
         builder
     };
-    builder
+    let pool = builder
         .build()
-        .map_err(|e| KilnError::Invalid(format!("cannot start {threads} threads: {e}")))
+        .map_err(|e| KilnError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+    pool.broadcast(|_| ());
+    Ok(pool)
 }
 
 #[cfg(test)]
