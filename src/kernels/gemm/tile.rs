@@ -220,7 +220,7 @@ impl<A: Steps> Steps for FirstRows<A> {
         unsafe { self.0.at(kk, if i < self.1 { i } else { 0 }) }
     }
     fn skip_rows(self, r: usize) -> Self {
-        FirstRows(self.0.skip_rows(r), self.1 - r)
+        FirstRows(self.0.skip_rows(r), self.1.saturating_sub(r))
     }
 }
 
