@@ -189,46 +189,19 @@ pub fn broadcast_shapes(op: &str, ins: &[&[usize]]) -> Result<Vec<usize>> {
 /// to that op's function (and vectorised), not a `match` per value.
 macro_rules! per_unary_op {
     ($op:expr, $u:ident => $body:expr) => {
+        $crate::ops::elementwise::per_unary_op!(@arms $op, $u, $body,
+            Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs)
+    };
+    (@arms $op:expr, $u:ident, $body:expr, $($v:ident),*) => {
         match $op {
-            UnaryOp::Neg => {
-                let $u = UnaryOp::Neg;
+            $($crate::ops::elementwise::UnaryOp::$v => {
+                let $u = $crate::ops::elementwise::UnaryOp::$v;
                 $body
-            }
-            UnaryOp::Exp => {
-                let $u = UnaryOp::Exp;
-                $body
-            }
-            UnaryOp::Log => {
-                let $u = UnaryOp::Log;
-                $body
-            }
-            UnaryOp::Sqrt => {
-                let $u = UnaryOp::Sqrt;
-                $body
-            }
-            UnaryOp::Recip => {
-                let $u = UnaryOp::Recip;
-                $body
-            }
-            UnaryOp::Relu => {
-                let $u = UnaryOp::Relu;
-                $body
-            }
-            UnaryOp::Sigmoid => {
-                let $u = UnaryOp::Sigmoid;
-                $body
-            }
-            UnaryOp::Tanh => {
-                let $u = UnaryOp::Tanh;
-                $body
-            }
-            UnaryOp::Abs => {
-                let $u = UnaryOp::Abs;
-                $body
-            }
+            })*
         }
     };
 }
+pub(crate) use per_unary_op;
 
 /// Reference kernel of unary ops.
 pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {

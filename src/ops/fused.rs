@@ -8,7 +8,7 @@
 //! applies the same scalar functions as the unfused ops: results are
 //! bit-identical.
 
-use super::elementwise::{BinaryOp, UnaryOp};
+use super::elementwise::{per_unary_op, BinaryOp, UnaryOp};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
@@ -160,14 +160,7 @@ fn binary_block(op: BinaryOp, a: Arg, b: Arg, dst: &mut [f32]) {
 
 /// A unary op over a block, one monomorphic loop per op.
 fn unary_block(op: UnaryOp, a: Arg, dst: &mut [f32]) {
-    macro_rules! dispatch {
-        ($($v:ident),*) => {
-            match op {
-                $(UnaryOp::$v => map2(|x, _| UnaryOp::$v.apply(x), a, Arg::Scalar(0.0), dst),)*
-            }
-        };
-    }
-    dispatch!(Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs)
+    per_unary_op!(op, u => map2(|x, _| u.apply(x), a, Arg::Scalar(0.0), dst))
 }
 
 /// Whether an operand of shape `s` fits a fused loop over `out`: the same
