@@ -3,9 +3,10 @@
 //! - `stop_gradient(x)` → `x` (it only matters to autodiff, which has run)
 //! - `reshape(reshape(x))` → one `reshape(x)`
 //! - `transpose(transpose(x, p), q)` → one `transpose(x, p∘q)`, or `x` if that is the identity
-//! - `x op e` / `e op x` with `e` the op's identity (`x + 0`, `x − 0`, `x · 1`,
-//!   `x / 1`, `0 + x`, `1 · x`; taken from the ops' metadata) → `x`, when the
-//!   result has `x`'s shape (no broadcasting hidden in it)
+//! - `x op e` / `e op x` with `e` the op's identity, bit for bit (`x + (−0)`,
+//!   `x − 0`, `x · 1`, `x / 1`, `(−0) + x`, `1 · x`; taken from the ops'
+//!   metadata) → `x`, when the result has `x`'s shape (no broadcasting hidden
+//!   in it). `x + 0` and `x − (−0)` stay: they turn −0.0 into +0.0.
 
 use super::{Pass, Program};
 use crate::error::Result;
@@ -15,11 +16,13 @@ use crate::ops::Op;
 /// Applies the simplifications above wherever they match.
 pub struct Algebraic;
 
-/// Whether node `n` is a constant whose every element equals `v`.
+/// Whether node `n` is a constant whose every element is `v`, bit for bit
+/// (so +0.0 never stands for −0.0).
 fn is_const(p: &Program, n: NodeId, v: f32) -> Result<bool> {
+    let v = v.to_bits();
     Ok(match &p.graph.node(n)?.op {
-        Op::Fill { value, .. } => *value == v,
-        Op::Constant { value } => value.data().iter().all(|&x| x == v),
+        Op::Fill { value, .. } => value.to_bits() == v,
+        Op::Constant { value } => value.data().iter().all(|&x| x.to_bits() == v),
         _ => false,
     })
 }

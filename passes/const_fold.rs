@@ -2,7 +2,8 @@
 //! `Fill`) is evaluated at compile time with its reference kernel and
 //! replaced by its value: a `Fill` when every element is equal (any size), a
 //! `Constant` otherwise (up to `MAX_CONSTANT` elements, so dumps stay small).
-//! Dropout is never folded: its mask changes from run to run.
+//! Dropout is never folded: its mask changes from run to run, nor is an op
+//! whose operands or result exceed `MAX_EVALUATED` elements.
 
 use super::{Pass, Program};
 use crate::error::Result;
@@ -12,6 +13,11 @@ use crate::tensor::Tensor;
 
 /// Largest non-uniform result folded into a `Constant`.
 const MAX_CONSTANT: usize = 1 << 16;
+
+/// Largest operand or result evaluated at compile time (16 MiB of f32): a
+/// larger one is left to run, so compiling never allocates what running
+/// would not.
+const MAX_EVALUATED: usize = 1 << 22;
 
 /// Folds ops on constants.
 pub struct ConstFold;
@@ -44,10 +50,18 @@ impl Pass for ConstFold {
                     | Op::Fill { .. }
                     | Op::Dropout { .. }
             ) || op.num_outputs() > 1
+                || node.shape.numel() > MAX_EVALUATED
             {
                 continue;
             }
             let operands = p.graph.operands(id);
+            let mut too_large = false;
+            for &o in &operands {
+                too_large |= p.graph.node(o)?.shape.numel() > MAX_EVALUATED;
+            }
+            if too_large {
+                continue;
+            }
             let mut values = Vec::with_capacity(operands.len());
             for &o in &operands {
                 match value(p, o)? {

@@ -6,13 +6,16 @@
 //!
 //! ```text
 //! reduce_max(u, axis 2)                                   → reshape(output(pool, 0))
-//! crop(fold(first_max_mask(u, axis 2) · g [N, C, 1, L]))  → maxpool_backward(reshape(g), output(pool, 1))
+//! crop(fold(select(first_max_mask(u, axis 2), g [N, C, 1, L], 0)))
+//!                                                         → maxpool_backward(reshape(g), output(pool, 1))
 //! ```
 //! where `pool = maxpool_with_indices(x)` (`maxpool(x)` and no `output` when
 //! no gradient is rewritten) and `crop` is the chain of slices
 //! autodiff emits for the pad's gradient, cutting exactly the padding off.
-//! Both use the first maximum of each window in row-major order, so values
-//! and gradients are unchanged. Forward and backward pair through `u`.
+//! Both take each window's argmax by PyTorch's rule (the first maximum in
+//! row-major order, or the last NaN when the window holds one) and send a
+//! window's gradient to that cell alone (a NaN gradient reaches no other), so
+//! values and gradients are unchanged. Forward and backward pair through `u`.
 
 use super::pool_match::{
     crop_chain, name_after_unfold, pooled_dims, window_reduce, windows, Windows,
@@ -20,7 +23,7 @@ use super::pool_match::{
 use super::{Pass, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::{BinaryOp, Op, ReduceKind};
+use crate::ops::{Op, ReduceKind};
 use std::collections::HashSet;
 
 /// Fuses max pooling and its gradient.
@@ -34,16 +37,15 @@ enum Use {
     Grad(NodeId, NodeId),
 }
 
-/// `g` if `n` is `first_max_mask(u) · g` (either order) with `g` of shape `[N, C, 1, L]`,
-/// directly or through a broadcast to the mask's shape.
-fn mask_times_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<NodeId>> {
-    if !matches!(p.graph.node(n)?.op, Op::Binary(BinaryOp::Mul)) {
+/// `g` if `n` is `select(first_max_mask(u), g, 0)` with `g` of shape
+/// `[N, C, 1, L]`, directly or through a broadcast to the mask's shape.
+fn mask_selects_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<NodeId>> {
+    if !matches!(p.graph.node(n)?.op, Op::Select) {
         return Ok(None);
     }
     let ops = p.graph.operands(n);
     let other = match ops[..] {
-        [a, b] if a == mask && b != mask => b,
-        [a, b] if b == mask && a != mask => a,
+        [m, g, zero] if m == mask && g != mask && is_zero(p, zero)? => g,
         _ => return Ok(None),
     };
     let ms = p.graph.shape(mask)?;
@@ -53,6 +55,16 @@ fn mask_times_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<NodeId
     };
     let want = [ms[0], ms[1], 1, ms[3]];
     Ok((p.graph.shape(g)? == want && p.graph.shape(n)? == ms).then_some(g))
+}
+
+/// Whether `n` is a constant zero (either sign: `0 + gy` and `−0 + gy` sum
+/// alike in the fold).
+fn is_zero(p: &Program, n: NodeId) -> Result<bool> {
+    Ok(match &p.graph.node(n)?.op {
+        Op::Fill { value, .. } => *value == 0.0,
+        Op::Constant { value } => value.data().iter().all(|&v| v == 0.0),
+        _ => false,
+    })
 }
 
 /// Every rewrite that `u`'s users allow.
@@ -75,7 +87,7 @@ fn uses(p: &Program, live: &HashSet<NodeId>, u: NodeId, win: &Windows) -> Result
             continue;
         }
         for m in users(user) {
-            let Some(g) = mask_times_grad(p, m, user)? else {
+            let Some(g) = mask_selects_grad(p, m, user)? else {
                 continue;
             };
             for f in users(m) {

@@ -37,6 +37,9 @@ pub(super) fn windows(p: &Program, u: NodeId, pad_value: f32) -> Result<Option<W
         }
         _ => (src, vec![(0, 0); w.rank()]),
     };
+    if p.graph.shape(x)?[2..].contains(&0) {
+        return Ok(None); // windows over an empty plane: the fused pools need cells
+    }
     let pads = explicit
         .iter()
         .zip(&w.padding)

@@ -21,7 +21,9 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar). For a shape that was checked
+    /// (every node's is, when it is built); an unchecked one may wrap: use
+    /// [`checked_numel`] for those.
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }
@@ -61,6 +63,44 @@ impl<const N: usize> From<[usize; N]> for Shape {
 impl<const N: usize> From<&[usize; N]> for Shape {
     fn from(v: &[usize; N]) -> Self {
         Shape(v.to_vec())
+    }
+}
+
+/// The most f32 elements one buffer may hold: its size in bytes must fit in
+/// an `isize`, Rust's limit for one allocation (2^61 − 1 elements on 64-bit).
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f32>();
+
+/// The element count of `dims`, or an `Err` naming `op` when the product
+/// overflows or exceeds [`MAX_ELEMENTS`] (no buffer of that size can exist).
+/// Every node's shape passes this when it is built, so kernels may multiply
+/// dimensions of a node's shape (and their partial products) unchecked.
+pub fn checked_numel(op: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .map_or_else(
+            || {
+                shape_err(
+                    op,
+                    format!(
+                        "shape {dims:?} has more elements than any buffer can hold (at most {MAX_ELEMENTS})"
+                    ),
+                )
+            },
+            Ok,
+        )
+}
+
+/// One step of a size computation (`a + b`, `a · b`) for `op`, checked: the
+/// value if it stays within [`MAX_ELEMENTS`], else an `Err` naming `op` and
+/// `what` was being computed (`"padded input size"`, ...).
+pub fn checked_size(op: &str, what: &str, value: Option<usize>) -> Result<usize> {
+    match value.filter(|&v| v <= MAX_ELEMENTS) {
+        Some(v) => Ok(v),
+        None => shape_err(
+            op,
+            format!("the {what} overflows (more than {MAX_ELEMENTS})"),
+        ),
     }
 }
 

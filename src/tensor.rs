@@ -2,33 +2,118 @@
 
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
-use crate::shape::Shape;
+use crate::shape::{checked_numel, Shape};
 use serde::{Deserialize, Serialize};
 
-/// An owned f32 n-d array in row-major order.
+/// An owned f32 n-d array in row-major order. Its data always holds exactly
+/// the shape's element count (constructors and deserialisation check it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TensorParts")]
 pub struct Tensor {
     shape: Shape,
     data: Vec<f32>,
 }
 
+/// A tensor's fields as deserialised, before [`Tensor::from_vec`] checks them.
+#[derive(Deserialize)]
+struct TensorParts {
+    shape: Shape,
+    data: Vec<f32>,
+}
+
+impl TryFrom<TensorParts> for Tensor {
+    type Error = KilnError;
+    fn try_from(p: TensorParts) -> Result<Self> {
+        Tensor::from_vec(p.shape, p.data)
+    }
+}
+
+/// `n` values from `f`, in memory that is reserved first: `Err` naming
+/// `what` and the bytes asked for when the allocator refuses, instead of
+/// aborting the process.
+pub(crate) fn try_collect(what: &str, n: usize, f: impl FnMut() -> f32) -> Result<Vec<f32>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n)
+        .map_err(|_| KilnError::Invalid(format!("{what}: {}", alloc_failed(n))))?;
+    data.extend(std::iter::repeat_with(f).take(n));
+    Ok(data)
+}
+
+/// `n` zeros in freshly allocated zeroed memory (pages the system zeroes
+/// lazily, as `vec![0.0; n]`), or an `Err` naming `what` and the bytes
+/// asked for when the allocator refuses.
+pub(crate) fn try_zeros(what: &str, n: usize) -> Result<Vec<f32>> {
+    let refused = || KilnError::Invalid(format!("{what}: {}", alloc_failed(n)));
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused())?;
+    // SAFETY: the layout has a non-zero size; a non-null result is memory
+    // for exactly `n` zeroed f32s (all-zero bits are 0.0) from the global
+    // allocator with f32's layout, which is what `Vec` frees it with.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if p.is_null() {
+            return Err(refused());
+        }
+        Ok(Vec::from_raw_parts(p, n, n))
+    }
+}
+
+/// "cannot allocate N bytes (X GiB) for M f32 elements": the message of a
+/// refused allocation.
+pub(crate) fn alloc_failed(elements: usize) -> String {
+    let bytes = elements as f64 * 4.0;
+    format!(
+        "cannot allocate {} bytes ({:.1} GiB) for {elements} f32 elements",
+        elements.saturating_mul(4),
+        bytes / (1u64 << 30) as f64
+    )
+}
+
+/// The element count of `shape` for an infallible constructor: panics with
+/// the shape when it overflows (as `vec!` does on capacity overflow).
+fn numel_or_panic(what: &str, shape: &Shape) -> usize {
+    match checked_numel(what, shape.dims()) {
+        Ok(n) => n,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 impl Tensor {
     /// A tensor of zeros.
+    ///
+    /// # Panics
+    /// If the shape has more elements than a buffer can hold
+    /// ([`crate::shape::MAX_ELEMENTS`]); aborts, as `vec!`, if the memory
+    /// cannot be allocated. [`Tensor::try_full`] returns an `Err` instead.
     pub fn zeros(shape: impl Into<Shape>) -> Self {
         Self::full(shape, 0.0)
     }
     /// A tensor filled with `value`.
+    ///
+    /// # Panics
+    /// As [`Tensor::zeros`]; [`Tensor::try_full`] returns an `Err` instead.
     pub fn full(shape: impl Into<Shape>, value: f32) -> Self {
         let shape = shape.into();
-        let data = vec![value; shape.numel()];
+        let data = vec![value; numel_or_panic("Tensor::full", &shape)];
         Tensor { shape, data }
     }
-    /// A tensor from row-major data; `Err` if the length does not match the shape.
+    /// A tensor filled with `value`, or an `Err` saying how much memory was
+    /// asked for when the shape overflows or the allocation is refused.
+    pub fn try_full(shape: impl Into<Shape>, value: f32) -> Result<Self> {
+        let shape = shape.into();
+        let n = checked_numel("Tensor::try_full", shape.dims())?;
+        let data = try_collect("Tensor::try_full", n, || value)?;
+        Ok(Tensor { shape, data })
+    }
+    /// A tensor from row-major data; `Err` if the length does not match the
+    /// shape or the shape's element count overflows.
     pub fn from_vec(shape: impl Into<Shape>, data: Vec<f32>) -> Result<Self> {
         let shape = shape.into();
-        if shape.numel() != data.len() {
+        if checked_numel("Tensor::from_vec", shape.dims())? != data.len() {
             return Err(KilnError::TensorData {
-                expected: shape.numel(),
+                expected: shape.numel(), // checked above
                 shape: shape.0,
                 len: data.len(),
             });
@@ -43,17 +128,25 @@ impl Tensor {
         }
     }
     /// Uniform random values in [lo, hi) from `seed`.
+    ///
+    /// # Panics
+    /// As [`Tensor::zeros`].
     pub fn rand_uniform(shape: impl Into<Shape>, lo: f32, hi: f32, seed: u64) -> Self {
         let shape = shape.into();
         let mut rng = Rng::new(seed);
-        let data = (0..shape.numel()).map(|_| rng.uniform_in(lo, hi)).collect();
+        let n = numel_or_panic("Tensor::rand_uniform", &shape);
+        let data = (0..n).map(|_| rng.uniform_in(lo, hi)).collect();
         Tensor { shape, data }
     }
     /// Standard-normal random values scaled by `std`, from `seed`.
+    ///
+    /// # Panics
+    /// As [`Tensor::zeros`].
     pub fn rand_normal(shape: impl Into<Shape>, std: f32, seed: u64) -> Self {
         let shape = shape.into();
         let mut rng = Rng::new(seed);
-        let data = (0..shape.numel()).map(|_| std * rng.normal()).collect();
+        let n = numel_or_panic("Tensor::rand_normal", &shape);
+        let data = (0..n).map(|_| std * rng.normal()).collect();
         Tensor { shape, data }
     }
     /// The shape.
@@ -74,7 +167,7 @@ impl Tensor {
     }
     /// The element at a multi-index, or `None` if the index is out of bounds or of the wrong rank.
     pub fn get(&self, index: &[usize]) -> Option<f32> {
-        self.offset(index).map(|o| self.data[o])
+        self.offset(index).and_then(|o| self.data.get(o).copied())
     }
     /// Sets the element at a multi-index; `Err` if the index is out of bounds.
     pub fn set(&mut self, index: &[usize], value: f32) -> Result<()> {
@@ -84,7 +177,9 @@ impl Tensor {
                 self.shape()
             ))
         })?;
-        self.data[o] = value;
+        if let Some(v) = self.data.get_mut(o) {
+            *v = value;
+        }
         Ok(())
     }
     fn offset(&self, index: &[usize]) -> Option<usize> {

@@ -74,12 +74,22 @@ fn algebraic_collapses_reshapes_transposes_and_identities() {
     let m = g.mul(r2, one).unwrap();
     let t1 = g.transpose(x, &[1, 2, 0]).unwrap();
     let t2 = g.transpose(t1, &[2, 0, 1]).unwrap(); // the inverse: back to x
+                                                   // −0 is +'s identity (−0 + −0 = −0); +0 is not (+0 + −0 = +0)
+    let neg_zero = g.fill(&[2, 3, 4], -0.0).unwrap();
+    let s = g.add(neg_zero, t2).unwrap();
     let zero = g.fill(&[2, 3, 4], 0.0).unwrap();
-    let s = g.add(zero, t2).unwrap();
+    let kept = [g.add(zero, x).unwrap(), g.add(x, zero).unwrap()];
+    let sub_neg = g.sub(x, neg_zero).unwrap();
+    let sub_pos = g.sub(x, zero).unwrap();
     let v = rand(&[2, 3, 4], 1);
-    let (text, after) = rewrite("algebraic", g, vec![m, s], &[("x", &v)]);
+    let outs = vec![m, s, kept[0], kept[1], sub_neg, sub_pos];
+    let (text, after) = rewrite("algebraic", g, outs, &[("x", &v)]);
     insta::assert_snapshot!("pass_algebraic", text);
-    assert_eq!(after.outputs[1], x, "transpose∘inverse + 0 is x itself");
+    assert_eq!(after.outputs[1], x, "transpose∘inverse + (−0) is x itself");
+    assert_eq!(after.outputs[5], x, "x − 0 is x itself");
+    for i in 2..5 {
+        assert_ne!(after.outputs[i], x, "output {i} turns −0.0 into +0.0: kept");
+    }
     assert_eq!(count(&after, |o| matches!(o, Op::Reshape { .. })), 1);
 }
 

@@ -340,8 +340,22 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
         .iter()
         .map(|(p, v)| (step_of[p], step_of[v]))
         .collect();
+    // every value's size fits (checked when its node was built); so must
+    // all of them together, for the plan's offsets
+    steps
+        .iter()
+        .try_fold(0usize, |t, s| {
+            t.checked_add(s.len.checked_next_multiple_of(64)?)
+        })
+        .filter(|&t| t <= crate::shape::MAX_ELEMENTS)
+        .ok_or_else(|| {
+            KilnError::Invalid(format!(
+                "compile: the graph's values together hold more than {} elements",
+                crate::shape::MAX_ELEMENTS
+            ))
+        })?;
     let plan = plan_memory(&steps, &outputs, &updates);
-    let mut arena = vec![0.0f32; plan.arena_len];
+    let mut arena = crate::tensor::try_zeros("compile: the memory plan's arena", plan.arena_len)?;
     for (name, step) in &params {
         let value = graph
             .param_value(name)

@@ -166,7 +166,8 @@ impl Graph {
         self.sum(x, &axes, false)
     }
 
-    /// 1 at the first maximum along `axis`, 0 elsewhere.
+    /// 1 at the argmax along `axis`, 0 elsewhere: the first maximum, or the
+    /// last NaN where there is one (PyTorch's max-pooling rule; see `Op::FirstMaxMask`).
     pub fn first_max_mask(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
         let axis = normalize_axis("first_max_mask", axis, self.shape(x)?.len())?;
         self.add_op(Op::FirstMaxMask { axis }, &[x])
@@ -309,11 +310,12 @@ pub(crate) fn resolve_shape(numel: usize, shape: &[isize]) -> Result<Vec<usize>>
             format!("shape {shape:?} may hold non-negative sizes and at most one -1"),
         );
     }
-    let known: usize = shape
+    let known_dims: Vec<usize> = shape
         .iter()
         .filter(|&&d| d >= 0)
         .map(|&d| d as usize)
-        .product();
+        .collect();
+    let known = crate::shape::checked_numel("reshape", &known_dims)?;
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(&i) = infer.first() {
         if known == 0 || numel % known != 0 {

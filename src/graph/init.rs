@@ -3,7 +3,7 @@
 use crate::error::{attr_err, Result};
 use crate::rng::Rng;
 use crate::shape::Shape;
-use crate::tensor::Tensor;
+use crate::tensor::{try_collect, Tensor};
 
 /// How a parameter's initial value is drawn. Fan-in and fan-out follow
 /// PyTorch: for a weight `[out, in, *kernel]`, fan-in is `in · ∏kernel` and
@@ -58,35 +58,35 @@ fn fans(shape: &[usize]) -> (usize, usize) {
 }
 
 impl Init {
-    /// Draws the value for parameter `name` of `shape` using `seed`.
+    /// Draws the value for parameter `name` of `shape` (checked by the
+    /// caller) using `seed`; `Err` when its memory cannot be allocated.
     pub(crate) fn materialize(&self, name: &str, shape: &Shape, seed: u64) -> Result<Tensor> {
         let mut rng = Rng::new(seed);
         let n = shape.numel();
         let (fi, fo) = fans(shape.dims());
-        let uniform =
-            |rng: &mut Rng, b: f32| (0..n).map(|_| rng.uniform_in(-b, b)).collect::<Vec<_>>();
-        let normal = |rng: &mut Rng, m: f32, s: f32| {
-            (0..n).map(|_| m + s * rng.normal()).collect::<Vec<_>>()
-        };
+        let what = format!("param `{name}` {shape}");
+        let draw = |f: &mut dyn FnMut() -> f32| try_collect(&what, n, f);
+        let uniform = |rng: &mut Rng, b: f32| draw(&mut || rng.uniform_in(-b, b));
+        let normal = |rng: &mut Rng, m: f32, s: f32| draw(&mut || m + s * rng.normal());
         let data = match self {
-            Init::Zeros => vec![0.0; n],
-            Init::Constant(c) => vec![*c; n],
+            Init::Zeros => draw(&mut || 0.0)?,
+            Init::Constant(c) => draw(&mut || *c)?,
             Init::Uniform { low, high } => {
-                if low > high {
+                if low.is_nan() || high.is_nan() || low > high {
                     return attr_err(
                         "param",
-                        format!("`{name}`: uniform bounds low {low} > high {high}"),
+                        format!("`{name}`: uniform bounds low {low}, high {high} need low <= high"),
                     );
                 }
-                (0..n).map(|_| rng.uniform_in(*low, *high)).collect()
+                draw(&mut || rng.uniform_in(*low, *high))?
             }
-            Init::Normal { mean, std } => normal(&mut rng, *mean, *std),
-            Init::KaimingUniform => uniform(&mut rng, (6.0 / fi as f32).sqrt()),
-            Init::KaimingNormal => normal(&mut rng, 0.0, (2.0 / fi as f32).sqrt()),
-            Init::XavierUniform => uniform(&mut rng, (6.0 / (fi + fo) as f32).sqrt()),
-            Init::XavierNormal => normal(&mut rng, 0.0, (2.0 / (fi + fo) as f32).sqrt()),
+            Init::Normal { mean, std } => normal(&mut rng, *mean, *std)?,
+            Init::KaimingUniform => uniform(&mut rng, (6.0 / fi as f32).sqrt())?,
+            Init::KaimingNormal => normal(&mut rng, 0.0, (2.0 / fi as f32).sqrt())?,
+            Init::XavierUniform => uniform(&mut rng, (6.0 / (fi + fo) as f32).sqrt())?,
+            Init::XavierNormal => normal(&mut rng, 0.0, (2.0 / (fi + fo) as f32).sqrt())?,
             Init::LeCunUniform { fan_in } => {
-                uniform(&mut rng, 1.0 / ((*fan_in).max(1) as f32).sqrt())
+                uniform(&mut rng, 1.0 / ((*fan_in).max(1) as f32).sqrt())?
             }
             Init::FromTensor(t) => {
                 if t.shape() != shape.dims() {

@@ -14,7 +14,7 @@ pub use init::Init;
 use crate::error::{KilnError, Result};
 use crate::ops::Op;
 use crate::rng::mix64;
-use crate::shape::Shape;
+use crate::shape::{checked_numel, checked_size, Shape};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
@@ -73,13 +73,21 @@ impl Graph {
     }
 
     /// Adds a node applying `op` to `operands`, inferring its shape.
-    /// `Err` if an operand is not in this graph or the shapes do not fit the op.
+    /// `Err` if an operand is not in this graph, the shapes do not fit the
+    /// op, or the result has more elements than a buffer can hold
+    /// ([`crate::shape::MAX_ELEMENTS`], all outputs of the op together).
     pub fn add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId> {
         let shapes: Vec<&[usize]> = operands
             .iter()
             .map(|&id| self.node(id).map(|n| n.shape.dims()))
             .collect::<Result<_>>()?;
         let shape = op.infer_shape(&shapes)?;
+        let numel = checked_numel(op.name(), &shape)?;
+        checked_size(
+            op.name(),
+            "size of all outputs together",
+            numel.checked_mul(op.num_outputs()),
+        )?;
         self.check_outputs(&op, operands)?;
         Ok(self.insert(op, Shape(shape), operands))
     }
@@ -146,10 +154,14 @@ impl Graph {
         }
     }
 
-    /// Declares a named input of `shape`, fed at run time.
+    /// Declares a named input of `shape`, fed at run time. `Err` if the name
+    /// is empty or taken, or the shape has more elements than a buffer can
+    /// hold ([`crate::shape::MAX_ELEMENTS`]).
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
+        let shape = shape.into();
+        checked_numel(&format!("input `{name}`"), shape.dims())?;
         self.claim_name(name)?;
-        let id = self.insert(Op::Input { name: name.into() }, shape.into(), &[]);
+        let id = self.insert(Op::Input { name: name.into() }, shape, &[]);
         self.inputs.insert(name.into(), id);
         self.set_name(id, name);
         Ok(id)
@@ -170,6 +182,7 @@ impl Graph {
     }
 
     fn add_param(&mut self, name: &str, shape: Shape, init: Init) -> Result<NodeId> {
+        checked_numel(&format!("param `{name}`"), shape.dims())?;
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;

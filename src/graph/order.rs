@@ -28,7 +28,10 @@ fn order_of(graph: &Graph, nodes: Vec<NodeId>) -> Vec<NodeId> {
     let mut pending: HashMap<NodeId, usize> = HashMap::new();
     let mut ready = BinaryHeap::new();
     for &n in &nodes {
+        // distinct operands: `users` lists a user once however many of its
+        // operands a node is (`concat([a, b, a])`)
         let mut ops = graph.operands(n);
+        ops.sort_unstable();
         ops.dedup();
         let k = ops.iter().filter(|o| member.contains(o)).count();
         pending.insert(n, k);

@@ -10,6 +10,7 @@ use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
 use crate::ops::Window;
+use crate::shape::checked_numel;
 
 /// An N-d convolution over `D` spatial dimensions (use [`Conv1d`] or [`Conv2d`]).
 #[derive(Clone, Debug)]
@@ -128,9 +129,9 @@ impl<const D: usize> Layer for Conv<D> {
             xs[0],
             cin / groups,
             window.cells(),
-            out_spatial.iter().product::<usize>(),
+            checked_numel(&name, &out_spatial)?,
         );
-        let fan_in = cg * k;
+        let fan_in = checked_numel(&name, &[cg, k])?;
         let init = Init::LeCunUniform { fan_in };
         let mut wshape = vec![cout, cg];
         wshape.extend_from_slice(&self.kernel);
@@ -140,11 +141,11 @@ impl<const D: usize> Layer for Conv<D> {
         g.set_name(cols, format!("{name}.unfold"));
         let cols = g.reshape(
             cols,
-            &[n as isize, groups as isize, (cg * k) as isize, l as isize],
+            &[n as isize, groups as isize, fan_in as isize, l as isize],
         )?;
         let wm = g.reshape(
             w,
-            &[groups as isize, (cout / groups) as isize, (cg * k) as isize],
+            &[groups as isize, (cout / groups) as isize, fan_in as isize],
         )?;
         let y = g.matmul(wm, cols)?;
         g.set_name(y, format!("{name}.matmul"));

@@ -11,6 +11,7 @@ use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::Window;
+use crate::shape::checked_size;
 use std::marker::PhantomData;
 
 /// Which reduction a [`Pool`] applies over its windows.
@@ -127,10 +128,10 @@ impl<K: PoolKind> Pool<K> {
             self.padding,
             self.dilation,
         );
-        if xs.len() != 4 {
+        if xs.len() != 4 || xs[2] == 0 || xs[3] == 0 {
             return shape_err(
                 name,
-                format!("input has shape {xs:?}, expected [N, C, H, W]"),
+                format!("input has shape {xs:?}, expected [N, C, H, W] with H, W > 0 (as PyTorch)"),
             );
         }
         if k.contains(&0) || s.contains(&0) || d.contains(&0) {
@@ -143,15 +144,20 @@ impl<K: PoolKind> Pool<K> {
             out: [0; 2],
             pads: [(0, 0); 2],
         };
+        let checked = |what: &str, v: Option<usize>| checked_size(name, what, v);
         for i in 0..2 {
-            let span = d[i] * (k[i] - 1) + 1;
-            if 2 * p[i] > span {
+            let span = checked(
+                "window extent",
+                d[i].checked_mul(k[i] - 1).and_then(|s| s.checked_add(1)),
+            )?;
+            if p[i] > span / 2 {
                 return attr_err(
                     name,
                     format!("padding {p:?} must be at most half the effective kernel size {span}"),
                 );
             }
-            let (size, padded) = (xs[2 + i], xs[2 + i] + 2 * p[i]);
+            let size = xs[2 + i];
+            let padded = checked("padded input size", size.checked_add(2 * p[i]))?;
             if span > padded {
                 return shape_err(
                     name,
@@ -159,15 +165,14 @@ impl<K: PoolKind> Pool<K> {
                 );
             }
             let round = if self.ceil_mode { s[i] - 1 } else { 0 };
-            let mut out = (padded - span + round) / s[i] + 1;
+            let mut out = checked("output size", (padded - span).checked_add(round))? / s[i] + 1;
+            // the last window's start, inside the (padded) input: no overflow
             if self.ceil_mode && (out - 1) * s[i] >= size + p[i] {
                 out -= 1;
             }
             geom.out[i] = out;
-            geom.pads[i] = (
-                p[i],
-                p[i] + ((out - 1) * s[i] + span).saturating_sub(padded),
-            );
+            let reach = checked("last window's end", ((out - 1) * s[i]).checked_add(span))?;
+            geom.pads[i] = (p[i], p[i] + reach.saturating_sub(padded));
         }
         Ok(geom)
     }

@@ -7,6 +7,7 @@ use super::View;
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::kernels::conv::{conv_forward, ConvDims};
+use crate::shape::checked_size;
 
 /// Shape rule of `Conv`: `x [N, Cin, *S]`, `w [Cout, Cin/groups, *kernel]`,
 /// optional `b [Cout]` → `[N, Cout, *O]`.
@@ -23,7 +24,7 @@ pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Ve
         && w.len() == r
         && groups > 0
         && w[0] % groups == 0
-        && x[1] == w[1] * groups
+        && Some(x[1]) == w[1].checked_mul(groups)
         && w[2..] == window.kernel[..];
     if !fits {
         return shape_err(
@@ -44,6 +45,7 @@ pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Ve
     }
     let mut out = vec![x[0], w[0]];
     out.extend(window.out_size(op, &x[2..])?);
+    window.check_scratch(op, w[1], &x[2..])?;
     Ok(out)
 }
 
@@ -66,6 +68,8 @@ fn dims(
 }
 
 /// Kernel of `Conv`: the convolution, then the epilogue's unary ops in order.
+/// Empty operands (batch 0, no channels, an empty plane the padding makes
+/// windows over) sum nothing: each output is its bias (or 0), as PyTorch.
 pub fn conv(
     window: &Window,
     groups: usize,
@@ -74,6 +78,19 @@ pub fn conv(
     out: &mut [f32],
 ) {
     let (x, w) = (ins[0], ins[1]);
+    if out.is_empty() {
+        return;
+    }
+    if x.data.is_empty() || w.data.is_empty() {
+        let per_channel: usize = out.len() / (x.shape[0] * w.shape[0]);
+        for (k, o) in out.chunks_mut(per_channel).enumerate() {
+            o.fill(ins.get(2).map_or(0.0, |b| b.data[k % w.shape[0]]));
+        }
+        epilogue
+            .iter()
+            .for_each(|&u| super::elementwise::unary_in_place(u, out));
+        return;
+    }
     let d = dims(
         window,
         groups,
@@ -189,6 +206,7 @@ pub fn kernel_grad_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Re
         );
     }
     check_gy(&op, window, gy, x[0], gy[1], &x[2..])?;
+    window.check_scratch(&op, x[1] / groups, &x[2..])?;
     let mut out = vec![gy[1], x[1] / groups];
     out.extend(&window.kernel);
     Ok(out)
@@ -219,14 +237,20 @@ pub fn input_grad_shape(
         );
     }
     check_gy(&op, window, gy, gy[0], w[0], spatial)?;
-    let mut out = vec![gy[0], w[1] * groups];
+    let cin = checked_size(&op, "input channels", w[1].checked_mul(groups))?;
+    window.check_scratch(&op, w[1], spatial)?;
+    let mut out = vec![gy[0], cin];
     out.extend(spatial);
     Ok(out)
 }
 
 /// Kernel of `ConvKernelGrad`.
+/// Empty operands contribute nothing: the gradient is 0.
 pub fn kernel_grad(window: &Window, groups: usize, ins: &[View], out: &mut [f32]) {
     let (x, gy) = (ins[0], ins[1]);
+    if out.is_empty() || x.data.is_empty() || gy.data.is_empty() {
+        return out.fill(0.0);
+    }
     let d = dims(
         window,
         groups,
@@ -238,7 +262,7 @@ pub fn kernel_grad(window: &Window, groups: usize, ins: &[View], out: &mut [f32]
     crate::kernels::conv::conv_kernel_grad(&d, x.data, gy.data, out);
 }
 
-/// Kernel of `ConvInputGrad`.
+/// Kernel of `ConvInputGrad`. Empty operands contribute nothing: the gradient is 0.
 pub fn input_grad(
     window: &Window,
     groups: usize,
@@ -247,6 +271,9 @@ pub fn input_grad(
     out: &mut [f32],
 ) {
     let (w, gy) = (ins[0], ins[1]);
+    if out.is_empty() || w.data.is_empty() || gy.data.is_empty() {
+        return out.fill(0.0);
+    }
     let d = dims(
         window,
         groups,

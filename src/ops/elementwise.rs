@@ -115,18 +115,23 @@ impl BinaryOp {
             BinaryOp::Ge => "ge",
         }
     }
-    /// `e` with `x op e == x` for every `x`, if the op has one (0 for + and −, 1 for × and ÷).
+    /// `e` with `x op e` bit-identical to `x` for every `x` (NaN and ±0.0
+    /// included), if the op has one: −0.0 for + (IEEE 754: −0 + +0 = +0, so
+    /// +0.0 is no identity of +), +0.0 for −, 1 for × and ÷. Compare with
+    /// [`f32::to_bits`], never `==` (which takes −0.0 for +0.0).
     pub fn right_identity(self) -> Option<f32> {
         match self {
-            BinaryOp::Add | BinaryOp::Sub => Some(0.0),
+            BinaryOp::Add => Some(-0.0),
+            BinaryOp::Sub => Some(0.0),
             BinaryOp::Mul | BinaryOp::Div => Some(1.0),
             _ => None,
         }
     }
-    /// `e` with `e op x == x` for every `x`, if the op has one (0 for +, 1 for ×).
+    /// `e` with `e op x` bit-identical to `x` for every `x`, if the op has
+    /// one: −0.0 for +, 1 for × (see [`right_identity`](Self::right_identity)).
     pub fn left_identity(self) -> Option<f32> {
         match self {
-            BinaryOp::Add => Some(0.0),
+            BinaryOp::Add => Some(-0.0),
             BinaryOp::Mul => Some(1.0),
             _ => None,
         }
@@ -324,12 +329,14 @@ pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -
             g.neg(t)
         }
         UnaryOp::Relu => {
-            // d relu / dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch);
-            // read off the output (relu(x) > 0 exactly where x > 0), so the
-            // input is free to be fused away
+            // PyTorch's threshold_backward: `where(y <= 0, 0, gy)`, so a
+            // NaN or ∞ gradient never reaches a cell ReLU zeroed (a mask
+            // product would make it NaN) and a NaN input passes its
+            // gradient; read off the output (relu(x) <= 0 exactly where
+            // x <= 0), so the input is free to be fused away
             let zero = g.scalar(0.0)?;
-            let mask = g.gt(y, zero)?;
-            g.mul(gy, mask)
+            let off = g.le(y, zero)?;
+            g.select(off, zero, gy)
         }
         UnaryOp::Sigmoid => {
             let one = g.scalar(1.0)?;

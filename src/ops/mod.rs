@@ -82,7 +82,8 @@ pub enum Op {
         /// Keep reduced axes as size-1 dimensions.
         keepdims: bool,
     },
-    /// 1 at the first maximum along `axis` (lowest index), 0 elsewhere.
+    /// 1 at the argmax along `axis`, 0 elsewhere: the first (lowest-index)
+    /// maximum, or the last NaN where there is one (PyTorch's max-pooling rule).
     FirstMaxMask {
         /// The axis searched.
         axis: usize,
@@ -270,13 +271,21 @@ impl Op {
             Op::Fold { .. } => "fold",
             Op::MatMul { .. } => "matmul",
             Op::Dropout { .. } => "dropout",
-            Op::Conv { window, .. } => ["conv1d", "conv2d"][window.rank() - 1],
-            Op::ConvKernelGrad { window, .. } => {
-                ["conv1d_kernel_grad", "conv2d_kernel_grad"][window.rank() - 1]
-            }
-            Op::ConvInputGrad { window, .. } => {
-                ["conv1d_input_grad", "conv2d_input_grad"][window.rank() - 1]
-            }
+            // a window of another rank is refused by the shape rule, which
+            // names the op by its generic name
+            Op::Conv { window, .. } => by_rank(window.rank(), ["conv", "conv1d", "conv2d"]),
+            Op::ConvKernelGrad { window, .. } => by_rank(
+                window.rank(),
+                [
+                    "conv_kernel_grad",
+                    "conv1d_kernel_grad",
+                    "conv2d_kernel_grad",
+                ],
+            ),
+            Op::ConvInputGrad { window, .. } => by_rank(
+                window.rank(),
+                ["conv_input_grad", "conv1d_input_grad", "conv2d_input_grad"],
+            ),
             Op::Output { .. } => "output",
             Op::StopGradient => "stop_gradient",
             Op::Fused { .. } => "fused",
@@ -448,7 +457,11 @@ impl Op {
             Op::Unary(_) => Ok(ins[0].to_vec()),
             Op::Binary(_) => elementwise::broadcast_shapes(op, ins),
             Op::Select => elementwise::broadcast_shapes(op, ins),
-            Op::Reduce { axes, keepdims, .. } => reduce::reduce_shape(op, ins[0], axes, *keepdims),
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            } => reduce::reduce_shape(*kind, ins[0], axes, *keepdims),
             Op::FirstMaxMask { axis } => reduce::first_max_mask_shape(ins[0], *axis),
             Op::Reshape { shape } => movement::reshape_shape(ins[0], shape),
             Op::Transpose { perm } | Op::Permute { perm } => {
@@ -515,6 +528,9 @@ impl Op {
         out: &mut [f32],
         out_shape: &[usize],
     ) {
+        if out.is_empty() {
+            return;
+        }
         match self {
             Op::Unary(u) => elementwise::unary_in_place(*u, out),
             Op::Binary(b) => elementwise::binary_in_place(*b, ins, aliased, out, out_shape),
@@ -527,7 +543,14 @@ impl Op {
     /// `out` (of the inferred shape `out_shape`; a multi-output op writes its
     /// outputs back to back, and an operand that is one holds them all).
     /// `Input` and `Param` are filled by the executor, not here.
+    ///
+    /// An empty result has nothing to compute; a kernel whose operands are
+    /// empty but whose result is not (a sum over an empty axis, a padded
+    /// empty plane) writes what PyTorch gives for it.
     pub fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], ctx: &RunCtx) {
+        if out.is_empty() {
+            return;
+        }
         match self {
             Op::Input { .. } | Op::Param { .. } => {}
             Op::Constant { value } => out.copy_from_slice(value.data()),
@@ -665,6 +688,11 @@ impl Op {
             } => one(pool::avg_pool_backward_vjp(window, *divisor, g, gy)),
         }
     }
+}
+
+/// `names[rank]` for a 1-D or 2-D window, else the generic `names[0]`.
+fn by_rank(rank: usize, names: [&'static str; 3]) -> &'static str {
+    names.get(rank).filter(|_| rank > 0).unwrap_or(&names[0])
 }
 
 /// Fixed, round-trippable float format for dumps.

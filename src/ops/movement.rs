@@ -4,11 +4,16 @@
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
-use crate::shape::{broadcast_pair, broadcast_strides, strided_walk, strides};
+use crate::shape::{
+    broadcast_pair, broadcast_strides, checked_numel, checked_size, strided_walk, strides,
+};
 
 /// Shape rule of `Reshape`: sizes must agree.
 pub fn reshape_shape(x: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
-    let (a, b): (usize, usize) = (x.iter().product(), shape.iter().product());
+    let (a, b) = (
+        x.iter().product::<usize>(),
+        checked_numel("reshape", shape)?,
+    );
     if a != b {
         return shape_err(
             "reshape",
@@ -119,7 +124,18 @@ pub fn pad_shape(x: &[usize], pads: &[(usize, usize)]) -> Result<Vec<usize>> {
             ),
         );
     }
-    Ok(x.iter().zip(pads).map(|(&n, &(b, a))| n + b + a).collect())
+    x.iter()
+        .zip(pads)
+        .enumerate()
+        .map(|(d, (&n, &(b, a)))| {
+            let size = n.checked_add(b).and_then(|s| s.checked_add(a));
+            checked_size(
+                "pad",
+                &format!("padded size of dim {d} ({n} + {b} + {a})"),
+                size,
+            )
+        })
+        .collect()
 }
 
 /// Reference kernel of `Pad`.
@@ -148,7 +164,11 @@ pub fn concat_shape(ins: &[&[usize]], axis: usize) -> Result<Vec<usize>> {
                 format!("operand {i} has shape {s:?}, operand 0 has {first:?}: they may differ only along axis {axis}"),
             );
         }
-        out[axis] += s[axis];
+        out[axis] = checked_size(
+            "concat",
+            &format!("size of axis {axis}"),
+            out[axis].checked_add(s[axis]),
+        )?;
     }
     Ok(out)
 }

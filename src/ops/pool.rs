@@ -119,13 +119,28 @@ impl PoolWindow {
                 format!("a {n}-D window needs {n} spatial dimensions, got {spatial:?}"),
             );
         }
+        if spatial.contains(&0) {
+            return shape_err(
+                op,
+                format!(
+                    "pooling needs non-empty planes, got spatial size {spatial:?} (as PyTorch)"
+                ),
+            );
+        }
         (0..n)
             .map(|d| {
+                let Some((span, padded)) = self.extents(d, spatial[d]) else {
+                    return shape_err(
+                        op,
+                        format!(
+                            "the window extent or the padded input size in spatial dim {d} overflows (size {spatial:?}, kernel {:?}, dilation {:?}, pads {:?})",
+                            self.kernel, self.dilation, self.pads
+                        ),
+                    );
+                };
                 if let Some(len) = self.pooled_len(d, spatial[d]) {
                     return Ok(len);
                 }
-                let padded = spatial[d] + self.pads[d].0 + self.pads[d].1;
-                let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
                 shape_err(
                     op,
                     format!(
@@ -139,9 +154,23 @@ impl PoolWindow {
     /// Output length along spatial axis `d` of input length `size`; `None`
     /// if the window does not fit in the padded input.
     fn pooled_len(&self, d: usize, size: usize) -> Option<usize> {
-        let padded = size + self.pads[d].0 + self.pads[d].1;
-        let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+        let (span, padded) = self.extents(d, size)?;
         (span <= padded).then(|| (padded - span) / self.stride[d] + 1)
+    }
+    /// The window's extent `d·(k − 1) + 1` along spatial axis `d` and the
+    /// padded input size, `None` on overflow. The kernels also use the input
+    /// grown by the leading padding on both sides, so that must fit too.
+    fn extents(&self, d: usize, size: usize) -> Option<(usize, usize)> {
+        let fits = |v: Option<usize>| v.filter(|&v| v <= crate::shape::MAX_ELEMENTS);
+        let (before, after) = self.pads[d];
+        let span = fits(
+            self.dilation[d]
+                .checked_mul(self.kernel[d] - 1)
+                .and_then(|s| s.checked_add(1)),
+        )?;
+        let padded = fits(size.checked_add(before).and_then(|s| s.checked_add(after)))?;
+        fits(before.checked_mul(2).and_then(|p| p.checked_add(size)))?;
+        Some((span, padded))
     }
     /// The window over one plane of spatial size `spatial` (a 1-D window is a plane of height 1).
     pub fn geom(&self, spatial: &[usize]) -> PoolGeom {

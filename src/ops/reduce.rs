@@ -29,7 +29,15 @@ impl ReduceKind {
 }
 
 /// Shape rule of `Reduce`: reduced axes removed, or kept as 1 with `keepdims`.
-pub fn reduce_shape(op: &str, x: &[usize], axes: &[usize], keepdims: bool) -> Result<Vec<usize>> {
+/// An empty reduced axis sums to 0 and averages to NaN (0/0), as PyTorch's
+/// `sum` and `mean`; its maximum is an `Err` (PyTorch's `amax` raises).
+pub fn reduce_shape(
+    kind: ReduceKind,
+    x: &[usize],
+    axes: &[usize],
+    keepdims: bool,
+) -> Result<Vec<usize>> {
+    let op = kind.name();
     if axes.is_empty() {
         return attr_err(op, "needs at least one axis");
     }
@@ -44,10 +52,10 @@ pub fn reduce_shape(op: &str, x: &[usize], axes: &[usize], keepdims: bool) -> Re
             format!("axis {a} is out of range for operand 0 of shape {x:?}"),
         );
     }
-    if axes.iter().any(|&a| x[a] == 0) {
+    if kind == ReduceKind::Max && axes.iter().any(|&a| x[a] == 0) {
         return shape_err(
             op,
-            format!("cannot reduce an empty axis of operand 0 (shape {x:?})"),
+            format!("the maximum over an empty axis is undefined (operand 0 has shape {x:?}, axes {axes:?})"),
         );
     }
     Ok(x.iter()
@@ -134,6 +142,13 @@ pub fn reduce(kind: ReduceKind, axes: &[usize], x: View, out: &mut [f32]) {
         0.0
     };
     out.fill(init);
+    if x.data.is_empty() {
+        // an empty axis: the sum is 0, the mean 0/0 (max is refused at build)
+        if kind == ReduceKind::Mean {
+            out.fill(f32::NAN);
+        }
+        return;
+    }
     if let Some((outer, kept, inner)) = as_outer_kept_inner(x.shape, axes) {
         for o in 0..outer {
             let block = &x.data[o * kept * inner..(o + 1) * kept * inner];
@@ -171,13 +186,18 @@ pub fn first_max_mask_shape(x: &[usize], axis: usize) -> Result<Vec<usize>> {
     Ok(x.to_vec())
 }
 
-/// Reference kernel of `FirstMaxMask`: 1 at the first (lowest-index) maximum along `axis`.
-/// A NaN counts as the maximum, as in PyTorch's max pooling.
+/// Reference kernel of `FirstMaxMask`: 1 at the argmax along `axis` by
+/// PyTorch's max-pooling rule (a larger value or any NaN replaces the maximum
+/// so far: the first maximum, or the last NaN where there is one), 0
+/// elsewhere. An empty axis has no argmax (the output is empty too).
 pub fn first_max_mask(axis: usize, x: View, out: &mut [f32]) {
     let n = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     let outer: usize = x.shape[..axis].iter().product();
     out.fill(0.0);
+    if n == 0 {
+        return;
+    }
     for o in 0..outer {
         for i in 0..inner {
             let base = o * n * inner + i;
@@ -185,7 +205,7 @@ pub fn first_max_mask(axis: usize, x: View, out: &mut [f32]) {
             for k in 1..n {
                 let v = x.data[base + k * inner];
                 let b = x.data[base + best * inner];
-                if !b.is_nan() && (v > b || v.is_nan()) {
+                if crate::kernels::pool::takes(b, v) {
                     best = k;
                 }
             }
@@ -222,16 +242,19 @@ pub fn reduce_vjp(
             g.mul_scalar(b, 1.0 / count as f32)
         }
         ReduceKind::Max => {
-            let mask = if let [axis] = axes {
-                g.first_max_mask(x, *axis as isize)?
-            } else {
-                let yk = g.reshape(y, &kept)?;
-                let hits = g.eq(x, yk)?;
-                let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
-                let n = g.sum(hits, &ax, true)?;
-                g.div(hits, n)?
-            };
-            g.mul(mask, gk)
+            if let [axis] = axes {
+                // only the argmax receives the gradient (a NaN or ∞ upstream
+                // gradient reaches no other cell, as PyTorch's scatter)
+                let mask = g.first_max_mask(x, *axis as isize)?;
+                let zero = g.scalar(0.0)?;
+                return g.select(mask, gk, zero);
+            }
+            let yk = g.reshape(y, &kept)?;
+            let hits = g.eq(x, yk)?;
+            let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            let n = g.sum(hits, &ax, true)?;
+            let share = g.div(hits, n)?;
+            g.mul(share, gk)
         }
     }
 }

@@ -9,6 +9,7 @@
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::im2col::{col2im_add, im2col, Geom};
+use crate::shape::{checked_numel, checked_size};
 use serde::{Deserialize, Serialize};
 
 /// A 1-D or 2-D sliding window with symmetric zero padding.
@@ -39,9 +40,25 @@ impl Window {
     pub fn rank(&self) -> usize {
         self.kernel.len()
     }
-    /// Cells per window.
+    /// Cells per window (checked by [`validate`](Self::validate)).
     pub fn cells(&self) -> usize {
         self.kernel.iter().product()
+    }
+    /// The window's extent `d·(k − 1) + 1` along spatial dim `d` and the
+    /// padded input size `S + 2p`, checked: `Err` naming `op` on overflow.
+    fn extents(&self, op: &str, d: usize, size: usize) -> Result<(usize, usize)> {
+        let (k, dil, p) = (self.kernel[d], self.dilation[d], self.padding[d]);
+        let span = checked_size(
+            op,
+            &format!("window extent {dil}·({k} − 1) + 1 in spatial dim {d}"),
+            dil.checked_mul(k - 1).and_then(|s| s.checked_add(1)),
+        )?;
+        let padded = checked_size(
+            op,
+            &format!("padded input size {size} + 2·{p} in spatial dim {d}"),
+            p.checked_mul(2).and_then(|p2| p2.checked_add(size)),
+        )?;
+        Ok((span, padded))
     }
     /// Checks the attributes; `op` names the caller in the error.
     pub fn validate(&self, op: &str) -> Result<()> {
@@ -77,6 +94,10 @@ impl Window {
                 return attr_err(op, format!("{what} must be at least 1, got {v:?}"));
             }
         }
+        checked_numel(op, &self.kernel)?;
+        for d in 0..n {
+            self.extents(op, d, 0)?;
+        }
         Ok(())
     }
     /// Output spatial size for input spatial size `spatial`:
@@ -96,8 +117,7 @@ impl Window {
         }
         (0..self.rank())
             .map(|d| {
-                let padded = spatial[d] + 2 * self.padding[d];
-                let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+                let (span, padded) = self.extents(op, d, spatial[d])?;
                 if span > padded {
                     return shape_err(
                         op,
@@ -110,6 +130,22 @@ impl Window {
                 Ok((padded - span) / self.stride[d] + 1)
             })
             .collect()
+    }
+    /// Checks that the working buffers of a fused convolution over
+    /// `channels` planes of size `spatial` fit: the padded planes and one
+    /// image's im2col columns `[channels · cells, positions]`. (The shape
+    /// rule checks them so the kernels can size their scratch unchecked.)
+    pub fn check_scratch(&self, op: &str, channels: usize, spatial: &[usize]) -> Result<()> {
+        let out = self.out_size(op, spatial)?;
+        let mut padded = vec![channels];
+        for (d, &s) in spatial.iter().enumerate() {
+            padded.push(self.extents(op, d, s)?.1);
+        }
+        checked_numel(op, &padded)?;
+        let mut columns = vec![channels, self.cells()];
+        columns.extend(out);
+        checked_numel(op, &columns)?;
+        Ok(())
     }
     /// Dump attributes.
     pub fn attrs(&self) -> Vec<(&'static str, String)> {
@@ -158,14 +194,14 @@ pub fn unfold_shape(w: &Window, x: &[usize]) -> Result<Vec<usize>> {
     w.validate("unfold")?;
     check_nc("unfold", x, w)?;
     let out = w.out_size("unfold", &x[2..])?;
-    Ok(vec![x[0], x[1], w.cells(), out.iter().product()])
+    Ok(vec![x[0], x[1], w.cells(), checked_numel("unfold", &out)?])
 }
 
 /// Shape rule of `Fold`: `[N, C, K, L]` → `[N, C, *spatial]`.
 pub fn fold_shape(w: &Window, spatial: &[usize], x: &[usize]) -> Result<Vec<usize>> {
     w.validate("fold")?;
     let out = w.out_size("fold", spatial)?;
-    let l: usize = out.iter().product();
+    let l = checked_numel("fold", &out)?;
     if x.len() != 4 || x[2] != w.cells() || x[3] != l {
         return shape_err(
             "fold",
@@ -204,6 +240,9 @@ pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     let g = geom(w, &x.shape[2..]);
     let plane = g.h * g.w;
     let cols = out_shape[2] * out_shape[3];
+    if plane == 0 {
+        return out.fill(0.0); // every window lies in the zero padding
+    }
     for (src, dst) in x.data.chunks_exact(plane).zip(out.chunks_exact_mut(cols)) {
         im2col(&g, src, dst);
     }

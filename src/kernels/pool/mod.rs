@@ -91,12 +91,18 @@ impl PoolGeom {
         (lo, hi.max(lo))
     }
     /// The interior block: output rows whose windows' rows all lie in the
-    /// plane (a range, as rows only clip at the edges) and the interior columns.
+    /// plane (a range, as rows only clip at the edges) and the interior
+    /// columns; both empty when either is (interior rows without interior
+    /// columns hold no interior window: every window is an edge window).
     fn interior_block(&self) -> Interior {
         let (r, c) = (self.interior(0), self.interior(1));
+        let (rows, cols) = match r.0 < r.1 && c.0 < c.1 {
+            true => (r.0..r.1, c.0..c.1),
+            false => (0..0, 0..0),
+        };
         Interior {
-            rows: r.0..r.1,
-            cols: c.0..c.1,
+            rows,
+            cols,
             taps: self.kernel[0] * self.kernel[1],
         }
     }
@@ -203,7 +209,7 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
         let (mut best, mut at, mut first) = (f32::NEG_INFINITY, -1isize, !win.starts_in_pad);
         win.cells(dw, |i| {
             let v = x[i];
-            if first || (!best.is_nan() && (v > best || v.is_nan())) {
+            if first || takes(best, v) {
                 (best, at, first) = (v, i as isize, false);
             }
         });
@@ -271,7 +277,7 @@ pub fn max_pool_values(g: &PoolGeom, x: &[f32], values: &mut [f32]) {
 }
 
 /// Max pooling's step for one window: takes `x` (at plane index `at`) when
-/// it is larger than the maximum so far, or the first NaN. Branch-free.
+/// it is larger than the maximum so far or NaN (see [`takes`]). Branch-free.
 #[inline(always)]
 fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
     let (old, oi) = (*v, *i);
@@ -281,12 +287,11 @@ fn lane(v: &mut f32, i: &mut f32, x: f32, at: f32) {
 }
 
 /// Whether max pooling takes `x` over the maximum so far `v`: `x` is larger,
-/// or `x` is NaN and `v` is not ("not x ≤ v" unless v is NaN). Branch-free.
+/// or `x` is NaN, so the last NaN of a window wins (PyTorch's CPU max
+/// pooling: `if ((val > maxval) || std::isnan(val))`). Branch-free.
 #[inline(always)]
-fn takes(v: f32, x: f32) -> bool {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    let take = !(x <= v) & !v.is_nan();
-    take
+pub(crate) fn takes(v: f32, x: f32) -> bool {
+    (x > v) | x.is_nan()
 }
 
 /// The maximum so far after `x`: `x` if [`takes`], else `v`.
@@ -349,7 +354,7 @@ fn max_pool_2x2_interior(
     });
 }
 
-/// Where `src[k]` is larger than `vals[k]` (or the first NaN), takes it, with
+/// Where `src[k]` is larger than `vals[k]` or NaN ([`takes`]), takes it, with
 /// index `base + ramp[k]`; in lanes of 8 with selects, no branches.
 #[inline(always)]
 fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f32]) {
@@ -366,10 +371,10 @@ fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f
                 let (x, r) = (&src[k..k + 8], &ramp[k..k + 8]);
                 let old = _mm256_loadu_ps(v.as_ptr());
                 let xv = _mm256_loadu_ps(x.as_ptr());
-                // x > v or x unordered (NaN), and v ordered (not NaN)
-                let take = _mm256_and_ps(
-                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, old),
-                    _mm256_cmp_ps::<_CMP_ORD_Q>(old, old),
+                // x > v, or x is NaN (as `takes`)
+                let take = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(xv, old),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(xv, xv),
                 );
                 _mm256_storeu_ps(v.as_mut_ptr(), _mm256_blendv_ps(old, xv, take));
                 let newi = _mm256_add_ps(at, _mm256_loadu_ps(r.as_ptr()));
@@ -591,7 +596,8 @@ mod tests {
         }
     }
 
-    /// The first maximum of each window in row-major order (NaN wins), by
+    /// Each window's maximum in row-major order by PyTorch's rule (a larger
+    /// value or any NaN replaces the maximum so far: the last NaN wins), by
     /// comparing every cell in turn.
     fn window_loop(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (mut values, mut indices) = (vec![], vec![]);
@@ -603,7 +609,7 @@ mod tests {
                     let v = x[i];
                     let better = match best {
                         None => true,
-                        Some((b, _)) => !b.is_nan() && (v.is_nan() || v > b),
+                        Some((b, _)) => v > b || v.is_nan(),
                     };
                     if better {
                         best = Some((v, i));
@@ -632,7 +638,7 @@ mod tests {
             2.0,
             7.0,
         ];
-        let mut late_nans = 0;
+        let (mut late_nans, mut two_nans) = (0, 0);
         for ow in 1..20 {
             let g = geom_2x2(6, 2 * ow);
             let x: Vec<f32> = (0..g.plane())
@@ -644,6 +650,14 @@ mod tests {
                     let first = (o / ow) * 4 * ow + 2 * (o % ow);
                     let win = [first, first + 1, first + 2 * ow, first + 2 * ow + 1];
                     !x[win[0]].is_nan() && win.iter().any(|&i| x[i].is_nan())
+                })
+                .count();
+            // two NaNs in a window: the last one is the maximum
+            two_nans += (0..g.out_len())
+                .filter(|&o| {
+                    let first = (o / ow) * 4 * ow + 2 * (o % ow);
+                    let win = [first, first + 1, first + 2 * ow, first + 2 * ow + 1];
+                    win.iter().filter(|&&i| x[i].is_nan()).count() > 1
                 })
                 .count();
             let (want_v, want_i) = window_loop(&g, &x);
@@ -675,8 +689,8 @@ mod tests {
             assert_eq!(bits(&avg), bits(&want), "average, {ow} windows a row");
         }
         assert!(
-            late_nans > 10,
-            "the inputs hold windows a NaN wins late: {late_nans}"
+            late_nans > 10 && two_nans > 3,
+            "the inputs hold windows a NaN wins late ({late_nans}) and windows with two NaNs ({two_nans})"
         );
     }
 

@@ -41,10 +41,10 @@ pub(super) fn max_2x2_row(
                 let offsets = window_cells(base, w as f32);
                 let (mut m, mut mi) = (taps[0], base);
                 for k in 1..4 {
-                    // x > m, or x is NaN and m is not (as `takes`)
-                    let take = _mm256_and_ps(
-                        _mm256_cmp_ps::<_CMP_NLE_UQ>(taps[k], m),
-                        _mm256_cmp_ps::<_CMP_ORD_Q>(m, m),
+                    // x > m, or x is NaN (as `takes`)
+                    let take = _mm256_or_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(taps[k], m),
+                        _mm256_cmp_ps::<_CMP_UNORD_Q>(taps[k], taps[k]),
                     );
                     m = _mm256_blendv_ps(m, taps[k], take);
                     mi = _mm256_blendv_ps(mi, offsets[k], take);
