@@ -415,15 +415,20 @@ pub fn conv_forward(
 /// Weight gradient: `dw [Cout, Cin/G, K] = Σₙ gy[n] · cols(x[n])ᵀ`, per group,
 /// computed as its transpose `cols(x[n]) · gy[n]ᵀ` so that the columns are
 /// read in place from the padded image (stride 1) and only `gy` is packed.
-/// The (image, position range) pieces are split into one run per thread,
-/// each summing `dwᵀ` into its own partial; the partials are then added up
-/// into `dw`, transposed back.
+/// The (image, position range) pieces are split into runs, each summing
+/// `dwᵀ` into its own partial; the partials are then added up in order into
+/// `dw`, transposed back. Pieces and runs depend on the sizes alone, never
+/// on the thread count, so every thread count gives the same bits.
 pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
     let (k, l, plane, cg, og) = d.sizes();
-    let splits = d.splits();
+    let splits = if d.n >= GRAD_PARTS {
+        1
+    } else {
+        GRAD_PARTS.div_ceil(d.n).min(l.div_ceil(4 * NR)).max(1)
+    };
     let piece = l.div_ceil(splits);
     let units = d.n * splits;
-    let parts = par::threads().min(units).max(1);
+    let parts = GRAD_PARTS.min(units).max(1);
     let per_part = units.div_ceil(parts);
     let len = d.cout * cg * k;
     assert!(dw.len() >= len, "conv_kernel_grad: buffers too small");
@@ -453,8 +458,11 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
         }
     };
     scratch::with(Slot::Partials, len * parts, |partials| {
-        if parts == 1 {
-            part(0, partials);
+        if parts == 1 || par::threads() == 1 {
+            partials
+                .chunks_mut(len)
+                .enumerate()
+                .for_each(|(p, acc)| part(p, acc));
         } else {
             partials
                 .par_chunks_mut(len)
@@ -475,6 +483,11 @@ pub fn conv_kernel_grad(d: &ConvDims, x: &[f32], gy: &[f32], dw: &mut [f32]) {
         }
     });
 }
+
+/// Runs a weight gradient is cut into (each with its own partial sum): a
+/// constant, so results do not depend on the thread count; up to this many
+/// threads share the work.
+const GRAD_PARTS: usize = 8;
 
 /// The input gradient of a stride-1 window as a forward convolution: over
 /// `gy` padded by `dilation·(k − 1) − pad`, with the kernel flipped and its
