@@ -4,7 +4,7 @@
 use crate::error::{KilnError, Result};
 use crate::exec::{compile, compile_with_updates, Executable};
 use crate::graph::{Graph, NodeId};
-use crate::optim::{Optimizer, ParamGrad, LR};
+use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
 use crate::weights;
 use std::path::Path;
@@ -113,8 +113,12 @@ impl Trainer {
         self.step.profile()
     }
 
-    /// Changes the learning rate for the following steps.
+    /// Changes the learning rate for the following steps (like setting
+    /// `param_group["lr"]` in PyTorch). `Err` naming the value, and nothing
+    /// changed, unless `lr` is finite and ≥ 0, the range the optimisers'
+    /// constructors accept.
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        check_lr(lr)?;
         self.step.set_param(LR, &Tensor::scalar(lr))
     }
 

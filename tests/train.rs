@@ -92,7 +92,7 @@ fn invalid_optimiser_settings_are_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("learning rate"), "{e}");
-    let e = Trainer::new(g.clone(), l, Sgd::new(0.1).momentum(1.5))
+    let e = Trainer::new(g.clone(), l, Sgd::new(0.1).momentum(-0.5))
         .err()
         .unwrap()
         .to_string();

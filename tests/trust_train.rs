@@ -1,0 +1,306 @@
+//! Training on bad or unusual input: optimisers follow PyTorch's documented
+//! updates for every option, and bad settings, labels, data files and weight
+//! files are `Err`s naming what was wrong — never a panic, an abort or a
+//! silently wrong number.
+
+mod common;
+use common::*;
+use kiln::optim::{Adam, Optimizer, Sgd};
+use kiln::{Graph, Init, Trainer};
+
+fn msg<T>(r: kiln::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn has_all(m: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(m.contains(p), "message {m:?} should mention {p:?}");
+    }
+}
+
+/// A trainer for `loss = Σ (w − target)² / 2` over one parameter `w`, with
+/// `target` fed as input `t`: the gradient is `w − target`.
+fn quadratic(w0: &[f32], opt: impl Optimizer) -> kiln::Result<Trainer> {
+    let mut g = Graph::new();
+    let n = w0.len();
+    let w = g.param("w", [n], Init::FromTensor(t(&[n], w0)))?;
+    let target = g.input("t", [n])?;
+    let d = g.sub(w, target)?;
+    let sq = g.mul(d, d)?;
+    let s = g.sum_all(sq)?;
+    let loss = g.mul_scalar(s, 0.5)?;
+    Trainer::new(g, loss, opt)
+}
+
+fn w_of(tr: &Trainer) -> Vec<f32> {
+    tr.params()[0].1.data().to_vec()
+}
+
+/// `torch.optim.SGD`'s documented update, one parameter element, in f64.
+#[derive(Clone, Copy)]
+struct TorchSgd {
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+}
+
+impl TorchSgd {
+    /// Runs `steps` steps from `w` on the gradient `w − target`; returns w after each.
+    fn run(self, mut w: f64, target: f64, steps: usize) -> Vec<f64> {
+        let mut buf: Option<f64> = None;
+        let mut out = vec![];
+        for _ in 0..steps {
+            let mut g = w - target;
+            if self.weight_decay != 0.0 {
+                g += self.weight_decay * w;
+            }
+            if self.momentum != 0.0 {
+                let b = match buf {
+                    None => g,
+                    Some(b) => self.momentum * b + (1.0 - self.dampening) * g,
+                };
+                buf = Some(b);
+                g = if self.nesterov {
+                    g + self.momentum * b
+                } else {
+                    b
+                };
+            }
+            w -= self.lr * g;
+            out.push(w);
+        }
+        out
+    }
+
+    fn kiln(self) -> Sgd {
+        Sgd::new(self.lr as f32)
+            .momentum(self.momentum as f32)
+            .dampening(self.dampening as f32)
+            .weight_decay(self.weight_decay as f32)
+            .nesterov(self.nesterov)
+    }
+}
+
+fn three_steps(tr: &mut Trainer, target: f32) -> Vec<f32> {
+    let tt = t(&[1], &[target]);
+    (0..3)
+        .map(|_| {
+            tr.step(&[("t", &tt)]).unwrap();
+            w_of(tr)[0]
+        })
+        .collect()
+}
+
+#[test]
+fn sgd_dampening_leaves_the_first_step_undamped() {
+    // w = [1], loss = sum(w): the gradient is 1 at every step.
+    let mut g = Graph::new();
+    let w = g.param("w", [1], Init::Constant(1.0)).unwrap();
+    let loss = g.sum_all(w).unwrap();
+    let mut tr = Trainer::new(g, loss, Sgd::new(0.1).momentum(0.5).dampening(0.3)).unwrap();
+    // buf₁ = g = 1              → w = 1 − 0.1·1 = 0.9
+    // buf₂ = 0.5·1 + 0.7·1 = 1.2 → w = 0.9 − 0.12 = 0.78
+    // buf₃ = 0.5·1.2 + 0.7 = 1.3 → w = 0.78 − 0.13 = 0.65
+    let mut got = vec![];
+    for _ in 0..3 {
+        tr.step(&[]).unwrap();
+        got.push(w_of(&tr)[0]);
+    }
+    assert_close(&got, &[0.9, 0.78, 0.65], 1e-6);
+}
+
+#[test]
+fn sgd_matches_pytorch_for_every_option_over_three_steps() {
+    let base = TorchSgd {
+        lr: 0.1,
+        momentum: 0.0,
+        dampening: 0.0,
+        weight_decay: 0.0,
+        nesterov: false,
+    };
+    let cases = [
+        base,
+        TorchSgd {
+            momentum: 0.9,
+            ..base
+        },
+        TorchSgd {
+            momentum: 0.5,
+            dampening: 0.3,
+            ..base
+        },
+        TorchSgd {
+            momentum: 0.5,
+            dampening: 1.0,
+            ..base
+        },
+        TorchSgd {
+            momentum: 0.5,
+            nesterov: true,
+            ..base
+        },
+        TorchSgd {
+            weight_decay: 0.2,
+            ..base
+        },
+        TorchSgd {
+            momentum: 0.7,
+            dampening: 0.4,
+            weight_decay: 0.2,
+            ..base
+        },
+        TorchSgd {
+            momentum: 0.7,
+            weight_decay: 0.2,
+            nesterov: true,
+            ..base
+        },
+        // PyTorch accepts momentum ≥ 1 and lr = 0
+        TorchSgd {
+            momentum: 1.5,
+            ..base
+        },
+        TorchSgd { lr: 0.0, ..base },
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let (w0, target) = (1.5f64, 0.25f64);
+        let want: Vec<f32> = c.run(w0, target, 3).iter().map(|&v| v as f32).collect();
+        let mut tr = quadratic(&[w0 as f32], c.kiln()).unwrap();
+        let got = three_steps(&mut tr, target as f32);
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "case {i}, step {}: kiln {a}, PyTorch {b}",
+                k + 1
+            );
+        }
+    }
+}
+
+/// `torch.optim.Adam`'s documented update (L2 weight decay, bias
+/// correction, no amsgrad), one parameter element, in f64.
+fn torch_adam(
+    (lr, b1, b2, eps, wd): (f64, f64, f64, f64, f64),
+    mut w: f64,
+    target: f64,
+    steps: usize,
+) -> Vec<f64> {
+    let (mut m, mut v) = (0.0, 0.0);
+    let mut out = vec![];
+    for t in 1..=steps as i32 {
+        let mut g = w - target;
+        if wd != 0.0 {
+            g += wd * w;
+        }
+        m = b1 * m + (1.0 - b1) * g;
+        v = b2 * v + (1.0 - b2) * g * g;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        let step_size = lr / bc1;
+        let denom = v.sqrt() / bc2.sqrt() + eps;
+        w -= step_size * m / denom;
+        out.push(w);
+    }
+    out
+}
+
+#[test]
+fn adam_matches_pytorch_for_every_option_over_three_steps() {
+    let cases = [
+        (0.1, 0.9, 0.999, 1e-8, 0.0),
+        (0.1, 0.8, 0.99, 1e-8, 0.0),
+        (0.05, 0.9, 0.999, 0.5, 0.0),
+        (0.1, 0.9, 0.999, 1e-8, 0.3),
+        (0.2, 0.0, 0.5, 0.1, 0.1),
+        (0.0, 0.9, 0.999, 1e-8, 0.0),
+    ];
+    for (i, c @ (lr, b1, b2, eps, wd)) in cases.into_iter().enumerate() {
+        let (w0, target) = (1.5f64, -0.5f64);
+        let want = torch_adam(c, w0, target, 3);
+        let opt = Adam::new(lr as f32)
+            .betas(b1 as f32, b2 as f32)
+            .eps(eps as f32)
+            .weight_decay(wd as f32);
+        let mut tr = quadratic(&[w0 as f32], opt).unwrap();
+        let got = three_steps(&mut tr, target as f32);
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            let b = *b as f32;
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "case {i}, step {}: kiln {a}, PyTorch {b}",
+                k + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn optimiser_options_outside_pytorchs_ranges_are_errors_naming_them() {
+    let nan = f32::NAN;
+    let sgd_cases: Vec<(Sgd, &[&str])> = vec![
+        (Sgd::new(nan), &["learning rate", "NaN"]),
+        (Sgd::new(-1.0), &["learning rate", "-1"]),
+        (Sgd::new(f32::INFINITY), &["learning rate", "inf"]),
+        (Sgd::new(0.1).momentum(nan), &["momentum", "NaN"]),
+        (Sgd::new(0.1).momentum(-0.5), &["momentum", "-0.5"]),
+        (
+            Sgd::new(0.1).momentum(0.9).dampening(nan),
+            &["dampening", "NaN"],
+        ),
+        (Sgd::new(0.1).weight_decay(nan), &["weight_decay", "NaN"]),
+        (Sgd::new(0.1).weight_decay(-0.1), &["weight_decay", "-0.1"]),
+        (Sgd::new(0.1).nesterov(true), &["nesterov", "momentum 0"]),
+        (
+            Sgd::new(0.1).momentum(0.9).dampening(0.1).nesterov(true),
+            &["nesterov", "dampening 0.1"],
+        ),
+    ];
+    for (opt, parts) in sgd_cases {
+        has_all(&msg(quadratic(&[1.0], opt)), parts);
+    }
+    let adam_cases: Vec<(Adam, &[&str])> = vec![
+        (Adam::new(nan), &["learning rate", "NaN"]),
+        (Adam::new(-0.1), &["learning rate", "-0.1"]),
+        (Adam::new(0.1).eps(nan), &["eps", "NaN"]),
+        (Adam::new(0.1).eps(-1e-8), &["eps", "-0.00000001"]),
+        (Adam::new(0.1).betas(nan, 0.9), &["beta1", "NaN"]),
+        (Adam::new(0.1).betas(0.9, 1.0), &["beta2", "1"]),
+        (Adam::new(0.1).betas(-0.1, 0.9), &["beta1", "-0.1"]),
+        (Adam::new(0.1).weight_decay(nan), &["weight_decay", "NaN"]),
+        (Adam::new(0.1).weight_decay(-1.0), &["weight_decay", "-1"]),
+    ];
+    for (opt, parts) in adam_cases {
+        has_all(&msg(quadratic(&[1.0], opt)), parts);
+    }
+    // PyTorch accepts eps = 0
+    let mut tr = quadratic(&[1.0], Adam::new(0.1).eps(0.0)).unwrap();
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    // m̂ = g = 1, v̂ = g² = 1: w = 1 − 0.1·1/1
+    assert_close(&w_of(&tr), &[0.9], 1e-6);
+}
+
+#[test]
+fn set_learning_rate_refuses_what_the_constructor_refuses() {
+    let mut tr = quadratic(&[1.0], Sgd::new(0.1)).unwrap();
+    has_all(
+        &msg(tr.set_learning_rate(f32::NAN)),
+        &["learning rate", "NaN"],
+    );
+    has_all(&msg(tr.set_learning_rate(-1.0)), &["learning rate", "-1"]);
+    has_all(
+        &msg(tr.set_learning_rate(f32::INFINITY)),
+        &["learning rate", "inf"],
+    );
+    // nothing changed: the step still uses lr 0.1 (w = 1 − 0.1·1)
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[0.9], 1e-6);
+    // lr = 0 is allowed and freezes the parameter
+    tr.set_learning_rate(0.0).unwrap();
+    tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
+    assert_close(&w_of(&tr), &[0.9], 1e-6);
+}
