@@ -4,6 +4,7 @@
 use crate::error::{KilnError, Result};
 use crate::exec::{compile, compile_with_updates, Executable};
 use crate::graph::{Graph, NodeId};
+use crate::nn::loss::{check_labels, label_inputs};
 use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
 use crate::weights;
@@ -46,6 +47,8 @@ pub struct Trainer {
     loss: NodeId,
     trainable: Vec<String>,
     eval_stale: bool,
+    /// Feeds holding class labels, with their class counts.
+    labels: Vec<(String, usize)>,
 }
 
 impl Trainer {
@@ -69,6 +72,7 @@ impl Trainer {
         let mut step = compile_with_updates(&graph, &[loss], &updates)?;
         step.set_training(true);
         let eval = compile(&graph, outputs)?;
+        let labels = label_inputs(&graph);
         Ok(Trainer {
             graph,
             step,
@@ -76,18 +80,49 @@ impl Trainer {
             loss,
             trainable: params.into_iter().map(|p| p.0).collect(),
             eval_stale: false,
+            labels,
         })
     }
 
+    /// The inputs that feed the labels of a
+    /// [`softmax_cross_entropy`](crate::nn::softmax_cross_entropy) in this
+    /// trainer's graph, with their class counts (see
+    /// [`label_inputs`](crate::nn::loss::label_inputs)): [`Trainer::step`] and
+    /// [`Trainer::evaluate`] check these feeds.
+    pub fn label_inputs(&self) -> &[(String, usize)] {
+        &self.labels
+    }
+
+    /// `Err` naming the feed, the label's index and value if a fed label is
+    /// not a class index.
+    fn check_label_feeds(&self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+        for (name, classes) in &self.labels {
+            for (_, t) in feeds.iter().filter(|(n, _)| n == name) {
+                check_labels(t, *classes)
+                    .map_err(|e| KilnError::Invalid(format!("feed `{name}`: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// One training step on a batch: returns the loss before the update.
+    ///
+    /// `Err`, and nothing updated, if a feed is missing, unknown or of the
+    /// wrong shape, or if a feed holding the labels of a softmax
+    /// cross-entropy (see [`Trainer::label_inputs`]) has a label that is not
+    /// an integer in `0..C` (PyTorch's `cross_entropy` raises there too);
+    /// the message names the feed, the label's index and its value.
     pub fn step(&mut self, feeds: &[(&str, &Tensor)]) -> Result<f32> {
+        self.check_label_feeds(feeds)?;
         let out = self.step.run(feeds)?;
         self.eval_stale = true;
         Ok(out[0].data()[0])
     }
 
-    /// Runs the evaluation outputs forward only, dropout off, with the current parameters.
+    /// Runs the evaluation outputs forward only, dropout off, with the current
+    /// parameters. Labels fed are checked as in [`Trainer::step`].
     pub fn evaluate(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.check_label_feeds(feeds)?;
         if self.eval_stale {
             for name in &self.trainable {
                 let data = self

@@ -304,3 +304,66 @@ fn set_learning_rate_refuses_what_the_constructor_refuses() {
     tr.step(&[("t", &t(&[1], &[0.0]))]).unwrap();
     assert_close(&w_of(&tr), &[0.9], 1e-6);
 }
+
+/// A linear classifier `x [2, 2] → logits [2, 3]` with a softmax
+/// cross-entropy against the input `labels [2]`.
+fn tiny_classifier() -> Trainer {
+    use kiln::nn::{self, Layer, Reduction};
+    let mut g = Graph::with_seed(5);
+    let x = g.input("x", [2, 2]).unwrap();
+    let y = g.input("labels", [2]).unwrap();
+    let logits = nn::Linear::new(2, 3).build(&mut g, x).unwrap();
+    let loss = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::Mean).unwrap();
+    Trainer::with_outputs(g, loss, &[logits, loss], Sgd::new(0.1)).unwrap()
+}
+
+#[test]
+fn bad_class_labels_are_errors_naming_index_and_value() {
+    let mut tr = tiny_classifier();
+    assert_eq!(tr.label_inputs(), &[("labels".to_string(), 3)]);
+    let x = t(&[2, 2], &[0.5, -1.0, 2.0, 0.25]);
+    let before = tr.params();
+    for (labels, parts) in [
+        ([0.0, 3.0], ["label 1", "is 3", "0..3"]),
+        ([0.5, 1.0], ["label 0", "is 0.5", "0..3"]),
+        ([f32::NAN, 1.0], ["label 0", "is NaN", "0..3"]),
+        ([1.0, -1.0], ["label 1", "is -1", "0..3"]),
+        ([f32::INFINITY, 1.0], ["label 0", "is inf", "0..3"]),
+    ] {
+        let y = t(&[2], &labels);
+        let e = msg(tr.step(&[("x", &x), ("labels", &y)]));
+        has_all(&e, &["`labels`"]);
+        has_all(&e, &parts);
+        let e = msg(tr.evaluate(&[("x", &x), ("labels", &y)]));
+        has_all(&e, &parts);
+    }
+    let after = tr.params();
+    for ((_, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a.data(), b.data(), "a refused step changes nothing");
+    }
+    // valid labels train
+    tr.step(&[("x", &x), ("labels", &t(&[2], &[2.0, 0.0]))])
+        .unwrap();
+}
+
+#[test]
+fn cross_entropys_raw_rule_gives_a_label_outside_the_classes_zero_loss() {
+    use kiln::nn::{self, Reduction};
+    // the documented graph rule, checked against −log_softmax computed by hand
+    let mut g = Graph::new();
+    let logits = g.input("logits", [2, 3]).unwrap();
+    let y = g.input("y", [2]).unwrap();
+    let l = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::None).unwrap();
+    assert_eq!(kiln::nn::loss::label_inputs(&g), vec![("y".to_string(), 3)]);
+    let z = [1.0f64, 2.0, 3.0];
+    let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let out = eval(
+        &g,
+        l,
+        &[
+            ("logits", &t(&[2, 3], &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0])),
+            ("y", &t(&[2], &[1.0, 7.0])),
+        ],
+    );
+    assert_close(out.data(), &[(lse - 2.0) as f32, 0.0], 1e-6);
+}
