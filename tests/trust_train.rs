@@ -367,3 +367,176 @@ fn cross_entropys_raw_rule_gives_a_label_outside_the_classes_zero_loss() {
     );
     assert_close(out.data(), &[(lse - 2.0) as f32, 0.0], 1e-6);
 }
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-trust-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An IDX header of unsigned bytes with `dims`.
+fn idx_header(dims: &[u32]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn idx_files_are_read_no_further_than_their_header_says() {
+    use kiln::data::read_idx;
+    let dir = scratch("idx");
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // a good file, plain and gzip
+    let mut good = idx_header(&[2, 3]);
+    good.extend([1, 2, 3, 4, 5, 6]);
+    for p in [write("good", &good), write("good.gz", &gzip(&good))] {
+        assert_eq!(read_idx(&p).unwrap(), (vec![2, 3], vec![1, 2, 3, 4, 5, 6]));
+    }
+    // dimensions whose product overflows, no data: an Err before allocating
+    let huge = idx_header(&[65536; 4]);
+    for p in [write("huge", &huge), write("huge.gz", &gzip(&huge))] {
+        has_all(
+            &msg(read_idx(&p)),
+            &["huge", "[65536, 65536, 65536, 65536]", "overflows"],
+        );
+    }
+    // a header claiming 1 GB with no data
+    let gb = idx_header(&[1000, 1000, 1000]);
+    for p in [write("gb", &gb), write("gb.gz", &gzip(&gb))] {
+        has_all(
+            &msg(read_idx(&p)),
+            &[
+                "gb",
+                "[1000, 1000, 1000]",
+                "need 1000000000 data bytes",
+                "has 0",
+            ],
+        );
+    }
+    // a gzip bomb: 6 data bytes declared, 16 MB inflated
+    let mut bomb = idx_header(&[2, 3]);
+    bomb.resize(bomb.len() + (16 << 20), 0);
+    let bomb_gz = gzip(&bomb);
+    assert!(bomb_gz.len() < 100_000);
+    has_all(
+        &msg(read_idx(&write("bomb.gz", &bomb_gz))),
+        &["bomb.gz", "need 6 data bytes", "has more"],
+    );
+    // short data, trailing data, a truncated header, bad magic, corrupt gzip
+    has_all(
+        &msg(read_idx(&write("short", &good[..good.len() - 1]))),
+        &["short", "need 6 data bytes", "has 5"],
+    );
+    let mut long = good.clone();
+    long.push(7);
+    has_all(&msg(read_idx(&write("long", &long))), &["need 6", "has 7"]);
+    has_all(
+        &msg(read_idx(&write("cut", &good[..6]))),
+        &["cut", "truncated IDX header"],
+    );
+    has_all(
+        &msg(read_idx(&write("magic", b"PK\x03\x04 a zip"))),
+        &["magic", "bad magic"],
+    );
+    let gz = gzip(&good);
+    has_all(
+        &msg(read_idx(&write("broken.gz", &gz[..gz.len() / 2]))),
+        &["broken.gz"],
+    );
+    has_all(
+        &msg(read_idx(&dir.join("absent"))),
+        &["absent", "cannot read"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
+    use kiln::data::Dataset;
+    use kiln::Tensor;
+    let dir = scratch("fill");
+    let mut images = idx_header(&[3, 2, 2]);
+    images.extend((0..12).map(|v| v as u8 * 20));
+    let mut labels = idx_header(&[3]);
+    labels.extend([4, 0, 9]);
+    let (ip, lp) = (dir.join("img"), dir.join("lab"));
+    std::fs::write(&ip, &images).unwrap();
+    std::fs::write(&lp, &labels).unwrap();
+    let data = Dataset::from_idx(&ip, &lp).unwrap();
+    let (mut x, mut y) = (Tensor::zeros([2, 1, 2, 2]), Tensor::zeros([2]));
+    has_all(
+        &msg(data.fill_batch(&[0, 3], &mut x, &mut y)),
+        &["index 3", "3 samples"],
+    );
+    has_all(
+        &msg(data.fill_batch(&[usize::MAX], &mut x, &mut y)),
+        &[&usize::MAX.to_string(), "3 samples"],
+    );
+    has_all(
+        &msg(data.fill_batch(&[0, 1, 2], &mut x, &mut y)),
+        &["3 indices", "2 rows"],
+    );
+    has_all(
+        &msg(data.fill_batch(&[0], &mut Tensor::zeros([2, 4]), &mut y)),
+        &["[2, 4]", "[B, 1, 2, 2]"],
+    );
+    assert_eq!(y.data(), &[0.0, 0.0], "a refused fill changes nothing");
+    data.fill_batch(&[2], &mut x, &mut y).unwrap();
+    // sample 2's pixels are 160, 180, 200, 220 (/255); the padding row is zero
+    let want: Vec<f32> = [160.0, 180.0, 200.0, 220.0, 0.0, 0.0, 0.0, 0.0]
+        .iter()
+        .map(|v| v / 255.0)
+        .collect();
+    assert_close(x.data(), &want, 1e-7);
+    assert_eq!(y.data(), &[9.0, 0.0]);
+
+    // the epoch and accuracy helpers refuse what would give NaN, 0 or a panic
+    use kiln::classify::{accuracy, classifier_trainer, train_epoch};
+    use kiln::nn::{self};
+    let net = nn::Sequential::new()
+        .push(nn::Flatten)
+        .push(nn::Linear::new(4, 10));
+    has_all(
+        &msg(classifier_trainer(&net, 0, [1, 2, 2], 0, Sgd::new(0.1))),
+        &["batch size must be at least 1"],
+    );
+    has_all(
+        &msg(classifier_trainer(
+            &net,
+            usize::MAX / 2,
+            [1, 2, 2],
+            0,
+            Sgd::new(0.1),
+        )),
+        &["batch size", "larger than memory"],
+    );
+    let mut tr = classifier_trainer(&net, 4, [1, 2, 2], 0, Sgd::new(0.1)).unwrap();
+    has_all(
+        &msg(train_epoch(&mut tr, &data, 4, 0, |_, _| {})),
+        &["batch size 4", "3 training samples"],
+    );
+    has_all(
+        &msg(train_epoch(&mut tr, &data, 0, 0, |_, _| {})),
+        &["at least 1"],
+    );
+    has_all(&msg(accuracy(&mut tr, &data.take(0), 4)), &["no samples"]);
+    // three samples in a batch of four: padded, every sample counted once
+    let acc = accuracy(&mut tr, &data, 4).unwrap();
+    assert!([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0].contains(&acc), "{acc}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
