@@ -540,3 +540,114 @@ fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
     assert!([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0].contains(&acc), "{acc}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn weights_save_refuses_duplicates_keeps_permissions_and_leaves_no_temp_file() {
+    use kiln::weights::{check_writable, load, save};
+    use kiln::Tensor;
+    let dir = scratch("save");
+    let path = dir.join("w.safetensors");
+    let a = (
+        String::from("a"),
+        Tensor::from_vec([2], vec![1.0, 2.0]).unwrap(),
+    );
+    let b = (String::from("b"), Tensor::scalar(3.0));
+    has_all(
+        &msg(save(&path, &[a.clone(), b.clone(), a.clone()])),
+        &["w.safetensors", "two tensors are named `a`"],
+    );
+    assert!(!path.exists(), "nothing written");
+    save(&path, &[b.clone(), a.clone()]).unwrap();
+    let back = load(&path).unwrap();
+    assert_eq!(back, vec![a.clone(), b.clone()], "sorted by name");
+    // overwriting keeps the file's permissions
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        save(&path, &[a.clone()]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load(&path).unwrap(), vec![a.clone()]);
+    }
+    // a failed save (the target is a directory) leaves no temporary file
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    has_all(&msg(save(&sub, &[a.clone()])), &["sub"]);
+    has_all(&msg(check_writable(&sub)), &["sub", "is a directory"]);
+    has_all(
+        &msg(check_writable(dir.join("missing/w.safetensors"))),
+        &["missing/w.safetensors", "cannot write"],
+    );
+    check_writable(&path).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sub", "w.safetensors"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn malformed_weight_files_are_errors_naming_the_file() {
+    use kiln::weights::{load, save};
+    use kiln::Tensor;
+    let dir = scratch("load");
+    let path = dir.join("good.safetensors");
+    save(
+        &path,
+        &[
+            ("a".into(), Tensor::from_vec([2], vec![1.0, 2.0]).unwrap()),
+            ("b".into(), Tensor::scalar(3.0)),
+        ],
+    )
+    .unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let bad = dir.join("bad.safetensors");
+    // every truncation
+    for len in 0..good.len() {
+        std::fs::write(&bad, &good[..len]).unwrap();
+        has_all(&msg(load(&bad)), &["bad.safetensors"]);
+    }
+    // every single-byte change of the header: an Err or a valid load, never a panic
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    for i in 0..header_end {
+        for v in [0u8, b'9', b'"', 0xff] {
+            let mut b = good.clone();
+            b[i] = v;
+            std::fs::write(&bad, &b).unwrap();
+            if let Err(e) = load(&bad) {
+                has_all(&e.to_string(), &["bad.safetensors"]);
+            }
+        }
+    }
+    // hand-written headers: a huge shape, another dtype, a header length past the end
+    let craft = |header: &str, data: usize| {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.resize(b.len() + data, 0);
+        b
+    };
+    for (bytes, part) in [
+        (
+            craft(
+                r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+            "bad.safetensors",
+        ),
+        (
+            craft(
+                r#"{"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+            "F16",
+        ),
+        (u64::MAX.to_le_bytes().to_vec(), "bad.safetensors"),
+    ] {
+        std::fs::write(&bad, &bytes).unwrap();
+        has_all(&msg(load(&bad)), &["bad.safetensors", part]);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
