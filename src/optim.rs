@@ -183,7 +183,8 @@ impl Optimizer for Sgd {
                 let kept = g.mul_scalar(v, self.momentum)?;
                 let fresh = match fresh_weight {
                     Some(w) => g.mul(grad, w)?,
-                    None => grad,
+                    // (1 − 0)·g; the algebraic pass removes the ·1
+                    None => g.mul_scalar(grad, 1.0 - self.dampening)?,
                 };
                 let v_new = g.add(kept, fresh)?;
                 updates.push((v, v_new));
