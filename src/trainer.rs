@@ -2,7 +2,7 @@
 //! then call `step` many times.
 
 use crate::error::{KilnError, Result};
-use crate::exec::{compile, compile_with_updates, Executable};
+use crate::exec::{compile_with, CompileOptions, Executable};
 use crate::graph::{Graph, NodeId};
 use crate::nn::loss::{check_labels, label_inputs};
 use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
@@ -61,6 +61,10 @@ impl Trainer {
 
     /// As [`Trainer::new`], with [`Trainer::evaluate`] returning `outputs`
     /// (e.g. the logits) instead of the loss.
+    ///
+    /// Both graphs compile with [`CompileOptions::default`]; with env
+    /// `KILN_DUMP=dir` the training step's pass dumps go to `dir/train-step`
+    /// and the evaluation's to `dir/evaluate`.
     pub fn with_outputs(
         mut graph: Graph,
         loss: NodeId,
@@ -69,9 +73,15 @@ impl Trainer {
     ) -> Result<Self> {
         let params = graph.trainable_params();
         let updates = training_step(&mut graph, loss, &optimizer)?;
-        let mut step = compile_with_updates(&graph, &[loss], &updates)?;
+        // each compiled graph dumps (env KILN_DUMP=dir) into its own subfolder
+        let options = CompileOptions::default();
+        let sub = |name: &str| CompileOptions {
+            dump_dir: options.dump_dir.as_ref().map(|d| d.join(name)),
+            ..options.clone()
+        };
+        let mut step = compile_with(&graph, &[loss], &updates, &sub("train-step"))?;
         step.set_training(true);
-        let eval = compile(&graph, outputs)?;
+        let eval = compile_with(&graph, outputs, &[], &sub("evaluate"))?;
         let labels = label_inputs(&graph);
         Ok(Trainer {
             graph,

@@ -565,7 +565,7 @@ fn weights_save_refuses_duplicates_keeps_permissions_and_leaves_no_temp_file() {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        save(&path, &[a.clone()]).unwrap();
+        save(&path, std::slice::from_ref(&a)).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load(&path).unwrap(), vec![a.clone()]);
@@ -573,7 +573,7 @@ fn weights_save_refuses_duplicates_keeps_permissions_and_leaves_no_temp_file() {
     // a failed save (the target is a directory) leaves no temporary file
     let sub = dir.join("sub");
     std::fs::create_dir(&sub).unwrap();
-    has_all(&msg(save(&sub, &[a.clone()])), &["sub"]);
+    has_all(&msg(save(&sub, std::slice::from_ref(&a))), &["sub"]);
     has_all(&msg(check_writable(&sub)), &["sub", "is a directory"]);
     has_all(
         &msg(check_writable(dir.join("missing/w.safetensors"))),
