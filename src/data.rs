@@ -23,45 +23,128 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> KilnError {
     KilnError::Invalid(format!("{}: {what}", path.display()))
 }
 
-/// Reads an IDX file (gzip detected by its magic bytes): its dimensions and bytes.
+/// Reads up to `limit` bytes from `r` into a vector grown fallibly, so a
+/// huge stream is an `Err` rather than an abort.
+fn read_capped(path: &Path, mut r: impl Read, limit: u64) -> Result<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let room = limit.saturating_sub(out.len() as u64);
+        if room == 0 {
+            return Ok(out);
+        }
+        let want = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad(path, format!("cannot read: {e}"))),
+        };
+        out.try_reserve(n).map_err(|_| {
+            bad(
+                path,
+                format!("out of memory after reading {} bytes", out.len()),
+            )
+        })?;
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads an IDX file of unsigned bytes (gzip detected by its magic bytes):
+/// its dimensions and data bytes, as torchvision's MNIST reader does.
+///
+/// The header's dimensions fix the data size: it is computed with checked
+/// arithmetic before anything is allocated, and at most one byte more than
+/// it is read (or decompressed), so a small file cannot inflate to gigabytes.
+/// `Err` naming the file if it cannot be read, is not IDX (bad magic), has a
+/// truncated header, dimensions whose product overflows, or data shorter or
+/// longer than its dimensions need.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let raw = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| bad(path, format!("corrupt gzip data: {e}")))?;
-        out
+    let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    let file_len = file.metadata().map(|m| m.len()).ok();
+    let mut file = std::io::BufReader::new(file);
+    let got = read_capped(path, &mut file, 2)?;
+    let gzip = got == [0x1f, 0x8b];
+    let rest = std::io::Read::chain(&got[..], file);
+    let mut reader: Box<dyn Read> = if gzip {
+        Box::new(GzDecoder::new(rest))
     } else {
-        raw
+        Box::new(rest)
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+    let corrupt = |e: KilnError| match e {
+        KilnError::Invalid(m) if gzip => {
+            KilnError::Invalid(m.replace("cannot read", "corrupt gzip data"))
+        }
+        e => e,
+    };
+    let magic = read_capped(path, &mut reader, 4).map_err(corrupt)?;
+    if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 {
         return Err(bad(
             path,
             "not an IDX file of unsigned bytes (bad magic number)",
         ));
     }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        return Err(bad(path, "truncated IDX header"));
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
-        })
-        .collect();
-    let want: usize = dims.iter().product();
-    if bytes.len() - header != want {
+    let rank = magic[3] as usize;
+    let header = read_capped(path, &mut reader, 4 * rank as u64).map_err(corrupt)?;
+    if header.len() < 4 * rank {
         return Err(bad(
             path,
             format!(
-                "dimensions {dims:?} need {want} data bytes, the file has {}",
-                bytes.len() - header
+                "truncated IDX header: {rank} dimensions need {} header bytes, the file has {}",
+                4 + 4 * rank,
+                4 + header.len()
             ),
         ));
     }
-    Ok((dims, bytes[header..].to_vec()))
+    let dims: Vec<usize> = header
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let want = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| u64::try_from(n).is_ok_and(|n| n < u64::MAX))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!("dimensions {dims:?}: their product overflows, no file can hold that many bytes"),
+            )
+        })?;
+    let size_err = |have: String| {
+        bad(
+            path,
+            format!("dimensions {dims:?} need {want} data bytes, the file has {have}"),
+        )
+    };
+    if let (false, Some(len)) = (gzip, file_len) {
+        // a plain file's size is known: compare before allocating anything
+        let have = len.saturating_sub(4 + 4 * rank as u64);
+        if have != want as u64 {
+            return Err(size_err(have.to_string()));
+        }
+    }
+    let data = read_capped(path, &mut reader, want as u64 + 1).map_err(corrupt)?;
+    if data.len() != want {
+        return Err(size_err(if data.len() > want {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        }));
+    }
+    Ok((dims, data))
+}
+
+/// `v` converted by `f` into a vector allocated fallibly.
+fn convert(path: &Path, v: &[u8], f: impl Fn(u8) -> f32) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::new();
+    out.try_reserve_exact(v.len()).map_err(|_| {
+        bad(
+            path,
+            format!("out of memory converting {} values to f32", v.len()),
+        )
+    })?;
+    out.extend(v.iter().map(|&b| f(b)));
+    Ok(out)
 }
 
 fn find(dir: &Path, stems: &[&str]) -> Result<PathBuf> {
@@ -105,8 +188,8 @@ impl Dataset {
             ));
         }
         Ok(Dataset {
-            images: pixels.iter().map(|&p| p as f32 / 255.0).collect(),
-            labels: lbytes.iter().map(|&l| l as f32).collect(),
+            images: convert(images, &pixels, |p| p as f32 / 255.0)?,
+            labels: convert(labels, &lbytes, |l| l as f32)?,
             image_shape: [1, idims[1], idims[2]],
         })
     }
@@ -164,8 +247,34 @@ impl Dataset {
     /// Copies samples `indices` into `x [B, C, H, W]` and `y [B]`; rows past
     /// the end of `indices` are zero images with label 0 (padding a last,
     /// partial batch).
-    pub fn fill_batch(&self, indices: &[usize], x: &mut Tensor, y: &mut Tensor) {
-        let per: usize = self.image_shape.iter().product();
+    ///
+    /// `Err` naming the problem, with `x` and `y` unchanged, if an index is
+    /// `≥ len()` (naming the index and the length), if `x` is not
+    /// `[B, C, H, W]` with this dataset's image shape, if `y` is not `[B]`,
+    /// or if there are more indices than rows `B`.
+    pub fn fill_batch(&self, indices: &[usize], x: &mut Tensor, y: &mut Tensor) -> Result<()> {
+        let [c, h, w] = self.image_shape;
+        let b = y.shape().first().copied().unwrap_or(0);
+        if x.shape() != [b, c, h, w] || y.shape() != [b] {
+            return Err(KilnError::Invalid(format!(
+                "fill_batch: x has shape {:?} and y {:?}; expected x [B, {c}, {h}, {w}] and y [B]",
+                x.shape(),
+                y.shape()
+            )));
+        }
+        if indices.len() > b {
+            return Err(KilnError::Invalid(format!(
+                "fill_batch: {} indices for a batch of {b} rows",
+                indices.len()
+            )));
+        }
+        if let Some((pos, &i)) = indices.iter().enumerate().find(|(_, &i)| i >= self.len()) {
+            return Err(KilnError::Invalid(format!(
+                "fill_batch: index {i} (position {pos}) is out of range for a dataset of {} samples",
+                self.len()
+            )));
+        }
+        let per = c * h * w;
         let (xd, yd) = (x.data_mut(), y.data_mut());
         xd.fill(0.0);
         yd.fill(0.0);
@@ -173,6 +282,7 @@ impl Dataset {
             xd[row * per..(row + 1) * per].copy_from_slice(&self.images[i * per..(i + 1) * per]);
             yd[row] = self.labels[i];
         }
+        Ok(())
     }
 
     /// A seeded random permutation of `0..len`.

@@ -31,9 +31,22 @@ pub trait Optimizer {
     fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>>;
 }
 
-/// Stochastic gradient descent with optional momentum (PyTorch semantics:
-/// `v = μ·v + (1 − dampening)·(g + λ·w)`, `w −= lr·v`, or `w −= lr·(g + μ·v)`
-/// with Nesterov) and L2 weight decay `λ`.
+/// Stochastic gradient descent with optional momentum, dampening, Nesterov
+/// momentum and L2 weight decay, matching `torch.optim.SGD` step for step:
+///
+/// ```text
+/// g = grad + λ·w                          (weight decay λ)
+/// b = g                                   (first step: the buffer is the gradient, undamped)
+/// b = μ·b + (1 − dampening)·g             (later steps)
+/// g = g + μ·b  with Nesterov, else  g = b (when μ > 0)
+/// w = w − lr·g
+/// ```
+///
+/// The options are checked when the optimiser is built into a graph
+/// ([`Optimizer::build`], e.g. by [`crate::Trainer::new`]), with PyTorch's
+/// ranges: `lr ≥ 0`, `momentum ≥ 0`, `weight_decay ≥ 0`, every value finite,
+/// and Nesterov needs `momentum > 0` and `dampening = 0`. A value outside them
+/// is an `Err` naming the option and the value.
 #[derive(Clone, Debug)]
 pub struct Sgd {
     lr: f32,
@@ -44,7 +57,7 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// Plain SGD with learning rate `lr`.
+    /// Plain SGD with learning rate `lr` (`torch.optim.SGD(params, lr)`).
     pub fn new(lr: f32) -> Self {
         Sgd {
             lr,
@@ -54,26 +67,77 @@ impl Sgd {
             nesterov: false,
         }
     }
-    /// Momentum factor μ (0 disables momentum).
+    /// Momentum factor μ ≥ 0 (0, the default, disables momentum).
     pub fn momentum(mut self, m: f32) -> Self {
         self.momentum = m;
         self
     }
-    /// Dampening of the gradient added to the momentum buffer.
+    /// Dampening of the gradient added to the momentum buffer after the first
+    /// step (default 0; ignored without momentum).
     pub fn dampening(mut self, d: f32) -> Self {
         self.dampening = d;
         self
     }
-    /// L2 weight decay λ.
+    /// L2 weight decay λ ≥ 0 added to the gradient as `λ·w` (default 0).
     pub fn weight_decay(mut self, wd: f32) -> Self {
         self.weight_decay = wd;
         self
     }
-    /// Nesterov momentum.
+    /// Nesterov momentum (needs momentum > 0 and dampening 0).
     pub fn nesterov(mut self, n: bool) -> Self {
         self.nesterov = n;
         self
     }
+
+    /// Checks the options against PyTorch's ranges (see [`Sgd`]).
+    fn check(&self) -> Result<()> {
+        check_lr(self.lr)?;
+        at_least_zero("sgd", "momentum", self.momentum)?;
+        finite("sgd", "dampening", self.dampening)?;
+        at_least_zero("sgd", "weight_decay", self.weight_decay)?;
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return attr_err(
+                "sgd",
+                format!(
+                    "nesterov momentum requires momentum > 0 and dampening = 0, got momentum {} and dampening {}",
+                    self.momentum, self.dampening
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `Err` naming `option` of `opt` unless `v` is finite.
+fn finite(opt: &str, option: &str, v: f32) -> Result<()> {
+    if !v.is_finite() {
+        return attr_err(opt, format!("{option} must be a finite number, got {v}"));
+    }
+    Ok(())
+}
+
+/// `Err` naming `option` of `opt` unless `v` is finite and ≥ 0.
+fn at_least_zero(opt: &str, option: &str, v: f32) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return attr_err(
+            opt,
+            format!("{option} must be a finite number ≥ 0, got {v}"),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a learning rate: finite and ≥ 0 (PyTorch's `lr >= 0`). `Err`
+/// naming the value otherwise; used by the optimisers and
+/// [`crate::Trainer::set_learning_rate`].
+pub fn check_lr(lr: f32) -> Result<()> {
+    if !(lr.is_finite() && lr >= 0.0) {
+        return attr_err(
+            "optimizer",
+            format!("learning rate (lr) must be a finite number ≥ 0, got {lr}"),
+        );
+    }
+    Ok(())
 }
 
 /// `g + λ·w` (the gradient itself when λ = 0).
@@ -86,35 +150,42 @@ fn decayed(g: &mut Graph, p: &ParamGrad, wd: f32) -> Result<NodeId> {
 }
 
 fn lr_state(g: &mut Graph, lr: f32) -> Result<NodeId> {
-    if !(lr.is_finite() && lr > 0.0) {
-        return attr_err(
-            "optimizer",
-            format!("learning rate must be positive and finite, got {lr}"),
-        );
-    }
+    check_lr(lr)?;
     g.state(LR, [], Init::Constant(lr))
 }
 
+/// Name of the SGD state scalar holding the weight of the fresh gradient in
+/// the momentum buffer: 1 at the first step (the buffer starts as the
+/// gradient itself), `1 − dampening` afterwards.
+pub const SGD_FRESH: &str = "optim.sgd.fresh_weight";
+
 impl Optimizer for Sgd {
     fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>> {
-        if !(0.0..1.0).contains(&self.momentum)
-            || self.weight_decay < 0.0
-            || self.nesterov && self.momentum == 0.0
-        {
-            return attr_err(
-                "sgd",
-                format!("momentum {} must be in [0, 1) (and > 0 for Nesterov); weight decay {} must be ≥ 0", self.momentum, self.weight_decay),
-            );
-        }
+        self.check()?;
         let lr = lr_state(g, self.lr)?;
         let mut updates = Vec::new();
+        // with dampening, the first step differs from the later ones: a state
+        // scalar holds the fresh gradient's weight (1, then 1 − dampening)
+        let fresh_weight = if self.momentum > 0.0 && self.dampening != 0.0 {
+            let w = g.state(SGD_FRESH, [], Init::Constant(1.0))?;
+            let later = g.scalar(1.0 - self.dampening)?;
+            updates.push((w, later));
+            Some(w)
+        } else {
+            None
+        };
         for p in params {
             let grad = decayed(g, p, self.weight_decay)?;
             let step = if self.momentum > 0.0 {
                 let shape = g.shape(p.param)?.to_vec();
                 let v = g.state(&format!("optim.momentum.{}", p.name), shape, Init::Zeros)?;
+                // the buffer starts at zero, so μ·v adds nothing at the first step
                 let kept = g.mul_scalar(v, self.momentum)?;
-                let fresh = g.mul_scalar(grad, 1.0 - self.dampening)?;
+                let fresh = match fresh_weight {
+                    Some(w) => g.mul(grad, w)?,
+                    // (1 − 0)·g; the algebraic pass removes the ·1
+                    None => g.mul_scalar(grad, 1.0 - self.dampening)?,
+                };
                 let v_new = g.add(kept, fresh)?;
                 updates.push((v, v_new));
                 if self.nesterov {
@@ -135,8 +206,21 @@ impl Optimizer for Sgd {
     }
 }
 
-/// Adam (Kingma & Ba) with PyTorch's defaults (β₁ = 0.9, β₂ = 0.999,
-/// ε = 1e-8) and optional L2 weight decay added to the gradient.
+/// Adam (Kingma & Ba) as `torch.optim.Adam` computes it, with its defaults
+/// (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, no weight decay). At step `t`:
+///
+/// ```text
+/// g = grad + λ·w                          (L2 weight decay λ, not AdamW's decoupled form)
+/// m = β₁·m + (1 − β₁)·g
+/// v = β₂·v + (1 − β₂)·g²
+/// w = w − lr · (m / (1 − β₁ᵗ)) / (sqrt(v / (1 − β₂ᵗ)) + ε)
+/// ```
+///
+/// The options are checked when the optimiser is built into a graph, with
+/// PyTorch's ranges: `lr ≥ 0`, `0 ≤ β < 1`, `eps ≥ 0`, `weight_decay ≥ 0`,
+/// every value finite; a value outside them is an `Err` naming the option
+/// and the value. (With `eps = 0` a parameter whose gradients are all zero
+/// becomes NaN, as in PyTorch.)
 #[derive(Clone, Debug)]
 pub struct Adam {
     lr: f32,
@@ -157,18 +241,18 @@ impl Adam {
             weight_decay: 0.0,
         }
     }
-    /// The moment decay rates β₁ and β₂.
+    /// The moment decay rates β₁ and β₂, each in `[0, 1)`.
     pub fn betas(mut self, b1: f32, b2: f32) -> Self {
         self.beta1 = b1;
         self.beta2 = b2;
         self
     }
-    /// ε added to the denominator.
+    /// ε ≥ 0 added to the denominator.
     pub fn eps(mut self, eps: f32) -> Self {
         self.eps = eps;
         self
     }
-    /// L2 weight decay λ.
+    /// L2 weight decay λ ≥ 0, added to the gradient as `λ·w` (default 0).
     pub fn weight_decay(mut self, wd: f32) -> Self {
         self.weight_decay = wd;
         self
@@ -178,16 +262,17 @@ impl Adam {
 impl Optimizer for Adam {
     fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>> {
         let (b1, b2) = (self.beta1, self.beta2);
-        if !(0.0..1.0).contains(&b1)
-            || !(0.0..1.0).contains(&b2)
-            || self.eps <= 0.0
-            || self.weight_decay < 0.0
-        {
-            return attr_err(
-                "adam",
-                format!("betas ({b1}, {b2}) must be in [0, 1), eps > 0, weight decay ≥ 0"),
-            );
+        check_lr(self.lr)?;
+        for (i, b) in [b1, b2].into_iter().enumerate() {
+            if !(0.0..1.0).contains(&b) {
+                return attr_err(
+                    "adam",
+                    format!("betas ({b1}, {b2}): beta{} = {b} must be in [0, 1)", i + 1),
+                );
+            }
         }
+        at_least_zero("adam", "eps", self.eps)?;
+        at_least_zero("adam", "weight_decay", self.weight_decay)?;
         let lr = lr_state(g, self.lr)?;
         // running β₁ᵗ and β₂ᵗ give the bias corrections without a power op
         let b1t = g.state("optim.beta1_pow", [], Init::Constant(1.0))?;

