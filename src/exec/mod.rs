@@ -63,6 +63,11 @@ pub struct Executable {
     scratch_seen: usize,
 }
 
+/// The most threads a run may use (`CompileOptions::threads`,
+/// `KILN_THREADS`): more would start more threads than any machine has cores
+/// for and only slow the run down.
+pub const MAX_THREADS: usize = 1024;
+
 /// Which rewrite passes compilation runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PassSelection {
@@ -114,8 +119,9 @@ impl CompileOptions {
         }
     }
     /// The thread count these options resolve to: `threads`, else env
-    /// `KILN_THREADS`, else the machine's available parallelism. `Err` if
-    /// either is zero or `KILN_THREADS` is not a number.
+    /// `KILN_THREADS`, else the machine's available parallelism (at most
+    /// [`MAX_THREADS`]). `Err` if either is zero or above [`MAX_THREADS`], or
+    /// `KILN_THREADS` is not a number.
     pub fn thread_count(&self) -> Result<usize> {
         let n = match self.threads {
             Some(n) => n,
@@ -123,11 +129,15 @@ impl CompileOptions {
                 Ok(v) => v.trim().parse().map_err(|_| {
                     KilnError::Invalid(format!("KILN_THREADS=`{v}` is not a thread count"))
                 })?,
-                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Err(_) => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_THREADS),
             },
         };
-        if n == 0 {
-            return Err(KilnError::Invalid("thread count must be at least 1".into()));
+        if n == 0 || n > MAX_THREADS {
+            return Err(KilnError::Invalid(format!(
+                "thread count {n} is out of range: it must be 1 to {MAX_THREADS}"
+            )));
         }
         Ok(n)
     }
@@ -217,24 +227,18 @@ pub fn optimize_with(
 /// Runs `before` and `after` unrewritten on the same seeded random inputs and
 /// compares every output and update value.
 fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOptions) -> Result<()> {
-    let feeds: Vec<(String, Tensor)> = before
-        .graph
-        .inputs()
-        .map(|(name, id)| {
-            let seed = name
-                .bytes()
-                .fold(17u64, |h, b| crate::rng::mix64(h ^ b as u64));
-            (
-                name.to_string(),
-                Tensor::rand_uniform(
-                    before.graph.shape(id).expect("input").to_vec(),
-                    -1.0,
-                    1.0,
-                    seed,
-                ),
-            )
-        })
-        .collect();
+    let mut feeds: Vec<(String, Tensor)> = Vec::new();
+    for (name, id) in before.graph.inputs() {
+        let seed = name
+            .bytes()
+            .fold(17u64, |h, b| crate::rng::mix64(h ^ b as u64));
+        let shape = before.graph.shape(id)?.to_vec();
+        let mut rng = crate::rng::Rng::new(seed);
+        let n = crate::shape::checked_numel("verify", &shape)?;
+        let data =
+            crate::tensor::try_collect("verify: a seeded input", n, || rng.uniform_in(-1.0, 1.0))?;
+        feeds.push((name.to_string(), Tensor::from_vec(shape, data)?));
+    }
     let run = |p: &Program| -> Result<Vec<Tensor>> {
         let values: Vec<NodeId> = p
             .outputs
@@ -253,9 +257,10 @@ fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOption
     let (want, got) = (run(before)?, run(after)?);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         let bad = w.shape() != g.shape()
-            || w.data().iter().zip(g.data()).any(|(a, b)| {
-                (a - b).abs() > 1e-4 * (1.0 + a.abs()) && !(a.is_nan() && b.is_nan())
-            });
+            || w.data()
+                .iter()
+                .zip(g.data())
+                .any(|(&a, &b)| !same_value(a, b));
         if bad {
             return Err(KilnError::Invalid(format!(
                 "verification failed after pass `{pass}`: result {i} changed (max difference {:?})",
@@ -264,6 +269,16 @@ fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOption
         }
     }
     Ok(())
+}
+
+/// Whether `verify` takes `got` for `want`: both NaN, or equal (infinities
+/// included), or within `1e-4 · (1 + |want|)`. A NaN against a number never
+/// matches (`|a − b| > tol` is false for NaN, so it is tested apart).
+fn same_value(want: f32, got: f32) -> bool {
+    if want.is_nan() || got.is_nan() {
+        return want.is_nan() && got.is_nan();
+    }
+    want == got || (want - got).abs() <= 1e-4 * (1.0 + want.abs())
 }
 
 /// Checks that the roots exist and every update targets a parameter of the value's shape.

@@ -47,7 +47,9 @@ thread_local! {
 }
 
 /// Calls `f` with `len` floats of this thread's `slot` buffer, starting on a
-/// 64-byte (cache line) boundary (contents unspecified). A call nested in
+/// 64-byte (cache line) boundary (contents unspecified: NaN in builds with
+/// debug assertions, so that reading scratch before writing it shows in
+/// every test instead of depending on what ran before). A call nested in
 /// another of the same slot on the same thread (a task a waiting thread
 /// steals may be one) gets a second buffer, which is kept as well, so nesting
 /// too allocates nothing once it has been seen.
@@ -65,7 +67,13 @@ pub fn with<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         buf.resize(len + ALIGN_SLACK, 0.0);
     }
     let skip = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
-    let r = f(&mut buf[skip..skip + len]);
+    let mine = &mut buf[skip..skip + len];
+    if cfg!(debug_assertions) {
+        // a kernel that reads scratch it did not write sees NaN, whatever
+        // ran before: every compiled-against-unrewritten test then fails
+        mine.fill(f32::NAN);
+    }
+    let r = f(mine);
     IN_USE.with(|u| u[i].set(depth - 1));
     // nested calls return first, so the outermost call's buffer stays on top
     BUFFERS.with(|b| b[i].borrow_mut().push(buf));
