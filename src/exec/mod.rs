@@ -256,15 +256,23 @@ fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOption
     };
     let (want, got) = (run(before)?, run(after)?);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        let bad = w.shape() != g.shape()
-            || w.data()
-                .iter()
-                .zip(g.data())
-                .any(|(&a, &b)| !same_value(a, b));
-        if bad {
+        if w.shape() != g.shape() {
             return Err(KilnError::Invalid(format!(
-                "verification failed after pass `{pass}`: result {i} changed (max difference {:?})",
-                w.max_abs_diff(g)
+                "verification failed after pass `{pass}`: result {i} changed shape from {:?} to {:?}",
+                w.shape(),
+                g.shape()
+            )));
+        }
+        let first_bad = w
+            .data()
+            .iter()
+            .zip(g.data())
+            .position(|(&a, &b)| !same_value(a, b));
+        if let Some(k) = first_bad {
+            return Err(KilnError::Invalid(format!(
+                "verification failed after pass `{pass}`: result {i} changed, first at element {k}: {} before, {} after",
+                w.data()[k],
+                g.data()[k]
             )));
         }
     }

@@ -159,7 +159,7 @@ impl Graph {
     /// hold ([`crate::shape::MAX_ELEMENTS`]).
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
         let shape = shape.into();
-        checked_numel(&format!("input `{name}`"), shape.dims())?;
+        checked_numel(&format!("input {name:?}"), shape.dims())?;
         self.claim_name(name)?;
         let id = self.insert(Op::Input { name: name.into() }, shape, &[]);
         self.inputs.insert(name.into(), id);
@@ -182,7 +182,7 @@ impl Graph {
     }
 
     fn add_param(&mut self, name: &str, shape: Shape, init: Init) -> Result<NodeId> {
-        checked_numel(&format!("param `{name}`"), shape.dims())?;
+        checked_numel(&format!("param {name:?}"), shape.dims())?;
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;

@@ -12,10 +12,10 @@ use crate::shape::checked_size;
 /// Shape rule of `Conv`: `x [N, Cin, *S]`, `w [Cout, Cin/groups, *kernel]`,
 /// optional `b [Cout]` → `[N, Cout, *O]`.
 pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Vec<usize>> {
-    let op = if window.rank() == 1 {
-        "conv1d"
-    } else {
-        "conv2d"
+    let op = match window.rank() {
+        1 => "conv1d",
+        2 => "conv2d",
+        _ => "conv",
     };
     window.validate(op)?;
     let (x, w) = (ins[0], ins[1]);
