@@ -256,6 +256,16 @@ const CASES: &[Case] = &[
         // only the argmax receives the (NaN) gradient, as PyTorch's scatter
         value(&max_pool_grad(x, [1, 2], f32::NAN), &[0., f32::NAN])
     }),
+    ("`relu` on `[-1, 2]`, loss = sum(relu(x) · NaN)", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2]).unwrap();
+        let r = g.relu(x).unwrap();
+        let s = g.mul_scalar(r, f32::NAN).unwrap();
+        let l = g.sum_all(s).unwrap();
+        let dx = g.grad(l, &[x]).unwrap()[0];
+        // PyTorch's threshold_backward: where(y <= 0, 0, gy)
+        value(&both(&g, &[dx], &[("x", &t(&[2], &[-1., 2.]))])[0], &[0., f32::NAN])
+    }),
     ("`1 / (x + 0.0)` with x = -0.0", || recip_of(|g, x| g.add_scalar(x, 0.0))),
     ("`1 / (0.0 + x)` with x = -0.0", || {
         recip_of(|g, x| {

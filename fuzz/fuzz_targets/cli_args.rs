@@ -16,6 +16,8 @@ use libfuzzer_sys::fuzz_target;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Once;
+#[allow(unused_imports)] // the CLI definitions may name paths
+use std::path::PathBuf;
 
 include!(concat!(env!("OUT_DIR"), "/cli.rs"));
 

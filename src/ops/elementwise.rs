@@ -329,14 +329,14 @@ pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -
             g.neg(t)
         }
         UnaryOp::Relu => {
-            // d relu / dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch);
-            // read off the output (relu(x) > 0 exactly where x > 0), so the
-            // input is free to be fused away. A NaN or ∞ upstream gradient
-            // at a zeroed cell gives NaN here (PyTorch's threshold_backward
-            // gives 0): README lists the difference.
+            // PyTorch's threshold_backward: `where(y <= 0, 0, gy)`, so a
+            // NaN or ∞ gradient never reaches a cell ReLU zeroed (a mask
+            // product would make it NaN) and a NaN input passes its
+            // gradient; read off the output (relu(x) <= 0 exactly where
+            // x <= 0), so the input is free to be fused away
             let zero = g.scalar(0.0)?;
-            let mask = g.gt(y, zero)?;
-            g.mul(gy, mask)
+            let off = g.le(y, zero)?;
+            g.select(off, zero, gy)
         }
         UnaryOp::Sigmoid => {
             let one = g.scalar(1.0)?;
