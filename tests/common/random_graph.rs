@@ -1,0 +1,470 @@
+//! Random graphs through the compiler, shared by the `graph_ops` fuzz target
+//! (`fuzz/`) and the seeded run in `tests/random_graphs.rs`: 1–3 inputs of
+//! small random shapes, then up to 12 ops from the public `Graph` builder and
+//! the conv/pool layers, operands drawn from earlier nodes (one node may be
+//! both operands). Ops that return `Err` are skipped, as are nodes over
+//! `MAX_ELEMS` elements. Optionally the gradient of `sum_all(last)` w.r.t.
+//! the inputs is added. The graph is compiled with every pass and
+//! unrewritten (one thread each), both are run on the same seeded inputs
+//! (with NaN, ±0, ±inf sometimes), and their outputs must agree: same
+//! shapes, and values equal, both NaN, or within `1e-3 · (1 + |b|)`. The
+//! compiled executable is run a second time and must repeat itself. A
+//! mismatch panics with the graph's text dump.
+use arbitrary::{Result, Unstructured};
+use kiln::graph::dump::to_text;
+use kiln::graph::order::ancestors_order;
+use kiln::nn::{AvgPool2d, Conv1d, Conv2d, Layer, MaxPool2d};
+use kiln::{compile_with, CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
+
+/// How many graphs reached the comparison (with how many nodes in all), so
+/// a seeded run can show that it tested real graphs.
+pub static COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Nodes of the graphs counted in [`COMPARED`].
+pub static COMPARED_NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The most elements a node used as an operand (or output) may have.
+const MAX_ELEMS: usize = 4096;
+/// The most elements any node the outputs depend on may have (layers build
+/// intermediate nodes, e.g. unfold, larger than their output).
+const MAX_INNER_ELEMS: usize = 1 << 16;
+
+const SPECIALS: [f32; 8] = [
+    f32::NAN,
+    -0.0,
+    0.0,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    1.0,
+    -1.0,
+    f32::MIN_POSITIVE,
+];
+
+fn numel(g: &Graph, id: NodeId) -> usize {
+    g.shape(id)
+        .map(|s| {
+            s.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(usize::MAX)
+        })
+        .unwrap_or(usize::MAX)
+}
+
+fn pick(u: &mut Unstructured, pool: &[NodeId]) -> Result<NodeId> {
+    Ok(pool[u.choose_index(pool.len())?])
+}
+
+fn scalar(u: &mut Unstructured) -> Result<f32> {
+    Ok(if u.ratio(1, 3)? {
+        *u.choose(&SPECIALS)?
+    } else {
+        u.int_in_range(-8i8..=8)? as f32 * 0.5
+    })
+}
+
+fn dims(u: &mut Unstructured, max_rank: usize, max_dim: usize) -> Result<Vec<usize>> {
+    let rank = u.int_in_range(0..=max_rank)?;
+    (0..rank).map(|_| u.int_in_range(0..=max_dim)).collect()
+}
+
+fn axis(u: &mut Unstructured) -> Result<isize> {
+    u.int_in_range(-5isize..=4)
+}
+
+fn window(u: &mut Unstructured) -> Result<Window> {
+    let rank = if u.ratio(1, 16)? {
+        u.int_in_range(0..=3)?
+    } else {
+        u.int_in_range(1..=2)?
+    };
+    let mut v = |lo: usize, hi: usize| -> Result<Vec<usize>> {
+        (0..rank).map(|_| u.int_in_range(lo..=hi)).collect()
+    };
+    Ok(Window {
+        kernel: v(0, 3)?,
+        stride: v(0, 3)?,
+        padding: v(0, 2)?,
+        dilation: v(0, 2)?,
+    })
+}
+
+fn arr<const D: usize>(u: &mut Unstructured, lo: usize, hi: usize) -> Result<[usize; D]> {
+    let mut a = [0; D];
+    for x in &mut a {
+        *x = u.int_in_range(lo..=hi)?;
+    }
+    Ok(a)
+}
+
+/// One op on nodes of `pool`; `Ok(None)` when the builder said `Err`.
+fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option<NodeId>> {
+    let x = pick(u, pool)?;
+    let xs = g.shape(x).expect("pool node").to_vec();
+    let r = match u.int_in_range(0u8..=43)? {
+        0 => g.neg(x),
+        1 => g.exp(x),
+        2 => g.log(x),
+        3 => g.sqrt(x),
+        4 => g.recip(x),
+        5 => g.relu(x),
+        6 => g.sigmoid(x),
+        7 => g.tanh(x),
+        8 => g.abs(x),
+        k @ 9..=20 => {
+            let y = pick(u, pool)?;
+            match k {
+                9 => g.add(x, y),
+                10 => g.sub(x, y),
+                11 => g.mul(x, y),
+                12 => g.div(x, y),
+                13 => g.maximum(x, y),
+                14 => g.minimum(x, y),
+                15 => g.eq(x, y),
+                16 => g.ne(x, y),
+                17 => g.lt(x, y),
+                18 => g.le(x, y),
+                19 => g.gt(x, y),
+                _ => g.ge(x, y),
+            }
+        }
+        21 => {
+            let (a, b) = (pick(u, pool)?, pick(u, pool)?);
+            g.select(x, a, b)
+        }
+        k @ 22..=24 => {
+            let n = u.int_in_range(0..=xs.len() + 1)?;
+            let axes = (0..n).map(|_| axis(u)).collect::<Result<Vec<_>>>()?;
+            let keep = u.arbitrary()?;
+            match k {
+                22 => g.sum(x, &axes, keep),
+                23 => g.mean(x, &axes, keep),
+                _ => g.max(x, &axes, keep),
+            }
+        }
+        25 => g.sum_all(x),
+        26 => g.first_max_mask(x, axis(u)?),
+        27 => {
+            let shape: Vec<isize> = match u.int_in_range(0u8..=3)? {
+                0 => vec![-1],
+                1 => {
+                    let mut s: Vec<isize> = xs.iter().map(|&d| d as isize).collect();
+                    let at = u.int_in_range(0..=s.len())?;
+                    s.insert(at, 1);
+                    s
+                }
+                2 => {
+                    let mut s: Vec<isize> = xs.iter().map(|&d| d as isize).collect();
+                    if s.len() >= 2 {
+                        let at = u.int_in_range(0..=s.len() - 2)?;
+                        let merged = s[at] * s[at + 1];
+                        s.splice(at..at + 2, [merged]);
+                    }
+                    s
+                }
+                _ => {
+                    let n = u.int_in_range(0..=4)?;
+                    (0..n)
+                        .map(|_| u.int_in_range(-2isize..=6))
+                        .collect::<Result<_>>()?
+                }
+            };
+            g.reshape(x, &shape)
+        }
+        28 => {
+            let mut perm: Vec<usize> = (0..xs.len()).collect();
+            for i in (1..perm.len()).rev() {
+                perm.swap(i, u.int_in_range(0..=i)?);
+            }
+            if u.ratio(1, 16)? {
+                perm = dims(u, 5, 5)?;
+            }
+            g.transpose(x, &perm)
+        }
+        29 => {
+            let mut shape = Vec::new();
+            for _ in 0..u.int_in_range(0..=1usize)? {
+                shape.push(u.int_in_range(0..=4)?);
+            }
+            for &d in &xs {
+                shape.push(if d == 1 && u.arbitrary()? {
+                    u.int_in_range(0..=5)?
+                } else {
+                    d
+                });
+            }
+            if u.ratio(1, 16)? {
+                shape = dims(u, 5, 5)?;
+            }
+            g.broadcast_to(x, &shape)
+        }
+        30 => {
+            let ax = axis(u)?;
+            let (start, end, step) = (
+                u.int_in_range(0..=6)?,
+                u.int_in_range(0..=6)?,
+                u.int_in_range(0..=3)?,
+            );
+            g.slice(x, ax, start, end, step)
+        }
+        31 => {
+            let n = if u.ratio(1, 16)? {
+                u.int_in_range(0..=5)?
+            } else {
+                xs.len()
+            };
+            let pads = (0..n)
+                .map(|_| Ok((u.int_in_range(0..=2)?, u.int_in_range(0..=2)?)))
+                .collect::<Result<Vec<_>>>()?;
+            g.pad(x, &pads, scalar(u)?)
+        }
+        k @ 32..=33 => {
+            let mut xs = vec![x];
+            for _ in 0..u.int_in_range(0..=2)? {
+                xs.push(pick(u, pool)?);
+            }
+            let ax = axis(u)?;
+            if k == 32 {
+                g.concat(&xs, ax)
+            } else {
+                g.stack(&xs, ax)
+            }
+        }
+        34 => g.unfold(x, window(u)?),
+        35 => {
+            let w = window(u)?;
+            let n = u.int_in_range(0..=3)?;
+            let spatial = (0..n)
+                .map(|_| u.int_in_range(0..=6))
+                .collect::<Result<Vec<_>>>()?;
+            g.fold(x, w, &spatial)
+        }
+        36 => {
+            let y = pick(u, pool)?;
+            g.matmul(x, y)
+        }
+        37 => {
+            let y = pick(u, pool)?;
+            let (ta, tb) = (u.arbitrary()?, u.arbitrary()?);
+            g.matmul_t(x, y, ta, tb)
+        }
+        38 => {
+            let cin = if xs.len() == 3 && xs[1] > 0 {
+                xs[1]
+            } else {
+                u.int_in_range(1..=3)?
+            };
+            let groups = u.int_in_range(1..=cin)?;
+            let cout = groups * u.int_in_range(1..=2)?;
+            Conv1d::new(cin, cout, 1)
+                .kernel(arr(u, 1, 3)?)
+                .strides(arr(u, 0, 2)?)
+                .paddings(arr(u, 0, 2)?)
+                .dilation(u.int_in_range(1..=2)?)
+                .groups(groups)
+                .bias(u.arbitrary()?)
+                .build(g, x)
+        }
+        39 => {
+            let cin = if xs.len() == 4 && xs[1] > 0 {
+                xs[1]
+            } else {
+                u.int_in_range(1..=3)?
+            };
+            let groups = u.int_in_range(1..=cin)?;
+            let cout = groups * u.int_in_range(1..=2)?;
+            Conv2d::new(cin, cout, 1)
+                .kernel(arr(u, 1, 3)?)
+                .strides(arr(u, 0, 2)?)
+                .paddings(arr(u, 0, 2)?)
+                .dilation(u.int_in_range(1..=2)?)
+                .groups(groups)
+                .bias(u.arbitrary()?)
+                .build(g, x)
+        }
+        40 => {
+            let mut p = MaxPool2d::new(1)
+                .kernel(arr(u, 0, 3)?)
+                .paddings(arr(u, 0, 2)?)
+                .dilation(u.int_in_range(0..=2)?)
+                .ceil_mode(u.arbitrary()?);
+            if u.arbitrary()? {
+                p = p.strides(arr(u, 0, 3)?);
+            }
+            p.build(g, x)
+        }
+        41 => {
+            let mut p = AvgPool2d::new(1)
+                .kernel(arr(u, 0, 3)?)
+                .paddings(arr(u, 0, 2)?)
+                .ceil_mode(u.arbitrary()?)
+                .count_include_pad(u.arbitrary()?);
+            if u.arbitrary()? {
+                p = p.strides(arr(u, 0, 3)?);
+            }
+            p.build(g, x)
+        }
+        42 => {
+            let c = scalar(u)?;
+            if u.arbitrary()? {
+                g.add_scalar(x, c)
+            } else {
+                g.mul_scalar(x, c)
+            }
+        }
+        _ => g.stop_gradient(x),
+    };
+    Ok(r.ok())
+}
+
+/// Seeded input values: uniform in [-2, 2], with specials mixed in when `specials`.
+fn values(shape: &[usize], seed: u64, specials: bool) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed | 1;
+    let data = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if specials && s % 5 == 0 {
+                SPECIALS[(s >> 8) as usize % SPECIALS.len()]
+            } else {
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(shape.to_vec(), data).expect("input tensor")
+}
+
+fn close(a: f32, b: f32) -> bool {
+    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-3 * (1.0 + b.abs())
+}
+
+/// Panics, with the graph dump, at the first difference of `got` from `want`.
+fn compare(what: &str, g: &Graph, outs: &[NodeId], got: &[Tensor], want: &[Tensor]) {
+    let dump = || to_text(g, outs);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} outputs vs {}\n{}",
+        got.len(),
+        want.len(),
+        dump()
+    );
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            a.shape(),
+            b.shape(),
+            "{what}: output {i} has shape {:?} vs {:?}\n{}",
+            a.shape(),
+            b.shape(),
+            dump()
+        );
+        if let Some(j) = (0..a.numel()).find(|&j| !close(a.data()[j], b.data()[j])) {
+            panic!(
+                "{what}: output {i} differs at flat index {j}: {} vs {}\n{}",
+                a.data()[j],
+                b.data()[j],
+                dump()
+            );
+        }
+    }
+}
+
+/// Builds one random graph from `u`, compiles it with every pass and
+/// unrewritten, runs both and panics (with the graph's dump) if they differ.
+pub fn check(u: &mut Unstructured) -> Result<()> {
+    let mut g = Graph::with_seed(u.arbitrary()?);
+    let mut pool = Vec::new();
+    let mut inputs = Vec::new();
+    for i in 0..u.int_in_range(1..=3)? {
+        let shape = dims(u, 4, 5)?;
+        let id = g
+            .input(&format!("x{i}"), shape.clone())
+            .expect("input node");
+        pool.push(id);
+        inputs.push((format!("x{i}"), shape, id));
+    }
+    for _ in 0..u.int_in_range(0..=12)? {
+        if let Some(id) = one_op(u, &mut g, &pool)? {
+            if numel(&g, id) <= MAX_ELEMS {
+                pool.push(id);
+            }
+        }
+    }
+    let last = *pool.last().expect("an input");
+    let mut outs = vec![last];
+    if u.arbitrary()? {
+        let wrt: Vec<NodeId> = inputs.iter().map(|i| i.2).collect();
+        if let Ok(loss) = g.sum_all(last) {
+            if let Ok(grads) = g.grad(loss, &wrt) {
+                outs.push(loss);
+                outs.extend(grads);
+            }
+        }
+    }
+    if u.arbitrary()? {
+        outs.push(pick(u, &pool)?);
+    }
+    if ancestors_order(&g, &outs)
+        .into_iter()
+        .any(|n| numel(&g, n) > MAX_INNER_ELEMS)
+    {
+        return Ok(());
+    }
+
+    let all = CompileOptions {
+        threads: Some(1),
+        verify: false,
+        dump_dir: None,
+        ..CompileOptions::default()
+    };
+    let none = CompileOptions {
+        passes: PassSelection::None,
+        ..all.clone()
+    };
+    let compiled = compile_with(&g, &outs, &[], &all);
+    let plain = compile_with(&g, &outs, &[], &none);
+    let (mut compiled, mut plain) = match (compiled, plain) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(_), Err(_)) => return Ok(()),
+        (c, p) => panic!(
+            "compiles with all passes: {:?}; unrewritten: {:?}\n{}",
+            c.err(),
+            p.err(),
+            to_text(&g, &outs)
+        ),
+    };
+
+    let seed: u64 = u.arbitrary()?;
+    let specials: bool = u.arbitrary()?;
+    let feeds: Vec<(String, Tensor)> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape, _))| {
+            (
+                name.clone(),
+                values(shape, seed.wrapping_add(i as u64), specials),
+            )
+        })
+        .collect();
+    let feeds: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let got = compiled.run(&feeds);
+    let want = plain.run(&feeds);
+    let (got, want) = match (got, want) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(_), Err(_)) => return Ok(()),
+        (a, b) => panic!(
+            "runs with all passes: {:?}; unrewritten: {:?}\n{}",
+            a.err(),
+            b.err(),
+            to_text(&g, &outs)
+        ),
+    };
+    compare("all passes vs unrewritten", &g, &outs, &got, &want);
+    COMPARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    COMPARED_NODES.fetch_add(g.len(), std::sync::atomic::Ordering::Relaxed);
+    let again = compiled
+        .run(&feeds)
+        .expect("a second run of the compiled graph");
+    compare("second compiled run vs first", &g, &outs, &again, &got);
+    Ok(())
+}
