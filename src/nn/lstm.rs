@@ -52,10 +52,13 @@ impl Layer for Lstm {
         }
         let (n, t_len) = (xs[0], xs[1]);
         let init = Init::LeCunUniform { fan_in: h_sz };
-        let w_ih = g.param(&format!("{name}.weight_ih"), [4 * h_sz, i_sz], init.clone())?;
-        let w_hh = g.param(&format!("{name}.weight_hh"), [4 * h_sz, h_sz], init.clone())?;
-        let b_ih = g.param(&format!("{name}.bias_ih"), [4 * h_sz], init.clone())?;
-        let b_hh = g.param(&format!("{name}.bias_hh"), [4 * h_sz], init)?;
+        // the four gates' rows (the parameters' own shapes are checked next)
+        let gates =
+            crate::shape::checked_size(&name, "gate rows 4·hidden_size", h_sz.checked_mul(4))?;
+        let w_ih = g.param(&format!("{name}.weight_ih"), [gates, i_sz], init.clone())?;
+        let w_hh = g.param(&format!("{name}.weight_hh"), [gates, h_sz], init.clone())?;
+        let b_ih = g.param(&format!("{name}.bias_ih"), [gates], init.clone())?;
+        let b_hh = g.param(&format!("{name}.bias_hh"), [gates], init)?;
         let w_ih_t = g.transpose(w_ih, &[1, 0])?;
         let w_hh_t = g.transpose(w_hh, &[1, 0])?;
         let bias = g.add(b_ih, b_hh)?;

@@ -502,7 +502,9 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
         x,
         out,
         |dst, src| dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
-        |dst| dst.iter_mut().for_each(|d| *d *= inv),
+        // + 0.0: the sum starts from +0.0 as the edge windows' (and the
+        // reduction's) do, so a window of −0.0s averages to +0.0
+        |dst| dst.iter_mut().for_each(|d| *d = (*d + 0.0) * inv),
     );
 }
 
@@ -596,6 +598,30 @@ mod tests {
         }
     }
 
+    /// A window of −0.0s averages to +0.0 on every path (2x2 rows, the
+    /// general interior loop, edge windows), as the reduction it stands for
+    /// sums from +0.0; a −0.0 maximum stays −0.0.
+    #[test]
+    fn windows_of_negative_zeros_average_to_positive_zero() {
+        let two = geom_2x2(4, 20);
+        let three = PoolGeom {
+            kernel: [3, 3],
+            stride: [1, 1],
+            pads: [(1, 1), (1, 1)],
+            out: [4, 20],
+            ..two
+        };
+        for g in [two, three] {
+            let x = vec![-0.0f32; g.plane()];
+            let mut avg = vec![9.0; g.out_len()];
+            avg_pool(&g, Divide::RealCells, &x, &mut avg);
+            assert_eq!(bits(&avg), bits(&vec![0.0; g.out_len()]), "{g:?}");
+            let mut max = vec![9.0; g.out_len()];
+            max_pool_values(&g, &x, &mut max);
+            assert_eq!(bits(&max), bits(&vec![-0.0; g.out_len()]), "{g:?}");
+        }
+    }
+
     /// Each window's maximum in row-major order by PyTorch's rule (a larger
     /// value or any NaN replaces the maximum so far: the last NaN wins), by
     /// comparing every cell in turn.
@@ -683,7 +709,7 @@ mod tests {
                 .map(|o| {
                     let first = (o / ow) * 4 * ow + 2 * (o % ow);
                     let (t, b) = (&x[first..], &x[first + 2 * ow..]);
-                    (t[0] + t[1] + b[0] + b[1]) * 0.25
+                    (t[0] + t[1] + b[0] + b[1] + 0.0) * 0.25
                 })
                 .collect();
             assert_eq!(bits(&avg), bits(&want), "average, {ow} windows a row");

@@ -81,7 +81,8 @@ pub(super) fn max_2x2_row(
 pub(super) fn avg_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
     let cells = top.chunks_exact(2).zip(bottom.chunks_exact(2));
     for (o, (t, b)) in out.iter_mut().zip(cells) {
-        *o = (t[0] + t[1] + b[0] + b[1]) * 0.25
+        // + 0.0: as the general loop, the sum starts from +0.0
+        *o = (t[0] + t[1] + b[0] + b[1] + 0.0) * 0.25
     }
 }
 
