@@ -208,7 +208,9 @@ impl Pass for AvgPool {
             }
             if let Some((x, window, divisor, u)) = forward(p, n)? {
                 let dims: Vec<isize> = p.graph.shape(n)?.iter().map(|&d| d as isize).collect();
-                let pool = p.graph.add_op(Op::AvgPool { window, divisor }, &[x])?;
+                let Some(pool) = p.try_add_op(Op::AvgPool { window, divisor }, &[x])? else {
+                    continue;
+                };
                 name_after_unfold(p, pool, u)?;
                 let new = p.graph.reshape(pool, &dims)?;
                 p.substitute(n, new)?;
@@ -224,14 +226,18 @@ impl Pass for AvgPool {
                 let gs = p.graph.shape(g)?.to_vec();
                 let mut nc = gs[..2].to_vec();
                 nc.extend(&spatial);
-                let out = window.out_size("avgpool_backward", &spatial)?;
+                let Ok(out) = window.out_size("avgpool_backward", &spatial) else {
+                    continue;
+                };
                 let gy = p.graph.reshape(g, &pooled_dims(&nc, &out))?;
                 let op = Op::AvgPoolBackward {
                     window,
                     divisor,
                     spatial,
                 };
-                let new = p.graph.add_op(op, &[gy])?;
+                let Some(new) = p.try_add_op(op, &[gy])? else {
+                    continue;
+                };
                 p.substitute(target, new)?;
                 fused += 1;
             }

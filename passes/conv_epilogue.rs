@@ -45,7 +45,10 @@ impl Pass for ConvEpilogue {
                 groups,
                 epilogue,
             };
-            let new = p.graph.add_op(op, &p.graph.operands(c))?;
+            let operands = p.graph.operands(c);
+            let Some(new) = p.try_add_op(op, &operands)? else {
+                continue;
+            };
             if let Some(name) = p.graph.node(c)?.name.clone() {
                 p.graph.set_name(new, name);
             }

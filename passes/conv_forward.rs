@@ -120,9 +120,10 @@ impl Pass for ConvForward {
                 epilogue: vec![],
             };
             let (target, new) = match bias_add(p, r, cout)? {
-                Some((add, b)) => (add, p.graph.add_op(op, &[c.x, c.w, b])?),
-                None => (r, p.graph.add_op(op, &[c.x, c.w])?),
+                Some((add, b)) => (add, p.try_add_op(op, &[c.x, c.w, b])?),
+                None => (r, p.try_add_op(op, &[c.x, c.w])?),
             };
+            let Some(new) = new else { continue };
             if let Some(name) = name {
                 p.graph.set_name(
                     new,

@@ -81,7 +81,9 @@ impl Pass for ConvInputGradPass {
             let Some((w, gy, op)) = match_input_grad(p, f)? else {
                 continue;
             };
-            let new = p.graph.add_op(op, &[w, gy])?;
+            let Some(new) = p.try_add_op(op, &[w, gy])? else {
+                continue;
+            };
             p.substitute(f, new)?;
             fused += 1;
         }

@@ -86,7 +86,9 @@ impl Pass for ConvKernelGradPass {
             let Some((x, gy, op)) = match_kernel_grad(p, dw)? else {
                 continue;
             };
-            let new = p.graph.add_op(op, &[x, gy])?;
+            let Some(new) = p.try_add_op(op, &[x, gy])? else {
+                continue;
+            };
             p.substitute(dw, new)?;
             fused += 1;
         }

@@ -134,7 +134,9 @@ impl Pass for MaxPool {
             } else {
                 Op::MaxPool(win.window.clone())
             };
-            let pool = p.graph.add_op(op, &[win.x])?;
+            let Some(pool) = p.try_add_op(op, &[win.x])? else {
+                continue;
+            };
             name_after_unfold(p, pool, u)?;
             let out = pool_out(p, pool)?;
             for f in found {
@@ -156,7 +158,9 @@ impl Pass for MaxPool {
                             window: win.window.clone(),
                             spatial: xs[2..].to_vec(),
                         };
-                        let new = p.graph.add_op(op, &[gy, indices])?;
+                        let Some(new) = p.try_add_op(op, &[gy, indices])? else {
+                            continue;
+                        };
                         p.substitute(target, new)?;
                     }
                 }

@@ -36,6 +36,7 @@ pub use permute::TransposeToPermute;
 
 use crate::error::{KilnError, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::Op;
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -87,6 +88,18 @@ impl Program {
             self.graph.remove_node(old);
         }
         Ok(())
+    }
+
+    /// Adds a fused replacement node, or `None` when its shape rule refuses it
+    /// (a window whose working buffers cannot exist, ...): the pass then
+    /// leaves the generic pattern as it is, since the graph it stands for is
+    /// valid. Other errors (a node not in the graph) are returned.
+    pub fn try_add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<Option<NodeId>> {
+        match self.graph.add_op(op, operands) {
+            Ok(n) => Ok(Some(n)),
+            Err(KilnError::Shape { .. } | KilnError::Attr { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes `new` stand for `old` everywhere: in users, outputs and update values.

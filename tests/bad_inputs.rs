@@ -372,6 +372,49 @@ const CASES: &[Case] = &[
         let x = g.input("x", [2, 3]).unwrap();
         err(g.transpose(x, &[0, 0]))
     }),
+    ("`unfold` with stride `usize::MAX` (one window) on `[1, 1, 3, 3]`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 1, 3, 3]).unwrap();
+        let w = Window {
+            kernel: vec![2, 2],
+            stride: vec![usize::MAX; 2],
+            padding: vec![0, 0],
+            dilation: vec![1, 1],
+        };
+        err(g.unfold(x, w))
+    }),
+    ("`Conv2d::new(1, 1, 2).stride(1 << 63)` on `[1, 1, 3, 3]`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 1, 3, 3]).unwrap();
+        err(nn::Conv2d::new(1, 1, 2).stride(1 << 63).build(&mut g, x))
+    }),
+    ("`MaxPool2d::new(2).stride(1 << 63).padding(1).dilation(2)` on `[1, 1, 3, 3]`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 1, 3, 3]).unwrap();
+        err(nn::MaxPool2d::new(2).stride(1 << 63).padding(1).dilation(2).build(&mut g, x))
+    }),
+    ("`Conv2d::new(1, 1, 1).stride(1 << 60).padding(1 << 40)` on `[1, 1, 1, 1]` (the fused kernel's padded planes cannot exist)", || {
+        let mut g = Graph::with_seed(4);
+        let x = g.input("x", [1, 1, 1, 1]).unwrap();
+        let y = nn::Conv2d::new(1, 1, 1).stride(1 << 60).padding(1 << 40).name("c").build(&mut g, x).unwrap();
+        let r = both(&g, &[y], &[("x", &Tensor::full([1, 1, 1, 1], 5.0))]).remove(0);
+        // the one window lies in the padding: the output is the bias
+        let b = g.param_value("c.bias").unwrap().data()[0];
+        value(&r, &[b]);
+        format!("shape {:?}, the bias (the pass keeps the generic form)", r.shape())
+    }),
+    ("`softmax(x, 1)` of `[2, 0]`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 0]).unwrap();
+        let y = nn::softmax(&mut g, x, 1).unwrap();
+        let r = both(&g, &[y], &[("x", &Tensor::zeros([2, 0]))]).remove(0);
+        format!("an empty result of shape {:?} (as PyTorch)", r.shape())
+    }),
+    ("`Conv2d::new(0, 2, 3)`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 0, 5, 5]).unwrap();
+        err(nn::Conv2d::new(0, 2, 3).build(&mut g, x))
+    }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();

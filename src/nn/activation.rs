@@ -34,6 +34,12 @@ impl Layer for Tanh {
 /// through (log-)softmax is exactly zero, so it is cut off: no max mask in
 /// the backward graph.
 fn stable_shift(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
+    let shape = g.shape(x)?;
+    let d = crate::shape::normalize_axis("softmax", axis, shape.len())?;
+    if shape[d] == 0 {
+        // nothing to shift (and no maximum): the result is empty, as PyTorch's
+        return g.scalar(0.0);
+    }
     let m = g.max(x, &[axis], true)?;
     g.stop_gradient(m)
 }

@@ -108,7 +108,13 @@ impl<const D: usize> Layer for Conv<D> {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, &format!("conv{D}d"));
         let (cin, cout, groups) = (self.in_channels, self.out_channels, self.groups);
-        if groups == 0 || cin == 0 || cout == 0 || cin % groups != 0 || cout % groups != 0 {
+        if cin == 0 || cout == 0 {
+            return attr_err(
+                &name,
+                format!("in_channels = {cin} and out_channels = {cout} must be at least 1"),
+            );
+        }
+        if groups == 0 || cin % groups != 0 || cout % groups != 0 {
             return attr_err(
                 &name,
                 format!("groups = {groups} must be ≥ 1 and divide in_channels = {cin} and out_channels = {cout}"),

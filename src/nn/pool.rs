@@ -140,6 +140,15 @@ impl<K: PoolKind> Pool<K> {
                 format!("kernel {k:?}, stride {s:?} and dilation {d:?} must be at least 1"),
             );
         }
+        if s.iter().chain(&p).any(|&v| v > crate::shape::MAX_ELEMENTS) {
+            return attr_err(
+                name,
+                format!(
+                    "stride {s:?} and padding {p:?} must not be larger than any buffer ({} elements)",
+                    crate::shape::MAX_ELEMENTS
+                ),
+            );
+        }
         let mut geom = PoolGeom {
             out: [0; 2],
             pads: [(0, 0); 2],

@@ -113,6 +113,25 @@ impl PoolWindow {
                 ),
             );
         }
+        let pads = self.pads.iter().flat_map(|&(b, a)| [b, a]);
+        if self
+            .stride
+            .iter()
+            .copied()
+            .chain(pads)
+            .any(|v| v > crate::shape::MAX_ELEMENTS)
+        {
+            // kernels take window positions as isize offsets
+            return attr_err(
+                op,
+                format!(
+                    "stride {:?} or pads {:?} larger than any buffer ({} elements)",
+                    self.stride,
+                    self.pads,
+                    crate::shape::MAX_ELEMENTS
+                ),
+            );
+        }
         if spatial.len() != n {
             return shape_err(
                 op,

@@ -9,7 +9,7 @@
 use super::View;
 use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::im2col::{col2im_add, im2col, Geom};
-use crate::shape::{checked_numel, checked_size};
+use crate::shape::{checked_numel, checked_size, MAX_ELEMENTS};
 use serde::{Deserialize, Serialize};
 
 /// A 1-D or 2-D sliding window with symmetric zero padding.
@@ -95,6 +95,15 @@ impl Window {
             }
         }
         checked_numel(op, &self.kernel)?;
+        for (what, v) in [("stride", &self.stride), ("padding", &self.padding)] {
+            if v.iter().any(|&x| x > MAX_ELEMENTS) {
+                // kernels take window positions as isize offsets
+                return attr_err(
+                    op,
+                    format!("{what} {v:?} is larger than any buffer ({MAX_ELEMENTS} elements)"),
+                );
+            }
+        }
         for d in 0..n {
             self.extents(op, d, 0)?;
         }
