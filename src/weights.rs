@@ -47,7 +47,9 @@ pub fn check_writable(path: impl AsRef<Path>) -> Result<()> {
 /// The file is written to a temporary file beside `path` ([`temp_path`]),
 /// flushed to disk and renamed over `path`, so `path` always holds either
 /// its old contents or the complete new file. An existing file keeps its
-/// permissions. On any error the temporary file is removed.
+/// permissions. On any error the temporary file is removed; after a
+/// successful save, temporary files for `path` that a killed earlier save
+/// left behind are removed too (on Linux: those whose process is gone).
 ///
 /// `Err` naming the file if two tensors share a name (naming it), if a
 /// tensor cannot be serialised, or if the file cannot be written.
@@ -80,7 +82,42 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result<()> 
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    written
+    written?;
+    remove_stale_temps(path);
+    Ok(())
+}
+
+/// Removes `.<file name>.kiln-save-<pid>.tmp` files beside `path` whose
+/// process no longer runs (they can only be left by a save that was killed).
+/// Only where `/proc` tells which processes run; best effort, never an error.
+fn remove_stale_temps(path: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.kiln-save-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn write_then_rename(path: &Path, tmp: &Path, data: &[u8]) -> Result<()> {

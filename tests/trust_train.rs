@@ -580,6 +580,20 @@ fn weights_save_refuses_duplicates_keeps_permissions_and_leaves_no_temp_file() {
         &["missing/w.safetensors", "cannot write"],
     );
     check_writable(&path).unwrap();
+    // a save killed half way left its temporary file (its process is gone:
+    // pid 2^32 − 1 is above any pid_max); the next save removes it, and
+    // leaves a running process's (init's, pid 1) temporary file alone
+    #[cfg(target_os = "linux")]
+    {
+        let stray = dir.join(".w.safetensors.kiln-save-4294967295.tmp");
+        let running = dir.join(format!(".w.safetensors.kiln-save-{}.tmp", 1));
+        std::fs::write(&stray, b"half a file").unwrap();
+        std::fs::write(&running, b"pid 1 is running").unwrap();
+        save(&path, std::slice::from_ref(&a)).unwrap();
+        assert!(!stray.exists(), "a killed save's temporary file is removed");
+        assert!(running.exists(), "a running process's is kept");
+        std::fs::remove_file(&running).unwrap();
+    }
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
