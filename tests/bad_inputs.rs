@@ -403,6 +403,25 @@ const CASES: &[Case] = &[
         value(&r, &[b]);
         format!("shape {:?}, the bias (the pass keeps the generic form)", r.shape())
     }),
+    ("`Op::AvgPool` (real-cell divisor), kernel 2^31, pads 2^30, stride 1, on `[1, 2, 3, 4]` as `[1, 1, 2, 2]`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 1, 2, 2]).unwrap();
+        let big = 1usize << 31;
+        let op = Op::AvgPool {
+            window: kiln::ops::PoolWindow {
+                kernel: vec![big, big],
+                stride: vec![1, 1],
+                dilation: vec![1, 1],
+                pads: vec![(big / 2, big / 2); 2],
+            },
+            divisor: kiln::ops::AvgDivisor::RealCells,
+        };
+        let y = g.add_op(op, &[x]).unwrap();
+        let r = both(&g, &[y], &[("x", &t(&[1, 1, 2, 2], &[1., 2., 3., 4.]))]).remove(0);
+        // each of the 3x3 windows holds all four cells (edge windows are
+        // clipped in closed form, not walked tap by tap)
+        value(&r, &[2.5; 9])
+    }),
     ("`softmax(x, 1)` of `[2, 0]`", || {
         let mut g = Graph::new();
         let x = g.input("x", [2, 0]).unwrap();

@@ -50,14 +50,20 @@ impl PoolGeom {
     }
     /// For output index `o` along `axis`, the kernel taps `lo..hi` that land
     /// inside the plane, and the plane coordinate of tap 0 (may be negative).
+    /// In closed form: a huge kernel costs no more than a small one.
     fn taps(&self, axis: usize, o: usize) -> (usize, usize, isize) {
-        let (k, d) = (self.kernel[axis], self.dilation[axis] as isize);
+        let (k, d) = (self.kernel[axis], self.dilation[axis]);
         let start = (o * self.stride[axis]) as isize - self.pads[axis].0 as isize;
         let size = self.size[axis] as isize;
-        let lo = (0..k).find(|&i| start + i as isize * d >= 0).unwrap_or(k);
-        let hi = (lo..k)
-            .find(|&i| start + i as isize * d >= size)
-            .unwrap_or(k);
+        // the first tap with start + i·d >= 0, and the first with >= size
+        let lo = match start >= 0 {
+            true => 0,
+            false => start.unsigned_abs().div_ceil(d).min(k),
+        };
+        let hi = match start >= size {
+            true => 0,
+            false => ((size - start) as usize).div_ceil(d).min(k),
+        };
         (lo, hi.max(lo), start)
     }
     /// Cells of a window at output index `o` along `axis` that `rule` counts.
@@ -69,10 +75,15 @@ impl PoolGeom {
                 hi - lo
             }
             Divide::PaddedInput => {
+                // taps i with o·s + i·d < limit, in closed form
                 let limit = self.size[axis] + 2 * self.pads[axis].0;
-                (0..self.kernel[axis])
-                    .filter(|&i| o * self.stride[axis] + i * self.dilation[axis] < limit)
-                    .count()
+                let first = o * self.stride[axis];
+                match first < limit {
+                    true => (limit - first)
+                        .div_ceil(self.dilation[axis])
+                        .min(self.kernel[axis]),
+                    false => 0,
+                }
             }
         }
     }
@@ -596,6 +607,41 @@ mod tests {
             size: [h, w],
             out: [h / 2, w / 2],
         }
+    }
+
+    /// The closed-form tap ranges and counts equal the tap-by-tap definitions
+    /// (first tap at or after the plane's start; first at or past its end;
+    /// taps inside the input grown by the leading padding on both sides).
+    #[test]
+    fn closed_form_taps_and_counts_equal_the_tap_walks() {
+        let mut checked = 0;
+        for (k, d, s, pad, size) in (1..5).flat_map(|k| {
+            (1..4).flat_map(move |d| {
+                (1..4).flat_map(move |s| {
+                    (0..4).flat_map(move |p| (1..7).map(move |n| (k, d, s, p, n)))
+                })
+            })
+        }) {
+            let g = PoolGeom {
+                kernel: [1, k],
+                stride: [1, s],
+                dilation: [1, d],
+                pads: [(0, 0), (pad, pad)],
+                size: [1, size],
+                out: [1, (size + 2 * pad) / s + 1],
+            };
+            for o in 0..g.out[1] {
+                let start = (o * s) as isize - pad as isize;
+                let at = |i: usize| start + (i * d) as isize;
+                let lo = (0..k).find(|&i| at(i) >= 0).unwrap_or(k);
+                let hi = (lo..k).find(|&i| at(i) >= size as isize).unwrap_or(k);
+                assert_eq!(g.taps(1, o), (lo, hi.max(lo), start), "{g:?} o={o}");
+                let padded = (0..k).filter(|&i| o * s + i * d < size + 2 * pad).count();
+                assert_eq!(g.count(1, o, Divide::PaddedInput), padded, "{g:?} o={o}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000);
     }
 
     /// A window of −0.0s averages to +0.0 on every path (2x2 rows, the
