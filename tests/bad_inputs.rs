@@ -256,6 +256,20 @@ const CASES: &[Case] = &[
         // only the argmax receives the (NaN) gradient, as PyTorch's scatter
         value(&max_pool_grad(x, [1, 2], f32::NAN), &[0., f32::NAN])
     }),
+    ("`max(x, [1])` of `[[0.0, -0.0], [-0.0, 0.0]]` and of a row of 12 with −0.0 at 1 and 0.0 at 8", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 2]).unwrap();
+        let m = g.max(x, &[1], false).unwrap();
+        let r = both(&g, &[m], &[("x", &t(&[2, 2], &[0.0, -0.0, -0.0, 0.0]))]).remove(0);
+        let mut g2 = Graph::new();
+        let y = g2.input("x", [12]).unwrap();
+        let m2 = g2.max(y, &[0], false).unwrap();
+        let mut row = vec![-1.0f32; 12];
+        (row[1], row[8]) = (-0.0, 0.0);
+        let r2 = both(&g2, &[m2], &[("x", &t(&[12], &row))]).remove(0);
+        // the first of equal maxima, as max pooling keeps it
+        format!("{} and {}", value(&r, &[0.0, -0.0]), value(&r2, &[-0.0]))
+    }),
     ("`relu` on `[-1, 2]`, loss = sum(relu(x) · NaN)", || {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();

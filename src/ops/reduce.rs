@@ -84,20 +84,27 @@ fn reduced_strides(x: &[usize], axes: &[usize]) -> Vec<usize> {
     s
 }
 
-/// The reduction's combining step (the max propagates NaN).
+/// The reduction's combining step. The max takes `v` when it is larger or
+/// NaN, as max pooling does (`kernels::pool::takes`): NaN propagates, and of
+/// equal values (−0.0 and +0.0) the first in index order is kept, so a max
+/// pool and the reduction it stands for agree on the sign of a zero.
 #[inline(always)]
 fn combine(kind: ReduceKind, acc: f32, v: f32) -> f32 {
     match kind {
         ReduceKind::Sum | ReduceKind::Mean => acc + v,
-        ReduceKind::Max if v.is_nan() || acc.is_nan() => f32::NAN,
-        ReduceKind::Max => acc.max(v),
+        ReduceKind::Max if crate::kernels::pool::takes(acc, v) => v,
+        ReduceKind::Max => acc,
     }
 }
 
-/// Combines a contiguous run into `acc` with eight independent lanes (so
-/// the loop vectorises), then folds the lanes.
+/// Combines a contiguous run into `acc`: a sum with eight independent lanes
+/// (so the loop vectorises), then folds the lanes; a max in index order
+/// (lanes would lose which of two equal zeros came first).
 #[inline]
 fn combine_run(kind: ReduceKind, acc: f32, run: &[f32]) -> f32 {
+    if kind == ReduceKind::Max {
+        return run.iter().fold(acc, |a, &v| combine(kind, a, v));
+    }
     let mut lanes = [if kind == ReduceKind::Max {
         f32::NEG_INFINITY
     } else {

@@ -339,8 +339,16 @@ fn close(a: f32, b: f32) -> bool {
 }
 
 /// Panics, with the graph dump, at the first difference of `got` from `want`.
-fn compare(what: &str, g: &Graph, outs: &[NodeId], got: &[Tensor], want: &[Tensor]) {
-    let dump = || to_text(g, outs);
+fn compare(
+    what: &str,
+    g: &Graph,
+    outs: &[NodeId],
+    feeds: &[(&str, &Tensor)],
+    got: &[Tensor],
+    want: &[Tensor],
+) {
+    // the graph and its inputs' values: enough to rebuild the failing case
+    let dump = || format!("{}inputs: {feeds:?}", to_text(g, outs));
     assert_eq!(
         got.len(),
         want.len(),
@@ -459,12 +467,19 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
             to_text(&g, &outs)
         ),
     };
-    compare("all passes vs unrewritten", &g, &outs, &got, &want);
+    compare("all passes vs unrewritten", &g, &outs, &feeds, &got, &want);
     COMPARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     COMPARED_NODES.fetch_add(g.len(), std::sync::atomic::Ordering::Relaxed);
     let again = compiled
         .run(&feeds)
         .expect("a second run of the compiled graph");
-    compare("second compiled run vs first", &g, &outs, &again, &got);
+    compare(
+        "second compiled run vs first",
+        &g,
+        &outs,
+        &feeds,
+        &again,
+        &got,
+    );
     Ok(())
 }
