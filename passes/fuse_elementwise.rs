@@ -50,7 +50,14 @@ struct Group {
     regs: HashMap<NodeId, usize>,
     /// Element-wise nodes folded in besides the root.
     absorbed: Vec<NodeId>,
+    /// Nodes being folded in right now (the recursion's depth).
+    depth: usize,
 }
+
+/// The deepest chain one group folds in: a node further from the root is
+/// an operand (a long chain becomes several loops; the walk is bounded, so
+/// a 100,000-op chain neither overflows the stack nor takes quadratic time).
+const MAX_DEPTH: usize = 10;
 
 impl Group {
     fn push(&mut self, i: Instr) -> usize {
@@ -66,7 +73,10 @@ impl Group {
         let node = p.graph.node(n)?;
         let root_shape = p.graph.shape(self.root)?;
         let fold_in = n == self.root
-            || (node.shape.dims() == root_shape && single_use(p, n) && elementwise(p, n)?);
+            || (self.depth < MAX_DEPTH
+                && node.shape.dims() == root_shape
+                && single_use(p, n)
+                && elementwise(p, n)?);
         let reg = match (&node.op, fold_in) {
             (Op::Fill { value, .. }, _)
                 if node.shape.numel() == 1 || node.shape.dims() == root_shape =>
@@ -76,9 +86,11 @@ impl Group {
             (op, true) => {
                 let ops = p.graph.operands(n);
                 let mut r = Vec::with_capacity(ops.len());
+                self.depth += 1;
                 for &o in &ops {
                     r.push(self.visit(p, o)?);
                 }
+                self.depth -= 1;
                 if n != self.root {
                     self.absorbed.push(n);
                 }
@@ -134,6 +146,7 @@ impl Pass for FuseElementwise {
                 operands: Vec::new(),
                 regs: HashMap::new(),
                 absorbed: Vec::new(),
+                depth: 0,
             };
             let out = group.visit(p, n)?;
             let fits = group.expr.len() <= MAX_INSTRS && out + 1 == group.expr.len();

@@ -38,6 +38,34 @@ fn both(g: &Graph, outs: &[NodeId], feeds: &[(&str, &Tensor)]) -> Vec<Tensor> {
     a
 }
 
+/// Runs `outs` with parameter `updates` once, compiled and unrewritten (one
+/// thread), checks both agree, and returns the outputs and then the named
+/// parameters' values after the run.
+fn with_updates(
+    g: &Graph,
+    outs: &[NodeId],
+    updates: &[(NodeId, NodeId)],
+    params: &[&str],
+) -> Vec<Vec<f32>> {
+    let [a, b] = [CompileOptions::default(), CompileOptions::unrewritten()].map(|o| {
+        let o = CompileOptions {
+            threads: Some(1),
+            ..o
+        };
+        let mut exe = compile_with(g, outs, updates, &o).unwrap();
+        let mut r: Vec<Vec<f32>> = exe
+            .run(&[])
+            .unwrap()
+            .into_iter()
+            .map(Tensor::into_vec)
+            .collect();
+        r.extend(params.iter().map(|p| exe.param_data(p).unwrap().to_vec()));
+        r
+    });
+    assert_eq!(a, b, "compiled vs unrewritten");
+    a
+}
+
 fn t(shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_vec(shape.to_vec(), data.to_vec()).unwrap()
 }
@@ -447,6 +475,96 @@ const CASES: &[Case] = &[
         let mut g = Graph::new();
         let x = g.input("x", [1, 0, 5, 5]).unwrap();
         err(nn::Conv2d::new(0, 2, 3).build(&mut g, x))
+    }),
+    ("updates `[(a, b), (b, a)]` (a swap), a = [0], b = [1]: a, b after one run", || {
+        let mut g = Graph::new();
+        let a = g.param("a", [1], kiln::Init::Constant(0.0)).unwrap();
+        let b = g.param("b", [1], kiln::Init::Constant(1.0)).unwrap();
+        let s = g.add(a, b).unwrap();
+        // every update reads the values of the run, none another's new value
+        let r = with_updates(&g, &[s], &[(a, b), (b, a)], &["a", "b"]);
+        assert_eq!(r[1..], [vec![1.0], vec![0.0]]);
+        format!("a = {:?}, b = {:?}", r[1], r[2])
+    }),
+    ("updates `[(b, c), (a, stop_gradient(b))]`, a = [0], b = [1], c = [2]: a, b after one run", || {
+        let mut g = Graph::new();
+        let a = g.param("a", [1], kiln::Init::Constant(0.0)).unwrap();
+        let b = g.param("b", [1], kiln::Init::Constant(1.0)).unwrap();
+        let c = g.param("c", [1], kiln::Init::Constant(2.0)).unwrap();
+        let sb = g.stop_gradient(b).unwrap();
+        let s = g.add(a, c).unwrap();
+        let r = with_updates(&g, &[s], &[(b, c), (a, sb)], &["a", "b"]);
+        assert_eq!(r[1..], [vec![1.0], vec![2.0]]);
+        format!("a = {:?}, b = {:?}", r[1], r[2])
+    }),
+    ("outputs `[w, stop_gradient(w)]` with the update `(w, w + 1)`, w = [1]", || {
+        let mut g = Graph::new();
+        let w = g.param("w", [1], kiln::Init::Constant(1.0)).unwrap();
+        let sw = g.stop_gradient(w).unwrap();
+        let w1 = g.add_scalar(w, 1.0).unwrap();
+        // a run returns the values it read
+        let r = with_updates(&g, &[w, sw], &[(w, w1)], &["w"]);
+        assert_eq!(r, [vec![1.0], vec![1.0], vec![2.0]]);
+        format!("outputs {:?}, {:?}; w after the run {:?}", r[0], r[1], r[2])
+    }),
+    ("updates `[(a, a + 1), (a, a · 10)]`", || {
+        let mut g = Graph::new();
+        let a = g.param("a", [1], kiln::Init::Zeros).unwrap();
+        let (x, y) = (g.add_scalar(a, 1.0).unwrap(), g.mul_scalar(a, 10.0).unwrap());
+        err(compile_with(&g, &[x], &[(a, x), (a, y)], &CompileOptions::default()).map(|_| ()))
+    }),
+    ("`dropout(x, 0.5, 1)` in training mode on `[NaN, -3, ∞, 2] × 4`: the dropped cells", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [16]).unwrap();
+        let y = g.dropout(x, 0.5, 1).unwrap();
+        let xs: Vec<f32> = [f32::NAN, -3.0, f32::INFINITY, 2.0].repeat(4);
+        let mut exe = kiln::compile(&g, &[y]).unwrap();
+        exe.set_training(true);
+        let out = exe.run(&[("x", &t(&[16], &xs))]).unwrap().remove(0);
+        // PyTorch's input · noise: NaN·0 and ∞·0 are NaN, −3·0 is −0.0
+        let dropped: Vec<(f32, f32)> = xs
+            .iter()
+            .zip(out.data())
+            .filter(|(&v, &o)| o.to_bits() != (v * 2.0).to_bits() && !(v.is_nan() && o.is_nan()))
+            .map(|(&v, &o)| (v, o))
+            .collect();
+        for &(v, o) in &dropped {
+            assert_eq!(o.to_bits(), (v * 0.0).to_bits(), "{v} dropped to {o}");
+        }
+        let kinds: std::collections::BTreeSet<String> = dropped.iter().map(|&(_, o)| format!("{o:?}")).collect();
+        format!("each is x · 0: {}", kinds.into_iter().collect::<Vec<_>>().join(", "))
+    }),
+    ("`to_text(&g, &[a node of another graph])`", || {
+        let mut other = Graph::new();
+        let mut far = other.input("a", [1]).unwrap();
+        for _ in 0..5 {
+            far = other.neg(far).unwrap();
+        }
+        let mut g = Graph::new();
+        let x = g.input("x", [1]).unwrap();
+        let text = kiln::graph::dump::to_text(&g, &[x, far]);
+        let m = err(kiln::graph::dump::dump(&g, &[far], kiln::DumpFormat::Text));
+        format!("`{}`; `dump` gives {m}", text.lines().last().unwrap())
+    }),
+    ("`CompileOptions { dump_dir: Some(\"\".into()), .. }`", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1]).unwrap();
+        let o = CompileOptions {
+            dump_dir: Some("".into()),
+            ..CompileOptions::default()
+        };
+        err(compile_with(&g, &[x], &[], &o).map(|_| ()))
+    }),
+    ("a 30,000-op element-wise chain, compiled", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2]).unwrap();
+        let mut h = x;
+        for _ in 0..30_000 {
+            h = g.neg(h).unwrap();
+        }
+        let r = both(&g, &[h], &[("x", &t(&[2], &[1.5, -0.0]))]).remove(0);
+        value(&r, &[1.5, -0.0]);
+        "[1.5, -0.0] (it overflowed the stack)".to_string()
     }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();

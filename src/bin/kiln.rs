@@ -310,9 +310,10 @@ fn bench(
         }
         return Ok(());
     }
-    if !(seconds.is_finite() && seconds > 0.0) {
+    // at least a microsecond, at most a day per graph
+    if !(1e-6..=86_400.0).contains(&seconds) {
         return Err(KilnError::Invalid(format!(
-            "--seconds must be a positive number, got {seconds}"
+            "--seconds must be between 0.000001 and 86400 (a day), got {seconds}"
         )));
     }
     let threads = CompileOptions {

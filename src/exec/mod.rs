@@ -61,6 +61,12 @@ pub struct Executable {
     /// [`scratch::grown`] when every pool thread last reserved the scratch
     /// any thread has needed.
     scratch_seen: usize,
+    /// Per step: where an updated parameter's value before the updates is
+    /// held while they are applied (for parameters that are another
+    /// update's new value or an output: a run reads and returns old values).
+    held_at: Vec<Option<usize>>,
+    /// The held values.
+    held: Vec<f32>,
 }
 
 /// The most threads a run may use (`CompileOptions::threads`,
@@ -89,7 +95,8 @@ pub struct CompileOptions {
     /// more than `1e-4 · (1 + |value|)`. Default: env `KILN_VERIFY=1`.
     pub verify: bool,
     /// Write the graph before the pipeline (`00-input.txt`) and after every
-    /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`.
+    /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`
+    /// (ignored when empty). An empty path is refused by `compile`.
     pub dump_dir: Option<PathBuf>,
     /// Threads a run uses (`None`: env `KILN_THREADS`, else every core). With
     /// one thread a run stays on the calling thread; with more, the calling
@@ -104,7 +111,10 @@ impl Default for CompileOptions {
         CompileOptions {
             passes: PassSelection::All,
             verify: std::env::var("KILN_VERIFY").is_ok_and(|v| v == "1"),
-            dump_dir: std::env::var_os("KILN_DUMP").map(PathBuf::from),
+            // an empty KILN_DUMP means none (not the current directory)
+            dump_dir: std::env::var_os("KILN_DUMP")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             threads: None,
         }
     }
@@ -202,6 +212,11 @@ pub fn optimize_with(
     let mut dumped = 0usize;
     let mut dump = |name: &str, p: &Program| -> Result<()> {
         if let Some(dir) = &options.dump_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(KilnError::Invalid(
+                    "dump_dir is empty: name a directory for the pass dumps (KILN_DUMP)".into(),
+                ));
+            }
             std::fs::create_dir_all(dir)
                 .map_err(|e| KilnError::Invalid(format!("{}: {e}", dir.display())))?;
             let path = dir.join(format!("{dumped:02}-{name}.txt"));
@@ -306,8 +321,15 @@ fn check_program(p: &Program) -> Result<()> {
             )));
         }
     }
-    for &(p, v) in updates {
+    for (i, &(p, v)) in updates.iter().enumerate() {
         let (pn, vn) = (graph.node(p)?, graph.node(v)?);
+        if updates[..i].iter().any(|u| u.0 == p) {
+            return Err(KilnError::Invalid(format!(
+                "parameter %{} (`{}`) is updated twice: give each parameter one new value",
+                p.index(),
+                pn.name.as_deref().unwrap_or("?")
+            )));
+        }
         if !matches!(pn.op, Op::Param { .. }) {
             return Err(KilnError::Invalid(format!(
                 "update target %{} is a `{}`, not a parameter",
@@ -389,6 +411,18 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
         arena[at..at + value.numel()].copy_from_slice(value.data());
     }
     let levels = level_groups(&steps, &plan);
+    // updated parameters read after the updates start: another update's
+    // new value, or an output; their old values are held meanwhile
+    let mut held_at = vec![None; steps.len()];
+    let mut held_len = 0usize;
+    for &(p, _) in &updates {
+        let read_later = updates.iter().any(|&(q, v)| v == p && q != p) || outputs.contains(&p);
+        if read_later {
+            held_at[p] = Some(held_len);
+            held_len += steps[p].len;
+        }
+    }
+    let held = crate::tensor::try_zeros("compile: held parameter values", held_len)?;
     let fed = plan
         .place
         .iter()
@@ -414,6 +448,8 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
         profile: None,
         threads,
         scratch_seen: 0,
+        held_at,
+        held,
     })
 }
 
@@ -523,7 +559,14 @@ impl Executable {
     /// graph, a name is fed twice, or a feed's shape differs from the input's.
     pub fn run(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
         self.run_in_place(feeds)?;
-        Ok(self.outputs.iter().map(|&o| self.value(o)).collect())
+        Ok(self
+            .outputs
+            .iter()
+            .map(|&o| {
+                Tensor::from_vec(self.steps[o].shape.clone(), self.output_data(o).to_vec())
+                    .expect("buffer sizes are planned from shapes")
+            })
+            .collect())
     }
 
     /// Runs the graph like [`run`](Self::run) but leaves the outputs in the
@@ -558,7 +601,7 @@ impl Executable {
     /// its shape and row-major data. `None` if there is no output `i`.
     pub fn output(&self, i: usize) -> Option<(&[usize], &[f32])> {
         let &step = self.outputs.get(i)?;
-        Some((&self.steps[step].shape, self.data(step)))
+        Some((&self.steps[step].shape, self.output_data(step)))
     }
 
     /// Number of outputs.
@@ -714,13 +757,38 @@ impl Executable {
         self.profile.as_ref()
     }
 
+    /// Writes every update's new value into its parameter, all as of the
+    /// run (an update whose value is another updated parameter reads that
+    /// parameter's old value, held before any is written).
     fn apply_updates(&mut self) {
-        for &(param, value) in &self.updates {
-            let (dst, src) = (self.arena_at(param), self.arena_at(value));
-            if dst != src {
-                self.arena
-                    .copy_within(src..src + self.steps[value].len, dst);
+        for (step, at) in self.held_at.iter().enumerate() {
+            if let Some(at) = *at {
+                let (src, len) = (self.arena_at(step), self.steps[step].len);
+                self.held[at..at + len].copy_from_slice(&self.arena[src..src + len]);
             }
+        }
+        for &(param, value) in &self.updates {
+            let (dst, len) = (self.arena_at(param), self.steps[value].len);
+            match self.held_at[value] {
+                Some(at) if value != param => {
+                    self.arena[dst..dst + len].copy_from_slice(&self.held[at..at + len])
+                }
+                _ => {
+                    let src = self.arena_at(value);
+                    if dst != src {
+                        self.arena.copy_within(src..src + len, dst);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output step `step`'s value as the run computed it: an updated
+    /// parameter's old value.
+    fn output_data(&self, step: usize) -> &[f32] {
+        match self.held_at[step] {
+            Some(at) => &self.held[at..at + self.steps[step].len],
+            None => self.data(step),
         }
     }
 

@@ -76,7 +76,8 @@ fn attr_str(op: &Op) -> String {
     }
 }
 
-/// The text dump.
+/// The text dump, one line per node. Outputs that are no node of `graph`
+/// show as `%?` ([`dump`] refuses them instead).
 pub fn to_text(graph: &Graph, outputs: &[NodeId]) -> String {
     let (order, num) = numbering(graph);
     let mut s = String::new();
@@ -101,17 +102,24 @@ pub fn to_text(graph: &Graph, outputs: &[NodeId]) -> String {
             .as_ref()
             .filter(|_| !matches!(node.op, Op::Input { .. } | Op::Param { .. }))
         {
-            let _ = write!(s, "  # {name}");
+            // one line per node: a name's line breaks are written escaped
+            let _ = write!(s, "  # {}", name.replace('\n', "\\n").replace('\r', "\\r"));
         }
         s.push('\n');
     }
-    let outs: Vec<String> = outputs.iter().map(|o| format!("%{}", num[o])).collect();
+    let outs: Vec<String> = outputs
+        .iter()
+        .map(|o| num.get(o).map_or("%?".into(), |k| format!("%{k}")))
+        .collect();
     let _ = writeln!(s, "return {}", outs.join(", "));
     s
 }
 
 fn dot_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 /// A node's type: `f32[..]`, or `(f32[..], f32[..])` for a multi-output op.
@@ -178,7 +186,8 @@ struct JsonGraph<'a> {
 }
 
 /// The JSON dump: `{"nodes": [{"id", "kind", "op", "inputs", "shape", "name"}], "outputs": [...]}`,
-/// where `op` is the serde form of [`Op`] with all its attributes.
+/// where `op` is the serde form of [`Op`] with all its attributes. Outputs
+/// that are no node of `graph` are left out ([`dump`] refuses them).
 pub fn to_json(graph: &Graph, outputs: &[NodeId]) -> String {
     let (order, num) = numbering(graph);
     let nodes = order
@@ -198,7 +207,7 @@ pub fn to_json(graph: &Graph, outputs: &[NodeId]) -> String {
         .collect();
     let g = JsonGraph {
         nodes,
-        outputs: outputs.iter().map(|o| num[o]).collect(),
+        outputs: outputs.iter().filter_map(|o| num.get(o).copied()).collect(),
     };
     let mut s = serde_json::to_string_pretty(&g).expect("graph JSON serialisation cannot fail");
     s.push('\n');

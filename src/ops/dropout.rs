@@ -25,7 +25,10 @@ pub fn keep(p: f32, seed: u64, step: u64, i: usize) -> bool {
     ((h >> 40) as f32 / (1u64 << 24) as f32) >= p
 }
 
-/// Reference kernel of `Dropout`.
+/// Reference kernel of `Dropout`: `x · m / (1 − p)` with `m` the mask, as
+/// PyTorch (`input * noise`, the noise already scaled): a dropped NaN or ∞
+/// stays NaN (NaN · 0), a dropped negative value is −0.0, and with `p = 1`
+/// every element is `x · 0`.
 pub fn dropout(p: f32, seed: u64, x: &[f32], out: &mut [f32], ctx: &RunCtx) {
     if !ctx.training || p == 0.0 {
         out.copy_from_slice(x);
@@ -33,8 +36,8 @@ pub fn dropout(p: f32, seed: u64, x: &[f32], out: &mut [f32], ctx: &RunCtx) {
     }
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
     for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-        *o = if keep(p, seed, ctx.step, i) {
-            v * scale
+        *o = v * if keep(p, seed, ctx.step, i) {
+            scale
         } else {
             0.0
         };
