@@ -566,6 +566,14 @@ const CASES: &[Case] = &[
         value(&r, &[1.5, -0.0]);
         "[1.5, -0.0] (it overflowed the stack)".to_string()
     }),
+    ("`run` with a wrongly shaped feed for an input the outputs do not need", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2]).unwrap();
+        g.input("unused", [3]).unwrap();
+        let y = g.relu(x).unwrap();
+        let mut exe = kiln::compile(&g, &[y]).unwrap();
+        err(exe.run(&[("x", &Tensor::zeros([2])), ("unused", &Tensor::zeros([2]))]))
+    }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();

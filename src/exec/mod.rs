@@ -48,6 +48,9 @@ pub struct Executable {
     feeds: Vec<(String, usize)>,
     /// All input names of the source graph (feeds for unneeded inputs are accepted and ignored).
     known_inputs: Vec<String>,
+    /// Their declared shapes (a feed for an input the outputs do not need is
+    /// still checked against it).
+    known_shapes: Vec<Vec<usize>>,
     /// Parameter name → step that holds it.
     params: Vec<(String, usize)>,
     outputs: Vec<usize>,
@@ -440,6 +443,10 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
         feed_ptrs: vec![0; fed],
         feeds,
         known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
+        known_shapes: graph
+            .inputs()
+            .map(|(_, id)| graph.shape(id).map(<[usize]>::to_vec))
+            .collect::<Result<_>>()?,
         params,
         outputs,
         updates,
@@ -610,8 +617,16 @@ impl Executable {
     }
 
     fn load_feeds(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
-        for (i, (name, _)) in feeds.iter().enumerate() {
-            if !self.known_inputs.iter().any(|k| k == name) {
+        for (i, (name, t)) in feeds.iter().enumerate() {
+            if let Some(k) = self.known_inputs.iter().position(|k| k == name) {
+                if t.shape() != self.known_shapes[k].as_slice() {
+                    return Err(KilnError::FeedShape {
+                        name: name.to_string(),
+                        expected: self.known_shapes[k].clone(),
+                        got: t.shape().to_vec(),
+                    });
+                }
+            } else {
                 let is_param = self.params.iter().any(|(p, _)| p == name);
                 if is_param {
                     return Err(KilnError::Invalid(format!(
