@@ -70,14 +70,19 @@ impl<const N: usize> From<&[usize; N]> for Shape {
 /// an `isize`, Rust's limit for one allocation (2^61 − 1 elements on 64-bit).
 pub const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f32>();
 
-/// The element count of `dims`, or an `Err` naming `op` when the product
-/// overflows or exceeds [`MAX_ELEMENTS`] (no buffer of that size can exist).
+/// The element count of `dims`, or an `Err` naming `op` when the product of
+/// its non-zero dimensions overflows or exceeds [`MAX_ELEMENTS`] (no buffer
+/// of that size can exist; an empty shape such as `[usize::MAX, 0]` is
+/// refused too, so that no partial product of its dimensions can wrap).
 /// Every node's shape passes this when it is built, so kernels may multiply
 /// dimensions of a node's shape (and their partial products) unchecked.
 pub fn checked_numel(op: &str, dims: &[usize]) -> Result<usize> {
+    let empty = dims.contains(&0);
     dims.iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
+        .map(|n| if empty { 0 } else { n })
         .map_or_else(
             || {
                 shape_err(
@@ -341,6 +346,28 @@ mod tests {
             .collect();
         assert_eq!(*broadcast_strides(&long, &long), want[..]);
         assert_eq!(*small_strides(&long), strides(&long)[..]);
+    }
+
+    #[test]
+    fn element_counts_are_checked_empty_shapes_included() {
+        assert_eq!(checked_numel("t", &[2, 0, 3]).unwrap(), 0);
+        assert_eq!(checked_numel("t", &[]).unwrap(), 1);
+        assert_eq!(checked_numel("t", &[1 << 30, 1 << 30]).unwrap(), 1 << 60);
+        for bad in [
+            vec![1usize << 31, 1 << 31],
+            vec![usize::MAX, 0],
+            vec![1 << 40, 0, 1 << 40],
+            vec![(1 << 62) + 1, 2, (1 << 62) + 3],
+        ] {
+            let e = checked_numel("t", &bad).expect_err("too many elements");
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+        assert_eq!(
+            checked_size("t", "x", Some(MAX_ELEMENTS)).unwrap(),
+            MAX_ELEMENTS
+        );
+        assert!(checked_size("t", "x", Some(MAX_ELEMENTS + 1)).is_err());
+        assert!(checked_size("t", "x", None).is_err());
     }
 
     #[test]
