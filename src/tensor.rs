@@ -39,25 +39,10 @@ pub(crate) fn try_collect(what: &str, n: usize, f: impl FnMut() -> f32) -> Resul
     Ok(data)
 }
 
-/// `n` zeros in freshly allocated zeroed memory (pages the system zeroes
-/// lazily, as `vec![0.0; n]`), or an `Err` naming `what` and the bytes
-/// asked for when the allocator refuses.
+/// `n` zeros, or an `Err` naming `what` and the bytes asked for when the
+/// allocator refuses the memory (instead of aborting the process).
 pub(crate) fn try_zeros(what: &str, n: usize) -> Result<Vec<f32>> {
-    let refused = || KilnError::Invalid(format!("{what}: {}", alloc_failed(n)));
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused())?;
-    // SAFETY: the layout has a non-zero size; a non-null result is memory
-    // for exactly `n` zeroed f32s (all-zero bits are 0.0) from the global
-    // allocator with f32's layout, which is what `Vec` frees it with.
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
-        if p.is_null() {
-            return Err(refused());
-        }
-        Ok(Vec::from_raw_parts(p, n, n))
-    }
+    try_collect(what, n, || 0.0)
 }
 
 /// "cannot allocate N bytes (X GiB) for M f32 elements": the message of a

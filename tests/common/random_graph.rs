@@ -13,7 +13,7 @@
 use arbitrary::{Result, Unstructured};
 use kiln::graph::dump::to_text;
 use kiln::graph::order::ancestors_order;
-use kiln::nn::{AvgPool2d, Conv1d, Conv2d, Layer, MaxPool2d};
+use kiln::nn::{AvgPool2d, Conv, Layer, MaxPool2d};
 use kiln::{compile_with, CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
 
 /// How many graphs reached the comparison (with how many nodes in all), so
@@ -85,6 +85,30 @@ fn window(u: &mut Unstructured) -> Result<Window> {
         padding: v(0, 2)?,
         dilation: v(0, 2)?,
     })
+}
+
+/// A random `D`-d convolution layer (channels from `x` when it fits) on `x`.
+fn conv<const D: usize>(
+    u: &mut Unstructured,
+    g: &mut Graph,
+    x: NodeId,
+    xs: &[usize],
+) -> Result<kiln::Result<NodeId>> {
+    let cin = if xs.len() == D + 2 && xs[1] > 0 {
+        xs[1]
+    } else {
+        u.int_in_range(1..=3)?
+    };
+    let groups = u.int_in_range(1..=cin)?;
+    let cout = groups * u.int_in_range(1..=2)?;
+    Ok(Conv::<D>::new(cin, cout, 1)
+        .kernel(arr(u, 1, 3)?)
+        .strides(arr(u, 0, 2)?)
+        .paddings(arr(u, 0, 2)?)
+        .dilation(u.int_in_range(1..=2)?)
+        .groups(groups)
+        .bias(u.arbitrary()?)
+        .build(g, x))
 }
 
 fn arr<const D: usize>(u: &mut Unstructured, lo: usize, hi: usize) -> Result<[usize; D]> {
@@ -246,40 +270,8 @@ fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option
             let (ta, tb) = (u.arbitrary()?, u.arbitrary()?);
             g.matmul_t(x, y, ta, tb)
         }
-        38 => {
-            let cin = if xs.len() == 3 && xs[1] > 0 {
-                xs[1]
-            } else {
-                u.int_in_range(1..=3)?
-            };
-            let groups = u.int_in_range(1..=cin)?;
-            let cout = groups * u.int_in_range(1..=2)?;
-            Conv1d::new(cin, cout, 1)
-                .kernel(arr(u, 1, 3)?)
-                .strides(arr(u, 0, 2)?)
-                .paddings(arr(u, 0, 2)?)
-                .dilation(u.int_in_range(1..=2)?)
-                .groups(groups)
-                .bias(u.arbitrary()?)
-                .build(g, x)
-        }
-        39 => {
-            let cin = if xs.len() == 4 && xs[1] > 0 {
-                xs[1]
-            } else {
-                u.int_in_range(1..=3)?
-            };
-            let groups = u.int_in_range(1..=cin)?;
-            let cout = groups * u.int_in_range(1..=2)?;
-            Conv2d::new(cin, cout, 1)
-                .kernel(arr(u, 1, 3)?)
-                .strides(arr(u, 0, 2)?)
-                .paddings(arr(u, 0, 2)?)
-                .dilation(u.int_in_range(1..=2)?)
-                .groups(groups)
-                .bias(u.arbitrary()?)
-                .build(g, x)
-        }
+        38 => conv::<1>(u, g, x, &xs)?,
+        39 => conv::<2>(u, g, x, &xs)?,
         40 => {
             let mut p = MaxPool2d::new(1)
                 .kernel(arr(u, 0, 3)?)
