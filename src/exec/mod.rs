@@ -5,6 +5,7 @@
 //! parameters. `run` copies the feeds in, executes the schedule and copies the
 //! outputs out.
 
+mod arena;
 mod plan;
 mod pool;
 mod profile;
@@ -39,7 +40,7 @@ pub struct Executable {
     steps: Vec<Step>,
     plan: MemoryPlan,
     /// Every value the plan places in memory (parameters included).
-    arena: Vec<f32>,
+    arena: arena::Arena,
     /// Computing steps by level (see [`MemoryPlan`]).
     levels: Vec<Vec<usize>>,
     /// During a run: the address of each fed input's data (else 0).
@@ -403,7 +404,7 @@ pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Exec
             ))
         })?;
     let plan = plan_memory(&steps, &outputs, &updates);
-    let mut arena = crate::tensor::try_zeros("compile: the memory plan's arena", plan.arena_len)?;
+    let mut arena = arena::Arena::try_zeros("compile: the memory plan's arena", plan.arena_len)?;
     for (name, step) in &params {
         let value = graph
             .param_value(name)

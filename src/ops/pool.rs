@@ -210,18 +210,19 @@ impl PoolWindow {
                 [v[0], v[1]]
             }
         };
-        PoolGeom {
-            kernel: two(&self.kernel, 1),
-            stride: two(&self.stride, 1),
-            dilation: two(&self.dilation, 1),
-            pads: if self.pads.len() == 1 {
-                [(0, 0), self.pads[0]]
-            } else {
-                [self.pads[0], self.pads[1]]
-            },
-            size: two(spatial, 1),
+        let pads = if self.pads.len() == 1 {
+            [(0, 0), self.pads[0]]
+        } else {
+            [self.pads[0], self.pads[1]]
+        };
+        PoolGeom::new(
+            two(&self.kernel, 1),
+            two(&self.stride, 1),
+            two(&self.dilation, 1),
+            pads,
+            two(spatial, 1),
             out,
-        }
+        )
     }
 }
 

@@ -11,21 +11,25 @@ mod two_by_two;
 use std::ops::Range;
 use two_by_two::{avg_2x2_row, max_2x2_row, spread_2x2_row, unpool_2x2_row};
 
-/// A pooling window over an `h × w` plane with asymmetric padding.
+/// A pooling window over an `h × w` plane with asymmetric padding, and what
+/// every plane's kernel call reads of it (the interior block), derived once
+/// by [`PoolGeom::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     /// Kernel `[kh, kw]`.
-    pub kernel: [usize; 2],
+    kernel: [usize; 2],
     /// Stride `[sh, sw]`.
-    pub stride: [usize; 2],
+    stride: [usize; 2],
     /// Dilation `[dh, dw]`.
-    pub dilation: [usize; 2],
+    dilation: [usize; 2],
     /// Padding `[(top, bottom), (left, right)]`.
-    pub pads: [(usize, usize); 2],
+    pads: [(usize, usize); 2],
     /// Plane size `[h, w]`.
-    pub size: [usize; 2],
+    size: [usize; 2],
     /// Output size `[oh, ow]`.
-    pub out: [usize; 2],
+    out: [usize; 2],
+    /// The output rows and columns whose windows lie wholly in the plane.
+    inner: Interior,
 }
 
 /// Which cells an average divides by (see `ops::pool::AvgDivisor`).
@@ -40,6 +44,30 @@ pub enum Divide {
 }
 
 impl PoolGeom {
+    /// The window `kernel` `[kh, kw]` at `stride` and `dilation` over an
+    /// `size` `[h, w]` plane grown by `pads` `[(top, bottom), (left, right)]`,
+    /// giving `out` `[oh, ow]` outputs (the caller's shape rule has checked
+    /// that the windows fit and every size is in range).
+    pub fn new(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        pads: [(usize, usize); 2],
+        size: [usize; 2],
+        out: [usize; 2],
+    ) -> PoolGeom {
+        let mut g = PoolGeom {
+            kernel,
+            stride,
+            dilation,
+            pads,
+            size,
+            out,
+            inner: Interior::default(),
+        };
+        g.inner = g.interior_block();
+        g
+    }
     /// Output cells per plane.
     pub fn out_len(&self) -> usize {
         self.out[0] * self.out[1]
@@ -108,12 +136,13 @@ impl PoolGeom {
     fn interior_block(&self) -> Interior {
         let (r, c) = (self.interior(0), self.interior(1));
         let (rows, cols) = match r.0 < r.1 && c.0 < c.1 {
-            true => (r.0..r.1, c.0..c.1),
-            false => (0..0, 0..0),
+            true => (r, c),
+            false => ((0, 0), (0, 0)),
         };
         Interior {
             rows,
             cols,
+            inside_cols: c,
             taps: self.kernel[0] * self.kernel[1],
         }
     }
@@ -131,15 +160,18 @@ impl PoolGeom {
     /// window of a plane outside the interior block, row-major.
     #[inline(always)]
     fn for_each_edge_window(&self, rule: Divide, mut f: impl FnMut(usize, Win, f32)) {
-        let inner = self.interior_block();
+        let inner = self.inner;
+        if inner.rows() == (0..self.out[0]) && inner.cols() == (0..self.out[1]) {
+            return; // every window is interior
+        }
         let (dh, w) = (self.dilation[0], self.size[1] as isize);
-        let (a, b) = self.interior(1);
+        let (a, b) = inner.inside_cols;
         let (kw, sw, pw) = (self.kernel[1], self.stride[1], self.pads[1].0 as isize);
         let ow_all = self.out[1];
         for oh in 0..self.out[0] {
             // in an interior row only the columns left and right of the block
-            let (left, right) = match inner.rows.contains(&oh) {
-                true => (inner.cols.start, inner.cols.end),
+            let (left, right) = match inner.rows().contains(&oh) {
+                true => inner.cols,
                 false => (ow_all, ow_all),
             };
             if left == 0 && right == ow_all {
@@ -168,13 +200,26 @@ impl PoolGeom {
     }
 }
 
-/// Output rows and columns whose windows lie wholly inside the plane, and
-/// the taps per window.
-#[derive(Clone, Debug)]
+/// Output rows and columns whose windows lie wholly inside the plane (both
+/// empty when either is), the columns whose windows' columns do, and the taps
+/// per window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Interior {
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    inside_cols: (usize, usize),
     taps: usize,
+}
+
+impl Interior {
+    /// The interior output rows.
+    fn rows(&self) -> Range<usize> {
+        self.rows.0..self.rows.1
+    }
+    /// The interior output columns.
+    fn cols(&self) -> Range<usize> {
+        self.cols.0..self.cols.1
+    }
 }
 
 /// The in-plane cells of one window: `rows` rows starting at plane offset
@@ -230,16 +275,16 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
     if is_2x2_stride_2(g) {
         return max_pool_2x2_interior(g, x, values, Some(indices));
     }
-    let inner = g.interior_block();
+    let inner = g.inner;
     let sw = g.stride[1];
     let mut buf = [0.0f32; BLOCK];
     let mut ramp = [0.0f32; BLOCK];
     for (k, r) in ramp.iter_mut().enumerate() {
         *r = (k * sw) as f32; // plane offsets are exact in f32 (planes ≤ 2^24 cells)
     }
-    for oh in inner.rows.clone() {
+    for oh in inner.rows() {
         let row = oh * g.out[1];
-        for block in blocks(inner.cols.clone()) {
+        for block in blocks(inner.cols()) {
             let n = block.len();
             let (vals, idx) = (
                 &mut values[row + block.start..][..n],
@@ -326,9 +371,9 @@ fn for_each_2x2_row(
     x: &[f32],
     mut f: impl FnMut(&[f32], &[f32], usize, Range<usize>),
 ) {
-    let inner = g.interior_block();
-    let (w, c0, n) = (g.size[1], inner.cols.start, inner.cols.len());
-    for oh in inner.rows.clone() {
+    let inner = g.inner;
+    let (w, c0, n) = (g.size[1], inner.cols.0, inner.cols().len());
+    for oh in inner.rows() {
         let start = g.window_start(oh, c0);
         let (top, bottom) = (&x[start..start + 2 * n], &x[start + w..start + w + 2 * n]);
         let first = oh * g.out[1] + c0;
@@ -531,12 +576,12 @@ fn fold_interior_taps(
     combine: impl Fn(&mut [f32], &[f32]),
     finish: impl Fn(&mut [f32]),
 ) {
-    let inner = g.interior_block();
+    let inner = g.inner;
     let sw = g.stride[1];
     let mut buf = [0.0f32; BLOCK];
-    for oh in inner.rows.clone() {
+    for oh in inner.rows() {
         let row = oh * g.out[1];
-        for block in blocks(inner.cols.clone()) {
+        for block in blocks(inner.cols()) {
             let n = block.len();
             let dst = &mut out[row + block.start..][..n];
             let start = g.window_start(oh, block.start);
@@ -573,10 +618,10 @@ pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32])
         let v = gy[o] * inv;
         win.cells(dw, |i| gx[i] += v);
     });
-    let inner = g.interior_block();
-    let (cols, sw) = (inner.cols.clone(), g.stride[1]);
+    let inner = g.inner;
+    let (cols, sw) = (inner.cols(), g.stride[1]);
     let inv = 1.0 / inner.taps as f32;
-    for oh in inner.rows.clone() {
+    for oh in inner.rows() {
         let row = oh * g.out[1];
         let src = &gy[row + cols.start..row + cols.end];
         let start = g.window_start(oh, cols.start);
@@ -599,14 +644,14 @@ mod tests {
 
     /// 2x2 stride-2 windows over an `h × w` plane, no padding.
     fn geom_2x2(h: usize, w: usize) -> PoolGeom {
-        PoolGeom {
-            kernel: [2, 2],
-            stride: [2, 2],
-            dilation: [1, 1],
-            pads: [(0, 0), (0, 0)],
-            size: [h, w],
-            out: [h / 2, w / 2],
-        }
+        PoolGeom::new(
+            [2, 2],
+            [2, 2],
+            [1, 1],
+            [(0, 0), (0, 0)],
+            [h, w],
+            [h / 2, w / 2],
+        )
     }
 
     /// The closed-form tap ranges and counts equal the tap-by-tap definitions
@@ -622,14 +667,14 @@ mod tests {
                 })
             })
         }) {
-            let g = PoolGeom {
-                kernel: [1, k],
-                stride: [1, s],
-                dilation: [1, d],
-                pads: [(0, 0), (pad, pad)],
-                size: [1, size],
-                out: [1, (size + 2 * pad) / s + 1],
-            };
+            let g = PoolGeom::new(
+                [1, k],
+                [1, s],
+                [1, d],
+                [(0, 0), (pad, pad)],
+                [1, size],
+                [1, (size + 2 * pad) / s + 1],
+            );
             for o in 0..g.out[1] {
                 let start = (o * s) as isize - pad as isize;
                 let at = |i: usize| start + (i * d) as isize;
@@ -650,13 +695,7 @@ mod tests {
     #[test]
     fn windows_of_negative_zeros_average_to_positive_zero() {
         let two = geom_2x2(4, 20);
-        let three = PoolGeom {
-            kernel: [3, 3],
-            stride: [1, 1],
-            pads: [(1, 1), (1, 1)],
-            out: [4, 20],
-            ..two
-        };
+        let three = PoolGeom::new([3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], [4, 20], [4, 20]);
         for g in [two, three] {
             let x = vec![-0.0f32; g.plane()];
             let mut avg = vec![9.0; g.out_len()];
