@@ -1,20 +1,127 @@
-//! Algebraic simplification. Rewrites, each keeping every value bit-identical:
-//! - `reshape(x)` to `x`'s own shape, and `broadcast(x)` to its own shape → `x`
-//! - `stop_gradient(x)` → `x` (it only matters to autodiff, which has run)
-//! - `reshape(reshape(x))` → one `reshape(x)`
-//! - `transpose(transpose(x, p), q)` → one `transpose(x, p∘q)`, or `x` if that is the identity
-//! - `x op e` / `e op x` with `e` the op's identity, bit for bit (`x + (−0)`,
-//!   `x − 0`, `x · 1`, `x / 1`, `(−0) + x`, `1 · x`; taken from the ops'
-//!   metadata) → `x`, when the result has `x`'s shape (no broadcasting hidden
-//!   in it). `x + 0` and `x − (−0)` stay: they turn −0.0 into +0.0.
+//! Algebraic simplification. Rules, each keeping every value bit-identical:
+//! - `reshape_same_shape`, `broadcast_same_shape`: a reshape or broadcast to
+//!   its operand's own shape → the operand
+//! - `stop_gradient`: `stop_gradient(x)` → `x` (it only matters to autodiff,
+//!   which has run)
+//! - `reshape_reshape`: `reshape(reshape(x))` → one `reshape(x)`
+//! - `transpose_identity`: a transpose by the identity permutation → `x`
+//! - `transpose_transpose`: `transpose(transpose(x, p), q)` → one
+//!   `transpose(x, p∘q)`, or `x` if that is the identity
+//! - `right_identity`, `left_identity`: `x op e` / `e op x` with `e` the op's
+//!   identity, bit for bit (`x + (−0)`, `x − 0`, `x · 1`, `x / 1`, `(−0) + x`,
+//!   `1 · x`; taken from the ops' metadata) → `x`, when the result has `x`'s
+//!   shape (no broadcasting hidden in it). `x + 0` and `x − (−0)` stay: they
+//!   turn −0.0 into +0.0.
 
-use super::{Pass, Program};
+use super::pattern::{any, op, Match, Rule, RulePass};
+use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
 
-/// Applies the simplifications above wherever they match.
-pub struct Algebraic;
+/// The algebraic simplification pass.
+pub fn pass() -> RulePass {
+    let reshape = |o: &Op| matches!(o, Op::Reshape { .. });
+    let transpose = |o: &Op| matches!(o, Op::Transpose { .. });
+    RulePass::new(
+        "algebraic",
+        vec![
+            Rule::new(
+                "reshape_same_shape",
+                op(reshape)
+                    .bind("r")
+                    .args([any().bind("x").same_shape_as("r")]),
+                to_x,
+            ),
+            Rule::new(
+                "broadcast_same_shape",
+                op(|o| matches!(o, Op::Broadcast { .. }))
+                    .bind("r")
+                    .args([any().bind("x").same_shape_as("r")]),
+                to_x,
+            ),
+            Rule::new(
+                "stop_gradient",
+                op(|o| matches!(o, Op::StopGradient)).args([any().bind("x")]),
+                to_x,
+            ),
+            Rule::new(
+                "reshape_reshape",
+                op(reshape).args([op(reshape).args([any().bind("x")])]),
+                |p, m| {
+                    let mut patch = Patch::new();
+                    let op = p.graph.node(m.root)?.op.clone();
+                    let new = patch.add(op, &[m.node("x").into()]);
+                    patch.replace(m.root, new);
+                    Ok(Some(patch))
+                },
+            ),
+            Rule::new(
+                "transpose_identity",
+                op(|o| matches!(o, Op::Transpose { perm } if is_identity(perm)))
+                    .args([any().bind("x")]),
+                to_x,
+            ),
+            Rule::new(
+                "transpose_transpose",
+                op(transpose).args([op(transpose).bind("inner").args([any().bind("x")])]),
+                |p, m| {
+                    let (Op::Transpose { perm: outer }, Op::Transpose { perm: inner }) = (
+                        &p.graph.node(m.root)?.op,
+                        &p.graph.node(m.node("inner"))?.op,
+                    ) else {
+                        return Ok(None);
+                    };
+                    let perm: Vec<usize> = outer.iter().map(|&q| inner[q]).collect();
+                    if is_identity(&perm) {
+                        return Ok(Some(Patch::replacing(m.root, m.node("x"))));
+                    }
+                    let mut patch = Patch::new();
+                    let new = patch.add(Op::Transpose { perm }, &[m.node("x").into()]);
+                    patch.replace(m.root, new);
+                    Ok(Some(patch))
+                },
+            ),
+            Rule::new(
+                "right_identity",
+                op(|o| matches!(o, Op::Binary(b) if b.right_identity().is_some()))
+                    .bind("y")
+                    .args([any().bind("x").same_shape_as("y"), any().bind("e")]),
+                |p, m| identity(p, m, |o| o.right_identity()),
+            ),
+            Rule::new(
+                "left_identity",
+                op(|o| matches!(o, Op::Binary(b) if b.left_identity().is_some()))
+                    .bind("y")
+                    .args([any().bind("e"), any().bind("x").same_shape_as("y")]),
+                |p, m| identity(p, m, |o| o.left_identity()),
+            ),
+        ],
+    )
+}
+
+/// Replaces the root by the node bound to `x`.
+fn to_x(_: &Program, m: &Match) -> Result<Option<Patch>> {
+    Ok(Some(Patch::replacing(m.root, m.node("x"))))
+}
+
+fn is_identity(perm: &[usize]) -> bool {
+    perm.iter().enumerate().all(|(i, &d)| i == d)
+}
+
+/// `x` for the root when `e` is the root op's identity on that side (read by
+/// `side` from the binary op), bit for bit.
+fn identity(
+    p: &Program,
+    m: &Match,
+    side: fn(&crate::ops::BinaryOp) -> Option<f32>,
+) -> Result<Option<Patch>> {
+    let Op::Binary(b) = &p.graph.node(m.root)?.op else {
+        return Ok(None);
+    };
+    let Some(e) = side(b) else { return Ok(None) };
+    Ok(is_const(p, m.node("e"), e)?.then(|| Patch::replacing(m.root, m.node("x"))))
+}
 
 /// Whether node `n` is a constant whose every element is `v`, bit for bit
 /// (so +0.0 never stands for −0.0).
@@ -25,73 +132,4 @@ fn is_const(p: &Program, n: NodeId, v: f32) -> Result<bool> {
         Op::Constant { value } => value.data().iter().all(|&x| x.to_bits() == v),
         _ => false,
     })
-}
-
-/// The replacement for node `id`, if a rule matches.
-fn simplify(p: &mut Program, id: NodeId) -> Result<Option<NodeId>> {
-    let node = p.graph.node(id)?;
-    let (op, shape) = (node.op.clone(), node.shape.dims().to_vec());
-    let ops = p.graph.operands(id);
-    let same_shape =
-        |p: &Program, x: NodeId| -> Result<bool> { Ok(p.graph.shape(x)? == shape.as_slice()) };
-    match op {
-        Op::Reshape { .. } | Op::Broadcast { .. } if same_shape(p, ops[0])? => Ok(Some(ops[0])),
-        Op::StopGradient => Ok(Some(ops[0])),
-        Op::Reshape { shape: outer } => {
-            if let Op::Reshape { .. } = p.graph.node(ops[0])?.op {
-                let src = p.graph.operands(ops[0])[0];
-                return Ok(Some(p.graph.add_op(Op::Reshape { shape: outer }, &[src])?));
-            }
-            Ok(None)
-        }
-        Op::Transpose { perm } => {
-            if perm.iter().enumerate().all(|(i, &d)| i == d) {
-                return Ok(Some(ops[0]));
-            }
-            if let Op::Transpose { perm: inner } = &p.graph.node(ops[0])?.op {
-                let combined: Vec<usize> = perm.iter().map(|&q| inner[q]).collect();
-                let src = p.graph.operands(ops[0])[0];
-                if combined.iter().enumerate().all(|(i, &d)| i == d) {
-                    return Ok(Some(src));
-                }
-                return Ok(Some(
-                    p.graph.add_op(Op::Transpose { perm: combined }, &[src])?,
-                ));
-            }
-            Ok(None)
-        }
-        Op::Binary(b) => {
-            if let Some(e) = b.right_identity() {
-                if is_const(p, ops[1], e)? && same_shape(p, ops[0])? {
-                    return Ok(Some(ops[0]));
-                }
-            }
-            if let Some(e) = b.left_identity() {
-                if is_const(p, ops[0], e)? && same_shape(p, ops[1])? {
-                    return Ok(Some(ops[1]));
-                }
-            }
-            Ok(None)
-        }
-        _ => Ok(None),
-    }
-}
-
-impl Pass for Algebraic {
-    fn name(&self) -> &'static str {
-        "algebraic"
-    }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut n = 0;
-        for id in p.live_nodes() {
-            if p.graph.node(id).is_err() {
-                continue; // removed by an earlier rewrite in this sweep
-            }
-            if let Some(new) = simplify(p, id)? {
-                p.substitute(id, new)?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
 }

@@ -20,7 +20,7 @@
 use super::pool_match::{
     crop_chain, name_after_unfold, pooled_dims, window_reduce, windows, Windows,
 };
-use super::{Pass, Program};
+use super::{Pass, Patch, Program, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{AvgDivisor, BinaryOp, Op, PoolWindow, ReduceKind, Window};
@@ -200,21 +200,27 @@ impl Pass for AvgPool {
     fn name(&self) -> &'static str {
         "avg_pool"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
+    fn before(&self) -> &'static [&'static str] {
+        // constant folding would turn the divisor structure into numbers
+        &["const_fold"]
+    }
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
-        for n in p.live_nodes() {
+        for n in rw.program().live_nodes() {
+            let p = rw.program();
             if p.graph.node(n).is_err() {
                 continue;
             }
-            if let Some((x, window, divisor, u)) = forward(p, n)? {
-                let dims: Vec<isize> = p.graph.shape(n)?.iter().map(|&d| d as isize).collect();
-                let Some(pool) = p.try_add_op(Op::AvgPool { window, divisor }, &[x])? else {
-                    continue;
-                };
-                name_after_unfold(p, pool, u)?;
-                let new = p.graph.reshape(pool, &dims)?;
-                p.substitute(n, new)?;
-                fused += 1;
+            let mut patch = Patch::new();
+            let matched = if let Some((x, window, divisor, u)) = forward(p, n)? {
+                let pool = patch.add(Op::AvgPool { window, divisor }, &[x.into()]);
+                if let Some(name) = name_after_unfold(p, u)? {
+                    patch.name(pool, name);
+                }
+                let shape = p.graph.shape(n)?.to_vec();
+                let new = patch.add(Op::Reshape { shape }, &[pool]);
+                patch.replace(n, new);
+                [n, u]
             } else if let Some(GradMatch {
                 target,
                 g,
@@ -223,22 +229,24 @@ impl Pass for AvgPool {
                 spatial,
             }) = backward(p, n)?
             {
-                let gs = p.graph.shape(g)?.to_vec();
-                let mut nc = gs[..2].to_vec();
-                nc.extend(&spatial);
+                let gs = p.graph.shape(g)?;
                 let Ok(out) = window.out_size("avgpool_backward", &spatial) else {
                     continue;
                 };
-                let gy = p.graph.reshape(g, &pooled_dims(&nc, &out))?;
+                let shape = pooled_dims(gs, &out);
+                let gy = patch.add(Op::Reshape { shape }, &[g.into()]);
                 let op = Op::AvgPoolBackward {
                     window,
                     divisor,
                     spatial,
                 };
-                let Some(new) = p.try_add_op(op, &[gy])? else {
-                    continue;
-                };
-                p.substitute(target, new)?;
+                let new = patch.add(op, &[gy]);
+                patch.replace(target, new);
+                [target, n]
+            } else {
+                continue;
+            };
+            if rw.apply("avg_pool", &matched, patch)?.is_some() {
                 fused += 1;
             }
         }

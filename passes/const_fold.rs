@@ -5,7 +5,7 @@
 //! Dropout is never folded: its mask changes from run to run, nor is an op
 //! whose operands or result exceed `MAX_EVALUATED` elements.
 
-use super::{Pass, Program};
+use super::{Pass, Patch, Program, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{Op, RunCtx, View};
@@ -36,61 +36,73 @@ impl Pass for ConstFold {
     fn name(&self) -> &'static str {
         "const_fold"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut folded = 0;
-        for id in p.live_nodes() {
-            let node = p.graph.node(id)?;
-            let op = node.op.clone();
-            let shape = node.shape.dims().to_vec();
-            if matches!(
-                op,
-                Op::Input { .. }
-                    | Op::Param { .. }
-                    | Op::Constant { .. }
-                    | Op::Fill { .. }
-                    | Op::Dropout { .. }
-            ) || op.num_outputs() > 1
-                || node.shape.numel() > MAX_EVALUATED
-            {
-                continue;
-            }
-            let operands = p.graph.operands(id);
-            let mut too_large = false;
-            for &o in &operands {
-                too_large |= p.graph.node(o)?.shape.numel() > MAX_EVALUATED;
-            }
-            if too_large {
-                continue;
-            }
-            let mut values = Vec::with_capacity(operands.len());
-            for &o in &operands {
-                match value(p, o)? {
-                    Some(v) => values.push((p.graph.shape(o)?.to_vec(), v)),
-                    None => break,
-                }
-            }
-            if values.len() != operands.len() {
-                continue;
-            }
-            let views: Vec<View> = values
-                .iter()
-                .map(|(s, d)| View { shape: s, data: d })
-                .collect();
-            let mut out = vec![0.0; shape.iter().product()];
-            op.eval(&views, &mut out, &shape, &RunCtx::default());
-            let uniform = out
-                .first()
-                .is_some_and(|&f| out.iter().all(|&v| v.to_bits() == f.to_bits()));
-            let new = if uniform {
-                p.graph.fill(&shape, out[0])?
-            } else if out.len() <= MAX_CONSTANT {
-                p.graph.constant(Tensor::from_vec(shape, out)?)?
-            } else {
+        for id in rw.program().live_nodes() {
+            let Some(op) = folded_value(rw.program(), id)? else {
                 continue;
             };
-            p.substitute(id, new)?;
-            folded += 1;
+            let mut patch = Patch::new();
+            let new = patch.add(op, &[]);
+            patch.replace(id, new);
+            if rw.apply("const_fold", &[id], patch)?.is_some() {
+                folded += 1;
+            }
         }
         Ok(folded)
     }
+}
+
+/// The constant (a `Fill` or a `Constant`) that node `id` computes, if its
+/// operands are all constants and the sizes allow folding.
+fn folded_value(p: &Program, id: NodeId) -> Result<Option<Op>> {
+    let node = p.graph.node(id)?;
+    let op = &node.op;
+    let shape = node.shape.dims().to_vec();
+    if matches!(
+        op,
+        Op::Input { .. }
+            | Op::Param { .. }
+            | Op::Constant { .. }
+            | Op::Fill { .. }
+            | Op::Dropout { .. }
+    ) || op.num_outputs() > 1
+        || node.shape.numel() > MAX_EVALUATED
+    {
+        return Ok(None);
+    }
+    let operands = p.graph.operands(id);
+    for &o in &operands {
+        if p.graph.node(o)?.shape.numel() > MAX_EVALUATED {
+            return Ok(None);
+        }
+    }
+    let mut values = Vec::with_capacity(operands.len());
+    for &o in &operands {
+        match value(p, o)? {
+            Some(v) => values.push((p.graph.shape(o)?.to_vec(), v)),
+            None => return Ok(None),
+        }
+    }
+    let views: Vec<View> = values
+        .iter()
+        .map(|(s, d)| View { shape: s, data: d })
+        .collect();
+    let mut out = vec![0.0; shape.iter().product()];
+    op.eval(&views, &mut out, &shape, &RunCtx::default());
+    let uniform = out
+        .first()
+        .is_some_and(|&f| out.iter().all(|&v| v.to_bits() == f.to_bits()));
+    Ok(if uniform {
+        Some(Op::Fill {
+            shape,
+            value: out[0],
+        })
+    } else if out.len() <= MAX_CONSTANT {
+        Some(Op::Constant {
+            value: Tensor::from_vec(shape, out)?,
+        })
+    } else {
+        None
+    })
 }

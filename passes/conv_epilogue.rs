@@ -9,52 +9,48 @@
 //! an activation becomes one op. (ReLU's gradient reads its output, so in
 //! training the pre-activation has no other reader.)
 
-use super::pool_match::single_use;
-use super::{Pass, Program};
-use crate::error::Result;
+use super::pattern::{op, Rule, RulePass};
+use super::{Patch, Src};
 use crate::ops::Op;
 
-/// Fuses activations into convolutions.
-pub struct ConvEpilogue;
-
-impl Pass for ConvEpilogue {
-    fn name(&self) -> &'static str {
-        "conv_epilogue"
-    }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut fused = 0;
-        for n in p.live_nodes() {
-            let Ok(node) = p.graph.node(n) else { continue };
-            let Op::Unary(u) = node.op else { continue };
-            let c = p.graph.operands(n)[0];
-            let Op::Conv {
-                window,
-                groups,
-                epilogue,
-            } = p.graph.node(c)?.op.clone()
-            else {
-                continue;
-            };
-            if !single_use(p, c) {
-                continue;
-            }
-            let mut epilogue = epilogue;
-            epilogue.push(u);
-            let op = Op::Conv {
-                window,
-                groups,
-                epilogue,
-            };
-            let operands = p.graph.operands(c);
-            let Some(new) = p.try_add_op(op, &operands)? else {
-                continue;
-            };
-            if let Some(name) = p.graph.node(c)?.name.clone() {
-                p.graph.set_name(new, name);
-            }
-            p.substitute(n, new)?;
-            fused += 1;
-        }
-        Ok(fused)
-    }
+/// Fuses activations into convolutions (rule `activation_into_conv`).
+pub fn pass() -> RulePass {
+    RulePass::new(
+        "conv_epilogue",
+        vec![Rule::new(
+            "activation_into_conv",
+            op(|o| matches!(o, Op::Unary(_)))
+                .args([op(|o| matches!(o, Op::Conv { .. })).bind("c").single_use()]),
+            |p, m| {
+                let (Op::Unary(u), c) = (&p.graph.node(m.root)?.op, m.node("c")) else {
+                    return Ok(None);
+                };
+                let conv = p.graph.node(c)?;
+                let Op::Conv {
+                    window,
+                    groups,
+                    epilogue,
+                } = &conv.op
+                else {
+                    return Ok(None);
+                };
+                let mut epilogue = epilogue.clone();
+                epilogue.push(*u);
+                let op = Op::Conv {
+                    window: window.clone(),
+                    groups: *groups,
+                    epilogue,
+                };
+                let operands: Vec<Src> = p.graph.operands(c).into_iter().map(Src::from).collect();
+                let mut patch = Patch::new();
+                let new = patch.add(op, &operands);
+                if let Some(name) = &conv.name {
+                    patch.name(new, name.clone());
+                }
+                patch.replace(m.root, new);
+                Ok(Some(patch))
+            },
+        )],
+    )
+    .after(&["conv_forward"])
 }

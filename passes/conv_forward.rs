@@ -11,41 +11,51 @@
 //! the same shape). The unfold stays while anything else (a weight gradient)
 //! still uses it.
 
-use super::{Pass, Program};
+use super::pattern::{any, op, Match, Rule, RulePass};
+use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::{BinaryOp, Op, Window};
+use crate::ops::{BinaryOp, Op};
 
-/// Fuses unfold + matmul convolutions.
-pub struct ConvForward;
-
-/// A matched convolution.
-struct ConvMatch {
-    x: NodeId,
-    w: NodeId,
-    window: Window,
-    groups: usize,
-    matmul: NodeId,
+/// Fuses unfold + matmul convolutions (rule `unfold_matmul`; the bias add
+/// that is the matmul's only reader is folded in too).
+pub fn pass() -> RulePass {
+    let matmul = op(|o| {
+        matches!(
+            o,
+            Op::MatMul {
+                trans_a: false,
+                trans_b: false
+            }
+        )
+    })
+    .bind("m")
+    .args([
+        any().opt_reshape().bind("w"),
+        op(|o| matches!(o, Op::Unfold(_)))
+            .bind("u")
+            .args([any().bind("x")])
+            .opt_reshape(),
+    ]);
+    RulePass::new(
+        "conv_forward",
+        vec![Rule::new("unfold_matmul", matmul.opt_reshape(), build)],
+    )
 }
 
-/// For `r`, a reshape of a matmul (or the matmul itself), the conv it computes.
-fn match_conv(p: &Program, r: NodeId) -> Result<Option<ConvMatch>> {
-    let m = p.through_reshape(r)?;
-    if !matches!(
-        p.graph.node(m)?.op,
-        Op::MatMul {
-            trans_a: false,
-            trans_b: false
-        }
-    ) {
-        return Ok(None);
-    }
-    let ops = p.graph.operands(m);
-    let (w, u) = (p.through_reshape(ops[0])?, p.through_reshape(ops[1])?);
+/// The fused convolution when every shape fits a grouped convolution's.
+fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
+    let (r, m, w, u, x) = (
+        mt.root,
+        mt.node("m"),
+        mt.node("w"),
+        mt.node("u"),
+        mt.node("x"),
+    );
     let Op::Unfold(window) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
-    let x = p.graph.operands(u)[0];
+    let ops = p.graph.operands(m);
     let (xs, ws, cr, mm, rs) = (
         p.graph.shape(x)?,
         p.graph.shape(w)?,
@@ -69,13 +79,24 @@ fn match_conv(p: &Program, r: NodeId) -> Result<Option<ConvMatch>> {
         && mm == [n, groups, cout / groups, l]
         && rs[..2] == [n, cout]
         && rs[2..] == out[..];
-    Ok(fits.then(|| ConvMatch {
-        x,
-        w,
+    if !fits {
+        return Ok(None);
+    }
+    let op = Op::Conv {
         window: window.clone(),
         groups,
-        matmul: m,
-    }))
+        epilogue: vec![],
+    };
+    let mut patch = Patch::new();
+    let (target, new) = match bias_add(p, r, cout)? {
+        Some((add, b)) => (add, patch.add(op, &[x.into(), w.into(), b.into()])),
+        None => (r, patch.add(op, &[x.into(), w.into()])),
+    };
+    if let Some(name) = &p.graph.node(m)?.name {
+        patch.name(new, name.strip_suffix(".matmul").unwrap_or(name));
+    }
+    patch.replace(target, new);
+    Ok(Some(patch))
 }
 
 /// If the only user of `r` adds a bias `reshape(b [Cout]) [Cout, 1, ..]` to it: `(add, b)`.
@@ -99,40 +120,4 @@ fn bias_add(p: &Program, r: NodeId, cout: usize) -> Result<Option<(NodeId, NodeI
         && bs[0] == cout
         && bs[1..].iter().all(|&d| d == 1);
     Ok(bias_like.then_some((a, b)))
-}
-
-impl Pass for ConvForward {
-    fn name(&self) -> &'static str {
-        "conv_forward"
-    }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut fused = 0;
-        for r in p.live_nodes() {
-            if p.graph.node(r).is_err() {
-                continue;
-            }
-            let Some(c) = match_conv(p, r)? else { continue };
-            let cout = p.graph.shape(c.w)?[0];
-            let name = p.graph.node(c.matmul)?.name.clone();
-            let op = Op::Conv {
-                window: c.window,
-                groups: c.groups,
-                epilogue: vec![],
-            };
-            let (target, new) = match bias_add(p, r, cout)? {
-                Some((add, b)) => (add, p.try_add_op(op, &[c.x, c.w, b])?),
-                None => (r, p.try_add_op(op, &[c.x, c.w])?),
-            };
-            let Some(new) = new else { continue };
-            if let Some(name) = name {
-                p.graph.set_name(
-                    new,
-                    name.strip_suffix(".matmul").unwrap_or(&name).to_string(),
-                );
-            }
-            p.substitute(target, new)?;
-            fused += 1;
-        }
-        Ok(fused)
-    }
 }

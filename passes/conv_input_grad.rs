@@ -8,31 +8,42 @@
 //! → conv_input_grad(w, gy)
 //! ```
 
-use super::{Pass, Program};
+use super::pattern::{any, op, Match, Rule, RulePass};
+use super::{Patch, Program};
 use crate::error::Result;
-use crate::graph::NodeId;
 use crate::ops::Op;
 
-/// Fuses convolution input gradients.
-pub struct ConvInputGradPass;
+/// Fuses convolution input gradients (rule `input_grad`).
+pub fn pass() -> RulePass {
+    let matmul = op(|o| {
+        matches!(
+            o,
+            Op::MatMul {
+                trans_a: true,
+                trans_b: false
+            }
+        )
+    })
+    .bind("m")
+    .args([
+        any().opt_reshape().bind("w"),
+        any().opt_reshape().bind("gy"),
+    ]);
+    let pattern = op(|o| matches!(o, Op::Fold { .. })).args([matmul.opt_reshape()]);
+    RulePass::new(
+        "conv_input_grad",
+        vec![Rule::new("input_grad", pattern, build)],
+    )
+    .after(&["matmul_transpose"])
+}
 
-fn match_input_grad(p: &Program, f: NodeId) -> Result<Option<(NodeId, NodeId, Op)>> {
+/// The fused gradient when every shape fits a grouped convolution's.
+fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
+    let (f, m, w, gy) = (mt.root, mt.node("m"), mt.node("w"), mt.node("gy"));
     let Op::Fold { window, spatial } = &p.graph.node(f)?.op else {
         return Ok(None);
     };
-    let r = p.graph.operands(f)[0];
-    let m = p.through_reshape(r)?;
-    if !matches!(
-        p.graph.node(m)?.op,
-        Op::MatMul {
-            trans_a: true,
-            trans_b: false
-        }
-    ) {
-        return Ok(None);
-    }
     let mops = p.graph.operands(m);
-    let (w, gy) = (p.through_reshape(mops[0])?, p.through_reshape(mops[1])?);
     let (ws, gys, ms, fs) = (
         p.graph.shape(w)?,
         p.graph.shape(gy)?,
@@ -55,38 +66,16 @@ fn match_input_grad(p: &Program, f: NodeId) -> Result<Option<(NodeId, NodeId, Op
         && p.graph.shape(mops[0])? == [groups, cout / groups, cg * k]
         && p.graph.shape(mops[1])? == [n, groups, cout / groups, l]
         && ms == [n, groups, cg * k, l];
-    Ok(fits.then(|| {
-        (
-            w,
-            gy,
-            Op::ConvInputGrad {
-                window: window.clone(),
-                groups,
-                spatial: spatial.clone(),
-            },
-        )
-    }))
-}
-
-impl Pass for ConvInputGradPass {
-    fn name(&self) -> &'static str {
-        "conv_input_grad"
+    if !fits {
+        return Ok(None);
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut fused = 0;
-        for f in p.live_nodes() {
-            if p.graph.node(f).is_err() {
-                continue;
-            }
-            let Some((w, gy, op)) = match_input_grad(p, f)? else {
-                continue;
-            };
-            let Some(new) = p.try_add_op(op, &[w, gy])? else {
-                continue;
-            };
-            p.substitute(f, new)?;
-            fused += 1;
-        }
-        Ok(fused)
-    }
+    let op = Op::ConvInputGrad {
+        window: window.clone(),
+        groups,
+        spatial: spatial.clone(),
+    };
+    let mut patch = Patch::new();
+    let new = patch.add(op, &[w.into(), gy.into()]);
+    patch.replace(f, new);
+    Ok(Some(patch))
 }

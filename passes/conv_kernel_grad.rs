@@ -9,36 +9,53 @@
 //! ```
 //! (the transpose of the columns was folded into `trans_b` by `matmul_transpose`).
 
-use super::{Pass, Program};
+use super::pattern::{any, op, Match, Rule, RulePass};
+use super::{Patch, Program};
 use crate::error::Result;
-use crate::graph::NodeId;
 use crate::ops::{Op, ReduceKind};
 
-/// Fuses convolution weight gradients.
-pub struct ConvKernelGradPass;
+/// Fuses convolution weight gradients (rule `kernel_grad`).
+pub fn pass() -> RulePass {
+    let pattern = op(|o| matches!(o, Op::Reshape { .. })).args([op(
+        |o| matches!(o, Op::Reduce { kind: ReduceKind::Sum, axes, keepdims: true } if axes == &[0]),
+    )
+    .args([op(|o| {
+        matches!(
+            o,
+            Op::MatMul {
+                trans_a: false,
+                trans_b: true
+            }
+        )
+    })
+    .bind("m")
+    .args([
+        any().opt_reshape().bind("gy"),
+        op(|o| matches!(o, Op::Unfold(_)))
+            .bind("u")
+            .args([any().bind("x")])
+            .opt_reshape(),
+    ])])]);
+    RulePass::new(
+        "conv_kernel_grad",
+        vec![Rule::new("kernel_grad", pattern, build)],
+    )
+    .after(&["matmul_transpose"])
+}
 
-fn match_kernel_grad(p: &Program, dw: NodeId) -> Result<Option<(NodeId, NodeId, Op)>> {
-    let s = p.through_reshape(dw)?;
-    if !matches!(&p.graph.node(s)?.op, Op::Reduce { kind: ReduceKind::Sum, axes, keepdims: true } if axes == &[0])
-    {
-        return Ok(None);
-    }
-    let m = p.graph.operands(s)[0];
-    if !matches!(
-        p.graph.node(m)?.op,
-        Op::MatMul {
-            trans_a: false,
-            trans_b: true
-        }
-    ) {
-        return Ok(None);
-    }
-    let mops = p.graph.operands(m);
-    let (gy, u) = (p.through_reshape(mops[0])?, p.through_reshape(mops[1])?);
+/// The fused gradient when every shape fits a grouped convolution's.
+fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
+    let (dw, m, u, x, gy) = (
+        mt.root,
+        mt.node("m"),
+        mt.node("u"),
+        mt.node("x"),
+        mt.node("gy"),
+    );
     let Op::Unfold(window) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
-    let x = p.graph.operands(u)[0];
+    let mops = p.graph.operands(m);
     let (xs, gys, ms, dws) = (
         p.graph.shape(x)?,
         p.graph.shape(gy)?,
@@ -61,37 +78,15 @@ fn match_kernel_grad(p: &Program, dw: NodeId) -> Result<Option<(NodeId, NodeId, 
         && ms == [n, groups, cout / groups, cg * k]
         && dws[..2] == [cout, cg]
         && dws[2..] == window.kernel[..];
-    Ok(fits.then(|| {
-        (
-            x,
-            gy,
-            Op::ConvKernelGrad {
-                window: window.clone(),
-                groups,
-            },
-        )
-    }))
-}
-
-impl Pass for ConvKernelGradPass {
-    fn name(&self) -> &'static str {
-        "conv_kernel_grad"
+    if !fits {
+        return Ok(None);
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut fused = 0;
-        for dw in p.live_nodes() {
-            if !matches!(p.graph.node(dw).map(|n| &n.op), Ok(Op::Reshape { .. })) {
-                continue;
-            }
-            let Some((x, gy, op)) = match_kernel_grad(p, dw)? else {
-                continue;
-            };
-            let Some(new) = p.try_add_op(op, &[x, gy])? else {
-                continue;
-            };
-            p.substitute(dw, new)?;
-            fused += 1;
-        }
-        Ok(fused)
-    }
+    let op = Op::ConvKernelGrad {
+        window: window.clone(),
+        groups,
+    };
+    let mut patch = Patch::new();
+    let new = patch.add(op, &[x.into(), gy.into()]);
+    patch.replace(dw, new);
+    Ok(Some(patch))
 }

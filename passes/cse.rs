@@ -2,7 +2,7 @@
 //! attributes and the same operands become one (the one created first).
 //! Dropout nodes merge too: equal seeds draw equal masks.
 
-use super::{Pass, Program};
+use super::{Pass, Patch, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
@@ -15,10 +15,11 @@ impl Pass for Cse {
     fn name(&self) -> &'static str {
         "cse"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut seen: HashMap<(String, Vec<NodeId>), NodeId> = HashMap::new();
         let mut merged = 0;
-        for n in p.live_nodes() {
+        for n in rw.program().live_nodes() {
+            let p = rw.program();
             let node = p.graph.node(n)?;
             if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
                 continue;
@@ -26,8 +27,12 @@ impl Pass for Cse {
             let key = (format!("{:?}", node.op), p.graph.operands(n));
             match seen.get(&key) {
                 Some(&first) => {
-                    p.substitute(n, first)?;
-                    merged += 1;
+                    if rw
+                        .apply("cse", &[n, first], Patch::replacing(n, first))?
+                        .is_some()
+                    {
+                        merged += 1;
+                    }
                 }
                 None => {
                     seen.insert(key, n);

@@ -1,8 +1,11 @@
 //! Dead-code elimination: removes every node that no output and no parameter
 //! update depends on. Inputs and parameters stay: they are the graph's interface.
 
-use super::{Pass, Program};
+use super::{Pass, Patch, Rewriter};
 use crate::error::Result;
+use crate::graph::NodeId;
+use crate::ops::Op;
+use std::collections::HashSet;
 
 /// Removes unreachable nodes.
 pub struct Dce;
@@ -11,8 +14,21 @@ impl Pass for Dce {
     fn name(&self) -> &'static str {
         "dce"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let roots = p.roots();
-        Ok(p.graph.remove_unreachable(&roots))
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
+        let p = rw.program();
+        let live: HashSet<NodeId> = p.live_nodes().into_iter().collect();
+        let mut patch = Patch::new();
+        let mut dead = 0;
+        for n in p.graph.node_ids() {
+            let interface = matches!(p.graph.node(n)?.op, Op::Input { .. } | Op::Param { .. });
+            if !live.contains(&n) && !interface {
+                patch.remove(n);
+                dead += 1;
+            }
+        }
+        Ok(match rw.apply("dce", &[], patch)? {
+            Some(_) => dead,
+            None => 0,
+        })
     }
 }

@@ -12,8 +12,7 @@
 //! or its trailing dimensions (so `relu(matmul(x, w) + b)` is one loop after
 //! the GEMM); other broadcasts stay outside. Results are bit-identical.
 
-use super::pool_match::single_use;
-use super::{Pass, Program};
+use super::{Pass, Patch, Program, Rewriter, Src};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::fused::{fused_shape, repeats_into, Instr, MAX_INSTRS};
@@ -75,7 +74,7 @@ impl Group {
         let fold_in = n == self.root
             || (self.depth < MAX_DEPTH
                 && node.shape.dims() == root_shape
-                && single_use(p, n)
+                && p.single_use(n)
                 && elementwise(p, n)?);
         let reg = match (&node.op, fold_in) {
             (Op::Fill { value, .. }, _)
@@ -133,44 +132,63 @@ impl Pass for FuseElementwise {
     fn name(&self) -> &'static str {
         "fuse_elementwise"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
+    fn after(&self) -> &'static [&'static str] {
+        // activations go into convolutions' epilogues first
+        &["conv_epilogue"]
+    }
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
         let mut taken: HashSet<NodeId> = HashSet::new();
-        for n in p.live_nodes().into_iter().rev() {
+        for n in rw.program().live_nodes().into_iter().rev() {
+            let p = rw.program();
             if taken.contains(&n) || p.graph.node(n).is_err() || !elementwise(p, n)? {
                 continue;
             }
-            let mut group = Group {
-                root: n,
-                expr: Vec::new(),
-                operands: Vec::new(),
-                regs: HashMap::new(),
-                absorbed: Vec::new(),
-                depth: 0,
+            let Some(group) = group_at(p, n)? else {
+                continue;
             };
-            let out = group.visit(p, n)?;
-            let fits = group.expr.len() <= MAX_INSTRS && out + 1 == group.expr.len();
-            if group.absorbed.is_empty() || !fits || group.operands.is_empty() {
-                continue;
+            let mut patch = Patch::new();
+            let operands: Vec<Src> = group.operands.iter().map(|&o| o.into()).collect();
+            let new = patch.add(Op::Fused { expr: group.expr }, &operands);
+            patch.replace(n, new);
+            let matched: Vec<NodeId> = std::iter::once(n)
+                .chain(group.absorbed.iter().copied())
+                .collect();
+            if rw.apply("fuse_elementwise", &matched, patch)?.is_some() {
+                taken.extend(group.absorbed);
+                fused += 1;
             }
-            // constants folded in carry no shape, and the loop takes its shape
-            // from its largest operand: the operands must still give the root's
-            // (`[2, 2] + [1, 1, 2]` is `[1, 2, 2]`, which no operand has)
-            let shapes: Vec<&[usize]> = group
-                .operands
-                .iter()
-                .map(|&o| p.graph.shape(o))
-                .collect::<Result<_>>()?;
-            if fused_shape(&group.expr, &shapes).ok().as_deref() != Some(p.graph.shape(n)?) {
-                continue;
-            }
-            let new = p
-                .graph
-                .add_op(Op::Fused { expr: group.expr }, &group.operands)?;
-            taken.extend(group.absorbed);
-            p.substitute(n, new)?;
-            fused += 1;
         }
         Ok(fused)
     }
+}
+
+/// The fused loop rooted at element-wise node `n`, when it folds in at
+/// least one other node and computes `n`'s shape.
+fn group_at(p: &Program, n: NodeId) -> Result<Option<Group>> {
+    let mut group = Group {
+        root: n,
+        expr: Vec::new(),
+        operands: Vec::new(),
+        regs: HashMap::new(),
+        absorbed: Vec::new(),
+        depth: 0,
+    };
+    let out = group.visit(p, n)?;
+    let fits = group.expr.len() <= MAX_INSTRS && out + 1 == group.expr.len();
+    if group.absorbed.is_empty() || !fits || group.operands.is_empty() {
+        return Ok(None);
+    }
+    // constants folded in carry no shape, and the loop takes its shape
+    // from its largest operand: the operands must still give the root's
+    // (`[2, 2] + [1, 1, 2]` is `[1, 2, 2]`, which no operand has)
+    let shapes: Vec<&[usize]> = group
+        .operands
+        .iter()
+        .map(|&o| p.graph.shape(o))
+        .collect::<Result<_>>()?;
+    if fused_shape(&group.expr, &shapes).ok().as_deref() != Some(p.graph.shape(n)?) {
+        return Ok(None);
+    }
+    Ok(Some(group))
 }

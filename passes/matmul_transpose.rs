@@ -3,13 +3,41 @@
 //! This is what turns the VJP's `gy · transpose(b)` and `transpose(a) · gy`
 //! (and `Linear`'s `x · transpose(W)`) into plain GEMM calls.
 
-use super::{Pass, Program};
+use super::pattern::{any, op, Rule, RulePass};
+use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
 
-/// Folds last-two-axes transposes into matmul flags.
-pub struct MatMulTranspose;
+/// Folds last-two-axes transposes into matmul flags (rule
+/// `transpose_into_matmul`).
+pub fn pass() -> RulePass {
+    RulePass::new(
+        "matmul_transpose",
+        vec![Rule::new(
+            "transpose_into_matmul",
+            op(|o| matches!(o, Op::MatMul { .. })).args([any().bind("a"), any().bind("b")]),
+            |p, m| {
+                let Op::MatMul { trans_a, trans_b } = p.graph.node(m.root)?.op else {
+                    return Ok(None);
+                };
+                let (a, b) = (m.node("a"), m.node("b"));
+                let (sa, sb) = (swapped_source(p, a)?, swapped_source(p, b)?);
+                if sa.is_none() && sb.is_none() {
+                    return Ok(None);
+                }
+                let op = Op::MatMul {
+                    trans_a: trans_a ^ sa.is_some(),
+                    trans_b: trans_b ^ sb.is_some(),
+                };
+                let mut patch = Patch::new();
+                let new = patch.add(op, &[sa.unwrap_or(a).into(), sb.unwrap_or(b).into()]);
+                patch.replace(m.root, new);
+                Ok(Some(patch))
+            },
+        )],
+    )
+}
 
 /// If `x` is a transpose that swaps exactly the last two axes, its operand.
 fn swapped_source(p: &Program, x: NodeId) -> Result<Option<NodeId>> {
@@ -24,33 +52,4 @@ fn swapped_source(p: &Program, x: NodeId) -> Result<Option<NodeId>> {
         }
     }
     Ok(None)
-}
-
-impl Pass for MatMulTranspose {
-    fn name(&self) -> &'static str {
-        "matmul_transpose"
-    }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut n = 0;
-        for id in p.live_nodes() {
-            let Op::MatMul { trans_a, trans_b } = p.graph.node(id)?.op else {
-                continue;
-            };
-            let ops = p.graph.operands(id);
-            let (sa, sb) = (swapped_source(p, ops[0])?, swapped_source(p, ops[1])?);
-            if sa.is_none() && sb.is_none() {
-                continue;
-            }
-            let a = sa.unwrap_or(ops[0]);
-            let b = sb.unwrap_or(ops[1]);
-            let op = Op::MatMul {
-                trans_a: trans_a ^ sa.is_some(),
-                trans_b: trans_b ^ sb.is_some(),
-            };
-            let new = p.graph.add_op(op, &[a, b])?;
-            p.substitute(id, new)?;
-            n += 1;
-        }
-        Ok(n)
-    }
 }

@@ -20,7 +20,7 @@
 use super::pool_match::{
     crop_chain, name_after_unfold, pooled_dims, window_reduce, windows, Windows,
 };
-use super::{Pass, Program};
+use super::{Pass, Patch, Program, Rewriter, Src};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{Op, ReduceKind};
@@ -112,11 +112,16 @@ impl Pass for MaxPool {
     fn name(&self) -> &'static str {
         "max_pool"
     }
-    fn run(&self, p: &mut Program) -> Result<usize> {
+    fn before(&self) -> &'static [&'static str] {
+        // constant folding would turn the padding's −∞ fill into numbers
+        &["const_fold"]
+    }
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
-        let order = p.live_nodes();
+        let order = rw.program().live_nodes();
         let live: HashSet<NodeId> = order.iter().copied().collect();
         for u in order {
+            let p = rw.program();
             if p.graph.node(u).is_err() {
                 continue;
             }
@@ -124,54 +129,61 @@ impl Pass for MaxPool {
                 continue;
             };
             let found = uses(p, &live, u, &win)?;
-            if found.is_empty() {
-                continue;
-            }
-            let xs = p.graph.shape(win.x)?.to_vec();
             let needs_indices = found.iter().any(|f| matches!(f, Use::Grad(..)));
-            let op = if needs_indices {
-                Op::MaxPoolWithIndices(win.window.clone())
-            } else {
-                Op::MaxPool(win.window.clone())
+            let op = match needs_indices {
+                true => Op::MaxPoolWithIndices(win.window.clone()),
+                false => Op::MaxPool(win.window.clone()),
             };
-            let Some(pool) = p.try_add_op(op, &[win.x])? else {
-                continue;
+            let xs = p.graph.shape(win.x)?.to_vec();
+            let Ok(pooled) = op.infer_shape(&[&xs]) else {
+                continue; // the fused pool refuses this window: the pattern stays
             };
-            name_after_unfold(p, pool, u)?;
-            let out = pool_out(p, pool)?;
+            let name = name_after_unfold(p, u)?;
+            // the first applied rewrite adds the pool; the others read it
+            let mut pool: Option<NodeId> = None;
             for f in found {
-                match f {
+                let p = rw.program();
+                let mut patch = Patch::new();
+                let at: Src = match pool {
+                    Some(n) => n.into(),
+                    None => {
+                        let at = patch.add(op.clone(), &[win.x.into()]);
+                        if let Some(name) = &name {
+                            patch.name(at, name.clone());
+                        }
+                        at
+                    }
+                };
+                let target = match f {
                     Use::Max(m) => {
-                        let dims: Vec<isize> =
-                            p.graph.shape(m)?.iter().map(|&d| d as isize).collect();
                         let values = match needs_indices {
-                            true => p.graph.output(pool, 0)?,
-                            false => pool,
+                            true => patch.add(Op::Output { index: 0 }, &[at]),
+                            false => at,
                         };
-                        let new = p.graph.reshape(values, &dims)?;
-                        p.substitute(m, new)?;
+                        let shape = p.graph.shape(m)?.to_vec();
+                        let new = patch.add(Op::Reshape { shape }, &[values]);
+                        patch.replace(m, new);
+                        m
                     }
                     Use::Grad(target, g) => {
-                        let gy = p.graph.reshape(g, &pooled_dims(&xs, &out))?;
-                        let indices = p.graph.output(pool, 1)?;
+                        let shape = pooled_dims(&xs, &pooled[2..]);
+                        let gy = patch.add(Op::Reshape { shape }, &[g.into()]);
+                        let indices = patch.add(Op::Output { index: 1 }, &[at]);
                         let op = Op::MaxPoolBackward {
                             window: win.window.clone(),
                             spatial: xs[2..].to_vec(),
                         };
-                        let Some(new) = p.try_add_op(op, &[gy, indices])? else {
-                            continue;
-                        };
-                        p.substitute(target, new)?;
+                        let new = patch.add(op, &[gy, indices]);
+                        patch.replace(target, new);
+                        target
                     }
+                };
+                if let Some(new) = rw.apply("max_pool", &[target, u], patch)? {
+                    pool = pool.or(new.first().copied());
+                    fused += 1;
                 }
-                fused += 1;
             }
         }
         Ok(fused)
     }
-}
-
-/// The spatial output size of a pool node.
-fn pool_out(p: &Program, pool: NodeId) -> Result<Vec<usize>> {
-    Ok(p.graph.shape(pool)?[2..].to_vec())
 }

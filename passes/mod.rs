@@ -17,26 +17,21 @@ mod dce;
 mod fuse_elementwise;
 mod matmul_transpose;
 mod max_pool;
+pub mod pattern;
 mod permute;
 mod pool_match;
+pub mod rewrite;
 
-pub use algebraic::Algebraic;
 pub use avg_pool::AvgPool;
 pub use const_fold::ConstFold;
-pub use conv_epilogue::ConvEpilogue;
-pub use conv_forward::ConvForward;
-pub use conv_input_grad::ConvInputGradPass;
-pub use conv_kernel_grad::ConvKernelGradPass;
 pub use cse::Cse;
 pub use dce::Dce;
 pub use fuse_elementwise::FuseElementwise;
-pub use matmul_transpose::MatMulTranspose;
 pub use max_pool::MaxPool;
-pub use permute::TransposeToPermute;
 
 use crate::error::{KilnError, Result};
 use crate::graph::{Graph, NodeId};
-use crate::ops::Op;
+pub use rewrite::{Firing, Patch, RewriteLog, Rewriter, RuleStats, Src};
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -66,6 +61,12 @@ impl Program {
         crate::graph::order::ancestors_order(&self.graph, &self.roots())
     }
 
+    /// Whether `n` may be folded into a rewrite: used by exactly one node,
+    /// and not a root.
+    pub fn single_use(&self, n: NodeId) -> bool {
+        self.graph.users(n).len() == 1 && !self.roots().contains(&n)
+    }
+
     /// `n` seen through one optional reshape (the algebraic pass drops
     /// reshapes to the same shape, so patterns treat reshapes as optional).
     pub fn through_reshape(&self, n: NodeId) -> Result<NodeId> {
@@ -74,77 +75,52 @@ impl Program {
             _ => n,
         })
     }
-
-    /// Replaces `old` by `new` (see [`Program::replace`]), hands `old`'s name
-    /// to `new` if it has none, and removes `old` when nothing uses it any more.
-    pub fn substitute(&mut self, old: NodeId, new: NodeId) -> Result<()> {
-        self.replace(old, new)?;
-        if self.graph.node(new)?.name.is_none() {
-            if let Some(name) = self.graph.node(old)?.name.clone() {
-                self.graph.set_name(new, name);
-            }
-        }
-        if !self.roots().contains(&old) {
-            self.graph.remove_node(old);
-        }
-        Ok(())
-    }
-
-    /// Adds a fused replacement node, or `None` when its shape rule refuses it
-    /// (a window whose working buffers cannot exist, ...): the pass then
-    /// leaves the generic pattern as it is, since the graph it stands for is
-    /// valid. Other errors (a node not in the graph) are returned.
-    pub fn try_add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<Option<NodeId>> {
-        match self.graph.add_op(op, operands) {
-            Ok(n) => Ok(Some(n)),
-            Err(KilnError::Shape { .. } | KilnError::Attr { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Makes `new` stand for `old` everywhere: in users, outputs and update values.
-    pub fn replace(&mut self, old: NodeId, new: NodeId) -> Result<()> {
-        self.graph.replace_uses(old, new)?;
-        for o in self
-            .outputs
-            .iter_mut()
-            .chain(self.updates.iter_mut().map(|u| &mut u.1))
-        {
-            if *o == old {
-                *o = new;
-            }
-        }
-        Ok(())
-    }
 }
 
-/// A graph rewrite.
+/// A graph rewrite: finds patterns and proposes [`Patch`]es to the
+/// [`Rewriter`], the only thing that edits the graph.
 pub trait Pass {
     /// Short name, used in dumps, reports and `--stage` (`permute`, `dce`...).
     fn name(&self) -> &'static str;
-    /// Rewrites `program` in place and returns how many rewrites it applied
+    /// The names of its rules, as the trace and the rules table show them
+    /// (default: the pass's own name, for a pass that is not made of rules;
+    /// the manager then counts each run as one attempt and times it).
+    fn rules(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
+    /// Passes that must run before this one when both are in a pipeline
+    /// (their rewrites produce what this one matches).
+    fn after(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Passes that must run after this one when both are in a pipeline
+    /// (they would destroy what this one matches).
+    fn before(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Proposes its rewrites through `rw` and returns how many were applied
     /// (0 when the pattern was not found: the program is then unchanged).
-    fn run(&self, program: &mut Program) -> Result<usize>;
+    fn run(&self, rw: &mut Rewriter) -> Result<usize>;
 }
 
-/// Every pass, in pipeline order: fuse pooling (before constant folding,
-/// which would turn the average pool's divisor structure into numbers), fold
-/// constants and simplify, fuse convolutions, fold transposes into matmuls,
-/// fuse the convolution gradients, turn the remaining transposes into
-/// `Permute`, fold activations into convolutions and element-wise chains
-/// into single loops, then merge and prune.
+/// Every pass, in pipeline order: fuse pooling, fold constants and
+/// simplify, fuse convolutions, fold transposes into matmuls, fuse the
+/// convolution gradients, turn the remaining transposes into `Permute`, fold
+/// activations into convolutions and element-wise chains into single loops,
+/// then merge and prune. Each pass states the order it needs
+/// ([`Pass::after`], [`Pass::before`]); [`PassManager::run`] checks it.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(MaxPool),
         Box::new(AvgPool),
         Box::new(ConstFold),
-        Box::new(Algebraic),
-        Box::new(ConvForward),
-        Box::new(MatMulTranspose),
-        Box::new(ConvKernelGradPass),
-        Box::new(ConvInputGradPass),
-        Box::new(TransposeToPermute),
-        Box::new(ConvEpilogue),
+        Box::new(algebraic::pass()),
+        Box::new(conv_forward::pass()),
+        Box::new(matmul_transpose::pass()),
+        Box::new(conv_kernel_grad::pass()),
+        Box::new(conv_input_grad::pass()),
+        Box::new(permute::pass()),
+        Box::new(conv_epilogue::pass()),
         Box::new(FuseElementwise),
         Box::new(Cse),
         Box::new(Dce),
@@ -178,6 +154,8 @@ pub struct PassReport {
     pub nodes_before: usize,
     /// Nodes in the graph after the pipeline.
     pub nodes_after: usize,
+    /// Every rewrite in order, and each rule's statistics.
+    pub log: RewriteLog,
 }
 
 impl std::fmt::Display for PassReport {
@@ -198,6 +176,7 @@ impl std::fmt::Display for PassReport {
 pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,
     max_iterations: usize,
+    stop_after: Option<usize>,
 }
 
 impl Default for PassManager {
@@ -205,6 +184,7 @@ impl Default for PassManager {
         PassManager {
             passes: Vec::new(),
             max_iterations: 16,
+            stop_after: None,
         }
     }
 }
@@ -231,41 +211,85 @@ impl PassManager {
         self.max_iterations = n;
         self
     }
+    /// Stops after the `n`-th rewrite (`None`: run to the fixpoint), to
+    /// bisect a bad rewrite.
+    pub fn stop_after(mut self, n: Option<usize>) -> Self {
+        self.stop_after = n;
+        self
+    }
     /// Runs the pipeline to a fixpoint (see [`PassManager::run_observed`]).
     pub fn run(&self, program: &mut Program) -> Result<PassReport> {
         self.run_observed(program, |_, _| Ok(()))
     }
+    /// `Err` naming two passes of the pipeline in an order one of them
+    /// forbids ([`Pass::after`], [`Pass::before`]).
+    fn check_order(&self) -> Result<()> {
+        let at = |name: &str| self.passes.iter().position(|p| p.name() == name);
+        for (i, pass) in self.passes.iter().enumerate() {
+            let late = pass.after().iter().find(|a| at(a).is_some_and(|j| j > i));
+            let early = pass.before().iter().find(|b| at(b).is_some_and(|j| j < i));
+            if let Some(other) = late.or(early) {
+                let (first, second) = match late.is_some() {
+                    true => (*other, pass.name()),
+                    false => (pass.name(), *other),
+                };
+                return Err(KilnError::Invalid(format!(
+                    "pass `{second}` must run after `{first}`, but the pipeline puts it before"
+                )));
+            }
+        }
+        Ok(())
+    }
     /// Runs the pipeline to a fixpoint, calling `after(pass name, program)`
     /// after every pass application that rewrote something (for dumps and
-    /// verification). `Err` naming the passes that still rewrote on the last
-    /// allowed iteration if no fixpoint is reached.
+    /// verification). `Err` if the pipeline's order breaks a pass's declared
+    /// needs, or naming the passes that still rewrote on the last allowed
+    /// iteration if no fixpoint is reached. With a rewrite budget
+    /// ([`stop_after`](Self::stop_after)), stops once it is spent.
     pub fn run_observed(
         &self,
         program: &mut Program,
         mut after: impl FnMut(&str, &Program) -> Result<()>,
     ) -> Result<PassReport> {
+        self.check_order()?;
+        let mut log = RewriteLog::stop_after(self.stop_after);
+        for pass in &self.passes {
+            for rule in pass.rules() {
+                log.stats(pass.name(), rule);
+            }
+        }
         let mut report = PassReport {
             rewrites: self.passes.iter().map(|p| (p.name(), 0)).collect(),
             iterations: 0,
             nodes_before: program.graph.len(),
             nodes_after: 0,
+            log: RewriteLog::default(),
         };
-        for _ in 0..self.max_iterations {
-            report.iterations += 1;
+        for round in 1..=self.max_iterations {
+            report.iterations = round;
             let mut fired = Vec::new();
             for (i, pass) in self.passes.iter().enumerate() {
-                let n = pass.run(program)?;
+                let started = std::time::Instant::now();
+                let n = pass.run(&mut Rewriter::new(program, &mut log, pass.name(), round))?;
+                if pass.rules() == [pass.name()] {
+                    let s = log.stats(pass.name(), pass.name());
+                    s.attempts += 1;
+                    s.time += started.elapsed();
+                }
                 report.rewrites[i].1 += n;
                 if n > 0 {
                     fired.push(pass.name());
                     after(pass.name(), program)?;
                 }
+                if log.exhausted() {
+                    log.stopped = true;
+                    break;
+                }
             }
-            if fired.is_empty() {
-                report.nodes_after = program.graph.len();
-                return Ok(report);
+            if fired.is_empty() || log.stopped {
+                break;
             }
-            if report.iterations == self.max_iterations {
+            if round == self.max_iterations {
                 return Err(KilnError::Invalid(format!(
                     "pass pipeline reached no fixpoint after {} iterations; still rewriting: {}",
                     self.max_iterations,
@@ -274,6 +298,7 @@ impl PassManager {
             }
         }
         report.nodes_after = program.graph.len();
+        report.log = log;
         Ok(report)
     }
 }
@@ -299,7 +324,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "countdown"
         }
-        fn run(&self, _: &mut Program) -> Result<usize> {
+        fn run(&self, _: &mut Rewriter) -> Result<usize> {
             let n = self.left.get();
             self.left.set(n.saturating_sub(1));
             Ok(usize::from(n > 0))
@@ -312,7 +337,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "oscillate"
         }
-        fn run(&self, _: &mut Program) -> Result<usize> {
+        fn run(&self, _: &mut Rewriter) -> Result<usize> {
             Ok(1)
         }
     }

@@ -2,28 +2,27 @@
 //! (a blocked copy kernel). Runs after the matmul pass, so only transposes
 //! that no matmul could absorb are copied at all.
 
-use super::{Pass, Program};
-use crate::error::Result;
+use super::pattern::{any, op, Rule, RulePass};
+use super::Patch;
 use crate::ops::Op;
 
-/// Turns every transpose into a permute.
-pub struct TransposeToPermute;
-
-impl Pass for TransposeToPermute {
-    fn name(&self) -> &'static str {
-        "permute"
-    }
-    fn run(&self, p: &mut Program) -> Result<usize> {
-        let mut n = 0;
-        for id in p.live_nodes() {
-            if let Op::Transpose { perm } = &p.graph.node(id)?.op {
-                let perm = perm.clone();
-                let x = p.graph.operands(id)[0];
-                let new = p.graph.add_op(Op::Permute { perm }, &[x])?;
-                p.substitute(id, new)?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
+/// Turns every transpose into a permute (rule `transpose_to_permute`).
+pub fn pass() -> RulePass {
+    RulePass::new(
+        "permute",
+        vec![Rule::new(
+            "transpose_to_permute",
+            op(|o| matches!(o, Op::Transpose { .. })).args([any().bind("x")]),
+            |p, m| {
+                let Op::Transpose { perm } = &p.graph.node(m.root)?.op else {
+                    return Ok(None);
+                };
+                let mut patch = Patch::new();
+                let new = patch.add(Op::Permute { perm: perm.clone() }, &[m.node("x").into()]);
+                patch.replace(m.root, new);
+                Ok(Some(patch))
+            },
+        )],
+    )
+    .after(&["matmul_transpose"])
 }

@@ -69,11 +69,6 @@ pub(super) fn window_reduce(p: &Program, n: NodeId, kind: ReduceKind) -> Result<
     })
 }
 
-/// Whether `n` may be folded into a rewrite: used once, and not a root.
-pub(super) fn single_use(p: &Program, n: NodeId) -> bool {
-    p.graph.users(n).len() == 1 && !p.roots().contains(&n)
-}
-
 /// Follows the chain of single-use, step-1 slices of spatial dims that
 /// starts at `f` `[N, C, *S]` (what autodiff emits for a pad's gradient).
 /// Returns every prefix of it as (last node, `(before, after)` crop per
@@ -83,7 +78,7 @@ pub(super) fn crop_chain(p: &Program, f: NodeId) -> Result<Vec<(NodeId, Pads)>> 
     let mut chain = vec![(f, vec![(0, 0); rank.saturating_sub(2)])];
     loop {
         let (cur, crop) = chain.last().expect("starts non-empty").clone();
-        if !single_use(p, cur) {
+        if !p.single_use(cur) {
             break;
         }
         let user = p.graph.users(cur)[0];
@@ -107,16 +102,17 @@ pub(super) fn crop_chain(p: &Program, f: NodeId) -> Result<Vec<(NodeId, Pads)>> 
     Ok(chain)
 }
 
-/// `[N, C, *out]` as reshape dims.
-pub(super) fn pooled_dims(nc: &[usize], out: &[usize]) -> Vec<isize> {
-    nc[..2].iter().chain(out).map(|&d| d as isize).collect()
+/// `[N, C, *out]`: the pooled shape for a reshape.
+pub(super) fn pooled_dims(nc: &[usize], out: &[usize]) -> Vec<usize> {
+    nc[..2].iter().chain(out).copied().collect()
 }
 
-/// Names a pool node after the layer whose unfold `u` (`maxpool2d_0.unfold`) it replaces.
-pub(super) fn name_after_unfold(p: &mut Program, pool: NodeId, u: NodeId) -> Result<()> {
-    if let Some(name) = p.graph.node(u)?.name.clone() {
-        let base = name.strip_suffix(".unfold").unwrap_or(&name).to_string();
-        p.graph.set_name(pool, base);
-    }
-    Ok(())
+/// The name for a pool node replacing the layer whose unfold `u`
+/// (`maxpool2d_0.unfold`) it reads: `maxpool2d_0`.
+pub(super) fn name_after_unfold(p: &Program, u: NodeId) -> Result<Option<String>> {
+    Ok(p.graph
+        .node(u)?
+        .name
+        .as_ref()
+        .map(|name| name.strip_suffix(".unfold").unwrap_or(name).to_string()))
 }

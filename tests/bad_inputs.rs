@@ -6,7 +6,7 @@
 
 use kiln::nn::{self, Layer};
 use kiln::optim::{Adam, Sgd};
-use kiln::passes::{Pass, Program};
+use kiln::passes::{Pass, Patch, Program, Rewriter};
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
 
 type Case = (&'static str, fn() -> String);
@@ -132,15 +132,17 @@ impl Pass for Zeroes {
     fn name(&self) -> &'static str {
         "zeroes"
     }
-    fn run(&self, p: &mut Program) -> kiln::Result<usize> {
+    fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
+        let p = rw.program();
         let old = p.outputs[0];
         if matches!(p.graph.node(old)?.op, Op::Fill { .. }) {
             return Ok(0);
         }
         let shape = p.graph.shape(old)?.to_vec();
-        let zeros = p.graph.fill(&shape, 0.0)?;
-        p.replace(old, zeros)?;
-        Ok(1)
+        let mut patch = Patch::new();
+        let zeros = patch.add(Op::Fill { shape, value: 0.0 }, &[]);
+        patch.replace(old, zeros);
+        Ok(rw.apply("zeroes", &[old], patch)?.map_or(0, |_| 1))
     }
 }
 

@@ -10,7 +10,7 @@ use common::*;
 use kiln::exec::{optimize, optimize_with, schedule};
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
-use kiln::passes::{Pass, PassManager, Program};
+use kiln::passes::{Pass, PassManager, Patch, Program, Rewriter};
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
 fn only(pass: &str) -> CompileOptions {
@@ -159,14 +159,16 @@ impl Pass for Broken {
     fn name(&self) -> &'static str {
         "broken"
     }
-    fn run(&self, p: &mut Program) -> kiln::Result<usize> {
+    fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
         let mut n = 0;
-        for id in p.live_nodes() {
+        for id in rw.program().live_nodes() {
+            let p = rw.program();
             if matches!(p.graph.node(id)?.op, Op::Unary(kiln::ops::UnaryOp::Relu)) {
                 let x = p.graph.operands(id)[0];
-                let bad = p.graph.neg(x)?;
-                p.substitute(id, bad)?;
-                n += 1;
+                let mut patch = Patch::new();
+                let bad = patch.add(Op::Unary(kiln::ops::UnaryOp::Neg), &[x.into()]);
+                patch.replace(id, bad);
+                n += usize::from(rw.apply("broken", &[id], patch)?.is_some());
             }
         }
         Ok(n)

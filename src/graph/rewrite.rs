@@ -33,26 +33,28 @@ impl Graph {
         Ok(())
     }
 
-    /// Removes every node that none of `roots` depends on, except inputs and
-    /// parameters (the graph's interface). Returns how many were removed.
-    pub fn remove_unreachable(&mut self, roots: &[NodeId]) -> usize {
-        let live: std::collections::HashSet<NodeId> = super::order::ancestors_order(self, roots)
-            .into_iter()
-            .collect();
-        let dead: Vec<NodeId> = self
-            .node_ids()
-            .into_iter()
-            .filter(|n| {
-                !live.contains(n)
-                    && !matches!(
-                        self.g[n.0].op,
-                        crate::ops::Op::Input { .. } | crate::ops::Op::Param { .. }
-                    )
-            })
-            .collect();
-        for &n in &dead {
-            self.g.remove_node(n.0);
+    /// Removes the nodes of `dead`, which no node outside it may use
+    /// (inputs and parameters are never removed). `Err` naming a node that
+    /// a node outside the set still reads; nothing is removed then.
+    pub(crate) fn remove_dead(&mut self, dead: &std::collections::HashSet<NodeId>) -> Result<()> {
+        for &n in dead {
+            self.node(n)?;
+            if let Some(u) = self.users(n).into_iter().find(|u| !dead.contains(u)) {
+                return Err(KilnError::Invalid(format!(
+                    "node %{} is still read by %{}",
+                    n.index(),
+                    u.index()
+                )));
+            }
         }
-        dead.len()
+        for &n in dead {
+            if !matches!(
+                self.g[n.0].op,
+                crate::ops::Op::Input { .. } | crate::ops::Op::Param { .. }
+            ) {
+                self.g.remove_node(n.0);
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,341 @@
+//! Rules as data: a [`Rule`] is a name, a [`Pat`]tern and a builder that
+//! turns a [`Match`] into a [`Patch`]; a [`RulePass`] tries its rules at every
+//! live node and hands what they build to the [`Rewriter`].
+//!
+//! ```text
+//! op("matmul", |o| matches!(o, Op::MatMul { .. }))
+//!     .args([any().bind("a"), op("transpose", is_transpose).bind("t")])
+//! ```
+//! matches a matmul whose second operand is a transpose, binding `a` and
+//! `t`. Patterns match op kinds (a test on the [`Op`]), operands in order
+//! or in any order ([`Pat::any_order`], for commutative ops), an optional
+//! reshape around a node ([`Pat::opt_reshape`]), and guards: used once
+//! ([`Pat::single_use`], which also means not a root), shape equal to a
+//! capture's ([`Pat::same_shape_as`]). A name bound twice must bind the same
+//! node. What a pattern cannot say (shape arithmetic) the builder checks,
+//! returning `None` when it does not fit.
+
+use super::rewrite::{Patch, Rewriter};
+use super::{Pass, Program};
+use crate::error::Result;
+use crate::graph::NodeId;
+use crate::ops::Op;
+use std::time::Instant;
+
+/// A pattern over the graph, rooted at one node.
+#[derive(Clone, Debug)]
+pub struct Pat {
+    kind: Kind,
+    bind: Option<&'static str>,
+    single_use: bool,
+    same_shape_as: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    /// Any node.
+    Any,
+    /// A node whose op passes `test`, with operands matching `args` (any
+    /// operands when `None`).
+    Op {
+        test: fn(&Op) -> bool,
+        args: Option<Vec<Pat>>,
+        any_order: bool,
+    },
+    /// The inner pattern, or a reshape of a node matching it.
+    OptReshape(Box<Pat>),
+}
+
+/// A pattern matching any node.
+pub fn any() -> Pat {
+    Pat::new(Kind::Any)
+}
+
+/// A pattern matching a node whose op passes `test` (`|o| matches!(o, Op::Select)`).
+pub fn op(test: fn(&Op) -> bool) -> Pat {
+    Pat::new(Kind::Op {
+        test,
+        args: None,
+        any_order: false,
+    })
+}
+
+impl Pat {
+    fn new(kind: Kind) -> Pat {
+        Pat {
+            kind,
+            bind: None,
+            single_use: false,
+            same_shape_as: None,
+        }
+    }
+    /// The node's operands must match `args`, in order (exactly that many).
+    pub fn args<const N: usize>(mut self, args: [Pat; N]) -> Pat {
+        if let Kind::Op { args: a, .. } = &mut self.kind {
+            *a = Some(args.into());
+        }
+        self
+    }
+    /// The operands may match `args` in any order (two operands: as given,
+    /// else swapped), for commutative ops.
+    pub fn any_order(mut self) -> Pat {
+        if let Kind::Op { any_order, .. } = &mut self.kind {
+            *any_order = true;
+        }
+        self
+    }
+    /// Binds the matched node to `name` (the outer node of an optional reshape
+    /// binds the node inside it; bind the reshape with another pattern).
+    pub fn bind(mut self, name: &'static str) -> Pat {
+        self.bind = Some(name);
+        self
+    }
+    /// The node must have exactly one user and not be a root (folding it
+    /// into a rewrite loses nothing).
+    pub fn single_use(mut self) -> Pat {
+        self.single_use = true;
+        self
+    }
+    /// The node's shape must equal that of the node bound to `name` (bound
+    /// earlier in the match: by an enclosing pattern or an earlier operand).
+    pub fn same_shape_as(mut self, name: &'static str) -> Pat {
+        self.same_shape_as = Some(name);
+        self
+    }
+    /// Matches this pattern, or a reshape of a node that matches it (passes
+    /// drop reshapes to the same shape, so a fused pattern may or may not
+    /// still hold one).
+    pub fn opt_reshape(self) -> Pat {
+        Pat::new(Kind::OptReshape(Box::new(self)))
+    }
+
+    /// Whether the pattern matches at `n`, extending `m`; on `false`, `m`
+    /// is as it was.
+    fn at(&self, p: &Program, n: NodeId, m: &mut Match) -> Result<bool> {
+        let mark = m.mark();
+        let ok = self.try_at(p, n, m)?;
+        if !ok {
+            m.reset(mark);
+        }
+        Ok(ok)
+    }
+
+    fn try_at(&self, p: &Program, n: NodeId, m: &mut Match) -> Result<bool> {
+        let node = p.graph.node(n)?;
+        if self.single_use && !p.single_use(n) {
+            return Ok(false);
+        }
+        if let Some(other) = self.same_shape_as {
+            match m.get(other) {
+                Some(o) if p.graph.shape(o)? == node.shape.dims() => {}
+                _ => return Ok(false),
+            }
+        }
+        match &self.kind {
+            Kind::Any => self.bind_at(n, m),
+            Kind::OptReshape(pat) => {
+                let inner = match node.op {
+                    Op::Reshape { .. } => {
+                        let (x, at) = (p.graph.operands(n)[0], m.nodes.len());
+                        if pat.at(p, x, m)? {
+                            m.nodes.insert(at, n);
+                            return self.bind_at(x, m);
+                        }
+                        n
+                    }
+                    _ => n,
+                };
+                Ok(pat.at(p, inner, m)? && self.bind_at(inner, m)?)
+            }
+            Kind::Op {
+                test,
+                args,
+                any_order,
+            } => {
+                if !test(&node.op) || !self.bind_at(n, m)? {
+                    return Ok(false);
+                }
+                m.nodes.push(n);
+                if let Some(args) = args {
+                    let ops = p.graph.operands(n);
+                    if ops.len() != args.len() {
+                        return Ok(false);
+                    }
+                    let mark = m.mark();
+                    let in_order = all_at(p, args, &ops, m)?;
+                    if !in_order {
+                        m.reset(mark);
+                        let swapped: Vec<NodeId> = ops.iter().rev().copied().collect();
+                        if !(*any_order && ops.len() == 2 && all_at(p, args, &swapped, m)?) {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Binds `n` to this pattern's name, if it has one: `false` when the
+    /// name is bound to another node already.
+    fn bind_at(&self, n: NodeId, m: &mut Match) -> Result<bool> {
+        let Some(name) = self.bind else {
+            return Ok(true);
+        };
+        match m.get(name) {
+            Some(o) => Ok(o == n),
+            None => {
+                m.caps.push((name, n));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Matches the pattern rooted at `n`.
+    pub fn matches(&self, p: &Program, n: NodeId) -> Result<Option<Match>> {
+        let mut m = Match {
+            root: n,
+            caps: Vec::new(),
+            nodes: Vec::new(),
+        };
+        Ok(self.at(p, n, &mut m)?.then_some(m))
+    }
+}
+
+/// Whether every pattern of `args` matches the node at the same position.
+fn all_at(p: &Program, args: &[Pat], ops: &[NodeId], m: &mut Match) -> Result<bool> {
+    for (a, &o) in args.iter().zip(ops) {
+        if !a.at(p, o, m)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What a pattern matched: the root, the named captures, and every node it
+/// matched an op at (root first), for the trace.
+#[derive(Clone, Debug)]
+pub struct Match {
+    /// The node the pattern was tried at.
+    pub root: NodeId,
+    caps: Vec<(&'static str, NodeId)>,
+    /// The nodes matched, root first.
+    pub nodes: Vec<NodeId>,
+}
+
+impl Match {
+    /// The node bound to `name`, if any.
+    pub fn get(&self, name: &str) -> Option<NodeId> {
+        self.caps.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
+    /// The node bound to `name`. Panics if the rule's pattern binds no such
+    /// name: a bug in the rule (every rule's test exercises its builder).
+    pub fn node(&self, name: &str) -> NodeId {
+        self.get(name)
+            .unwrap_or_else(|| panic!("the pattern binds no `{name}`"))
+    }
+    fn mark(&self) -> (usize, usize) {
+        (self.caps.len(), self.nodes.len())
+    }
+    fn reset(&mut self, (c, n): (usize, usize)) {
+        self.caps.truncate(c);
+        self.nodes.truncate(n);
+    }
+}
+
+/// Builds the patch for a match, or `None` when the match does not fit after
+/// all (shape arithmetic the pattern cannot express).
+pub type Build = fn(&Program, &Match) -> Result<Option<Patch>>;
+
+/// A rewrite rule: a name (shown in the trace), a pattern and a builder.
+pub struct Rule {
+    /// The rule's name.
+    pub name: &'static str,
+    /// What it matches.
+    pub pattern: Pat,
+    /// What it makes of a match.
+    pub build: Build,
+}
+
+impl Rule {
+    /// A rule.
+    pub fn new(name: &'static str, pattern: Pat, build: Build) -> Rule {
+        Rule {
+            name,
+            pattern,
+            build,
+        }
+    }
+}
+
+/// A pass made of rules: at every live node (canonical order), the first
+/// rule that matches and builds a patch rewrites it.
+pub struct RulePass {
+    name: &'static str,
+    after: &'static [&'static str],
+    before: &'static [&'static str],
+    rules: Vec<Rule>,
+}
+
+impl RulePass {
+    /// A pass named `name` applying `rules`.
+    pub fn new(name: &'static str, rules: Vec<Rule>) -> RulePass {
+        RulePass {
+            name,
+            after: &[],
+            before: &[],
+            rules,
+        }
+    }
+    /// Declares passes that must run before this one when both are in a pipeline.
+    pub fn after(mut self, passes: &'static [&'static str]) -> RulePass {
+        self.after = passes;
+        self
+    }
+    /// Declares passes that must run after this one when both are in a pipeline.
+    pub fn before(mut self, passes: &'static [&'static str]) -> RulePass {
+        self.before = passes;
+        self
+    }
+}
+
+impl Pass for RulePass {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn rules(&self) -> Vec<&'static str> {
+        self.rules.iter().map(|r| r.name).collect()
+    }
+    fn after(&self) -> &'static [&'static str] {
+        self.after
+    }
+    fn before(&self) -> &'static [&'static str] {
+        self.before
+    }
+    fn run(&self, rw: &mut Rewriter) -> Result<usize> {
+        let mut n = 0;
+        for id in rw.program().live_nodes() {
+            for rule in &self.rules {
+                if rw.exhausted() {
+                    return Ok(n);
+                }
+                if rw.program().graph.node(id).is_err() {
+                    break; // removed by an earlier rewrite in this sweep
+                }
+                let started = Instant::now();
+                let built = match rule.pattern.matches(rw.program(), id)? {
+                    Some(m) => (rule.build)(rw.program(), &m)?.map(|patch| (m, patch)),
+                    None => None,
+                };
+                rw.tried(rule.name, started.elapsed());
+                if let Some((m, patch)) = built {
+                    if rw.apply(rule.name, &m.nodes, patch)?.is_some() {
+                        n += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
