@@ -165,6 +165,13 @@ impl std::fmt::Display for PassReport {
             "nodes: {} before, {} after ({} pipeline iterations)",
             self.nodes_before, self.nodes_after, self.iterations
         )?;
+        if self.log.stopped {
+            writeln!(
+                f,
+                "stopped after {} rewrites (the rewrite budget)",
+                self.log.applied()
+            )?;
+        }
         for (name, n) in &self.rewrites {
             writeln!(f, "  {name:18} {n} rewrites")?;
         }
@@ -216,6 +223,14 @@ impl PassManager {
     pub fn stop_after(mut self, n: Option<usize>) -> Self {
         self.stop_after = n;
         self
+    }
+    /// The rewrite budget (`None`: none).
+    pub fn budget(&self) -> Option<usize> {
+        self.stop_after
+    }
+    /// Sets the rewrite budget in place (see [`stop_after`](Self::stop_after)).
+    pub fn set_stop_after(&mut self, n: Option<usize>) {
+        self.stop_after = n;
     }
     /// Runs the pipeline to a fixpoint (see [`PassManager::run_observed`]).
     pub fn run(&self, program: &mut Program) -> Result<PassReport> {

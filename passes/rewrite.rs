@@ -92,7 +92,7 @@ impl Patch {
 }
 
 /// One applied rewrite, as the trace shows it. Nodes are written `n12:relu`
-/// (the node's raw index, stable while it lives, and its op).
+/// (the node's creation number, unique within a compilation, and its op).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Firing {
     /// 1 for the first rewrite of a compilation, counting on.
@@ -106,7 +106,7 @@ pub struct Firing {
     /// The nodes the rule matched, root first.
     pub matched: Vec<String>,
     /// What the patch did: `n12:relu -> n40:conv2d` per replacement,
-    /// `-n7:exp` per removal.
+    /// `-n7:exp` per removal, `+n39:output` per other node it added.
     pub changes: Vec<String>,
 }
 
@@ -234,11 +234,12 @@ pub struct Rewriter<'a> {
     round: usize,
 }
 
-/// `n12:relu`: a node as the trace writes it (`n12:?` once it is gone).
+/// `n12:relu`: a node as the trace writes it, by its creation number
+/// (never reused, unlike the index of a removed node); `?:?` once it is gone.
 fn describe(p: &Program, n: NodeId) -> String {
     match p.graph.node(n) {
-        Ok(node) => format!("n{}:{}", n.index(), node.op.name()),
-        Err(_) => format!("n{}:?", n.index()),
+        Ok(node) => format!("n{}:{}", node.seq, node.op.name()),
+        Err(_) => "?:?".to_string(),
     }
 }
 
@@ -309,6 +310,9 @@ impl<'a> Rewriter<'a> {
         }
         self.remove(rule, &patch.remove, &mut changes)?;
         let replacements: Vec<NodeId> = patch.replace.iter().map(|&(_, w)| resolve(w)).collect();
+        for &n in new.iter().filter(|n| !replacements.contains(n)) {
+            changes.push(format!("+{}", describe(self.program, n)));
+        }
         self.check(rule, &patch, &new, &replacements)?;
         self.log.applied += 1;
         self.log.stats(self.pass, rule).applied += 1;

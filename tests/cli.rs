@@ -106,6 +106,50 @@ fn dump_stages_and_stats() {
 }
 
 #[test]
+fn dump_traces_stops_and_bisects_the_rewrites() {
+    let (ok, out, err) = kiln(&["dump", "cnn", "--train", "--trace"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("#1 ") && lines[0].contains("max_pool"),
+        "{out}"
+    );
+    assert!(
+        out.contains("conv_kernel_grad / kernel_grad") && out.contains("reshape -> n"),
+        "{out}"
+    );
+    let table = lines
+        .iter()
+        .position(|l| l.starts_with("pass "))
+        .expect("rules table");
+    assert!(lines[table].contains("attempts") && lines[table].contains("rewrites"));
+    assert!(lines.last().unwrap().starts_with("never fired: "), "{out}");
+    let firings = lines[..table].iter().filter(|l| l.starts_with('#')).count();
+
+    let (ok, out, err) = kiln(&["dump", "cnn", "--train", "--stop-after", "5", "--trace"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('#')).count(),
+        5,
+        "{out}"
+    );
+    let (ok, out, _) = kiln(&["dump", "cnn", "--train", "--stop-after", "5", "--stats"]);
+    assert!(ok && out.contains("stopped after 5 rewrites"), "{out}");
+    let (ok, out, _) = kiln(&["dump", "cnn", "--stop-after", "0"]);
+    assert!(
+        ok && out.contains("unfold"),
+        "no rewrite: the generic graph\n{out}"
+    );
+
+    let (ok, out, err) = kiln(&["dump", "cnn", "--train", "--bisect"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("no rewrite changes the results: all {firings} rewrites checked against the unrewritten graph")
+    );
+}
+
+#[test]
 fn run_profile_lists_the_ops() {
     let (ok, out, err) = kiln(&["run", "mlp", "--profile"]);
     assert!(ok, "{err}");

@@ -19,6 +19,7 @@ fn only(pass: &str) -> CompileOptions {
         verify: true,
         dump_dir: None,
         threads: None,
+        stop_after: None,
     }
 }
 
@@ -211,6 +212,7 @@ fn dump_dir_holds_the_input_and_every_changing_pass() {
         verify: false,
         dump_dir: Some(dir.clone()),
         threads: None,
+        stop_after: None,
     };
     compile_with(&m.graph, &[m.output], &[], &opts).unwrap();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
@@ -770,6 +772,7 @@ fn conv_backward_program(layer: &dyn Layer, xshape: &[usize]) -> (Program, Tenso
         verify: true,
         dump_dir: None,
         threads: None,
+        stop_after: None,
     };
     let (p, _) = optimize(
         Program {
@@ -860,6 +863,7 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
             verify: true,
             dump_dir: None,
             threads: None,
+            stop_after: None,
         },
     )
     .unwrap()

@@ -7,7 +7,7 @@ use kiln::data::Dataset;
 use kiln::exec::optimize;
 use kiln::graph::dump::dump;
 use kiln::optim::{Adam, Sgd};
-use kiln::passes;
+use kiln::passes::{self, Program};
 use kiln::{
     compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
 };
@@ -49,6 +49,20 @@ enum Command {
         /// Print what the passes did (rewrites per pass, node counts) instead of the graph.
         #[arg(long)]
         stats: bool,
+        /// Print every rewrite in order (rule, pass, round, matched nodes,
+        /// what it replaced) and a table of rules with attempts, rewrites and
+        /// time, instead of the graph.
+        #[arg(long)]
+        trace: bool,
+        /// Stop the passes after the N-th rewrite (the graph, trace or stats
+        /// as they stand then).
+        #[arg(long, value_name = "N")]
+        stop_after: Option<usize>,
+        /// Find the first rewrite after which the graph computes something
+        /// else than the unrewritten one (seeded random inputs, as
+        /// `KILN_VERIFY`), and print it.
+        #[arg(long)]
+        bisect: bool,
         /// Seed for the parameters.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -183,6 +197,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
             stage,
             train,
             stats,
+            trace,
+            stop_after,
+            bisect,
             seed,
         } => {
             let format: DumpFormat = format.parse()?;
@@ -191,8 +208,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 .iter()
                 .map(|p| p.name().to_string())
                 .collect();
+            let rewrites = stats || trace || bisect || stop_after.is_some();
             let selection = match stage.as_str() {
-                "before" if !stats => PassSelection::None,
+                "before" if !rewrites => PassSelection::None,
                 "before" | "final" => PassSelection::All,
                 pass => match names.iter().position(|n| n == pass) {
                     Some(i) => PassSelection::Named(names[..=i].to_vec()),
@@ -206,10 +224,20 @@ fn run(cli: Cli) -> kiln::Result<()> {
             };
             let options = CompileOptions {
                 passes: selection,
+                stop_after,
                 ..CompileOptions::default()
             };
+            if bisect {
+                print!("{}", bisect_rewrites(&program, &options)?);
+                return Ok(());
+            }
             let (rewritten, report) = optimize(program, &options)?;
-            if stats {
+            if trace {
+                for f in &report.log.firings {
+                    println!("{f}");
+                }
+                print!("{}", report.log.rules_table());
+            } else if stats {
                 print!("{report}");
                 let exe = kiln::schedule_with(&rewritten, &options)?;
                 println!(
@@ -531,4 +559,19 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     println!("total time: {:.1} s", t0.elapsed().as_secs_f64());
     println!("test accuracy: {acc:.4}");
     Ok(())
+}
+
+/// `kiln dump --bisect`'s report.
+fn bisect_rewrites(program: &Program, options: &CompileOptions) -> kiln::Result<String> {
+    let found = kiln::exec::bisect(program, &mut options.pipeline()?, options)?;
+    Ok(match found.first_bad {
+        None => format!(
+            "no rewrite changes the results: all {} rewrites checked against the unrewritten graph\n",
+            found.total
+        ),
+        Some((firing, what)) => format!(
+            "first rewrite that changes the results: #{} of {}\n{firing}\n{what}\n",
+            firing.index, found.total
+        ),
+    })
 }

@@ -19,7 +19,7 @@ use crate::graph::order::ancestors_order;
 use crate::graph::{Graph, NodeId};
 use crate::kernels::scratch;
 use crate::ops::{Op, RunCtx, View};
-use crate::passes::{self, PassManager, PassReport, Program};
+use crate::passes::{self, Firing, PassManager, PassReport, Program};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -108,6 +108,11 @@ pub struct CompileOptions {
     /// run (rayon calls it makes later run in that pool too) and shares each
     /// run's work with the pool's other threads.
     pub threads: Option<usize>,
+    /// Stop the pipeline after this many rewrites (`None`: run it to its
+    /// fixpoint). With [`verify`](Self::verify) or
+    /// [`first_difference`], this bisects a rewrite that changes results
+    /// (`kiln dump --stop-after N`, `kiln dump --bisect`).
+    pub stop_after: Option<usize>,
 }
 
 impl Default for CompileOptions {
@@ -120,6 +125,7 @@ impl Default for CompileOptions {
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
             threads: None,
+            stop_after: None,
         }
     }
 }
@@ -157,11 +163,12 @@ impl CompileOptions {
     }
     /// The pass pipeline these options select.
     pub fn pipeline(&self) -> Result<PassManager> {
-        Ok(PassManager::from_passes(match &self.passes {
+        let passes = match &self.passes {
             PassSelection::All => passes::all_passes(),
             PassSelection::None => vec![],
             PassSelection::Named(names) => passes::passes_named(names)?,
-        }))
+        };
+        Ok(PassManager::from_passes(passes).stop_after(self.stop_after))
     }
 }
 
@@ -243,9 +250,81 @@ pub fn optimize_with(
     Ok((program, report))
 }
 
-/// Runs `before` and `after` unrewritten on the same seeded random inputs and
-/// compares every output and update value.
+/// What [`bisect`] found.
+#[derive(Clone, Debug)]
+pub struct Bisection {
+    /// Rewrites the pipeline applies in all.
+    pub total: usize,
+    /// The first rewrite after which the results differ from the
+    /// unrewritten graph's, and how they differ; `None` if none does.
+    pub first_bad: Option<(Firing, String)>,
+}
+
+/// Finds the first rewrite of `pipeline` after which `program` computes
+/// something else than unrewritten ([`first_difference`] on seeded random
+/// inputs), by binary search over the rewrite budget (a rewrite that
+/// changes results is taken to stay visible). `pipeline`'s budget is used
+/// as the upper end and left as it was.
+pub fn bisect(
+    program: &Program,
+    pipeline: &mut PassManager,
+    options: &CompileOptions,
+) -> Result<Bisection> {
+    let budget = pipeline.budget();
+    let mut upto = |n: Option<usize>| -> Result<(Program, PassReport)> {
+        pipeline.set_stop_after(n);
+        let mut p = program.clone();
+        let report = pipeline.run(&mut p);
+        pipeline.set_stop_after(budget);
+        Ok((p, report?))
+    };
+    let total = upto(budget)?.1.log.applied();
+    let mut differs = |n: usize| -> Result<Option<(Firing, String)>> {
+        let (p, report) = upto(Some(n))?;
+        let what = first_difference(program, &p, options)?;
+        Ok(what.and_then(|w| report.log.firings.last().map(|f| (f.clone(), w))))
+    };
+    let Some(mut bad) = differs(total)? else {
+        return Ok(Bisection {
+            total,
+            first_bad: None,
+        });
+    };
+    // no rewrites: the unrewritten graph itself; `hi` differs
+    let (mut lo, mut hi) = (0, total);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match differs(mid)? {
+            Some(found) => (hi, bad) = (mid, found),
+            None => lo = mid,
+        }
+    }
+    Ok(Bisection {
+        total,
+        first_bad: Some(bad),
+    })
+}
+
+/// `Err` naming `pass` if [`first_difference`] finds one.
 fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOptions) -> Result<()> {
+    match first_difference(before, after, options)? {
+        None => Ok(()),
+        Some(what) => Err(KilnError::Invalid(format!(
+            "verification failed after pass `{pass}`: {what}"
+        ))),
+    }
+}
+
+/// Runs `before` and `after` unrewritten on the same seeded random inputs
+/// (uniform in [−1, 1), seeded by each input's name) and compares every
+/// output and update value: `None` when all match (both NaN, or within
+/// `1e-4 · (1 + |before|)`), else what differs first (`result 0 changed,
+/// first at element 3: 1 before, -1 after`). `Err` if either cannot run.
+pub fn first_difference(
+    before: &Program,
+    after: &Program,
+    options: &CompileOptions,
+) -> Result<Option<String>> {
     let mut feeds: Vec<(String, Tensor)> = Vec::new();
     for (name, id) in before.graph.inputs() {
         let seed = name
@@ -276,8 +355,8 @@ fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOption
     let (want, got) = (run(before)?, run(after)?);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         if w.shape() != g.shape() {
-            return Err(KilnError::Invalid(format!(
-                "verification failed after pass `{pass}`: result {i} changed shape from {:?} to {:?}",
+            return Ok(Some(format!(
+                "result {i} changed shape from {:?} to {:?}",
                 w.shape(),
                 g.shape()
             )));
@@ -288,14 +367,14 @@ fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOption
             .zip(g.data())
             .position(|(&a, &b)| !same_value(a, b));
         if let Some(k) = first_bad {
-            return Err(KilnError::Invalid(format!(
-                "verification failed after pass `{pass}`: result {i} changed, first at element {k}: {} before, {} after",
+            return Ok(Some(format!(
+                "result {i} changed, first at element {k}: {} before, {} after",
                 w.data()[k],
                 g.data()[k]
             )));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Whether `verify` takes `got` for `want`: both NaN, or equal (infinities
