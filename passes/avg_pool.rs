@@ -206,7 +206,7 @@ impl Pass for AvgPool {
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
-        for n in rw.program().live_nodes() {
+        for n in rw.live_nodes() {
             let p = rw.program();
             if p.graph.node(n).is_err() {
                 continue;

@@ -38,7 +38,7 @@ impl Pass for ConstFold {
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut folded = 0;
-        for id in rw.program().live_nodes() {
+        for id in rw.live_nodes() {
             let Some(op) = folded_value(rw.program(), id)? else {
                 continue;
             };

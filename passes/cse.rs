@@ -18,7 +18,7 @@ impl Pass for Cse {
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut seen: HashMap<(String, Vec<NodeId>), NodeId> = HashMap::new();
         let mut merged = 0;
-        for n in rw.program().live_nodes() {
+        for n in rw.live_nodes() {
             let p = rw.program();
             let node = p.graph.node(n)?;
             if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {

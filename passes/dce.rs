@@ -15,8 +15,8 @@ impl Pass for Dce {
         "dce"
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
+        let live: HashSet<NodeId> = rw.live_nodes().into_iter().collect();
         let p = rw.program();
-        let live: HashSet<NodeId> = p.live_nodes().into_iter().collect();
         let mut patch = Patch::new();
         let mut dead = 0;
         for n in p.graph.node_ids() {

@@ -139,7 +139,7 @@ impl Pass for FuseElementwise {
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
         let mut taken: HashSet<NodeId> = HashSet::new();
-        for n in rw.program().live_nodes().into_iter().rev() {
+        for n in rw.live_nodes().into_iter().rev() {
             let p = rw.program();
             if taken.contains(&n) || p.graph.node(n).is_err() || !elementwise(p, n)? {
                 continue;

@@ -118,7 +118,7 @@ impl Pass for MaxPool {
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut fused = 0;
-        let order = rw.program().live_nodes();
+        let order = rw.live_nodes();
         let live: HashSet<NodeId> = order.iter().copied().collect();
         for u in order {
             let p = rw.program();

@@ -314,7 +314,7 @@ impl Pass for RulePass {
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
         let mut n = 0;
-        for id in rw.program().live_nodes() {
+        for id in rw.live_nodes() {
             for rule in &self.rules {
                 if rw.exhausted() {
                     return Ok(n);

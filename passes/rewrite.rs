@@ -154,6 +154,8 @@ pub struct RewriteLog {
     pub stopped: bool,
     stop_after: Option<usize>,
     applied: usize,
+    /// The live nodes in canonical order as of `applied` rewrites.
+    live: Option<(usize, Vec<NodeId>)>,
 }
 
 impl RewriteLog {
@@ -265,6 +267,19 @@ impl<'a> Rewriter<'a> {
     /// Whether the rewrite budget is spent (passes stop proposing then).
     pub fn exhausted(&self) -> bool {
         self.log.exhausted()
+    }
+    /// The program's live nodes in canonical order ([`Program::live_nodes`]),
+    /// kept from pass to pass until a patch is applied.
+    pub fn live_nodes(&mut self) -> Vec<NodeId> {
+        let applied = self.log.applied;
+        match &self.log.live {
+            Some((at, nodes)) if *at == applied => nodes.clone(),
+            _ => {
+                let nodes = self.program.live_nodes();
+                self.log.live = Some((applied, nodes.clone()));
+                nodes
+            }
+        }
     }
     /// Records that `rule` was tried once, taking `time`.
     pub fn tried(&mut self, rule: &'static str, time: Duration) {

@@ -1,52 +1,80 @@
 //! Canonical topological order: operands before users, ties broken by
 //! creation order. Dumps number nodes `%0..%n` in this order and the
 //! executor schedules in it, so both are deterministic by construction.
+//!
+//! Both orders take O(V log V + E) time and memory indexed by node (no
+//! hashing): passes ask for the live nodes once per pass and round, so
+//! this is on every compile's path.
 
 use super::{Graph, NodeId};
+use petgraph::visit::NodeIndexable;
+use petgraph::Direction::{Incoming, Outgoing};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// All nodes of `graph` in canonical topological order.
 pub fn topo_order(graph: &Graph) -> Vec<NodeId> {
-    order_of(graph, graph.node_ids())
+    let nodes = graph.node_ids();
+    let mut member = vec![false; graph.g.node_bound()];
+    for n in &nodes {
+        member[n.index()] = true;
+    }
+    order_of(graph, &nodes, &member)
 }
 
 /// The nodes that `roots` depend on (roots included), in canonical order.
+/// Roots not in the graph are skipped.
 pub fn ancestors_order(graph: &Graph, roots: &[NodeId]) -> Vec<NodeId> {
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<NodeId> = roots.to_vec();
+    let mut member = vec![false; graph.g.node_bound()];
+    let mut nodes = Vec::new();
+    let mut stack: Vec<NodeId> = roots
+        .iter()
+        .copied()
+        .filter(|r| graph.g.contains_node(r.0))
+        .collect();
     while let Some(n) = stack.pop() {
-        if seen.insert(n) {
-            stack.extend(graph.operands(n));
+        if !member[n.index()] {
+            member[n.index()] = true;
+            nodes.push(n);
+            stack.extend(graph.g.neighbors_directed(n.0, Incoming).map(NodeId));
         }
     }
-    order_of(graph, seen.into_iter().collect())
+    order_of(graph, &nodes, &member)
 }
 
-fn order_of(graph: &Graph, nodes: Vec<NodeId>) -> Vec<NodeId> {
-    let member: std::collections::HashSet<NodeId> = nodes.iter().copied().collect();
-    let mut pending: HashMap<NodeId, usize> = HashMap::new();
+/// `nodes` (those with `member` set) in canonical order: Kahn's algorithm
+/// over distinct operands (`concat([a, b, a])` waits for `a` once), the
+/// ready node created first going next.
+fn order_of(graph: &Graph, nodes: &[NodeId], member: &[bool]) -> Vec<NodeId> {
+    let mut pending = vec![0usize; member.len()];
+    // the node whose operands (then users) were last counted at this index:
+    // each distinct edge counts once however many operand slots it fills
+    let mut seen = vec![usize::MAX; member.len()];
     let mut ready = BinaryHeap::new();
-    for &n in &nodes {
-        // distinct operands: `users` lists a user once however many of its
-        // operands a node is (`concat([a, b, a])`)
-        let mut ops = graph.operands(n);
-        ops.sort_unstable();
-        ops.dedup();
-        let k = ops.iter().filter(|o| member.contains(o)).count();
-        pending.insert(n, k);
+    for &n in nodes {
+        let mut k = 0;
+        for s in graph.g.neighbors_directed(n.0, Incoming) {
+            if member[s.index()] && seen[s.index()] != n.index() {
+                seen[s.index()] = n.index();
+                k += 1;
+            }
+        }
+        pending[n.index()] = k;
         if k == 0 {
             ready.push(Reverse((graph.g[n.0].seq, n)));
         }
     }
+    seen.fill(usize::MAX);
     let mut out = Vec::with_capacity(nodes.len());
     while let Some(Reverse((_, n))) = ready.pop() {
         out.push(n);
-        for u in graph.users(n) {
-            if let Some(k) = pending.get_mut(&u) {
-                *k -= 1;
-                if *k == 0 {
-                    ready.push(Reverse((graph.g[u.0].seq, u)));
+        for u in graph.g.neighbors_directed(n.0, Outgoing) {
+            let ui = u.index();
+            if member[ui] && seen[ui] != n.index() {
+                seen[ui] = n.index();
+                pending[ui] -= 1;
+                if pending[ui] == 0 {
+                    ready.push(Reverse((graph.g[u].seq, NodeId(u))));
                 }
             }
         }
