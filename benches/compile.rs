@@ -39,10 +39,13 @@ fn cnn() -> (Graph, NodeId) {
     (g, loss)
 }
 
+/// Builds a graph and its loss.
+type Build = fn() -> (Graph, NodeId);
+
 fn compile_time(c: &mut Criterion) {
     let mut group = c.benchmark_group("trainer_build");
     group.sample_size(10);
-    let cases: Vec<(&str, fn() -> (Graph, NodeId))> = vec![
+    let cases: Vec<(&str, Build)> = vec![
         ("cnn", cnn),
         ("mlp100", || mlp(100)),
         ("lstm256", || lstm(256)),
