@@ -16,7 +16,10 @@ impl Pass for Cse {
         "cse"
     }
     fn run(&self, rw: &mut Rewriter) -> Result<usize> {
-        let mut seen: HashMap<(String, Vec<NodeId>), NodeId> = HashMap::new();
+        // nodes by operand list; an op's attributes (bit for bit: its Debug
+        // text, so −0.0 and NaN constants compare as written) only where
+        // another node reads the same operands
+        let mut seen: HashMap<Vec<NodeId>, Vec<(Option<String>, NodeId)>> = HashMap::new();
         let mut merged = 0;
         for n in rw.live_nodes() {
             let p = rw.program();
@@ -24,9 +27,23 @@ impl Pass for Cse {
             if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
                 continue;
             }
-            let key = (format!("{:?}", node.op), p.graph.operands(n));
-            match seen.get(&key) {
-                Some(&first) => {
+            let same_operands = seen.entry(p.graph.operands(n)).or_default();
+            let key = |op: &Op| format!("{op:?}");
+            let mut first = None;
+            if !same_operands.is_empty() {
+                let mine = key(&node.op);
+                for (text, other) in same_operands.iter_mut() {
+                    if text.is_none() {
+                        *text = Some(key(&p.graph.node(*other)?.op));
+                    }
+                    if text.as_deref() == Some(mine.as_str()) {
+                        first = Some(*other);
+                        break;
+                    }
+                }
+            }
+            match first {
+                Some(first) => {
                     if rw
                         .apply("cse", &[n, first], Patch::replacing(n, first))?
                         .is_some()
@@ -34,9 +51,7 @@ impl Pass for Cse {
                         merged += 1;
                     }
                 }
-                None => {
-                    seen.insert(key, n);
-                }
+                None => same_operands.push((None, n)),
             }
         }
         Ok(merged)

@@ -448,13 +448,10 @@ impl<'a> Rewriter<'a> {
                 ))),
             }
         };
+        // the users of a replacement keep their shapes: `replace_uses` only
+        // lets a node of the replaced node's shape stand for it
         for &n in new {
             reinfer(n).map_err(|e| self.broken(rule, n, &e.to_string()))?;
-        }
-        for &r in replacements {
-            for u in g.users(r) {
-                reinfer(u).map_err(|e| self.broken(rule, u, &e.to_string()))?;
-            }
         }
         let roots = self.program.roots();
         for &(old, _) in &patch.replace {
