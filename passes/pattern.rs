@@ -20,7 +20,7 @@ use super::{Pass, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A pattern over the graph, rooted at one node.
 #[derive(Clone, Debug)]
@@ -191,6 +191,16 @@ impl Pat {
         }
     }
 
+    /// Whether a node with op `op` could match (the root's own test, no
+    /// operands looked at): the cheap first check.
+    pub fn may_match(&self, op: &Op) -> bool {
+        match &self.kind {
+            Kind::Any => true,
+            Kind::Op { test, .. } => test(op),
+            Kind::OptReshape(inner) => matches!(op, Op::Reshape { .. }) || inner.may_match(op),
+        }
+    }
+
     /// Matches the pattern rooted at `n`.
     pub fn matches(&self, p: &Program, n: NodeId) -> Result<Option<Match>> {
         let mut m = Match {
@@ -321,6 +331,13 @@ impl Pass for RulePass {
                 }
                 if rw.program().graph.node(id).is_err() {
                     break; // removed by an earlier rewrite in this sweep
+                }
+                // a node whose op the root test rejects costs next to
+                // nothing: counted as an attempt, not timed
+                let op = &rw.program().graph.node(id)?.op;
+                if !rule.pattern.may_match(op) {
+                    rw.tried(rule.name, Duration::ZERO);
+                    continue;
                 }
                 let started = Instant::now();
                 let built = match rule.pattern.matches(rw.program(), id)? {

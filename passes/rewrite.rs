@@ -138,7 +138,8 @@ pub struct RuleStats {
     /// Patches applied.
     pub applied: usize,
     /// Time spent matching and building (and, for a pass that is not a
-    /// rule, its whole run), summed.
+    /// rule, its whole run), summed; attempts at nodes whose op the
+    /// pattern's root rejects are not timed.
     pub time: Duration,
 }
 
