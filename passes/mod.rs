@@ -30,52 +30,8 @@ pub use fuse_elementwise::FuseElementwise;
 pub use max_pool::MaxPool;
 
 use crate::error::{KilnError, Result};
-use crate::graph::{Graph, NodeId};
+use crate::graph::Program;
 pub use rewrite::{Firing, Patch, RewriteLog, Rewriter, RuleStats, Src};
-
-/// What the passes rewrite: a graph with the nodes that must survive
-/// (outputs, and parameter updates as `(param, new value)` pairs).
-#[derive(Clone, Debug)]
-pub struct Program {
-    /// The graph.
-    pub graph: Graph,
-    /// Nodes whose values are returned.
-    pub outputs: Vec<NodeId>,
-    /// Parameter updates applied after each run.
-    pub updates: Vec<(NodeId, NodeId)>,
-}
-
-impl Program {
-    /// Every node that must survive a rewrite: outputs, updated parameters and their new values.
-    pub fn roots(&self) -> Vec<NodeId> {
-        self.outputs
-            .iter()
-            .copied()
-            .chain(self.updates.iter().flat_map(|&(p, v)| [p, v]))
-            .collect()
-    }
-
-    /// The nodes the roots depend on, in canonical order (dead nodes are not
-    /// rewritten: the dead-code pass removes them).
-    pub fn live_nodes(&self) -> Vec<NodeId> {
-        crate::graph::order::ancestors_order(&self.graph, &self.roots())
-    }
-
-    /// Whether `n` may be folded into a rewrite: used by exactly one node,
-    /// and not a root.
-    pub fn single_use(&self, n: NodeId) -> bool {
-        self.graph.users(n).len() == 1 && !self.roots().contains(&n)
-    }
-
-    /// `n` seen through one optional reshape (the algebraic pass drops
-    /// reshapes to the same shape, so patterns treat reshapes as optional).
-    pub fn through_reshape(&self, n: NodeId) -> Result<NodeId> {
-        Ok(match self.graph.node(n)?.op {
-            crate::ops::Op::Reshape { .. } => self.graph.operands(n)[0],
-            _ => n,
-        })
-    }
-}
 
 /// A graph rewrite: finds patterns and proposes [`Patch`]es to the
 /// [`Rewriter`], the only thing that edits the graph.
@@ -321,6 +277,7 @@ impl PassManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Graph;
     use std::cell::Cell;
 
     fn empty() -> Program {

@@ -3,8 +3,9 @@
 //! unrewritten side by side. `kiln bench` and the criterion benches run these.
 
 use crate::alloc_count;
+use crate::compile::{compile_with, CompileOptions};
 use crate::error::{KilnError, Result};
-use crate::exec::{schedule_with, CompileOptions, Executable, Profile};
+use crate::exec::{Executable, Profile};
 use crate::models;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -174,9 +175,7 @@ impl Prepared {
                 )
             })
             .collect();
-        let (program, report) = crate::exec::optimize(program, options)?;
-        let mut exe = schedule_with(&program, options)?;
-        exe.set_report(report);
+        let exe = compile_with(&program.graph, &program.outputs, &program.updates, options)?;
         let feeds = inputs
             .into_iter()
             .enumerate()

@@ -1,7 +1,7 @@
 //! kiln: a small graph-compiling deep-learning framework.
 //!
 //! Build a model once as a static op graph ([`Graph`], [`nn`] layers), compile
-//! it ([`compile`]) and run it many times ([`Executable::run`]).
+//! it ([`compile()`]) and run it many times ([`Executable::run`]).
 //!
 //! ```
 //! use kiln::{compile, nn, nn::Layer, Graph, Tensor};
@@ -21,6 +21,7 @@ pub mod alloc_count;
 pub mod autodiff;
 pub mod bench;
 pub mod classify;
+pub mod compile;
 pub mod data;
 pub mod error;
 pub mod exec;
@@ -39,13 +40,11 @@ pub mod tensor;
 pub mod trainer;
 pub mod weights;
 
+pub use compile::{compile, compile_with, compile_with_updates, CompileOptions, PassSelection};
 pub use error::{KilnError, Result};
-pub use exec::{
-    compile, compile_with, compile_with_updates, schedule_with, CompileOptions, Executable,
-    PassSelection,
-};
+pub use exec::{schedule_with, Executable};
 pub use graph::dump::DumpFormat;
-pub use graph::{Graph, Init, Node, NodeId};
+pub use graph::{Graph, Init, Node, NodeId, Program};
 pub use ops::{Op, Window};
 pub use shape::Shape;
 pub use tensor::Tensor;

@@ -2,10 +2,10 @@
 //! networks. The CLI, benches and tests build them from here.
 
 use crate::error::{KilnError, Result};
+use crate::graph::Program;
 use crate::graph::{Graph, NodeId};
 use crate::nn::{self, Layer};
 use crate::optim::Sgd;
-use crate::passes::Program;
 
 /// A built model: its graph, its output and its inputs (name, shape).
 pub struct Model {

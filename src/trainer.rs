@@ -1,8 +1,9 @@
 //! `Trainer`: build a model once, derive its backward graph, compile once,
 //! then call `step` many times.
 
+use crate::compile::{compile_with, CompileOptions};
 use crate::error::{KilnError, Result};
-use crate::exec::{compile_with, CompileOptions, Executable};
+use crate::exec::Executable;
 use crate::graph::{Graph, NodeId};
 use crate::nn::loss::{check_labels, label_inputs};
 use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
@@ -97,7 +98,7 @@ impl Trainer {
     /// The inputs that feed the labels of a
     /// [`softmax_cross_entropy`](crate::nn::softmax_cross_entropy) in this
     /// trainer's graph, with their class counts (see
-    /// [`label_inputs`](crate::nn::loss::label_inputs)): [`Trainer::step`] and
+    /// [`crate::nn::loss::label_inputs`]): [`Trainer::step`] and
     /// [`Trainer::evaluate`] check these feeds.
     pub fn label_inputs(&self) -> &[(String, usize)] {
         &self.labels

@@ -6,7 +6,8 @@
 
 use kiln::nn::{self, Layer};
 use kiln::optim::{Adam, Sgd};
-use kiln::passes::{Pass, Patch, Program, Rewriter};
+use kiln::passes::{Pass, Patch, Rewriter};
+use kiln::Program;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
 
 type Case = (&'static str, fn() -> String);
@@ -383,7 +384,7 @@ const CASES: &[Case] = &[
             threads: Some(1),
             ..CompileOptions::default()
         };
-        err(kiln::exec::optimize_with(program, &pipeline, &options).map(|_| ()))
+        err(kiln::compile::optimize_with(program, &pipeline, &options).map(|_| ()))
     }),
     ("`weights::save(path, &[(\"w\", t), (\"w\", t)])`", || {
         let p = std::env::temp_dir().join(format!("kiln-bad-{}.safetensors", std::process::id()));

@@ -7,10 +7,12 @@
 
 mod common;
 use common::*;
-use kiln::exec::{optimize, optimize_with, schedule};
+use kiln::compile::{optimize, optimize_with};
+use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
-use kiln::passes::{Pass, PassManager, Patch, Program, Rewriter};
+use kiln::passes::{Pass, PassManager, Patch, Rewriter};
+use kiln::Program;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
 fn only(pass: &str) -> CompileOptions {

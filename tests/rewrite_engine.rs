@@ -2,10 +2,11 @@
 //! reshapes, guards), the manager's checks after each patch, the rewrite
 //! budget, bisection, the trace and the declared pass order.
 
-use kiln::exec::{bisect, first_difference, optimize};
+use kiln::compile::{bisect, first_difference, optimize};
 use kiln::ops::{BinaryOp, UnaryOp};
 use kiln::passes::pattern::{any, op};
-use kiln::passes::{all_passes, Pass, PassManager, Patch, Program, RewriteLog, Rewriter, Src};
+use kiln::passes::{all_passes, Pass, PassManager, Patch, RewriteLog, Rewriter, Src};
+use kiln::Program;
 use kiln::{models, CompileOptions, Graph, NodeId, Op};
 
 fn program(g: Graph, outputs: Vec<NodeId>) -> Program {

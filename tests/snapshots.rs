@@ -91,7 +91,8 @@ fn graphs_after_the_pipeline() {
     // each seed layer's forward+backward graph and the cnn's training step, after every pass
     for name in ["conv2d", "conv1d", "maxpool2d", "avgpool2d", "cnn"] {
         let program = models::program(name, 0, true).unwrap();
-        let (after, _) = kiln::exec::optimize(program, &kiln::CompileOptions::default()).unwrap();
+        let (after, _) =
+            kiln::compile::optimize(program, &kiln::CompileOptions::default()).unwrap();
         insta::assert_snapshot!(
             format!("{name}_train_final"),
             dump(&after.graph, &after.roots(), DumpFormat::Text).unwrap()

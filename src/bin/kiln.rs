@@ -3,11 +3,12 @@
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::classify::{accuracy, classifier_trainer, train_epoch};
+use kiln::compile::optimize;
 use kiln::data::Dataset;
-use kiln::exec::optimize;
 use kiln::graph::dump::dump;
 use kiln::optim::{Adam, Sgd};
-use kiln::passes::{self, Program};
+use kiln::passes;
+use kiln::Program;
 use kiln::{
     compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
 };
@@ -239,7 +240,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 print!("{}", report.log.rules_table());
             } else if stats {
                 print!("{report}");
-                let exe = kiln::schedule_with(&rewritten, &options)?;
+                let exe = kiln::schedule_with(&rewritten, options.threads)?;
                 println!(
                     "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps, {} written in place",
                     exe.planned_bytes(),
@@ -563,7 +564,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
 
 /// `kiln dump --bisect`'s report.
 fn bisect_rewrites(program: &Program, options: &CompileOptions) -> kiln::Result<String> {
-    let found = kiln::exec::bisect(program, &mut options.pipeline()?, options)?;
+    let found = kiln::compile::bisect(program, &mut options.pipeline()?, options)?;
     Ok(match found.first_bad {
         None => format!(
             "no rewrite changes the results: all {} rewrites checked against the unrewritten graph\n",

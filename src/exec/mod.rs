@@ -1,9 +1,10 @@
-//! Compiling a graph into an [`Executable`] and running it.
+//! Scheduling a (rewritten) program into an [`Executable`] and running it.
 //!
-//! `compile` restricts the graph to what the outputs need, fixes a canonical
-//! topological schedule, plans and allocates every buffer once, and loads the
-//! parameters. `run` copies the feeds in, executes the schedule and copies the
-//! outputs out.
+//! [`schedule_with`] restricts the graph to what the outputs need, fixes a
+//! canonical topological schedule, plans and allocates every buffer once,
+//! and loads the parameters. `run` copies the feeds in, executes the
+//! schedule and copies the outputs out. Compiling (passes, options, dumps,
+//! verification) is [`mod@crate::compile`]'s.
 
 mod arena;
 mod plan;
@@ -14,15 +15,14 @@ pub use plan::{write_in_place, MemoryPlan, Place, Value};
 pub use profile::Profile;
 
 use crate::error::{KilnError, Result};
-use crate::graph::dump::to_text;
 use crate::graph::order::ancestors_order;
-use crate::graph::{Graph, NodeId};
+use crate::graph::NodeId;
+use crate::graph::Program;
 use crate::kernels::scratch;
 use crate::ops::{Op, RunCtx, View};
-use crate::passes::{self, Firing, PassManager, PassReport, Program};
+use crate::passes::PassReport;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// One scheduled op with the steps that produce its operands.
 #[derive(Clone, Debug)]
@@ -78,372 +78,43 @@ pub struct Executable {
 /// for and only slow the run down.
 pub const MAX_THREADS: usize = 1024;
 
-/// Which rewrite passes compilation runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PassSelection {
-    /// The whole pipeline (default).
-    All,
-    /// No passes: the unrewritten graph.
-    None,
-    /// Only these passes (by name), in pipeline order.
-    Named(Vec<String>),
-}
-
-/// How to compile.
-#[derive(Clone, Debug)]
-pub struct CompileOptions {
-    /// Which passes run.
-    pub passes: PassSelection,
-    /// Run the graph before and after every pass on seeded random inputs and
-    /// fail compilation, naming the pass, if any output or update differs by
-    /// more than `1e-4 · (1 + |value|)`. Default: env `KILN_VERIFY=1`.
-    pub verify: bool,
-    /// Write the graph before the pipeline (`00-input.txt`) and after every
-    /// pass that changed it (`01-permute.txt`, ...). Default: env `KILN_DUMP`
-    /// (ignored when empty). An empty path is refused by `compile`.
-    pub dump_dir: Option<PathBuf>,
-    /// Threads a run uses (`None`: env `KILN_THREADS`, else every core). With
-    /// one thread a run stays on the calling thread; with more, the calling
-    /// thread joins a rayon pool of that size as one of its workers on its first
-    /// run (rayon calls it makes later run in that pool too) and shares each
-    /// run's work with the pool's other threads.
-    pub threads: Option<usize>,
-    /// Stop the pipeline after this many rewrites (`None`: run it to its
-    /// fixpoint). With [`verify`](Self::verify) or
-    /// [`first_difference`], this bisects a rewrite that changes results
-    /// (`kiln dump --stop-after N`, `kiln dump --bisect`).
-    pub stop_after: Option<usize>,
-}
-
-impl Default for CompileOptions {
-    fn default() -> Self {
-        CompileOptions {
-            passes: PassSelection::All,
-            verify: std::env::var("KILN_VERIFY").is_ok_and(|v| v == "1"),
-            // an empty KILN_DUMP means none (not the current directory)
-            dump_dir: std::env::var_os("KILN_DUMP")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
-            threads: None,
-            stop_after: None,
-        }
-    }
-}
-
-impl CompileOptions {
-    /// Options that run no pass (the unrewritten graph).
-    pub fn unrewritten() -> Self {
-        CompileOptions {
-            passes: PassSelection::None,
-            ..Self::default()
-        }
-    }
-    /// The thread count these options resolve to: `threads`, else env
-    /// `KILN_THREADS`, else the machine's available parallelism (at most
-    /// [`MAX_THREADS`]). `Err` if either is zero or above [`MAX_THREADS`], or
-    /// `KILN_THREADS` is not a number.
-    pub fn thread_count(&self) -> Result<usize> {
-        let n = match self.threads {
-            Some(n) => n,
-            None => match std::env::var("KILN_THREADS") {
-                Ok(v) => v.trim().parse().map_err(|_| {
-                    KilnError::Invalid(format!("KILN_THREADS=`{v}` is not a thread count"))
-                })?,
-                Err(_) => std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .min(MAX_THREADS),
-            },
-        };
-        if n == 0 || n > MAX_THREADS {
-            return Err(KilnError::Invalid(format!(
-                "thread count {n} is out of range: it must be 1 to {MAX_THREADS}"
-            )));
-        }
-        Ok(n)
-    }
-    /// The pass pipeline these options select.
-    pub fn pipeline(&self) -> Result<PassManager> {
-        let passes = match &self.passes {
-            PassSelection::All => passes::all_passes(),
-            PassSelection::None => vec![],
-            PassSelection::Named(names) => passes::passes_named(names)?,
-        };
-        Ok(PassManager::from_passes(passes).stop_after(self.stop_after))
-    }
-}
-
-/// Compiles the part of `graph` that `outputs` depend on, with all passes.
-pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
-    compile_with(graph, outputs, &[], &CompileOptions::default())
-}
-
-/// Compiles `outputs` plus parameter updates (see [`compile_with`]), with all passes.
-pub fn compile_with_updates(
-    graph: &Graph,
-    outputs: &[NodeId],
-    updates: &[(NodeId, NodeId)],
-) -> Result<Executable> {
-    compile_with(graph, outputs, updates, &CompileOptions::default())
-}
-
-/// Compiles `outputs` plus parameter updates: after every run, the value of
-/// each `(param, value)` pair's `value` node becomes the parameter's new value
-/// (all reads in that run see the old value). This is how a training step
-/// applies its optimiser. The selected passes rewrite a copy of the graph first.
-pub fn compile_with(
-    graph: &Graph,
-    outputs: &[NodeId],
-    updates: &[(NodeId, NodeId)],
-    options: &CompileOptions,
-) -> Result<Executable> {
-    let program = Program {
-        graph: graph.clone(),
-        outputs: outputs.to_vec(),
-        updates: updates.to_vec(),
+/// The thread count a run uses: `requested`, else env `KILN_THREADS`, else
+/// the machine's available parallelism (at most [`MAX_THREADS`]). `Err` if
+/// either is zero or above [`MAX_THREADS`], or `KILN_THREADS` is not a
+/// number.
+pub fn thread_count(requested: Option<usize>) -> Result<usize> {
+    let n = match requested {
+        Some(n) => n,
+        None => match std::env::var("KILN_THREADS") {
+            Ok(v) => v.trim().parse().map_err(|_| {
+                KilnError::Invalid(format!("KILN_THREADS=`{v}` is not a thread count"))
+            })?,
+            Err(_) => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
+        },
     };
-    let (program, report) = optimize(program, options)?;
-    let mut exe = schedule_with(&program, options)?;
-    exe.report = report;
-    Ok(exe)
-}
-
-/// Runs the pipeline the options select on `program`, dumping and verifying as they ask.
-pub fn optimize(program: Program, options: &CompileOptions) -> Result<(Program, PassReport)> {
-    optimize_with(program, &options.pipeline()?, options)
-}
-
-/// Runs `pipeline` on `program`, dumping and verifying as `options` ask
-/// (their pass selection is ignored).
-pub fn optimize_with(
-    mut program: Program,
-    pipeline: &PassManager,
-    options: &CompileOptions,
-) -> Result<(Program, PassReport)> {
-    check_program(&program)?;
-    let mut dumped = 0usize;
-    let mut dump = |name: &str, p: &Program| -> Result<()> {
-        if let Some(dir) = &options.dump_dir {
-            if dir.as_os_str().is_empty() {
-                return Err(KilnError::Invalid(
-                    "dump_dir is empty: name a directory for the pass dumps (KILN_DUMP)".into(),
-                ));
-            }
-            std::fs::create_dir_all(dir)
-                .map_err(|e| KilnError::Invalid(format!("{}: {e}", dir.display())))?;
-            let path = dir.join(format!("{dumped:02}-{name}.txt"));
-            std::fs::write(&path, to_text(&p.graph, &p.roots()))
-                .map_err(|e| KilnError::Invalid(format!("{}: {e}", path.display())))?;
-            dumped += 1;
-        }
-        Ok(())
-    };
-    dump("input", &program)?;
-    let mut before = options.verify.then(|| program.clone());
-    let report = pipeline.run_observed(&mut program, |name, p| {
-        dump(name, p)?;
-        if let Some(prev) = before.as_mut() {
-            verify(name, prev, p, options)?;
-            *prev = p.clone();
-        }
-        Ok(())
-    })?;
-    Ok((program, report))
-}
-
-/// What [`bisect`] found.
-#[derive(Clone, Debug)]
-pub struct Bisection {
-    /// Rewrites the pipeline applies in all.
-    pub total: usize,
-    /// The first rewrite after which the results differ from the
-    /// unrewritten graph's, and how they differ; `None` if none does.
-    pub first_bad: Option<(Firing, String)>,
-}
-
-/// Finds the first rewrite of `pipeline` after which `program` computes
-/// something else than unrewritten ([`first_difference`] on seeded random
-/// inputs), by binary search over the rewrite budget (a rewrite that
-/// changes results is taken to stay visible). `pipeline`'s budget is used
-/// as the upper end and left as it was.
-pub fn bisect(
-    program: &Program,
-    pipeline: &mut PassManager,
-    options: &CompileOptions,
-) -> Result<Bisection> {
-    let budget = pipeline.budget();
-    let mut upto = |n: Option<usize>| -> Result<(Program, PassReport)> {
-        pipeline.set_stop_after(n);
-        let mut p = program.clone();
-        let report = pipeline.run(&mut p);
-        pipeline.set_stop_after(budget);
-        Ok((p, report?))
-    };
-    let total = upto(budget)?.1.log.applied();
-    let mut differs = |n: usize| -> Result<Option<(Firing, String)>> {
-        let (p, report) = upto(Some(n))?;
-        let what = first_difference(program, &p, options)?;
-        Ok(what.and_then(|w| report.log.firings.last().map(|f| (f.clone(), w))))
-    };
-    let Some(mut bad) = differs(total)? else {
-        return Ok(Bisection {
-            total,
-            first_bad: None,
-        });
-    };
-    // no rewrites: the unrewritten graph itself; `hi` differs
-    let (mut lo, mut hi) = (0, total);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        match differs(mid)? {
-            Some(found) => (hi, bad) = (mid, found),
-            None => lo = mid,
-        }
+    if n == 0 || n > MAX_THREADS {
+        return Err(KilnError::Invalid(format!(
+            "thread count {n} is out of range: it must be 1 to {MAX_THREADS}"
+        )));
     }
-    Ok(Bisection {
-        total,
-        first_bad: Some(bad),
-    })
-}
-
-/// `Err` naming `pass` if [`first_difference`] finds one.
-fn verify(pass: &str, before: &Program, after: &Program, options: &CompileOptions) -> Result<()> {
-    match first_difference(before, after, options)? {
-        None => Ok(()),
-        Some(what) => Err(KilnError::Invalid(format!(
-            "verification failed after pass `{pass}`: {what}"
-        ))),
-    }
-}
-
-/// Runs `before` and `after` unrewritten on the same seeded random inputs
-/// (uniform in [−1, 1), seeded by each input's name) and compares every
-/// output and update value: `None` when all match (both NaN, or within
-/// `1e-4 · (1 + |before|)`), else what differs first (`result 0 changed,
-/// first at element 3: 1 before, -1 after`). `Err` if either cannot run.
-pub fn first_difference(
-    before: &Program,
-    after: &Program,
-    options: &CompileOptions,
-) -> Result<Option<String>> {
-    let mut feeds: Vec<(String, Tensor)> = Vec::new();
-    for (name, id) in before.graph.inputs() {
-        let seed = name
-            .bytes()
-            .fold(17u64, |h, b| crate::rng::mix64(h ^ b as u64));
-        let shape = before.graph.shape(id)?.to_vec();
-        let mut rng = crate::rng::Rng::new(seed);
-        let n = crate::shape::checked_numel("verify", &shape)?;
-        let data =
-            crate::tensor::try_collect("verify: a seeded input", n, || rng.uniform_in(-1.0, 1.0))?;
-        feeds.push((name.to_string(), Tensor::from_vec(shape, data)?));
-    }
-    let run = |p: &Program| -> Result<Vec<Tensor>> {
-        let values: Vec<NodeId> = p
-            .outputs
-            .iter()
-            .copied()
-            .chain(p.updates.iter().map(|u| u.1))
-            .collect();
-        let probe = Program {
-            graph: p.graph.clone(),
-            outputs: values,
-            updates: vec![],
-        };
-        let f: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        schedule_with(&probe, options)?.run(&f)
-    };
-    let (want, got) = (run(before)?, run(after)?);
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        if w.shape() != g.shape() {
-            return Ok(Some(format!(
-                "result {i} changed shape from {:?} to {:?}",
-                w.shape(),
-                g.shape()
-            )));
-        }
-        let first_bad = w
-            .data()
-            .iter()
-            .zip(g.data())
-            .position(|(&a, &b)| !same_value(a, b));
-        if let Some(k) = first_bad {
-            return Ok(Some(format!(
-                "result {i} changed, first at element {k}: {} before, {} after",
-                w.data()[k],
-                g.data()[k]
-            )));
-        }
-    }
-    Ok(None)
-}
-
-/// Whether `verify` takes `got` for `want`: both NaN, or equal (infinities
-/// included), or within `1e-4 · (1 + |want|)`. A NaN against a number never
-/// matches (`|a − b| > tol` is false for NaN, so it is tested apart).
-fn same_value(want: f32, got: f32) -> bool {
-    if want.is_nan() || got.is_nan() {
-        return want.is_nan() && got.is_nan();
-    }
-    want == got || (want - got).abs() <= 1e-4 * (1.0 + want.abs())
-}
-
-/// Checks that the roots exist and every update targets a parameter of the value's shape.
-fn check_program(p: &Program) -> Result<()> {
-    let (graph, outputs, updates) = (&p.graph, &p.outputs, &p.updates);
-    if outputs.is_empty() {
-        return Err(KilnError::Invalid("compile: no outputs requested".into()));
-    }
-    for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
-        let node = graph.node(o)?;
-        if node.op.num_outputs() > 1 {
-            return Err(KilnError::Invalid(format!(
-                "%{} (`{}`) has {} outputs: request one of them with Graph::output",
-                o.index(),
-                node.op.name(),
-                node.op.num_outputs()
-            )));
-        }
-    }
-    for (i, &(p, v)) in updates.iter().enumerate() {
-        let (pn, vn) = (graph.node(p)?, graph.node(v)?);
-        if updates[..i].iter().any(|u| u.0 == p) {
-            return Err(KilnError::Invalid(format!(
-                "parameter %{} (`{}`) is updated twice: give each parameter one new value",
-                p.index(),
-                pn.name.as_deref().unwrap_or("?")
-            )));
-        }
-        if !matches!(pn.op, Op::Param { .. }) {
-            return Err(KilnError::Invalid(format!(
-                "update target %{} is a `{}`, not a parameter",
-                p.index(),
-                pn.op.name()
-            )));
-        }
-        if pn.shape != vn.shape {
-            return Err(KilnError::Shape {
-                op: "update".into(),
-                message: format!(
-                    "new value has shape {}, the parameter has {}",
-                    vn.shape, pn.shape
-                ),
-            });
-        }
-    }
-    Ok(())
+    Ok(n)
 }
 
 /// Fixes the schedule of a (rewritten) program and allocates its buffers,
-/// with default options (see [`schedule_with`]).
+/// on the default threads (see [`schedule_with`]).
 pub fn schedule(program: &Program) -> Result<Executable> {
-    schedule_with(program, &CompileOptions::default())
+    schedule_with(program, None)
 }
 
-/// Fixes the schedule of a (rewritten) program and allocates its buffers;
-/// only `options.threads` matters here (passes are [`optimize`]'s).
-pub fn schedule_with(program: &Program, options: &CompileOptions) -> Result<Executable> {
-    check_program(program)?;
-    let threads = options.thread_count()?;
+/// Fixes the schedule of a (rewritten) program and allocates its buffers,
+/// for runs on `threads` threads (see [`thread_count`]). `Err` if the
+/// program is malformed ([`Program::check`]) or its values cannot be
+/// allocated.
+pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Executable> {
+    program.check()?;
+    let threads = thread_count(threads)?;
     let (graph, outputs, updates) = (&program.graph, &program.outputs, &program.updates);
     let order = ancestors_order(graph, &program.roots());
     let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -663,7 +334,7 @@ impl Executable {
     ///
     /// With more than one thread, the calling thread joins a pool of that many
     /// threads on its first run and does part of the work (see
-    /// [`CompileOptions::threads`]; `Err` if the pool's threads cannot start).
+    /// [`CompileOptions::threads`](crate::compile::CompileOptions::threads); `Err` if the pool's threads cannot start).
     pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
         self.load_feeds(feeds)?;
         if self.threads > 1 {

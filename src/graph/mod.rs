@@ -7,9 +7,11 @@ mod builder;
 pub mod dump;
 mod init;
 pub mod order;
+mod program;
 mod rewrite;
 
 pub use init::Init;
+pub use program::Program;
 
 use crate::error::{KilnError, Result};
 use crate::ops::Op;

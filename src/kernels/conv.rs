@@ -532,7 +532,7 @@ fn flip_kernel(d: &ConvDims, w: &[f32], out: &mut [f32]) {
 
 /// Input gradient (a transposed convolution): `dx[n] = col2im(Wᵀ · gy[n])`,
 /// per group; with stride 1 a forward convolution of `gy` with the flipped
-/// kernel instead (see [`input_grad_as_forward`]).
+/// kernel instead (see `input_grad_as_forward`).
 pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
     let (k, l, plane, cg, og) = d.sizes();
     if let Some(t) = input_grad_as_forward(d) {
