@@ -149,6 +149,22 @@ fn dump_traces_stops_and_bisects_the_rewrites() {
     );
 }
 
+/// A reader that stops early (`kiln dump cnn | head -1`) ends kiln quietly,
+/// without a panic: here the pipe is closed before kiln writes at all.
+#[test]
+fn a_closed_stdout_ends_kiln_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["dump", "cnn", "--train"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn run_profile_lists_the_ops() {
     let (ok, out, err) = kiln(&["run", "mlp", "--profile"]);

@@ -155,6 +155,37 @@ struct TrainArgs {
     profile: bool,
 }
 
+/// `print!` that ends the program quietly when stdout is a closed pipe
+/// (`kiln dump cnn | head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// `println!` as [`out!`].
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// Ends the program after a failed write to stdout: quietly (status 0)
+/// when the reader closed the pipe, else with the error (status 1).
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,7 +220,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
         )?,
         Command::List => {
             for (name, what) in models::MODELS {
-                println!("{name:16} {what}");
+                outln!("{name:16} {what}");
             }
         }
         Command::Dump {
@@ -229,19 +260,19 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 ..CompileOptions::default()
             };
             if bisect {
-                print!("{}", bisect_rewrites(&program, &options)?);
+                out!("{}", bisect_rewrites(&program, &options)?);
                 return Ok(());
             }
             let (rewritten, report) = optimize(program, &options)?;
             if trace {
                 for f in &report.log.firings {
-                    println!("{f}");
+                    outln!("{f}");
                 }
-                print!("{}", report.log.rules_table());
+                out!("{}", report.log.rules_table());
             } else if stats {
-                print!("{report}");
+                out!("{report}");
                 let exe = kiln::schedule_with(&rewritten, options.threads)?;
-                println!(
+                outln!(
                     "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps, {} written in place",
                     exe.planned_bytes(),
                     exe.unshared_bytes(),
@@ -249,7 +280,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
                     exe.in_place_steps()
                 );
             } else {
-                print!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
+                out!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
             }
         }
         Command::Run {
@@ -284,14 +315,14 @@ fn run(cli: Cli) -> kiln::Result<()> {
             let out = exe.run(&feeds)?;
             let run_time = t1.elapsed();
             let y = &out[0];
-            println!("model:    {model} ({} ops)", exe.num_steps());
-            println!("output:   {:?}", y.shape());
-            println!(
+            outln!("model:    {model} ({} ops)", exe.num_steps());
+            outln!("output:   {:?}", y.shape());
+            outln!(
                 "checksum: sum = {:.6}, sum|x| = {:.6}",
                 y.sum(),
                 y.data().iter().map(|v| v.abs() as f64).sum::<f64>()
             );
-            println!("compile:  {:.3} ms", compile_time.as_secs_f64() * 1e3);
+            outln!("compile:  {:.3} ms", compile_time.as_secs_f64() * 1e3);
             let report = exe.report();
             let graph = if unrewritten {
                 "unrewritten graph".to_string()
@@ -301,9 +332,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
                     report.nodes_before, report.nodes_after
                 )
             };
-            println!("run:      {:.3} ms ({graph})", run_time.as_secs_f64() * 1e3);
+            outln!("run:      {:.3} ms ({graph})", run_time.as_secs_f64() * 1e3);
             if let Some(p) = exe.profile() {
-                print!("{p}");
+                out!("{p}");
             }
         }
     }
@@ -335,7 +366,7 @@ fn bench(
     let rows = kiln::bench::select(&filters)?;
     if list {
         for r in &rows {
-            println!("{}", r.id());
+            outln!("{}", r.id());
         }
         return Ok(());
     }
@@ -355,7 +386,7 @@ fn bench(
     for row in &rows {
         let r = kiln::bench::measure(row, threads, budget, skip_unrewritten)?;
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&r).map_err(|e| KilnError::Invalid(e.to_string()))?
             );
@@ -365,14 +396,14 @@ fn bench(
         results.push(r);
     }
     if !json {
-        println!("kiln bench: {threads} thread(s), medians over {seconds} s per graph\n");
-        print!("{}", kiln::bench::table(&results));
+        outln!("kiln bench: {threads} thread(s), medians over {seconds} s per graph\n");
+        out!("{}", kiln::bench::table(&results));
     }
     if profile {
         for row in &rows {
             let p = kiln::bench::profile(row, threads, budget)?;
-            println!("\n{} (compiled, {} profiled runs):", row.id(), p.runs);
-            print!("{p}");
+            outln!("\n{} (compiled, {} profiled runs):", row.id(), p.runs);
+            out!("{p}");
         }
     }
     Ok(())
@@ -497,7 +528,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         trainer.load(path)?;
     }
     trainer.set_profiling(a.profile);
-    println!(
+    outln!(
         "training cnn on {} ({} train / {} test images), batch {}, {} {} lr {}",
         data.display(),
         train_set.len(),
@@ -530,7 +561,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         )?;
         let secs = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        println!(
+        outln!(
             "epoch {}/{}: mean loss {mean:.4}, {:.1} s, {:.0} images/s",
             epoch + 1,
             a.epochs,
@@ -550,15 +581,15 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
                 )),
             });
         }
-        println!("saved parameters to {}", path.display());
+        outln!("saved parameters to {}", path.display());
     }
     if let Some(p) = trainer.step_profile() {
-        println!("time per training step, by op:");
-        print!("{p}");
+        outln!("time per training step, by op:");
+        out!("{p}");
     }
     let acc = accuracy(&mut trainer, &test_set, a.batch_size)?;
-    println!("total time: {:.1} s", t0.elapsed().as_secs_f64());
-    println!("test accuracy: {acc:.4}");
+    outln!("total time: {:.1} s", t0.elapsed().as_secs_f64());
+    outln!("test accuracy: {acc:.4}");
     Ok(())
 }
 
