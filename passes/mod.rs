@@ -17,10 +17,12 @@ mod dce;
 mod fuse_elementwise;
 mod matmul_transpose;
 mod max_pool;
+mod patch;
 pub mod pattern;
 mod permute;
 mod pool_match;
-pub mod rewrite;
+mod rewrite;
+mod trace;
 
 pub use avg_pool::AvgPool;
 pub use const_fold::ConstFold;
@@ -31,7 +33,9 @@ pub use max_pool::MaxPool;
 
 use crate::error::{KilnError, Result};
 use crate::graph::Program;
-pub use rewrite::{Firing, Patch, RewriteLog, Rewriter, RuleStats, Src};
+pub use patch::{Patch, Src};
+pub use rewrite::Rewriter;
+pub use trace::{Firing, RewriteLog, RuleStats};
 
 /// A graph rewrite: finds patterns and proposes [`Patch`]es to the
 /// [`Rewriter`], the only thing that edits the graph.
@@ -223,6 +227,11 @@ impl PassManager {
         mut after: impl FnMut(&str, &Program) -> Result<()>,
     ) -> Result<PassReport> {
         self.check_order()?;
+        if self.max_iterations == 0 {
+            return Err(KilnError::Invalid(
+                "the pass pipeline needs at least one iteration (max_iterations)".into(),
+            ));
+        }
         let mut log = RewriteLog::stop_after(self.stop_after);
         for pass in &self.passes {
             for rule in pass.rules() {
@@ -252,8 +261,7 @@ impl PassManager {
                     fired.push(pass.name());
                     after(pass.name(), program)?;
                 }
-                if log.exhausted() {
-                    log.stopped = true;
+                if log.stopped {
                     break;
                 }
             }

@@ -15,8 +15,8 @@
 //! node. What a pattern cannot say (shape arithmetic) the builder checks,
 //! returning `None` when it does not fit.
 
-use super::rewrite::{Patch, Rewriter};
 use super::{Pass, Program};
+use super::{Patch, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
@@ -70,17 +70,36 @@ impl Pat {
         }
     }
     /// The node's operands must match `args`, in order (exactly that many).
+    /// On [`any`], any node with such operands; on an optional reshape, the
+    /// node inside it.
     pub fn args<const N: usize>(mut self, args: [Pat; N]) -> Pat {
-        if let Kind::Op { args: a, .. } = &mut self.kind {
-            *a = Some(args.into());
+        match &mut self.kind {
+            Kind::Op { args: a, .. } => *a = Some(args.into()),
+            Kind::Any => {
+                self.kind = Kind::Op {
+                    test: |_| true,
+                    args: Some(args.into()),
+                    any_order: false,
+                }
+            }
+            Kind::OptReshape(inner) => **inner = inner.clone().args(args),
         }
         self
     }
-    /// The operands may match `args` in any order (two operands: as given,
-    /// else swapped), for commutative ops.
+    /// The operands may match `args` in any order, for commutative ops: two
+    /// operands as given, else swapped (with three or more, only as given).
+    /// On an optional reshape, the node inside it.
     pub fn any_order(mut self) -> Pat {
-        if let Kind::Op { any_order, .. } = &mut self.kind {
-            *any_order = true;
+        match &mut self.kind {
+            Kind::Op { any_order, .. } => *any_order = true,
+            Kind::Any => {
+                self.kind = Kind::Op {
+                    test: |_| true,
+                    args: None,
+                    any_order: true,
+                }
+            }
+            Kind::OptReshape(inner) => **inner = inner.clone().any_order(),
         }
         self
     }
@@ -136,10 +155,15 @@ impl Pat {
             Kind::OptReshape(pat) => {
                 let inner = match node.op {
                     Op::Reshape { .. } => {
-                        let (x, at) = (p.graph.operands(n)[0], m.nodes.len());
+                        let (x, mark) = (p.graph.operands(n)[0], m.mark());
                         if pat.at(p, x, m)? {
-                            m.nodes.insert(at, n);
-                            return self.bind_at(x, m);
+                            if self.bind_at(x, m)? {
+                                if !m.nodes.contains(&n) {
+                                    m.nodes.insert(mark.1, n);
+                                }
+                                return Ok(true);
+                            }
+                            m.reset(mark); // bound elsewhere: try the reshape itself
                         }
                         n
                     }
@@ -155,7 +179,9 @@ impl Pat {
                 if !test(&node.op) || !self.bind_at(n, m)? {
                     return Ok(false);
                 }
-                m.nodes.push(n);
+                if !m.nodes.contains(&n) {
+                    m.nodes.push(n);
+                }
                 if let Some(args) = args {
                     let ops = p.graph.operands(n);
                     if ops.len() != args.len() {
@@ -326,9 +352,6 @@ impl Pass for RulePass {
         let mut n = 0;
         for id in rw.live_nodes() {
             for rule in &self.rules {
-                if rw.exhausted() {
-                    return Ok(n);
-                }
                 if rw.program().graph.node(id).is_err() {
                     break; // removed by an earlier rewrite in this sweep
                 }
@@ -349,6 +372,9 @@ impl Pass for RulePass {
                     if rw.apply(rule.name, &m.nodes, patch)?.is_some() {
                         n += 1;
                         break;
+                    }
+                    if rw.exhausted() {
+                        return Ok(n); // the budget refused it: stop here
                     }
                 }
             }

@@ -1,232 +1,22 @@
 //! The rewrite manager: passes propose [`Patch`]es, and only a [`Rewriter`]
-//! edits the graph. After every patch it checks what the patch touched (each
-//! new node's operands and shape re-inferred equal to the recorded one, the
-//! replaced nodes gone or kept as roots with no users left, the users of a
-//! replacement still well-shaped, every root alive) and fails naming the
-//! rule and the node if not. Every applied patch is recorded in a
-//! [`RewriteLog`] (the trace `kiln dump --trace` prints), and a rewrite
-//! budget ([`RewriteLog::stop_after`]) stops compilation after the n-th one.
+//! edits the graph. Before a patch touches the graph it is vetted: every
+//! node it names exists, new nodes read only earlier new nodes, each new node passes its
+//! shape rule (a refusal leaves the graph as it was: `Ok(None)`), a
+//! replacement has the replaced node's shape, does not depend on it (no
+//! cycle) and replaces a distinct, non-interface node, and removed nodes
+//! are dead. After it is applied the new nodes' shapes are re-inferred and
+//! the roots checked. A failing check is an `Err` naming the rule, the
+//! pass and the node, and the graph is unchanged. Every applied patch is
+//! recorded in the [`RewriteLog`] (the trace `kiln dump --trace` prints),
+//! and a rewrite budget ([`RewriteLog::stop_after`]) stops compilation
+//! after the n-th one.
 
-use super::Program;
+use super::{Firing, Patch, Program, RewriteLog, Src};
 use crate::error::{KilnError, Result};
-use crate::graph::NodeId;
+use crate::graph::{infer_node, NodeId, Operand};
 use crate::ops::Op;
+use std::collections::HashSet;
 use std::time::Duration;
-
-/// A node a patch refers to: one already in the graph, or the patch's own
-/// `k`-th new node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Src {
-    /// A node of the graph.
-    Old(NodeId),
-    /// The patch's new node number `k` (in the order they were added).
-    New(usize),
-}
-
-impl From<NodeId> for Src {
-    fn from(n: NodeId) -> Src {
-        Src::Old(n)
-    }
-}
-
-/// A new node of a patch.
-#[derive(Clone, Debug)]
-struct NewNode {
-    op: Op,
-    operands: Vec<Src>,
-    name: Option<String>,
-}
-
-/// One rewrite, as data: new nodes (each op with operands from the graph or
-/// from earlier new nodes), the nodes they replace, and nodes to remove.
-/// Nothing happens until a [`Rewriter`] applies it.
-#[derive(Clone, Debug, Default)]
-pub struct Patch {
-    nodes: Vec<NewNode>,
-    replace: Vec<(NodeId, Src)>,
-    remove: Vec<NodeId>,
-}
-
-impl Patch {
-    /// An empty patch.
-    pub fn new() -> Patch {
-        Patch::default()
-    }
-    /// The patch that makes the existing node `with` stand for `old`.
-    pub fn replacing(old: NodeId, with: NodeId) -> Patch {
-        let mut p = Patch::new();
-        p.replace(old, with);
-        p
-    }
-    /// Adds a node applying `op` to `operands`; returns its handle.
-    pub fn add(&mut self, op: Op, operands: &[Src]) -> Src {
-        self.nodes.push(NewNode {
-            op,
-            operands: operands.to_vec(),
-            name: None,
-        });
-        Src::New(self.nodes.len() - 1)
-    }
-    /// Names new node `node` (shown in dumps); ignored for a node of the graph.
-    pub fn name(&mut self, node: Src, name: impl Into<String>) {
-        if let Src::New(k) = node {
-            if let Some(n) = self.nodes.get_mut(k) {
-                n.name = Some(name.into());
-            }
-        }
-    }
-    /// Makes `with` stand for `old` in its users, outputs and update values;
-    /// `old` is then removed unless it is a root. `with` takes `old`'s name
-    /// when it has none.
-    pub fn replace(&mut self, old: NodeId, with: impl Into<Src>) {
-        self.replace.push((old, with.into()));
-    }
-    /// Removes a node nothing live reads (dead-code elimination).
-    pub fn remove(&mut self, dead: NodeId) {
-        self.remove.push(dead);
-    }
-    /// Whether the patch does nothing.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.replace.is_empty() && self.remove.is_empty()
-    }
-}
-
-/// One applied rewrite, as the trace shows it. Nodes are written `n12:relu`
-/// (the node's creation number, unique within a compilation, and its op).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Firing {
-    /// 1 for the first rewrite of a compilation, counting on.
-    pub index: usize,
-    /// The pass that applied it.
-    pub pass: &'static str,
-    /// The rule that matched (the pass's name for passes that are not rules).
-    pub rule: &'static str,
-    /// The pipeline round (1 for the first sweep over all passes).
-    pub round: usize,
-    /// The nodes the rule matched, root first.
-    pub matched: Vec<String>,
-    /// What the patch did: `n12:relu -> n40:conv2d` per replacement,
-    /// `-n7:exp` per removal, `+n39:output` per other node it added.
-    pub changes: Vec<String>,
-}
-
-impl std::fmt::Display for Firing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "#{:<4} round {} {:>17} / {:<22} matched [{}]: {}",
-            self.index,
-            self.round,
-            self.pass,
-            self.rule,
-            self.matched.join(" "),
-            self.changes.join(", ")
-        )
-    }
-}
-
-/// How one rule fared over a compilation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuleStats {
-    /// The pass holding the rule.
-    pub pass: &'static str,
-    /// The rule's name.
-    pub rule: &'static str,
-    /// Nodes the rule's pattern was tried at (a pass that is not a rule:
-    /// times the pass ran).
-    pub attempts: usize,
-    /// Patches applied.
-    pub applied: usize,
-    /// Time spent matching and building (and, for a pass that is not a
-    /// rule, its whole run), summed; attempts at nodes whose op the
-    /// pattern's root rejects are not timed.
-    pub time: Duration,
-}
-
-/// Every rewrite of one compilation, and each rule's statistics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RewriteLog {
-    /// The applied rewrites, in order.
-    pub firings: Vec<Firing>,
-    /// One entry per rule of the pipeline, in pipeline order (rules that
-    /// never fired included, with `applied` 0).
-    pub rules: Vec<RuleStats>,
-    /// Whether the rewrite budget was spent (the pipeline stopped there).
-    pub stopped: bool,
-    stop_after: Option<usize>,
-    applied: usize,
-    /// The live nodes in canonical order as of `applied` rewrites.
-    live: Option<(usize, Vec<NodeId>)>,
-}
-
-impl RewriteLog {
-    /// A log that lets at most `n` rewrites through (`None`: no limit).
-    pub fn stop_after(n: Option<usize>) -> RewriteLog {
-        RewriteLog {
-            stop_after: n,
-            ..RewriteLog::default()
-        }
-    }
-    /// Whether the rewrite budget is spent.
-    pub fn exhausted(&self) -> bool {
-        self.stop_after.is_some_and(|n| self.applied >= n)
-    }
-    /// Rewrites applied so far.
-    pub fn applied(&self) -> usize {
-        self.applied
-    }
-    /// The statistics entry of `rule` in `pass`, created on first use.
-    pub(super) fn stats(&mut self, pass: &'static str, rule: &'static str) -> &mut RuleStats {
-        let at = match self
-            .rules
-            .iter()
-            .position(|r| r.pass == pass && r.rule == rule)
-        {
-            Some(at) => at,
-            None => {
-                self.rules.push(RuleStats {
-                    pass,
-                    rule,
-                    ..RuleStats::default()
-                });
-                self.rules.len() - 1
-            }
-        };
-        &mut self.rules[at]
-    }
-    /// The rules table: one line per rule with its attempts, rewrites and
-    /// time, then the rules that never fired.
-    pub fn rules_table(&self) -> String {
-        let mut s = format!(
-            "{:<17} {:<24} {:>9} {:>9} {:>10}\n",
-            "pass", "rule", "attempts", "rewrites", "time (ms)"
-        );
-        for r in &self.rules {
-            s += &format!(
-                "{:<17} {:<24} {:>9} {:>9} {:>10.3}\n",
-                r.pass,
-                r.rule,
-                r.attempts,
-                r.applied,
-                r.time.as_secs_f64() * 1e3
-            );
-        }
-        let idle: Vec<&str> = self
-            .rules
-            .iter()
-            .filter(|r| r.applied == 0)
-            .map(|r| r.rule)
-            .collect();
-        s += &format!(
-            "never fired: {}\n",
-            match idle.is_empty() {
-                true => "-".to_string(),
-                false => idle.join(", "),
-            }
-        );
-        s
-    }
-}
 
 /// The one place passes edit the graph through: holds the program for the
 /// duration of a pass, applies patches, checks them and logs them.
@@ -245,6 +35,11 @@ fn describe(p: &Program, n: NodeId) -> String {
         Err(_) => "?:?".to_string(),
     }
 }
+
+/// Spacing of the topological positions given to live nodes: room for
+/// this many new nodes between two neighbours before the order is rebuilt.
+const GAP: u64 = 1 << 20;
+const UNKNOWN: u64 = u64::MAX;
 
 impl<'a> Rewriter<'a> {
     /// A rewriter for pass `pass` in pipeline round `round`.
@@ -265,7 +60,7 @@ impl<'a> Rewriter<'a> {
     pub fn program(&self) -> &Program {
         self.program
     }
-    /// Whether the rewrite budget is spent (passes stop proposing then).
+    /// Whether the rewrite budget is spent (patches are refused then).
     pub fn exhausted(&self) -> bool {
         self.log.exhausted()
     }
@@ -277,6 +72,7 @@ impl<'a> Rewriter<'a> {
             Some((at, nodes)) if *at == applied => nodes.clone(),
             _ => {
                 let nodes = self.program.live_nodes();
+                self.set_positions(&nodes);
                 self.log.live = Some((applied, nodes.clone()));
                 nodes
             }
@@ -289,26 +85,50 @@ impl<'a> Rewriter<'a> {
         s.time += time;
     }
 
+    /// Gives the nodes of `order` (a topological order) spaced positions.
+    fn set_positions(&mut self, order: &[NodeId]) {
+        let bound = order.iter().map(|n| n.index() + 1).max().unwrap_or(0);
+        let pos = &mut self.log.pos;
+        pos.clear();
+        pos.resize(bound.max(pos.len()), UNKNOWN);
+        for (i, n) in order.iter().enumerate() {
+            pos[n.index()] = (i as u64 + 1) * GAP;
+        }
+        self.log.pos_valid = true;
+    }
+    fn pos(&self, n: NodeId) -> u64 {
+        self.log.pos.get(n.index()).copied().unwrap_or(UNKNOWN)
+    }
+
     /// Applies `patch` for `rule`, which matched `matched` (root first).
     /// Returns the ids of the patch's new nodes, or `None` when it was not
-    /// applied: the budget is spent, or a new node's shape rule refused it
-    /// (a fused primitive whose working buffers cannot exist: the generic
-    /// pattern it stands for stays, and the graph is as before). `Err` when
-    /// a patch refers to a node not in the graph, replaces a node by one of
-    /// another shape, removes a node still in use, or leaves a broken graph.
+    /// applied: it is empty, the rewrite budget is spent, or a new node's
+    /// shape rule refused it (a fused primitive whose working buffers cannot
+    /// exist: the generic pattern it stands for stays). `Err` naming the
+    /// rule and node when the patch is malformed (see the module doc); the
+    /// graph is then as it was.
     pub fn apply(
         &mut self,
         rule: &'static str,
         matched: &[NodeId],
         patch: Patch,
     ) -> Result<Option<Vec<NodeId>>> {
-        if self.log.exhausted() || patch.is_empty() {
+        if patch.is_empty() {
             return Ok(None);
         }
-        let matched: Vec<String> = matched.iter().map(|&n| describe(self.program, n)).collect();
-        let Some(new) = self.add_nodes(rule, &patch)? else {
+        if self.log.exhausted() {
+            self.log.stopped = true;
+            return Ok(None);
+        }
+        if self.log.pos.is_empty() {
+            let order = self.program.live_nodes();
+            self.set_positions(&order);
+        }
+        let Some(shapes) = self.vet(rule, &patch)? else {
             return Ok(None);
         };
+        let matched: Vec<String> = matched.iter().map(|&n| describe(self.program, n)).collect();
+        let new = self.add_nodes(&patch, &shapes)?;
         let resolve = |s: Src| match s {
             Src::Old(n) => n,
             Src::New(k) => new[k],
@@ -324,12 +144,19 @@ impl<'a> Rewriter<'a> {
             self.substitute(old, with)
                 .map_err(|e| self.broken(rule, old, &e.to_string()))?;
         }
-        self.remove(rule, &patch.remove, &mut changes)?;
+        for &n in &patch.remove {
+            changes.push(format!("-{}", describe(self.program, n)));
+        }
+        let dead: HashSet<NodeId> = patch.remove.iter().copied().collect();
+        self.program
+            .graph
+            .remove_dead(&dead)
+            .map_err(|e| self.broken(rule, patch.remove[0], &e.to_string()))?;
         let replacements: Vec<NodeId> = patch.replace.iter().map(|&(_, w)| resolve(w)).collect();
         for &n in new.iter().filter(|n| !replacements.contains(n)) {
             changes.push(format!("+{}", describe(self.program, n)));
         }
-        self.check(rule, &patch, &new, &replacements)?;
+        self.check(rule, &patch, &new)?;
         self.log.applied += 1;
         self.log.stats(self.pass, rule).applied += 1;
         self.log.firings.push(Firing {
@@ -343,41 +170,231 @@ impl<'a> Rewriter<'a> {
         Ok(Some(new))
     }
 
-    /// Adds the patch's new nodes; `None` (and none added) when a shape rule
-    /// refuses one.
-    fn add_nodes(&mut self, rule: &'static str, patch: &Patch) -> Result<Option<Vec<NodeId>>> {
-        let mut new: Vec<NodeId> = Vec::with_capacity(patch.nodes.len());
+    /// Every check a patch must pass before it touches the graph; returns
+    /// its new nodes' shapes, or `None` when a shape rule refuses one.
+    fn vet(&mut self, rule: &'static str, patch: &Patch) -> Result<Option<Vec<Vec<usize>>>> {
+        let g = &self.program.graph;
+        let err = |n: Option<NodeId>, what: String| {
+            let at = n.map_or_else(|| "a new node".to_string(), |n| describe(self.program, n));
+            KilnError::Invalid(format!(
+                "rewrite `{rule}` (pass `{}`) is malformed at {at}: {what}",
+                self.pass
+            ))
+        };
+        let exists = |n: NodeId| g.node(n).map(|_| ()).map_err(|e| err(None, e.to_string()));
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(patch.nodes.len());
         for (k, node) in patch.nodes.iter().enumerate() {
-            let mut operands = Vec::with_capacity(node.operands.len());
+            let mut ins = Vec::with_capacity(node.operands.len());
             for &s in &node.operands {
-                operands.push(match s {
-                    Src::Old(n) => n,
-                    Src::New(j) if j < k => new[j],
+                ins.push(match s {
+                    Src::Old(n) => {
+                        exists(n)?;
+                        let on = g.node(n)?;
+                        Operand {
+                            shape: on.shape.dims(),
+                            op: &on.op,
+                            id: Some(n),
+                        }
+                    }
+                    Src::New(j) if j < k => Operand {
+                        shape: &shapes[j],
+                        op: &patch.nodes[j].op,
+                        id: None,
+                    },
                     Src::New(j) => {
-                        return Err(KilnError::Invalid(format!(
-                            "rewrite `{rule}` (pass `{}`): new node {k} reads new node {j}, which is not added before it",
-                            self.pass
-                        )))
+                        return Err(err(
+                            None,
+                            format!(
+                                "new node {k} reads new node {j}, which is not added before it"
+                            ),
+                        ))
                     }
                 });
             }
-            match self.program.graph.add_op(node.op.clone(), &operands) {
-                Ok(n) => {
-                    if let Some(name) = &node.name {
-                        self.program.graph.set_name(n, name.clone());
-                    }
-                    new.push(n);
-                }
-                Err(KilnError::Shape { .. } | KilnError::Attr { .. }) => {
-                    for &n in new.iter().rev() {
-                        self.program.graph.remove_node(n);
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
+            match infer_node(&node.op, &ins) {
+                Ok(shape) => shapes.push(shape),
+                Err(KilnError::Shape { .. } | KilnError::Attr { .. }) => return Ok(None),
+                Err(e) => return Err(err(None, e.to_string())),
             }
         }
-        Ok(Some(new))
+        let roots = self.program.roots();
+        let mut replaced = HashSet::new();
+        for &(old, with) in &patch.replace {
+            exists(old)?;
+            let (with_shape, with_id) = match with {
+                Src::Old(w) => {
+                    exists(w)?;
+                    (g.shape(w)?, Some(w))
+                }
+                Src::New(k) if k < shapes.len() => (shapes[k].as_slice(), None),
+                Src::New(k) => {
+                    return Err(err(
+                        Some(old),
+                        format!(
+                            "the replacement is new node {k}, but the patch adds {}",
+                            shapes.len()
+                        ),
+                    ))
+                }
+            };
+            if !replaced.insert(old) {
+                return Err(err(Some(old), "replaced twice".into()));
+            }
+            if with_id == Some(old) {
+                return Err(err(Some(old), "replaced by itself".into()));
+            }
+            if matches!(g.node(old)?.op, Op::Input { .. } | Op::Param { .. }) {
+                return Err(err(
+                    Some(old),
+                    "inputs and parameters (the graph's interface) cannot be replaced".into(),
+                ));
+            }
+            if with_shape != g.shape(old)? {
+                return Err(err(
+                    Some(old),
+                    format!("a replacement of shape {with_shape:?} cannot stand for a node of shape {:?}", g.shape(old)?),
+                ));
+            }
+            if self.depends_on(patch, with, old)? {
+                return Err(err(
+                    Some(old),
+                    "the replacement depends on the replaced node (a cycle)".into(),
+                ));
+            }
+        }
+        let gone: HashSet<NodeId> = patch.remove.iter().copied().collect();
+        for &n in &patch.remove {
+            exists(n)?;
+            if roots.contains(&n) {
+                return Err(err(Some(n), "removes a root (output or update)".into()));
+            }
+            if matches!(g.node(n)?.op, Op::Input { .. } | Op::Param { .. }) {
+                return Err(err(
+                    Some(n),
+                    "inputs and parameters (the graph's interface) cannot be removed".into(),
+                ));
+            }
+            let kept_reader = g.users(n).into_iter().find(|u| {
+                // a replaced node is removed with the patch, unless it is a root
+                let leaves = gone.contains(u) || (replaced.contains(u) && !roots.contains(u));
+                !leaves
+            });
+            let referenced = patch
+                .nodes
+                .iter()
+                .flat_map(|x| &x.operands)
+                .any(|&s| s == Src::Old(n))
+                || patch.replace.iter().any(|&(_, w)| w == Src::Old(n));
+            if let Some(u) = kept_reader {
+                return Err(err(
+                    Some(n),
+                    format!("removes a node still read by {}", describe(self.program, u)),
+                ));
+            }
+            if referenced {
+                return Err(err(Some(n), "removes a node the patch itself reads".into()));
+            }
+        }
+        Ok(Some(shapes))
+    }
+
+    /// Whether `with` (a node of the graph or of `patch`) depends on `old`:
+    /// a search down the operands from it, which (while the positions are a
+    /// topological order) stops at nodes placed before `old`.
+    fn depends_on(&self, patch: &Patch, with: Src, old: NodeId) -> Result<bool> {
+        let g = &self.program.graph;
+        let floor = match self.log.pos_valid {
+            true => self.pos(old),
+            false => UNKNOWN,
+        };
+        let below = |n: NodeId| floor != UNKNOWN && self.pos(n) < floor;
+        let mut stack: Vec<NodeId> = Vec::new();
+        let mut todo = vec![with];
+        while let Some(s) = todo.pop() {
+            match s {
+                Src::Old(n) => stack.push(n),
+                Src::New(k) => todo.extend(patch.nodes[k].operands.iter().copied()),
+            }
+        }
+        let mut seen = HashSet::new();
+        while let Some(n) = stack.pop() {
+            if n == old {
+                return Ok(true);
+            }
+            if below(n) || !seen.insert(n) {
+                continue;
+            }
+            stack.extend(g.operands(n));
+        }
+        Ok(false)
+    }
+
+    /// Adds the vetted patch's new nodes (with their positions) and returns
+    /// their ids. (Every old node the patch names exists, vetted before any
+    /// is added, so no name can be a recycled id of a new node.)
+    fn add_nodes(&mut self, patch: &Patch, shapes: &[Vec<usize>]) -> Result<Vec<NodeId>> {
+        // new nodes sit just below the (lowest) node they replace
+        let slot = patch
+            .replace
+            .iter()
+            .map(|&(o, _)| self.pos(o))
+            .min()
+            .unwrap_or(UNKNOWN);
+        let mut new: Vec<NodeId> = Vec::with_capacity(patch.nodes.len());
+        for (k, node) in patch.nodes.iter().enumerate() {
+            let operands: Vec<NodeId> = node
+                .operands
+                .iter()
+                .map(|&s| match s {
+                    Src::Old(n) => n,
+                    Src::New(j) => new[j],
+                })
+                .collect();
+            let n = self.program.graph.add_op(node.op.clone(), &operands)?;
+            debug_assert_eq!(self.program.graph.shape(n)?, shapes[k].as_slice());
+            if let Some(name) = &node.name {
+                self.program.graph.set_name(n, name.clone());
+            }
+            new.push(n);
+        }
+        self.place_new(patch, &new, slot);
+        Ok(new)
+    }
+
+    /// Positions for the new nodes, just below `slot` and above all they
+    /// read; when that does not fit (or a replacement by an old node may
+    /// break the order) the positions stop being trusted until rebuilt.
+    fn place_new(&mut self, patch: &Patch, new: &[NodeId], slot: u64) {
+        if !self.log.pos_valid {
+            return;
+        }
+        let count = new.len() as u64;
+        let reads_max = patch
+            .nodes
+            .iter()
+            .flat_map(|x| &x.operands)
+            .filter_map(|&s| match s {
+                Src::Old(n) => Some(self.pos(n)),
+                Src::New(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let old_ok = patch.replace.iter().all(|&(o, w)| match w {
+            Src::Old(w) => self.pos(w) < self.pos(o),
+            Src::New(_) => true,
+        });
+        let fits = slot != UNKNOWN && reads_max != UNKNOWN && slot > reads_max + count;
+        if !(old_ok && (new.is_empty() || fits)) {
+            self.log.pos_valid = false;
+            return;
+        }
+        let bound = new.iter().map(|n| n.index() + 1).max().unwrap_or(0);
+        if self.log.pos.len() < bound {
+            self.log.pos.resize(bound, UNKNOWN);
+        }
+        for (k, n) in new.iter().enumerate() {
+            self.log.pos[n.index()] = slot - count + k as u64;
+        }
     }
 
     /// Makes `new` stand for `old` everywhere, hands `old`'s name to `new`
@@ -399,72 +416,38 @@ impl<'a> Rewriter<'a> {
                 p.graph.set_name(new, name);
             }
         }
-        if old != new && !p.roots().contains(&old) {
+        if !p.roots().contains(&old) {
             p.graph.remove_node(old);
         }
         Ok(())
     }
 
-    /// Removes dead nodes: none may be a root or read by a node that stays.
-    fn remove(&mut self, rule: &'static str, dead: &[NodeId], log: &mut Vec<String>) -> Result<()> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let roots = self.program.roots();
-        if let Some(&r) = dead.iter().find(|n| roots.contains(n)) {
-            return Err(self.broken(rule, r, "removes a root (output or update)"));
-        }
-        let gone: std::collections::HashSet<NodeId> = dead.iter().copied().collect();
-        for &n in dead {
-            log.push(format!("-{}", describe(self.program, n)));
-        }
-        self.program
-            .graph
-            .remove_dead(&gone)
-            .map_err(|e| self.broken(rule, dead[0], &e.to_string()))
-    }
-
-    /// The checks after a patch (see the module doc).
-    fn check(
-        &self,
-        rule: &'static str,
-        patch: &Patch,
-        new: &[NodeId],
-        replacements: &[NodeId],
-    ) -> Result<()> {
+    /// The checks after a patch: its new nodes' shapes re-inferred from
+    /// their operands as they now stand, the replaced nodes gone (or kept as
+    /// roots with no users), every root alive.
+    fn check(&self, rule: &'static str, patch: &Patch, new: &[NodeId]) -> Result<()> {
         let g = &self.program.graph;
-        let reinfer = |n: NodeId| -> Result<()> {
+        // the users of a replacement keep their shapes: a replacement has
+        // the replaced node's shape (vetted)
+        for &n in new {
             let node = g.node(n)?;
             let shapes: Vec<&[usize]> = g
                 .operands(n)
                 .iter()
                 .map(|&o| g.shape(o))
                 .collect::<Result<_>>()?;
-            let again = node.op.infer_shape(&shapes)?;
-            match again == node.shape.dims() {
-                true => Ok(()),
-                false => Err(KilnError::Invalid(format!(
-                    "shape {:?} re-inferred as {again:?}",
-                    node.shape.dims()
-                ))),
+            match node.op.infer_shape(&shapes) {
+                Ok(again) if again == node.shape.dims() => {}
+                again => {
+                    let what = format!("shape {:?} re-inferred as {again:?}", node.shape.dims());
+                    return Err(self.broken(rule, n, &what));
+                }
             }
-        };
-        // the users of a replacement keep their shapes: `replace_uses` only
-        // lets a node of the replaced node's shape stand for it
-        for &n in new {
-            reinfer(n).map_err(|e| self.broken(rule, n, &e.to_string()))?;
         }
         let roots = self.program.roots();
         for &(old, _) in &patch.replace {
-            let kept = g.node(old).is_ok();
-            if kept && !roots.contains(&old) {
-                return Err(self.broken(rule, old, "the replaced node is still in the graph"));
-            }
-            if kept
-                && !g.users(old).is_empty()
-                && !replacements.iter().any(|r| g.users(old).contains(r))
-            {
-                return Err(self.broken(rule, old, "the replaced node still has users"));
+            if g.node(old).is_ok() && (!roots.contains(&old) || !g.users(old).is_empty()) {
+                return Err(self.broken(rule, old, "the replaced node is still in use"));
             }
         }
         if let Some(&dead) = roots.iter().find(|&&r| g.node(r).is_err()) {

@@ -246,15 +246,8 @@ fn cnn_after(n: Option<usize>) -> (Program, kiln::passes::PassReport) {
 fn the_trace_lists_every_rewrite_and_the_rules_that_never_fired() {
     let (_, report) = cnn_after(None);
     let log = &report.log;
-    // every pass counts its patches, except dce, which counts the nodes its one patch removes
-    let patches: usize = report
-        .rewrites
-        .iter()
-        .map(|&(pass, n)| match pass {
-            "dce" => log.firings.iter().filter(|f| f.pass == "dce").count(),
-            _ => n,
-        })
-        .sum();
+    // every pass counts its patches (dce one per sweep, however many nodes it removes)
+    let patches: usize = report.rewrites.iter().map(|r| r.1).sum();
     assert_eq!(log.firings.len(), patches);
     assert_eq!(log.applied(), patches);
     assert!(!log.stopped);
@@ -287,7 +280,11 @@ fn every_prefix_of_the_cnn_training_rewrites_computes_the_same() {
     for n in (0..=total).step_by(3).chain([total - 1]) {
         let (p, report) = cnn_after(Some(n));
         assert_eq!(report.log.applied(), n);
-        assert!(report.log.stopped, "a budget was given");
+        assert_eq!(
+            report.log.stopped,
+            n < total,
+            "the budget refused a rewrite"
+        );
         let diff = first_difference(&unrewritten, &p, &options).unwrap();
         assert_eq!(diff, None, "after {n} rewrites");
     }
@@ -334,4 +331,171 @@ fn bisection_finds_the_first_rewrite_that_changes_results() {
     let mut good = PassManager::from_passes(vec![named("algebraic")]);
     let found = bisect(&p, &mut good, &CompileOptions::default()).unwrap();
     assert_eq!((found.total, found.first_bad.is_none()), (1, true));
+}
+
+/// `x → a = neg(x) → b = exp(a) → c = relu(b) → d = sum(c)`.
+fn chain() -> (Program, [NodeId; 5]) {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let a = g.neg(x).unwrap();
+    let b = g.exp(a).unwrap();
+    let c = g.relu(b).unwrap();
+    let d = g.sum_all(c).unwrap();
+    (program(g, vec![d]), [x, a, b, c, d])
+}
+
+/// A malformed patch is an `Err` naming its rule, and the program is left
+/// exactly as it was (same dump, same values).
+#[test]
+fn a_malformed_patch_leaves_the_program_as_it_was() {
+    type MakePatch = fn(&[NodeId; 5]) -> Patch;
+    let cases: Vec<(&str, MakePatch)> = vec![
+        ("past_new", |n| {
+            let mut p = Patch::new();
+            p.replace(n[3], Src::New(5));
+            p
+        }),
+        ("cycle_old", |n| Patch::replacing(n[1], n[3])),
+        ("cycle_new", |n| {
+            let mut p = Patch::new();
+            let k = p.add(Op::Unary(UnaryOp::Neg), &[n[3].into()]);
+            p.replace(n[1], k);
+            p
+        }),
+        ("reads_replaced", |n| {
+            let mut p = Patch::new();
+            let k = p.add(Op::Unary(UnaryOp::Neg), &[n[3].into()]);
+            p.replace(n[3], k);
+            p
+        }),
+        ("valid_then_bad_shape", |n| {
+            let mut p = Patch::new();
+            let k = p.add(Op::Unary(UnaryOp::Abs), &[n[2].into()]);
+            p.replace(n[3], k);
+            let flat = p.add(Op::Reshape { shape: vec![1] }, &[n[4].into()]);
+            p.replace(n[2], flat);
+            p
+        }),
+        ("twice", |n| {
+            let mut p = Patch::new();
+            let k = p.add(Op::Unary(UnaryOp::Abs), &[n[2].into()]);
+            p.replace(n[3], k);
+            p.replace(n[3], n[2]);
+            p
+        }),
+        ("itself", |n| Patch::replacing(n[3], n[3])),
+        ("input", |n| Patch::replacing(n[0], n[1])),
+        ("remove_input", |n| {
+            let mut p = Patch::new();
+            p.remove(n[0]);
+            p
+        }),
+        ("remove_read", |n| {
+            let mut p = Patch::new();
+            let k = p.add(Op::Unary(UnaryOp::Abs), &[n[2].into()]);
+            p.replace(n[3], k);
+            p.remove(n[2]);
+            p
+        }),
+    ];
+    for (rule, make) in cases {
+        let (mut p, n) = chain();
+        let before = p.clone();
+        let text = kiln::graph::dump::to_text(&p.graph, &p.roots());
+        let mut log = RewriteLog::default();
+        let e = Rewriter::new(&mut p, &mut log, "test_pass", 1)
+            .apply(rule, &[n[3]], make(&n))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("`{rule}`")) && e.contains("test_pass"),
+            "{rule}: {e}"
+        );
+        assert_eq!(
+            kiln::graph::dump::to_text(&p.graph, &p.roots()),
+            text,
+            "{rule}"
+        );
+        assert_eq!(p.graph.len(), before.graph.len(), "{rule}");
+        let same = first_difference(&before, &p, &CompileOptions::default()).unwrap();
+        assert_eq!(same, None, "{rule}");
+        assert!(log.firings.is_empty(), "{rule}");
+    }
+}
+
+/// An id of a removed node is refused before the patch adds anything (the
+/// graph would hand it to the patch's first new node, which the stale id
+/// would then silently read).
+#[test]
+fn a_stale_id_is_refused() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let ghost = g.exp(x).unwrap();
+    let r = g.relu(x).unwrap();
+    let s = g.sum_all(r).unwrap();
+    let mut p = program(g, vec![s]);
+    let mut log = RewriteLog::default();
+    let mut rw = Rewriter::new(&mut p, &mut log, "test_pass", 1);
+    let mut dead = Patch::new();
+    dead.remove(ghost);
+    assert!(rw.apply("dce", &[], dead).unwrap().is_some());
+    let mut patch = Patch::new();
+    let abs = patch.add(Op::Unary(UnaryOp::Abs), &[x.into()]);
+    let neg = patch.add(Op::Unary(UnaryOp::Neg), &[ghost.into()]);
+    patch.replace(r, neg);
+    let _ = abs;
+    let e = rw.apply("stale", &[r], patch).unwrap_err().to_string();
+    assert!(
+        e.contains("`stale`") && e.contains("not part of this graph"),
+        "{e}"
+    );
+    assert_eq!(p.graph.len(), 3, "x, relu, sum: nothing was added");
+}
+
+/// `args` and `any_order` apply to an `any()` (any node with such operands)
+/// and to the node inside an optional reshape.
+#[test]
+fn combinators_apply_where_they_are_written() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let r = g.relu(x).unwrap();
+    let n = g.neg(x).unwrap();
+    let er = g.exp(r).unwrap();
+    let en = g.exp(n).unwrap();
+    let p = program(g, vec![er, en]);
+    let over_relu = any().args([op(is_relu)]);
+    assert!(over_relu.matches(&p, er).unwrap().is_some());
+    assert!(over_relu.matches(&p, en).unwrap().is_none());
+    let exp = |o: &Op| matches!(o, Op::Unary(UnaryOp::Exp));
+    let inner = op(exp).opt_reshape().args([op(is_relu)]);
+    assert!(inner.matches(&p, er).unwrap().is_some());
+    assert!(inner.matches(&p, en).unwrap().is_none());
+}
+
+#[test]
+fn first_difference_counts_results() {
+    let (p, n) = chain();
+    let mut two = p.clone();
+    two.outputs.push(n[2]);
+    let what = first_difference(&p, &two, &CompileOptions::default()).unwrap();
+    assert_eq!(what.as_deref(), Some("1 results before, 2 after"));
+}
+
+/// The budget stops the pipeline only when it refuses a rewrite: a budget
+/// of exactly all rewrites reaches the fixpoint.
+#[test]
+fn a_budget_of_every_rewrite_is_no_stop() {
+    let total = cnn_after(None).1.log.applied();
+    let (_, at_total) = cnn_after(Some(total));
+    assert!(!at_total.log.stopped);
+    assert_eq!(at_total.log.applied(), total);
+    let (_, short) = cnn_after(Some(total - 1));
+    assert!(short.log.stopped);
+    let (mut p, _) = chain();
+    let e = PassManager::from_passes(all_passes())
+        .max_iterations(0)
+        .run(&mut p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one iteration"), "{e}");
 }

@@ -41,19 +41,20 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
         /// `before` (as built), `final` (after all passes), or a pass name:
-        /// after the pipeline up to and including that pass.
-        #[arg(long, default_value = "before")]
-        stage: String,
+        /// after the pipeline up to and including that pass. Default:
+        /// `before`, or `final` with --trace, --stats, --stop-after or --bisect.
+        #[arg(long)]
+        stage: Option<String>,
         /// Dump the whole training step: forward, backward and optimiser.
         #[arg(long)]
         train: bool,
         /// Print what the passes did (rewrites per pass, node counts) instead of the graph.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["format", "trace", "bisect"])]
         stats: bool,
         /// Print every rewrite in order (rule, pass, round, matched nodes,
         /// what it replaced) and a table of rules with attempts, rewrites and
         /// time, instead of the graph.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["format", "bisect"])]
         trace: bool,
         /// Stop the passes after the N-th rewrite (the graph, trace or stats
         /// as they stand then).
@@ -62,7 +63,7 @@ enum Command {
         /// Find the first rewrite after which the graph computes something
         /// else than the unrewritten one (seeded random inputs, as
         /// `KILN_VERIFY`), and print it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         bisect: bool,
         /// Seed for the parameters.
         #[arg(long, default_value_t = 0)]
@@ -241,9 +242,19 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 .map(|p| p.name().to_string())
                 .collect();
             let rewrites = stats || trace || bisect || stop_after.is_some();
+            let stage = match (stage, rewrites) {
+                (Some(s), true) if s == "before" => {
+                    return Err(KilnError::Invalid(
+                        "--stage before is the graph as built: --trace, --stats, --stop-after and --bisect need passes (--stage final or a pass name)".into(),
+                    ))
+                }
+                (Some(s), _) => s,
+                (None, false) => "before".to_string(),
+                (None, true) => "final".to_string(),
+            };
             let selection = match stage.as_str() {
-                "before" if !rewrites => PassSelection::None,
-                "before" | "final" => PassSelection::All,
+                "before" => PassSelection::None,
+                "final" => PassSelection::All,
                 pass => match names.iter().position(|n| n == pass) {
                     Some(i) => PassSelection::Named(names[..=i].to_vec()),
                     None => {

@@ -270,6 +270,13 @@ pub fn first_difference(
         schedule_with(&probe, options.threads)?.run(&f)
     };
     let (want, got) = (run(before)?, run(after)?);
+    if want.len() != got.len() {
+        return Ok(Some(format!(
+            "{} results before, {} after",
+            want.len(),
+            got.len()
+        )));
+    }
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         if w.shape() != g.shape() {
             return Ok(Some(format!(

@@ -79,50 +79,18 @@ impl Graph {
     /// op, or the result has more elements than a buffer can hold
     /// ([`crate::shape::MAX_ELEMENTS`], all outputs of the op together).
     pub fn add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId> {
-        let shapes: Vec<&[usize]> = operands
+        let ins: Vec<Operand> = operands
             .iter()
-            .map(|&id| self.node(id).map(|n| n.shape.dims()))
+            .map(|&id| {
+                self.node(id).map(|n| Operand {
+                    shape: n.shape.dims(),
+                    op: &n.op,
+                    id: Some(id),
+                })
+            })
             .collect::<Result<_>>()?;
-        let shape = op.infer_shape(&shapes)?;
-        let numel = checked_numel(op.name(), &shape)?;
-        checked_size(
-            op.name(),
-            "size of all outputs together",
-            numel.checked_mul(op.num_outputs()),
-        )?;
-        self.check_outputs(&op, operands)?;
+        let shape = infer_node(&op, &ins)?;
         Ok(self.insert(op, Shape(shape), operands))
-    }
-
-    /// A multi-output node is read only through `Output` nodes, and an
-    /// `Output` node reads an output that exists.
-    fn check_outputs(&self, op: &Op, operands: &[NodeId]) -> Result<()> {
-        for (i, &o) in operands.iter().enumerate() {
-            let src = &self.node(o)?.op;
-            let n = src.num_outputs();
-            match op {
-                Op::Output { index } if *index >= n => {
-                    return Err(KilnError::Attr {
-                        op: "output".into(),
-                        message: format!(
-                            "operand %{} (`{}`) has {n} output(s), there is no output {index}",
-                            o.index(),
-                            src.name()
-                        ),
-                    })
-                }
-                Op::Output { .. } => {}
-                _ if n > 1 => {
-                    return Err(KilnError::Invalid(format!(
-                        "operand {i} of `{}` is `{}`, which has {n} outputs: take one with Graph::output",
-                        op.name(),
-                        src.name()
-                    )))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     fn insert(&mut self, op: Op, shape: Shape, operands: &[NodeId]) -> NodeId {
@@ -324,4 +292,54 @@ impl Graph {
         *slot = value;
         Ok(())
     }
+}
+
+/// An operand as [`infer_node`] sees it: its shape, its op and, for a node
+/// already in a graph, its id (for messages).
+pub(crate) struct Operand<'a> {
+    pub shape: &'a [usize],
+    pub op: &'a Op,
+    pub id: Option<NodeId>,
+}
+
+/// The shape of a node applying `op` to `operands`, with every check
+/// [`Graph::add_op`] makes, without adding it: the op's shape rule, the
+/// result's size (all outputs together at most
+/// [`crate::shape::MAX_ELEMENTS`]), and that a multi-output operand is read
+/// only through an `Output` node naming one of its outputs.
+pub(crate) fn infer_node(op: &Op, operands: &[Operand]) -> Result<Vec<usize>> {
+    let shapes: Vec<&[usize]> = operands.iter().map(|o| o.shape).collect();
+    let shape = op.infer_shape(&shapes)?;
+    let numel = checked_numel(op.name(), &shape)?;
+    checked_size(
+        op.name(),
+        "size of all outputs together",
+        numel.checked_mul(op.num_outputs()),
+    )?;
+    for (i, o) in operands.iter().enumerate() {
+        let n = o.op.num_outputs();
+        let at =
+            o.id.map_or_else(|| "a new node".to_string(), |id| format!("%{}", id.index()));
+        match op {
+            Op::Output { index } if *index >= n => {
+                return Err(KilnError::Attr {
+                    op: "output".into(),
+                    message: format!(
+                        "operand {at} (`{}`) has {n} output(s), there is no output {index}",
+                        o.op.name()
+                    ),
+                })
+            }
+            Op::Output { .. } => {}
+            _ if n > 1 => {
+                return Err(KilnError::Invalid(format!(
+                "operand {i} of `{}` is `{}`, which has {n} outputs: take one with Graph::output",
+                op.name(),
+                o.op.name()
+            )))
+            }
+            _ => {}
+        }
+    }
+    Ok(shape)
 }
