@@ -11,7 +11,7 @@
 //! the same shape). The unfold stays while anything else (a weight gradient)
 //! still uses it.
 
-use super::pattern::{any, op, Match, Rule, RulePass};
+use super::pattern::{any, op, Match, Pat, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
@@ -20,27 +20,27 @@ use crate::ops::{BinaryOp, Op};
 /// Fuses unfold + matmul convolutions (rule `unfold_matmul`; the bias add
 /// that is the matmul's only reader is folded in too).
 pub fn pass() -> RulePass {
-    let matmul = op(|o| {
-        matches!(
-            o,
-            Op::MatMul {
-                trans_a: false,
-                trans_b: false
-            }
-        )
-    })
-    .bind("m")
-    .args([
-        any().opt_reshape().bind("w"),
-        op(|o| matches!(o, Op::Unfold(_)))
-            .bind("u")
-            .args([any().bind("x")])
-            .opt_reshape(),
-    ]);
+    let matmul = op(matmul_t::<false, false>)
+        .bind("m")
+        .args([any().opt_reshape().bind("w"), columns()]);
     RulePass::new(
         "conv_forward",
         vec![Rule::new("unfold_matmul", matmul.opt_reshape(), build)],
     )
+}
+
+/// Whether `o` is a matmul reading its operands transposed as `A`, `B` say.
+pub(super) fn matmul_t<const A: bool, const B: bool>(o: &Op) -> bool {
+    matches!(o, Op::MatMul { trans_a, trans_b } if *trans_a == A && *trans_b == B)
+}
+
+/// The im2col columns of a convolution's input: `unfold(x)`, maybe
+/// reshaped, binding the unfold as `u` and its input as `x`.
+pub(super) fn columns() -> Pat {
+    op(|o| matches!(o, Op::Unfold(_)))
+        .bind("u")
+        .args([any().bind("x")])
+        .opt_reshape()
 }
 
 /// The fused convolution when every shape fits a grouped convolution's.

@@ -8,6 +8,7 @@
 //! → conv_input_grad(w, gy)
 //! ```
 
+use super::conv_forward::matmul_t;
 use super::pattern::{any, op, Match, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
@@ -15,17 +16,7 @@ use crate::ops::Op;
 
 /// Fuses convolution input gradients (rule `input_grad`).
 pub fn pass() -> RulePass {
-    let matmul = op(|o| {
-        matches!(
-            o,
-            Op::MatMul {
-                trans_a: true,
-                trans_b: false
-            }
-        )
-    })
-    .bind("m")
-    .args([
+    let matmul = op(matmul_t::<true, false>).bind("m").args([
         any().opt_reshape().bind("w"),
         any().opt_reshape().bind("gy"),
     ]);

@@ -9,6 +9,7 @@
 //! ```
 //! (the transpose of the columns was folded into `trans_b` by `matmul_transpose`).
 
+use super::conv_forward::{columns, matmul_t};
 use super::pattern::{any, op, Match, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
@@ -19,23 +20,9 @@ pub fn pass() -> RulePass {
     let pattern = op(|o| matches!(o, Op::Reshape { .. })).args([op(
         |o| matches!(o, Op::Reduce { kind: ReduceKind::Sum, axes, keepdims: true } if axes == &[0]),
     )
-    .args([op(|o| {
-        matches!(
-            o,
-            Op::MatMul {
-                trans_a: false,
-                trans_b: true
-            }
-        )
-    })
-    .bind("m")
-    .args([
-        any().opt_reshape().bind("gy"),
-        op(|o| matches!(o, Op::Unfold(_)))
-            .bind("u")
-            .args([any().bind("x")])
-            .opt_reshape(),
-    ])])]);
+    .args([op(matmul_t::<false, true>)
+        .bind("m")
+        .args([any().opt_reshape().bind("gy"), columns()])])]);
     RulePass::new(
         "conv_kernel_grad",
         vec![Rule::new("kernel_grad", pattern, build)],
