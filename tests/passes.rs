@@ -11,7 +11,7 @@ use kiln::compile::{optimize, optimize_with};
 use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
-use kiln::passes::{Pass, PassManager, Patch, Rewriter};
+use kiln::passes::PassManager;
 use kiln::Program;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
@@ -154,28 +154,6 @@ fn cse_merges_duplicates_and_dce_drops_dead_nodes() {
     let (text, after) = rewrite("dce", g, vec![y], &[("x", &rand(&[4], 5))]);
     insta::assert_snapshot!("pass_dce", text);
     assert_eq!(after.graph.len(), 2, "only x and relu(x) remain");
-}
-
-/// A deliberately wrong pass: turns every ReLU into a negation.
-struct Broken;
-impl Pass for Broken {
-    fn name(&self) -> &'static str {
-        "broken"
-    }
-    fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
-        let mut n = 0;
-        for id in rw.program().live_nodes() {
-            let p = rw.program();
-            if matches!(p.graph.node(id)?.op, Op::Unary(kiln::ops::UnaryOp::Relu)) {
-                let x = p.graph.operands(id)[0];
-                let mut patch = Patch::new();
-                let bad = patch.add(Op::Unary(kiln::ops::UnaryOp::Neg), &[x.into()]);
-                patch.replace(id, bad);
-                n += usize::from(rw.apply("broken", &[id], patch)?.is_some());
-            }
-        }
-        Ok(n)
-    }
 }
 
 #[test]

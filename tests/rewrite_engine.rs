@@ -2,10 +2,12 @@
 //! reshapes, guards), the manager's checks after each patch, the rewrite
 //! budget, bisection, the trace and the declared pass order.
 
+mod common;
+use common::Broken;
 use kiln::compile::{bisect, first_difference, optimize};
 use kiln::ops::{BinaryOp, UnaryOp};
 use kiln::passes::pattern::{any, op};
-use kiln::passes::{all_passes, Pass, PassManager, Patch, RewriteLog, Rewriter, Src};
+use kiln::passes::{all_passes, PassManager, Patch, RewriteLog, Rewriter, Src};
 use kiln::Program;
 use kiln::{models, CompileOptions, Graph, NodeId, Op};
 
@@ -287,28 +289,6 @@ fn every_prefix_of_the_cnn_training_rewrites_computes_the_same() {
         );
         let diff = first_difference(&unrewritten, &p, &options).unwrap();
         assert_eq!(diff, None, "after {n} rewrites");
-    }
-}
-
-/// Turns ReLUs into negations: a wrong rewrite for bisection to find.
-struct Broken;
-impl Pass for Broken {
-    fn name(&self) -> &'static str {
-        "broken"
-    }
-    fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
-        let mut n = 0;
-        for id in rw.program().live_nodes() {
-            let p = rw.program();
-            if matches!(p.graph.node(id)?.op, Op::Unary(UnaryOp::Relu)) {
-                let x = p.graph.operands(id)[0];
-                let mut patch = Patch::new();
-                let bad = patch.add(Op::Unary(UnaryOp::Neg), &[x.into()]);
-                patch.replace(id, bad);
-                n += usize::from(rw.apply("relu_to_neg", &[id], patch)?.is_some());
-            }
-        }
-        Ok(n)
     }
 }
 

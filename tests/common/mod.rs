@@ -56,3 +56,29 @@ pub fn apply_both(
 pub fn t(shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_vec(shape.to_vec(), data.to_vec()).unwrap()
 }
+
+/// A deliberately wrong pass (`broken`, rule `relu_to_neg`): turns every
+/// ReLU into a negation, for verification and bisection to catch.
+pub struct Broken;
+
+impl kiln::passes::Pass for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn run(&self, rw: &mut kiln::passes::Rewriter) -> kiln::Result<usize> {
+        use kiln::ops::UnaryOp;
+        use kiln::Op;
+        let mut n = 0;
+        for id in rw.live_nodes() {
+            let p = rw.program();
+            if matches!(p.graph.node(id)?.op, Op::Unary(UnaryOp::Relu)) {
+                let x = p.graph.operands(id)[0];
+                let mut patch = kiln::passes::Patch::new();
+                let bad = patch.add(Op::Unary(UnaryOp::Neg), &[x.into()]);
+                patch.replace(id, bad);
+                n += usize::from(rw.apply("relu_to_neg", &[id], patch)?.is_some());
+            }
+        }
+        Ok(n)
+    }
+}
