@@ -6,7 +6,6 @@
 //! schedule and copies the outputs out. Compiling (passes, options, dumps,
 //! verification) is [`mod@crate::compile`]'s.
 
-mod arena;
 mod plan;
 mod pool;
 mod profile;
@@ -40,7 +39,7 @@ pub struct Executable {
     steps: Vec<Step>,
     plan: MemoryPlan,
     /// Every value the plan places in memory (parameters included).
-    arena: arena::Arena,
+    arena: crate::kernels::arena::Arena,
     /// Computing steps by level (see [`MemoryPlan`]).
     levels: Vec<Vec<usize>>,
     /// During a run: the address of each fed input's data (else 0).
@@ -154,7 +153,10 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
             ))
         })?;
     let plan = plan_memory(&steps, &outputs, &updates);
-    let mut arena = arena::Arena::try_zeros("compile: the memory plan's arena", plan.arena_len)?;
+    let mut arena = crate::kernels::arena::Arena::try_zeros(
+        "compile: the memory plan's arena",
+        plan.arena_len,
+    )?;
     for (name, step) in &params {
         let value = graph
             .param_value(name)
@@ -307,6 +309,7 @@ struct ArenaPtr(*mut f32);
 // SAFETY: the memory plan gives values computed or read in one level disjoint
 // regions, so steps of a level on different threads never touch the same element.
 unsafe impl Send for ArenaPtr {}
+// SAFETY: as for `Send`: shared between the level's steps, each touching its own regions.
 unsafe impl Sync for ArenaPtr {}
 
 impl Executable {

@@ -1,5 +1,6 @@
 //! Fast CPU kernels: pure functions on slices and shapes (no graph types).
 
+pub mod arena;
 pub mod conv;
 pub mod copy;
 pub mod gemm;
@@ -8,5 +9,6 @@ pub mod matmul;
 pub mod par;
 pub mod permute;
 pub mod pool;
+pub mod relu;
 pub mod scratch;
 pub mod transpose;

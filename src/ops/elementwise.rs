@@ -219,40 +219,16 @@ pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
 
 /// A unary op applied in place (a kernel epilogue).
 pub fn unary_in_place(op: UnaryOp, x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if op == UnaryOp::Relu && is_x86_feature_detected!("avx") {
-        // SAFETY: AVX is present.
-        return unsafe { relu_in_place_avx(x) };
-    }
+    let done = match op {
+        UnaryOp::Relu => crate::kernels::relu::relu_in_place_simd(x),
+        _ => 0,
+    };
+    let x = &mut x[done..];
     per_unary_op!(op, u => {
         for v in x.iter_mut() {
             *v = u.apply(*v);
         }
     })
-}
-
-/// ReLU in place with `max(0, x)`, which is [`UnaryOp::apply`]'s rule
-/// (`x < 0 ? 0 : x`: NaN and −0.0 stay). Written value by value, the
-/// compiler turns the select into masked stores, which are slow on AMD.
-///
-/// # Safety
-/// AVX is present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn relu_in_place_avx(x: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
-        // SAFETY: the chunk holds 8 floats; maxps returns its second operand
-        // when either is NaN, and when both are zero.
-        unsafe {
-            let v = _mm256_max_ps(_mm256_setzero_ps(), _mm256_loadu_ps(c.as_ptr()));
-            _mm256_storeu_ps(c.as_mut_ptr(), v);
-        }
-    }
-    for v in chunks.into_remainder() {
-        *v = UnaryOp::Relu.apply(*v);
-    }
 }
 
 /// A binary op written over operand `aliased` (of the output's shape),

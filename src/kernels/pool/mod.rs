@@ -418,6 +418,7 @@ fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f
     let n = {
         use std::arch::x86_64::*;
         let n = vals.len() / 8 * 8;
+        // SAFETY: AVX is enabled at compile time.
         let at = unsafe { _mm256_set1_ps(base) };
         for k in (0..n).step_by(8) {
             // SAFETY: k + 8 ≤ n ≤ the length of every slice (checked below by
