@@ -8,7 +8,7 @@
 //! share. Without AVX2, a window at a time.
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
-use super::lane;
+use super::max::lane;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 use crate::kernels::copy::copy_short;
 

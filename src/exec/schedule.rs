@@ -1,0 +1,239 @@
+//! Fixing a program's schedule: steps in canonical order, their levels
+//! (steps of a level may run at once), the memory plan, the arena and the
+//! parameters loaded into it; and the thread count a run uses.
+
+use super::plan::{write_in_place, MemoryPlan, Place, Value};
+use super::run::MAX_INLINE_OPERANDS;
+use super::{Executable, Step};
+use crate::error::{KilnError, Result};
+use crate::graph::order::ancestors_order;
+use crate::graph::{NodeId, Program};
+use crate::ops::{Op, RunCtx};
+use crate::passes::PassReport;
+use std::collections::HashMap;
+
+/// The most threads a run may use (`CompileOptions::threads`,
+/// `KILN_THREADS`): more would start more threads than any machine has cores
+/// for and only slow the run down.
+pub const MAX_THREADS: usize = 1024;
+
+/// The thread count a run uses: `requested`, else env `KILN_THREADS`, else
+/// the machine's available parallelism (at most [`MAX_THREADS`]). `Err` if
+/// either is zero or above [`MAX_THREADS`], or `KILN_THREADS` is not a
+/// number.
+pub fn thread_count(requested: Option<usize>) -> Result<usize> {
+    let n = match requested {
+        Some(n) => n,
+        None => match std::env::var("KILN_THREADS") {
+            Ok(v) => v.trim().parse().map_err(|_| {
+                KilnError::Invalid(format!("KILN_THREADS=`{v}` is not a thread count"))
+            })?,
+            Err(_) => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
+        },
+    };
+    if n == 0 || n > MAX_THREADS {
+        return Err(KilnError::Invalid(format!(
+            "thread count {n} is out of range: it must be 1 to {MAX_THREADS}"
+        )));
+    }
+    Ok(n)
+}
+
+/// Fixes the schedule of a (rewritten) program and allocates its buffers,
+/// on the default threads (see [`schedule_with`]).
+pub fn schedule(program: &Program) -> Result<Executable> {
+    schedule_with(program, None)
+}
+
+/// Fixes the schedule of a (rewritten) program and allocates its buffers,
+/// for runs on `threads` threads (see [`thread_count`]). `Err` if the
+/// program is malformed ([`Program::check`]) or its values cannot be
+/// allocated.
+pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Executable> {
+    program.check()?;
+    let threads = thread_count(threads)?;
+    let (graph, outputs, updates) = (&program.graph, &program.outputs, &program.updates);
+    let order = ancestors_order(graph, &program.roots());
+    let step_of: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut steps = Vec::with_capacity(order.len());
+    let (mut feeds, mut params) = (Vec::new(), Vec::new());
+    for (i, &n) in order.iter().enumerate() {
+        let node = graph.node(n)?;
+        match &node.op {
+            Op::Input { name } => feeds.push((name.clone(), i)),
+            Op::Param { name } => params.push((name.clone(), i)),
+            _ => {}
+        }
+        steps.push(Step {
+            op: node.op.clone(),
+            operands: graph.operands(n).iter().map(|o| step_of[o]).collect(),
+            shape: node.shape.dims().to_vec(),
+            len: node.shape.numel() * node.op.num_outputs(),
+        });
+    }
+    let outputs: Vec<usize> = outputs.iter().map(|o| step_of[o]).collect();
+    let updates: Vec<(usize, usize)> = updates
+        .iter()
+        .map(|(p, v)| (step_of[p], step_of[v]))
+        .collect();
+    // every value's size fits (checked when its node was built); so must
+    // all of them together, for the plan's offsets
+    steps
+        .iter()
+        .try_fold(0usize, |t, s| {
+            t.checked_add(s.len.checked_next_multiple_of(64)?)
+        })
+        .filter(|&t| t <= crate::shape::MAX_ELEMENTS)
+        .ok_or_else(|| {
+            KilnError::Invalid(format!(
+                "compile: the graph's values together hold more than {} elements",
+                crate::shape::MAX_ELEMENTS
+            ))
+        })?;
+    let plan = plan_memory(&steps, &outputs, &updates);
+    let mut arena = crate::kernels::arena::Arena::try_zeros(
+        "compile: the memory plan's arena",
+        plan.arena_len,
+    )?;
+    for (name, step) in &params {
+        let value = graph
+            .param_value(name)
+            .expect("every param node has a value");
+        let Place::Arena(at) = plan.place[*step] else {
+            unreachable!("parameters own arena memory")
+        };
+        arena[at..at + value.numel()].copy_from_slice(value.data());
+    }
+    let levels = level_groups(&steps, &plan);
+    // updated parameters read after the updates start: another update's
+    // new value, or an output; their old values are held meanwhile
+    let mut held_at = vec![None; steps.len()];
+    let mut held_len = 0usize;
+    for &(p, _) in &updates {
+        let read_later = updates.iter().any(|&(q, v)| v == p && q != p) || outputs.contains(&p);
+        if read_later {
+            held_at[p] = Some(held_len);
+            held_len += steps[p].len;
+        }
+    }
+    let held = crate::tensor::try_zeros("compile: held parameter values", held_len)?;
+    let fed = plan
+        .place
+        .iter()
+        .filter_map(|p| match p {
+            Place::Feed { feed, .. } => Some(feed + 1),
+            Place::Arena(_) => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(Executable {
+        steps,
+        plan,
+        arena,
+        levels,
+        feed_ptrs: vec![0; fed],
+        feeds,
+        known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
+        known_shapes: graph
+            .inputs()
+            .map(|(_, id)| graph.shape(id).map(<[usize]>::to_vec))
+            .collect::<Result<_>>()?,
+        params,
+        outputs,
+        updates,
+        ctx: RunCtx::default(),
+        report: PassReport::default(),
+        profile: None,
+        threads,
+        scratch_seen: 0,
+        held_at,
+        held,
+    })
+}
+
+/// Each step's level: inputs and parameters 0, a view its base's, any other
+/// step one more than its highest operand.
+fn step_levels(steps: &[Step], values: &[Value]) -> Vec<usize> {
+    let mut level: Vec<usize> = Vec::with_capacity(steps.len());
+    for (s, v) in steps.iter().zip(values) {
+        let l = match v {
+            Value::View { of, .. } => level[*of],
+            _ => match s.op {
+                Op::Input { .. } | Op::Param { .. } => 0,
+                _ => 1 + s.operands.iter().map(|&o| level[o]).max().unwrap_or(0),
+            },
+        };
+        level.push(l);
+    }
+    level
+}
+
+/// Plans the arena. Outputs, multi-output results and, except of parameters
+/// (whose memory updates rewrite between runs), reshapes and stop-gradients
+/// are views; inputs are read from the caller's tensors unless a result the
+/// run returns is (a view of) one, which is then copied in.
+fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) -> MemoryPlan {
+    let mut owner: Vec<usize> = Vec::with_capacity(steps.len());
+    let mut values: Vec<Value> = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        let view = |of: usize, offset: usize| Value::View { of, offset };
+        let v = match s.op {
+            Op::Output { index } => view(s.operands[0], index * s.len),
+            // same data, new shape: a view of the operand's memory, no copy
+            Op::Reshape { .. } | Op::StopGradient
+                if !matches!(steps[owner[s.operands[0]]].op, Op::Param { .. }) =>
+            {
+                view(s.operands[0], 0)
+            }
+            Op::Input { .. } => Value::Feed,
+            _ => Value::Owned(s.len),
+        };
+        owner.push(match v {
+            Value::View { of, .. } => owner[of],
+            _ => i,
+        });
+        values.push(v);
+    }
+    let mut pinned = vec![false; steps.len()];
+    for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
+        pinned[o] = true;
+        if matches!(steps[owner[o]].op, Op::Input { .. }) {
+            values[owner[o]] = Value::Owned(steps[owner[o]].len);
+        }
+    }
+    for (i, s) in steps.iter().enumerate() {
+        pinned[i] |= matches!(s.op, Op::Param { .. });
+    }
+    let levels = step_levels(steps, &values);
+    let reads: Vec<Vec<usize>> = steps.iter().map(|s| s.operands.clone()).collect();
+    let candidates: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| {
+            if s.operands.len() > MAX_INLINE_OPERANDS {
+                return vec![]; // run_step keeps in-place operands on the stack
+            }
+            let shapes: Vec<&[usize]> = s.operands.iter().map(|&o| &steps[o].shape[..]).collect();
+            s.op.in_place_operands(&shapes, &s.shape)
+        })
+        .collect();
+    let in_place = write_in_place(&mut values, &levels, &reads, &pinned, &candidates);
+    let mut plan = MemoryPlan::build(&values, &levels, &reads, &pinned);
+    plan.in_place = in_place;
+    plan
+}
+
+/// The steps that compute something (not inputs, parameters or views),
+/// grouped by level: the steps of one group may run at the same time.
+fn level_groups(steps: &[Step], plan: &MemoryPlan) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> =
+        vec![Vec::new(); plan.level.iter().max().map_or(0, |m| m + 1)];
+    for (i, s) in steps.iter().enumerate() {
+        if !plan.is_view(i) && !matches!(s.op, Op::Input { .. } | Op::Param { .. }) {
+            groups[plan.level[i]].push(i);
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
