@@ -59,14 +59,10 @@ fn folded_value(p: &Program, id: NodeId) -> Result<Option<Op>> {
     let node = p.graph.node(id)?;
     let op = &node.op;
     let shape = node.shape.dims().to_vec();
-    if matches!(
-        op,
-        Op::Input { .. }
-            | Op::Param { .. }
-            | Op::Constant { .. }
-            | Op::Fill { .. }
-            | Op::Dropout { .. }
-    ) || op.num_outputs() > 1
+    if op.is_interface()
+        || op.is_constant()
+        || op.is_random()
+        || op.num_outputs() > 1
         || node.shape.numel() > MAX_EVALUATED
     {
         return Ok(None);

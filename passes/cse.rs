@@ -24,7 +24,7 @@ impl Pass for Cse {
         for n in rw.live_nodes() {
             let p = rw.program();
             let node = p.graph.node(n)?;
-            if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+            if node.op.is_interface() {
                 continue;
             }
             let same_operands = seen.entry(p.graph.operands(n)).or_default();

@@ -4,7 +4,6 @@
 use super::{Pass, Patch, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::Op;
 use std::collections::HashSet;
 
 /// Removes unreachable nodes.
@@ -19,8 +18,7 @@ impl Pass for Dce {
         let p = rw.program();
         let mut patch = Patch::new();
         for n in p.graph.node_ids() {
-            let interface = matches!(p.graph.node(n)?.op, Op::Input { .. } | Op::Param { .. });
-            if !live.contains(&n) && !interface {
+            if !live.contains(&n) && !p.graph.node(n)?.op.is_interface() {
                 patch.remove(n);
             }
         }

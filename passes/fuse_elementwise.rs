@@ -26,10 +26,7 @@ pub struct FuseElementwise;
 /// element, or its trailing dimensions (a bias row).
 fn elementwise(p: &Program, n: NodeId) -> Result<bool> {
     let node = p.graph.node(n)?;
-    if !matches!(
-        node.op,
-        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Fused { .. }
-    ) {
+    if !node.op.is_elementwise() {
         return Ok(false);
     }
     for o in p.graph.operands(n) {

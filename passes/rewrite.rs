@@ -14,7 +14,6 @@
 use super::{Firing, Patch, Program, RewriteLog, Src};
 use crate::error::{KilnError, Result};
 use crate::graph::{infer_node, NodeId, Operand};
-use crate::ops::Op;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -237,13 +236,10 @@ impl<'a> Rewriter<'a> {
                     ))
                 }
             };
-            if !replaced.insert(old) {
-                return Err(err(Some(old), "replaced twice".into()));
+            if !replaced.insert(old) || with_id == Some(old) {
+                return Err(err(Some(old), "replaced twice, or by itself".into()));
             }
-            if with_id == Some(old) {
-                return Err(err(Some(old), "replaced by itself".into()));
-            }
-            if matches!(g.node(old)?.op, Op::Input { .. } | Op::Param { .. }) {
+            if g.node(old)?.op.is_interface() {
                 return Err(err(
                     Some(old),
                     "inputs and parameters (the graph's interface) cannot be replaced".into(),
@@ -268,7 +264,7 @@ impl<'a> Rewriter<'a> {
             if roots.contains(&n) {
                 return Err(err(Some(n), "removes a root (output or update)".into()));
             }
-            if matches!(g.node(n)?.op, Op::Input { .. } | Op::Param { .. }) {
+            if g.node(n)?.op.is_interface() {
                 return Err(err(
                     Some(n),
                     "inputs and parameters (the graph's interface) cannot be removed".into(),

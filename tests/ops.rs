@@ -564,3 +564,29 @@ fn in_place_steps_never_overwrite_a_value_a_sibling_still_reads() {
         assert_eq!(out[1].data(), &exp[..], "an output is never overwritten");
     }
 }
+
+/// The facts passes and the memory plan read instead of lists of op names.
+#[test]
+fn op_facts() {
+    use kiln::ops::{BinaryOp, UnaryOp};
+    let relu = Op::Unary(UnaryOp::Relu);
+    let add = Op::Binary(BinaryOp::Add);
+    let matmul = Op::MatMul {
+        trans_a: false,
+        trans_b: false,
+    };
+    let input = Op::Input { name: "x".into() };
+    let fill = Op::Fill {
+        shape: vec![2],
+        value: 1.0,
+    };
+    assert!(relu.is_elementwise() && add.is_elementwise() && Op::Select.is_elementwise());
+    assert!(!matmul.is_elementwise() && !input.is_elementwise());
+    assert!(input.is_interface() && !fill.is_interface() && !relu.is_interface());
+    assert!(fill.is_constant() && !input.is_constant());
+    assert!(Op::Dropout { p: 0.5, seed: 1 }.is_random() && !relu.is_random());
+    assert_eq!(Op::Output { index: 1 }.view_offset(6), Some(6));
+    assert_eq!(Op::Reshape { shape: vec![6] }.view_offset(6), Some(0));
+    assert_eq!(Op::StopGradient.view_offset(6), Some(0));
+    assert_eq!(relu.view_offset(6), None);
+}

@@ -179,15 +179,14 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
     let mut values: Vec<Value> = Vec::with_capacity(steps.len());
     for (i, s) in steps.iter().enumerate() {
         let view = |of: usize, offset: usize| Value::View { of, offset };
-        let v = match s.op {
-            Op::Output { index } => view(s.operands[0], index * s.len),
-            // same data, new shape: a view of the operand's memory, no copy
-            Op::Reshape { .. } | Op::StopGradient
-                if !matches!(steps[owner[s.operands[0]]].op, Op::Param { .. }) =>
-            {
-                view(s.operands[0], 0)
-            }
-            Op::Input { .. } => Value::Feed,
+        // an output of a multi-output op is always a view; a reshape or
+        // stop-gradient (same data, new shape) one unless it reads a
+        // parameter, whose memory the updates rewrite between runs
+        let param = |o: usize| matches!(steps[owner[o]].op, Op::Param { .. });
+        let v = match (s.op.view_offset(s.len), &s.op) {
+            (Some(at), Op::Output { .. }) => view(s.operands[0], at),
+            (Some(at), _) if !param(s.operands[0]) => view(s.operands[0], at),
+            (_, Op::Input { .. }) => Value::Feed,
             _ => Value::Owned(s.len),
         };
         owner.push(match v {
@@ -230,7 +229,7 @@ fn level_groups(steps: &[Step], plan: &MemoryPlan) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> =
         vec![Vec::new(); plan.level.iter().max().map_or(0, |m| m + 1)];
     for (i, s) in steps.iter().enumerate() {
-        if !plan.is_view(i) && !matches!(s.op, Op::Input { .. } | Op::Param { .. }) {
+        if !plan.is_view(i) && !s.op.is_interface() {
             groups[plan.level[i]].push(i);
         }
     }

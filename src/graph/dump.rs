@@ -97,11 +97,7 @@ pub fn to_text(graph: &Graph, outputs: &[NodeId]) -> String {
             attr_str(&node.op),
             type_str(node)
         );
-        if let Some(name) = node
-            .name
-            .as_ref()
-            .filter(|_| !matches!(node.op, Op::Input { .. } | Op::Param { .. }))
-        {
+        if let Some(name) = node.name.as_ref().filter(|_| !node.op.is_interface()) {
             // one line per node: a name's line breaks are written escaped
             let _ = write!(s, "  # {}", name.replace('\n', "\\n").replace('\r', "\\r"));
         }

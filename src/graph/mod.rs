@@ -118,7 +118,7 @@ impl Graph {
         let removable = self
             .g
             .node_weight(id.0)
-            .is_some_and(|n| !matches!(n.op, Op::Input { .. } | Op::Param { .. }));
+            .is_some_and(|n| !n.op.is_interface());
         if removable && self.users(id).is_empty() {
             self.g.remove_node(id.0);
         }

@@ -297,6 +297,46 @@ impl Op {
         }
     }
 
+    /// Whether the op is part of the graph's interface (an input or a
+    /// parameter): never merged, replaced or removed by the passes, fed or
+    /// loaded by the executor.
+    pub fn is_interface(&self) -> bool {
+        matches!(self, Op::Input { .. } | Op::Param { .. })
+    }
+
+    /// Whether the op's value is known at compile time from its attributes
+    /// alone (`Constant`, `Fill`).
+    pub fn is_constant(&self) -> bool {
+        matches!(self, Op::Constant { .. } | Op::Fill { .. })
+    }
+
+    /// Whether the op's value may change from run to run for the same
+    /// operands (`Dropout` in training): never folded at compile time.
+    pub fn is_random(&self) -> bool {
+        matches!(self, Op::Dropout { .. })
+    }
+
+    /// Whether the op is element-wise: output element `i` depends only on
+    /// element `i` of each operand (after broadcasting), so chains of such
+    /// ops fuse into one loop (`Unary`, `Binary`, `Select`, `Fused`).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Fused { .. }
+        )
+    }
+
+    /// Where the result lies in operand 0's memory, when it is a view of it
+    /// (no data of its own): `Output { index }` at `index · len` (`len` the
+    /// elements of one output), `Reshape` and `StopGradient` at 0.
+    pub fn view_offset(&self, len: usize) -> Option<usize> {
+        match self {
+            Op::Output { index } => Some(index * len),
+            Op::Reshape { .. } | Op::StopGradient => Some(0),
+            _ => None,
+        }
+    }
+
     /// How many outputs the op has; all of a multi-output op's outputs share
     /// its node's shape, and other ops read them through `Output` nodes.
     pub fn num_outputs(&self) -> usize {
