@@ -30,7 +30,7 @@ pub(super) struct NewNode {
 
 /// One rewrite, as data: new nodes (each op with operands from the graph or
 /// from earlier new nodes), the nodes they replace, and nodes to remove.
-/// Nothing happens until a [`Rewriter`] applies it.
+/// Nothing happens until a [`Rewriter`](super::Rewriter) applies it.
 #[derive(Clone, Debug, Default)]
 pub struct Patch {
     pub(super) nodes: Vec<NewNode>,

@@ -1,0 +1,185 @@
+//! The operands of [`gemm`](super::gemm): how a block of `A` or `B` becomes
+//! the panels the tiles read ([`PackA`], [`PackB`]), or tells the tiles
+//! where its rows lie instead; and [`MatRef`], a strided matrix that packs
+//! itself.
+
+use super::*;
+
+/// A read-only matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix, or its transpose when `transposed`
+    /// (then `data` holds the `cols × rows` matrix row-major).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
+        let (row_stride, col_stride) = if transposed { (1, rows) } else { (cols, 1) };
+        MatRef {
+            data,
+            row_stride,
+            col_stride,
+        }
+    }
+    /// Whether every element of a `rows × cols` view lies inside `data`.
+    pub fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+    pub(super) fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+}
+
+/// A right-hand operand that packs blocks of itself for [`gemm`].
+pub trait PackB: Sync {
+    /// Writes `B[k0 .. k0+kc, n0 .. n0+nc]` into `dst` as `NR`-column panels:
+    /// element `(kk, j)` goes to `(j / NR)·kc·NR + kk·NR + j % NR`. The cells of
+    /// the last panel past column `nc` are zero on entry and must stay zero.
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]);
+    /// Whether the tiles may read `B` where it lies (im2col columns of a
+    /// padded image) instead of packed, through [`PackB::row_starts`],
+    /// [`PackB::panel_start`] and [`PackB::source`]; false by default.
+    fn reads_in_place(&self) -> bool {
+        false
+    }
+    /// With [`PackB::reads_in_place`]: writes where rows `k0 ..
+    /// k0+starts.len()` start in [`PackB::source`].
+    fn row_starts(&self, k0: usize, starts: &mut [usize]) {
+        let _ = (k0, starts);
+    }
+    /// With [`PackB::row_starts`]: the offset from every row start of
+    /// columns `j0 .. j0+NR` when they lie side by side in every row.
+    fn panel_start(&self, j0: usize) -> Option<usize> {
+        let _ = j0;
+        None
+    }
+    /// The slice that [`PackB::row_starts`] indexes.
+    fn source(&self) -> &[f32] {
+        &[]
+    }
+}
+
+/// A left-hand operand that packs blocks of itself for [`gemm`], or has the
+/// tiles read it where it lies (im2col rows of a padded image).
+pub trait PackA: Sync {
+    /// Whether every element of an `m × k` view exists.
+    fn fits(&self, m: usize, k: usize) -> bool;
+    /// Writes `A[i0 .. i0+mc, k0 .. k0+kc]` into `dst` as `MR`-row panels:
+    /// element `(ii, kk)` goes to `(ii / MR)·kc·MR + kk·MR + ii % MR`; the
+    /// rows of the last panel past `mc` are zero.
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]);
+    /// Whether the tiles may read `A` where it lies: element `(i, kk)` at
+    /// `source()[row_start(i) + step_offset(kk)]`; false by default.
+    fn reads_in_place(&self) -> bool {
+        false
+    }
+    /// With [`PackA::reads_in_place`]: writes where rows `i0 ..
+    /// i0+starts.len()` start in [`PackA::source`].
+    fn row_starts(&self, i0: usize, starts: &mut [usize]) {
+        let _ = (i0, starts);
+    }
+    /// With [`PackA::reads_in_place`]: writes the offsets of steps `k0 ..
+    /// k0+offsets.len()` from a row's start.
+    fn step_offsets(&self, k0: usize, offsets: &mut [usize]) {
+        let _ = (k0, offsets);
+    }
+    /// The slice that [`PackA::row_starts`] indexes.
+    fn source(&self) -> &[f32] {
+        &[]
+    }
+}
+
+/// Spreads row `kk` of a block (`row`, up to `NC` columns) over the
+/// block's `NR`-column panels, each `kc` rows long.
+#[inline]
+pub fn pack_row(row: &[f32], kk: usize, kc: usize, dst: &mut [f32]) {
+    pack_run(0, row, kk, kc, dst);
+}
+
+/// Like [`pack_row`] for a piece of row `kk` that starts at block column `q`.
+#[inline]
+pub fn pack_run(mut q: usize, mut run: &[f32], kk: usize, kc: usize, dst: &mut [f32]) {
+    while !run.is_empty() {
+        let j = q % NR;
+        let take = (NR - j).min(run.len());
+        // a run is at most a panel row: no memmove call per run
+        copy_short(&mut dst[((q / NR) * kc + kk) * NR + j..], &run[..take]);
+        (q, run) = (q + take, &run[take..]);
+    }
+}
+
+impl PackB for MatRef<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        if self.col_stride == 1 {
+            for kk in 0..kc {
+                let at = (k0 + kk) * self.row_stride + n0;
+                pack_row(&self.data[at..at + nc], kk, kc, dst);
+            }
+            return;
+        }
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let j0 = n0 + p * NR;
+            let cols = NR.min(n0 + nc - j0);
+            if self.row_stride == 1 {
+                // the panel's columns are runs of `data`: transpose them in
+                let at = j0 * self.col_stride + k0;
+                transpose(&self.data[at..], self.col_stride, cols, kc, panel, NR);
+            } else {
+                for (kk, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (jj, d) in d[..cols].iter_mut().enumerate() {
+                        *d = self.at(k0 + kk, j0 + jj);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PackA for MatRef<'_> {
+    fn fits(&self, m: usize, k: usize) -> bool {
+        MatRef::fits(self, m, k)
+    }
+    fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+        pack_a(self, i0, mc, k0, kc, dst)
+    }
+}
+
+/// Packs `A[i0 .. i0+mc, k0 .. k0+kc]` into `MR`-row panels (rows past `mc` zero).
+fn pack_a(a: &MatRef, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
+    for (t, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
+        let r0 = i0 + t * MR;
+        let rows = MR.min(i0 + mc - r0);
+        if rows < MR {
+            panel.fill(0.0);
+        }
+        if a.row_stride == 1 {
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                let at = (k0 + kk) * a.col_stride + r0;
+                d[..rows].copy_from_slice(&a.data[at..at + rows]);
+            }
+        } else if a.col_stride == 1 && rows == MR {
+            // read MR rows side by side, write the panel in order
+            let row = |ii: usize| &a.data[(r0 + ii) * a.row_stride + k0..][..kc];
+            let rs: [&[f32]; MR] = std::array::from_fn(row);
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, r) in d.iter_mut().zip(&rs) {
+                    *d = r[kk];
+                }
+            }
+        } else {
+            for (kk, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (ii, d) in d[..rows].iter_mut().enumerate() {
+                    *d = a.at(r0 + ii, k0 + kk);
+                }
+            }
+        }
+    }
+}
