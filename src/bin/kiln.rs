@@ -20,6 +20,37 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOC: kiln::alloc_count::CountingAlloc = kiln::alloc_count::CountingAlloc;
 
+/// `print!` that ends the program quietly when stdout is a closed pipe
+/// (`kiln dump cnn | head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// `println!` as [`out!`].
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// Ends the program after a failed write to stdout: quietly (status 0)
+/// when the reader closed the pipe, else with the error (status 1).
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -154,37 +185,6 @@ struct TrainArgs {
     /// Print the time per op kind of the training steps.
     #[arg(long)]
     profile: bool,
-}
-
-/// `print!` that ends the program quietly when stdout is a closed pipe
-/// (`kiln dump cnn | head`) instead of panicking.
-macro_rules! out {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
-            stdout_failed(e)
-        }
-    }};
-}
-
-/// `println!` as [`out!`].
-macro_rules! outln {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
-            stdout_failed(e)
-        }
-    }};
-}
-
-/// Ends the program after a failed write to stdout: quietly (status 0)
-/// when the reader closed the pipe, else with the error (status 1).
-fn stdout_failed(e: std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    eprintln!("error: cannot write to stdout: {e}");
-    std::process::exit(1);
 }
 
 fn main() -> ExitCode {
