@@ -165,6 +165,21 @@ fn a_closed_stdout_ends_kiln_quietly() {
     assert!(out.status.success() && !err.contains("panicked"), "{err}");
 }
 
+/// A bad thread count fails `dump --stats` before it prints anything.
+#[test]
+fn dump_stats_checks_the_thread_count_first() {
+    let (ok, out, err) = kiln_env(
+        &["dump", "cnn", "--stats"],
+        &[("KILN_THREADS", "abc")],
+        &std::env::temp_dir(),
+    );
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("KILN_THREADS=`abc` is not a thread count"),
+        "{err}"
+    );
+}
+
 #[test]
 fn run_profile_lists_the_ops() {
     let (ok, out, err) = kiln(&["run", "mlp", "--profile"]);

@@ -281,8 +281,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 }
                 out!("{}", report.log.rules_table());
             } else if stats {
-                out!("{report}");
+                // scheduled first: a bad thread count fails before any output
                 let exe = kiln::schedule_with(&rewritten, options.threads)?;
+                out!("{report}");
                 outln!(
                     "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps, {} written in place",
                     exe.planned_bytes(),
