@@ -54,7 +54,7 @@ pub fn write_in_place(
     // operand's) and, per group root, what the checks need of its members
     let mut group: Vec<usize> = (0..n).collect();
     let mut stats: Vec<GroupStats> = (0..n)
-        .map(|m| GroupStats::of(m, pinned[m] || values[m] == Value::Feed))
+        .map(|m| GroupStats::new(pinned[m] || values[m] == Value::Feed))
         .collect();
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (j, ops) in reads.iter().enumerate() {
@@ -122,7 +122,8 @@ struct GroupStats {
 }
 
 impl GroupStats {
-    fn of(_member: usize, kept: bool) -> GroupStats {
+    /// A group of one member that must be `kept` (pinned or a feed).
+    fn new(kept: bool) -> GroupStats {
         GroupStats {
             kept,
             latest: [None, None],
