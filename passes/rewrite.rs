@@ -173,8 +173,9 @@ impl<'a> Rewriter<'a> {
     /// its new nodes' shapes, or `None` when a shape rule refuses one.
     fn vet(&mut self, rule: &'static str, patch: &Patch) -> Result<Option<Vec<Vec<usize>>>> {
         let g = &self.program.graph;
+        // `at`: the node the fault is at, or `None` for the patch as a whole
         let err = |n: Option<NodeId>, what: String| {
-            let at = n.map_or_else(|| "a new node".to_string(), |n| describe(self.program, n));
+            let at = n.map_or_else(|| "the patch".to_string(), |n| describe(self.program, n));
             KilnError::Invalid(format!(
                 "rewrite `{rule}` (pass `{}`) is malformed at {at}: {what}",
                 self.pass
