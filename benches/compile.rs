@@ -5,6 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use kiln::nn::{self, Layer};
 use kiln::optim::Sgd;
+use kiln::OpBuilder;
 use kiln::{models, Graph, NodeId, Trainer};
 
 /// A `Linear(64, 64) + ReLU` stack of `depth` layers on `[32, 64]`, with a

@@ -286,6 +286,7 @@ impl PassManager {
 mod tests {
     use super::*;
     use crate::graph::Graph;
+    use crate::ops::OpBuilder;
     use std::cell::Cell;
 
     fn empty() -> Program {

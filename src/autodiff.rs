@@ -13,6 +13,7 @@
 use crate::error::{shape_err, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::{Graph, NodeId};
+use crate::ops::OpBuilder;
 use std::collections::{HashMap, HashSet};
 
 impl Graph {

@@ -53,10 +53,17 @@ pub use error::{KilnError, Result};
 pub use exec::{schedule_with, Executable};
 pub use graph::dump::DumpFormat;
 pub use graph::{Graph, Init, Node, NodeId, Program};
-pub use ops::{Op, Window};
+pub use ops::{Op, OpBuilder, Window};
 pub use shape::Shape;
 pub use tensor::Tensor;
 pub use trainer::Trainer;
+
+/// What most programs need: `use kiln::prelude::*;` brings the graph, its
+/// builder methods ([`OpBuilder`]), the layer trait, compiling and tensors.
+pub mod prelude {
+    pub use crate::nn::{self, Layer};
+    pub use crate::{compile, CompileOptions, Executable, Graph, NodeId, OpBuilder, Tensor};
+}
 
 /// The README's code blocks, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -5,6 +5,7 @@ use crate::error::{KilnError, Result};
 use crate::graph::Program;
 use crate::graph::{Graph, NodeId};
 use crate::nn::{self, Layer};
+use crate::ops::OpBuilder;
 use crate::optim::Sgd;
 
 /// A built model: its graph, its output and its inputs (name, shape).

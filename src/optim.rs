@@ -9,6 +9,7 @@
 
 use crate::error::{attr_err, Result};
 use crate::graph::{Graph, Init, NodeId};
+use crate::ops::OpBuilder;
 
 /// One trainable parameter with its gradient.
 #[derive(Clone, Debug)]

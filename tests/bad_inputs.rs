@@ -7,6 +7,7 @@
 use kiln::nn::{self, Layer};
 use kiln::optim::{Adam, Sgd};
 use kiln::passes::{Pass, Patch, Rewriter};
+use kiln::OpBuilder;
 use kiln::Program;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
 

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
+use kiln::OpBuilder;
 use kiln::{compile, Graph, Init, KilnError, Tensor, Window};
 
 fn msg<T: std::fmt::Debug>(r: kiln::Result<T>) -> String {

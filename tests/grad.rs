@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use kiln::nn::{self, Layer, Reduction};
 use kiln::ops::{AvgDivisor, PoolWindow};
+use kiln::OpBuilder;
 use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
 
 const EPS: f32 = 1e-2;

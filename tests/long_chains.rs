@@ -2,6 +2,7 @@
 //! chain, which overflowed the stack: a test thread has 2 MiB) into loops of at
 //! most a few dozen ops each, with the unrewritten graph's values.
 
+use kiln::OpBuilder;
 use kiln::{compile_with, CompileOptions, Graph, Tensor};
 
 #[test]

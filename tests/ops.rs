@@ -5,6 +5,7 @@ use common::*;
 use kiln::ops::matmul::matmul_reference;
 use kiln::ops::PoolWindow;
 use kiln::ops::View;
+use kiln::OpBuilder;
 use kiln::{compile, Graph, Op, Tensor, Window};
 
 type UnaryBuilder = fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>;

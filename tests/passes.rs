@@ -12,6 +12,7 @@ use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
 use kiln::passes::PassManager;
+use kiln::OpBuilder;
 use kiln::Program;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 

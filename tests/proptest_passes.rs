@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use kiln::OpBuilder;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Tensor};
 use proptest::prelude::*;
 

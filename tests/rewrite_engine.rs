@@ -8,6 +8,7 @@ use kiln::compile::{bisect, first_difference, optimize};
 use kiln::ops::{BinaryOp, UnaryOp};
 use kiln::passes::pattern::{any, op};
 use kiln::passes::{all_passes, PassManager, Patch, RewriteLog, Rewriter, Src};
+use kiln::OpBuilder;
 use kiln::Program;
 use kiln::{models, CompileOptions, Graph, NodeId, Op};
 

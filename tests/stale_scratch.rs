@@ -10,6 +10,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
+use kiln::OpBuilder;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, Tensor};
 
 /// `outs` of `g` on `feeds` with these options.

@@ -6,6 +6,7 @@ use kiln::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::data::Dataset;
 use kiln::nn::{self, Layer, Reduction};
 use kiln::optim::{Adam, Sgd};
+use kiln::OpBuilder;
 use kiln::{Graph, Init, Tensor, Trainer};
 
 /// A trainer for `loss = Σ (w − target)² / 2` over one parameter `w`

@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use kiln::optim::{Adam, Optimizer, Sgd};
+use kiln::OpBuilder;
 use kiln::{Graph, Init, Trainer};
 
 fn msg<T>(r: kiln::Result<T>) -> String {

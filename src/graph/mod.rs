@@ -3,7 +3,6 @@
 //! Shapes are inferred when a node is added, so a wrong shape is an `Err` at
 //! build time.
 
-mod builder;
 pub mod dump;
 mod init;
 pub mod order;
@@ -14,25 +13,16 @@ pub use init::Init;
 pub use program::Program;
 
 use crate::error::{KilnError, Result};
-use crate::ops::Op;
+use crate::ops::{Op, OpBuilder};
 use crate::rng::mix64;
 use crate::shape::{checked_numel, checked_size, Shape};
 use crate::tensor::Tensor;
-use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::stable_graph::StableDiGraph;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use std::collections::BTreeMap;
 
-/// A handle to a node of a [`Graph`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub(crate) NodeIndex);
-
-impl NodeId {
-    /// The raw index (stable for the node's lifetime; not the dump number).
-    pub fn index(self) -> usize {
-        self.0.index()
-    }
-}
+pub use crate::ops::builder::NodeId;
 
 /// A node: its op, its output shape, an optional name, and its creation order.
 #[derive(Clone, Debug)]
@@ -58,6 +48,15 @@ pub struct Graph {
     next_seq: usize,
     seed: u64,
     name_counters: BTreeMap<String, usize>,
+}
+
+impl OpBuilder for Graph {
+    fn add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId> {
+        Graph::add_op(self, op, operands)
+    }
+    fn shape(&self, id: NodeId) -> Result<&[usize]> {
+        Graph::shape(self, id)
+    }
 }
 
 impl Graph {

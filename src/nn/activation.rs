@@ -3,6 +3,7 @@
 use super::Layer;
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
+use crate::ops::OpBuilder;
 
 /// `max(x, 0)`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -3,6 +3,7 @@
 use super::{layer_name, Layer};
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
+use crate::ops::OpBuilder;
 
 /// A fully connected layer over the last axis of `[..., in]`.
 #[derive(Clone, Debug)]

@@ -2,6 +2,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::OpBuilder;
 use crate::ops::{BinaryOp, Op};
 use crate::tensor::Tensor;
 

@@ -10,6 +10,7 @@
 use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
+use crate::ops::OpBuilder;
 
 /// A single-layer LSTM over `[N, T, I]`.
 #[derive(Clone, Debug)]

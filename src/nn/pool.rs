@@ -10,6 +10,7 @@
 use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::OpBuilder;
 use crate::ops::Window;
 use crate::shape::checked_size;
 use std::marker::PhantomData;

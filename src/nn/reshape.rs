@@ -3,6 +3,7 @@
 use super::{layer_name, Layer};
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::OpBuilder;
 use crate::rng::mix64;
 
 /// `[N, ...]` → `[N, ∏...]` (PyTorch's `Flatten` with `start_dim = 1`).

@@ -4,8 +4,8 @@
 
 use super::window::{geom, Window};
 use super::View;
+use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::kernels::conv::{conv_forward, ConvDims};
 use crate::shape::checked_size;
 
@@ -116,7 +116,7 @@ pub fn conv_vjp(
     window: &Window,
     groups: usize,
     epilogue: &[super::UnaryOp],
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
@@ -290,7 +290,7 @@ pub fn input_grad(
 pub fn kernel_grad_vjp(
     window: &Window,
     groups: usize,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     up: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
@@ -320,7 +320,7 @@ pub fn kernel_grad_vjp(
 pub fn input_grad_vjp(
     window: &Window,
     groups: usize,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     up: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {

@@ -2,8 +2,8 @@
 //! broadcasting, and `select`.
 
 use super::View;
+use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
 use serde::{Deserialize, Serialize};
 
@@ -290,7 +290,13 @@ pub fn select(c: View, a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
 }
 
 /// VJP of a unary op: the gradient of `x` given `y = op(x)` and the upstream gradient `gy`.
-pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -> Result<NodeId> {
+pub fn unary_vjp(
+    op: UnaryOp,
+    g: &mut dyn OpBuilder,
+    x: NodeId,
+    y: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
     match op {
         UnaryOp::Neg => g.neg(gy),
         UnaryOp::Exp => g.mul(gy, y),
@@ -343,7 +349,7 @@ pub fn unary_vjp(op: UnaryOp, g: &mut Graph, x: NodeId, y: NodeId, gy: NodeId) -
 /// ties, as PyTorch.
 pub fn binary_vjp(
     op: BinaryOp,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     a: NodeId,
     b: NodeId,
     y: NodeId,
@@ -379,7 +385,7 @@ pub fn binary_vjp(
 }
 
 /// VJP of `select(c, a, b)`: the gradient goes to `a` where `c != 0`, else to `b`.
-pub fn select_vjp(g: &mut Graph, c: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+pub fn select_vjp(g: &mut dyn OpBuilder, c: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
     let zero = g.scalar(0.0)?;
     let ga = g.select(c, gy, zero)?;
     let gb = g.select(c, zero, gy)?;

@@ -9,9 +9,9 @@
 //! bit-identical.
 
 use super::elementwise::{per_unary_op, BinaryOp, UnaryOp};
+use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::ops::fmt_f32;
 use serde::{Deserialize, Serialize};
 
@@ -275,7 +275,7 @@ pub fn fused_over(expr: &[Instr], ins: &[View], aliased: Option<usize>, out: &mu
 /// instruction by instruction with each op's own rule, in reverse.
 pub fn fused_vjp(
     expr: &[Instr],
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
@@ -293,7 +293,7 @@ pub fn fused_vjp(
     let mut grads: Vec<Option<NodeId>> = vec![None; expr.len()];
     grads[expr.len() - 1] = Some(gy);
     let mut out: Vec<Option<NodeId>> = vec![None; xs.len()];
-    let add = |g: &mut Graph, acc: Option<NodeId>, x: NodeId| -> Result<NodeId> {
+    let add = |g: &mut dyn OpBuilder, acc: Option<NodeId>, x: NodeId| -> Result<NodeId> {
         match acc {
             Some(a) => g.add(a, x),
             None => Ok(x),
@@ -307,7 +307,12 @@ pub fn fused_vjp(
         }
         let regs = expr[i].registers();
         let operands: Vec<NodeId> = regs.iter().map(|&r| vals[r]).collect();
-        let op = g.node(vals[i])?.op.clone();
+        let op = match expr[i] {
+            Instr::Operand(_) | Instr::Const(_) => continue,
+            Instr::Unary(u, _) => Op::Unary(u),
+            Instr::Binary(b, ..) => Op::Binary(b),
+            Instr::Select(..) => Op::Select,
+        };
         for (r, gr) in regs.iter().zip(op.vjp(g, &operands, vals[i], gi)?) {
             if let Some(gr) = gr {
                 grads[*r] = Some(add(g, grads[*r], gr)?);

@@ -2,8 +2,8 @@
 //! of the batch dimensions.
 
 use super::View;
+use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::kernels;
 use crate::kernels::matmul::MatRef;
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
@@ -107,7 +107,7 @@ pub fn matmul_reference(
 }
 
 /// `x` with its last two axes swapped (an element-wise `Transpose`).
-fn swap_last2(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+fn swap_last2(g: &mut dyn OpBuilder, x: NodeId) -> Result<NodeId> {
     let r = g.shape(x)?.len();
     let mut perm: Vec<usize> = (0..r).collect();
     perm.swap(r - 2, r - 1);
@@ -119,7 +119,7 @@ fn swap_last2(g: &mut Graph, x: NodeId) -> Result<NodeId> {
 /// (explicit element-wise transposes); broadcast batch dimensions are summed
 /// back by the autodiff driver.
 pub fn matmul_vjp(
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     a: NodeId,
     b: NodeId,
     trans_a: bool,

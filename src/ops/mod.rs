@@ -2,6 +2,7 @@
 //! shape rule and reference kernel (and, with autodiff, its VJP rule).
 //! The exhaustive `match`es here dispatch to them.
 
+pub mod builder;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
@@ -13,13 +14,13 @@ pub mod reduce;
 pub mod source;
 pub mod window;
 
+pub use builder::{NodeId, OpBuilder};
 pub use elementwise::{BinaryOp, UnaryOp};
 pub use pool::{AvgDivisor, PoolWindow};
 pub use reduce::ReduceKind;
 pub use window::Window;
 
 use crate::error::{shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -656,7 +657,7 @@ impl Op {
     /// broadcast output shape; the autodiff driver sums it to the operand's.
     pub fn vjp(
         &self,
-        g: &mut Graph,
+        g: &mut dyn OpBuilder,
         xs: &[NodeId],
         y: NodeId,
         gy: NodeId,

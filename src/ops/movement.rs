@@ -2,8 +2,8 @@
 //! concat and stack. Their reference kernels use plain index arithmetic.
 
 use super::View;
+use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::shape::{
     broadcast_pair, broadcast_strides, checked_numel, checked_size, strided_walk, strides,
 };
@@ -234,7 +234,7 @@ pub fn inverse_perm(perm: &[usize]) -> Vec<usize> {
 }
 
 /// VJP of `Transpose`: transpose back with the inverse permutation.
-pub fn transpose_vjp(perm: &[usize], g: &mut Graph, gy: NodeId) -> Result<NodeId> {
+pub fn transpose_vjp(perm: &[usize], g: &mut dyn OpBuilder, gy: NodeId) -> Result<NodeId> {
     g.transpose(gy, &inverse_perm(perm))
 }
 
@@ -244,7 +244,7 @@ pub fn slice_vjp(
     axis: usize,
     start: usize,
     step: usize,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     x: NodeId,
     gy: NodeId,
 ) -> Result<NodeId> {
@@ -274,7 +274,12 @@ pub fn slice_vjp(
 }
 
 /// VJP of `Pad`: the upstream gradient with the padding sliced off.
-pub fn pad_vjp(pads: &[(usize, usize)], g: &mut Graph, x: NodeId, gy: NodeId) -> Result<NodeId> {
+pub fn pad_vjp(
+    pads: &[(usize, usize)],
+    g: &mut dyn OpBuilder,
+    x: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
     let xs = g.shape(x)?.to_vec();
     let mut h = gy;
     for (d, &(before, after)) in pads.iter().enumerate() {
@@ -288,7 +293,7 @@ pub fn pad_vjp(pads: &[(usize, usize)], g: &mut Graph, x: NodeId, gy: NodeId) ->
 /// VJP of `Concat`: each operand gets its slice of the upstream gradient.
 pub fn concat_vjp(
     axis: usize,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
@@ -305,7 +310,7 @@ pub fn concat_vjp(
 /// VJP of `Stack`: each operand gets its entry of the upstream gradient.
 pub fn stack_vjp(
     axis: usize,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     gy: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {

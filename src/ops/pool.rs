@@ -14,9 +14,9 @@
 //! padding is where `ceil_mode` windows reach); padded cells are −∞ for the
 //! max and 0 for the average. Shape rules, kernels and VJPs live here.
 
+use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::kernels::par;
 use crate::kernels::pool::{self, Divide, PoolGeom};
 use crate::tensor::Tensor;
@@ -392,7 +392,7 @@ pub fn avg_pool_backward(
 /// `dx = maxpool_backward(gy, indices)`.
 pub fn max_pool_vjp(
     w: &PoolWindow,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     x: NodeId,
     y: NodeId,
     gy: NodeId,
@@ -410,7 +410,12 @@ pub fn max_pool_vjp(
 
 /// VJP of `MaxPool`: the gradient of `MaxPoolWithIndices` on the same input
 /// (its indices computed for it).
-pub fn max_pool_values_vjp(w: &PoolWindow, g: &mut Graph, x: NodeId, gy: NodeId) -> Result<NodeId> {
+pub fn max_pool_values_vjp(
+    w: &PoolWindow,
+    g: &mut dyn OpBuilder,
+    x: NodeId,
+    gy: NodeId,
+) -> Result<NodeId> {
     let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x])?;
     max_pool_vjp(w, g, x, pool, gy)
 }
@@ -423,7 +428,7 @@ pub fn max_pool_values_vjp(w: &PoolWindow, g: &mut Graph, x: NodeId, gy: NodeId)
 pub fn max_pool_backward_vjp(
     w: &PoolWindow,
     spatial: &[usize],
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     xs: &[NodeId],
     up: NodeId,
 ) -> Result<Vec<Option<NodeId>>> {
@@ -444,7 +449,7 @@ pub fn max_pool_backward_vjp(
     };
     let mut pads = vec![(0, 0), (0, 0)];
     pads.extend(&w.pads);
-    let cells = |g: &mut Graph, t: NodeId, fill: f32| -> Result<NodeId> {
+    let cells = |g: &mut dyn OpBuilder, t: NodeId, fill: f32| -> Result<NodeId> {
         let padded = g.pad(t, &pads, fill)?;
         g.unfold(padded, window.clone())
     };
@@ -463,7 +468,7 @@ pub fn max_pool_backward_vjp(
 pub fn avg_pool_vjp(
     w: &PoolWindow,
     divisor: AvgDivisor,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     x: NodeId,
     gy: NodeId,
 ) -> Result<NodeId> {
@@ -482,7 +487,7 @@ pub fn avg_pool_vjp(
 pub fn avg_pool_backward_vjp(
     w: &PoolWindow,
     divisor: AvgDivisor,
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     up: NodeId,
 ) -> Result<NodeId> {
     g.add_op(

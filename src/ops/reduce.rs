@@ -1,8 +1,8 @@
 //! Reductions (sum, mean, max over axes) and the first-max mask.
 
 use super::View;
+use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
-use crate::graph::{Graph, NodeId};
 use crate::shape::{strided_walk, strides};
 use serde::{Deserialize, Serialize};
 
@@ -229,7 +229,7 @@ pub fn first_max_mask(axis: usize, x: View, out: &mut [f32]) {
 pub fn reduce_vjp(
     kind: ReduceKind,
     axes: &[usize],
-    g: &mut Graph,
+    g: &mut dyn OpBuilder,
     x: NodeId,
     y: NodeId,
     gy: NodeId,

@@ -14,6 +14,7 @@ use arbitrary::{Result, Unstructured};
 use kiln::graph::dump::to_text;
 use kiln::graph::order::ancestors_order;
 use kiln::nn::{AvgPool2d, Conv, Layer, MaxPool2d};
+use kiln::OpBuilder;
 use kiln::{compile_with, CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
 
 /// How many graphs reached the comparison (with how many nodes in all), so

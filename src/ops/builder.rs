@@ -1,17 +1,19 @@
-//! Builder methods: one per generic op. Each checks its operands' shapes and
-//! attributes and returns an `Err` naming the op when they do not fit.
-//! Axes may be negative (counted from the end), as in numpy.
+//! [`OpBuilder`]: the builder methods, one per generic op, for anything that
+//! adds op nodes (a [`crate::Graph`]; the VJP rules build through it, so the
+//! ops do not depend on the graph). Each checks its operands' shapes and
+//! attributes and returns an `Err` naming the op when they do not fit. Axes
+//! may be negative (counted from the end), as in numpy.
 
-use super::{Graph, NodeId};
 use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
 
 macro_rules! unary_builders {
     ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
         $(#[$doc])*
-        pub fn $name(&mut self, x: NodeId) -> Result<NodeId> {
+        fn $name(&mut self, x: NodeId) -> Result<NodeId> {
             self.add_op(Op::Unary(UnaryOp::$op), &[x])
         }
     )*};
@@ -20,13 +22,36 @@ macro_rules! unary_builders {
 macro_rules! binary_builders {
     ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
         $(#[$doc])*
-        pub fn $name(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        fn $name(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
             self.add_op(Op::Binary(BinaryOp::$op), &[a, b])
         }
     )*};
 }
 
-impl Graph {
+/// A handle to a node of a [`crate::Graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) NodeIndex);
+
+impl NodeId {
+    /// The raw index (stable for the node's lifetime; not the dump number).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+/// Adds op nodes: [`add_op`](Self::add_op) and [`shape`](Self::shape) are
+/// what an implementor provides; every builder method (`g.add(a, b)`,
+/// `g.sum(x, &[1], false)`, ...) is built on them. [`crate::Graph`]
+/// implements it (bring it into scope with `use kiln::OpBuilder` or
+/// `use kiln::prelude::*`).
+pub trait OpBuilder {
+    /// Adds a node applying `op` to `operands`, inferring its shape; `Err`
+    /// if the operands do not fit the op (see [`crate::Graph::add_op`]).
+    fn add_op(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId>;
+
+    /// The shape of node `id`; `Err` if it is not a node of this graph.
+    fn shape(&self, id: NodeId) -> Result<&[usize]>;
+
     unary_builders! {
         /// `-x`
         neg => Neg,
@@ -76,12 +101,12 @@ impl Graph {
     }
 
     /// A constant tensor.
-    pub fn constant(&mut self, value: Tensor) -> Result<NodeId> {
+    fn constant(&mut self, value: Tensor) -> Result<NodeId> {
         self.add_op(Op::Constant { value }, &[])
     }
 
     /// A tensor of `shape` filled with `value`.
-    pub fn fill(&mut self, shape: &[usize], value: f32) -> Result<NodeId> {
+    fn fill(&mut self, shape: &[usize], value: f32) -> Result<NodeId> {
         self.add_op(
             Op::Fill {
                 shape: shape.to_vec(),
@@ -92,73 +117,44 @@ impl Graph {
     }
 
     /// A scalar constant (broadcasts against anything).
-    pub fn scalar(&mut self, value: f32) -> Result<NodeId> {
+    fn scalar(&mut self, value: f32) -> Result<NodeId> {
         self.fill(&[], value)
     }
 
     /// `x * c` for a scalar `c`.
-    pub fn mul_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
+    fn mul_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
         let s = self.scalar(c)?;
         self.mul(x, s)
     }
 
     /// `x + c` for a scalar `c`.
-    pub fn add_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
+    fn add_scalar(&mut self, x: NodeId, c: f32) -> Result<NodeId> {
         let s = self.scalar(c)?;
         self.add(x, s)
     }
 
     /// `a` where `cond != 0`, else `b` (all three broadcast).
-    pub fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
+    fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
         self.add_op(Op::Select, &[cond, a, b])
     }
 
-    fn reduce(
-        &mut self,
-        kind: ReduceKind,
-        x: NodeId,
-        axes: &[isize],
-        keepdims: bool,
-    ) -> Result<NodeId> {
-        let rank = self.shape(x)?.len();
-        let mut ax = axes
-            .iter()
-            .map(|&a| normalize_axis(kind.name(), a, rank))
-            .collect::<Result<Vec<_>>>()?;
-        ax.sort_unstable();
-        if ax.windows(2).any(|w| w[0] == w[1]) {
-            return attr_err(
-                kind.name(),
-                format!("axes {axes:?} name the same axis twice"),
-            );
-        }
-        self.add_op(
-            Op::Reduce {
-                kind,
-                axes: ax,
-                keepdims,
-            },
-            &[x],
-        )
-    }
-
     /// Sum over `axes`.
-    pub fn sum(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
-        self.reduce(ReduceKind::Sum, x, axes, keepdims)
+    fn sum(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        reduce(self, ReduceKind::Sum, x, axes, keepdims)
     }
 
     /// Mean over `axes`.
-    pub fn mean(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
-        self.reduce(ReduceKind::Mean, x, axes, keepdims)
+    fn mean(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        reduce(self, ReduceKind::Mean, x, axes, keepdims)
     }
 
     /// Maximum over `axes`.
-    pub fn max(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
-        self.reduce(ReduceKind::Max, x, axes, keepdims)
+    fn max(&mut self, x: NodeId, axes: &[isize], keepdims: bool) -> Result<NodeId> {
+        reduce(self, ReduceKind::Max, x, axes, keepdims)
     }
 
     /// Sum of all elements, as a scalar.
-    pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId> {
+    fn sum_all(&mut self, x: NodeId) -> Result<NodeId> {
         let axes: Vec<isize> = (0..self.shape(x)?.len() as isize).collect();
         if axes.is_empty() {
             return Ok(x);
@@ -168,30 +164,30 @@ impl Graph {
 
     /// 1 at the argmax along `axis`, 0 elsewhere: the first maximum, or the
     /// last NaN where there is one (PyTorch's max-pooling rule; see `Op::FirstMaxMask`).
-    pub fn first_max_mask(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+    fn first_max_mask(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
         let axis = normalize_axis("first_max_mask", axis, self.shape(x)?.len())?;
         self.add_op(Op::FirstMaxMask { axis }, &[x])
     }
 
     /// `x`, with no gradient flowing back through it.
-    pub fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
+    fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
         self.add_op(Op::StopGradient, &[x])
     }
 
     /// Output `index` of the multi-output node `x` (e.g. 1: the indices of a max pool with indices).
-    pub fn output(&mut self, x: NodeId, index: usize) -> Result<NodeId> {
+    fn output(&mut self, x: NodeId, index: usize) -> Result<NodeId> {
         self.add_op(Op::Output { index }, &[x])
     }
 
     /// The same data with `shape` (one entry may be -1: inferred).
-    pub fn reshape(&mut self, x: NodeId, shape: &[isize]) -> Result<NodeId> {
+    fn reshape(&mut self, x: NodeId, shape: &[isize]) -> Result<NodeId> {
         let numel: usize = self.shape(x)?.iter().product();
         let shape = resolve_shape(numel, shape)?;
         self.add_op(Op::Reshape { shape }, &[x])
     }
 
     /// Element-wise transpose: output dim `i` is input dim `perm[i]`.
-    pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
+    fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
         self.add_op(
             Op::Transpose {
                 perm: perm.to_vec(),
@@ -201,7 +197,7 @@ impl Graph {
     }
 
     /// Numpy broadcast to `shape`.
-    pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+    fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
         self.add_op(
             Op::Broadcast {
                 shape: shape.to_vec(),
@@ -211,7 +207,7 @@ impl Graph {
     }
 
     /// `start..end` with `step` along `axis`.
-    pub fn slice(
+    fn slice(
         &mut self,
         x: NodeId,
         axis: isize,
@@ -232,7 +228,7 @@ impl Graph {
     }
 
     /// Constant padding with `(before, after)` per dimension.
-    pub fn pad(&mut self, x: NodeId, pads: &[(usize, usize)], value: f32) -> Result<NodeId> {
+    fn pad(&mut self, x: NodeId, pads: &[(usize, usize)], value: f32) -> Result<NodeId> {
         self.add_op(
             Op::Pad {
                 pads: pads.to_vec(),
@@ -243,7 +239,7 @@ impl Graph {
     }
 
     /// Concatenation along an existing axis.
-    pub fn concat(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
+    fn concat(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
         let rank = match xs.first() {
             Some(&x) => self.shape(x)?.len(),
             None => return attr_err("concat", "needs at least one operand"),
@@ -253,7 +249,7 @@ impl Graph {
     }
 
     /// Stacking along a new axis (`-1` appends it last).
-    pub fn stack(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
+    fn stack(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
         let rank = match xs.first() {
             Some(&x) => self.shape(x)?.len(),
             None => return attr_err("stack", "needs at least one operand"),
@@ -263,12 +259,12 @@ impl Graph {
     }
 
     /// im2col: `[N, C, *S]` → `[N, C, K, L]`.
-    pub fn unfold(&mut self, x: NodeId, window: Window) -> Result<NodeId> {
+    fn unfold(&mut self, x: NodeId, window: Window) -> Result<NodeId> {
         self.add_op(Op::Unfold(window), &[x])
     }
 
     /// col2im (scatter-add): `[N, C, K, L]` → `[N, C, *spatial]`.
-    pub fn fold(&mut self, x: NodeId, window: Window, spatial: &[usize]) -> Result<NodeId> {
+    fn fold(&mut self, x: NodeId, window: Window, spatial: &[usize]) -> Result<NodeId> {
         self.add_op(
             Op::Fold {
                 window,
@@ -279,26 +275,50 @@ impl Graph {
     }
 
     /// Batched matrix product.
-    pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+    fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         self.matmul_t(a, b, false, false)
     }
 
     /// Batched matrix product with either operand read transposed (last two axes).
-    pub fn matmul_t(
-        &mut self,
-        a: NodeId,
-        b: NodeId,
-        trans_a: bool,
-        trans_b: bool,
-    ) -> Result<NodeId> {
+    fn matmul_t(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId> {
         self.add_op(Op::MatMul { trans_a, trans_b }, &[a, b])
     }
 
     /// Inverted dropout with probability `p` and mask seed `seed`
     /// (identity when the executable runs in evaluation mode).
-    pub fn dropout(&mut self, x: NodeId, p: f32, seed: u64) -> Result<NodeId> {
+    fn dropout(&mut self, x: NodeId, p: f32, seed: u64) -> Result<NodeId> {
         self.add_op(Op::Dropout { p, seed }, &[x])
     }
+}
+
+/// A reduction over `axes` (negative axes count from the end; sorted, no repeats).
+fn reduce<B: OpBuilder + ?Sized>(
+    g: &mut B,
+    kind: ReduceKind,
+    x: NodeId,
+    axes: &[isize],
+    keepdims: bool,
+) -> Result<NodeId> {
+    let rank = g.shape(x)?.len();
+    let mut ax = axes
+        .iter()
+        .map(|&a| normalize_axis(kind.name(), a, rank))
+        .collect::<Result<Vec<_>>>()?;
+    ax.sort_unstable();
+    if ax.windows(2).any(|w| w[0] == w[1]) {
+        return attr_err(
+            kind.name(),
+            format!("axes {axes:?} name the same axis twice"),
+        );
+    }
+    g.add_op(
+        Op::Reduce {
+            kind,
+            axes: ax,
+            keepdims,
+        },
+        &[x],
+    )
 }
 
 /// Resolves a target shape with at most one `-1` against `numel` elements.
