@@ -18,11 +18,12 @@ use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
+use crate::ops::{Broadcast, Constant, Fill, Reshape, Transpose};
 
 /// The algebraic simplification pass.
 pub fn pass() -> RulePass {
-    let reshape = |o: &Op| matches!(o, Op::Reshape { .. });
-    let transpose = |o: &Op| matches!(o, Op::Transpose { .. });
+    let reshape = |o: &Op| matches!(o, Op::Reshape(Reshape { .. }));
+    let transpose = |o: &Op| matches!(o, Op::Transpose(Transpose { .. }));
     RulePass::new(
         "algebraic",
         vec![
@@ -35,7 +36,7 @@ pub fn pass() -> RulePass {
             ),
             Rule::new(
                 "broadcast_same_shape",
-                op(|o| matches!(o, Op::Broadcast { .. }))
+                op(|o| matches!(o, Op::Broadcast(Broadcast { .. })))
                     .bind("r")
                     .args([any().bind("x").same_shape_as("r")]),
                 to_x,
@@ -58,7 +59,7 @@ pub fn pass() -> RulePass {
             ),
             Rule::new(
                 "transpose_identity",
-                op(|o| matches!(o, Op::Transpose { perm } if is_identity(perm)))
+                op(|o| matches!(o, Op::Transpose(Transpose { perm }) if is_identity(perm)))
                     .args([any().bind("x")]),
                 to_x,
             ),
@@ -66,10 +67,14 @@ pub fn pass() -> RulePass {
                 "transpose_transpose",
                 op(transpose).args([op(transpose).bind("inner").args([any().bind("x")])]),
                 |p, m| {
-                    let (Op::Transpose { perm: outer }, Op::Transpose { perm: inner }) = (
+                    let (
+                        Op::Transpose(Transpose { perm: outer }),
+                        Op::Transpose(Transpose { perm: inner }),
+                    ) = (
                         &p.graph.node(m.root)?.op,
                         &p.graph.node(m.node("inner"))?.op,
-                    ) else {
+                    )
+                    else {
                         return Ok(None);
                     };
                     let perm: Vec<usize> = outer.iter().map(|&q| inner[q]).collect();
@@ -77,21 +82,21 @@ pub fn pass() -> RulePass {
                         return Ok(Some(Patch::replacing(m.root, m.node("x"))));
                     }
                     let mut patch = Patch::new();
-                    let new = patch.add(Op::Transpose { perm }, &[m.node("x").into()]);
+                    let new = patch.add(Op::Transpose(Transpose { perm }), &[m.node("x").into()]);
                     patch.replace(m.root, new);
                     Ok(Some(patch))
                 },
             ),
             Rule::new(
                 "right_identity",
-                op(|o| matches!(o, Op::Binary(b) if b.right_identity().is_some()))
+                op(|o| o.right_identity().is_some())
                     .bind("y")
                     .args([any().bind("x").same_shape_as("y"), any().bind("e")]),
                 |p, m| identity(p, m, |o| o.right_identity()),
             ),
             Rule::new(
                 "left_identity",
-                op(|o| matches!(o, Op::Binary(b) if b.left_identity().is_some()))
+                op(|o| o.left_identity().is_some())
                     .bind("y")
                     .args([any().bind("e"), any().bind("x").same_shape_as("y")]),
                 |p, m| identity(p, m, |o| o.left_identity()),
@@ -111,15 +116,10 @@ fn is_identity(perm: &[usize]) -> bool {
 
 /// `x` for the root when `e` is the root op's identity on that side (read by
 /// `side` from the binary op), bit for bit.
-fn identity(
-    p: &Program,
-    m: &Match,
-    side: fn(&crate::ops::BinaryOp) -> Option<f32>,
-) -> Result<Option<Patch>> {
-    let Op::Binary(b) = &p.graph.node(m.root)?.op else {
+fn identity(p: &Program, m: &Match, side: fn(&Op) -> Option<f32>) -> Result<Option<Patch>> {
+    let Some(e) = side(&p.graph.node(m.root)?.op) else {
         return Ok(None);
     };
-    let Some(e) = side(b) else { return Ok(None) };
     Ok(is_const(p, m.node("e"), e)?.then(|| Patch::replacing(m.root, m.node("x"))))
 }
 
@@ -128,8 +128,8 @@ fn identity(
 fn is_const(p: &Program, n: NodeId, v: f32) -> Result<bool> {
     let v = v.to_bits();
     Ok(match &p.graph.node(n)?.op {
-        Op::Fill { value, .. } => value.to_bits() == v,
-        Op::Constant { value } => value.data().iter().all(|&x| x.to_bits() == v),
+        Op::Fill(Fill { value, .. }) => value.to_bits() == v,
+        Op::Constant(Constant { value }) => value.data().iter().all(|&x| x.to_bits() == v),
         _ => false,
     })
 }

@@ -23,6 +23,7 @@ use super::pool_match::{
 use super::{Pass, Patch, Program, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
+use crate::ops::{self, AvgPoolBackward, Broadcast, Fill, Fold, Reshape, Unfold};
 use crate::ops::{AvgDivisor, BinaryOp, Op, PoolWindow, ReduceKind, Window};
 
 /// Fuses average pooling and its gradient.
@@ -44,7 +45,8 @@ fn scaled(p: &Program, n: NodeId) -> Result<Option<(NodeId, NodeId)>> {
 }
 
 fn is_fill(p: &Program, n: NodeId) -> Result<bool> {
-    Ok(matches!(p.graph.node(n)?.op, Op::Fill { .. }) && p.graph.shape(n)?.iter().all(|&d| d == 1))
+    Ok(matches!(p.graph.node(n)?.op, Op::Fill(Fill { .. }))
+        && p.graph.shape(n)?.iter().all(|&d| d == 1))
 }
 
 /// The divisor rule that node `d` stands for when it divides (or, as a
@@ -57,14 +59,14 @@ fn divisor(
     window: &PoolWindow,
     spatial: &[usize],
 ) -> Result<Option<AvgDivisor>> {
-    if let Op::Fill { value, .. } = p.graph.node(d)?.op {
+    if let Op::Fill(Fill { value, .. }) = p.graph.node(d)?.op {
         let inv = 1.0 / unfold.cells() as f32;
         return Ok((!divides && value == inv).then_some(AvgDivisor::Window));
     }
     let Some(uc) = window_reduce(p, d, ReduceKind::Sum)? else {
         return Ok(None);
     };
-    if p.graph.node(uc)?.op != Op::Unfold(unfold.clone()) {
+    if p.graph.node(uc)?.op != Op::Unfold(Unfold(unfold.clone())) {
         return Ok(None);
     }
     let Some(Windows {
@@ -75,7 +77,7 @@ fn divisor(
         return Ok(None);
     };
     let os = p.graph.shape(ones)?;
-    let is_ones = matches!(p.graph.node(ones)?.op, Op::Fill { value, .. } if value == 1.0)
+    let is_ones = matches!(p.graph.node(ones)?.op, Op::Fill(Fill { value, .. }) if value == 1.0)
         && os.len() == spatial.len() + 2
         && os[..2] == [1, 1];
     if !is_ones {
@@ -110,7 +112,7 @@ fn forward(p: &Program, n: NodeId) -> Result<Option<(NodeId, PoolWindow, AvgDivi
     } else {
         return Ok(None);
     };
-    let Op::Unfold(unfold) = p.graph.node(u)?.op.clone() else {
+    let Op::Unfold(Unfold(unfold)) = p.graph.node(u)?.op.clone() else {
         return Ok(None);
     };
     let Some(win) = windows(p, u, 0.0)? else {
@@ -141,16 +143,16 @@ struct GradMatch {
 
 /// The average-pool gradient that starts at fold `f`, if it is one.
 fn backward(p: &Program, f: NodeId) -> Result<Option<GradMatch>> {
-    let Op::Fold {
+    let Op::Fold(Fold {
         window: unfold,
         spatial,
-    } = p.graph.node(f)?.op.clone()
+    }) = p.graph.node(f)?.op.clone()
     else {
         return Ok(None);
     };
     let b = p.graph.operands(f)[0];
     let r = match p.graph.node(b)?.op {
-        Op::Broadcast { .. } => p.graph.operands(b)[0],
+        Op::Broadcast(Broadcast { .. }) => p.graph.operands(b)[0],
         _ => b,
     };
     let bs = p.graph.shape(b)?;
@@ -213,12 +215,12 @@ impl Pass for AvgPool {
             }
             let mut patch = Patch::new();
             let matched = if let Some((x, window, divisor, u)) = forward(p, n)? {
-                let pool = patch.add(Op::AvgPool { window, divisor }, &[x.into()]);
+                let pool = patch.add(Op::AvgPool(ops::AvgPool { window, divisor }), &[x.into()]);
                 if let Some(name) = name_after_unfold(p, u)? {
                     patch.name(pool, name);
                 }
                 let shape = p.graph.shape(n)?.to_vec();
-                let new = patch.add(Op::Reshape { shape }, &[pool]);
+                let new = patch.add(Op::Reshape(Reshape { shape }), &[pool]);
                 patch.replace(n, new);
                 [n, u]
             } else if let Some(GradMatch {
@@ -234,12 +236,12 @@ impl Pass for AvgPool {
                     continue;
                 };
                 let shape = pooled_dims(gs, &out);
-                let gy = patch.add(Op::Reshape { shape }, &[g.into()]);
-                let op = Op::AvgPoolBackward {
+                let gy = patch.add(Op::Reshape(Reshape { shape }), &[g.into()]);
+                let op = Op::AvgPoolBackward(AvgPoolBackward {
                     window,
                     divisor,
                     spatial,
-                };
+                });
                 let new = patch.add(op, &[gy]);
                 patch.replace(target, new);
                 [target, n]

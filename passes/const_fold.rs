@@ -8,6 +8,7 @@
 use super::{Pass, Patch, Program, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
+use crate::ops::{Constant, Fill};
 use crate::ops::{Op, RunCtx, View};
 use crate::tensor::Tensor;
 
@@ -26,8 +27,8 @@ pub struct ConstFold;
 fn value(p: &Program, n: NodeId) -> Result<Option<Vec<f32>>> {
     let node = p.graph.node(n)?;
     Ok(match &node.op {
-        Op::Constant { value } => Some(value.data().to_vec()),
-        Op::Fill { value, .. } => Some(vec![*value; node.shape.numel()]),
+        Op::Constant(Constant { value }) => Some(value.data().to_vec()),
+        Op::Fill(Fill { value, .. }) => Some(vec![*value; node.shape.numel()]),
         _ => None,
     })
 }
@@ -90,14 +91,14 @@ fn folded_value(p: &Program, id: NodeId) -> Result<Option<Op>> {
         .first()
         .is_some_and(|&f| out.iter().all(|&v| v.to_bits() == f.to_bits()));
     Ok(if uniform {
-        Some(Op::Fill {
+        Some(Op::Fill(Fill {
             shape,
             value: out[0],
-        })
+        }))
     } else if out.len() <= MAX_CONSTANT {
-        Some(Op::Constant {
+        Some(Op::Constant(Constant {
             value: Tensor::from_vec(shape, out)?,
-        })
+        }))
     } else {
         None
     })

@@ -11,6 +11,7 @@
 
 use super::pattern::{op, Rule, RulePass};
 use super::{Patch, Src};
+use crate::ops::Conv;
 use crate::ops::Op;
 
 /// Fuses activations into convolutions (rule `activation_into_conv`).
@@ -19,28 +20,29 @@ pub fn pass() -> RulePass {
         "conv_epilogue",
         vec![Rule::new(
             "activation_into_conv",
-            op(|o| matches!(o, Op::Unary(_)))
-                .args([op(|o| matches!(o, Op::Conv { .. })).bind("c").single_use()]),
+            op(|o| matches!(o, Op::Unary(_))).args([op(|o| matches!(o, Op::Conv(Conv { .. })))
+                .bind("c")
+                .single_use()]),
             |p, m| {
                 let (Op::Unary(u), c) = (&p.graph.node(m.root)?.op, m.node("c")) else {
                     return Ok(None);
                 };
                 let conv = p.graph.node(c)?;
-                let Op::Conv {
+                let Op::Conv(Conv {
                     window,
                     groups,
                     epilogue,
-                } = &conv.op
+                }) = &conv.op
                 else {
                     return Ok(None);
                 };
                 let mut epilogue = epilogue.clone();
                 epilogue.push(*u);
-                let op = Op::Conv {
+                let op = Op::Conv(Conv {
                     window: window.clone(),
                     groups: *groups,
                     epilogue,
-                };
+                });
                 let operands: Vec<Src> = p.graph.operands(c).into_iter().map(Src::from).collect();
                 let mut patch = Patch::new();
                 let new = patch.add(op, &operands);

@@ -16,6 +16,7 @@ use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{BinaryOp, Op};
+use crate::ops::{Conv, MatMul, Unfold};
 
 /// Fuses unfold + matmul convolutions (rule `unfold_matmul`; the bias add
 /// that is the matmul's only reader is folded in too).
@@ -31,13 +32,13 @@ pub fn pass() -> RulePass {
 
 /// Whether `o` is a matmul reading its operands transposed as `A`, `B` say.
 pub(super) fn matmul_t<const A: bool, const B: bool>(o: &Op) -> bool {
-    matches!(o, Op::MatMul { trans_a, trans_b } if *trans_a == A && *trans_b == B)
+    matches!(o, Op::MatMul(MatMul { trans_a, trans_b }) if *trans_a == A && *trans_b == B)
 }
 
 /// The im2col columns of a convolution's input: `unfold(x)`, maybe
 /// reshaped, binding the unfold as `u` and its input as `x`.
 pub(super) fn columns() -> Pat {
-    op(|o| matches!(o, Op::Unfold(_)))
+    op(|o| matches!(o, Op::Unfold(Unfold(_))))
         .bind("u")
         .args([any().bind("x")])
         .opt_reshape()
@@ -52,7 +53,7 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
         mt.node("u"),
         mt.node("x"),
     );
-    let Op::Unfold(window) = &p.graph.node(u)?.op else {
+    let Op::Unfold(Unfold(window)) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
     let ops = p.graph.operands(m);
@@ -82,11 +83,11 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     if !fits {
         return Ok(None);
     }
-    let op = Op::Conv {
+    let op = Op::Conv(Conv {
         window: window.clone(),
         groups,
         epilogue: vec![],
-    };
+    });
     let mut patch = Patch::new();
     let (target, new) = match bias_add(p, r, cout)? {
         Some((add, b)) => (add, patch.add(op, &[x.into(), w.into(), b.into()])),

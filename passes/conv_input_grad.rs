@@ -13,6 +13,7 @@ use super::pattern::{any, op, Match, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
 use crate::ops::Op;
+use crate::ops::{ConvInputGrad, Fold};
 
 /// Fuses convolution input gradients (rule `input_grad`).
 pub fn pass() -> RulePass {
@@ -20,7 +21,7 @@ pub fn pass() -> RulePass {
         any().opt_reshape().bind("w"),
         any().opt_reshape().bind("gy"),
     ]);
-    let pattern = op(|o| matches!(o, Op::Fold { .. })).args([matmul.opt_reshape()]);
+    let pattern = op(|o| matches!(o, Op::Fold(Fold { .. }))).args([matmul.opt_reshape()]);
     RulePass::new(
         "conv_input_grad",
         vec![Rule::new("input_grad", pattern, build)],
@@ -31,7 +32,7 @@ pub fn pass() -> RulePass {
 /// The fused gradient when every shape fits a grouped convolution's.
 fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     let (f, m, w, gy) = (mt.root, mt.node("m"), mt.node("w"), mt.node("gy"));
-    let Op::Fold { window, spatial } = &p.graph.node(f)?.op else {
+    let Op::Fold(Fold { window, spatial }) = &p.graph.node(f)?.op else {
         return Ok(None);
     };
     let mops = p.graph.operands(m);
@@ -60,11 +61,11 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     if !fits {
         return Ok(None);
     }
-    let op = Op::ConvInputGrad {
+    let op = Op::ConvInputGrad(ConvInputGrad {
         window: window.clone(),
         groups,
         spatial: spatial.clone(),
-    };
+    });
     let mut patch = Patch::new();
     let new = patch.add(op, &[w.into(), gy.into()]);
     patch.replace(f, new);

@@ -13,12 +13,13 @@ use super::conv_forward::{columns, matmul_t};
 use super::pattern::{any, op, Match, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
+use crate::ops::{ConvKernelGrad, Reduce, Reshape, Unfold};
 use crate::ops::{Op, ReduceKind};
 
 /// Fuses convolution weight gradients (rule `kernel_grad`).
 pub fn pass() -> RulePass {
-    let pattern = op(|o| matches!(o, Op::Reshape { .. })).args([op(
-        |o| matches!(o, Op::Reduce { kind: ReduceKind::Sum, axes, keepdims: true } if axes == &[0]),
+    let pattern = op(|o| matches!(o, Op::Reshape(Reshape { .. }))).args([op(
+        |o| matches!(o, Op::Reduce(Reduce { kind: ReduceKind::Sum, axes, keepdims: true }) if axes == &[0]),
     )
     .args([op(matmul_t::<false, true>)
         .bind("m")
@@ -39,7 +40,7 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
         mt.node("x"),
         mt.node("gy"),
     );
-    let Op::Unfold(window) = &p.graph.node(u)?.op else {
+    let Op::Unfold(Unfold(window)) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
     let mops = p.graph.operands(m);
@@ -68,10 +69,10 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     if !fits {
         return Ok(None);
     }
-    let op = Op::ConvKernelGrad {
+    let op = Op::ConvKernelGrad(ConvKernelGrad {
         window: window.clone(),
         groups,
-    };
+    });
     let mut patch = Patch::new();
     let new = patch.add(op, &[x.into(), gy.into()]);
     patch.replace(dw, new);

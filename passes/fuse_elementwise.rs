@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::fused::{fused_shape, repeats_into, Instr, MAX_INSTRS};
 use crate::ops::Op;
+use crate::ops::{Fill, Fused};
 use std::collections::{HashMap, HashSet};
 
 /// Fuses element-wise chains.
@@ -74,7 +75,7 @@ impl Group {
                 && p.single_use(n)
                 && elementwise(p, n)?);
         let reg = match (&node.op, fold_in) {
-            (Op::Fill { value, .. }, _)
+            (Op::Fill(Fill { value, .. }), _)
                 if node.shape.numel() == 1 || node.shape.dims() == root_shape =>
             {
                 self.push(Instr::Const(*value))
@@ -94,7 +95,7 @@ impl Group {
                     Op::Unary(u) => self.push(Instr::Unary(*u, r[0])),
                     Op::Binary(b) => self.push(Instr::Binary(*b, r[0], r[1])),
                     Op::Select => self.push(Instr::Select(r[0], r[1], r[2])),
-                    Op::Fused { expr } => self.inline(expr, &r),
+                    Op::Fused(Fused { expr }) => self.inline(expr, &r),
                     _ => unreachable!("elementwise() admits only these ops"),
                 }
             }
@@ -146,7 +147,7 @@ impl Pass for FuseElementwise {
             };
             let mut patch = Patch::new();
             let operands: Vec<Src> = group.operands.iter().map(|&o| o.into()).collect();
-            let new = patch.add(Op::Fused { expr: group.expr }, &operands);
+            let new = patch.add(Op::Fused(Fused { expr: group.expr }), &operands);
             patch.replace(n, new);
             let matched: Vec<NodeId> = std::iter::once(n)
                 .chain(group.absorbed.iter().copied())

@@ -8,6 +8,7 @@ use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
+use crate::ops::{MatMul, Permute, Transpose};
 
 /// Folds last-two-axes transposes into matmul flags (rule
 /// `transpose_into_matmul`).
@@ -16,9 +17,9 @@ pub fn pass() -> RulePass {
         "matmul_transpose",
         vec![Rule::new(
             "transpose_into_matmul",
-            op(|o| matches!(o, Op::MatMul { .. })).args([any().bind("a"), any().bind("b")]),
+            op(|o| matches!(o, Op::MatMul(MatMul { .. }))).args([any().bind("a"), any().bind("b")]),
             |p, m| {
-                let Op::MatMul { trans_a, trans_b } = p.graph.node(m.root)?.op else {
+                let Op::MatMul(MatMul { trans_a, trans_b }) = p.graph.node(m.root)?.op else {
                     return Ok(None);
                 };
                 let (a, b) = (m.node("a"), m.node("b"));
@@ -26,10 +27,10 @@ pub fn pass() -> RulePass {
                 if sa.is_none() && sb.is_none() {
                     return Ok(None);
                 }
-                let op = Op::MatMul {
+                let op = Op::MatMul(MatMul {
                     trans_a: trans_a ^ sa.is_some(),
                     trans_b: trans_b ^ sb.is_some(),
-                };
+                });
                 let mut patch = Patch::new();
                 let new = patch.add(op, &[sa.unwrap_or(a).into(), sb.unwrap_or(b).into()]);
                 patch.replace(m.root, new);
@@ -41,7 +42,8 @@ pub fn pass() -> RulePass {
 
 /// If `x` is a transpose that swaps exactly the last two axes, its operand.
 fn swapped_source(p: &Program, x: NodeId) -> Result<Option<NodeId>> {
-    if let Op::Transpose { perm } | Op::Permute { perm } = &p.graph.node(x)?.op {
+    if let Op::Transpose(Transpose { perm }) | Op::Permute(Permute { perm }) = &p.graph.node(x)?.op
+    {
         let r = perm.len();
         let swaps_last_two = r >= 2
             && perm[r - 2] == r - 1

@@ -23,6 +23,10 @@ use super::pool_match::{
 use super::{Pass, Patch, Program, Rewriter, Src};
 use crate::error::Result;
 use crate::graph::NodeId;
+use crate::ops::{
+    self, Broadcast, Constant, Fill, FirstMaxMask, Fold, MaxPoolBackward, MaxPoolWithIndices,
+    Output, Reshape, Unfold,
+};
 use crate::ops::{Op, ReduceKind};
 use std::collections::HashSet;
 
@@ -50,7 +54,7 @@ fn mask_selects_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<Node
     };
     let ms = p.graph.shape(mask)?;
     let g = match p.graph.node(other)?.op {
-        Op::Broadcast { .. } => p.graph.operands(other)[0],
+        Op::Broadcast(Broadcast { .. }) => p.graph.operands(other)[0],
         _ => other,
     };
     let want = [ms[0], ms[1], 1, ms[3]];
@@ -61,8 +65,8 @@ fn mask_selects_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<Node
 /// alike in the fold).
 fn is_zero(p: &Program, n: NodeId) -> Result<bool> {
     Ok(match &p.graph.node(n)?.op {
-        Op::Fill { value, .. } => *value == 0.0,
-        Op::Constant { value } => value.data().iter().all(|&v| v == 0.0),
+        Op::Fill(Fill { value, .. }) => *value == 0.0,
+        Op::Constant(Constant { value }) => value.data().iter().all(|&v| v == 0.0),
         _ => false,
     })
 }
@@ -83,7 +87,10 @@ fn uses(p: &Program, live: &HashSet<NodeId>, u: NodeId, win: &Windows) -> Result
         if window_reduce(p, user, ReduceKind::Max)? == Some(u) {
             found.push(Use::Max(user));
         }
-        if !matches!(p.graph.node(user)?.op, Op::FirstMaxMask { axis: 2 }) {
+        if !matches!(
+            p.graph.node(user)?.op,
+            Op::FirstMaxMask(FirstMaxMask { axis: 2 })
+        ) {
             continue;
         }
         for m in users(user) {
@@ -92,7 +99,7 @@ fn uses(p: &Program, live: &HashSet<NodeId>, u: NodeId, win: &Windows) -> Result
             };
             for f in users(m) {
                 let folds_back = matches!(&p.graph.node(f)?.op,
-                    Op::Fold { window, spatial: s } if Op::Unfold(window.clone()) == unfold && *s == spatial);
+                    Op::Fold(Fold { window, spatial: s }) if Op::Unfold(Unfold(window.clone())) == unfold && *s == spatial);
                 if !folds_back {
                     continue;
                 }
@@ -131,8 +138,8 @@ impl Pass for MaxPool {
             let found = uses(p, &live, u, &win)?;
             let needs_indices = found.iter().any(|f| matches!(f, Use::Grad(..)));
             let op = match needs_indices {
-                true => Op::MaxPoolWithIndices(win.window.clone()),
-                false => Op::MaxPool(win.window.clone()),
+                true => Op::MaxPoolWithIndices(MaxPoolWithIndices(win.window.clone())),
+                false => Op::MaxPool(ops::MaxPool(win.window.clone())),
             };
             let xs = p.graph.shape(win.x)?.to_vec();
             let Ok(pooled) = op.infer_shape(&[&xs]) else {
@@ -157,22 +164,22 @@ impl Pass for MaxPool {
                 let target = match f {
                     Use::Max(m) => {
                         let values = match needs_indices {
-                            true => patch.add(Op::Output { index: 0 }, &[at]),
+                            true => patch.add(Op::Output(Output { index: 0 }), &[at]),
                             false => at,
                         };
                         let shape = p.graph.shape(m)?.to_vec();
-                        let new = patch.add(Op::Reshape { shape }, &[values]);
+                        let new = patch.add(Op::Reshape(Reshape { shape }), &[values]);
                         patch.replace(m, new);
                         m
                     }
                     Use::Grad(target, g) => {
                         let shape = pooled_dims(&xs, &pooled[2..]);
-                        let gy = patch.add(Op::Reshape { shape }, &[g.into()]);
-                        let indices = patch.add(Op::Output { index: 1 }, &[at]);
-                        let op = Op::MaxPoolBackward {
+                        let gy = patch.add(Op::Reshape(Reshape { shape }), &[g.into()]);
+                        let indices = patch.add(Op::Output(Output { index: 1 }), &[at]);
+                        let op = Op::MaxPoolBackward(MaxPoolBackward {
                             window: win.window.clone(),
                             spatial: xs[2..].to_vec(),
-                        };
+                        });
                         let new = patch.add(op, &[gy, indices]);
                         patch.replace(target, new);
                         target

@@ -5,6 +5,7 @@
 use super::pattern::{any, op, Rule, RulePass};
 use super::Patch;
 use crate::ops::Op;
+use crate::ops::{Permute, Transpose};
 
 /// Turns every transpose into a permute (rule `transpose_to_permute`).
 pub fn pass() -> RulePass {
@@ -12,13 +13,16 @@ pub fn pass() -> RulePass {
         "permute",
         vec![Rule::new(
             "transpose_to_permute",
-            op(|o| matches!(o, Op::Transpose { .. })).args([any().bind("x")]),
+            op(|o| matches!(o, Op::Transpose(Transpose { .. }))).args([any().bind("x")]),
             |p, m| {
-                let Op::Transpose { perm } = &p.graph.node(m.root)?.op else {
+                let Op::Transpose(Transpose { perm }) = &p.graph.node(m.root)?.op else {
                     return Ok(None);
                 };
                 let mut patch = Patch::new();
-                let new = patch.add(Op::Permute { perm: perm.clone() }, &[m.node("x").into()]);
+                let new = patch.add(
+                    Op::Permute(Permute { perm: perm.clone() }),
+                    &[m.node("x").into()],
+                );
                 patch.replace(m.root, new);
                 Ok(Some(patch))
             },

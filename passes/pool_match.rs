@@ -5,6 +5,7 @@ use super::Program;
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{Op, PoolWindow, ReduceKind};
+use crate::ops::{Pad, Reduce, Slice, Unfold};
 
 /// `(before, after)` per spatial dim.
 pub(super) type Pads = Vec<(usize, usize)>;
@@ -22,7 +23,7 @@ pub(super) struct Windows {
 /// (or, failing that, `p` itself is the pooled input), and the unfold's own
 /// zero padding counts only when `pad_value` is 0.
 pub(super) fn windows(p: &Program, u: NodeId, pad_value: f32) -> Result<Option<Windows>> {
-    let Op::Unfold(w) = &p.graph.node(u)?.op else {
+    let Op::Unfold(Unfold(w)) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
     if w.padding.iter().any(|&q| q > 0) && pad_value != 0.0 {
@@ -30,7 +31,7 @@ pub(super) fn windows(p: &Program, u: NodeId, pad_value: f32) -> Result<Option<W
     }
     let src = p.graph.operands(u)[0];
     let (x, explicit) = match &p.graph.node(src)?.op {
-        Op::Pad { pads, value }
+        Op::Pad(Pad { pads, value })
             if value.to_bits() == pad_value.to_bits() && pads[..2] == [(0, 0), (0, 0)] =>
         {
             (p.graph.operands(src)[0], pads[2..].to_vec())
@@ -60,11 +61,11 @@ pub(super) fn windows(p: &Program, u: NodeId, pad_value: f32) -> Result<Option<W
 /// of a `[N, C, K, L]` tensor (the window axis of an unfold).
 pub(super) fn window_reduce(p: &Program, n: NodeId, kind: ReduceKind) -> Result<Option<NodeId>> {
     Ok(match &p.graph.node(n)?.op {
-        Op::Reduce {
+        Op::Reduce(Reduce {
             kind: k,
             axes,
             keepdims: false,
-        } if *k == kind && axes == &[2] => Some(p.graph.operands(n)[0]),
+        }) if *k == kind && axes == &[2] => Some(p.graph.operands(n)[0]),
         _ => None,
     })
 }
@@ -82,12 +83,12 @@ pub(super) fn crop_chain(p: &Program, f: NodeId) -> Result<Vec<(NodeId, Pads)>> 
             break;
         }
         let user = p.graph.users(cur)[0];
-        let Op::Slice {
+        let Op::Slice(Slice {
             axis,
             start,
             end,
             step: 1,
-        } = p.graph.node(user)?.op
+        }) = p.graph.node(user)?.op
         else {
             break;
         };

@@ -5,6 +5,7 @@
 //! for bit (NaN equal to NaN).
 
 use kiln::nn::{self, Layer};
+use kiln::ops::{AvgPool, Conv, Fill};
 use kiln::optim::{Adam, Sgd};
 use kiln::passes::{Pass, Patch, Rewriter};
 use kiln::OpBuilder;
@@ -137,12 +138,12 @@ impl Pass for Zeroes {
     fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
         let p = rw.program();
         let old = p.outputs[0];
-        if matches!(p.graph.node(old)?.op, Op::Fill { .. }) {
+        if matches!(p.graph.node(old)?.op, Op::Fill(Fill { .. })) {
             return Ok(0);
         }
         let shape = p.graph.shape(old)?.to_vec();
         let mut patch = Patch::new();
-        let zeros = patch.add(Op::Fill { shape, value: 0.0 }, &[]);
+        let zeros = patch.add(Op::Fill(Fill { shape, value: 0.0 }), &[]);
         patch.replace(old, zeros);
         Ok(rw.apply("zeroes", &[old], patch)?.map_or(0, |_| 1))
     }
@@ -356,11 +357,11 @@ const CASES: &[Case] = &[
         err(compile_with(&g, &[x], &[], &o))
     }),
     ("`Op::Conv` with a 0-D window: its name, then `add_op`", || {
-        let op = Op::Conv {
+        let op = Op::Conv(Conv {
             window: Window::new(&[]),
             groups: 1,
             epilogue: vec![],
-        };
+        });
         let mut g = Graph::new();
         let (x, w) = (g.input("x", [1, 1]).unwrap(), g.input("w", [1, 1]).unwrap());
         format!("`{}`; {}", op.name(), err(g.add_op(op.clone(), &[x, w])))
@@ -453,7 +454,7 @@ const CASES: &[Case] = &[
         let mut g = Graph::new();
         let x = g.input("x", [1, 1, 2, 2]).unwrap();
         let big = 1usize << 31;
-        let op = Op::AvgPool {
+        let op = Op::AvgPool(AvgPool {
             window: kiln::ops::PoolWindow {
                 kernel: vec![big, big],
                 stride: vec![1, 1],
@@ -461,7 +462,7 @@ const CASES: &[Case] = &[
                 pads: vec![(big / 2, big / 2); 2],
             },
             divisor: kiln::ops::AvgDivisor::RealCells,
-        };
+        });
         let y = g.add_op(op, &[x]).unwrap();
         let r = both(&g, &[y], &[("x", &t(&[1, 1, 2, 2], &[1., 2., 3., 4.]))]).remove(0);
         // each of the 3x3 windows holds all four cells (edge windows are

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
+use kiln::ops::{AvgPool, MaxPool, MaxPoolBackward, MaxPoolWithIndices};
 use kiln::OpBuilder;
 use kiln::{compile, Graph, Init, KilnError, Tensor, Window};
 
@@ -259,7 +260,10 @@ fn multi_output_ops_are_read_through_output_nodes() {
         pads: vec![(0, 0), (0, 0)],
     };
     let pool = g
-        .add_op(kiln::Op::MaxPoolWithIndices(window.clone()), &[x])
+        .add_op(
+            kiln::Op::MaxPoolWithIndices(MaxPoolWithIndices(window.clone())),
+            &[x],
+        )
         .unwrap();
     has_all(
         &msg(g.relu(pool)),
@@ -282,10 +286,10 @@ fn multi_output_ops_are_read_through_output_nodes() {
     // shape rules of the fused pooling ops name the op and the operand
     let gy = g.input("gy", [1, 2, 3, 3]).unwrap();
     let idx = g.output(pool, 1).unwrap();
-    let back = kiln::Op::MaxPoolBackward {
+    let back = kiln::Op::MaxPoolBackward(MaxPoolBackward {
         window,
         spatial: vec![4, 4],
-    };
+    });
     has_all(
         &msg(g.add_op(back, &[gy, idx])),
         &[
@@ -303,17 +307,17 @@ fn multi_output_ops_are_read_through_output_nodes() {
     };
     has_all(
         &msg(g.add_op(
-            kiln::Op::AvgPool {
+            kiln::Op::AvgPool(AvgPool {
                 window: big,
                 divisor: kiln::ops::AvgDivisor::Window,
-            },
+            }),
             &[x],
         )),
         &["avgpool2d", "spans 5", "larger than the padded input 4"],
     );
     let flat = g.input("flat", [2, 16]).unwrap();
     has_all(
-        &msg(g.add_op(kiln::Op::MaxPool(window_2x2()), &[flat])),
+        &msg(g.add_op(kiln::Op::MaxPool(MaxPool(window_2x2())), &[flat])),
         &["maxpool2d", "[2, 16]", "rank 4"],
     );
 }

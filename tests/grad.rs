@@ -10,6 +10,10 @@ mod common;
 use common::*;
 use kiln::nn::{self, Layer, Reduction};
 use kiln::ops::{AvgDivisor, PoolWindow};
+use kiln::ops::{
+    AvgPool, AvgPoolBackward, Conv, ConvInputGrad, ConvKernelGrad, Fill, FirstMaxMask, Fused,
+    MaxPool, MaxPoolBackward, MaxPoolWithIndices,
+};
 use kiln::OpBuilder;
 use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
 
@@ -487,7 +491,7 @@ fn unused_branches_get_no_backward_nodes() {
         );
     }
     // w's gradient is a zero fill
-    assert!(matches!(g.node(grads[1]).unwrap().op, Op::Fill { value, .. } if value == 0.0));
+    assert!(matches!(g.node(grads[1]).unwrap().op, Op::Fill(Fill { value, .. }) if value == 0.0));
     let out = compile(&g, &grads)
         .unwrap()
         .run(&[
@@ -585,11 +589,11 @@ fn fused_conv_op_vjp() {
         ],
         |g, x| {
             g.add_op(
-                Op::Conv {
+                Op::Conv(Conv {
                     window: w2.clone(),
                     groups: 2,
                     epilogue: vec![],
-                },
+                }),
                 &[x[0], x[1], x[2]],
             )
         },
@@ -602,11 +606,11 @@ fn fused_conv_op_vjp() {
     };
     check(vec![rand(&[2, 3, 9], 4), small(&[2, 3, 3], 5)], |g, x| {
         g.add_op(
-            Op::Conv {
+            Op::Conv(Conv {
                 window: w1.clone(),
                 groups: 1,
                 epilogue: vec![kiln::ops::UnaryOp::Tanh],
-            },
+            }),
             &[x[0], x[1]],
         )
     });
@@ -625,10 +629,10 @@ fn fused_conv_gradient_ops_vjp() {
         vec![rand(&[2, 4, 6, 5], 1), rand(&[2, 6, 3, 3], 2)],
         |g, x| {
             g.add_op(
-                Op::ConvKernelGrad {
+                Op::ConvKernelGrad(ConvKernelGrad {
                     window: w2.clone(),
                     groups: 2,
-                },
+                }),
                 &[x[0], x[1]],
             )
         },
@@ -638,11 +642,11 @@ fn fused_conv_gradient_ops_vjp() {
         vec![small(&[6, 2, 3, 2], 3), rand(&[2, 6, 3, 3], 4)],
         |g, x| {
             g.add_op(
-                Op::ConvInputGrad {
+                Op::ConvInputGrad(ConvInputGrad {
                     window: w2.clone(),
                     groups: 2,
                     spatial: vec![6, 5],
-                },
+                }),
                 &[x[0], x[1]],
             )
         },
@@ -655,20 +659,20 @@ fn fused_conv_gradient_ops_vjp() {
     };
     check(vec![rand(&[2, 2, 7], 5), rand(&[2, 3, 5], 6)], |g, x| {
         g.add_op(
-            Op::ConvKernelGrad {
+            Op::ConvKernelGrad(ConvKernelGrad {
                 window: w1.clone(),
                 groups: 1,
-            },
+            }),
             &[x[0], x[1]],
         )
     });
     check(vec![small(&[3, 2, 3], 7), rand(&[2, 3, 5], 8)], |g, x| {
         g.add_op(
-            Op::ConvInputGrad {
+            Op::ConvInputGrad(ConvInputGrad {
                 window: w1.clone(),
                 groups: 1,
                 spatial: vec![7],
-            },
+            }),
             &[x[0], x[1]],
         )
     });
@@ -700,11 +704,14 @@ fn fused_pool_ops_vjp() {
     ];
     for (w, xshape) in cases {
         check(vec![distinct(&xshape, 1)], |g, x| {
-            let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x[0]])?;
+            let pool = g.add_op(
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(w.clone())),
+                &[x[0]],
+            )?;
             g.output(pool, 0)
         });
         check(vec![distinct(&xshape, 1)], |g, x| {
-            g.add_op(Op::MaxPool(w.clone()), &[x[0]])
+            g.add_op(Op::MaxPool(MaxPool(w.clone())), &[x[0]])
         });
         for divisor in [
             AvgDivisor::Window,
@@ -713,10 +720,10 @@ fn fused_pool_ops_vjp() {
         ] {
             check(vec![rand(&xshape, 2)], |g, x| {
                 g.add_op(
-                    Op::AvgPool {
+                    Op::AvgPool(AvgPool {
                         window: w.clone(),
                         divisor,
-                    },
+                    }),
                     &[x[0]],
                 )
             });
@@ -728,23 +735,23 @@ fn fused_pool_ops_vjp() {
         let xv = distinct(&xshape, 3);
         check(vec![rand(&ys, 4)], |g, gy| {
             let x = g.constant(xv.clone())?;
-            let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x])?;
+            let pool = g.add_op(Op::MaxPoolWithIndices(MaxPoolWithIndices(w.clone())), &[x])?;
             let indices = g.output(pool, 1)?;
             g.add_op(
-                Op::MaxPoolBackward {
+                Op::MaxPoolBackward(MaxPoolBackward {
                     window: w.clone(),
                     spatial: spatial.clone(),
-                },
+                }),
                 &[gy[0], indices],
             )
         });
         check(vec![rand(&ys, 5)], |g, gy| {
             g.add_op(
-                Op::AvgPoolBackward {
+                Op::AvgPoolBackward(AvgPoolBackward {
                     window: w.clone(),
                     divisor: AvgDivisor::RealCells,
                     spatial: spatial.clone(),
-                },
+                }),
                 &[gy[0]],
             )
         });
@@ -773,7 +780,7 @@ fn stop_gradient_is_the_identity_with_no_gradient() {
     assert!(g
         .node_ids()
         .iter()
-        .all(|&n| !matches!(g.node(n).unwrap().op, Op::FirstMaxMask { .. })));
+        .all(|&n| !matches!(g.node(n).unwrap().op, Op::FirstMaxMask(FirstMaxMask { .. }))));
 }
 
 #[test]
@@ -798,6 +805,6 @@ fn fused_elementwise_op_vjp() {
     ];
     check(
         vec![away_from_zero(&[2, 5], 1), rand(&[2, 5], 2), rand(&[1], 3)],
-        |g, x| g.add_op(Op::Fused { expr: expr.clone() }, x),
+        |g, x| g.add_op(Op::Fused(Fused { expr: expr.clone() }), x),
     );
 }

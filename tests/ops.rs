@@ -5,6 +5,9 @@ use common::*;
 use kiln::ops::matmul::matmul_reference;
 use kiln::ops::PoolWindow;
 use kiln::ops::View;
+use kiln::ops::{
+    Dropout, Fill, Input, MatMul, MaxPoolBackward, MaxPoolWithIndices, Output, Reshape,
+};
 use kiln::OpBuilder;
 use kiln::{compile, Graph, Op, Tensor, Window};
 
@@ -422,7 +425,9 @@ fn matmul_transpose_flags_equal_explicit_transposes() {
 /// Values and indices of a fused max pool over `x` (compiled as built: no pass applies).
 fn max_pool_with_indices(x: &Tensor, window: PoolWindow) -> (Tensor, Tensor) {
     let (mut g, xi) = graph_with_input(x.shape());
-    let pool = g.add_op(Op::MaxPoolWithIndices(window), &[xi]).unwrap();
+    let pool = g
+        .add_op(Op::MaxPoolWithIndices(MaxPoolWithIndices(window)), &[xi])
+        .unwrap();
     let (v, i) = (g.output(pool, 0).unwrap(), g.output(pool, 1).unwrap());
     let mut out = compile(&g, &[v, i]).unwrap().run(&[("x", x)]).unwrap();
     let i = out.pop().unwrap();
@@ -474,14 +479,16 @@ fn max_pool_with_indices_returns_pytorch_style_flat_indices() {
         ))
         .unwrap();
     let w = square(2, 1, (0, 0));
-    let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x]).unwrap();
+    let pool = g
+        .add_op(Op::MaxPoolWithIndices(MaxPoolWithIndices(w.clone())), &[x])
+        .unwrap();
     let idx = g.output(pool, 1).unwrap();
     let gx = g
         .add_op(
-            Op::MaxPoolBackward {
+            Op::MaxPoolBackward(MaxPoolBackward {
                 window: w,
                 spatial: vec![3, 3],
-            },
+            }),
             &[gy, idx],
         )
         .unwrap();
@@ -572,22 +579,25 @@ fn op_facts() {
     use kiln::ops::{BinaryOp, UnaryOp};
     let relu = Op::Unary(UnaryOp::Relu);
     let add = Op::Binary(BinaryOp::Add);
-    let matmul = Op::MatMul {
+    let matmul = Op::MatMul(MatMul {
         trans_a: false,
         trans_b: false,
-    };
-    let input = Op::Input { name: "x".into() };
-    let fill = Op::Fill {
+    });
+    let input = Op::Input(Input { name: "x".into() });
+    let fill = Op::Fill(Fill {
         shape: vec![2],
         value: 1.0,
-    };
+    });
     assert!(relu.is_elementwise() && add.is_elementwise() && Op::Select.is_elementwise());
     assert!(!matmul.is_elementwise() && !input.is_elementwise());
     assert!(input.is_interface() && !fill.is_interface() && !relu.is_interface());
     assert!(fill.is_constant() && !input.is_constant());
-    assert!(Op::Dropout { p: 0.5, seed: 1 }.is_random() && !relu.is_random());
-    assert_eq!(Op::Output { index: 1 }.view_offset(6), Some(6));
-    assert_eq!(Op::Reshape { shape: vec![6] }.view_offset(6), Some(0));
+    assert!(Op::Dropout(Dropout { p: 0.5, seed: 1 }).is_random() && !relu.is_random());
+    assert_eq!(Op::Output(Output { index: 1 }).view_offset(6), Some(6));
+    assert_eq!(
+        Op::Reshape(Reshape { shape: vec![6] }).view_offset(6),
+        Some(0)
+    );
     assert_eq!(Op::StopGradient.view_offset(6), Some(0));
     assert_eq!(relu.view_offset(6), None);
 }

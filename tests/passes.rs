@@ -11,6 +11,11 @@ use kiln::compile::{optimize, optimize_with};
 use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
+use kiln::ops::{
+    AvgPool, AvgPoolBackward, Broadcast, Constant, Conv, ConvInputGrad, ConvKernelGrad, Dropout,
+    Fill, FirstMaxMask, Fold, Fused, MatMul, MaxPool, MaxPoolBackward, MaxPoolWithIndices, Output,
+    Permute, Reshape, Transpose, Unfold,
+};
 use kiln::passes::PassManager;
 use kiln::OpBuilder;
 use kiln::Program;
@@ -94,7 +99,10 @@ fn algebraic_collapses_reshapes_transposes_and_identities() {
     for i in 2..5 {
         assert_ne!(after.outputs[i], x, "output {i} turns −0.0 into +0.0: kept");
     }
-    assert_eq!(count(&after, |o| matches!(o, Op::Reshape { .. })), 1);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Reshape(Reshape { .. }))),
+        1
+    );
 }
 
 #[test]
@@ -114,14 +122,17 @@ fn matmul_transpose_reads_operands_by_strides() {
     assert_eq!(
         count(&after, |o| matches!(
             o,
-            Op::MatMul {
+            Op::MatMul(MatMul {
                 trans_a: false,
                 trans_b: true
-            }
+            })
         )),
         1
     );
-    assert_eq!(count(&after, |o| matches!(o, Op::Transpose { .. })), 0);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Transpose(Transpose { .. }))),
+        0
+    );
 }
 
 #[test]
@@ -132,8 +143,14 @@ fn permute_replaces_elementwise_transposes() {
     let b = g.transpose(x, &[2, 0, 1]).unwrap();
     let (text, after) = rewrite("permute", g, vec![a, b], &[("x", &rand(&[2, 3, 4], 3))]);
     insta::assert_snapshot!("pass_permute", text);
-    assert_eq!(count(&after, |o| matches!(o, Op::Permute { .. })), 2);
-    assert_eq!(count(&after, |o| matches!(o, Op::Transpose { .. })), 0);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Permute(Permute { .. }))),
+        2
+    );
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Transpose(Transpose { .. }))),
+        0
+    );
 }
 
 #[test]
@@ -340,7 +357,10 @@ fn cnn_training_step_compiled_equals_unrewritten() {
 fn is_generic_window_op(o: &Op) -> bool {
     matches!(
         o,
-        Op::Transpose { .. } | Op::Unfold(_) | Op::Fold { .. } | Op::FirstMaxMask { .. }
+        Op::Transpose(Transpose { .. })
+            | Op::Unfold(Unfold(_))
+            | Op::Fold(Fold { .. })
+            | Op::FirstMaxMask(FirstMaxMask { .. })
     )
 }
 
@@ -391,39 +411,55 @@ fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mas
             _ => (0, 0, 0),
         };
         // graphs without the pool's gradient compute no indices
-        let values_only = |p: &Program| count(p, |o| matches!(o, Op::MaxPool(_)));
-        let with_indices = |p: &Program| count(p, |o| matches!(o, Op::MaxPoolWithIndices(_)));
+        let values_only = |p: &Program| count(p, |o| matches!(o, Op::MaxPool(MaxPool(_))));
+        let with_indices = |p: &Program| {
+            count(p, |o| {
+                matches!(o, Op::MaxPoolWithIndices(MaxPoolWithIndices(_)))
+            })
+        };
         assert_eq!(values_only(&forward), max_pools, "{name} forward");
         assert_eq!(with_indices(&forward), 0, "{name} forward");
         assert_eq!(values_only(&train), 0, "{name} train");
         assert_eq!(with_indices(&train), max_pools, "{name} train");
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::Conv { .. })),
+            fused(&both, |o| matches!(o, Op::Conv(Conv { .. }))),
             convs,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::ConvKernelGrad { .. })),
+            fused(&both, |o| matches!(
+                o,
+                Op::ConvKernelGrad(ConvKernelGrad { .. })
+            )),
             convs,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::MaxPoolWithIndices(_))),
+            fused(&both, |o| matches!(
+                o,
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(_))
+            )),
             max_pools,
             "{name}: one sweep gives values and indices"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::MaxPoolBackward { .. })),
+            fused(&both, |o| matches!(
+                o,
+                Op::MaxPoolBackward(MaxPoolBackward { .. })
+            )),
             max_pools,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::AvgPool { .. })),
+            fused(&both, |o| matches!(o, Op::AvgPool(AvgPool { .. }))),
             avg_pools,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::AvgPoolBackward { .. })),
+            fused(&both, |o| matches!(
+                o,
+                Op::AvgPoolBackward(AvgPoolBackward { .. })
+            )),
             avg_pools,
             "{name}"
         );
@@ -462,8 +498,20 @@ fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
         let y = layer.build(&mut g, x).unwrap();
         let p = optimized_forward_backward(g, x, y);
         assert_eq!(count(&p, is_generic_window_op), 0, "{layer:?}");
-        assert_eq!(count(&p, |o| matches!(o, Op::MaxPoolWithIndices(_))), 1);
-        assert_eq!(count(&p, |o| matches!(o, Op::MaxPoolBackward { .. })), 1);
+        assert_eq!(
+            count(&p, |o| matches!(
+                o,
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(_))
+            )),
+            1
+        );
+        assert_eq!(
+            count(&p, |o| matches!(
+                o,
+                Op::MaxPoolBackward(MaxPoolBackward { .. })
+            )),
+            1
+        );
         assert_equivalent(&layer, &shape, true);
     }
     let avg_pools: Vec<(nn::AvgPool2d, [usize; 4], AvgDivisor)> = vec![
@@ -510,7 +558,7 @@ fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
         assert_eq!(
             count(
                 &p,
-                |o| matches!(o, Op::AvgPool { divisor: d, .. } if *d == divisor)
+                |o| matches!(o, Op::AvgPool(AvgPool { divisor: d, .. }) if *d == divisor)
             ),
             1,
             "{layer:?}"
@@ -518,7 +566,7 @@ fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
         assert_eq!(
             count(
                 &p,
-                |o| matches!(o, Op::AvgPoolBackward { divisor: d, .. } if *d == divisor)
+                |o| matches!(o, Op::AvgPoolBackward(AvgPoolBackward { divisor: d, .. }) if *d == divisor)
             ),
             1,
             "{layer:?}"
@@ -544,15 +592,24 @@ fn max_pool_pass_pairs_forward_and_backward_through_the_windows() {
     let gv = rand(p.graph.shape(p.outputs[0]).unwrap(), 4);
     let (text, after) = rewrite("max_pool", p.graph, p.outputs, &[("x", &xv), ("gy", &gv)]);
     insta::assert_snapshot!("pass_max_pool", text);
-    assert_eq!(count(&after, |o| matches!(o, Op::MaxPoolWithIndices(_))), 1);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::MaxPoolBackward { .. })),
+        count(&after, |o| matches!(
+            o,
+            Op::MaxPoolWithIndices(MaxPoolWithIndices(_))
+        )),
         1
     );
     assert_eq!(
         count(&after, |o| matches!(
             o,
-            Op::FirstMaxMask { .. } | Op::Fold { .. }
+            Op::MaxPoolBackward(MaxPoolBackward { .. })
+        )),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::FirstMaxMask(FirstMaxMask { .. }) | Op::Fold(Fold { .. })
         )),
         0
     );
@@ -569,14 +626,14 @@ fn max_pool_pass_makes_a_values_only_pool_where_no_gradient_needs_indices() {
         xv.data_mut()[5] = f32::NEG_INFINITY;
         let (_, after) = rewrite("max_pool", g, vec![y], &[("x", &xv)]);
         assert_eq!(
-            count(&after, |o| matches!(o, Op::MaxPool(_))),
+            count(&after, |o| matches!(o, Op::MaxPool(MaxPool(_)))),
             1,
             "{layer:?}"
         );
         assert_eq!(
             count(&after, |o| matches!(
                 o,
-                Op::MaxPoolWithIndices(_) | Op::Output { .. }
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(_)) | Op::Output(Output { .. })
             )),
             0,
             "{layer:?}"
@@ -585,11 +642,15 @@ fn max_pool_pass_makes_a_values_only_pool_where_no_gradient_needs_indices() {
         let run = |p: &Program| schedule(p).unwrap().run(&[("x", &xv)]).unwrap();
         let values = run(&after);
         let (mut g, x) = graph_with_input(&shape);
-        let Op::MaxPool(window) = &after.graph.node(after.live_nodes()[1]).unwrap().op else {
+        let Op::MaxPool(MaxPool(window)) = &after.graph.node(after.live_nodes()[1]).unwrap().op
+        else {
             panic!("{layer:?}: the pool follows the input")
         };
         let pool = g
-            .add_op(Op::MaxPoolWithIndices(window.clone()), &[x])
+            .add_op(
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(window.clone())),
+                &[x],
+            )
             .unwrap();
         let v = g.output(pool, 0).unwrap();
         let v = g.reshape(v, &[-1]).unwrap();
@@ -620,9 +681,15 @@ fn avg_pool_pass_reads_the_divisor_rule_off_the_count_structure() {
     let gv = rand(p.graph.shape(p.outputs[0]).unwrap(), 6);
     let (text, after) = rewrite("avg_pool", p.graph, p.outputs, &[("x", &xv), ("gy", &gv)]);
     insta::assert_snapshot!("pass_avg_pool", text);
-    assert_eq!(count(&after, |o| matches!(o, Op::AvgPool { .. })), 1);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::AvgPoolBackward { .. })),
+        count(&after, |o| matches!(o, Op::AvgPool(AvgPool { .. }))),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::AvgPoolBackward(AvgPoolBackward { .. })
+        )),
         1
     );
     // a divisor that is no pooling rule (here 1/5 for a 2x2 window) is left alone
@@ -677,14 +744,23 @@ fn const_fold_evaluates_ops_on_constants() {
     assert_eq!(
         count(
             &after,
-            |o| matches!(o, Op::Fill { shape, value } if shape == &[2, 3] && *value == 1.0)
+            |o| matches!(o, Op::Fill(Fill { shape, value }) if shape == &[2, 3] && *value == 1.0)
         ),
         1
     );
-    assert_eq!(count(&after, |o| matches!(o, Op::Constant { .. })), 1);
-    assert_eq!(count(&after, |o| matches!(o, Op::Dropout { .. })), 1);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::Unary(_) | Op::Broadcast { .. })),
+        count(&after, |o| matches!(o, Op::Constant(Constant { .. }))),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Dropout(Dropout { .. }))),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(
+            o,
+            Op::Unary(_) | Op::Broadcast(Broadcast { .. })
+        )),
         0
     );
 }
@@ -708,11 +784,14 @@ fn conv_forward_fuses_the_layer_pattern_with_its_bias() {
     );
     insta::assert_snapshot!("pass_conv_forward", text);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::Conv { groups: 2, .. })),
+        count(&after, |o| matches!(o, Op::Conv(Conv { groups: 2, .. }))),
         1
     );
     assert_eq!(
-        count(&after, |o| matches!(o, Op::Unfold(_) | Op::MatMul { .. })),
+        count(&after, |o| matches!(
+            o,
+            Op::Unfold(Unfold(_)) | Op::MatMul(MatMul { .. })
+        )),
         0
     );
     // a matmul of unfolded windows with a weight of the wrong shape is left alone
@@ -786,17 +865,20 @@ fn conv_kernel_and_input_grad_passes_fuse_the_backward_patterns() {
     assert_eq!(
         count(&after, |o| matches!(
             o,
-            Op::ConvKernelGrad { groups: 2, .. }
+            Op::ConvKernelGrad(ConvKernelGrad { groups: 2, .. })
         )),
         1
     );
     let (text, after) = rewrite("conv_input_grad", p.graph, p.outputs, &feeds);
     insta::assert_snapshot!("pass_conv_input_grad", text);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::ConvInputGrad { groups: 2, .. })),
+        count(&after, |o| matches!(
+            o,
+            Op::ConvInputGrad(ConvInputGrad { groups: 2, .. })
+        )),
         1
     );
-    assert_eq!(count(&after, |o| matches!(o, Op::Fold { .. })), 0);
+    assert_eq!(count(&after, |o| matches!(o, Op::Fold(Fold { .. }))), 0);
 }
 
 #[test]
@@ -810,15 +892,18 @@ fn seed_conv_training_graphs_have_no_unfold_or_fold_after_the_pipeline() {
         assert_eq!(
             count(&after, |o| matches!(
                 o,
-                Op::Unfold(_) | Op::Fold { .. } | Op::Transpose { .. } | Op::MatMul { .. }
+                Op::Unfold(Unfold(_))
+                    | Op::Fold(Fold { .. })
+                    | Op::Transpose(Transpose { .. })
+                    | Op::MatMul(MatMul { .. })
             )),
             0,
             "{name}"
         );
         for fused in [
-            |o: &Op| matches!(o, Op::Conv { .. }),
-            |o: &Op| matches!(o, Op::ConvKernelGrad { .. }),
-            |o: &Op| matches!(o, Op::ConvInputGrad { .. }),
+            |o: &Op| matches!(o, Op::Conv(Conv { .. })),
+            |o: &Op| matches!(o, Op::ConvKernelGrad(ConvKernelGrad { .. })),
+            |o: &Op| matches!(o, Op::ConvInputGrad(ConvInputGrad { .. })),
         ] {
             assert_eq!(count(&after, fused), 1, "{name}");
         }
@@ -859,7 +944,7 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
     assert_eq!(
         count(
             &after,
-            |o| matches!(o, Op::Conv { epilogue, .. } if epilogue == &[kiln::ops::UnaryOp::Relu])
+            |o| matches!(o, Op::Conv(Conv { epilogue, .. }) if epilogue == &[kiln::ops::UnaryOp::Relu])
         ),
         1
     );
@@ -892,7 +977,7 @@ fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
     insta::assert_snapshot!("pass_fuse_elementwise", text);
     // one loop for the update, one for gt/neg/select; tanh (returned) and exp
     // (read twice) stay values of their own, each computed once
-    assert_eq!(count(&after, |o| matches!(o, Op::Fused { .. })), 2);
+    assert_eq!(count(&after, |o| matches!(o, Op::Fused(Fused { .. }))), 2);
     assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 2);
     assert_eq!(
         count(&after, |o| matches!(o, Op::Binary(_) | Op::Select)),
@@ -942,7 +1027,7 @@ fn cnn_training_graph_keeps_no_standalone_activation_or_mask() {
     assert_eq!(
         count(
             &after,
-            |o| matches!(o, Op::Conv { epilogue, .. } if !epilogue.is_empty())
+            |o| matches!(o, Op::Conv(Conv { epilogue, .. }) if !epilogue.is_empty())
         ),
         2
     );
@@ -977,7 +1062,7 @@ fn linear_bias_and_relu_run_as_one_loop_after_the_gemm() {
     assert_eq!(
         count(
             &after,
-            |o| matches!(o, Op::Fused { expr } if kiln::ops::fused::expr_text(expr) == "relu(add(%0, %1))")
+            |o| matches!(o, Op::Fused(Fused { expr }) if kiln::ops::fused::expr_text(expr) == "relu(add(%0, %1))")
         ),
         1
     );

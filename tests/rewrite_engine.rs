@@ -6,6 +6,7 @@ mod common;
 use common::Broken;
 use kiln::compile::{bisect, first_difference, optimize};
 use kiln::ops::{BinaryOp, UnaryOp};
+use kiln::ops::{MatMul, Reshape};
 use kiln::passes::pattern::{any, op};
 use kiln::passes::{all_passes, PassManager, Patch, RewriteLog, Rewriter, Src};
 use kiln::OpBuilder;
@@ -102,7 +103,7 @@ fn optional_reshapes_and_guards() {
         .args([any().same_shape_as("e")]);
     assert!(same.matches(&p, e2).unwrap().is_some());
     assert!(same.matches(&p, e).unwrap().is_some(), "reshape is [6] too");
-    let reshape_same = op(|o| matches!(o, Op::Reshape { .. }))
+    let reshape_same = op(|o| matches!(o, Op::Reshape(Reshape { .. })))
         .bind("r")
         .args([any().same_shape_as("r")]);
     assert!(
@@ -127,7 +128,7 @@ fn the_manager_refuses_broken_patches_naming_rule_and_node() {
     let mut rw = Rewriter::new(&mut p, &mut log, "test_pass", 1);
     // a replacement of another shape
     let mut patch = Patch::new();
-    let flat = patch.add(Op::Reshape { shape: vec![6] }, &[x.into()]);
+    let flat = patch.add(Op::Reshape(Reshape { shape: vec![6] }), &[x.into()]);
     patch.replace(r, flat);
     let e = rw.apply("bad_shape", &[r], patch).unwrap_err().to_string();
     assert!(
@@ -183,10 +184,10 @@ fn a_patch_whose_shape_rule_refuses_leaves_the_graph_as_it_was() {
     let ok = patch.add(Op::Unary(UnaryOp::Neg), &[x.into()]);
     // [2, 3] · [2, 3] is no matrix product
     let bad = patch.add(
-        Op::MatMul {
+        Op::MatMul(MatMul {
             trans_a: false,
             trans_b: false,
-        },
+        }),
         &[ok, x.into()],
     );
     patch.replace(r, bad);
@@ -353,7 +354,7 @@ fn a_malformed_patch_leaves_the_program_as_it_was() {
             let mut p = Patch::new();
             let k = p.add(Op::Unary(UnaryOp::Abs), &[n[2].into()]);
             p.replace(n[3], k);
-            let flat = p.add(Op::Reshape { shape: vec![1] }, &[n[4].into()]);
+            let flat = p.add(Op::Reshape(Reshape { shape: vec![1] }), &[n[4].into()]);
             p.replace(n[2], flat);
             p
         }),

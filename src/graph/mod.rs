@@ -13,6 +13,7 @@ pub use init::Init;
 pub use program::Program;
 
 use crate::error::{KilnError, Result};
+use crate::ops::{Input, Output, Param};
 use crate::ops::{Op, OpBuilder};
 use crate::rng::mix64;
 use crate::shape::{checked_numel, checked_size, Shape};
@@ -130,7 +131,7 @@ impl Graph {
         let shape = shape.into();
         checked_numel(&format!("input {name:?}"), shape.dims())?;
         self.claim_name(name)?;
-        let id = self.insert(Op::Input { name: name.into() }, shape, &[]);
+        let id = self.insert(Op::Input(Input { name: name.into() }), shape, &[]);
         self.inputs.insert(name.into(), id);
         self.set_name(id, name);
         Ok(id)
@@ -155,7 +156,7 @@ impl Graph {
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;
-        let id = self.insert(Op::Param { name: name.into() }, shape, &[]);
+        let id = self.insert(Op::Param(Param { name: name.into() }), shape, &[]);
         self.params.insert(name.into(), (id, value));
         self.set_name(id, name);
         Ok(id)
@@ -320,7 +321,7 @@ pub(crate) fn infer_node(op: &Op, operands: &[Operand]) -> Result<Vec<usize>> {
         let at =
             o.id.map_or_else(|| "a new node".to_string(), |id| format!("%{}", id.index()));
         match op {
-            Op::Output { index } if *index >= n => {
+            Op::Output(Output { index }) if *index >= n => {
                 return Err(KilnError::Attr {
                     op: "output".into(),
                     message: format!(
@@ -329,7 +330,7 @@ pub(crate) fn infer_node(op: &Op, operands: &[Operand]) -> Result<Vec<usize>> {
                     ),
                 })
             }
-            Op::Output { .. } => {}
+            Op::Output(Output { .. }) => {}
             _ if n > 1 => {
                 return Err(KilnError::Invalid(format!(
                 "operand {i} of `{}` is `{}`, which has {n} outputs: take one with Graph::output",

@@ -2,6 +2,7 @@
 
 use super::{Graph, NodeId};
 use crate::error::{KilnError, Result};
+use crate::ops::{Input, Param};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -50,7 +51,7 @@ impl Graph {
         for &n in dead {
             if !matches!(
                 self.g[n.0].op,
-                crate::ops::Op::Input { .. } | crate::ops::Op::Param { .. }
+                crate::ops::Op::Input(Input { .. }) | crate::ops::Op::Param(Param { .. })
             ) {
                 self.g.remove_node(n.0);
             }

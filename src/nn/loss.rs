@@ -4,6 +4,7 @@ use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::OpBuilder;
 use crate::ops::{BinaryOp, Op};
+use crate::ops::{Constant, Input, Reshape};
 use crate::tensor::Tensor;
 
 /// How per-sample losses are combined (PyTorch's `reduction`).
@@ -111,21 +112,26 @@ pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
         let c = node.shape.dims()[1];
         let is_arange = matches!(
             graph.node(classes).map(|n| &n.op),
-            Ok(Op::Constant { value })
+            Ok(Op::Constant(Constant { value }))
                 if value.shape() == [1, c]
                     && value.data().iter().enumerate().all(|(i, &v)| v == i as f32)
         );
-        if !is_arange || !matches!(graph.node(col).map(|n| &n.op), Ok(Op::Reshape { .. })) {
+        if !is_arange
+            || !matches!(
+                graph.node(col).map(|n| &n.op),
+                Ok(Op::Reshape(Reshape { .. }))
+            )
+        {
             continue;
         }
         let mut at = col;
         while let Ok(n) = graph.node(at) {
             match &n.op {
-                Op::Reshape { .. } => match graph.operands(at).first() {
+                Op::Reshape(Reshape { .. }) => match graph.operands(at).first() {
                     Some(&x) => at = x,
                     None => break,
                 },
-                Op::Input { name } => {
+                Op::Input(Input { name }) => {
                     if !found.iter().any(|(f, k)| f == name && *k == c) {
                         found.push((name.clone(), c));
                     }

@@ -6,6 +6,10 @@
 
 use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
+use crate::ops::{
+    Broadcast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, MatMul, Output, Pad, Reduce,
+    Reshape, Slice, Stack, Transpose, Unfold,
+};
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
@@ -102,16 +106,16 @@ pub trait OpBuilder {
 
     /// A constant tensor.
     fn constant(&mut self, value: Tensor) -> Result<NodeId> {
-        self.add_op(Op::Constant { value }, &[])
+        self.add_op(Op::Constant(Constant { value }), &[])
     }
 
     /// A tensor of `shape` filled with `value`.
     fn fill(&mut self, shape: &[usize], value: f32) -> Result<NodeId> {
         self.add_op(
-            Op::Fill {
+            Op::Fill(Fill {
                 shape: shape.to_vec(),
                 value,
-            },
+            }),
             &[],
         )
     }
@@ -166,7 +170,7 @@ pub trait OpBuilder {
     /// last NaN where there is one (PyTorch's max-pooling rule; see `Op::FirstMaxMask`).
     fn first_max_mask(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
         let axis = normalize_axis("first_max_mask", axis, self.shape(x)?.len())?;
-        self.add_op(Op::FirstMaxMask { axis }, &[x])
+        self.add_op(Op::FirstMaxMask(FirstMaxMask { axis }), &[x])
     }
 
     /// `x`, with no gradient flowing back through it.
@@ -176,22 +180,22 @@ pub trait OpBuilder {
 
     /// Output `index` of the multi-output node `x` (e.g. 1: the indices of a max pool with indices).
     fn output(&mut self, x: NodeId, index: usize) -> Result<NodeId> {
-        self.add_op(Op::Output { index }, &[x])
+        self.add_op(Op::Output(Output { index }), &[x])
     }
 
     /// The same data with `shape` (one entry may be -1: inferred).
     fn reshape(&mut self, x: NodeId, shape: &[isize]) -> Result<NodeId> {
         let numel: usize = self.shape(x)?.iter().product();
         let shape = resolve_shape(numel, shape)?;
-        self.add_op(Op::Reshape { shape }, &[x])
+        self.add_op(Op::Reshape(Reshape { shape }), &[x])
     }
 
     /// Element-wise transpose: output dim `i` is input dim `perm[i]`.
     fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
         self.add_op(
-            Op::Transpose {
+            Op::Transpose(Transpose {
                 perm: perm.to_vec(),
-            },
+            }),
             &[x],
         )
     }
@@ -199,9 +203,9 @@ pub trait OpBuilder {
     /// Numpy broadcast to `shape`.
     fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
         self.add_op(
-            Op::Broadcast {
+            Op::Broadcast(Broadcast {
                 shape: shape.to_vec(),
-            },
+            }),
             &[x],
         )
     }
@@ -217,12 +221,12 @@ pub trait OpBuilder {
     ) -> Result<NodeId> {
         let axis = normalize_axis("slice", axis, self.shape(x)?.len())?;
         self.add_op(
-            Op::Slice {
+            Op::Slice(Slice {
                 axis,
                 start,
                 end,
                 step,
-            },
+            }),
             &[x],
         )
     }
@@ -230,10 +234,10 @@ pub trait OpBuilder {
     /// Constant padding with `(before, after)` per dimension.
     fn pad(&mut self, x: NodeId, pads: &[(usize, usize)], value: f32) -> Result<NodeId> {
         self.add_op(
-            Op::Pad {
+            Op::Pad(Pad {
                 pads: pads.to_vec(),
                 value,
-            },
+            }),
             &[x],
         )
     }
@@ -245,7 +249,7 @@ pub trait OpBuilder {
             None => return attr_err("concat", "needs at least one operand"),
         };
         let axis = normalize_axis("concat", axis, rank)?;
-        self.add_op(Op::Concat { axis }, xs)
+        self.add_op(Op::Concat(Concat { axis }), xs)
     }
 
     /// Stacking along a new axis (`-1` appends it last).
@@ -255,21 +259,21 @@ pub trait OpBuilder {
             None => return attr_err("stack", "needs at least one operand"),
         };
         let axis = normalize_axis("stack", axis, rank + 1)?;
-        self.add_op(Op::Stack { axis }, xs)
+        self.add_op(Op::Stack(Stack { axis }), xs)
     }
 
     /// im2col: `[N, C, *S]` → `[N, C, K, L]`.
     fn unfold(&mut self, x: NodeId, window: Window) -> Result<NodeId> {
-        self.add_op(Op::Unfold(window), &[x])
+        self.add_op(Op::Unfold(Unfold(window)), &[x])
     }
 
     /// col2im (scatter-add): `[N, C, K, L]` → `[N, C, *spatial]`.
     fn fold(&mut self, x: NodeId, window: Window, spatial: &[usize]) -> Result<NodeId> {
         self.add_op(
-            Op::Fold {
+            Op::Fold(Fold {
                 window,
                 spatial: spatial.to_vec(),
-            },
+            }),
             &[x],
         )
     }
@@ -281,13 +285,13 @@ pub trait OpBuilder {
 
     /// Batched matrix product with either operand read transposed (last two axes).
     fn matmul_t(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId> {
-        self.add_op(Op::MatMul { trans_a, trans_b }, &[a, b])
+        self.add_op(Op::MatMul(MatMul { trans_a, trans_b }), &[a, b])
     }
 
     /// Inverted dropout with probability `p` and mask seed `seed`
     /// (identity when the executable runs in evaluation mode).
     fn dropout(&mut self, x: NodeId, p: f32, seed: u64) -> Result<NodeId> {
-        self.add_op(Op::Dropout { p, seed }, &[x])
+        self.add_op(Op::Dropout(Dropout { p, seed }), &[x])
     }
 }
 
@@ -312,11 +316,11 @@ fn reduce<B: OpBuilder + ?Sized>(
         );
     }
     g.add_op(
-        Op::Reduce {
+        Op::Reduce(Reduce {
             kind,
             axes: ax,
             keepdims,
-        },
+        }),
         &[x],
     )
 }

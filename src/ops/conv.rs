@@ -2,12 +2,15 @@
 //! bias), which the `conv_forward` pass makes out of the layers'
 //! unfold + matmul pattern. Its VJP is emitted in the generic form.
 
+use super::elementwise::UnaryOp;
 use super::window::{geom, Window};
 use super::View;
+use super::{Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
 use crate::kernels::conv::{conv_forward, ConvDims};
 use crate::shape::checked_size;
+use serde::{Deserialize, Serialize};
 
 /// Shape rule of `Conv`: `x [N, Cin, *S]`, `w [Cout, Cin/groups, *kernel]`,
 /// optional `b [Cout]` → `[N, Cout, *O]`.
@@ -123,11 +126,11 @@ pub fn conv_vjp(
     let gy = if epilogue.is_empty() {
         gy
     } else {
-        let plain = super::Op::Conv {
+        let plain = super::Op::Conv(Conv {
             window: window.clone(),
             groups,
             epilogue: vec![],
-        };
+        });
         let mut stages = vec![g.add_op(plain, xs)?];
         for &u in epilogue {
             let prev = *stages.last().expect("starts non-empty");
@@ -143,18 +146,18 @@ pub fn conv_vjp(
     let xshape = g.shape(x)?.to_vec();
     let spatial = xshape[2..].to_vec();
     let dx = g.add_op(
-        super::Op::ConvInputGrad {
+        super::Op::ConvInputGrad(ConvInputGrad {
             window: window.clone(),
             groups,
             spatial,
-        },
+        }),
         &[w, gy],
     )?;
     let dw = g.add_op(
-        super::Op::ConvKernelGrad {
+        super::Op::ConvKernelGrad(ConvKernelGrad {
             window: window.clone(),
             groups,
-        },
+        }),
         &[x, gy],
     )?;
     let mut grads = vec![Some(dx), Some(dw)];
@@ -297,19 +300,19 @@ pub fn kernel_grad_vjp(
     let (x, gy) = (xs[0], xs[1]);
     let spatial = g.shape(x)?[2..].to_vec();
     let dx = g.add_op(
-        super::Op::ConvInputGrad {
+        super::Op::ConvInputGrad(ConvInputGrad {
             window: window.clone(),
             groups,
             spatial,
-        },
+        }),
         &[up, gy],
     )?;
     let dgy = g.add_op(
-        super::Op::Conv {
+        super::Op::Conv(Conv {
             window: window.clone(),
             groups,
             epilogue: vec![],
-        },
+        }),
         &[x, up],
     )?;
     Ok(vec![Some(dx), Some(dgy)])
@@ -326,19 +329,146 @@ pub fn input_grad_vjp(
 ) -> Result<Vec<Option<NodeId>>> {
     let (w, gy) = (xs[0], xs[1]);
     let dw = g.add_op(
-        super::Op::ConvKernelGrad {
+        super::Op::ConvKernelGrad(ConvKernelGrad {
             window: window.clone(),
             groups,
-        },
+        }),
         &[up, gy],
     )?;
     let dgy = g.add_op(
-        super::Op::Conv {
+        super::Op::Conv(Conv {
             window: window.clone(),
             groups,
             epilogue: vec![],
-        },
+        }),
         &[up, w],
     )?;
     Ok(vec![Some(dw), Some(dgy)])
+}
+
+/// `names[rank]` for a 1-D or 2-D window, else the generic `names[0]` (a
+/// window of another rank is refused by the shape rule, which names the op
+/// by its generic name).
+fn by_rank(window: &Window, names: [&'static str; 3]) -> &'static str {
+    let rank = window.rank();
+    names.get(rank).filter(|_| rank > 0).unwrap_or(&names[0])
+}
+
+/// The window's attributes and the group count.
+fn window_attrs(window: &Window, groups: usize) -> Vec<(&'static str, String)> {
+    let mut v = window.attrs();
+    v.push(("groups", groups.to_string()));
+    v
+}
+
+/// Fused convolution `[x, w]` or `[x, w, b]` (`torch.nn.functional.conv1d`
+/// / `conv2d`: NCHW, weight `[Cout, Cin/groups, *kernel]`), with element-wise
+/// ops applied to the result in the same pass over the output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv {
+    /// The sliding window (1-D or 2-D).
+    pub window: Window,
+    /// Channel groups.
+    pub groups: usize,
+    /// Element-wise ops applied to the result, in order (an activation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epilogue: Vec<UnaryOp>,
+}
+
+impl OpDef for Conv {
+    fn name(&self) -> &'static str {
+        by_rank(&self.window, ["conv", "conv1d", "conv2d"])
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        let mut v = window_attrs(&self.window, self.groups);
+        if !self.epilogue.is_empty() {
+            let names: Vec<&str> = self.epilogue.iter().map(|u| u.name()).collect();
+            v.push(("epilogue", format!("[{}]", names.join(","))));
+        }
+        v
+    }
+    fn arity(&self) -> Arity {
+        Arity::Between(2, 3)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        conv_shape(&self.window, self.groups, ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        conv(&self.window, self.groups, &self.epilogue, ins, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        conv_vjp(&self.window, self.groups, &self.epilogue, g, xs, gy)
+    }
+}
+
+/// Fused convolution weight gradient `[x, gy]` → `[Cout, Cin/groups,
+/// *kernel]` (`torch.nn.grad.conv2d_weight`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvKernelGrad {
+    /// The forward convolution's window.
+    pub window: Window,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl OpDef for ConvKernelGrad {
+    fn name(&self) -> &'static str {
+        let names = [
+            "conv_kernel_grad",
+            "conv1d_kernel_grad",
+            "conv2d_kernel_grad",
+        ];
+        by_rank(&self.window, names)
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        window_attrs(&self.window, self.groups)
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(2)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        kernel_grad_shape(&self.window, self.groups, ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        kernel_grad(&self.window, self.groups, ins, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        kernel_grad_vjp(&self.window, self.groups, g, xs, gy)
+    }
+}
+
+/// Fused convolution input gradient (transposed convolution, as
+/// `torch.nn.grad.conv2d_input`) `[w, gy]` → `[N, Cin, *spatial]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvInputGrad {
+    /// The forward convolution's window.
+    pub window: Window,
+    /// Channel groups.
+    pub groups: usize,
+    /// Spatial size of the forward input.
+    pub spatial: Vec<usize>,
+}
+
+impl OpDef for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        let names = ["conv_input_grad", "conv1d_input_grad", "conv2d_input_grad"];
+        by_rank(&self.window, names)
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        let mut v = window_attrs(&self.window, self.groups);
+        v.push(("spatial", format!("{:?}", self.spatial)));
+        v
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(2)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        input_grad_shape(&self.window, self.groups, &self.spatial, ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        input_grad(&self.window, self.groups, &self.spatial, ins, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        input_grad_vjp(&self.window, self.groups, g, xs, gy)
+    }
 }

@@ -7,8 +7,10 @@
 //! run reproduces the forward mask exactly.
 
 use super::RunCtx;
+use super::{fmt_f32, one, Grads, NodeId, OpBuilder, OpDef, View};
 use crate::error::{attr_err, Result};
 use crate::rng::mix64;
+use serde::{Deserialize, Serialize};
 
 /// Shape rule of `Dropout`: same shape; `p` must lie in `[0, 1]`.
 pub fn dropout_shape(x: &[usize], p: f32) -> Result<Vec<usize>> {
@@ -41,5 +43,38 @@ pub fn dropout(p: f32, seed: u64, x: &[f32], out: &mut [f32], ctx: &RunCtx) {
         } else {
             0.0
         };
+    }
+}
+
+/// Inverted dropout with a seeded mask in training mode, identity in
+/// evaluation mode (`torch.nn.functional.dropout`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dropout {
+    /// Probability of zeroing an element, in `[0, 1]`.
+    pub p: f32,
+    /// Mask seed (the mask also depends on the run step).
+    pub seed: u64,
+}
+
+impl OpDef for Dropout {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![("p", fmt_f32(self.p)), ("seed", self.seed.to_string())]
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        dropout_shape(ins[0], self.p)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], ctx: &RunCtx) {
+        dropout(self.p, self.seed, ins[0].data, out, ctx)
+    }
+    // The mask is a function of (seed, step, index): the same op on the
+    // gradient in the same run applies the forward's mask.
+    fn vjp(&self, g: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(g.dropout(gy, self.p, self.seed))
+    }
+    fn is_random(&self) -> bool {
+        true
     }
 }

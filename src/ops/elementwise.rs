@@ -2,6 +2,7 @@
 //! broadcasting, and `select`.
 
 use super::View;
+use super::{one, Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
@@ -113,27 +114,6 @@ impl BinaryOp {
             BinaryOp::Le => "le",
             BinaryOp::Gt => "gt",
             BinaryOp::Ge => "ge",
-        }
-    }
-    /// `e` with `x op e` bit-identical to `x` for every `x` (NaN and ±0.0
-    /// included), if the op has one: −0.0 for + (IEEE 754: −0 + +0 = +0, so
-    /// +0.0 is no identity of +), +0.0 for −, 1 for × and ÷. Compare with
-    /// [`f32::to_bits`], never `==` (which takes −0.0 for +0.0).
-    pub fn right_identity(self) -> Option<f32> {
-        match self {
-            BinaryOp::Add => Some(-0.0),
-            BinaryOp::Sub => Some(0.0),
-            BinaryOp::Mul | BinaryOp::Div => Some(1.0),
-            _ => None,
-        }
-    }
-    /// `e` with `e op x` bit-identical to `x` for every `x`, if the op has
-    /// one: −0.0 for +, 1 for × (see [`right_identity`](Self::right_identity)).
-    pub fn left_identity(self) -> Option<f32> {
-        match self {
-            BinaryOp::Add => Some(-0.0),
-            BinaryOp::Mul => Some(1.0),
-            _ => None,
         }
     }
     /// The function on one pair of values.
@@ -390,6 +370,101 @@ pub fn select_vjp(g: &mut dyn OpBuilder, c: NodeId, gy: NodeId) -> Result<Vec<Op
     let ga = g.select(c, gy, zero)?;
     let gb = g.select(c, zero, gy)?;
     Ok(vec![None, Some(ga), Some(gb)])
+}
+
+impl OpDef for UnaryOp {
+    fn name(&self) -> &'static str {
+        UnaryOp::name(*self)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(ins[0].to_vec())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        unary(*self, ins[0].data, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
+        one(unary_vjp(*self, g, xs[0], y, gy))
+    }
+    fn in_place_operands(&self, _: &[&[usize]], _: &[usize]) -> Vec<usize> {
+        vec![0]
+    }
+    fn eval_in_place(&self, _: &[View], _: usize, out: &mut [f32], _: &[usize]) {
+        unary_in_place(*self, out)
+    }
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+}
+
+impl OpDef for BinaryOp {
+    fn name(&self) -> &'static str {
+        BinaryOp::name(*self)
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(2)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        broadcast_shapes(self.name(), ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        binary(*self, ins[0], ins[1], out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
+        binary_vjp(*self, g, xs[0], xs[1], y, gy)
+    }
+    fn in_place_operands(&self, ins: &[&[usize]], out_shape: &[usize]) -> Vec<usize> {
+        (0..2).filter(|&k| ins[k] == out_shape).collect()
+    }
+    fn eval_in_place(&self, ins: &[View], aliased: usize, out: &mut [f32], shape: &[usize]) {
+        binary_in_place(*self, ins, aliased, out, shape)
+    }
+    fn is_elementwise(&self) -> bool {
+        true
+    }
+    /// −0.0 for + (IEEE 754: −0 + +0 = +0, so +0.0 is no identity of +),
+    /// +0.0 for −, 1 for × and ÷. Compare with [`f32::to_bits`], never `==`.
+    fn right_identity(&self) -> Option<f32> {
+        match self {
+            BinaryOp::Add => Some(-0.0),
+            BinaryOp::Sub => Some(0.0),
+            BinaryOp::Mul | BinaryOp::Div => Some(1.0),
+            _ => None,
+        }
+    }
+    /// −0.0 for +, 1 for × (see [`right_identity`](Self::right_identity)).
+    fn left_identity(&self) -> Option<f32> {
+        match self {
+            BinaryOp::Add => Some(-0.0),
+            BinaryOp::Mul => Some(1.0),
+            _ => None,
+        }
+    }
+}
+
+/// `select(cond, a, b)`: `a` where `cond != 0`, else `b`, all three
+/// broadcast (`torch.where(cond != 0, a, b)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Select;
+
+impl OpDef for Select {
+    fn name(&self) -> &'static str {
+        "select"
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(3)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        broadcast_shapes("select", ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        select(ins[0], ins[1], ins[2], out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        select_vjp(g, xs[0], gy)
+    }
+    fn is_elementwise(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! bit-identical.
 
 use super::elementwise::{per_unary_op, BinaryOp, UnaryOp};
+use super::{Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
@@ -320,6 +321,45 @@ pub fn fused_vjp(
         }
     }
     Ok(out)
+}
+
+/// A chain of element-wise ops computed in one loop over the output (the
+/// element-wise fuser's result); the last instruction's register is the
+/// result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fused {
+    /// The instructions.
+    pub expr: Vec<Instr>,
+}
+
+impl OpDef for Fused {
+    fn name(&self) -> &'static str {
+        "fused"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![("expr", expr_text(&self.expr))]
+    }
+    fn arity(&self) -> Arity {
+        Arity::AtLeastOne
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        fused_shape(&self.expr, ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        fused(&self.expr, ins, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        fused_vjp(&self.expr, g, xs, gy)
+    }
+    fn in_place_operands(&self, ins: &[&[usize]], out_shape: &[usize]) -> Vec<usize> {
+        (0..ins.len()).filter(|&k| ins[k] == out_shape).collect()
+    }
+    fn eval_in_place(&self, ins: &[View], aliased: usize, out: &mut [f32], _: &[usize]) {
+        fused_over(&self.expr, ins, Some(aliased), out)
+    }
+    fn is_elementwise(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

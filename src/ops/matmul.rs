@@ -2,11 +2,13 @@
 //! of the batch dimensions.
 
 use super::View;
+use super::{Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
 use crate::kernels;
 use crate::kernels::matmul::MatRef;
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
+use serde::{Deserialize, Serialize};
 
 /// `(rows, cols)` of operand `x` as used, i.e. after the optional transpose.
 fn used(x: &[usize], transposed: bool) -> (usize, usize) {
@@ -139,4 +141,44 @@ pub fn matmul_vjp(
         gb = swap_last2(g, gb)?;
     }
     Ok(vec![Some(ga), Some(gb)])
+}
+
+/// Batched matrix product `op(a) · op(b)` (`torch.matmul`) with `op(a)
+/// [..., M, K]`, `op(b) [..., K, N]` and batch dims broadcast; `op`
+/// transposes the last two axes of an operand whose flag is set (read by
+/// strides, no copy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatMul {
+    /// Use `a` transposed.
+    #[serde(default)]
+    pub trans_a: bool,
+    /// Use `b` transposed.
+    #[serde(default)]
+    pub trans_b: bool,
+}
+
+impl OpDef for MatMul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        let flags = [("trans_a", self.trans_a), ("trans_b", self.trans_b)];
+        flags
+            .iter()
+            .filter(|f| f.1)
+            .map(|f| (f.0, "true".into()))
+            .collect()
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(2)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        matmul_shape(ins[0], ins[1], self.trans_a, self.trans_b)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        matmul(ins[0], ins[1], self.trans_a, self.trans_b, out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        matmul_vjp(g, xs[0], xs[1], self.trans_a, self.trans_b, gy)
+    }
 }

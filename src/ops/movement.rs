@@ -2,11 +2,13 @@
 //! concat and stack. Their reference kernels use plain index arithmetic.
 
 use super::View;
+use super::{one, Arity, Grads, Op, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
 use crate::shape::{
     broadcast_pair, broadcast_strides, checked_numel, checked_size, strided_walk, strides,
 };
+use serde::{Deserialize, Serialize};
 
 /// Shape rule of `Reshape`: sizes must agree.
 pub fn reshape_shape(x: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
@@ -321,4 +323,269 @@ pub fn stack_vjp(
         out.push(Some(g.reshape(s, &shape)?));
     }
     Ok(out)
+}
+
+/// Same data, new shape of equal size (`torch.reshape`): a view, no copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reshape {
+    /// The new shape.
+    pub shape: Vec<usize>,
+}
+
+impl OpDef for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    debug_attrs!(shape);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        reshape_shape(ins[0], &self.shape)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        out.copy_from_slice(ins[0].data)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        let shape: Vec<isize> = g.shape(xs[0])?.iter().map(|&d| d as isize).collect();
+        one(g.reshape(gy, &shape))
+    }
+    fn view_offset(&self, _: usize) -> Option<usize> {
+        Some(0)
+    }
+}
+
+/// Element-wise transpose: output dim `i` is input dim `perm[i]` (index
+/// arithmetic per element; `torch.permute` followed by `contiguous`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transpose {
+    /// The permutation.
+    pub perm: Vec<usize>,
+}
+
+impl OpDef for Transpose {
+    fn name(&self) -> &'static str {
+        "transpose"
+    }
+    debug_attrs!(perm);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        transpose_shape("transpose", ins[0], &self.perm)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        transpose(&self.perm, ins[0], out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(transpose_vjp(&self.perm, g, gy))
+    }
+}
+
+/// The fused form of `Transpose`: the same values, computed by a blocked
+/// copy kernel instead of per-element index arithmetic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Permute {
+    /// The permutation (output dim `i` is input dim `perm[i]`).
+    pub perm: Vec<usize>,
+}
+
+impl OpDef for Permute {
+    fn name(&self) -> &'static str {
+        "permute"
+    }
+    debug_attrs!(perm);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        transpose_shape("permute", ins[0], &self.perm)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        crate::kernels::permute::permute(ins[0].data, ins[0].shape, &self.perm, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        let perm = inverse_perm(&self.perm);
+        one(g.add_op(Op::Permute(Permute { perm }), &[gy]))
+    }
+}
+
+/// Numpy broadcast to `shape` (`torch.broadcast_to`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    /// Target shape.
+    pub shape: Vec<usize>,
+}
+
+impl OpDef for Broadcast {
+    fn name(&self) -> &'static str {
+        "broadcast"
+    }
+    debug_attrs!(shape);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        broadcast_shape(ins[0], &self.shape)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        broadcast(ins[0], out, out_shape)
+    }
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        Ok(vec![Some(gy)])
+    }
+}
+
+/// `start..end` with `step` along `axis` (`x[start:end:step]` on that axis).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slice {
+    /// Sliced axis.
+    pub axis: usize,
+    /// First index taken.
+    pub start: usize,
+    /// One past the last index considered.
+    pub end: usize,
+    /// Step (≥ 1).
+    pub step: usize,
+}
+
+impl OpDef for Slice {
+    fn name(&self) -> &'static str {
+        "slice"
+    }
+    debug_attrs!(axis, end, start, step);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        slice_shape(ins[0], self.axis, self.start, self.end, self.step)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        slice(ins[0], self.axis, self.start, self.step, out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(slice_vjp(self.axis, self.start, self.step, g, xs[0], gy))
+    }
+}
+
+/// Constant padding: `pads[d] = (before, after)` for every dimension `d`
+/// (`torch.nn.functional.pad`, mode `constant`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pad {
+    /// Padding per dimension.
+    pub pads: Vec<(usize, usize)>,
+    /// The value of padded cells.
+    #[serde(with = "super::source::serde_f32")]
+    pub value: f32,
+}
+
+impl OpDef for Pad {
+    fn name(&self) -> &'static str {
+        "pad"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("pads", format!("{:?}", self.pads)),
+            ("value", super::fmt_f32(self.value)),
+        ]
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        pad_shape(ins[0], &self.pads)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        pad(ins[0], &self.pads, self.value, out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(pad_vjp(&self.pads, g, xs[0], gy))
+    }
+}
+
+/// Concatenation of all operands along an existing `axis` (`torch.cat`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Concat {
+    /// The axis.
+    pub axis: usize,
+}
+
+impl OpDef for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    debug_attrs!(axis);
+    fn arity(&self) -> Arity {
+        Arity::AtLeastOne
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        concat_shape(ins, self.axis)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        concat(ins, self.axis, out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        concat_vjp(self.axis, g, xs, gy)
+    }
+}
+
+/// Stacking of equally shaped operands along a new `axis` (`torch.stack`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Position of the new axis.
+    pub axis: usize,
+}
+
+impl OpDef for Stack {
+    fn name(&self) -> &'static str {
+        "stack"
+    }
+    debug_attrs!(axis);
+    fn arity(&self) -> Arity {
+        Arity::AtLeastOne
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        stack_shape(ins, self.axis)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        stack(ins, self.axis, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        stack_vjp(self.axis, g, xs, gy)
+    }
+}
+
+/// The identity whose gradient is zero (`torch.Tensor.detach`,
+/// `jax.lax.stop_gradient`): a view, no copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopGradient;
+
+impl OpDef for StopGradient {
+    fn name(&self) -> &'static str {
+        "stop_gradient"
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(ins[0].to_vec())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        out.copy_from_slice(ins[0].data)
+    }
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
+        Ok(vec![None])
+    }
+    fn view_offset(&self, _: usize) -> Option<usize> {
+        Some(0)
+    }
+}
+
+/// Output `index` of a multi-output op: a view of part of its buffer (at
+/// `index · len`), no kernel of its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Which output.
+    pub index: usize,
+}
+
+impl OpDef for Output {
+    fn name(&self) -> &'static str {
+        "output"
+    }
+    debug_attrs!(index);
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(ins[0].to_vec())
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        let len = out.len();
+        out.copy_from_slice(&ins[0].data[self.index * len..][..len]);
+    }
+    // A multi-output op's cotangent is its first output's; the other outputs
+    // (max-pool indices) are piecewise constant.
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        Ok(vec![(self.index == 0).then_some(gy)])
+    }
+    fn view_offset(&self, len: usize) -> Option<usize> {
+        Some(self.index * len)
+    }
 }

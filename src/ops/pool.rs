@@ -14,6 +14,7 @@
 //! padding is where `ceil_mode` windows reach); padded cells are −∞ for the
 //! max and 0 for the average. Shape rules, kernels and VJPs live here.
 
+use super::{one, Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
@@ -400,10 +401,10 @@ pub fn max_pool_vjp(
     let indices = g.output(y, 1)?;
     let spatial = g.shape(x)?[2..].to_vec();
     g.add_op(
-        Op::MaxPoolBackward {
+        Op::MaxPoolBackward(MaxPoolBackward {
             window: w.clone(),
             spatial,
-        },
+        }),
         &[gy, indices],
     )
 }
@@ -416,7 +417,7 @@ pub fn max_pool_values_vjp(
     x: NodeId,
     gy: NodeId,
 ) -> Result<NodeId> {
-    let pool = g.add_op(Op::MaxPoolWithIndices(w.clone()), &[x])?;
+    let pool = g.add_op(Op::MaxPoolWithIndices(MaxPoolWithIndices(w.clone())), &[x])?;
     max_pool_vjp(w, g, x, pool, gy)
 }
 
@@ -474,11 +475,11 @@ pub fn avg_pool_vjp(
 ) -> Result<NodeId> {
     let spatial = g.shape(x)?[2..].to_vec();
     g.add_op(
-        Op::AvgPoolBackward {
+        Op::AvgPoolBackward(AvgPoolBackward {
             window: w.clone(),
             divisor,
             spatial,
-        },
+        }),
         &[gy],
     )
 }
@@ -491,10 +492,10 @@ pub fn avg_pool_backward_vjp(
     up: NodeId,
 ) -> Result<NodeId> {
     g.add_op(
-        Op::AvgPool {
+        Op::AvgPool(AvgPool {
             window: w.clone(),
             divisor,
-        },
+        }),
         &[up],
     )
 }
@@ -504,4 +505,152 @@ pub fn avg_attrs(w: &PoolWindow, divisor: AvgDivisor) -> Vec<(&'static str, Stri
     let mut a = w.attrs();
     a.push(("divisor", divisor.name().to_string()));
     a
+}
+
+/// The window's attributes and the forward input's spatial size.
+fn backward_attrs(
+    mut a: Vec<(&'static str, String)>,
+    spatial: &[usize],
+) -> Vec<(&'static str, String)> {
+    a.push(("spatial", format!("{spatial:?}")));
+    a
+}
+
+/// Fused max pooling (`torch.nn.functional.max_pool2d(return_indices=True)`)
+/// with two outputs: the window maxima and the plane index of each window's
+/// first maximum (NaN wins, as PyTorch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MaxPoolWithIndices(pub PoolWindow);
+
+impl OpDef for MaxPoolWithIndices {
+    fn name(&self) -> &'static str {
+        pool_name("max", self.0.rank(), "with_indices")
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        self.0.attrs()
+    }
+    fn num_outputs(&self) -> usize {
+        2
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        max_pool_shape(&self.0, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        max_pool(&self.0, ins[0], out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
+        one(max_pool_vjp(&self.0, g, xs[0], y, gy))
+    }
+}
+
+/// Fused max pooling, the window maxima only (where no gradient needs the
+/// indices; `torch.nn.functional.max_pool2d`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MaxPool(pub PoolWindow);
+
+impl OpDef for MaxPool {
+    fn name(&self) -> &'static str {
+        pool_name("max", self.0.rank(), "")
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        self.0.attrs()
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        max_pool_values_shape(&self.0, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        max_pool_values(&self.0, ins[0], out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(max_pool_values_vjp(&self.0, g, xs[0], gy))
+    }
+}
+
+/// Fused max-pooling gradient `[gy, indices]` → `[N, C, *spatial]`
+/// (`torch.ops.aten.max_pool2d_with_indices_backward`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaxPoolBackward {
+    /// The forward pool's window.
+    pub window: PoolWindow,
+    /// Spatial size of the forward input.
+    pub spatial: Vec<usize>,
+}
+
+impl OpDef for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        pool_name("max", self.window.rank(), "backward")
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        backward_attrs(self.window.attrs(), &self.spatial)
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(2)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        max_pool_backward_shape(&self.window, &self.spatial, ins)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        max_pool_backward(&self.window, &self.spatial, ins, out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        max_pool_backward_vjp(&self.window, &self.spatial, g, xs, gy)
+    }
+}
+
+/// Fused average pooling (`torch.nn.functional.avg_pool2d`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AvgPool {
+    /// The window.
+    pub window: PoolWindow,
+    /// What each window sum is divided by.
+    pub divisor: AvgDivisor,
+}
+
+impl OpDef for AvgPool {
+    fn name(&self) -> &'static str {
+        pool_name("avg", self.window.rank(), "")
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        avg_attrs(&self.window, self.divisor)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        avg_pool_shape(&self.window, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        avg_pool(&self.window, self.divisor, ins[0], out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(avg_pool_vjp(&self.window, self.divisor, g, xs[0], gy))
+    }
+}
+
+/// Fused average-pooling gradient `[gy]` → `[N, C, *spatial]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AvgPoolBackward {
+    /// The forward pool's window.
+    pub window: PoolWindow,
+    /// The forward pool's divisor.
+    pub divisor: AvgDivisor,
+    /// Spatial size of the forward input.
+    pub spatial: Vec<usize>,
+}
+
+impl OpDef for AvgPoolBackward {
+    fn name(&self) -> &'static str {
+        pool_name("avg", self.window.rank(), "backward")
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        backward_attrs(avg_attrs(&self.window, self.divisor), &self.spatial)
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        avg_pool_backward_shape(&self.window, &self.spatial, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        avg_pool_backward(&self.window, self.divisor, &self.spatial, ins[0], out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(avg_pool_backward_vjp(&self.window, self.divisor, g, gy))
+    }
 }

@@ -1,6 +1,7 @@
 //! Reductions (sum, mean, max over axes) and the first-max mask.
 
 use super::View;
+use super::{one, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
 use crate::shape::{strided_walk, strides};
@@ -263,5 +264,64 @@ pub fn reduce_vjp(
             let share = g.div(hits, n)?;
             g.mul(share, gk)
         }
+    }
+}
+
+/// Reduction over `axes` (`torch.sum` / `torch.mean` / `torch.amax`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reduce {
+    /// Sum, mean or max.
+    pub kind: ReduceKind,
+    /// Reduced axes, sorted and unique.
+    pub axes: Vec<usize>,
+    /// Keep reduced axes as size-1 dimensions.
+    pub keepdims: bool,
+}
+
+impl OpDef for Reduce {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("axes", format!("{:?}", self.axes)),
+            ("keepdims", self.keepdims.to_string()),
+        ]
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        reduce_shape(self.kind, ins[0], &self.axes, self.keepdims)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        reduce(self.kind, &self.axes, ins[0], out)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
+        one(reduce_vjp(self.kind, &self.axes, g, xs[0], y, gy))
+    }
+}
+
+/// 1 at the argmax along `axis`, 0 elsewhere: the first (lowest-index)
+/// maximum, or the last NaN where there is one (PyTorch's max-pooling rule).
+/// Piecewise constant: no gradient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FirstMaxMask {
+    /// The axis searched.
+    pub axis: usize,
+}
+
+impl OpDef for FirstMaxMask {
+    fn name(&self) -> &'static str {
+        "first_max_mask"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![("axis", self.axis.to_string())]
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        first_max_mask_shape(ins[0], self.axis)
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        first_max_mask(self.axis, ins[0], out)
+    }
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
+        Ok(vec![None])
     }
 }

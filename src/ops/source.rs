@@ -1,5 +1,10 @@
-//! Source ops (`Input`, `Param`, `Constant`, `Fill`) take no operands; this file
-//! holds what they share: a serde format for floats that may be infinite.
+//! Source ops (`Input`, `Param`, `Constant`, `Fill`): no operands, no
+//! gradient; and a serde format for floats that may be infinite.
+
+use super::{fmt_f32, Arity, Grads, NodeId, OpBuilder, OpDef, RunCtx, View};
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Serialises an `f32` as a JSON number when finite and as the string
 /// `"inf"`, `"-inf"` or `"nan"` otherwise, so `-inf` padding survives a dump.
@@ -11,7 +16,7 @@ pub mod serde_f32 {
         if v.is_finite() {
             s.serialize_f32(*v)
         } else {
-            s.serialize_str(&super::super::fmt_f32(*v))
+            s.serialize_str(&super::fmt_f32(*v))
         }
     }
 
@@ -33,5 +38,117 @@ pub mod serde_f32 {
                 other => Err(serde::de::Error::custom(format!("not a float: {other:?}"))),
             },
         }
+    }
+}
+
+/// Defines an interface op (`Input`, `Param`): named, its shape declared at
+/// [`crate::Graph::input`] / [`crate::Graph::param`], its value fed or loaded
+/// by the executor.
+macro_rules! interface_op {
+    ($(#[$doc:meta])* $ty:ident, $name:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub struct $ty {
+            /// The name (unique among the graph's inputs, or parameters).
+            pub name: String,
+        }
+        impl OpDef for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn attrs(&self) -> Vec<(&'static str, String)> {
+                vec![("name", format!("{:?}", self.name))]
+            }
+            fn arity(&self) -> Arity {
+                Arity::Exact(0)
+            }
+            fn infer_shape(&self, _: &[&[usize]]) -> Result<Vec<usize>> {
+                shape_err($name, "input and parameter shapes are declared, not inferred")
+            }
+            fn eval(&self, _: &[View], _: &mut [f32], _: &[usize], _: &RunCtx) {}
+            fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
+                Ok(vec![])
+            }
+            fn is_interface(&self) -> bool {
+                true
+            }
+        }
+    };
+}
+
+interface_op!(
+    /// A value fed at run time by name.
+    Input,
+    "input"
+);
+interface_op!(
+    /// A trainable parameter (or optimiser state); its value lives in the
+    /// graph and the executable.
+    Param,
+    "param"
+);
+
+/// A constant tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constant {
+    /// The value.
+    pub value: Tensor,
+}
+
+impl OpDef for Constant {
+    fn name(&self) -> &'static str {
+        "constant"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![("checksum", fmt_f32(self.value.sum() as f32))]
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(0)
+    }
+    fn infer_shape(&self, _: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(self.value.shape().to_vec())
+    }
+    fn eval(&self, _: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        out.copy_from_slice(self.value.data())
+    }
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
+        Ok(vec![])
+    }
+    fn is_constant(&self) -> bool {
+        true
+    }
+}
+
+/// A tensor of `shape` filled with one value (a compact constant).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fill {
+    /// Output shape.
+    pub shape: Vec<usize>,
+    /// The value of every element.
+    #[serde(with = "serde_f32")]
+    pub value: f32,
+}
+
+impl OpDef for Fill {
+    fn name(&self) -> &'static str {
+        "fill"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        vec![("value", fmt_f32(self.value))]
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exact(0)
+    }
+    fn infer_shape(&self, _: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(self.shape.clone())
+    }
+    fn eval(&self, _: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        out.fill(self.value)
+    }
+    fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
+        Ok(vec![])
+    }
+    fn is_constant(&self) -> bool {
+        true
     }
 }

@@ -7,6 +7,7 @@
 //! `[N, C·K, L]` gives PyTorch's `nn.Unfold` layout.
 
 use super::View;
+use super::{one, Grads, NodeId, OpBuilder, OpDef, RunCtx};
 use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::im2col::{col2im_add, im2col, Geom};
 use crate::shape::{checked_numel, checked_size, MAX_ELEMENTS};
@@ -265,5 +266,60 @@ pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     out.fill(0.0);
     for (src, dst) in x.data.chunks_exact(cols).zip(out.chunks_exact_mut(plane)) {
         col2im_add(&g, src, dst);
+    }
+}
+
+/// im2col (`torch.nn.functional.unfold`, per channel): `[N, C, *S]` →
+/// `[N, C, K, L]` (K window cells, L window positions), zero padding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Unfold(pub Window);
+
+impl OpDef for Unfold {
+    fn name(&self) -> &'static str {
+        "unfold"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        self.0.attrs()
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        unfold_shape(&self.0, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        unfold(&self.0, ins[0], out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        let spatial = g.shape(xs[0])?[2..].to_vec();
+        one(g.fold(gy, self.0.clone(), &spatial))
+    }
+}
+
+/// col2im (`torch.nn.functional.fold`, per channel): `[N, C, K, L]` →
+/// `[N, C, *spatial]`, scatter-adding overlapping cells, padding cropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    /// The window that produced the columns.
+    pub window: Window,
+    /// Spatial size of the (unpadded) output.
+    pub spatial: Vec<usize>,
+}
+
+impl OpDef for Fold {
+    fn name(&self) -> &'static str {
+        "fold"
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        let mut v = self.window.attrs();
+        v.push(("spatial", format!("{:?}", self.spatial)));
+        v
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        fold_shape(&self.window, &self.spatial, ins[0])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        fold(&self.window, ins[0], out, out_shape)
+    }
+    fn vjp(&self, g: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
+        one(g.unfold(gy, self.window.clone()))
     }
 }
