@@ -18,12 +18,12 @@ use super::{Patch, Program};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
-use crate::ops::{Broadcast, Constant, Fill, Reshape, Transpose};
+use crate::ops::{Constant, Fill, Transpose};
 
 /// The algebraic simplification pass.
 pub fn pass() -> RulePass {
-    let reshape = |o: &Op| matches!(o, Op::Reshape(Reshape { .. }));
-    let transpose = |o: &Op| matches!(o, Op::Transpose(Transpose { .. }));
+    let reshape = |o: &Op| matches!(o, Op::Reshape(_));
+    let transpose = |o: &Op| matches!(o, Op::Transpose(_));
     RulePass::new(
         "algebraic",
         vec![
@@ -36,7 +36,7 @@ pub fn pass() -> RulePass {
             ),
             Rule::new(
                 "broadcast_same_shape",
-                op(|o| matches!(o, Op::Broadcast(Broadcast { .. })))
+                op(|o| matches!(o, Op::Broadcast(_)))
                     .bind("r")
                     .args([any().bind("x").same_shape_as("r")]),
                 to_x,

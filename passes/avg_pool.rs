@@ -23,7 +23,7 @@ use super::pool_match::{
 use super::{Pass, Patch, Program, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::{self, AvgPoolBackward, Broadcast, Fill, Fold, Reshape, Unfold};
+use crate::ops::{self, AvgPoolBackward, Fill, Fold, Reshape, Unfold};
 use crate::ops::{AvgDivisor, BinaryOp, Op, PoolWindow, ReduceKind, Window};
 
 /// Fuses average pooling and its gradient.
@@ -45,8 +45,7 @@ fn scaled(p: &Program, n: NodeId) -> Result<Option<(NodeId, NodeId)>> {
 }
 
 fn is_fill(p: &Program, n: NodeId) -> Result<bool> {
-    Ok(matches!(p.graph.node(n)?.op, Op::Fill(Fill { .. }))
-        && p.graph.shape(n)?.iter().all(|&d| d == 1))
+    Ok(matches!(p.graph.node(n)?.op, Op::Fill(_)) && p.graph.shape(n)?.iter().all(|&d| d == 1))
 }
 
 /// The divisor rule that node `d` stands for when it divides (or, as a
@@ -152,7 +151,7 @@ fn backward(p: &Program, f: NodeId) -> Result<Option<GradMatch>> {
     };
     let b = p.graph.operands(f)[0];
     let r = match p.graph.node(b)?.op {
-        Op::Broadcast(Broadcast { .. }) => p.graph.operands(b)[0],
+        Op::Broadcast(_) => p.graph.operands(b)[0],
         _ => b,
     };
     let bs = p.graph.shape(b)?;

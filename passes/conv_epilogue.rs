@@ -20,9 +20,8 @@ pub fn pass() -> RulePass {
         "conv_epilogue",
         vec![Rule::new(
             "activation_into_conv",
-            op(|o| matches!(o, Op::Unary(_))).args([op(|o| matches!(o, Op::Conv(Conv { .. })))
-                .bind("c")
-                .single_use()]),
+            op(|o| matches!(o, Op::Unary(_)))
+                .args([op(|o| matches!(o, Op::Conv(_))).bind("c").single_use()]),
             |p, m| {
                 let (Op::Unary(u), c) = (&p.graph.node(m.root)?.op, m.node("c")) else {
                     return Ok(None);

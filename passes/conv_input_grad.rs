@@ -21,7 +21,7 @@ pub fn pass() -> RulePass {
         any().opt_reshape().bind("w"),
         any().opt_reshape().bind("gy"),
     ]);
-    let pattern = op(|o| matches!(o, Op::Fold(Fold { .. }))).args([matmul.opt_reshape()]);
+    let pattern = op(|o| matches!(o, Op::Fold(_))).args([matmul.opt_reshape()]);
     RulePass::new(
         "conv_input_grad",
         vec![Rule::new("input_grad", pattern, build)],

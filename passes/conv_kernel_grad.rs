@@ -13,12 +13,12 @@ use super::conv_forward::{columns, matmul_t};
 use super::pattern::{any, op, Match, Rule, RulePass};
 use super::{Patch, Program};
 use crate::error::Result;
-use crate::ops::{ConvKernelGrad, Reduce, Reshape, Unfold};
+use crate::ops::{ConvKernelGrad, Reduce, Unfold};
 use crate::ops::{Op, ReduceKind};
 
 /// Fuses convolution weight gradients (rule `kernel_grad`).
 pub fn pass() -> RulePass {
-    let pattern = op(|o| matches!(o, Op::Reshape(Reshape { .. }))).args([op(
+    let pattern = op(|o| matches!(o, Op::Reshape(_))).args([op(
         |o| matches!(o, Op::Reduce(Reduce { kind: ReduceKind::Sum, axes, keepdims: true }) if axes == &[0]),
     )
     .args([op(matmul_t::<false, true>)

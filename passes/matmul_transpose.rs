@@ -17,7 +17,7 @@ pub fn pass() -> RulePass {
         "matmul_transpose",
         vec![Rule::new(
             "transpose_into_matmul",
-            op(|o| matches!(o, Op::MatMul(MatMul { .. }))).args([any().bind("a"), any().bind("b")]),
+            op(|o| matches!(o, Op::MatMul(_))).args([any().bind("a"), any().bind("b")]),
             |p, m| {
                 let Op::MatMul(MatMul { trans_a, trans_b }) = p.graph.node(m.root)?.op else {
                     return Ok(None);

@@ -24,8 +24,8 @@ use super::{Pass, Patch, Program, Rewriter, Src};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::{
-    self, Broadcast, Constant, Fill, FirstMaxMask, Fold, MaxPoolBackward, MaxPoolWithIndices,
-    Output, Reshape, Unfold,
+    self, Constant, Fill, FirstMaxMask, Fold, MaxPoolBackward, MaxPoolWithIndices, Output, Reshape,
+    Unfold,
 };
 use crate::ops::{Op, ReduceKind};
 use std::collections::HashSet;
@@ -54,7 +54,7 @@ fn mask_selects_grad(p: &Program, n: NodeId, mask: NodeId) -> Result<Option<Node
     };
     let ms = p.graph.shape(mask)?;
     let g = match p.graph.node(other)?.op {
-        Op::Broadcast(Broadcast { .. }) => p.graph.operands(other)[0],
+        Op::Broadcast(_) => p.graph.operands(other)[0],
         _ => other,
     };
     let want = [ms[0], ms[1], 1, ms[3]];

@@ -3,7 +3,7 @@
 //! live node and hands what they build to the [`Rewriter`].
 //!
 //! ```text
-//! op("matmul", |o| matches!(o, Op::MatMul(MatMul { .. })))
+//! op("matmul", |o| matches!(o, Op::MatMul(_)))
 //!     .args([any().bind("a"), op("transpose", is_transpose).bind("t")])
 //! ```
 //! matches a matmul whose second operand is a transpose, binding `a` and
@@ -20,7 +20,6 @@ use super::{Patch, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::ops::Op;
-use crate::ops::Reshape;
 use std::time::{Duration, Instant};
 
 /// A pattern over the graph, rooted at one node.
@@ -155,7 +154,7 @@ impl Pat {
             Kind::Any => self.bind_at(n, m),
             Kind::OptReshape(pat) => {
                 let inner = match node.op {
-                    Op::Reshape(Reshape { .. }) => {
+                    Op::Reshape(_) => {
                         let (x, mark) = (p.graph.operands(n)[0], m.mark());
                         if pat.at(p, x, m)? {
                             if self.bind_at(x, m)? {
@@ -224,9 +223,7 @@ impl Pat {
         match &self.kind {
             Kind::Any => true,
             Kind::Op { test, .. } => test(op),
-            Kind::OptReshape(inner) => {
-                matches!(op, Op::Reshape(Reshape { .. })) || inner.may_match(op)
-            }
+            Kind::OptReshape(inner) => matches!(op, Op::Reshape(_)) || inner.may_match(op),
         }
     }
 

@@ -13,7 +13,7 @@ pub fn pass() -> RulePass {
         "permute",
         vec![Rule::new(
             "transpose_to_permute",
-            op(|o| matches!(o, Op::Transpose(Transpose { .. }))).args([any().bind("x")]),
+            op(|o| matches!(o, Op::Transpose(_))).args([any().bind("x")]),
             |p, m| {
                 let Op::Transpose(Transpose { perm }) = &p.graph.node(m.root)?.op else {
                     return Ok(None);

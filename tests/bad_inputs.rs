@@ -138,7 +138,7 @@ impl Pass for Zeroes {
     fn run(&self, rw: &mut Rewriter) -> kiln::Result<usize> {
         let p = rw.program();
         let old = p.outputs[0];
-        if matches!(p.graph.node(old)?.op, Op::Fill(Fill { .. })) {
+        if matches!(p.graph.node(old)?.op, Op::Fill(_)) {
             return Ok(0);
         }
         let shape = p.graph.shape(old)?.to_vec();

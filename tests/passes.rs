@@ -12,9 +12,8 @@ use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
 use kiln::nn::{self, Layer};
 use kiln::ops::{
-    AvgPool, AvgPoolBackward, Broadcast, Constant, Conv, ConvInputGrad, ConvKernelGrad, Dropout,
-    Fill, FirstMaxMask, Fold, Fused, MatMul, MaxPool, MaxPoolBackward, MaxPoolWithIndices, Output,
-    Permute, Reshape, Transpose, Unfold,
+    AvgPool, AvgPoolBackward, Conv, ConvInputGrad, ConvKernelGrad, Fill, Fused, MatMul, MaxPool,
+    MaxPoolWithIndices, Unfold,
 };
 use kiln::passes::PassManager;
 use kiln::OpBuilder;
@@ -99,10 +98,7 @@ fn algebraic_collapses_reshapes_transposes_and_identities() {
     for i in 2..5 {
         assert_ne!(after.outputs[i], x, "output {i} turns −0.0 into +0.0: kept");
     }
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::Reshape(Reshape { .. }))),
-        1
-    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Reshape(_))), 1);
 }
 
 #[test]
@@ -129,10 +125,7 @@ fn matmul_transpose_reads_operands_by_strides() {
         )),
         1
     );
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::Transpose(Transpose { .. }))),
-        0
-    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Transpose(_))), 0);
 }
 
 #[test]
@@ -143,14 +136,8 @@ fn permute_replaces_elementwise_transposes() {
     let b = g.transpose(x, &[2, 0, 1]).unwrap();
     let (text, after) = rewrite("permute", g, vec![a, b], &[("x", &rand(&[2, 3, 4], 3))]);
     insta::assert_snapshot!("pass_permute", text);
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::Permute(Permute { .. }))),
-        2
-    );
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::Transpose(Transpose { .. }))),
-        0
-    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Permute(_))), 2);
+    assert_eq!(count(&after, |o| matches!(o, Op::Transpose(_))), 0);
 }
 
 #[test]
@@ -357,10 +344,7 @@ fn cnn_training_step_compiled_equals_unrewritten() {
 fn is_generic_window_op(o: &Op) -> bool {
     matches!(
         o,
-        Op::Transpose(Transpose { .. })
-            | Op::Unfold(Unfold(_))
-            | Op::Fold(Fold { .. })
-            | Op::FirstMaxMask(FirstMaxMask { .. })
+        Op::Transpose(_) | Op::Unfold(Unfold(_)) | Op::Fold(_) | Op::FirstMaxMask(_)
     )
 }
 
@@ -421,16 +405,9 @@ fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mas
         assert_eq!(with_indices(&forward), 0, "{name} forward");
         assert_eq!(values_only(&train), 0, "{name} train");
         assert_eq!(with_indices(&train), max_pools, "{name} train");
+        assert_eq!(fused(&both, |o| matches!(o, Op::Conv(_))), convs, "{name}");
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::Conv(Conv { .. }))),
-            convs,
-            "{name}"
-        );
-        assert_eq!(
-            fused(&both, |o| matches!(
-                o,
-                Op::ConvKernelGrad(ConvKernelGrad { .. })
-            )),
+            fused(&both, |o| matches!(o, Op::ConvKernelGrad(_))),
             convs,
             "{name}"
         );
@@ -443,23 +420,17 @@ fn after_the_pipeline_seed_graphs_have_no_transpose_unfold_fold_or_first_max_mas
             "{name}: one sweep gives values and indices"
         );
         assert_eq!(
-            fused(&both, |o| matches!(
-                o,
-                Op::MaxPoolBackward(MaxPoolBackward { .. })
-            )),
+            fused(&both, |o| matches!(o, Op::MaxPoolBackward(_))),
             max_pools,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(o, Op::AvgPool(AvgPool { .. }))),
+            fused(&both, |o| matches!(o, Op::AvgPool(_))),
             avg_pools,
             "{name}"
         );
         assert_eq!(
-            fused(&both, |o| matches!(
-                o,
-                Op::AvgPoolBackward(AvgPoolBackward { .. })
-            )),
+            fused(&both, |o| matches!(o, Op::AvgPoolBackward(_))),
             avg_pools,
             "{name}"
         );
@@ -505,13 +476,7 @@ fn pooling_fuses_for_every_padding_dilation_ceil_mode_and_divisor() {
             )),
             1
         );
-        assert_eq!(
-            count(&p, |o| matches!(
-                o,
-                Op::MaxPoolBackward(MaxPoolBackward { .. })
-            )),
-            1
-        );
+        assert_eq!(count(&p, |o| matches!(o, Op::MaxPoolBackward(_))), 1);
         assert_equivalent(&layer, &shape, true);
     }
     let avg_pools: Vec<(nn::AvgPool2d, [usize; 4], AvgDivisor)> = vec![
@@ -599,18 +564,9 @@ fn max_pool_pass_pairs_forward_and_backward_through_the_windows() {
         )),
         1
     );
+    assert_eq!(count(&after, |o| matches!(o, Op::MaxPoolBackward(_))), 1);
     assert_eq!(
-        count(&after, |o| matches!(
-            o,
-            Op::MaxPoolBackward(MaxPoolBackward { .. })
-        )),
-        1
-    );
-    assert_eq!(
-        count(&after, |o| matches!(
-            o,
-            Op::FirstMaxMask(FirstMaxMask { .. }) | Op::Fold(Fold { .. })
-        )),
+        count(&after, |o| matches!(o, Op::FirstMaxMask(_) | Op::Fold(_))),
         0
     );
 }
@@ -633,7 +589,7 @@ fn max_pool_pass_makes_a_values_only_pool_where_no_gradient_needs_indices() {
         assert_eq!(
             count(&after, |o| matches!(
                 o,
-                Op::MaxPoolWithIndices(MaxPoolWithIndices(_)) | Op::Output(Output { .. })
+                Op::MaxPoolWithIndices(MaxPoolWithIndices(_)) | Op::Output(_)
             )),
             0,
             "{layer:?}"
@@ -681,17 +637,8 @@ fn avg_pool_pass_reads_the_divisor_rule_off_the_count_structure() {
     let gv = rand(p.graph.shape(p.outputs[0]).unwrap(), 6);
     let (text, after) = rewrite("avg_pool", p.graph, p.outputs, &[("x", &xv), ("gy", &gv)]);
     insta::assert_snapshot!("pass_avg_pool", text);
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::AvgPool(AvgPool { .. }))),
-        1
-    );
-    assert_eq!(
-        count(&after, |o| matches!(
-            o,
-            Op::AvgPoolBackward(AvgPoolBackward { .. })
-        )),
-        1
-    );
+    assert_eq!(count(&after, |o| matches!(o, Op::AvgPool(_))), 1);
+    assert_eq!(count(&after, |o| matches!(o, Op::AvgPoolBackward(_))), 1);
     // a divisor that is no pooling rule (here 1/5 for a 2x2 window) is left alone
     let (mut g, x) = graph_with_input(&[1, 1, 4, 4]);
     let u = g
@@ -748,19 +695,10 @@ fn const_fold_evaluates_ops_on_constants() {
         ),
         1
     );
+    assert_eq!(count(&after, |o| matches!(o, Op::Constant(_))), 1);
+    assert_eq!(count(&after, |o| matches!(o, Op::Dropout(_))), 1);
     assert_eq!(
-        count(&after, |o| matches!(o, Op::Constant(Constant { .. }))),
-        1
-    );
-    assert_eq!(
-        count(&after, |o| matches!(o, Op::Dropout(Dropout { .. }))),
-        1
-    );
-    assert_eq!(
-        count(&after, |o| matches!(
-            o,
-            Op::Unary(_) | Op::Broadcast(Broadcast { .. })
-        )),
+        count(&after, |o| matches!(o, Op::Unary(_) | Op::Broadcast(_))),
         0
     );
 }
@@ -790,7 +728,7 @@ fn conv_forward_fuses_the_layer_pattern_with_its_bias() {
     assert_eq!(
         count(&after, |o| matches!(
             o,
-            Op::Unfold(Unfold(_)) | Op::MatMul(MatMul { .. })
+            Op::Unfold(Unfold(_)) | Op::MatMul(_)
         )),
         0
     );
@@ -878,7 +816,7 @@ fn conv_kernel_and_input_grad_passes_fuse_the_backward_patterns() {
         )),
         1
     );
-    assert_eq!(count(&after, |o| matches!(o, Op::Fold(Fold { .. }))), 0);
+    assert_eq!(count(&after, |o| matches!(o, Op::Fold(_))), 0);
 }
 
 #[test]
@@ -892,18 +830,15 @@ fn seed_conv_training_graphs_have_no_unfold_or_fold_after_the_pipeline() {
         assert_eq!(
             count(&after, |o| matches!(
                 o,
-                Op::Unfold(Unfold(_))
-                    | Op::Fold(Fold { .. })
-                    | Op::Transpose(Transpose { .. })
-                    | Op::MatMul(MatMul { .. })
+                Op::Unfold(Unfold(_)) | Op::Fold(_) | Op::Transpose(_) | Op::MatMul(_)
             )),
             0,
             "{name}"
         );
         for fused in [
-            |o: &Op| matches!(o, Op::Conv(Conv { .. })),
-            |o: &Op| matches!(o, Op::ConvKernelGrad(ConvKernelGrad { .. })),
-            |o: &Op| matches!(o, Op::ConvInputGrad(ConvInputGrad { .. })),
+            |o: &Op| matches!(o, Op::Conv(_)),
+            |o: &Op| matches!(o, Op::ConvKernelGrad(_)),
+            |o: &Op| matches!(o, Op::ConvInputGrad(_)),
         ] {
             assert_eq!(count(&after, fused), 1, "{name}");
         }
@@ -977,7 +912,7 @@ fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
     insta::assert_snapshot!("pass_fuse_elementwise", text);
     // one loop for the update, one for gt/neg/select; tanh (returned) and exp
     // (read twice) stay values of their own, each computed once
-    assert_eq!(count(&after, |o| matches!(o, Op::Fused(Fused { .. }))), 2);
+    assert_eq!(count(&after, |o| matches!(o, Op::Fused(_))), 2);
     assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 2);
     assert_eq!(
         count(&after, |o| matches!(o, Op::Binary(_) | Op::Select)),

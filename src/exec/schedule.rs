@@ -8,7 +8,7 @@ use super::{Executable, Step};
 use crate::error::{KilnError, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::{NodeId, Program};
-use crate::ops::{Input, Output, Param};
+use crate::ops::{Input, Param};
 use crate::ops::{Op, RunCtx};
 use crate::passes::PassReport;
 use std::collections::HashMap;
@@ -162,7 +162,7 @@ fn step_levels(steps: &[Step], values: &[Value]) -> Vec<usize> {
         let l = match v {
             Value::View { of, .. } => level[*of],
             _ => match s.op {
-                Op::Input(Input { .. }) | Op::Param(Param { .. }) => 0,
+                Op::Input(_) | Op::Param(_) => 0,
                 _ => 1 + s.operands.iter().map(|&o| level[o]).max().unwrap_or(0),
             },
         };
@@ -183,11 +183,11 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
         // an output of a multi-output op is always a view; a reshape or
         // stop-gradient (same data, new shape) one unless it reads a
         // parameter, whose memory the updates rewrite between runs
-        let param = |o: usize| matches!(steps[owner[o]].op, Op::Param(Param { .. }));
+        let param = |o: usize| matches!(steps[owner[o]].op, Op::Param(_));
         let v = match (s.op.view_offset(s.len), &s.op) {
-            (Some(at), Op::Output(Output { .. })) => view(s.operands[0], at),
+            (Some(at), Op::Output(_)) => view(s.operands[0], at),
             (Some(at), _) if !param(s.operands[0]) => view(s.operands[0], at),
-            (_, Op::Input(Input { .. })) => Value::Feed,
+            (_, Op::Input(_)) => Value::Feed,
             _ => Value::Owned(s.len),
         };
         owner.push(match v {
@@ -199,12 +199,12 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
     let mut pinned = vec![false; steps.len()];
     for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
         pinned[o] = true;
-        if matches!(steps[owner[o]].op, Op::Input(Input { .. })) {
+        if matches!(steps[owner[o]].op, Op::Input(_)) {
             values[owner[o]] = Value::Owned(steps[owner[o]].len);
         }
     }
     for (i, s) in steps.iter().enumerate() {
-        pinned[i] |= matches!(s.op, Op::Param(Param { .. }));
+        pinned[i] |= matches!(s.op, Op::Param(_));
     }
     let levels = step_levels(steps, &values);
     let reads: Vec<Vec<usize>> = steps.iter().map(|s| s.operands.clone()).collect();

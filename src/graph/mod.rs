@@ -330,7 +330,7 @@ pub(crate) fn infer_node(op: &Op, operands: &[Operand]) -> Result<Vec<usize>> {
                     ),
                 })
             }
-            Op::Output(Output { .. }) => {}
+            Op::Output(_) => {}
             _ if n > 1 => {
                 return Err(KilnError::Invalid(format!(
                 "operand {i} of `{}` is `{}`, which has {n} outputs: take one with Graph::output",

@@ -5,7 +5,6 @@
 use super::{Graph, NodeId};
 use crate::error::{KilnError, Result};
 use crate::ops::Op;
-use crate::ops::{Param, Reshape};
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -45,7 +44,7 @@ impl Program {
     /// reshapes to the same shape, so patterns treat reshapes as optional).
     pub fn through_reshape(&self, n: NodeId) -> Result<NodeId> {
         Ok(match self.graph.node(n)?.op {
-            crate::ops::Op::Reshape(Reshape { .. }) => self.graph.operands(n)[0],
+            crate::ops::Op::Reshape(_) => self.graph.operands(n)[0],
             _ => n,
         })
     }
@@ -78,7 +77,7 @@ impl Program {
                     pn.name.as_deref().unwrap_or("?")
                 )));
             }
-            if !matches!(pn.op, Op::Param(Param { .. })) {
+            if !matches!(pn.op, Op::Param(_)) {
                 return Err(KilnError::Invalid(format!(
                     "update target %{} is a `{}`, not a parameter",
                     p.index(),

@@ -2,7 +2,6 @@
 
 use super::{Graph, NodeId};
 use crate::error::{KilnError, Result};
-use crate::ops::{Input, Param};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -51,7 +50,7 @@ impl Graph {
         for &n in dead {
             if !matches!(
                 self.g[n.0].op,
-                crate::ops::Op::Input(Input { .. }) | crate::ops::Op::Param(Param { .. })
+                crate::ops::Op::Input(_) | crate::ops::Op::Param(_)
             ) {
                 self.g.remove_node(n.0);
             }

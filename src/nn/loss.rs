@@ -4,7 +4,7 @@ use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::OpBuilder;
 use crate::ops::{BinaryOp, Op};
-use crate::ops::{Constant, Input, Reshape};
+use crate::ops::{Constant, Input};
 use crate::tensor::Tensor;
 
 /// How per-sample losses are combined (PyTorch's `reduction`).
@@ -116,18 +116,13 @@ pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
                 if value.shape() == [1, c]
                     && value.data().iter().enumerate().all(|(i, &v)| v == i as f32)
         );
-        if !is_arange
-            || !matches!(
-                graph.node(col).map(|n| &n.op),
-                Ok(Op::Reshape(Reshape { .. }))
-            )
-        {
+        if !is_arange || !matches!(graph.node(col).map(|n| &n.op), Ok(Op::Reshape(_))) {
             continue;
         }
         let mut at = col;
         while let Ok(n) = graph.node(at) {
             match &n.op {
-                Op::Reshape(Reshape { .. }) => match graph.operands(at).first() {
+                Op::Reshape(_) => match graph.operands(at).first() {
                     Some(&x) => at = x,
                     None => break,
                 },

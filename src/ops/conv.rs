@@ -382,7 +382,7 @@ impl OpDef for Conv {
     fn attrs(&self) -> Vec<(&'static str, String)> {
         let mut v = window_attrs(&self.window, self.groups);
         if !self.epilogue.is_empty() {
-            let names: Vec<&str> = self.epilogue.iter().map(|u| u.name()).collect();
+            let names: Vec<String> = self.epilogue.iter().map(|u| u.to_string()).collect();
             v.push(("epilogue", format!("[{}]", names.join(","))));
         }
         v

@@ -69,6 +69,14 @@ impl UnaryOp {
     }
 }
 
+/// The op as dumps show it inside a fused expression or an epilogue: its
+/// name, with its attributes in brackets when it has any.
+impl std::fmt::Display for UnaryOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Element-wise binary functions; comparisons give 1.0 (true) or 0.0 (false).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BinaryOp {

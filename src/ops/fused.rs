@@ -54,7 +54,7 @@ pub fn expr_text(expr: &[Instr]) -> String {
         match expr[i] {
             Instr::Operand(k) => format!("%{k}"),
             Instr::Const(c) => fmt_f32(c),
-            Instr::Unary(u, a) => format!("{}({})", u.name(), go(expr, a)),
+            Instr::Unary(u, a) => format!("{u}({})", go(expr, a)),
             Instr::Binary(b, x, y) => format!("{}({}, {})", b.name(), go(expr, x), go(expr, y)),
             Instr::Select(c, a, b) => {
                 format!("select({}, {}, {})", go(expr, c), go(expr, a), go(expr, b))
