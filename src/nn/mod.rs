@@ -11,7 +11,7 @@ mod lstm;
 mod pool;
 mod reshape;
 
-pub use activation::{log_softmax, softmax, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use activation::*;
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
 pub use loss::{check_labels, mse_loss, softmax_cross_entropy, Reduction};
