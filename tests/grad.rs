@@ -138,6 +138,23 @@ fn unary_ops() {
     check(vec![pos], |g, x| g.recip(x[0]));
 }
 
+/// GELU (exact and tanh), SiLU, LeakyReLU and erf against central
+/// differences, over values on both sides of zero and in the tails.
+#[test]
+fn activation_ops() {
+    let x = away_from_zero(&[3, 5], 7);
+    let wide =
+        Tensor::from_vec(vec![2, 4], vec![-4.0, -2.5, -1.2, -0.3, 0.2, 0.9, 1.7, 3.5]).unwrap();
+    for v in [x, wide] {
+        check(vec![v.clone()], |g, x| g.erf(x[0]));
+        check(vec![v.clone()], |g, x| g.gelu(x[0]));
+        check(vec![v.clone()], |g, x| g.gelu_tanh(x[0]));
+        check(vec![v.clone()], |g, x| g.silu(x[0]));
+        check(vec![v.clone()], |g, x| g.leaky_relu(x[0], 0.01));
+        check(vec![v], |g, x| g.leaky_relu(x[0], -0.7));
+    }
+}
+
 #[test]
 fn binary_ops_with_broadcasting() {
     let a = rand(&[2, 3], 3);

@@ -53,6 +53,115 @@ fn unary_ops_match_hand_values() {
     assert!(apply(&t(&[1], &[f32::NAN]), Graph::relu).data()[0].is_nan());
 }
 
+/// GELU (exact, tanh), SiLU, LeakyReLU and erf against their PyTorch
+/// definitions (`torch.nn.GELU`, `GELU(approximate='tanh')`, `SiLU`,
+/// `LeakyReLU(0.01)`, `torch.erf`) evaluated in double precision.
+#[test]
+fn activation_ops_match_their_pytorch_definitions() {
+    let x = t(&[6], &[-3.0, -1.0, -0.5, 0.25, 1.0, 2.5]);
+    let leaky: UnaryBuilder = |g, x| g.leaky_relu(x, 0.01);
+    let cases: Vec<(&str, UnaryBuilder, [f32; 6])> = vec![
+        (
+            "erf",
+            Graph::erf,
+            [
+                -0.999_977_9,
+                -0.842_700_8,
+                -0.520_499_9,
+                0.276_326_4,
+                0.842_700_8,
+                0.999_593,
+            ],
+        ),
+        (
+            "gelu",
+            Graph::gelu,
+            [
+                -0.004_049_694,
+                -0.158_655_25,
+                -0.154_268_77,
+                0.149_676_58,
+                0.841_344_7,
+                2.484_475_8,
+            ],
+        ),
+        (
+            "gelu_tanh",
+            Graph::gelu_tanh,
+            [
+                -0.003_637_392,
+                -0.158_808_01,
+                -0.154_285_99,
+                0.149_675_35,
+                0.841_192,
+                2.484_915_7,
+            ],
+        ),
+        (
+            "silu",
+            Graph::silu,
+            [
+                -0.142_277_62,
+                -0.268_941_42,
+                -0.188_770_33,
+                0.140_544_13,
+                0.731_058_6,
+                2.310_354_5,
+            ],
+        ),
+        ("leaky_relu", leaky, [-0.03, -0.01, -0.005, 0.25, 1.0, 2.5]),
+    ];
+    for (name, f, want) in cases {
+        let [compiled, unrewritten] = apply_both(&x, f);
+        assert_close(compiled.data(), &want, 2e-6);
+        assert_eq!(
+            bits(&compiled),
+            bits(&unrewritten),
+            "{name}: passes changed the value"
+        );
+        // NaN stays NaN; ±0.0 maps to ±0.0 (LeakyReLU keeps −0.0, as `x·slope`)
+        let special = apply(&t(&[3], &[f32::NAN, 0.0, -0.0]), f);
+        assert!(special.data()[0].is_nan(), "{name}(NaN)");
+        assert_eq!(special.data()[1].to_bits(), 0, "{name}(0.0)");
+        let neg_zero = special.data()[2].to_bits();
+        assert!(
+            neg_zero == (-0.0f32).to_bits() || neg_zero == 0,
+            "{name}(-0.0)"
+        );
+    }
+    let y = apply(&t(&[2], &[-0.0, -2.0]), |g, x| g.leaky_relu(x, 0.2));
+    assert_eq!(bits(&y), [(-0.0f32).to_bits(), (-0.4f32).to_bits()]);
+}
+
+/// The new element-wise ops fuse: a chain of them (with a parametrised
+/// LeakyReLU) compiles to one fused loop, bit-identical to the unfused graph,
+/// and the dump keeps the slope.
+#[test]
+fn activation_chains_fuse_into_one_loop() {
+    let build = |g: &mut Graph, x: kiln::NodeId| -> kiln::Result<kiln::NodeId> {
+        let a = g.gelu(x)?;
+        let b = g.silu(a)?;
+        let c = g.leaky_relu(b, 0.1)?;
+        let d = g.gelu_tanh(c)?;
+        g.add(d, x)
+    };
+    let x = Tensor::rand_uniform([3, 7], -3.0, 3.0, 4);
+    let [compiled, unrewritten] = apply_both(&x, build);
+    assert_eq!(bits(&compiled), bits(&unrewritten));
+    let (mut g, x) = graph_with_input(&[3, 7]);
+    let y = build(&mut g, x).unwrap();
+    let program = kiln::Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    let opts = kiln::CompileOptions::default();
+    let (after, _) = kiln::compile::optimize(program, &opts).unwrap();
+    let dump = kiln::graph::dump::to_text(&after.graph, &after.outputs);
+    assert_eq!(dump.matches("fused").count(), 1, "{dump}");
+    assert!(dump.contains("gelu_tanh(leaky_relu[0.1](silu(gelu(%0))))"), "{dump}");
+}
+
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     let a = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -600,4 +709,9 @@ fn op_facts() {
     );
     assert_eq!(Op::StopGradient.view_offset(6), Some(0));
     assert_eq!(relu.view_offset(6), None);
+}
+
+/// The bit patterns of a tensor's elements.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
 }

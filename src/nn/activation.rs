@@ -31,6 +31,51 @@ impl Layer for Tanh {
     }
 }
 
+/// GELU (`torch.nn.GELU`): exact `x·Φ(x)` by default, the tanh
+/// approximation with `approximate: true` (PyTorch's `approximate='tanh'`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gelu {
+    /// Use the tanh approximation.
+    pub approximate: bool,
+}
+/// SiLU, `x·sigmoid(x)` (`torch.nn.SiLU`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silu;
+/// Leaky ReLU (`torch.nn.LeakyReLU`): `x` where `x > 0`, else
+/// `negative_slope·x`; [`Default`] has PyTorch's slope 0.01.
+#[derive(Clone, Copy, Debug)]
+pub struct LeakyRelu {
+    /// The slope for `x ≤ 0`.
+    pub negative_slope: f32,
+}
+
+impl Default for LeakyRelu {
+    fn default() -> Self {
+        LeakyRelu {
+            negative_slope: 0.01,
+        }
+    }
+}
+impl Layer for Gelu {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        if self.approximate {
+            g.gelu_tanh(x)
+        } else {
+            g.gelu(x)
+        }
+    }
+}
+impl Layer for Silu {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.silu(x)
+    }
+}
+impl Layer for LeakyRelu {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.leaky_relu(x, self.negative_slope)
+    }
+}
+
 /// The shift `max(x)` along `axis` that keeps `exp` finite. Its gradient
 /// through (log-)softmax is exactly zero, so it is cut off: no max mask in
 /// the backward graph.

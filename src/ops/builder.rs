@@ -75,6 +75,20 @@ pub trait OpBuilder {
         tanh => Tanh,
         /// absolute value
         abs => Abs,
+        /// Gauss error function (`torch.erf`)
+        erf => Erf,
+        /// GELU, exact (`torch.nn.functional.gelu(x)`)
+        gelu => Gelu,
+        /// GELU, tanh approximation (`torch.nn.functional.gelu(x, approximate='tanh')`)
+        gelu_tanh => GeluTanh,
+        /// SiLU, `x·sigmoid(x)` (`torch.nn.functional.silu`)
+        silu => Silu,
+    }
+
+    /// `x` where `x > 0`, else `negative_slope·x`
+    /// (`torch.nn.functional.leaky_relu`; PyTorch's default slope is 0.01).
+    fn leaky_relu(&mut self, x: NodeId, negative_slope: f32) -> Result<NodeId> {
+        self.add_op(Op::Unary(UnaryOp::LeakyRelu(negative_slope)), &[x])
     }
 
     binary_builders! {

@@ -8,8 +8,13 @@ use crate::error::{shape_err, Result};
 use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
 use serde::{Deserialize, Serialize};
 
+/// `√(2/π)`, the tanh-approximate GELU's scale (PyTorch's `kBeta`).
+const GELU_BETA: f32 = 0.797_884_6;
+/// The tanh-approximate GELU's cubic coefficient (PyTorch's `kKappa`).
+const GELU_KAPPA: f32 = 0.044_715;
+
 /// Element-wise unary functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UnaryOp {
     /// `-x`
     Neg,
@@ -29,6 +34,18 @@ pub enum UnaryOp {
     Tanh,
     /// `|x|`
     Abs,
+    /// Gauss error function (`torch.erf`)
+    Erf,
+    /// GELU, exact: `x·Φ(x) = x·½·(1 + erf(x/√2))` (`torch.nn.GELU()`)
+    Gelu,
+    /// GELU, tanh approximation: `x·½·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+    /// (`torch.nn.GELU(approximate='tanh')`)
+    GeluTanh,
+    /// SiLU (swish): `x / (1 + e^−x)` (`torch.nn.SiLU`; −∞ gives NaN, as PyTorch)
+    Silu,
+    /// `x` where `x > 0`, else `negative_slope·x` (`torch.nn.LeakyReLU`;
+    /// NaN stays NaN, −0.0 stays −0.0)
+    LeakyRelu(#[serde(with = "super::source::serde_f32")] f32),
 }
 
 impl UnaryOp {
@@ -44,6 +61,11 @@ impl UnaryOp {
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Tanh => "tanh",
             UnaryOp::Abs => "abs",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Silu => "silu",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
         }
     }
     /// The function on one value.
@@ -65,6 +87,20 @@ impl UnaryOp {
             UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Abs => x.abs(),
+            UnaryOp::Erf => libm::erff(x),
+            UnaryOp::Gelu => x * 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            UnaryOp::GeluTanh => {
+                let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+            UnaryOp::Silu => x / (1.0 + (-x).exp()),
+            UnaryOp::LeakyRelu(slope) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * slope
+                }
+            }
         }
     }
 }
@@ -73,7 +109,10 @@ impl UnaryOp {
 /// name, with its attributes in brackets when it has any.
 impl std::fmt::Display for UnaryOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        match self {
+            UnaryOp::LeakyRelu(slope) => write!(f, "leaky_relu[{}]", super::fmt_f32(*slope)),
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
@@ -183,12 +222,17 @@ pub fn broadcast_shapes(op: &str, ins: &[&[usize]]) -> Result<Vec<usize>> {
 macro_rules! per_unary_op {
     ($op:expr, $u:ident => $body:expr) => {
         $crate::ops::elementwise::per_unary_op!(@arms $op, $u, $body,
-            Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs)
+            [Neg, Exp, Log, Sqrt, Recip, Relu, Sigmoid, Tanh, Abs, Erf, Gelu, GeluTanh, Silu],
+            [LeakyRelu])
     };
-    (@arms $op:expr, $u:ident, $body:expr, $($v:ident),*) => {
+    (@arms $op:expr, $u:ident, $body:expr, [$($v:ident),*], [$($w:ident),*]) => {
         match $op {
             $($crate::ops::elementwise::UnaryOp::$v => {
                 let $u = $crate::ops::elementwise::UnaryOp::$v;
+                $body
+            })*
+            $($crate::ops::elementwise::UnaryOp::$w(a) => {
+                let $u = $crate::ops::elementwise::UnaryOp::$w(a);
                 $body
             })*
         }
@@ -328,6 +372,70 @@ pub fn unary_vjp(
             let sign = g.sub(pos, neg)?;
             g.mul(gy, sign)
         }
+        UnaryOp::Erf => {
+            // 2/√π · e^(−x²)
+            let x2 = g.mul(x, x)?;
+            let e = g.mul_scalar(x2, -1.0)?;
+            let e = g.exp(e)?;
+            let d = g.mul_scalar(e, std::f32::consts::FRAC_2_SQRT_PI)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::Gelu => {
+            // PyTorch's GeluBackward: Φ(x) + x·φ(x)
+            let xs = g.mul_scalar(x, std::f32::consts::FRAC_1_SQRT_2)?;
+            let e = g.erf(xs)?;
+            let e1 = g.add_scalar(e, 1.0)?;
+            let cdf = g.mul_scalar(e1, 0.5)?;
+            let x2 = g.mul(x, x)?;
+            let t = g.mul_scalar(x2, -0.5)?;
+            let ex = g.exp(t)?;
+            let pdf = g.mul_scalar(
+                ex,
+                0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2,
+            )?;
+            let xp = g.mul(x, pdf)?;
+            let d = g.add(cdf, xp)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::GeluTanh => {
+            // PyTorch's GeluBackward (tanh): ½(1 + t) + ½x·(1 − t²)·β(1 + 3κx²)
+            let x2 = g.mul(x, x)?;
+            let x3 = g.mul(x2, x)?;
+            let k = g.mul_scalar(x3, GELU_KAPPA)?;
+            let inner = g.add(x, k)?;
+            let inner = g.mul_scalar(inner, GELU_BETA)?;
+            let t = g.tanh(inner)?;
+            let right = g.add_scalar(t, 1.0)?;
+            let left_d = g.mul_scalar(right, 0.5)?;
+            let t2 = g.mul(t, t)?;
+            let one = g.scalar(1.0)?;
+            let sech2 = g.sub(one, t2)?;
+            let k3 = g.mul_scalar(x2, 3.0 * GELU_KAPPA)?;
+            let k3 = g.add_scalar(k3, 1.0)?;
+            let k3 = g.mul_scalar(k3, GELU_BETA)?;
+            let half_x = g.mul_scalar(x, 0.5)?;
+            let right_d = g.mul(half_x, sech2)?;
+            let right_d = g.mul(right_d, k3)?;
+            let d = g.add(left_d, right_d)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::Silu => {
+            // PyTorch's silu_backward: s·(1 + x·(1 − s)), s = sigmoid(x)
+            let s = g.sigmoid(x)?;
+            let one = g.scalar(1.0)?;
+            let one_minus = g.sub(one, s)?;
+            let t = g.mul(x, one_minus)?;
+            let t = g.add_scalar(t, 1.0)?;
+            let d = g.mul(s, t)?;
+            g.mul(gy, d)
+        }
+        UnaryOp::LeakyRelu(slope) => {
+            // PyTorch's leaky_relu_backward: `x > 0 ? gy : gy·slope`
+            let zero = g.scalar(0.0)?;
+            let pos = g.gt(x, zero)?;
+            let neg = g.mul_scalar(gy, slope)?;
+            g.select(pos, gy, neg)
+        }
     }
 }
 
@@ -383,6 +491,12 @@ pub fn select_vjp(g: &mut dyn OpBuilder, c: NodeId, gy: NodeId) -> Result<Vec<Op
 impl OpDef for UnaryOp {
     fn name(&self) -> &'static str {
         UnaryOp::name(*self)
+    }
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        match self {
+            UnaryOp::LeakyRelu(slope) => vec![("negative_slope", super::fmt_f32(*slope))],
+            _ => Vec::new(),
+        }
     }
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         Ok(ins[0].to_vec())

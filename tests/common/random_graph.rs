@@ -124,7 +124,7 @@ fn arr<const D: usize>(u: &mut Unstructured, lo: usize, hi: usize) -> Result<[us
 fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option<NodeId>> {
     let x = pick(u, pool)?;
     let xs = g.shape(x).expect("pool node").to_vec();
-    let r = match u.int_in_range(0u8..=43)? {
+    let r = match u.int_in_range(0u8..=48)? {
         0 => g.neg(x),
         1 => g.exp(x),
         2 => g.log(x),
@@ -303,7 +303,15 @@ fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option
                 g.mul_scalar(x, c)
             }
         }
-        _ => g.stop_gradient(x),
+        43 => g.stop_gradient(x),
+        44 => g.erf(x),
+        45 => g.gelu(x),
+        46 => g.gelu_tanh(x),
+        47 => g.silu(x),
+        _ => {
+            let slope = [0.01, 0.0, -0.5, 1.0, f32::NAN][u.int_in_range(0..=4usize)?];
+            g.leaky_relu(x, slope)
+        }
     };
     Ok(r.ok())
 }
