@@ -194,7 +194,7 @@ impl PassManager {
     }
     /// Runs the pipeline to a fixpoint (see [`PassManager::run_observed`]).
     pub fn run(&self, program: &mut Program) -> Result<PassReport> {
-        self.run_observed(program, |_, _| Ok(()))
+        self.run_observed(program, |_, _, _| Ok(()))
     }
     /// `Err` naming two passes of the pipeline in an order one of them
     /// forbids ([`Pass::after`], [`Pass::before`]).
@@ -215,8 +215,8 @@ impl PassManager {
         }
         Ok(())
     }
-    /// Runs the pipeline to a fixpoint, calling `after(pass name, program)`
-    /// after every pass application that rewrote something (for dumps and
+    /// Runs the pipeline to a fixpoint, calling `after(pass name, round,
+    /// program)` after every pass application that rewrote something (for dumps and
     /// verification). `Err` if the pipeline's order breaks a pass's declared
     /// needs, or naming the passes that still rewrote on the last allowed
     /// iteration if no fixpoint is reached. With a rewrite budget
@@ -224,7 +224,7 @@ impl PassManager {
     pub fn run_observed(
         &self,
         program: &mut Program,
-        mut after: impl FnMut(&str, &Program) -> Result<()>,
+        mut after: impl FnMut(&str, usize, &Program) -> Result<()>,
     ) -> Result<PassReport> {
         self.check_order()?;
         if self.max_iterations == 0 {
@@ -259,7 +259,7 @@ impl PassManager {
                 report.rewrites[i].1 += n;
                 if n > 0 {
                     fired.push(pass.name());
-                    after(pass.name(), program)?;
+                    after(pass.name(), round, program)?;
                 }
                 if log.stopped {
                     break;

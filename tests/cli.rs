@@ -501,3 +501,27 @@ fn train_finds_its_data_at_run_time_and_dumps_each_graph_apart() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn dump_html_writes_one_page_and_refuses_what_it_cannot_do() {
+    let dir = std::env::temp_dir().join(format!("kiln-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mlp.html");
+    let (ok, out, err) = kiln(&["dump", "mlp", "--train", "--html", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("wrote {}\n", file.display()));
+    let page = std::fs::read_to_string(&file).unwrap();
+    assert!(page.contains("<title>kiln: the mlp training step, pass by pass</title>"));
+    assert!(page.matches("<svg").count() >= 2);
+    // the graph as built has no passes to step through
+    let (ok, _, err) = kiln(&["dump", "mlp", "--stage", "before", "--html", "x.html"]);
+    assert!(!ok && err.contains("--html need passes"), "{err}");
+    // an unwritable path is an error naming it, and nothing is printed
+    let bad = dir.join("no-such-dir").join("x.html");
+    let (ok, out, err) = kiln(&["dump", "mlp", "--html", bad.to_str().unwrap()]);
+    assert!(
+        !ok && out.is_empty() && err.contains("no-such-dir"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

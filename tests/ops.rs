@@ -159,7 +159,10 @@ fn activation_chains_fuse_into_one_loop() {
     let (after, _) = kiln::compile::optimize(program, &opts).unwrap();
     let dump = kiln::graph::dump::to_text(&after.graph, &after.outputs);
     assert_eq!(dump.matches("fused").count(), 1, "{dump}");
-    assert!(dump.contains("gelu_tanh(leaky_relu[0.1](silu(gelu(%0))))"), "{dump}");
+    assert!(
+        dump.contains("gelu_tanh(leaky_relu[0.1](silu(gelu(%0))))"),
+        "{dump}"
+    );
 }
 
 #[test]

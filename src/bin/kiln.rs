@@ -96,6 +96,11 @@ enum Command {
         /// `KILN_VERIFY`), and print it.
         #[arg(long, conflicts_with = "format")]
         bisect: bool,
+        /// Write one self-contained HTML page to FILE that steps through the
+        /// graph after each pass (drawn as SVG, new nodes highlighted, the
+        /// rewrites and the rule table beside it), instead of printing.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "stats", "trace", "bisect"])]
+        html: Option<std::path::PathBuf>,
         /// Seed for the parameters.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -233,6 +238,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
             trace,
             stop_after,
             bisect,
+            html,
             seed,
         } => {
             let format: DumpFormat = format.parse()?;
@@ -241,11 +247,11 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 .iter()
                 .map(|p| p.name().to_string())
                 .collect();
-            let rewrites = stats || trace || bisect || stop_after.is_some();
+            let rewrites = stats || trace || bisect || html.is_some() || stop_after.is_some();
             let stage = match (stage, rewrites) {
                 (Some(s), true) if s == "before" => {
                     return Err(KilnError::Invalid(
-                        "--stage before is the graph as built: --trace, --stats, --stop-after and --bisect need passes (--stage final or a pass name)".into(),
+                        "--stage before is the graph as built: --trace, --stats, --stop-after, --bisect and --html need passes (--stage final or a pass name)".into(),
                     ))
                 }
                 (Some(s), _) => s,
@@ -272,6 +278,19 @@ fn run(cli: Cli) -> kiln::Result<()> {
             };
             if bisect {
                 out!("{}", bisect_rewrites(&program, &options)?);
+                return Ok(());
+            }
+            if let Some(file) = html {
+                let what = if train {
+                    "training step"
+                } else {
+                    "forward pass"
+                };
+                let title = format!("kiln: the {model} {what}, pass by pass");
+                let page = kiln::compile::html::report(&program, &options, &title)?;
+                std::fs::write(&file, page)
+                    .map_err(|e| KilnError::Invalid(format!("{}: {e}", file.display())))?;
+                outln!("wrote {}", file.display());
                 return Ok(());
             }
             let (rewritten, report) = optimize(program, &options)?;

@@ -5,6 +5,8 @@
 //! [`crate::exec::schedule_with`] plans and allocates the result.
 //! [`first_difference`] and [`bisect`] compare programs on seeded inputs.
 
+pub mod html;
+
 use crate::error::{KilnError, Result};
 use crate::exec::{schedule_with, Executable};
 use crate::graph::dump::to_text;
@@ -156,7 +158,7 @@ pub fn optimize_with(
     };
     dump("input", &program)?;
     let mut before = options.verify.then(|| program.clone());
-    let report = pipeline.run_observed(&mut program, |name, p| {
+    let report = pipeline.run_observed(&mut program, |name, _, p| {
         dump(name, p)?;
         if let Some(prev) = before.as_mut() {
             verify(name, prev, p, options)?;

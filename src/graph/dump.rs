@@ -52,7 +52,8 @@ pub fn dump(graph: &Graph, outputs: &[NodeId], format: DumpFormat) -> Result<Str
     })
 }
 
-fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
+/// The nodes in canonical order and each node's number (`%k`) in the dumps.
+pub(crate) fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     let order = topo_order(graph);
     let num = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     (order, num)

@@ -1,0 +1,71 @@
+//! The page `kiln dump --html` writes (`kiln::compile::html::report`).
+
+use kiln::compile::html::report;
+use kiln::{CompileOptions, Graph, OpBuilder, Program};
+
+/// The fill layout-rs writes for a node the stage's pass created.
+const NEW_FILL: &str = "fill=\"#ffd54fff\"";
+
+fn program() -> Program {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let t = g.transpose(x, &[1, 0]).unwrap(); // `permute` rewrites it
+    let r = g.relu(t).unwrap();
+    let e = g.exp(r).unwrap(); // `fuse_elementwise` fuses relu and exp
+    Program {
+        graph: g,
+        outputs: vec![e],
+        updates: vec![],
+    }
+}
+
+#[test]
+fn the_page_steps_through_every_pass_that_rewrote() {
+    let page = report(&program(), &CompileOptions::default(), "a <small> & graph").unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.contains("<title>a &lt;small&gt; &amp; graph</title>"));
+    // one section and one drawing per stage: the input, then each pass that rewrote
+    let stages: Vec<&str> = page.split("<section").skip(1).collect();
+    assert_eq!(stages.len(), page.matches("<svg").count());
+    let names = ["input", "permute (round 1)", "fuse_elementwise (round 1)"];
+    for name in names {
+        assert!(
+            page.contains(&format!(". {name}</button>")),
+            "{name} missing"
+        );
+    }
+    // the input has nothing new; a pass's stage highlights what it made
+    assert!(!stages[0].contains(NEW_FILL));
+    let stage = |pass: &str| {
+        let key = format!(" data-pass=\"{pass}\"");
+        *stages.iter().find(|s| s.starts_with(&key)).unwrap()
+    };
+    let permute = stage("permute");
+    assert_eq!(
+        permute.matches(NEW_FILL).count(),
+        1,
+        "one new node: the permute"
+    );
+    assert!(
+        permute.contains("%1 permute"),
+        "the new node is drawn with its op"
+    );
+    let fused = stage("fuse_elementwise");
+    assert_eq!(
+        fused.matches(NEW_FILL).count(),
+        1,
+        "one new node: the fused loop"
+    );
+    assert!(fused.contains("fused(%1) {expr=exp(relu(%0))}"), "{fused}");
+    assert!(permute.contains("<code>transpose_to_permute</code>"));
+    // every rule of the pipeline is in the table, the ones that never fired marked
+    assert!(page.contains("<td>conv_kernel_grad</td>"));
+    assert!(page.contains("class=\"never\""));
+}
+
+#[test]
+fn the_page_for_the_unrewritten_graph_has_the_input_alone() {
+    let page = report(&program(), &CompileOptions::unrewritten(), "none").unwrap();
+    assert_eq!(page.matches("<section").count(), 1);
+    assert!(page.contains("0 rewrites in"));
+}
