@@ -3,7 +3,7 @@
 //! unrewritten side by side. `kiln bench` and the criterion benches run these.
 
 use crate::alloc_count;
-use crate::compile::{compile_with, CompileOptions};
+use crate::compile::{compile_program, CompileOptions};
 use crate::error::{KilnError, Result};
 use crate::exec::{Executable, Profile};
 use crate::models;
@@ -175,7 +175,7 @@ impl Prepared {
                 )
             })
             .collect();
-        let exe = compile_with(&program.graph, &program.outputs, &program.updates, options)?;
+        let exe = compile_program(program.clone(), options)?;
         let feeds = inputs
             .into_iter()
             .enumerate()

@@ -4,12 +4,12 @@
 //! it ([`compile()`]) and run it many times ([`Executable::run`]).
 //!
 //! ```
-//! use kiln::{compile, nn, nn::Layer, Graph, Tensor};
+//! use kiln::{compile, nn, nn::Layer, CompileOptions, Graph, Tensor};
 //! # fn main() -> kiln::Result<()> {
 //! let mut g = Graph::with_seed(1);
 //! let x = g.input("x", [2, 4])?;
 //! let y = nn::Linear::new(4, 3).build(&mut g, x)?;
-//! let mut exe = compile(&g, &[y])?;
+//! let mut exe = compile(&g, &[y], &CompileOptions::default())?;
 //! let out = exe.run(&[("x", &Tensor::zeros([2, 4]))])?;
 //! assert_eq!(out[0].shape(), &[2, 3]);
 //! # Ok(()) }
@@ -48,7 +48,7 @@ pub mod tensor;
 pub mod trainer;
 pub mod weights;
 
-pub use compile::{compile, compile_with, compile_with_updates, CompileOptions, PassSelection};
+pub use compile::{compile, compile_program, CompileOptions, PassSelection};
 pub use error::{KilnError, Result};
 pub use exec::{schedule_with, Executable};
 pub use graph::dump::DumpFormat;

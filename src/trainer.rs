@@ -1,10 +1,10 @@
 //! `Trainer`: build a model once, derive its backward graph, compile once,
 //! then call `step` many times.
 
-use crate::compile::{compile_with, CompileOptions};
+use crate::compile::{compile, compile_program, CompileOptions};
 use crate::error::{KilnError, Result};
 use crate::exec::Executable;
-use crate::graph::{Graph, NodeId};
+use crate::graph::{Graph, NodeId, Program};
 use crate::nn::loss::{check_labels, label_inputs};
 use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
@@ -80,9 +80,14 @@ impl Trainer {
             dump_dir: options.dump_dir.as_ref().map(|d| d.join(name)),
             ..options.clone()
         };
-        let mut step = compile_with(&graph, &[loss], &updates, &sub("train-step"))?;
+        let program = Program {
+            graph: graph.clone(),
+            outputs: vec![loss],
+            updates,
+        };
+        let mut step = compile_program(program, &sub("train-step"))?;
         step.set_training(true);
-        let eval = compile_with(&graph, outputs, &[], &sub("evaluate"))?;
+        let eval = compile(&graph, outputs, &sub("evaluate"))?;
         let labels = label_inputs(&graph);
         Ok(Trainer {
             graph,

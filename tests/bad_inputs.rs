@@ -4,13 +4,14 @@
 //! graph is run, that the compiled graph and the unrewritten one agree bit
 //! for bit (NaN equal to NaN).
 
+use kiln::compile;
 use kiln::nn::{self, Layer};
 use kiln::ops::{AvgPool, Conv, Fill};
 use kiln::optim::{Adam, Sgd};
 use kiln::passes::{Pass, Patch, Rewriter};
 use kiln::OpBuilder;
 use kiln::Program;
-use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
+use kiln::{CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
 
 type Case = (&'static str, fn() -> String);
 
@@ -26,7 +27,7 @@ fn both(g: &Graph, outs: &[NodeId], feeds: &[(&str, &Tensor)]) -> Vec<Tensor> {
             threads: Some(1),
             ..o
         };
-        compile_with(g, outs, &[], &o).unwrap().run(feeds).unwrap()
+        compile(g, outs, &o).unwrap().run(feeds).unwrap()
     });
     for (x, y) in a.iter().zip(&b) {
         let bits = |t: &Tensor| -> Vec<u32> {
@@ -55,7 +56,15 @@ fn with_updates(
             threads: Some(1),
             ..o
         };
-        let mut exe = compile_with(g, outs, updates, &o).unwrap();
+        let mut exe = kiln::compile_program(
+            kiln::Program {
+                graph: g.clone(),
+                outputs: outs.to_vec(),
+                updates: updates.to_vec(),
+            },
+            &o,
+        )
+        .unwrap();
         let mut r: Vec<Vec<f32>> = exe
             .run(&[])
             .unwrap()
@@ -263,7 +272,7 @@ const CASES: &[Case] = &[
         let mut g = Graph::new();
         let x = g.input("x", [1usize << 46]).unwrap();
         let y = g.relu(x).unwrap();
-        err(kiln::compile(&g, &[y]))
+        err(kiln::compile(&g, &[y], &kiln::CompileOptions::default()))
     }),
     ("`g.param(\"w\", [1 << 46], Init::Zeros)`", || {
         err(Graph::new().param("w", [1usize << 46], kiln::Init::Zeros))
@@ -272,7 +281,7 @@ const CASES: &[Case] = &[
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();
         let y = g.pad(x, &[(1 << 46, 0)], 0.0).unwrap();
-        err(kiln::compile(&g, &[y]))
+        err(kiln::compile(&g, &[y], &kiln::CompileOptions::default()))
     }),
     ("`Tensor::try_full([1 << 46], 0.0)`", || err(Tensor::try_full([1usize << 46], 0.0))),
     ("`MaxPool2d(2)` on `[0.5, NaN, 0.25, NaN]` as `[1, 1, 2, 2]`, gradient of the sum", || {
@@ -354,7 +363,7 @@ const CASES: &[Case] = &[
             threads: Some(100_000),
             ..CompileOptions::default()
         };
-        err(compile_with(&g, &[x], &[], &o))
+        err(compile(&g, &[x], &o))
     }),
     ("`Op::Conv` with a 0-D window: its name, then `add_op`", || {
         let op = Op::Conv(Conv {
@@ -516,14 +525,14 @@ const CASES: &[Case] = &[
         let mut g = Graph::new();
         let a = g.param("a", [1], kiln::Init::Zeros).unwrap();
         let (x, y) = (g.add_scalar(a, 1.0).unwrap(), g.mul_scalar(a, 10.0).unwrap());
-        err(compile_with(&g, &[x], &[(a, x), (a, y)], &CompileOptions::default()).map(|_| ()))
+        err(kiln::compile_program(kiln::Program { graph: g.clone(), outputs: [x].to_vec(), updates: [(a, x), (a, y)].to_vec() }, &CompileOptions::default()).map(|_| ()))
     }),
     ("`dropout(x, 0.5, 1)` in training mode on `[NaN, -3, ∞, 2] × 4`: the dropped cells", || {
         let mut g = Graph::new();
         let x = g.input("x", [16]).unwrap();
         let y = g.dropout(x, 0.5, 1).unwrap();
         let xs: Vec<f32> = [f32::NAN, -3.0, f32::INFINITY, 2.0].repeat(4);
-        let mut exe = kiln::compile(&g, &[y]).unwrap();
+        let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
         exe.set_training(true);
         let out = exe.run(&[("x", &t(&[16], &xs))]).unwrap().remove(0);
         // PyTorch's input · noise: NaN·0 and ∞·0 are NaN, −3·0 is −0.0
@@ -558,7 +567,7 @@ const CASES: &[Case] = &[
             dump_dir: Some("".into()),
             ..CompileOptions::default()
         };
-        err(compile_with(&g, &[x], &[], &o).map(|_| ()))
+        err(compile(&g, &[x], &o).map(|_| ()))
     }),
     ("a 30,000-op element-wise chain, compiled", || {
         let mut g = Graph::new();
@@ -576,14 +585,14 @@ const CASES: &[Case] = &[
         let x = g.input("x", [2]).unwrap();
         g.input("unused", [3]).unwrap();
         let y = g.relu(x).unwrap();
-        let mut exe = kiln::compile(&g, &[y]).unwrap();
+        let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
         err(exe.run(&[("x", &Tensor::zeros([2])), ("unused", &Tensor::zeros([2]))]))
     }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();
         let y = g.relu(x).unwrap();
-        err(kiln::compile(&g, &[y]).unwrap().run(&[("x", &Tensor::zeros([3]))]))
+        err(kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap().run(&[("x", &Tensor::zeros([3]))]))
     }),
 ];
 

@@ -4,6 +4,7 @@ mod common;
 use common::*;
 use kiln::nn::{self, Layer};
 use kiln::ops::{AvgPool, MaxPool, MaxPoolBackward, MaxPoolWithIndices};
+use kiln::CompileOptions;
 use kiln::OpBuilder;
 use kiln::{compile, Graph, Init, KilnError, Tensor, Window};
 
@@ -165,7 +166,7 @@ fn feed_errors_are_clear() {
     let x = g.input("x", [2, 2]).unwrap();
     let w = g.param("w", [2, 2], Init::Zeros).unwrap();
     let y = g.add(x, w).unwrap();
-    let mut exe = compile(&g, &[y]).unwrap();
+    let mut exe = compile(&g, &[y], &CompileOptions::default()).unwrap();
     let ok = Tensor::zeros([2, 2]);
     assert_eq!(
         exe.run(&[]).unwrap_err(),
@@ -228,9 +229,15 @@ fn graph_misuse_is_an_error() {
     let _ = other.add(a, b).unwrap();
     let foreign = other.add(a, b).unwrap();
     has_all(&msg(g.relu(foreign)), &["unknown node"]);
-    has_all(&msg(compile(&g, &[])), &["no outputs"]);
-    has_all(&msg(compile(&g, &[foreign])), &["unknown node"]);
-    assert!(compile(&g, &[x]).is_ok());
+    has_all(
+        &msg(compile(&g, &[], &CompileOptions::default())),
+        &["no outputs"],
+    );
+    has_all(
+        &msg(compile(&g, &[foreign], &CompileOptions::default())),
+        &["unknown node"],
+    );
+    assert!(compile(&g, &[x], &CompileOptions::default()).is_ok());
 }
 
 #[test]
@@ -280,7 +287,7 @@ fn multi_output_ops_are_read_through_output_nodes() {
     );
     has_all(&msg(g.output(x, 1)), &["output", "input", "no output 1"]);
     has_all(
-        &msg(compile(&g, &[pool])),
+        &msg(compile(&g, &[pool], &CompileOptions::default())),
         &["maxpool2d_with_indices", "2 outputs", "Graph::output"],
     );
     // shape rules of the fused pooling ops name the op and the operand

@@ -14,6 +14,7 @@ use kiln::ops::{
     AvgPool, AvgPoolBackward, Conv, ConvInputGrad, ConvKernelGrad, Fill, Fused, MaxPool,
     MaxPoolBackward, MaxPoolWithIndices,
 };
+use kiln::CompileOptions;
 use kiln::OpBuilder;
 use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
 
@@ -45,7 +46,7 @@ fn check(values: Vec<Tensor>, build: impl Fn(&mut Graph, &[NodeId]) -> kiln::Res
     let grads = g.grad(loss, &wrt).unwrap();
     let mut outs = vec![loss];
     outs.extend(&grads);
-    let mut exe = compile(&g, &outs).unwrap();
+    let mut exe = compile(&g, &outs, &CompileOptions::default()).unwrap();
     let feeds = |vals: &[Tensor]| -> Vec<(String, Tensor)> {
         names.iter().cloned().zip(vals.iter().cloned()).collect()
     };
@@ -184,7 +185,7 @@ fn maximum_splits_ties_evenly_like_pytorch() {
     let m = g.maximum(a, b).unwrap();
     let l = g.sum_all(m).unwrap();
     let gr = g.grad(l, &[a, b]).unwrap();
-    let out = compile(&g, &gr)
+    let out = compile(&g, &gr, &CompileOptions::default())
         .unwrap()
         .run(&[("a", &t(&[2], &[1.0, 2.0])), ("b", &t(&[2], &[1.0, 0.0]))])
         .unwrap();
@@ -284,7 +285,7 @@ fn dropout_gradient_uses_the_forward_mask() {
     let y = g.dropout(xi, 0.3, 11).unwrap();
     let l = g.sum_all(y).unwrap();
     let gx = g.grad(l, &[xi]).unwrap()[0];
-    let mut exe = compile(&g, &[y, gx]).unwrap();
+    let mut exe = compile(&g, &[y, gx], &CompileOptions::default()).unwrap();
     exe.set_training(true);
     for _ in 0..2 {
         let out = exe.run(&[("x", &x)]).unwrap();
@@ -435,7 +436,7 @@ fn losses() {
     let mut g = Graph::new();
     let (l, y) = (g.input("l", [2, 2]).unwrap(), g.input("y", [2]).unwrap());
     let ce = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap();
-    let out = compile(&g, &[ce])
+    let out = compile(&g, &[ce], &CompileOptions::default())
         .unwrap()
         .run(&[
             ("l", &t(&[2, 2], &[0.0, 0.0, 2.0, 0.0])),
@@ -476,7 +477,7 @@ fn gradients_accumulate_over_paths() {
     let y = g.add(sq, xi).unwrap();
     let l = g.sum_all(y).unwrap();
     let gx = g.grad(l, &[xi]).unwrap()[0];
-    let got = compile(&g, &[gx])
+    let got = compile(&g, &[gx], &CompileOptions::default())
         .unwrap()
         .run(&[("x", &x)])
         .unwrap()
@@ -509,7 +510,7 @@ fn unused_branches_get_no_backward_nodes() {
     }
     // w's gradient is a zero fill
     assert!(matches!(g.node(grads[1]).unwrap().op, Op::Fill(Fill { value, .. }) if value == 0.0));
-    let out = compile(&g, &grads)
+    let out = compile(&g, &grads, &CompileOptions::default())
         .unwrap()
         .run(&[
             ("x", &t(&[3], &[1.0, 2.0, 3.0])),
@@ -528,7 +529,7 @@ fn pool_grad(x: &Tensor, pool: nn::MaxPool2d) -> Tensor {
     let y = pool.build(&mut g, xi).unwrap();
     let l = g.sum_all(y).unwrap();
     let gx = g.grad(l, &[xi]).unwrap()[0];
-    compile(&g, &[gx])
+    compile(&g, &[gx], &CompileOptions::default())
         .unwrap()
         .run(&[("x", x)])
         .unwrap()
@@ -785,7 +786,10 @@ fn stop_gradient_is_the_identity_with_no_gradient() {
     let l = g.sum_all(y).unwrap();
     let gx = g.grad(l, &[x]).unwrap()[0];
     let xv = t(&[3], &[1.0, -2.0, 3.0]);
-    let out = compile(&g, &[s, gx]).unwrap().run(&[("x", &xv)]).unwrap();
+    let out = compile(&g, &[s, gx], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &xv)])
+        .unwrap();
     assert_eq!(out[0].data(), xv.data());
     assert_eq!(out[1].data(), xv.data());
     // softmax's max shift is cut off: no max mask in its backward graph

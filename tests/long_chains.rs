@@ -2,8 +2,9 @@
 //! chain, which overflowed the stack: a test thread has 2 MiB) into loops of at
 //! most a few dozen ops each, with the unrewritten graph's values.
 
+use kiln::compile;
 use kiln::OpBuilder;
-use kiln::{compile_with, CompileOptions, Graph, Tensor};
+use kiln::{CompileOptions, Graph, Tensor};
 
 #[test]
 fn a_long_elementwise_chain_fuses_in_pieces_with_the_same_values() {
@@ -25,7 +26,7 @@ fn a_long_elementwise_chain_fuses_in_pieces_with_the_same_values() {
             threads: Some(1),
             ..o
         };
-        let mut exe = compile_with(&g, &[h], &[], &o).unwrap();
+        let mut exe = compile(&g, &[h], &o).unwrap();
         results.push((
             exe.num_steps(),
             exe.run(&[("x", &feeds)]).unwrap().remove(0),

@@ -8,6 +8,7 @@ use kiln::ops::View;
 use kiln::ops::{
     Dropout, Fill, Input, MatMul, MaxPoolBackward, MaxPoolWithIndices, Output, Reshape,
 };
+use kiln::CompileOptions;
 use kiln::OpBuilder;
 use kiln::{compile, Graph, Op, Tensor, Window};
 
@@ -181,7 +182,12 @@ fn binary_ops_broadcast_like_numpy() {
     let mul = g.mul(xa, xc).unwrap();
     let div = g.div(xa, xb).unwrap();
     let outer = g.add(xb, xc).unwrap();
-    let mut exe = kiln::compile(&g, &[add, sub, mul, div, outer]).unwrap();
+    let mut exe = kiln::compile(
+        &g,
+        &[add, sub, mul, div, outer],
+        &kiln::CompileOptions::default(),
+    )
+    .unwrap();
     let out = exe.run(&[("a", &a), ("b", &b), ("c", &col)]).unwrap();
     assert_eq!(out[0].data(), &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
     assert_eq!(out[1].data(), &[9.0, 18.0, 27.0, 6.0, 15.0, 24.0]);
@@ -206,7 +212,7 @@ fn min_max_and_comparisons() {
         g.gt(a, b).unwrap(),
         g.ge(a, b).unwrap(),
     ];
-    let mut exe = kiln::compile(&g, &ops).unwrap();
+    let mut exe = kiln::compile(&g, &ops, &kiln::CompileOptions::default()).unwrap();
     let va = t(&[4], &[1.0, 2.0, 3.0, f32::NAN]);
     let vb = t(&[4], &[2.0, 2.0, 1.0, 0.0]);
     let out = exe.run(&[("a", &va), ("b", &vb)]).unwrap();
@@ -231,7 +237,7 @@ fn select_picks_by_condition_with_broadcast() {
     let a = g.input("a", [2, 2]).unwrap();
     let b = g.scalar(-1.0).unwrap();
     let s = g.select(c, a, b).unwrap();
-    let mut exe = kiln::compile(&g, &[s]).unwrap();
+    let mut exe = kiln::compile(&g, &[s], &kiln::CompileOptions::default()).unwrap();
     let out = exe
         .run(&[
             ("c", &t(&[2, 1], &[0.0, 1.0])),
@@ -338,7 +344,7 @@ fn slice_pad_concat_stack() {
     let c = g.concat(&[a, b], 1).unwrap();
     let st = g.stack(&[b, b], -1).unwrap();
     let st0 = g.stack(&[a, a], 0).unwrap();
-    let mut exe = kiln::compile(&g, &[c, st, st0]).unwrap();
+    let mut exe = kiln::compile(&g, &[c, st, st0], &kiln::CompileOptions::default()).unwrap();
     let out = exe
         .run(&[
             ("a", &t(&[2, 1], &[1.0, 2.0])),
@@ -409,7 +415,7 @@ fn matmul_gemm_kernel_matches_triple_loop_with_batch_broadcast() {
         );
         let y = g.matmul(xa, xb).unwrap();
         let out_shape = g.shape(y).unwrap().to_vec();
-        let got = kiln::compile(&g, &[y])
+        let got = kiln::compile(&g, &[y], &kiln::CompileOptions::default())
             .unwrap()
             .run(&[("a", &a), ("b", &b)])
             .unwrap()
@@ -436,7 +442,7 @@ fn matmul_gemm_kernel_matches_triple_loop_with_batch_broadcast() {
     let mut g = Graph::new();
     let (xa, xb) = (g.input("a", [2, 2]).unwrap(), g.input("b", [2, 2]).unwrap());
     let y = g.matmul(xa, xb).unwrap();
-    let out = kiln::compile(&g, &[y])
+    let out = kiln::compile(&g, &[y], &kiln::CompileOptions::default())
         .unwrap()
         .run(&[("a", &a), ("b", &b)])
         .unwrap();
@@ -448,7 +454,7 @@ fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
     let x = Tensor::full([1000], 2.0);
     let (mut g, xi) = graph_with_input(&[1000]);
     let y = g.dropout(xi, 0.25, 42).unwrap();
-    let mut exe = kiln::compile(&g, &[y]).unwrap();
+    let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
     exe.set_training(true);
     let a = exe.run(&[("x", &x)]).unwrap().remove(0);
     let b = exe.run(&[("x", &x)]).unwrap().remove(0);
@@ -465,7 +471,7 @@ fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
         "evaluation mode is the identity"
     );
     // the same seed and step give the same mask in a fresh executable
-    let mut exe2 = kiln::compile(&g, &[y]).unwrap();
+    let mut exe2 = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
     exe2.set_training(true);
     assert!(exe2.run(&[("x", &x)]).unwrap()[0] == a);
 }
@@ -476,7 +482,10 @@ fn constants_and_fills() {
     let c = g.constant(t(&[2], &[1.5, -2.0])).unwrap();
     let f = g.fill(&[2], 3.0).unwrap();
     let y = g.mul(c, f).unwrap();
-    let out = kiln::compile(&g, &[y]).unwrap().run(&[]).unwrap();
+    let out = kiln::compile(&g, &[y], &kiln::CompileOptions::default())
+        .unwrap()
+        .run(&[])
+        .unwrap();
     assert_eq!(out[0].data(), &[4.5, -6.0]);
 }
 
@@ -505,7 +514,7 @@ fn matmul_transpose_flags_equal_explicit_transposes() {
         };
         let explicit = g.matmul(ea, eb).unwrap();
         assert_eq!(g.shape(fused).unwrap(), &[2, 3, 5]);
-        let out = kiln::compile(&g, &[fused, explicit])
+        let out = kiln::compile(&g, &[fused, explicit], &kiln::CompileOptions::default())
             .unwrap()
             .run(&[("a", &a), ("b", &b)])
             .unwrap();
@@ -541,7 +550,10 @@ fn max_pool_with_indices(x: &Tensor, window: PoolWindow) -> (Tensor, Tensor) {
         .add_op(Op::MaxPoolWithIndices(MaxPoolWithIndices(window)), &[xi])
         .unwrap();
     let (v, i) = (g.output(pool, 0).unwrap(), g.output(pool, 1).unwrap());
-    let mut out = compile(&g, &[v, i]).unwrap().run(&[("x", x)]).unwrap();
+    let mut out = compile(&g, &[v, i], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", x)])
+        .unwrap();
     let i = out.pop().unwrap();
     (out.pop().unwrap(), i)
 }
@@ -667,7 +679,7 @@ fn in_place_steps_never_overwrite_a_value_a_sibling_still_reads() {
             threads: Some(threads),
             ..kiln::CompileOptions::unrewritten()
         };
-        let mut exe = kiln::compile_with(&g, &[e], &[], &opts).unwrap();
+        let mut exe = kiln::compile(&g, &[e], &opts).unwrap();
         assert!(
             exe.in_place_steps() >= 3,
             "{} in place",
@@ -678,7 +690,7 @@ fn in_place_steps_never_overwrite_a_value_a_sibling_still_reads() {
             assert_eq!(out[0].data(), &want[..], "threads {threads}");
         }
         // returned as well, `a` is pinned: still correct, and still exp(x)
-        let mut exe = kiln::compile_with(&g, &[e, a], &[], &opts).unwrap();
+        let mut exe = kiln::compile(&g, &[e, a], &opts).unwrap();
         let out = exe.run(&[("x", &feed)]).unwrap();
         assert_eq!(out[0].data(), &want[..], "threads {threads}");
         assert_eq!(out[1].data(), &exp[..], "an output is never overwritten");

@@ -7,6 +7,7 @@
 
 mod common;
 use common::*;
+use kiln::compile;
 use kiln::compile::{optimize, optimize_with};
 use kiln::exec::schedule;
 use kiln::graph::dump::to_text;
@@ -18,7 +19,7 @@ use kiln::ops::{
 use kiln::passes::PassManager;
 use kiln::OpBuilder;
 use kiln::Program;
-use kiln::{compile_with, CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
+use kiln::{CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
 fn only(pass: &str) -> CompileOptions {
     CompileOptions {
@@ -199,7 +200,7 @@ fn dump_dir_holds_the_input_and_every_changing_pass() {
         threads: None,
         stop_after: None,
     };
-    compile_with(&m.graph, &[m.output], &[], &opts).unwrap();
+    compile(&m.graph, &[m.output], &opts).unwrap();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -245,7 +246,7 @@ fn forward_backward(
     let mut outs = vec![y];
     outs.extend(grads);
     let gy_value = rand(g.shape(gy).unwrap(), 2);
-    let mut exe = compile_with(&g, &outs, &[], opts).unwrap();
+    let mut exe = compile(&g, &outs, opts).unwrap();
     let mut xv = rand(xshape, 1);
     if relu_input {
         // many exact zeros after the ReLU: tied maxima in every pooling window
@@ -325,7 +326,15 @@ fn cnn_training_step_compiled_equals_unrewritten() {
                 (w, g.sub(w, step).unwrap())
             })
             .collect();
-        let mut exe = compile_with(&g, &[loss], &updates, &opts).unwrap();
+        let mut exe = kiln::compile_program(
+            kiln::Program {
+                graph: g.clone(),
+                outputs: [loss].to_vec(),
+                updates: updates.to_vec(),
+            },
+            &opts,
+        )
+        .unwrap();
         let xv = Tensor::rand_uniform([4, 1, 28, 28], 0.0, 1.0, 5);
         let yv = t(&[4], &[1.0, 7.0, 3.0, 0.0]);
         let losses = (0..3)

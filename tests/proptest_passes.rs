@@ -6,8 +6,9 @@
 
 mod common;
 use common::*;
+use kiln::compile;
 use kiln::OpBuilder;
-use kiln::{compile_with, CompileOptions, Graph, NodeId, Tensor};
+use kiln::{CompileOptions, Graph, NodeId, Tensor};
 use proptest::prelude::*;
 
 /// Builds a graph from a recipe; steps whose shapes do not fit are skipped.
@@ -106,7 +107,7 @@ fn run(
     x: &Tensor,
     y: &Tensor,
 ) -> Vec<Tensor> {
-    compile_with(g, outputs, &[], options)
+    compile(g, outputs, options)
         .unwrap()
         .run(&[("x", x), ("y", y)])
         .unwrap()

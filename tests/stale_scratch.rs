@@ -9,13 +9,14 @@
 
 mod common;
 use common::*;
+use kiln::compile;
 use kiln::nn::{self, Layer};
 use kiln::OpBuilder;
-use kiln::{compile_with, CompileOptions, Graph, NodeId, Tensor};
+use kiln::{CompileOptions, Graph, NodeId, Tensor};
 
 /// `outs` of `g` on `feeds` with these options.
 fn run(g: &Graph, outs: &[NodeId], feeds: &[(&str, &Tensor)], o: CompileOptions) -> Vec<Tensor> {
-    compile_with(g, outs, &[], &o).unwrap().run(feeds).unwrap()
+    compile(g, outs, &o).unwrap().run(feeds).unwrap()
 }
 
 /// A convolution layer's output and the gradients of its sum w.r.t. the

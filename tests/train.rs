@@ -301,7 +301,15 @@ fn updates_read_the_old_values_even_through_reshapes() {
     let rb = g.reshape(b, &[2, 2]).unwrap();
     let b2 = g.mul_scalar(b, 2.0).unwrap();
     let s = g.sum_all(a).unwrap();
-    let mut exe = kiln::compile_with_updates(&g, &[s], &[(b, b2), (a, rb)]).unwrap();
+    let mut exe = kiln::compile_program(
+        kiln::Program {
+            graph: g.clone(),
+            outputs: [s].to_vec(),
+            updates: [(b, b2), (a, rb)].to_vec(),
+        },
+        &kiln::CompileOptions::default(),
+    )
+    .unwrap();
     exe.run(&[]).unwrap();
     assert_eq!(exe.param("a").unwrap().data(), &[3.0; 4]);
     assert_eq!(exe.param("b").unwrap().data(), &[6.0; 4]);

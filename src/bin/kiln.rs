@@ -10,7 +10,8 @@ use kiln::optim::{Adam, Sgd};
 use kiln::passes;
 use kiln::Program;
 use kiln::{
-    compile_with, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor, Trainer,
+    compile, compile_program, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor,
+    Trainer,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -293,16 +294,11 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 outln!("wrote {}", file.display());
                 return Ok(());
             }
-            let (rewritten, report) = optimize(program, &options)?;
-            if trace {
-                for f in &report.log.firings {
-                    outln!("{f}");
-                }
-                out!("{}", report.log.rules_table());
-            } else if stats {
-                // scheduled first: a bad thread count fails before any output
-                let exe = kiln::schedule_with(&rewritten, options.threads)?;
-                out!("{report}");
+            if stats {
+                // compiled (and so scheduled) before printing: a bad thread
+                // count fails with no partial report
+                let exe = compile_program(program, &options)?;
+                out!("{}", exe.report());
                 outln!(
                     "memory: {} bytes peak arena ({} if no values shared memory), {} scheduled steps, {} written in place",
                     exe.planned_bytes(),
@@ -310,6 +306,14 @@ fn run(cli: Cli) -> kiln::Result<()> {
                     exe.num_steps(),
                     exe.in_place_steps()
                 );
+                return Ok(());
+            }
+            let (rewritten, report) = optimize(program, &options)?;
+            if trace {
+                for f in &report.log.firings {
+                    outln!("{f}");
+                }
+                out!("{}", report.log.rules_table());
             } else {
                 out!("{}", dump(&rewritten.graph, &rewritten.roots(), format)?);
             }
@@ -327,7 +331,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
             } else {
                 CompileOptions::default()
             };
-            let mut exe = compile_with(&m.graph, &[m.output], &[], &options)?;
+            let mut exe = compile(&m.graph, &[m.output], &options)?;
             exe.set_profiling(profile);
             let compile_time = t0.elapsed();
             let inputs: Vec<(String, Tensor)> = m

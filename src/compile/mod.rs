@@ -91,35 +91,29 @@ impl CompileOptions {
     }
 }
 
-/// Compiles the part of `graph` that `outputs` depend on, with all passes.
-pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable> {
-    compile_with(graph, outputs, &[], &CompileOptions::default())
-}
-
-/// Compiles `outputs` plus parameter updates (see [`compile_with`]), with all passes.
-pub fn compile_with_updates(
-    graph: &Graph,
-    outputs: &[NodeId],
-    updates: &[(NodeId, NodeId)],
-) -> Result<Executable> {
-    compile_with(graph, outputs, updates, &CompileOptions::default())
-}
-
-/// Compiles `outputs` plus parameter updates: after every run, the value of
-/// each `(param, value)` pair's `value` node becomes the parameter's new value
-/// (all reads in that run see the old value). This is how a training step
-/// applies its optimiser. The selected passes rewrite a copy of the graph first.
-pub fn compile_with(
-    graph: &Graph,
-    outputs: &[NodeId],
-    updates: &[(NodeId, NodeId)],
-    options: &CompileOptions,
-) -> Result<Executable> {
+/// Compiles the part of `graph` that `outputs` depend on: the way in.
+/// `options` select the passes, dumps, verification, threads and rewrite
+/// budget ([`CompileOptions::default`]: every pass, the `KILN_*`
+/// environment). The passes rewrite a copy of the graph; the result is
+/// scheduled with its memory planned ([`Executable::run`] runs it).
+///
+/// `Err` if an output is no node of `graph`, there are no outputs, a pass
+/// fails (naming it and its rule), verification finds a difference, or the
+/// plan's memory cannot be allocated.
+pub fn compile(graph: &Graph, outputs: &[NodeId], options: &CompileOptions) -> Result<Executable> {
     let program = Program {
         graph: graph.clone(),
         outputs: outputs.to_vec(),
-        updates: updates.to_vec(),
+        updates: vec![],
     };
+    compile_program(program, options)
+}
+
+/// [`compile`] for a [`Program`], whose parameter updates are applied after
+/// every run: the value of each `(param, value)` pair's `value` node becomes
+/// the parameter's new value (all reads in that run see the old value). This
+/// is how a training step applies its optimiser ([`crate::Trainer`]).
+pub fn compile_program(program: Program, options: &CompileOptions) -> Result<Executable> {
     let (program, report) = optimize(program, options)?;
     let mut exe = schedule_with(&program, options.threads)?;
     exe.set_report(report);

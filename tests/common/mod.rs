@@ -1,11 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kiln::{compile, compile_with, CompileOptions, Graph, NodeId, Tensor};
+use kiln::{compile, CompileOptions, Graph, NodeId, Tensor};
 
 /// Compiles `out` and runs it once on `feeds`.
 pub fn eval(g: &Graph, out: NodeId, feeds: &[(&str, &Tensor)]) -> Tensor {
-    let mut exe = compile(g, &[out]).expect("compile");
+    let mut exe = compile(g, &[out], &CompileOptions::default()).expect("compile");
     exe.run(feeds).expect("run").remove(0)
 }
 
@@ -47,7 +47,7 @@ pub fn apply_both(
     [CompileOptions::default(), CompileOptions::unrewritten()].map(|opts| {
         let (mut g, x) = graph_with_input(value.shape());
         let y = f(&mut g, x).expect("build");
-        let mut exe = compile_with(&g, &[y], &[], &opts).expect("compile");
+        let mut exe = compile(&g, &[y], &opts).expect("compile");
         exe.run(&[("x", value)]).expect("run").remove(0)
     })
 }

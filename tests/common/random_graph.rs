@@ -11,11 +11,12 @@
 //! compiled executable is run a second time and must repeat itself. A
 //! mismatch panics with the graph's text dump.
 use arbitrary::{Result, Unstructured};
+use kiln::compile;
 use kiln::graph::dump::to_text;
 use kiln::graph::order::ancestors_order;
 use kiln::nn::{AvgPool2d, Conv, Layer, MaxPool2d};
 use kiln::OpBuilder;
-use kiln::{compile_with, CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
+use kiln::{CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
 
 /// How many graphs reached the comparison (with how many nodes in all), so
 /// a seeded run can show that it tested real graphs.
@@ -430,8 +431,8 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
         passes: PassSelection::None,
         ..all.clone()
     };
-    let compiled = compile_with(&g, &outs, &[], &all);
-    let plain = compile_with(&g, &outs, &[], &none);
+    let compiled = compile(&g, &outs, &all);
+    let plain = compile(&g, &outs, &none);
     let (mut compiled, mut plain) = match (compiled, plain) {
         (Ok(c), Ok(p)) => (c, p),
         (Err(_), Err(_)) => return Ok(()),
