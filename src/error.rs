@@ -39,7 +39,10 @@ pub enum KilnError {
         known: Vec<String>,
     },
     /// A feed's shape differs from the input's declared shape.
-    #[error("feed `{name}` has shape {got:?}, but the input was declared with shape {expected:?}")]
+    #[error(
+        "feed `{name}` has shape {got:?}, but the input was declared with shape {expected:?}{}",
+        batch_hint(expected, got)
+    )]
     FeedShape {
         /// Input name.
         name: String,
@@ -80,4 +83,18 @@ pub(crate) fn attr_err<T>(op: impl Into<String>, message: impl Into<String>) -> 
         op: op.into(),
         message: message.into(),
     })
+}
+
+/// For a feed that differs from its input only in the first dimension: how
+/// to declare a batch that may vary.
+fn batch_hint(expected: &[usize], got: &[usize]) -> &'static str {
+    let only_first = !expected.is_empty()
+        && expected.len() == got.len()
+        && expected[0] != got[0]
+        && expected[1..] == got[1..];
+    if only_first {
+        " (declare the first dimension as kiln::BATCH to feed any batch size)"
+    } else {
+        ""
+    }
 }

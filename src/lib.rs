@@ -54,7 +54,7 @@ pub use exec::{schedule_with, Executable};
 pub use graph::dump::DumpFormat;
 pub use graph::{Graph, Init, Node, NodeId, Program};
 pub use ops::{Op, OpBuilder, Window};
-pub use shape::Shape;
+pub use shape::{Shape, BATCH};
 pub use tensor::Tensor;
 pub use trainer::Trainer;
 

@@ -66,6 +66,49 @@ impl<const N: usize> From<&[usize; N]> for Shape {
     }
 }
 
+/// The symbolic batch size. Declare an input's batch dimension with it
+/// (`g.input("x", [BATCH, 16])`, like `None` in a static-graph framework);
+/// every size derived from it is a multiple `k·BATCH` (a flattened
+/// `[BATCH, 4]` is `[4·BATCH]`), and [`crate::compile()`] specialises the graph
+/// for each concrete batch the executable is run with (mapping `k·BATCH` to
+/// `k·b`), caching each specialisation. It is a prime (1,048,583) that no real
+/// size is a multiple of: dumps show its multiples as `B`, `4B`, build-time
+/// error messages as the number. Parameters cannot depend on it, and values
+/// your own code computes from a shape (`1.0 / n as f32`) are not
+/// specialised: build those from ops (`g.mean`) instead.
+pub const BATCH: usize = 1_048_583;
+
+/// Dimension `d` for batch `b`: `k·b` when `d` is `k·BATCH` (`k ≥ 1`), else `d`.
+pub fn specialise_dim(d: usize, b: usize) -> usize {
+    if d != 0 && d % BATCH == 0 {
+        d / BATCH * b
+    } else {
+        d
+    }
+}
+
+/// One dimension as dumps and messages show it: `B`, `4B` for multiples of
+/// [`BATCH`], else the number.
+pub fn dim_str(d: usize) -> String {
+    match d {
+        0 => "0".into(),
+        d if d == BATCH => "B".into(),
+        d if d % BATCH == 0 => format!("{}B", d / BATCH),
+        d => d.to_string(),
+    }
+}
+
+/// `[B, 16]`: dimensions as [`dim_str`] shows them.
+pub fn dims_str(dims: &[usize]) -> String {
+    let d: Vec<String> = dims.iter().map(|&d| dim_str(d)).collect();
+    format!("[{}]", d.join(", "))
+}
+
+/// Whether any of `dims` is a multiple of [`BATCH`] (a symbolic size).
+pub fn is_symbolic(dims: &[usize]) -> bool {
+    dims.iter().any(|&d| d != 0 && d % BATCH == 0)
+}
+
 /// The most f32 elements one buffer may hold: its size in bytes must fit in
 /// an `isize`, Rust's limit for one allocation (2^61 − 1 elements on 64-bit).
 pub const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f32>();

@@ -8,7 +8,7 @@
 pub mod html;
 
 use crate::error::{KilnError, Result};
-use crate::exec::{schedule_with, Executable};
+use crate::exec::{schedule_with, Batching, Executable};
 use crate::graph::dump::to_text;
 use crate::graph::{Graph, NodeId, Program};
 use crate::passes::{self, Firing, PassManager, PassReport};
@@ -113,10 +113,44 @@ pub fn compile(graph: &Graph, outputs: &[NodeId], options: &CompileOptions) -> R
 /// every run: the value of each `(param, value)` pair's `value` node becomes
 /// the parameter's new value (all reads in that run see the old value). This
 /// is how a training step applies its optimiser ([`crate::Trainer`]).
+///
+/// A program with a symbolic batch ([`crate::BATCH`]) is specialised for
+/// batch 1 and compiled; a run with another batch compiles (once) and runs
+/// that batch's specialisation, sharing parameters and state (see
+/// [`Executable::batch`]). With a dump folder, each batch dumps into its
+/// own subfolder `batch-N`.
 pub fn compile_program(program: Program, options: &CompileOptions) -> Result<Executable> {
+    if program.is_symbolic() {
+        return compile_symbolic(program, options);
+    }
     let (program, report) = optimize(program, options)?;
     let mut exe = schedule_with(&program, options.threads)?;
     exe.set_report(report);
+    Ok(exe)
+}
+
+/// [`compile_program`] for a program with a symbolic batch.
+fn compile_symbolic(program: Program, options: &CompileOptions) -> Result<Executable> {
+    program.check()?;
+    let inputs = program
+        .graph
+        .inputs()
+        .map(|(n, id)| Ok((n.to_string(), program.graph.shape(id)?.to_vec())))
+        .collect::<Result<_>>()?;
+    let options = options.clone();
+    let build = move |b: usize| {
+        let dump_dir = options
+            .dump_dir
+            .as_ref()
+            .map(|d| d.join(format!("batch-{b}")));
+        let o = CompileOptions {
+            dump_dir,
+            ..options.clone()
+        };
+        compile_program(program.specialise(b)?, &o)
+    };
+    let mut exe = build(1)?;
+    exe.set_batching(Batching::new(Box::new(build), inputs, 1));
     Ok(exe)
 }
 

@@ -6,12 +6,14 @@
 //! schedule and copies the outputs out. Compiling (passes, options, dumps,
 //! verification) is [`mod@crate::compile`]'s.
 
+mod batch;
 mod plan;
 mod pool;
 mod profile;
 mod run;
 mod schedule;
 
+pub use batch::{Batching, Specialiser};
 pub use plan::{write_in_place, MemoryPlan, Place, Value};
 pub use profile::Profile;
 pub use schedule::{schedule, schedule_with, thread_count, MAX_THREADS};
@@ -68,6 +70,8 @@ pub struct Executable {
     held_at: Vec<Option<usize>>,
     /// The held values.
     held: Vec<f32>,
+    /// For a program with a symbolic batch: the other batches' executables.
+    batching: Option<Box<Batching>>,
 }
 
 impl Executable {

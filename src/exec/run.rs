@@ -50,6 +50,7 @@ impl Executable {
     /// threads on its first run and does part of the work (see
     /// [`CompileOptions::threads`](crate::compile::CompileOptions::threads); `Err` if the pool's threads cannot start).
     pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+        self.select_batch(feeds)?;
         self.load_feeds(feeds)?;
         if self.threads > 1 {
             let pool = pool::for_this_thread(self.threads)?;

@@ -151,6 +151,7 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
         scratch_seen: 0,
         held_at,
         held,
+        batching: None,
     })
 }
 

@@ -60,7 +60,7 @@ pub(crate) fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) 
 }
 
 fn shape_str(dims: &[usize]) -> String {
-    let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    let d: Vec<String> = dims.iter().map(|&d| crate::shape::dim_str(d)).collect();
     format!("f32[{}]", d.join(","))
 }
 

@@ -153,6 +153,11 @@ impl Graph {
 
     fn add_param(&mut self, name: &str, shape: Shape, init: Init) -> Result<NodeId> {
         checked_numel(&format!("param {name:?}"), shape.dims())?;
+        if crate::shape::is_symbolic(shape.dims()) {
+            return Err(KilnError::Invalid(format!(
+                "param {name:?}: a parameter's shape cannot hold the symbolic batch (BATCH)"
+            )));
+        }
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;

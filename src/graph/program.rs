@@ -2,9 +2,11 @@
 //! outputs and parameter updates). Passes rewrite programs and the executor
 //! schedules them.
 
-use super::{Graph, NodeId};
+use super::order::topo_order;
+use super::{infer_node, Graph, NodeId, Operand};
 use crate::error::{KilnError, Result};
 use crate::ops::Op;
+use crate::shape::{is_symbolic, specialise_dim, Shape};
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -96,4 +98,64 @@ impl Program {
         }
         Ok(())
     }
+}
+
+impl Program {
+    /// Whether an input's shape holds the symbolic batch ([`crate::BATCH`]):
+    /// the program must be specialised before it is compiled.
+    pub fn is_symbolic(&self) -> bool {
+        self.graph
+            .inputs()
+            .any(|(_, id)| self.graph.shape(id).is_ok_and(is_symbolic))
+    }
+
+    /// The program for batch `b`: every size `k·BATCH` in inputs' shapes and
+    /// in ops' size attributes becomes `k·b`, and every node's shape is
+    /// inferred again by its op's shape rule. `Err` naming the node when a
+    /// shape rule refuses the new sizes or infers another shape than the
+    /// symbolic one specialised (a size computed from the batch in a way
+    /// other than a multiple: pad or slice the batch axis, say).
+    pub fn specialise(&self, b: usize) -> Result<Program> {
+        let mut p = self.clone();
+        let f = |d: usize| specialise_dim(d, b);
+        for n in topo_order(&self.graph) {
+            let old = &self.graph.g[n.0];
+            let want: Vec<usize> = old.shape.dims().iter().map(|&d| f(d)).collect();
+            let shape = if old.op.is_interface() {
+                want.clone()
+            } else {
+                let op = old.op.map_sizes(&f);
+                let operands = p.graph.operands(n);
+                let ins: Vec<Operand> = operands
+                    .iter()
+                    .map(|&o| {
+                        let node = &p.graph.g[o.0];
+                        Operand {
+                            shape: node.shape.dims(),
+                            op: &node.op,
+                            id: Some(o),
+                        }
+                    })
+                    .collect();
+                let shape = infer_node(&op, &ins).map_err(|e| unspecialisable(n, b, &e))?;
+                p.graph.g[n.0].op = op;
+                shape
+            };
+            if shape != want {
+                let why = format!("its shape became {shape:?}, not {want:?}");
+                return Err(unspecialisable(n, b, &why));
+            }
+            p.graph.g[n.0].shape = Shape(shape);
+        }
+        Ok(p)
+    }
+}
+
+/// The error of a node that cannot be specialised for batch `b`.
+fn unspecialisable(n: NodeId, b: usize, why: &dyn std::fmt::Display) -> KilnError {
+    KilnError::Invalid(format!(
+        "cannot specialise the graph for batch {b} at %{}: {why} (sizes derived from \
+         BATCH must be multiples of it)",
+        n.index()
+    ))
 }

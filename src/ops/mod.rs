@@ -212,6 +212,12 @@ pub trait OpDef {
     fn is_elementwise(&self) -> bool {
         false
     }
+    /// The op with every size attribute `n` replaced by `f(n)` (for
+    /// specialising a symbolic batch, see [`crate::BATCH`]), or `None` if
+    /// it has no size attributes that can carry the batch.
+    fn map_sizes(&self, _f: &dyn Fn(usize) -> usize) -> Option<Op> {
+        None
+    }
     /// `e` with `x op e` bit-identical to `x` for every `x` (NaN, ±0.0 included).
     fn right_identity(&self) -> Option<f32> {
         None
@@ -305,6 +311,10 @@ impl Op {
     /// See [`OpDef::left_identity`].
     pub fn left_identity(&self) -> Option<f32> {
         self.def().left_identity()
+    }
+    /// See [`OpDef::map_sizes`]; the op itself when it has no size attributes.
+    pub fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Op {
+        self.def().map_sizes(f).unwrap_or_else(|| self.clone())
     }
     /// See [`OpDef::in_place_operands`].
     pub fn in_place_operands(&self, ins: &[&[usize]], out_shape: &[usize]) -> Vec<usize> {

@@ -340,6 +340,10 @@ impl OpDef for Reshape {
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         reshape_shape(ins[0], &self.shape)
     }
+    fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<Op> {
+        let shape = self.shape.iter().map(|&d| f(d)).collect();
+        Some(Op::Reshape(Reshape { shape }))
+    }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
         out.copy_from_slice(ins[0].data)
     }
@@ -416,6 +420,10 @@ impl OpDef for Broadcast {
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         broadcast_shape(ins[0], &self.shape)
     }
+    fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<Op> {
+        let shape = self.shape.iter().map(|&d| f(d)).collect();
+        Some(Op::Broadcast(Broadcast { shape }))
+    }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
         broadcast(ins[0], out, out_shape)
     }
@@ -444,6 +452,14 @@ impl OpDef for Slice {
     debug_attrs!(axis, end, start, step);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         slice_shape(ins[0], self.axis, self.start, self.end, self.step)
+    }
+    fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<Op> {
+        let (start, end) = (f(self.start), f(self.end));
+        Some(Op::Slice(Slice {
+            start,
+            end,
+            ..*self
+        }))
     }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
         slice(ins[0], self.axis, self.start, self.step, out, out_shape)

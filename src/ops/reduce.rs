@@ -247,7 +247,17 @@ pub fn reduce_vjp(
         ReduceKind::Mean => {
             let count: usize = axes.iter().map(|&a| xs[a]).product();
             let b = g.broadcast_to(gk, &xs)?;
-            g.mul_scalar(b, 1.0 / count as f32)
+            if !crate::shape::is_symbolic(&[count]) {
+                return g.mul_scalar(b, 1.0 / count as f32);
+            }
+            // a count of the symbolic batch is counted by ops, so that
+            // specialising the graph counts the concrete batch (the
+            // compiler folds it to the same constant `1/count`)
+            let ones = g.fill(&xs, 1.0)?;
+            let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            let n = g.sum(ones, &ax, false)?;
+            let inv = g.recip(n)?;
+            g.mul(b, inv)
         }
         ReduceKind::Max => {
             if let [axis] = axes {

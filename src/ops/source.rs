@@ -142,6 +142,10 @@ impl OpDef for Fill {
     fn infer_shape(&self, _: &[&[usize]]) -> Result<Vec<usize>> {
         Ok(self.shape.clone())
     }
+    fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<super::Op> {
+        let shape = self.shape.iter().map(|&d| f(d)).collect();
+        Some(super::Op::Fill(Fill { shape, ..*self }))
+    }
     fn eval(&self, _: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
         out.fill(self.value)
     }
