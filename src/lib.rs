@@ -16,9 +16,8 @@
 //! ```
 
 #![warn(missing_docs)]
-// `unsafe` lives in the kernels (and the counting allocator); the executor's
-// shared arena pointer is the one exception left, to move behind a checked
-// kernel-side API. Every unsafe block states why it is sound.
+// `unsafe` lives in the kernels (and the counting allocator); every unsafe
+// block states why it is sound.
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -30,7 +29,6 @@ pub mod classify;
 pub mod compile;
 pub mod data;
 pub mod error;
-#[allow(unsafe_code)]
 pub mod exec;
 pub mod graph;
 #[allow(unsafe_code)]

@@ -42,8 +42,10 @@ pub struct Executable {
     arena: crate::kernels::arena::Arena,
     /// Computing steps by level (see [`MemoryPlan`]).
     levels: Vec<Vec<usize>>,
-    /// During a run: the address of each fed input's data (else 0).
-    feed_ptrs: Vec<usize>,
+    /// Each level's written and read arena regions, checked disjoint.
+    checked: crate::kernels::arena::CheckedLevels,
+    /// Fed inputs read in place (not copied into the arena).
+    fed_slots: usize,
     /// Input name → step that holds it (only inputs the outputs need).
     feeds: Vec<(String, usize)>,
     /// All input names of the source graph (feeds for unneeded inputs are accepted and ignored).

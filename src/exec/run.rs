@@ -5,6 +5,7 @@
 use super::plan::Place;
 use super::{pool, Executable, Profile};
 use crate::error::{KilnError, Result};
+use crate::kernels::arena::Reads;
 use crate::kernels::scratch;
 use crate::ops::View;
 use crate::tensor::Tensor;
@@ -12,16 +13,6 @@ use crate::tensor::Tensor;
 /// Operands a step's views hold on the stack (more go to the heap, and such
 /// steps never write in place).
 pub(super) const MAX_INLINE_OPERANDS: usize = 8;
-
-/// The arena's base pointer, shared by the steps of one level (each writes
-/// only its own value's region, disjoint from every value it can overlap in time).
-#[derive(Clone, Copy)]
-struct ArenaPtr(*mut f32);
-// SAFETY: the memory plan gives values computed or read in one level disjoint
-// regions, so steps of a level on different threads never touch the same element.
-unsafe impl Send for ArenaPtr {}
-// SAFETY: as for `Send`: shared between the level's steps, each touching its own regions.
-unsafe impl Sync for ArenaPtr {}
 
 impl Executable {
     /// Runs the graph on `feeds` (input name, value) and returns the outputs in
@@ -51,10 +42,22 @@ impl Executable {
     /// [`CompileOptions::threads`](crate::compile::CompileOptions::threads); `Err` if the pool's threads cannot start).
     pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
         self.select_batch(feeds)?;
-        self.load_feeds(feeds)?;
+        // the fed inputs read in place, by slot (on the stack when few: a
+        // steady-state run allocates nothing)
+        let mut inline: [&[f32]; MAX_INLINE_OPERANDS] = [&[]; MAX_INLINE_OPERANDS];
+        let mut heap = Vec::new();
+        let fed: &mut [&[f32]] = match self.fed_slots {
+            n if n <= MAX_INLINE_OPERANDS => &mut inline[..n],
+            n => {
+                heap.resize(n, &[][..]);
+                &mut heap
+            }
+        };
+        self.load_feeds(feeds, fed)?;
+        let fed = &*fed;
         if self.threads > 1 {
             let pool = pool::for_this_thread(self.threads)?;
-            pool.install(|| self.execute());
+            pool.install(|| self.execute(fed));
             // a thread that takes a step first run by another then finds its
             // scratch already grown, so steady-state runs allocate nothing
             let grown = scratch::grown();
@@ -63,7 +66,7 @@ impl Executable {
                 self.scratch_seen = grown;
             }
         } else {
-            crate::kernels::par::sequential(|| self.execute());
+            crate::kernels::par::sequential(|| self.execute(fed));
         }
         self.apply_updates();
         self.ctx.step += 1;
@@ -82,7 +85,13 @@ impl Executable {
         self.outputs.len()
     }
 
-    fn load_feeds(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+    /// Checks the feeds, copies those the plan keeps in the arena there, and
+    /// puts the data of those read in place into `fed`, by feed slot.
+    fn load_feeds<'f>(
+        &mut self,
+        feeds: &[(&str, &'f Tensor)],
+        fed: &mut [&'f [f32]],
+    ) -> Result<()> {
         for (i, (name, t)) in feeds.iter().enumerate() {
             if let Some(k) = self.known_inputs.iter().position(|k| k == name) {
                 if t.shape() != self.known_shapes[k].as_slice() {
@@ -130,57 +139,59 @@ impl Executable {
                 .expect("checked above");
             match self.plan.place[*step] {
                 Place::Arena(at) => self.arena[at..at + t.numel()].copy_from_slice(t.data()),
-                Place::Feed { feed, .. } => self.feed_ptrs[feed] = t.data().as_ptr() as usize,
+                Place::Feed { feed, .. } => fed[feed] = t.data(),
             }
         }
         Ok(())
     }
 
     /// Runs every level's steps (in parallel when the level has several and
-    /// there are threads; one at a time while profiling).
-    fn execute(&mut self) {
+    /// there are threads; one at a time while profiling), reading fed inputs
+    /// in place from `fed`.
+    fn execute(&mut self, fed: &[&[f32]]) {
         let mut arena = std::mem::take(&mut self.arena);
-        let base = ArenaPtr(arena.as_mut_ptr());
         let parallel = self.threads > 1 && self.profile.is_none();
-        for level in &self.levels {
-            if parallel && level.len() > 1 {
-                use rayon::prelude::*;
-                level.par_iter().for_each(|&i| self.run_step(i, base));
-            } else {
-                for &i in level {
+        let times = std::sync::Mutex::new(Vec::new());
+        for (l, level) in self.levels.iter().enumerate() {
+            self.checked
+                .for_each(&mut arena, l, parallel, |k, out, reads| {
                     let started = self.profile.is_some().then(std::time::Instant::now);
-                    self.run_step(i, base);
-                    if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
-                        p.record(self.steps[i].op.name(), t.elapsed());
+                    self.run_step(level[k], out, &reads, fed);
+                    if let (Ok(mut t), Some(at)) = (times.lock(), started) {
+                        t.push((level[k], at.elapsed()));
                     }
-                }
-            }
+                });
         }
         self.arena = arena;
-        self.feed_ptrs.iter_mut().for_each(|p| *p = 0);
         if let Some(p) = self.profile.as_mut() {
+            for (i, t) in times.into_inner().unwrap_or_default() {
+                p.record(self.steps[i].op.name(), t);
+            }
             p.runs += 1;
         }
     }
 
-    /// Computes step `i` into its arena region from its operands' memory.
-    fn run_step(&self, i: usize, base: ArenaPtr) {
+    /// Computes step `i` into `out`, its arena region, from its operands'
+    /// memory (`reads`, or `fed` for inputs read in place).
+    fn run_step(&self, i: usize, out: &mut [f32], reads: &Reads, fed: &[&[f32]]) {
         const NONE: View = View {
             shape: &[],
             data: &[],
         };
         let step = &self.steps[i];
-        let view = |o: usize| View {
-            shape: &self.steps[o].shape,
-            data: self.read(o, base),
+        let view = |k: usize| {
+            let o = step.operands[k];
+            let data = match self.plan.place[o] {
+                Place::Feed { feed, offset } => &fed[feed][offset..offset + self.steps[o].len],
+                Place::Arena(_) => reads
+                    .operand(k)
+                    .expect("arena operands are checked regions"),
+            };
+            View {
+                shape: &self.steps[o].shape,
+                data,
+            }
         };
-        let Place::Arena(at) = self.plan.place[i] else {
-            unreachable!("computing steps own arena memory")
-        };
-        // SAFETY: the plan gives this step's value a region of `len` elements
-        // inside the arena that no value live in this level overlaps, so no
-        // other reference to it exists while the step runs.
-        let out = unsafe { std::slice::from_raw_parts_mut(base.0.add(at), step.len) };
         if let Some(aliased) = self.plan.in_place[i] {
             // `out` is the overwritten operand's memory (the plan made this step
             // its last reader), so that operand is passed by shape only
@@ -192,7 +203,7 @@ impl Executable {
                         data: &[],
                     }
                 } else {
-                    view(o)
+                    view(k)
                 };
             }
             let ins = &views[..step.operands.len()];
@@ -200,31 +211,14 @@ impl Executable {
         }
         if step.operands.len() <= MAX_INLINE_OPERANDS {
             let mut views = [NONE; MAX_INLINE_OPERANDS];
-            for (v, &o) in views.iter_mut().zip(&step.operands) {
-                *v = view(o);
+            for (k, v) in views.iter_mut().take(step.operands.len()).enumerate() {
+                *v = view(k);
             }
             step.op
                 .eval(&views[..step.operands.len()], out, &step.shape, &self.ctx);
         } else {
-            let views: Vec<View> = step.operands.iter().map(|&o| view(o)).collect();
+            let views: Vec<View> = (0..step.operands.len()).map(view).collect();
             step.op.eval(&views, out, &step.shape, &self.ctx);
-        }
-    }
-
-    /// The memory of step `o`'s value during a run.
-    fn read(&self, o: usize, base: ArenaPtr) -> &[f32] {
-        let len = self.steps[o].len;
-        // SAFETY: an arena region is only written by its own step, which ran in
-        // an earlier level; a feed pointer is the caller's tensor, borrowed for
-        // the whole run and at least `len` elements long (shapes were checked).
-        unsafe {
-            match self.plan.place[o] {
-                Place::Arena(at) => std::slice::from_raw_parts(base.0.add(at), len),
-                Place::Feed { feed, offset } => std::slice::from_raw_parts(
-                    (self.feed_ptrs[feed] as *const f32).add(offset),
-                    len,
-                ),
-            }
         }
     }
 

@@ -8,6 +8,7 @@ use super::{Executable, Step};
 use crate::error::{KilnError, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::{NodeId, Program};
+use crate::kernels::arena::{CheckedLevels, StepRegions};
 use crate::ops::{Input, Param};
 use crate::ops::{Op, RunCtx};
 use crate::passes::PassReport;
@@ -108,6 +109,7 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
         arena[at..at + value.numel()].copy_from_slice(value.data());
     }
     let levels = level_groups(&steps, &plan);
+    let checked = check_levels(&steps, &plan, &levels, arena.len())?;
     // updated parameters read after the updates start: another update's
     // new value, or an output; their old values are held meanwhile
     let mut held_at = vec![None; steps.len()];
@@ -134,7 +136,8 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
         plan,
         arena,
         levels,
-        feed_ptrs: vec![0; fed],
+        checked,
+        fed_slots: fed,
         feeds,
         known_inputs: graph.inputs().map(|(n, _)| n.to_string()).collect(),
         known_shapes: graph
@@ -227,6 +230,35 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
 
 /// The steps that compute something (not inputs, parameters or views),
 /// grouped by level: the steps of one group may run at the same time.
+/// The regions each level's steps write and read, checked disjoint (see
+/// [`CheckedLevels`]); `Err` if the plan breaks that rule.
+fn check_levels(
+    steps: &[Step],
+    plan: &MemoryPlan,
+    levels: &[Vec<usize>],
+    len: usize,
+) -> Result<CheckedLevels> {
+    let region = |o: usize| match plan.place[o] {
+        Place::Arena(at) => Some((at, steps[o].len)),
+        Place::Feed { .. } => None,
+    };
+    let regions = levels
+        .iter()
+        .map(|level| {
+            level
+                .iter()
+                .map(|&i| StepRegions {
+                    write: region(i).expect("computing steps own arena memory"),
+                    reads: (steps[i].operands.iter().enumerate())
+                        .map(|(k, &o)| region(o).filter(|_| plan.in_place[i] != Some(k)))
+                        .collect(),
+                })
+                .collect()
+        })
+        .collect();
+    CheckedLevels::new(len, regions).map_err(KilnError::Invalid)
+}
+
 fn level_groups(steps: &[Step], plan: &MemoryPlan) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> =
         vec![Vec::new(); plan.level.iter().max().map_or(0, |m| m + 1)];
