@@ -14,6 +14,15 @@
 //! assert_eq!(out[0].shape(), &[2, 3]);
 //! # Ok(()) }
 //! ```
+//!
+//! Besides the framework ([`graph`], [`ops`], [`nn`], [`optim`], [`compile`](mod@compile),
+//! [`exec`], [`trainer`], [`data`], [`weights`]), the crate ships tooling that its
+//! binary, benches and tests share, public on purpose: [`bench`] (the benchmark
+//! rows `kiln bench` and `cargo bench` time), [`alloc_count`] (a counting global
+//! allocator, to prove a run allocates nothing) and [`classify`] (the
+//! training-loop helpers `kiln train` uses for image classifiers). [`kernels`]
+//! are the loops the ops run, public for the benches; their signatures may
+//! change between versions.
 
 #![warn(missing_docs)]
 // `unsafe` lives in the kernels (and the counting allocator); every unsafe

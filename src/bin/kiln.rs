@@ -432,7 +432,7 @@ fn bench(
     }
     if !json {
         outln!("kiln bench: {threads} thread(s), medians over {seconds} s per graph\n");
-        out!("{}", kiln::bench::table(&results));
+        out!("{}", bench_table(&results));
     }
     if profile {
         for row in &rows {
@@ -641,4 +641,44 @@ fn bisect_rewrites(program: &Program, options: &CompileOptions) -> kiln::Result<
             firing.index, found.total
         ),
     })
+}
+
+/// The results as a table like SEED_BENCHMARK.md's.
+fn bench_table(results: &[kiln::bench::RowResult]) -> String {
+    use std::fmt::Write;
+    let num = |v: f64| {
+        let s = format!("{:.0}", v);
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 && ch.is_ascii_digit() {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    let mut s = String::new();
+    writeln!(
+        s,
+        "| Layer | Shape | Pass | Unrewritten (ns/op) | Compiled (ns/op) | Speedup | Allocations/op | Memory (B/op) |"
+    )
+    .expect("write to string");
+    writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|").expect("write to string");
+    for r in results {
+        writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.layer,
+            r.shape,
+            r.pass,
+            opt(r.unrewritten_ns.map(|v| v as f64), &num),
+            num(r.compiled_ns as f64),
+            opt(r.speedup(), &|v| format!("{v:.2}x")),
+            opt(r.allocs_per_op, &|v| format!("{v:.2}")),
+            opt(r.bytes_per_op, &num),
+        )
+        .expect("write to string");
+    }
+    s
 }
