@@ -17,7 +17,7 @@
 //!
 //! Besides the framework ([`graph`], [`ops`], [`nn`], [`optim`], [`compile`](mod@compile),
 //! [`exec`], [`trainer`], [`data`], [`weights`]), the crate ships tooling that its
-//! binary, benches and tests share, public on purpose: [`bench`] (the benchmark
+//! binary, benches and tests share, public on purpose: [`bench`](mod@bench) (the benchmark
 //! rows `kiln bench` and `cargo bench` time), [`alloc_count`] (a counting global
 //! allocator, to prove a run allocates nothing) and [`classify`] (the
 //! training-loop helpers `kiln train` uses for image classifiers). [`kernels`]
