@@ -165,10 +165,8 @@ fn step_levels(steps: &[Step], values: &[Value]) -> Vec<usize> {
     for (s, v) in steps.iter().zip(values) {
         let l = match v {
             Value::View { of, .. } => level[*of],
-            _ => match s.op {
-                Op::Input(_) | Op::Param(_) => 0,
-                _ => 1 + s.operands.iter().map(|&o| level[o]).max().unwrap_or(0),
-            },
+            _ if s.op.is_interface() => 0,
+            _ => 1 + s.operands.iter().map(|&o| level[o]).max().unwrap_or(0),
         };
         level.push(l);
     }
@@ -188,8 +186,9 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
         // stop-gradient (same data, new shape) one unless it reads a
         // parameter, whose memory the updates rewrite between runs
         let param = |o: usize| matches!(steps[owner[o]].op, Op::Param(_));
+        let part_of = |o: usize| steps[o].op.num_outputs() > 1;
         let v = match (s.op.view_offset(s.len), &s.op) {
-            (Some(at), Op::Output(_)) => view(s.operands[0], at),
+            (Some(at), _) if part_of(s.operands[0]) => view(s.operands[0], at),
             (Some(at), _) if !param(s.operands[0]) => view(s.operands[0], at),
             (_, Op::Input(_)) => Value::Feed,
             _ => Value::Owned(s.len),
