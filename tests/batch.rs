@@ -181,3 +181,74 @@ fn updates_carry_over_between_batches() {
         assert_eq!(exe.param("w").unwrap().data(), &[wv], "batch {b}");
     }
 }
+
+/// What the first round of probing found: a batch that is itself a
+/// multiple of BATCH, a feed given twice, a wrong non-batch dimension, a
+/// product of batch sizes; each an `Err` naming it, the executable left
+/// running its previous batch.
+#[test]
+fn batches_that_cannot_be_told_apart_or_fed_are_refused_cleanly() {
+    let mut g = Graph::new();
+    let x = g.input("x", [BATCH, 2]).unwrap();
+    let y = g.sum(x, &[0], false).unwrap();
+    let mut exe = compile(&g, &[y], &CompileOptions::default()).unwrap();
+    exe.run(&[("x", &Tensor::full([3, 2], 1.0))]).unwrap();
+    for b in [BATCH, 2 * BATCH] {
+        let e = exe
+            .run(&[("x", &Tensor::zeros([b, 2]))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("batch {b} is a multiple of kiln::BATCH")),
+            "{e}"
+        );
+        assert_eq!(exe.batch(), Some(3));
+    }
+    let again = exe.run(&[("x", &Tensor::full([3, 2], 1.0))]).unwrap();
+    assert_eq!(again[0].data(), &[3.0, 3.0]);
+    let e = exe
+        .run(&[
+            ("x", &Tensor::full([3, 2], 1.0)),
+            ("x", &Tensor::full([4, 2], 1.0)),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("given twice"), "{e}");
+    let e = exe
+        .run(&[("x", &Tensor::full([3, 5], 1.0))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("declared with shape [B, 2]"), "{e}");
+
+    // an outer product over the batch has B² elements: not a multiple of B
+    let mut g = Graph::new();
+    let x = g.input("x", [BATCH, 2]).unwrap();
+    let outer = g.matmul_t(x, x, false, true).unwrap();
+    let flat = g.reshape(outer, &[-1]).unwrap();
+    let e = compile(&g, &[flat], &CompileOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("product of batch sizes"), "{e}");
+}
+
+/// A program may update parameters without returning anything.
+#[test]
+fn a_program_of_updates_alone_compiles_and_runs() {
+    let mut g = Graph::new();
+    let x = g.input("x", [BATCH]).unwrap();
+    let w = g.param("w", [1], kiln::Init::Zeros).unwrap();
+    let s = g.sum(x, &[0], true).unwrap();
+    let w2 = g.add(w, s).unwrap();
+    let program = kiln::Program {
+        graph: g,
+        outputs: vec![],
+        updates: vec![(w, w2)],
+    };
+    let mut exe = kiln::compile_program(program, &CompileOptions::default()).unwrap();
+    assert!(exe
+        .run(&[("x", &Tensor::full([4], 1.0))])
+        .unwrap()
+        .is_empty());
+    exe.run(&[("x", &Tensor::full([2], 1.0))]).unwrap();
+    assert_eq!(exe.param("w").unwrap().data(), &[6.0]);
+}

@@ -513,6 +513,9 @@ fn dump_html_writes_one_page_and_refuses_what_it_cannot_do() {
     let page = std::fs::read_to_string(&file).unwrap();
     assert!(page.contains("<title>kiln: the mlp training step, pass by pass</title>"));
     assert!(page.matches("<svg").count() >= 2);
+    // `-` is standard output
+    let (ok, out, _) = kiln(&["dump", "mlp", "--html", "-"]);
+    assert!(ok && out.starts_with("<!doctype html>") && out.trim_end().ends_with("</html>"));
     // the graph as built has no passes to step through
     let (ok, _, err) = kiln(&["dump", "mlp", "--stage", "before", "--html", "x.html"]);
     assert!(!ok && err.contains("--html need passes"), "{err}");

@@ -240,6 +240,38 @@ fn graph_misuse_is_an_error() {
     assert!(compile(&g, &[x], &CompileOptions::default()).is_ok());
 }
 
+/// A node of another graph whose index exists in this one is refused, not
+/// taken for this graph's node at that index (which gave relu(x) for a
+/// foreign neg(q)); a clone accepts its original's nodes.
+#[test]
+fn a_node_of_another_graph_is_never_taken_for_a_node_of_this_one() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let y = g.relu(x).unwrap();
+    let mut other = Graph::new();
+    let q = other.input("q", [2, 3]).unwrap();
+    let n = other.neg(q).unwrap();
+    assert_eq!(n.index(), y.index(), "the same index in both graphs");
+    has_all(
+        &msg(compile(&g, &[n], &CompileOptions::default())),
+        &["unknown node", "not part of this graph"],
+    );
+    has_all(&msg(g.exp(n)), &["unknown node"]);
+    has_all(&msg(g.shape(n)), &["unknown node"]);
+    assert!(g.users(q).is_empty() && g.operands(n).is_empty());
+    let program = kiln::Program {
+        graph: g.clone(),
+        outputs: vec![y],
+        updates: vec![(q, n)],
+    };
+    has_all(
+        &msg(kiln::compile_program(program, &CompileOptions::default())),
+        &["unknown node"],
+    );
+    let copy = g.clone();
+    assert_eq!(copy.shape(y).unwrap(), &[2, 3]);
+}
+
 #[test]
 fn tensor_construction_errors() {
     has_all(

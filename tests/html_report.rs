@@ -69,3 +69,52 @@ fn the_page_for_the_unrewritten_graph_has_the_input_alone() {
     assert_eq!(page.matches("<section").count(), 1);
     assert!(page.contains("0 rewrites in"));
 }
+
+/// The drawings share one page: no XML declarations inside it, each
+/// drawing's ids (arrow markers) its own, and the same drawings on every run.
+#[test]
+fn the_drawings_sit_in_one_page_and_the_page_is_the_same_every_time() {
+    let opts = CompileOptions::default();
+    let page = report(&program(), &opts, "t").unwrap();
+    assert!(!page.contains("<?xml"));
+    let ids: Vec<&str> = page
+        .split("id=\"")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(ids.len(), unique.len(), "an id is defined twice");
+    let stages = page.matches("<section").count();
+    for k in 0..stages {
+        let own = format!("url(#s{k}-endarrow)");
+        let section = page.split("<section").nth(k + 1).unwrap();
+        let refs = section.matches("url(#").count();
+        assert!(
+            refs > 0 && section.matches(&own).count() == refs,
+            "stage {k}"
+        );
+    }
+    // layout-rs keeps its styles in a hash map: the page sorts them, so the
+    // drawings are the same every time (the rule table's times are not)
+    let drawings = |p: &str| p[..p.find("<aside>").unwrap()].to_string();
+    for _ in 0..3 {
+        let again = report(&program(), &opts, "t").unwrap();
+        assert!(drawings(&again) == drawings(&page), "the drawings changed");
+    }
+}
+
+/// With a rewrite budget the page says it stopped.
+#[test]
+fn the_page_says_when_the_rewrite_budget_stopped_the_passes() {
+    let opts = CompileOptions {
+        stop_after: Some(1),
+        ..CompileOptions::default()
+    };
+    let page = report(&program(), &opts, "t").unwrap();
+    assert!(
+        page.contains("1 rewrites in 1 round(s), then stopped"),
+        "{page}"
+    );
+}

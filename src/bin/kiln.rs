@@ -97,9 +97,9 @@ enum Command {
         /// `KILN_VERIFY`), and print it.
         #[arg(long, conflicts_with = "format")]
         bisect: bool,
-        /// Write one self-contained HTML page to FILE that steps through the
-        /// graph after each pass (drawn as SVG, new nodes highlighted, the
-        /// rewrites and the rule table beside it), instead of printing.
+        /// Write one self-contained HTML page to FILE (`-`: standard output)
+        /// that steps through the graph after each pass (drawn as SVG, new
+        /// nodes highlighted, the rewrites and the rule table beside it).
         #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "stats", "trace", "bisect"])]
         html: Option<std::path::PathBuf>,
         /// Seed for the parameters.
@@ -289,6 +289,10 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 };
                 let title = format!("kiln: the {model} {what}, pass by pass");
                 let page = kiln::compile::html::report(&program, &options, &title)?;
+                if file.as_os_str() == "-" {
+                    out!("{page}");
+                    return Ok(());
+                }
                 std::fs::write(&file, page)
                     .map_err(|e| KilnError::Invalid(format!("{}: {e}", file.display())))?;
                 outln!("wrote {}", file.display());

@@ -40,20 +40,22 @@ struct Stage {
 pub fn report(program: &Program, options: &CompileOptions, title: &str) -> Result<String> {
     let mut p = program.clone();
     p.check()?;
-    let mut stages = vec![stage(&p, None, usize::MAX)];
+    let mut stages = vec![stage(&p, None, usize::MAX, 0)];
     let mut seen = p.graph.next_seq();
     let report = options
         .pipeline()?
         .run_observed(&mut p, |pass, round, now| {
-            stages.push(stage(now, Some((pass.to_string(), round)), seen));
+            let k = stages.len();
+            stages.push(stage(now, Some((pass.to_string(), round)), seen, k));
             seen = now.graph.next_seq();
             Ok(())
         })?;
     Ok(page(title, &stages, &report))
 }
 
-/// Draws `p` with the nodes created at or after `since` highlighted.
-fn stage(p: &Program, pass: Option<(String, usize)>, since: usize) -> Stage {
+/// Draws `p` with the nodes created at or after `since` highlighted, as
+/// stage `k` of the page.
+fn stage(p: &Program, pass: Option<(String, usize)>, since: usize, k: usize) -> Stage {
     let g = &p.graph;
     let (order, num) = numbering(g);
     let roots = p.roots();
@@ -96,11 +98,31 @@ fn stage(p: &Program, pass: Option<(String, usize)>, since: usize) -> Stage {
     vg.do_it(false, false, false, &mut svg);
     Stage {
         pass,
-        svg: svg.finalize(),
+        svg: inline_svg(&svg.finalize(), k),
         text: to_text(g, &roots),
         nodes: order.len(),
         new,
     }
+}
+
+/// A standalone SVG document made fit to sit beside others in one page, as
+/// stage `k`: no XML declaration, its ids (arrow markers) prefixed `sK-` so
+/// each drawing refers to its own, and its style rules in a fixed order.
+fn inline_svg(svg: &str, k: usize) -> String {
+    let svg = svg.find("<svg").map_or(svg, |at| &svg[at..]);
+    let mut svg = svg
+        .replace("id=\"", &format!("id=\"s{k}-"))
+        .replace("url(#", &format!("url(#s{k}-"))
+        .replace("href=\"#", &format!("href=\"#s{k}-"));
+    if let (Some(a), Some(b)) = (svg.find("<style>"), svg.find("</style>")) {
+        let mut rules: Vec<&str> = svg[a + 7..b]
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        rules.sort_unstable();
+        svg = format!("{}<style>\n{}\n{}", &svg[..a], rules.join("\n"), &svg[b..]);
+    }
+    svg
 }
 
 /// `s` with HTML's special characters escaped.
@@ -206,7 +228,7 @@ tr.never {{ color: #999; }} tr.cur {{ background: #fff3c4; }}
 .key span {{ padding: 0 6px; border: 1px solid #999; }}
 </style></head><body>
 <header><h1 style="margin:0;font-size:20px">{title}</h1>
-<p>{before} nodes before the passes, {after} after; {rewrites} rewrites in {rounds} round(s). Step with the buttons or the ← → keys; click a graph to zoom.</p>
+<p>{before} nodes before the passes, {after} after; {rewrites} rewrites in {rounds} round(s){stopped}. Step with the buttons or the ← → keys; click a graph to zoom.</p>
 <p class="key"><span style="background:#ffd54f;color:#000">created by this pass</span> <span style="background:#e3f2fd;color:#000">input, parameter or output</span></p></header>
 <nav>{nav}</nav>
 <main><div id="stages">{body}</div>
@@ -245,5 +267,10 @@ if (h && h[2]) zoom(s[cur].querySelector('.svg'));
         after = report.nodes_after,
         rewrites = log.applied(),
         rounds = report.iterations,
+        stopped = if log.stopped {
+            ", then stopped: the rewrite budget (--stop-after) was spent"
+        } else {
+            ""
+        },
     )
 }

@@ -50,12 +50,23 @@ impl Batching {
     /// input must be `k·b` for one `b`. `None` if no feed is symbolic.
     fn batch_of(&self, feeds: &[(&str, &Tensor)]) -> Result<Option<usize>> {
         let mut found: Option<(usize, &str)> = None;
-        for (name, t) in feeds {
+        for (i, (name, t)) in feeds.iter().enumerate() {
             let Some((_, dims)) = self.inputs.iter().find(|(n, _)| n == name) else {
-                continue;
+                continue; // unknown: the feed check names it
             };
-            if t.shape().len() != dims.len() {
-                continue; // the specialisation's feed check names it
+            if feeds[..i].iter().any(|(n, _)| n == name) {
+                continue; // fed twice: the feed check names it
+            }
+            let fits = |(&d, &got): (&usize, &usize)| d == got || (d != 0 && d % BATCH == 0);
+            if t.shape().len() != dims.len() || !dims.iter().zip(t.shape()).all(fits) {
+                return Err(KilnError::Shape {
+                    op: "feed".into(),
+                    message: format!(
+                        "feed `{name}` has shape {:?}, but the input was declared with shape {}",
+                        t.shape(),
+                        dims_str(dims)
+                    ),
+                });
             }
             for (&d, &got) in dims.iter().zip(t.shape()) {
                 if d == 0 || d % BATCH != 0 {

@@ -93,6 +93,9 @@ impl Executable {
         fed: &mut [&'f [f32]],
     ) -> Result<()> {
         for (i, (name, t)) in feeds.iter().enumerate() {
+            if feeds[..i].iter().any(|(n, _)| n == name) {
+                return Err(KilnError::Invalid(format!("feed `{name}` is given twice")));
+            }
             if let Some(k) = self.known_inputs.iter().position(|k| k == name) {
                 if t.shape() != self.known_shapes[k].as_slice() {
                     return Err(KilnError::FeedShape {
@@ -112,9 +115,6 @@ impl Executable {
                     name: name.to_string(),
                     known: self.known_inputs.clone(),
                 });
-            }
-            if feeds[..i].iter().any(|(n, _)| n == name) {
-                return Err(KilnError::Invalid(format!("feed `{name}` is given twice")));
             }
         }
         for (name, step) in &self.feeds {

@@ -38,10 +38,22 @@ pub struct Node {
     pub(crate) seq: usize,
 }
 
+/// A graph's identity: every new graph gets its own, clones keep theirs.
+#[derive(Clone, Debug)]
+struct Tag(u32);
+
+impl Default for Tag {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        Tag(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// A static op graph under construction.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub(crate) g: StableDiGraph<Node, usize>,
+    tag: Tag,
     inputs: BTreeMap<String, NodeId>,
     params: BTreeMap<String, (NodeId, Tensor)>,
     /// Parameters that hold state (optimiser buffers), not trainable weights.
@@ -105,7 +117,7 @@ impl Graph {
         for (i, &src) in operands.iter().enumerate() {
             self.g.add_edge(src.0, idx, i);
         }
-        NodeId(idx)
+        self.id(idx)
     }
 
     /// The creation number the next node will get.
@@ -183,7 +195,18 @@ impl Graph {
     pub fn node(&self, id: NodeId) -> Result<&Node> {
         self.g
             .node_weight(id.0)
+            .filter(|_| self.owns(id))
             .ok_or(KilnError::UnknownNode(id.index()))
+    }
+
+    /// The handle of the node at `index`.
+    pub(crate) fn id(&self, index: petgraph::stable_graph::NodeIndex) -> NodeId {
+        NodeId(index, self.tag.0)
+    }
+
+    /// Whether `id` is a handle of this graph (or one it was cloned from).
+    fn owns(&self, id: NodeId) -> bool {
+        id.1 == self.tag.0
     }
 
     /// The output shape of `id`.
@@ -193,7 +216,8 @@ impl Graph {
 
     /// Gives node `id` a human-readable name (shown in dumps).
     pub fn set_name(&mut self, id: NodeId, name: impl Into<String>) {
-        if let Some(n) = self.g.node_weight_mut(id.0) {
+        let owned = self.owns(id);
+        if let Some(n) = self.g.node_weight_mut(id.0).filter(|_| owned) {
             n.name = Some(name.into());
         }
     }
@@ -205,23 +229,30 @@ impl Graph {
         format!("{prefix}_{}", *c - 1)
     }
 
-    /// The operands of `id`, in operand order.
+    /// The operands of `id`, in operand order (none for a node of another graph).
     pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        if !self.owns(id) {
+            return Vec::new();
+        }
         let mut e: Vec<(usize, NodeId)> = self
             .g
             .edges_directed(id.0, Direction::Incoming)
-            .map(|e| (*e.weight(), NodeId(e.source())))
+            .map(|e| (*e.weight(), self.id(e.source())))
             .collect();
         e.sort();
         e.into_iter().map(|(_, n)| n).collect()
     }
 
-    /// The nodes that use `id` as an operand (each once), in creation order.
+    /// The nodes that use `id` as an operand (each once), in creation order
+    /// (none for a node of another graph).
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        if !self.owns(id) {
+            return Vec::new();
+        }
         let mut u: Vec<NodeId> = self
             .g
             .neighbors_directed(id.0, Direction::Outgoing)
-            .map(NodeId)
+            .map(|i| self.id(i))
             .collect();
         u.sort_by_key(|n| self.g[n.0].seq);
         u.dedup();
@@ -230,7 +261,7 @@ impl Graph {
 
     /// All node ids, in creation order.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.g.node_indices().map(NodeId).collect();
+        let mut v: Vec<NodeId> = self.g.node_indices().map(|i| self.id(i)).collect();
         v.sort_by_key(|n| self.g[n.0].seq);
         v
     }

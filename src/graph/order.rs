@@ -36,7 +36,12 @@ pub fn ancestors_order(graph: &Graph, roots: &[NodeId]) -> Vec<NodeId> {
         if !member[n.index()] {
             member[n.index()] = true;
             nodes.push(n);
-            stack.extend(graph.g.neighbors_directed(n.0, Incoming).map(NodeId));
+            stack.extend(
+                graph
+                    .g
+                    .neighbors_directed(n.0, Incoming)
+                    .map(|i| graph.id(i)),
+            );
         }
     }
     order_of(graph, &nodes, &member)
@@ -74,7 +79,7 @@ fn order_of(graph: &Graph, nodes: &[NodeId], member: &[bool]) -> Vec<NodeId> {
                 seen[ui] = n.index();
                 pending[ui] -= 1;
                 if pending[ui] == 0 {
-                    ready.push(Reverse((graph.g[u].seq, NodeId(u))));
+                    ready.push(Reverse((graph.g[u].seq, graph.id(u))));
                 }
             }
         }

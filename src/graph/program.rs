@@ -6,7 +6,7 @@ use super::order::topo_order;
 use super::{infer_node, Graph, NodeId, Operand};
 use crate::error::{KilnError, Result};
 use crate::ops::Op;
-use crate::shape::{is_symbolic, specialise_dim, Shape};
+use crate::shape::{is_symbolic, specialise_dim, Shape, BATCH};
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -56,8 +56,10 @@ impl Program {
     /// of its new value's shape. `Err` naming the node otherwise.
     pub fn check(&self) -> Result<()> {
         let (graph, outputs, updates) = (&self.graph, &self.outputs, &self.updates);
-        if outputs.is_empty() {
-            return Err(KilnError::Invalid("compile: no outputs requested".into()));
+        if outputs.is_empty() && updates.is_empty() {
+            return Err(KilnError::Invalid(
+                "compile: no outputs requested (and no parameter updates)".into(),
+            ));
         }
         for &o in outputs.iter().chain(updates.iter().map(|u| &u.1)) {
             let node = graph.node(o)?;
@@ -116,10 +118,27 @@ impl Program {
     /// symbolic one specialised (a size computed from the batch in a way
     /// other than a multiple: pad or slice the batch axis, say).
     pub fn specialise(&self, b: usize) -> Result<Program> {
+        if b != 0 && b % BATCH == 0 {
+            return Err(KilnError::Invalid(format!(
+                "batch {b} is a multiple of kiln::BATCH ({BATCH}), the number that stands for \
+                 the symbolic batch: it cannot be told from it"
+            )));
+        }
         let mut p = self.clone();
         let f = |d: usize| specialise_dim(d, b);
         for n in topo_order(&self.graph) {
             let old = &self.graph.g[n.0];
+            if let Some(d) = old
+                .shape
+                .dims()
+                .iter()
+                .find(|&&d| d != 0 && d % (BATCH * BATCH) == 0)
+            {
+                let why = format!(
+                    "its size {d} is a product of batch sizes (B²), which cannot be specialised"
+                );
+                return Err(unspecialisable(n, b, &why));
+            }
             let want: Vec<usize> = old.shape.dims().iter().map(|&d| f(d)).collect();
             let shape = if old.op.is_interface() {
                 want.clone()
@@ -154,8 +173,8 @@ impl Program {
 /// The error of a node that cannot be specialised for batch `b`.
 fn unspecialisable(n: NodeId, b: usize, why: &dyn std::fmt::Display) -> KilnError {
     KilnError::Invalid(format!(
-        "cannot specialise the graph for batch {b} at %{}: {why} (sizes derived from \
-         BATCH must be multiples of it)",
+        "cannot specialise the graph for batch {b} at %{}: {why} (a size derived from the \
+         batch must be a fixed multiple of kiln::BATCH)",
         n.index()
     ))
 }

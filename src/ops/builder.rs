@@ -32,9 +32,11 @@ macro_rules! binary_builders {
     )*};
 }
 
-/// A handle to a node of a [`crate::Graph`].
+/// A handle to a node of a [`crate::Graph`]: its index and the graph's
+/// identity (a graph and its clones share one), so a handle from another
+/// graph is refused rather than taken for whichever node has its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub(crate) NodeIndex);
+pub struct NodeId(pub(crate) NodeIndex, pub(crate) u32);
 
 impl NodeId {
     /// The raw index (stable for the node's lifetime; not the dump number).

@@ -44,7 +44,7 @@ pub enum UnaryOp {
     /// SiLU (swish): `x / (1 + e^−x)` (`torch.nn.SiLU`; −∞ gives NaN, as PyTorch)
     Silu,
     /// `x` where `x > 0`, else `negative_slope·x` (`torch.nn.LeakyReLU`;
-    /// NaN stays NaN, −0.0 stays −0.0)
+    /// NaN stays NaN; −0.0 gives `−0.0·negative_slope`, as PyTorch)
     LeakyRelu(#[serde(with = "super::source::serde_f32")] f32),
 }
 
