@@ -196,7 +196,7 @@ impl Graph {
         self.g
             .node_weight(id.0)
             .filter(|_| self.owns(id))
-            .ok_or(KilnError::UnknownNode(id.index()))
+            .ok_or_else(|| KilnError::UnknownNode(id.index()))
     }
 
     /// The handle of the node at `index`.

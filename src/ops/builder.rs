@@ -35,8 +35,16 @@ macro_rules! binary_builders {
 /// A handle to a node of a [`crate::Graph`]: its index and the graph's
 /// identity (a graph and its clones share one), so a handle from another
 /// graph is refused rather than taken for whichever node has its index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) NodeIndex, pub(crate) u32);
+
+/// Hashes the index alone: ids of one graph (the only ones a map mixes in
+/// practice) differ in it, and equal ids have equal indices.
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
 
 impl NodeId {
     /// The raw index (stable for the node's lifetime; not the dump number).
