@@ -1,4 +1,5 @@
 //! The `kiln` binary: dump and run built-in models, clear errors otherwise.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 

@@ -1,4 +1,5 @@
 //! The page `kiln dump --html` writes (`kiln::compile::html::report`).
+#![cfg(feature = "html")]
 
 use kiln::compile::html::report;
 use kiln::{CompileOptions, Graph, OpBuilder, Program};

@@ -5,6 +5,7 @@
 //! [`crate::exec::schedule_with`] plans and allocates the result.
 //! [`first_difference`] and [`bisect`] compare programs on seeded inputs.
 
+#[cfg(feature = "html")]
 pub mod html;
 
 use crate::error::{KilnError, Result};
