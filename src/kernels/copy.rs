@@ -9,41 +9,26 @@ pub const SHORT: usize = 32;
 pub static ZEROS: [f32; SHORT] = [0.0; SHORT];
 
 /// Copies `src` (at most [`SHORT`] floats) into the start of `dst` with
-/// overlapping vector moves where AVX is compiled in; longer runs, and
-/// builds without AVX, use a plain slice copy.
+/// overlapping 4-float moves (SSE, which every x86-64 CPU has); longer runs,
+/// and other targets, use a plain slice copy.
 #[inline(always)]
 pub fn copy_short(dst: &mut [f32], src: &[f32]) {
     let n = src.len();
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    #[cfg(target_arch = "x86_64")]
     if n <= SHORT && dst.len() >= n {
-        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps, _mm_loadu_ps, _mm_storeu_ps};
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_storeu_ps};
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        // SAFETY: every access below lies in `src[..n]` / `dst[..n]` (two
-        // copies that overlap when n is not a multiple of their width), and
-        // AVX is enabled at compile time.
+        // SAFETY: every access below lies in `src[..n]` / `dst[..n]` (moves
+        // from both ends that overlap when n is not a multiple of 4), and
+        // SSE is part of x86-64.
         unsafe {
+            let mv = |at: usize| _mm_storeu_ps(d.add(at), _mm_loadu_ps(s.add(at)));
             match n {
-                17..=32 => {
-                    let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
-                    let (c, e) = (
-                        _mm256_loadu_ps(s.add(n - 16)),
-                        _mm256_loadu_ps(s.add(n - 8)),
-                    );
-                    _mm256_storeu_ps(d, a);
-                    _mm256_storeu_ps(d.add(8), b);
-                    _mm256_storeu_ps(d.add(n - 16), c);
-                    _mm256_storeu_ps(d.add(n - 8), e);
-                }
-                8..=16 => {
-                    let (a, b) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(n - 8)));
-                    _mm256_storeu_ps(d, a);
-                    _mm256_storeu_ps(d.add(n - 8), b);
-                }
-                4..=7 => {
-                    let (a, b) = (_mm_loadu_ps(s), _mm_loadu_ps(s.add(n - 4)));
-                    _mm_storeu_ps(d, a);
-                    _mm_storeu_ps(d.add(n - 4), b);
-                }
+                17..=32 => [0, 4, 8, 12, n - 16, n - 12, n - 8, n - 4]
+                    .into_iter()
+                    .for_each(mv),
+                8..=16 => [0, 4, n - 8, n - 4].into_iter().for_each(mv),
+                4..=7 => [0, n - 4].into_iter().for_each(mv),
                 _ => {
                     // unrolled: a loop here would become a `memcpy` call
                     if n > 0 {

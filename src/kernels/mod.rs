@@ -11,4 +11,5 @@ pub mod permute;
 pub mod pool;
 pub mod relu;
 pub mod scratch;
+pub mod simd;
 pub mod transpose;

@@ -11,7 +11,7 @@
 /// the caller applies the op to the rest.
 pub fn relu_in_place_simd(x: &mut [f32]) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
+    if crate::kernels::simd::simd().avx {
         // SAFETY: AVX is present.
         return unsafe { relu_in_place_avx(x) };
     }

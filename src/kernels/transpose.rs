@@ -115,7 +115,7 @@ mod avx {
 
     /// Whether this CPU has AVX.
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx")
+        crate::kernels::simd::simd().avx
     }
 
     /// See [`super::block_8x8`]: eight loads, three rounds of shuffles,

@@ -312,7 +312,7 @@ mod avx2 {
 
     /// Whether this CPU runs the AVX2 + FMA tiles.
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        crate::kernels::simd::simd().avx2_fma
     }
 
     /// Stores row `i` of a tile, `vs.len()` vectors from `row` on, under `store`.

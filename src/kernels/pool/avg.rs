@@ -3,7 +3,9 @@
 
 use super::two_by_two::{avg_2x2_row, spread_2x2_row};
 use super::{fold_interior_taps, for_each_2x2_row, is_2x2_stride_2, Divide, PoolGeom};
+use crate::kernels::simd::multiversion;
 
+multiversion! {
 /// Average pooling of one plane: the window sum over in-plane cells divided
 /// by the count `rule` gives. Interior windows are summed tap by tap over
 /// whole output rows.
@@ -33,7 +35,9 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
         |dst| dst.iter_mut().for_each(|d| *d = (*d + 0.0) * inv),
     );
 }
+}
 
+multiversion! {
 /// Average pooling backward over one plane: `gx` is zeroed, then `gy[o]`
 /// divided by window `o`'s count is added to every in-plane cell of it.
 ///
@@ -41,6 +45,11 @@ pub fn avg_pool(g: &PoolGeom, rule: Divide, x: &[f32], out: &mut [f32]) {
 /// written at once (`0 + gy/4`, the same values), with no zeroing pass.
 pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32]) {
     if g.tiles_2x2() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::simd::simd().avx2_fma {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { spread_2x2_avx2(g, gy, gx) };
+        }
         let (ow, w) = (g.out[1], g.size[1]);
         for (rows, gy) in gx.chunks_exact_mut(2 * w).zip(gy.chunks_exact(ow)) {
             let (top, bottom) = rows.split_at_mut(w);
@@ -65,5 +74,23 @@ pub fn avg_pool_backward(g: &PoolGeom, rule: Divide, gy: &[f32], gx: &mut [f32])
             let dst = gx[start + g.tap_offset(t)..].iter_mut().step_by(sw);
             dst.zip(src).for_each(|(d, &v)| *d += v * inv);
         }
+    }
+}
+}
+
+/// The tiled 2x2 case of [`avg_pool_backward`] with AVX2 rows.
+///
+/// # Safety
+/// The CPU has AVX2; the windows tile the plane (`PoolGeom::tiles_2x2`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn spread_2x2_avx2(g: &PoolGeom, gy: &[f32], gx: &mut [f32]) {
+    let (ow, w) = (g.out[1], g.size[1]);
+    for (rows, gy) in gx.chunks_exact_mut(2 * w).zip(gy.chunks_exact(ow)) {
+        let (top, bottom) = rows.split_at_mut(w);
+        // SAFETY: `gy` holds the row's `ow` windows, `top` and `bottom`
+        // their `w = 2·ow` cells; AVX2 as above.
+        unsafe { super::two_by_two::spread_2x2_row_avx2(gy, top, bottom) };
     }
 }

@@ -3,10 +3,15 @@
 //! replaces the maximum so far).
 
 use super::two_by_two::{max_2x2_row, unpool_2x2_row};
+#[cfg(target_arch = "x86_64")]
+use super::two_by_two::{max_2x2_row_avx2, unpool_2x2_row_avx2};
 use super::{
     blocks, fold_interior_taps, for_each_2x2_row, is_2x2_stride_2, strided, Divide, PoolGeom, BLOCK,
 };
+use crate::kernels::simd::multiversion;
+use crate::kernels::simd::simd;
 
+multiversion! {
 /// Max pooling of one plane: `values[o]` is the window maximum (NaN if the
 /// window holds one) and `indices[o]` the plane index `r·w + c` of its first
 /// maximum in row-major window order, as f32. Padded cells are −∞: one holds
@@ -62,7 +67,9 @@ pub fn max_pool(g: &PoolGeom, x: &[f32], values: &mut [f32], indices: &mut [f32]
         }
     }
 }
+}
 
+multiversion! {
 /// Max pooling of one plane, the values only: `values` as [`max_pool`]
 /// gives them (padded cells never win: −∞ loses to every cell, NaN included).
 pub fn max_pool_values(g: &PoolGeom, x: &[f32], values: &mut [f32]) {
@@ -87,6 +94,7 @@ pub fn max_pool_values(g: &PoolGeom, x: &[f32], values: &mut [f32]) {
         },
         |_| {},
     );
+}
 }
 
 /// Max pooling's step for one window: takes `x` (at plane index `at`) when
@@ -119,15 +127,45 @@ fn max_step(v: f32, x: f32) -> f32 {
 
 /// The interior of 2x2 stride-2 max pooling (no dilation); indices too
 /// when `indices` is given.
+#[inline(always)]
 fn max_pool_2x2_interior(
     g: &PoolGeom,
     x: &[f32],
     values: &mut [f32],
     mut indices: Option<&mut [f32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if simd().avx2_fma {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { max_pool_2x2_interior_avx2(g, x, values, indices) };
+    }
     for_each_2x2_row(g, x, |top, bottom, at, out| {
         let idx = indices.as_deref_mut().map(|i| &mut i[out.clone()]);
         max_2x2_row(top, bottom, at, g.size[1], &mut values[out], idx)
+    });
+}
+
+/// [`max_pool_2x2_interior`] with AVX2 rows.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn max_pool_2x2_interior_avx2(
+    g: &PoolGeom,
+    x: &[f32],
+    values: &mut [f32],
+    mut indices: Option<&mut [f32]>,
+) {
+    for_each_2x2_row(g, x, |top, bottom, at, out| {
+        let (values, idx) = (
+            &mut values[out.clone()],
+            indices.as_deref_mut().map(|i| &mut i[out]),
+        );
+        // SAFETY: the row holds 2·n cells of each input row for its n
+        // windows (`for_each_2x2_row`), the slices n each; AVX2 as above.
+        unsafe { max_2x2_row_avx2(top, bottom, at, g.size[1], values, idx) }
     });
 }
 
@@ -135,34 +173,14 @@ fn max_pool_2x2_interior(
 /// index `base + ramp[k]`; in lanes of 8 with selects, no branches.
 #[inline(always)]
 fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f32]) {
-    #[cfg(target_feature = "avx")]
-    let n = {
-        use std::arch::x86_64::*;
-        let n = vals.len() / 8 * 8;
-        // SAFETY: AVX is enabled at compile time.
-        let at = unsafe { _mm256_set1_ps(base) };
-        for k in (0..n).step_by(8) {
-            // SAFETY: k + 8 ≤ n ≤ the length of every slice (checked below by
-            // the slicing), and AVX is enabled at compile time.
-            unsafe {
-                let (v, i) = (&mut vals[k..k + 8], &mut idx[k..k + 8]);
-                let (x, r) = (&src[k..k + 8], &ramp[k..k + 8]);
-                let old = _mm256_loadu_ps(v.as_ptr());
-                let xv = _mm256_loadu_ps(x.as_ptr());
-                // x > v, or x is NaN (as `takes`)
-                let take = _mm256_or_ps(
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(xv, old),
-                    _mm256_cmp_ps::<_CMP_UNORD_Q>(xv, xv),
-                );
-                _mm256_storeu_ps(v.as_mut_ptr(), _mm256_blendv_ps(old, xv, take));
-                let newi = _mm256_add_ps(at, _mm256_loadu_ps(r.as_ptr()));
-                let oldi = _mm256_loadu_ps(i.as_ptr());
-                _mm256_storeu_ps(i.as_mut_ptr(), _mm256_blendv_ps(oldi, newi, take));
-            }
-        }
-        n
+    #[cfg(target_arch = "x86_64")]
+    let n = if simd().avx {
+        // SAFETY: the CPU has AVX (checked).
+        unsafe { take_max_avx(vals, idx, src, base, ramp) }
+    } else {
+        0
     };
-    #[cfg(not(target_feature = "avx"))]
+    #[cfg(not(target_arch = "x86_64"))]
     let n = 0;
     let (vals, idx, src, ramp) = (&mut vals[n..], &mut idx[n..], &src[n..], &ramp[n..]);
     let n = vals.len() / 8 * 8;
@@ -188,6 +206,46 @@ fn take_max(vals: &mut [f32], idx: &mut [f32], src: &[f32], base: f32, ramp: &[f
     }
 }
 
+/// The leading multiple of 8 of [`take_max`] with AVX; returns how many
+/// elements it did.
+///
+/// # Safety
+/// AVX is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn take_max_avx(
+    vals: &mut [f32],
+    idx: &mut [f32],
+    src: &[f32],
+    base: f32,
+    ramp: &[f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let n = vals.len() / 8 * 8;
+    let at = _mm256_set1_ps(base);
+    for k in (0..n).step_by(8) {
+        // SAFETY: k + 8 ≤ n ≤ the length of every slice (checked below by
+        // the slicing), and AVX is present.
+        unsafe {
+            let (v, i) = (&mut vals[k..k + 8], &mut idx[k..k + 8]);
+            let (x, r) = (&src[k..k + 8], &ramp[k..k + 8]);
+            let old = _mm256_loadu_ps(v.as_ptr());
+            let xv = _mm256_loadu_ps(x.as_ptr());
+            // x > v, or x is NaN (as `takes`)
+            let take = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(xv, old),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(xv, xv),
+            );
+            _mm256_storeu_ps(v.as_mut_ptr(), _mm256_blendv_ps(old, xv, take));
+            let newi = _mm256_add_ps(at, _mm256_loadu_ps(r.as_ptr()));
+            let oldi = _mm256_loadu_ps(i.as_ptr());
+            _mm256_storeu_ps(i.as_mut_ptr(), _mm256_blendv_ps(oldi, newi, take));
+        }
+    }
+    n
+}
+
+multiversion! {
 /// Max pooling backward over one plane of `g`'s size: `gx` is zeroed, then
 /// every `gy[o]` is added at plane index `indices[o]` (indices outside the
 /// plane, as the −1 of a window wholly in padding, are skipped).
@@ -207,10 +265,17 @@ pub fn max_pool_backward(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f3
         }
     }
 }
+}
 
 /// The tiled 2x2 case of [`max_pool_backward`], output row by output row;
 /// `false` (with `gx` partly written) if an index lies outside its window.
+#[inline(always)]
 fn unpool_2x2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if simd().avx2_fma {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { unpool_2x2_avx2(g, gy, indices, gx) };
+    }
     let (ow, w) = (g.out[1], g.size[1]);
     gx.chunks_exact_mut(2 * w)
         .zip(gy.chunks_exact(ow).zip(indices.chunks_exact(ow)))
@@ -218,5 +283,25 @@ fn unpool_2x2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool
         .all(|(oh, (rows, (gy, idx)))| {
             let (top, bottom) = rows.split_at_mut(w);
             unpool_2x2_row(gy, idx, 2 * oh * w, w, top, bottom)
+        })
+}
+
+/// [`unpool_2x2`] with AVX2 rows.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn unpool_2x2_avx2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool {
+    let (ow, w) = (g.out[1], g.size[1]);
+    gx.chunks_exact_mut(2 * w)
+        .zip(gy.chunks_exact(ow).zip(indices.chunks_exact(ow)))
+        .enumerate()
+        .all(|(oh, (rows, (gy, idx)))| {
+            let (top, bottom) = rows.split_at_mut(w);
+            // SAFETY: `gy` and `idx` hold the row's `ow` windows, `top` and
+            // `bottom` their `w = 2·ow` cells; AVX2 as above.
+            unsafe { unpool_2x2_row_avx2(gy, idx, 2 * oh * w, w, top, bottom) }
         })
 }

@@ -5,11 +5,11 @@
 //! last group (under eight windows) is read with masked loads; its backward,
 //! where the windows tile the plane, writes each window's four cells from
 //! the saved index the same way, and the average's backward each window's
-//! share. Without AVX2, a window at a time.
+//! share (the `_avx2` functions, which callers choose where the CPU has
+//! AVX2, see [`crate::kernels::simd`]). Without AVX2, a window at a time.
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
 use super::max::lane;
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[cfg(target_arch = "x86_64")]
 use crate::kernels::copy::copy_short;
 
 /// Max pooling of one row: each window's first maximum in row-major order
@@ -27,36 +27,6 @@ pub(super) fn max_2x2_row(
     let n = values.len();
     assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
     assert!(indices.as_ref().is_none_or(|i| i.len() >= n));
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: the asserts above bound the groups' windows, and AVX2 is
-        // enabled at compile time.
-        unsafe {
-            // the lanes hold windows 0, 1, 4, 5 | 2, 3, 6, 7: their top-left offsets
-            let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
-            for_each_group(top, bottom, n, |j, count, taps| {
-                // plane indices are exact in f32 (planes ≤ 2^24 cells)
-                let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
-                let offsets = window_cells(base, w as f32);
-                let (mut m, mut mi) = (taps[0], base);
-                for k in 1..4 {
-                    // x > m, or x is NaN (as `takes`)
-                    let take = _mm256_or_ps(
-                        _mm256_cmp_ps::<_CMP_GT_OQ>(taps[k], m),
-                        _mm256_cmp_ps::<_CMP_UNORD_Q>(taps[k], taps[k]),
-                    );
-                    m = _mm256_blendv_ps(m, taps[k], take);
-                    mi = _mm256_blendv_ps(mi, offsets[k], take);
-                }
-                store_first(&mut values[j..], m, count);
-                if let Some(i) = indices.as_deref_mut() {
-                    store_first(&mut i[j..], mi, count);
-                }
-            });
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
     {
         let (below, right) = (w as f32, 1.0);
         for j in 0..n {
@@ -103,36 +73,6 @@ pub(super) fn unpool_2x2_row(
 ) -> bool {
     let n = gy.len();
     assert!(idx.len() >= n && top.len() >= 2 * n && bottom.len() >= 2 * n);
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: the assert above bounds every load and store (the last
-        // group reads and writes only its `count` windows), and AVX2 is
-        // enabled at compile time.
-        unsafe {
-            // windows in order here: gy and idx are read as they lie
-            let ramp = _mm256_setr_ps(0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0);
-            let zero = _mm256_setzero_ps();
-            for j in (0..n).step_by(8) {
-                let count = (n - j).min(8);
-                let g = load_first(gy.as_ptr().add(j), count);
-                let i = load_first(idx.as_ptr().add(j), count);
-                let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
-                let hit = window_cells(base, w as f32).map(|c| _mm256_cmp_ps::<_CMP_EQ_OQ>(i, c));
-                let any = _mm256_or_ps(_mm256_or_ps(hit[0], hit[1]), _mm256_or_ps(hit[2], hit[3]));
-                // every one of the group's windows matched one of its cells
-                let all = (1 << count) - 1;
-                if _mm256_movemask_ps(any) & all != all {
-                    return false;
-                }
-                let [tl, tr, bl, br] = hit.map(|h| _mm256_add_ps(_mm256_and_ps(g, h), zero));
-                store_pairs(&mut top[2 * j..], tl, tr, count);
-                store_pairs(&mut bottom[2 * j..], bl, br, count);
-            }
-        }
-        true
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
     {
         for j in 0..n {
             let base = at + 2 * j;
@@ -156,24 +96,6 @@ pub(super) fn unpool_2x2_row(
 pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
     let n = gy.len();
     assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: the assert above bounds every load and store (the last
-        // group reads and writes only its `count` windows), and AVX2 is
-        // enabled at compile time.
-        unsafe {
-            let (quarter, zero) = (_mm256_set1_ps(0.25), _mm256_setzero_ps());
-            for j in (0..n).step_by(8) {
-                let count = (n - j).min(8);
-                let g = load_first(gy.as_ptr().add(j), count);
-                let v = _mm256_add_ps(_mm256_mul_ps(g, quarter), zero);
-                store_pairs(&mut top[2 * j..], v, v, count);
-                store_pairs(&mut bottom[2 * j..], v, v, count);
-            }
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
     for (j, &g) in gy.iter().enumerate() {
         let v = 0.0 + g * 0.25;
         (top[2 * j], top[2 * j + 1]) = (v, v);
@@ -181,7 +103,7 @@ pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::__m256;
 
 /// The first `count` (≤ 8) floats at `p`, zeros after: one load, masked
@@ -189,8 +111,9 @@ use std::arch::x86_64::__m256;
 ///
 /// # Safety
 /// `p` points at `count` readable floats; AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn load_first(p: *const f32, count: usize) -> __m256 {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
@@ -208,25 +131,20 @@ unsafe fn load_first(p: *const f32, count: usize) -> __m256 {
 
 /// The plane indices of the four cells (top-left, top-right, bottom-left,
 /// bottom-right) of windows whose top-left cells lie at `base`, in a plane
-/// `w` wide.
-///
-/// # Safety
-/// AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
-unsafe fn window_cells(base: __m256, w: f32) -> [__m256; 4] {
+/// `w` wide (register operations only: callable where AVX2 is enabled).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn window_cells(base: __m256, w: f32) -> [__m256; 4] {
     use std::arch::x86_64::*;
-    // SAFETY: register operations only; AVX2 per the caller.
-    unsafe {
-        let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w));
-        let under = _mm256_add_ps(base, below);
-        [
-            base,
-            _mm256_add_ps(base, right),
-            under,
-            _mm256_add_ps(under, right),
-        ]
-    }
+    let (right, below) = (_mm256_set1_ps(1.0), _mm256_set1_ps(w));
+    let under = _mm256_add_ps(base, below);
+    [
+        base,
+        _mm256_add_ps(base, right),
+        under,
+        _mm256_add_ps(under, right),
+    ]
 }
 
 /// Stores windows `0..count` of `left` and `right` (in window order) as
@@ -234,8 +152,9 @@ unsafe fn window_cells(base: __m256, w: f32) -> [__m256; 4] {
 ///
 /// # Safety
 /// `dst` holds `2·count` floats, `count` ≤ 8; AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn store_pairs(dst: &mut [f32], left: __m256, right: __m256, count: usize) {
     use std::arch::x86_64::*;
     // SAFETY: whole stores only when `dst` holds 16 floats (checked); AVX2
@@ -269,8 +188,9 @@ unsafe fn store_pairs(dst: &mut [f32], left: __m256, right: __m256, count: usize
 ///
 /// # Safety
 /// `top` and `bottom` hold `2n` floats; AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn for_each_group(
     top: &[f32],
     bottom: &[f32],
@@ -308,8 +228,9 @@ unsafe fn for_each_group(
 ///
 /// # Safety
 /// `dst` holds `count` ≤ 8 floats; AVX2 is available.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn store_first(dst: &mut [f32], v: __m256, count: usize) {
     use std::arch::x86_64::*;
     // SAFETY: a whole store only when `dst` holds 8 floats (checked); AVX2
@@ -323,6 +244,116 @@ unsafe fn store_first(dst: &mut [f32], v: __m256, count: usize) {
             let mut lanes = [0f32; 8];
             _mm256_storeu_ps(lanes.as_mut_ptr(), v);
             copy_short(dst, &lanes[..count]);
+        }
+    }
+}
+
+/// [`max_2x2_row`] with AVX2: eight windows at a time.
+///
+/// # Safety
+/// `top` and `bottom` hold `2n` floats, `indices` (if any) `n`; AVX2 is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn max_2x2_row_avx2(
+    top: &[f32],
+    bottom: &[f32],
+    at: usize,
+    w: usize,
+    values: &mut [f32],
+    mut indices: Option<&mut [f32]>,
+) {
+    use std::arch::x86_64::*;
+    let n = values.len();
+    // SAFETY: the caller's contract bounds the groups' windows; AVX2 is present.
+    unsafe {
+        // the lanes hold windows 0, 1, 4, 5 | 2, 3, 6, 7: their top-left offsets
+        let ramp = _mm256_setr_ps(0.0, 2.0, 8.0, 10.0, 4.0, 6.0, 12.0, 14.0);
+        for_each_group(top, bottom, n, |j, count, taps| {
+            // plane indices are exact in f32 (planes ≤ 2^24 cells)
+            let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
+            let offsets = window_cells(base, w as f32);
+            let (mut m, mut mi) = (taps[0], base);
+            for k in 1..4 {
+                // x > m, or x is NaN (as `takes`)
+                let take = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(taps[k], m),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(taps[k], taps[k]),
+                );
+                m = _mm256_blendv_ps(m, taps[k], take);
+                mi = _mm256_blendv_ps(mi, offsets[k], take);
+            }
+            store_first(&mut values[j..], m, count);
+            if let Some(i) = indices.as_deref_mut() {
+                store_first(&mut i[j..], mi, count);
+            }
+        });
+    }
+}
+
+/// [`unpool_2x2_row`] with AVX2: eight windows at a time.
+///
+/// # Safety
+/// `gy`, `idx` hold `n` floats, `top` and `bottom` `2n`; AVX2 is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn unpool_2x2_row_avx2(
+    gy: &[f32],
+    idx: &[f32],
+    at: usize,
+    w: usize,
+    top: &mut [f32],
+    bottom: &mut [f32],
+) -> bool {
+    use std::arch::x86_64::*;
+    let n = gy.len();
+    // SAFETY: the caller's contract bounds every load and store (the last
+    // group reads and writes only its `count` windows); AVX2 is present.
+    unsafe {
+        // windows in order here: gy and idx are read as they lie
+        let ramp = _mm256_setr_ps(0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0);
+        let zero = _mm256_setzero_ps();
+        for j in (0..n).step_by(8) {
+            let count = (n - j).min(8);
+            let g = load_first(gy.as_ptr().add(j), count);
+            let i = load_first(idx.as_ptr().add(j), count);
+            let base = _mm256_add_ps(_mm256_set1_ps((at + 2 * j) as f32), ramp);
+            let hit = window_cells(base, w as f32).map(|c| _mm256_cmp_ps::<_CMP_EQ_OQ>(i, c));
+            let any = _mm256_or_ps(_mm256_or_ps(hit[0], hit[1]), _mm256_or_ps(hit[2], hit[3]));
+            // every one of the group's windows matched one of its cells
+            let all = (1 << count) - 1;
+            if _mm256_movemask_ps(any) & all != all {
+                return false;
+            }
+            let [tl, tr, bl, br] = hit.map(|h| _mm256_add_ps(_mm256_and_ps(g, h), zero));
+            store_pairs(&mut top[2 * j..], tl, tr, count);
+            store_pairs(&mut bottom[2 * j..], bl, br, count);
+        }
+    }
+    true
+}
+
+/// [`spread_2x2_row`] with AVX2: eight windows at a time.
+///
+/// # Safety
+/// `gy` holds `n` floats, `top` and `bottom` `2n`; AVX2 is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn spread_2x2_row_avx2(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = gy.len();
+    // SAFETY: the caller's contract bounds every load and store (the last
+    // group reads and writes only its `count` windows); AVX2 is present.
+    unsafe {
+        let (quarter, zero) = (_mm256_set1_ps(0.25), _mm256_setzero_ps());
+        for j in (0..n).step_by(8) {
+            let count = (n - j).min(8);
+            let g = load_first(gy.as_ptr().add(j), count);
+            let v = _mm256_add_ps(_mm256_mul_ps(g, quarter), zero);
+            store_pairs(&mut top[2 * j..], v, v, count);
+            store_pairs(&mut bottom[2 * j..], v, v, count);
         }
     }
 }
