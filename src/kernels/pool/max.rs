@@ -276,14 +276,7 @@ fn unpool_2x2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool
         // SAFETY: the CPU has AVX2.
         return unsafe { unpool_2x2_avx2(g, gy, indices, gx) };
     }
-    let (ow, w) = (g.out[1], g.size[1]);
-    gx.chunks_exact_mut(2 * w)
-        .zip(gy.chunks_exact(ow).zip(indices.chunks_exact(ow)))
-        .enumerate()
-        .all(|(oh, (rows, (gy, idx)))| {
-            let (top, bottom) = rows.split_at_mut(w);
-            unpool_2x2_row(gy, idx, 2 * oh * w, w, top, bottom)
-        })
+    unpool_rows(g, gy, indices, gx, unpool_2x2_row)
 }
 
 /// [`unpool_2x2`] with AVX2 rows.
@@ -294,14 +287,31 @@ fn unpool_2x2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn unpool_2x2_avx2(g: &PoolGeom, gy: &[f32], indices: &[f32], gx: &mut [f32]) -> bool {
+    unpool_rows(g, gy, indices, gx, |gy, idx, at, w, top, bottom| {
+        // SAFETY: `gy` and `idx` hold the row's `ow` windows, `top` and
+        // `bottom` their `w = 2·ow` cells; AVX2 as above.
+        unsafe { unpool_2x2_row_avx2(gy, idx, at, w, top, bottom) }
+    })
+}
+
+/// Calls `row(gy, idx, at, w, top, bottom)` for each output row of a plane
+/// that 2x2 windows tile (its windows' gradients and indices, the plane
+/// index of its first cell, the plane's width, its two input rows) while
+/// each returns `true`.
+#[inline(always)]
+fn unpool_rows(
+    g: &PoolGeom,
+    gy: &[f32],
+    indices: &[f32],
+    gx: &mut [f32],
+    mut row: impl FnMut(&[f32], &[f32], usize, usize, &mut [f32], &mut [f32]) -> bool,
+) -> bool {
     let (ow, w) = (g.out[1], g.size[1]);
     gx.chunks_exact_mut(2 * w)
         .zip(gy.chunks_exact(ow).zip(indices.chunks_exact(ow)))
         .enumerate()
         .all(|(oh, (rows, (gy, idx)))| {
             let (top, bottom) = rows.split_at_mut(w);
-            // SAFETY: `gy` and `idx` hold the row's `ow` windows, `top` and
-            // `bottom` their `w = 2·ow` cells; AVX2 as above.
-            unsafe { unpool_2x2_row_avx2(gy, idx, 2 * oh * w, w, top, bottom) }
+            row(gy, idx, 2 * oh * w, w, top, bottom)
         })
 }
