@@ -78,23 +78,23 @@ impl<const N: usize> From<&[usize; N]> for Shape {
 /// specialised: build those from ops (`g.mean`) instead.
 pub const BATCH: usize = 1_048_583;
 
+/// `k` when `d` is `k·BATCH` with `k ≥ 1` (a symbolic size), else `None`.
+pub fn batch_multiple(d: usize) -> Option<usize> {
+    (d != 0 && d % BATCH == 0).then_some(d / BATCH)
+}
+
 /// Dimension `d` for batch `b`: `k·b` when `d` is `k·BATCH` (`k ≥ 1`), else `d`.
 pub fn specialise_dim(d: usize, b: usize) -> usize {
-    if d != 0 && d % BATCH == 0 {
-        d / BATCH * b
-    } else {
-        d
-    }
+    batch_multiple(d).map_or(d, |k| k * b)
 }
 
 /// One dimension as dumps and messages show it: `B`, `4B` for multiples of
 /// [`BATCH`], else the number.
 pub fn dim_str(d: usize) -> String {
-    match d {
-        0 => "0".into(),
-        d if d == BATCH => "B".into(),
-        d if d % BATCH == 0 => format!("{}B", d / BATCH),
-        d => d.to_string(),
+    match batch_multiple(d) {
+        Some(1) => "B".into(),
+        Some(k) => format!("{k}B"),
+        None => d.to_string(),
     }
 }
 
@@ -106,7 +106,7 @@ pub fn dims_str(dims: &[usize]) -> String {
 
 /// Whether any of `dims` is a multiple of [`BATCH`] (a symbolic size).
 pub fn is_symbolic(dims: &[usize]) -> bool {
-    dims.iter().any(|&d| d != 0 && d % BATCH == 0)
+    dims.iter().any(|&d| batch_multiple(d).is_some())
 }
 
 /// The most f32 elements one buffer may hold: its size in bytes must fit in

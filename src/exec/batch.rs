@@ -6,7 +6,7 @@
 
 use super::Executable;
 use crate::error::{KilnError, Result};
-use crate::shape::{dims_str, BATCH};
+use crate::shape::{batch_multiple, dims_str};
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 
@@ -57,7 +57,7 @@ impl Batching {
             if feeds[..i].iter().any(|(n, _)| n == name) {
                 continue; // fed twice: the feed check names it
             }
-            let fits = |(&d, &got): (&usize, &usize)| d == got || (d != 0 && d % BATCH == 0);
+            let fits = |(&d, &got): (&usize, &usize)| d == got || batch_multiple(d).is_some();
             if t.shape().len() != dims.len() || !dims.iter().zip(t.shape()).all(fits) {
                 return Err(KilnError::Shape {
                     op: "feed".into(),
@@ -69,10 +69,9 @@ impl Batching {
                 });
             }
             for (&d, &got) in dims.iter().zip(t.shape()) {
-                if d == 0 || d % BATCH != 0 {
+                let Some(k) = batch_multiple(d) else {
                     continue;
-                }
-                let k = d / BATCH;
+                };
                 let b = got / k;
                 let clash = found.filter(|&(other, _)| other != b);
                 if got % k != 0 || clash.is_some() {

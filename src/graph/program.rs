@@ -6,7 +6,7 @@ use super::order::topo_order;
 use super::{infer_node, Graph, NodeId, Operand};
 use crate::error::{KilnError, Result};
 use crate::ops::Op;
-use crate::shape::{is_symbolic, specialise_dim, Shape, BATCH};
+use crate::shape::{batch_multiple, is_symbolic, specialise_dim, Shape, BATCH};
 
 /// What the passes rewrite: a graph with the nodes that must survive
 /// (outputs, and parameter updates as `(param, new value)` pairs).
@@ -118,7 +118,7 @@ impl Program {
     /// symbolic one specialised (a size computed from the batch in a way
     /// other than a multiple: pad or slice the batch axis, say).
     pub fn specialise(&self, b: usize) -> Result<Program> {
-        if b != 0 && b % BATCH == 0 {
+        if batch_multiple(b).is_some() {
             return Err(KilnError::Invalid(format!(
                 "batch {b} is a multiple of kiln::BATCH ({BATCH}), the number that stands for \
                  the symbolic batch: it cannot be told from it"
@@ -132,7 +132,7 @@ impl Program {
                 .shape
                 .dims()
                 .iter()
-                .find(|&&d| d != 0 && d % (BATCH * BATCH) == 0)
+                .find(|&&d| batch_multiple(d).and_then(batch_multiple).is_some())
             {
                 let why = format!(
                     "its size {d} is a product of batch sizes (B²), which cannot be specialised"
