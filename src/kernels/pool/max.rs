@@ -159,10 +159,14 @@ unsafe fn max_pool_2x2_interior_avx2(
     mut indices: Option<&mut [f32]>,
 ) {
     for_each_2x2_row(g, x, |top, bottom, at, out| {
-        let (values, idx) = (
-            &mut values[out.clone()],
-            indices.as_deref_mut().map(|i| &mut i[out]),
-        );
+        // a `match`, not `Option::map`: a generic call LLVM leaves
+        // out of line here when the crate is built without AVX2 (measured)
+        #[allow(clippy::manual_map)]
+        let idx = match indices.as_deref_mut() {
+            Some(i) => Some(&mut i[out.clone()]),
+            None => None,
+        };
+        let values = &mut values[out];
         // SAFETY: the row holds 2·n cells of each input row for its n
         // windows (`for_each_2x2_row`), the slices n each; AVX2 as above.
         unsafe { max_2x2_row_avx2(top, bottom, at, g.size[1], values, idx) }
