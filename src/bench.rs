@@ -1,5 +1,6 @@
-//! The seed benchmark rows: each built-in layer's forward and
-//! forward+backward graph and the `cnn` training step, timed compiled and
+//! The benchmark rows: each seed layer's forward and forward+backward graph
+//! (and a `Linear` layer's, the matrix-product row), and the `cnn` and `mlp`
+//! training steps, timed compiled and
 //! unrewritten side by side. `kiln bench` and the criterion benches run these.
 
 use crate::alloc_count;
@@ -57,13 +58,14 @@ impl Row {
 
 /// Every row, in table order.
 pub fn rows() -> Vec<Row> {
-    const LAYERS: [(&str, &str, &str); 6] = [
+    const LAYERS: [(&str, &str, &str); 7] = [
         ("Conv2D", "conv2d", "8x64x32x32"),
         ("Conv1D", "conv1d", "8x64x256"),
         ("MaxPool2D", "maxpool2d-small", "4x32x16x16"),
         ("MaxPool2D", "maxpool2d", "8x64x32x32"),
         ("AvgPool2D", "avgpool2d-small", "4x32x16x16"),
         ("AvgPool2D", "avgpool2d", "8x64x32x32"),
+        ("Linear", "linear", "256x1024"),
     ];
     let mut rows = Vec::new();
     for (layer, model, shape) in LAYERS {
@@ -80,6 +82,12 @@ pub fn rows() -> Vec<Row> {
         layer: "CNN",
         model: "cnn",
         shape: "32x1x28x28",
+        pass: Pass::TrainStep,
+    });
+    rows.push(Row {
+        layer: "MLP",
+        model: "mlp",
+        shape: "32x784",
         pass: Pass::TrainStep,
     });
     rows

@@ -28,6 +28,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ("avgpool2d-small", "AvgPool2d 2x2, stride 2 on [4,32,16,16]"),
     ("cnn", "conv 1→16 3x3 pad 1, ReLU, max-pool 2, conv 16→32 3x3 pad 1, ReLU, max-pool 2, flatten, linear 1568→10 on [32,1,28,28]"),
     ("mlp", "linear 784→128, ReLU, linear 128→10 on [32,784]"),
+    ("linear", "Linear 1024→1024, bias on [256,1024]"),
 ];
 
 /// The `cnn` network (input `[N, 1, 28, 28]`, 10 logits).
@@ -80,6 +81,10 @@ pub fn build(name: &str, seed: u64) -> Result<Model> {
         ),
         "cnn" => (vec![32, 1, 28, 28], Box::new(cnn())),
         "mlp" => (vec![32, 784], Box::new(mlp())),
+        "linear" => (
+            vec![256, 1024],
+            Box::new(nn::Linear::new(1024, 1024).name("fc")),
+        ),
         other => {
             let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
             return Err(KilnError::Invalid(format!(

@@ -1,8 +1,10 @@
-//! Steady-state runs on two threads make no heap allocations on any thread:
-//! the calling thread does its share of the work as a worker of the pool, so
-//! nothing is queued for the pool. The counts are process-wide (the pool's
-//! other worker included), so this file holds a single test: no other test
-//! allocates beside it.
+//! Steady-state runs on two threads make no heap allocations of kiln's own
+//! on any thread: the calling thread does its share of the work as a worker
+//! of the pool, so nothing is queued for the pool. The only allocations are
+//! the `gemm` crate's in a `MatMul` step (its packing buffers, and its tasks
+//! when it splits a product over the threads). The counts are process-wide
+//! (the pool's other worker included), so this file holds a single test: no
+//! other test allocates beside it.
 
 use kiln::alloc_count::{installed, snapshot, CountingAlloc};
 use kiln::bench::{rows, Prepared};
@@ -12,7 +14,7 @@ use kiln::CompileOptions;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 #[test]
-fn every_seed_row_runs_without_allocating_on_two_threads() {
+fn every_bench_row_allocates_only_in_matmul_products_on_two_threads() {
     assert!(installed());
     let options = CompileOptions {
         threads: Some(2),
@@ -21,6 +23,16 @@ fn every_seed_row_runs_without_allocating_on_two_threads() {
     for row in rows() {
         let mut p = Prepared::new(&row, &options).unwrap();
         assert_eq!(p.exe.threads(), 2);
+        p.exe.set_profiling(true);
+        p.run().unwrap();
+        let profile = p.exe.profile().unwrap();
+        let matmuls: u64 = profile
+            .ops
+            .iter()
+            .filter(|o| o.0 == "matmul")
+            .map(|o| o.1)
+            .sum();
+        p.exe.set_profiling(false);
         // warm-up: the pool starts, and each worker's kernel scratch grows to
         // what the tasks it happens to take need
         for _ in 0..5 {
@@ -33,6 +45,13 @@ fn every_seed_row_runs_without_allocating_on_two_threads() {
             p.run().unwrap();
         }
         let used = snapshot() - before;
-        assert_eq!(used.count, 0, "{} allocated {used:?} in 70 runs", row.id());
+        assert!(
+            used.count <= 70 * 4 * matmuls,
+            "{} allocated {used:?} in 70 runs ({matmuls} matmul steps per run)",
+            row.id()
+        );
+        if matmuls == 0 {
+            assert_eq!(used.count, 0, "{} allocated {used:?} in 70 runs", row.id());
+        }
     }
 }

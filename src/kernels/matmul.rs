@@ -1,9 +1,9 @@
-//! Dense f32 matrix products on [`gemm`](super::gemm), split over threads.
+//! Dense f32 matrix products (`MatMul`: Linear, LSTM, batched products)
+//! through the `gemm` crate, split over the threads [`par::threads`] allows.
 
 pub use super::gemm::MatRef;
-use super::gemm::{gemm, gemm_raw, Init};
-use super::par::{self, SharedMut};
-use rayon::prelude::*;
+use super::gemm::{dense, gemm, Init};
+use super::par;
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
@@ -14,10 +14,11 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
 }
 
 /// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else
-/// overwrites it. Large products are split over the threads [`par::threads`]
-/// allows: by columns when `B` is the wider operand (each thread then packs
-/// all of `A`, the smaller, and its share of `B`) or rows are too few, else
-/// by rows (each thread packs all of `B`).
+/// overwrites it. Products of at least [`PARALLEL_MIN_FLOPS`] multiply-adds
+/// run on the threads [`par::threads`] allows.
+///
+/// # Panics
+/// When an operand is smaller than its shape needs (ops check shapes first).
 pub fn matmul_acc(
     m: usize,
     k: usize,
@@ -32,44 +33,19 @@ pub fn matmul_acc(
     } else {
         Init::Overwrite
     };
-    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
-        par::threads()
-    } else {
-        1
+    let threads = match m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_FLOPS {
+        true => par::threads(),
+        false => 1,
     };
     assert!(
         a.fits(m, k) && b.fits(k, n) && out.len() >= m * n,
         "matmul: buffers too small"
     );
-    let out = &mut out[..m * n];
-    if threads <= 1 || n == 0 {
-        return gemm(m, k, n, &a, &b, out, n, init);
+    if threads <= 1 || k == 0 {
+        return gemm(m, k, n, &a, &b, &mut out[..m * n], n, init);
     }
-    if m >= 8 * threads && (m >= n || n < 16 * threads) {
-        let rows = m.div_ceil(threads);
-        return out.par_chunks_mut(rows * n).enumerate().for_each(|(t, c)| {
-            let (i0, mt) = (t * rows, c.len() / n);
-            let at = i0 * a.row_stride;
-            let a = MatRef {
-                data: &a.data[at..],
-                ..a
-            };
-            gemm(mt, k, n, &a, &b, c, n, init)
-        });
-    }
-    let cols = n.div_ceil(threads).next_multiple_of(16);
-    let c = SharedMut(out.as_mut_ptr());
-    (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
-        let (j0, nt) = (t * cols, cols.min(n - t * cols));
-        let at = j0 * b.col_stride;
-        let b = MatRef {
-            data: &b.data[at..],
-            ..b
-        };
-        // SAFETY: task t writes only columns j0 .. j0+nt of the m × n `out`
-        // (checked above), which no other task writes.
-        unsafe { gemm_raw(m, k, nt, &a, &b, c.get().add(j0), n, init) }
-    });
+    // SAFETY: the operands and `out` fit (checked above), k ≥ 1.
+    unsafe { dense::product(m, k, n, a, b, out.as_mut_ptr(), n, init, threads) }
 }
 
 #[cfg(test)]

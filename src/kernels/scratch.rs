@@ -22,13 +22,17 @@ pub enum Slot {
     Weights,
     /// A product computed transposed, before it is written out.
     Product,
+    /// A product's left operand written out row-major for the `gemm` crate.
+    DenseA,
+    /// A product's right operand written out row-major for the `gemm` crate.
+    DenseB,
 }
 
 /// Floats of slack that let a buffer start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
 /// Slots.
-const SLOTS: usize = 6;
+const SLOTS: usize = 8;
 
 /// Per slot, the most floats any thread has asked for, and the deepest nesting
 /// any thread has seen (see [`reserve_seen`]).

@@ -14,6 +14,7 @@
 //! Callers parallelise over independent products or column ranges (see
 //! `kernels::conv`, `kernels::matmul`).
 
+pub(super) mod dense;
 mod pack;
 pub mod tile;
 
@@ -129,6 +130,18 @@ pub unsafe fn gemm_raw(
             }
         }
         return;
+    }
+    // kiln's tile runs where it is built (AVX2 + FMA) for operands it reads
+    // in place or packs from an image; every other product goes to the
+    // `gemm` crate
+    if let (Some(am), Some(bm)) = (a.as_mat(), b.as_mat()) {
+        assert!(am.fits(m, k) && bm.fits(k, n), "gemm: operands too small");
+        // SAFETY: the operands fit (checked); C is the caller's.
+        return unsafe { dense::product(m, k, n, am, bm, c, ldc, init, 1) };
+    }
+    if !tile::available() {
+        // SAFETY: the caller's contract.
+        return unsafe { dense::product_of(m, k, n, a, b, c, ldc, init) };
     }
     let in_place = a.reads_in_place() || b.reads_in_place();
     let (kc_step, mc_step, nc_step) = (

@@ -44,6 +44,11 @@ pub trait PackB: Sync {
     /// element `(kk, j)` goes to `(j / NR)·kc·NR + kk·NR + j % NR`. The cells of
     /// the last panel past column `nc` are zero on entry and must stay zero.
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]);
+    /// The operand as a strided matrix, if it is one (products of two go
+    /// to the `gemm` crate); `None` by default.
+    fn as_mat(&self) -> Option<MatRef<'_>> {
+        None
+    }
     /// Whether the tiles may read `B` where it lies (im2col columns of a
     /// padded image) instead of packed, through [`PackB::row_starts`],
     /// [`PackB::panel_start`] and [`PackB::source`]; false by default.
@@ -76,6 +81,10 @@ pub trait PackA: Sync {
     /// element `(ii, kk)` goes to `(ii / MR)·kc·MR + kk·MR + ii % MR`; the
     /// rows of the last panel past `mc` are zero.
     fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]);
+    /// The operand as a strided matrix, if it is one (see [`PackB::as_mat`]).
+    fn as_mat(&self) -> Option<MatRef<'_>> {
+        None
+    }
     /// Whether the tiles may read `A` where it lies: element `(i, kk)` at
     /// `source()[row_start(i) + step_offset(kk)]`; false by default.
     fn reads_in_place(&self) -> bool {
@@ -117,6 +126,9 @@ pub fn pack_run(mut q: usize, mut run: &[f32], kk: usize, kc: usize, dst: &mut [
 }
 
 impl PackB for MatRef<'_> {
+    fn as_mat(&self) -> Option<MatRef<'_>> {
+        Some(*self)
+    }
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
         if self.col_stride == 1 {
             for kk in 0..kc {
@@ -146,6 +158,9 @@ impl PackB for MatRef<'_> {
 impl PackA for MatRef<'_> {
     fn fits(&self, m: usize, k: usize) -> bool {
         MatRef::fits(self, m, k)
+    }
+    fn as_mat(&self) -> Option<MatRef<'_>> {
+        Some(*self)
     }
     fn pack(&self, i0: usize, mc: usize, k0: usize, kc: usize, dst: &mut [f32]) {
         pack_a(self, i0, mc, k0, kc, dst)

@@ -1,8 +1,9 @@
 //! The register tile of the GEMM: `C[MR × NR] (+)= A_panel · B_panel` over
 //! `kc` steps, from panels packed (`A`: `kc × MR`, `B`: `kc × NR`, both
-//! contiguous) or read where they lie through a table of offsets. AVX2 + FMA
-//! when the CPU has them (12 accumulator registers, two B vectors and one
-//! broadcast per step), a portable loop otherwise.
+//! contiguous) or read where they lie through a table of offsets, with AVX2 +
+//! FMA (12 accumulator registers, two B vectors and one broadcast per step).
+//! It runs only where the CPU has them ([`available`]): elsewhere products go
+//! to the `gemm` crate (`super::dense`).
 
 /// Rows of a tile (rows of `A` per packed panel).
 pub const MR: usize = 6;
@@ -127,12 +128,19 @@ pub enum Store<'a> {
     Bias(&'a [f32]),
 }
 
+/// Whether this CPU runs kiln's tiles (AVX2 + FMA, see
+/// [`crate::kernels::simd`]); where it does not, every product goes to the
+/// `gemm` crate instead.
+pub fn available() -> bool {
+    cfg!(target_arch = "x86_64") && crate::kernels::simd::simd().avx2_fma
+}
+
 /// Computes one full tile into `c` (row stride `ldc`).
 ///
 /// # Safety
-/// `a` finds `kc` steps of `MR` floats, `b` finds `kc` steps of `NR` floats,
-/// and `c` addresses `MR` rows of `NR` writable floats `ldc` apart, not
-/// overlapping `a` or `b`.
+/// [`available`]; `a` finds `kc` steps of `MR` floats, `b` finds `kc` steps
+/// of `NR` floats, and `c` addresses `MR` rows of `NR` writable floats `ldc`
+/// apart, not overlapping `a` or `b`.
 #[inline]
 pub unsafe fn tile<A: Steps, B: Rows>(
     kc: usize,
@@ -143,14 +151,15 @@ pub unsafe fn tile<A: Steps, B: Rows>(
     store: Store,
 ) {
     #[cfg(target_arch = "x86_64")]
-    {
-        if avx2::available() {
-            // SAFETY: the features are present; the pointer contract is the caller's.
-            return unsafe { avx2::tile(kc, a, b, c, ldc, store) };
-        }
+    // SAFETY: the caller's contract, the CPU's features included.
+    unsafe {
+        avx2::tile(kc, a, b, c, ldc, store)
     }
-    // SAFETY: the caller's contract is this function's.
-    unsafe { tile_portable(kc, a, b, c, ldc, store) }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, b, c, ldc, store);
+        unreachable!("kiln's GEMM tile runs only on x86-64 with AVX2 + FMA");
+    }
 }
 
 /// Tiles at C's lower edge with at most this many rows use [`short_tile`].
@@ -174,53 +183,18 @@ pub unsafe fn short_tile<A: Steps, B: Rows>(
 ) {
     debug_assert!((1..=SHORT_ROWS).contains(&rows));
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract, the CPU's features included.
+    unsafe {
+        match rows {
+            1 => avx2::short::<1, A, B>(kc, a, b, c, ldc, store),
+            2 => avx2::short::<2, A, B>(kc, a, b, c, ldc, store),
+            _ => avx2::short::<3, A, B>(kc, a, b, c, ldc, store),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     {
-        if avx2::available() {
-            // SAFETY: the features are present; the pointer contract is the caller's.
-            return unsafe {
-                match rows {
-                    1 => avx2::short::<1, A, B>(kc, a, b, c, ldc, store),
-                    2 => avx2::short::<2, A, B>(kc, a, b, c, ldc, store),
-                    _ => avx2::short::<3, A, B>(kc, a, b, c, ldc, store),
-                }
-            };
-        }
-    }
-    for (half, b) in b.into_iter().enumerate() {
-        let mut local = [0f32; MR * NR];
-        // SAFETY: the caller's panels (rows past `rows` read as row 0); the
-        // local tile is MR × NR with row stride NR.
-        unsafe {
-            tile_portable(
-                kc,
-                FirstRows(a, rows),
-                b,
-                local.as_mut_ptr(),
-                NR,
-                Store::Overwrite,
-            )
-        };
-        for (i, src) in local.chunks_exact(NR).take(rows).enumerate() {
-            // SAFETY: row i, columns half·NR.., of the caller's tile.
-            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc + half * NR), NR) };
-            store_row(dst, src, store, i);
-        }
-    }
-}
-
-/// An A panel of which only the first `.1` rows may be read; the others
-/// read as row 0 (their results are dropped).
-#[derive(Clone, Copy)]
-struct FirstRows<A>(A, usize);
-
-impl<A: Steps> Steps for FirstRows<A> {
-    #[inline(always)]
-    unsafe fn at(self, kk: usize, i: usize) -> *const f32 {
-        // SAFETY: the caller's step; the row is one the panel holds.
-        unsafe { self.0.at(kk, if i < self.1 { i } else { 0 }) }
-    }
-    fn skip_rows(self, r: usize) -> Self {
-        FirstRows(self.0.skip_rows(r), self.1.saturating_sub(r))
+        let _ = (kc, a, b, c, ldc, store);
+        unreachable!("kiln's GEMM tile runs only on x86-64 with AVX2 + FMA");
     }
 }
 
@@ -230,37 +204,6 @@ pub fn store_row(dst: &mut [f32], src: &[f32], store: Store, i: usize) {
         Store::Overwrite => dst.copy_from_slice(&src[..dst.len()]),
         Store::Add => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
         Store::Bias(bias) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bias[i]),
-    }
-}
-
-/// The portable tile: a plain loop the compiler vectorises.
-///
-/// # Safety
-/// As for [`tile`].
-unsafe fn tile_portable<A: Steps, B: Rows>(
-    kc: usize,
-    a: A,
-    b: B,
-    c: *mut f32,
-    ldc: usize,
-    store: Store,
-) {
-    let mut acc = [[0f32; NR]; MR];
-    for kk in 0..kc {
-        // SAFETY: step kk of the caller's panels: MR values of A, NR of B.
-        let bk = unsafe { std::slice::from_raw_parts(b.row(kk), NR) };
-        for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let av = unsafe { *a.at(kk, i) };
-            for (s, &bv) in row.iter_mut().zip(bk) {
-                *s += av * bv;
-            }
-        }
-    }
-    for (i, row) in acc.iter().enumerate() {
-        // SAFETY: row i of the tile is inside `c` by the caller's contract.
-        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
-        store_row(dst, row, store, i);
     }
 }
 
@@ -308,11 +251,6 @@ mod avx2 {
             // SAFETY: row i of the tile is inside `c` by the caller's contract.
             unsafe { store_row(c.add(i * ldc), r, store, i) };
         }
-    }
-
-    /// Whether this CPU runs the AVX2 + FMA tiles.
-    pub fn available() -> bool {
-        crate::kernels::simd::simd().avx2_fma
     }
 
     /// Stores row `i` of a tile, `vs.len()` vectors from `row` on, under `store`.

@@ -9,6 +9,7 @@ use super::{
     blocks, fold_interior_taps, for_each_2x2_row, is_2x2_stride_2, strided, Divide, PoolGeom, BLOCK,
 };
 use crate::kernels::simd::multiversion;
+#[cfg(target_arch = "x86_64")]
 use crate::kernels::simd::simd;
 
 multiversion! {

@@ -1,0 +1,140 @@
+//! Products through the `gemm` crate (AVX2/AVX-512, NEON and portable
+//! kernels, chosen at run time by the crate): every product of two strided
+//! matrices ([`MatRef`]), and on CPUs without AVX2 + FMA every product,
+//! the convolutions' im2col operands materialised first.
+
+use super::scratch::{self, Slot};
+use super::{Init, MatRef, PackA, PackB, KC, MR, NR};
+
+/// `C[m × n] = init ∘ A·B` through the `gemm` crate on up to `threads`
+/// threads (the current rayon pool's).
+///
+/// # Safety
+/// As [`super::gemm_raw`]; `a` and `b` fit `m × k` and `k × n`, `k ≥ 1`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+    threads: usize,
+) {
+    debug_assert!(a.fits(m, k) && b.fits(k, n) && k > 0);
+    let read_c = match init {
+        Init::Overwrite => false,
+        Init::Add => true,
+        Init::RowBias(bias) => {
+            for (i, &v) in bias[..m].iter().enumerate() {
+                // SAFETY: row i of C (the caller's contract).
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(v);
+            }
+            true
+        }
+    };
+    let parallelism = match threads {
+        0 | 1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    let s = |x: usize| x as isize; // strides of in-bounds slices fit isize
+                                   // SAFETY: every element of A and B lies in its slice (`fits`), and C's
+                                   // m rows of n cells `ldc` apart are the caller's; with `read_dst`,
+                                   // C = 1·C + 1·A·B, else C = A·B (C not read).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            s(ldc),
+            read_c,
+            a.data.as_ptr(),
+            s(a.col_stride),
+            s(a.row_stride),
+            b.data.as_ptr(),
+            s(b.col_stride),
+            s(b.row_stride),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// [`product`] for any operands, on this thread: operands that are not
+/// strided matrices (im2col columns) are first written out row-major into
+/// this thread's scratch through their packing.
+///
+/// # Safety
+/// As [`product`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn product_of(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &impl PackA,
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    let a_len = if a.as_mat().is_some() { 0 } else { m * k };
+    let b_len = if b.as_mat().is_some() { 0 } else { k * n };
+    scratch::with(Slot::DenseA, a_len, |abuf| {
+        scratch::with(Slot::DenseB, b_len, |bbuf| {
+            let a = a.as_mat().unwrap_or_else(|| {
+                dense_a(a, m, k, abuf);
+                MatRef::new(abuf, m, k, false)
+            });
+            let b = b.as_mat().unwrap_or_else(|| {
+                dense_b(b, k, n, bbuf);
+                MatRef::new(bbuf, k, n, false)
+            });
+            // SAFETY: the caller's contract; A and B now fit as strided matrices.
+            unsafe { product(m, k, n, a, b, c, ldc, init, 1) }
+        })
+    })
+}
+
+/// Writes `A` (`m × k`) row-major into `out`, an `MR`-row panel of at most
+/// `KC` steps at a time.
+fn dense_a(a: &impl PackA, m: usize, k: usize, out: &mut [f32]) {
+    let mut panel = [0f32; KC * MR];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for i0 in (0..m).step_by(MR) {
+            let rows = MR.min(m - i0);
+            a.pack(i0, rows, k0, kc, &mut panel[..kc * MR]);
+            for (kk, step) in panel[..kc * MR].chunks_exact(MR).enumerate() {
+                for (ii, &v) in step[..rows].iter().enumerate() {
+                    out[(i0 + ii) * k + k0 + kk] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `B` (`k × n`) row-major into `out`, an `NR`-column panel of at
+/// most `KC` rows at a time.
+fn dense_b(b: &impl PackB, k: usize, n: usize, out: &mut [f32]) {
+    let mut panel = [0f32; KC * NR];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for j0 in (0..n).step_by(NR) {
+            let cols = NR.min(n - j0);
+            let panel = &mut panel[..kc * NR];
+            panel.fill(0.0); // cells past `cols` must be zero on entry
+            b.pack(k0, kc, j0, cols, panel);
+            for (kk, step) in panel.chunks_exact(NR).enumerate() {
+                out[(k0 + kk) * n + j0..][..cols].copy_from_slice(&step[..cols]);
+            }
+        }
+    }
+}
