@@ -8,13 +8,14 @@
 //! share (the `_avx2` functions, which callers choose where the CPU has
 //! AVX2, see [`crate::kernels::simd`]). Without AVX2, a window at a time.
 
-use super::max::lane;
+use super::max::{lane, max_step};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::copy::copy_short;
 
 /// Max pooling of one row: each window's first maximum in row-major order
 /// (NaN wins) and, when given, its plane index (`top[0]` lies at plane
-/// index `at` in a plane `w` wide).
+/// index `at` in a plane `w` wide). Branch-free, slice by slice, so that the
+/// compiler vectorises it.
 #[inline(always)]
 pub(super) fn max_2x2_row(
     top: &[f32],
@@ -22,24 +23,31 @@ pub(super) fn max_2x2_row(
     at: usize,
     w: usize,
     values: &mut [f32],
-    mut indices: Option<&mut [f32]>,
+    indices: Option<&mut [f32]>,
 ) {
     let n = values.len();
-    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
-    assert!(indices.as_ref().is_none_or(|i| i.len() >= n));
-    {
-        let (below, right) = (w as f32, 1.0);
-        for j in 0..n {
-            let base = (at + 2 * j) as f32;
-            let (mut m, mut mi) = (top[2 * j], base);
-            lane(&mut m, &mut mi, top[2 * j + 1], base + right);
-            lane(&mut m, &mut mi, bottom[2 * j], base + below);
-            lane(&mut m, &mut mi, bottom[2 * j + 1], base + below + right);
-            values[j] = m;
-            if let Some(i) = indices.as_deref_mut() {
-                i[j] = mi;
-            }
+    let cells = top[..2 * n]
+        .chunks_exact(2)
+        .zip(bottom[..2 * n].chunks_exact(2));
+    let Some(indices) = indices else {
+        for (v, (t, b)) in values.iter_mut().zip(cells) {
+            *v = max_step(max_step(max_step(t[0], t[1]), b[0]), b[1]);
         }
+        return;
+    };
+    let (at, below) = (at as f32, w as f32); // exact: planes ≤ 2^24 cells
+    for (j, ((v, i), (t, b))) in values
+        .iter_mut()
+        .zip(&mut indices[..n])
+        .zip(cells)
+        .enumerate()
+    {
+        let base = at + (2 * j as u32) as f32;
+        let (mut m, mut mi) = (t[0], base);
+        lane(&mut m, &mut mi, t[1], base + 1.0);
+        lane(&mut m, &mut mi, b[0], base + below);
+        lane(&mut m, &mut mi, b[1], base + below + 1.0);
+        (*v, *i) = (m, mi);
     }
 }
 
@@ -60,8 +68,8 @@ pub(super) fn avg_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
 /// plane: window `j`'s cells are `top[2j..2j+2]` and `bottom[2j..2j+2]`
 /// (`top[0]` at plane index `at`, rows `w` apart); the cell at plane index
 /// `idx[j]` gets `0 + gy[j]` (what a zeroed plane plus the scatter gives),
-/// the other three 0. `false` as soon as an index is none of its window's
-/// cells (the row is then partly written).
+/// the other three 0. `false` if an index is none of its window's cells
+/// (the row is then written, wrongly there). Branch-free.
 #[inline(always)]
 pub(super) fn unpool_2x2_row(
     gy: &[f32],
@@ -72,21 +80,25 @@ pub(super) fn unpool_2x2_row(
     bottom: &mut [f32],
 ) -> bool {
     let n = gy.len();
-    assert!(idx.len() >= n && top.len() >= 2 * n && bottom.len() >= 2 * n);
-    {
-        for j in 0..n {
-            let base = at + 2 * j;
-            let cells = [base, base + 1, base + w, base + w + 1];
-            let Some(k) = cells.iter().position(|&c| idx[j] == c as f32) else {
-                return false;
-            };
-            let mut four = [0.0f32; 4];
-            four[k] = 0.0 + gy[j];
-            (top[2 * j], top[2 * j + 1]) = (four[0], four[1]);
-            (bottom[2 * j], bottom[2 * j + 1]) = (four[2], four[3]);
-        }
-        true
+    let cells = top[..2 * n]
+        .chunks_exact_mut(2)
+        .zip(bottom[..2 * n].chunks_exact_mut(2));
+    let (at, below) = (at as f32, w as f32); // exact: planes ≤ 2^24 cells
+    let mut all_found = true;
+    for (j, ((&g, &i), (t, b))) in gy.iter().zip(&idx[..n]).zip(cells).enumerate() {
+        let base = at + (2 * j as u32) as f32;
+        let v = 0.0 + g;
+        let hit = [
+            i == base,
+            i == base + 1.0,
+            i == base + below,
+            i == base + below + 1.0,
+        ];
+        all_found &= hit[0] | hit[1] | hit[2] | hit[3];
+        let put = |h: bool| if h { v } else { 0.0 };
+        (t[0], t[1], b[0], b[1]) = (put(hit[0]), put(hit[1]), put(hit[2]), put(hit[3]));
     }
+    all_found
 }
 
 /// Average pooling backward over one output row of 2x2 windows that tile
@@ -95,11 +107,18 @@ pub(super) fn unpool_2x2_row(
 #[inline(always)]
 pub(super) fn spread_2x2_row(gy: &[f32], top: &mut [f32], bottom: &mut [f32]) {
     let n = gy.len();
-    assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
-    for (j, &g) in gy.iter().enumerate() {
-        let v = 0.0 + g * 0.25;
-        (top[2 * j], top[2 * j + 1]) = (v, v);
-        (bottom[2 * j], bottom[2 * j + 1]) = (v, v);
+    let (top, bottom) = (&mut top[..2 * n], &mut bottom[..2 * n]);
+    // four windows at a time: whole vectors of pairs (SSE2 shuffles)
+    let four = n / 4 * 4;
+    let cells = top.chunks_exact_mut(8).zip(bottom.chunks_exact_mut(8));
+    for (g, (t, b)) in gy[..four].chunks_exact(4).zip(cells) {
+        let pairs: [f32; 8] = std::array::from_fn(|k| 0.0 + g[k / 2] * 0.25);
+        t.copy_from_slice(&pairs);
+        b.copy_from_slice(&pairs);
+    }
+    for j in four..n {
+        let v = 0.0 + gy[j] * 0.25;
+        (top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]) = (v, v, v, v);
     }
 }
 
