@@ -1,9 +1,9 @@
-//! The seed benchmark rows (see `kiln::bench::rows`): every layer's forward
+//! The seed benchmark rows (see `kiln::tooling::bench::rows`): every layer's forward
 //! and forward+backward graph and the `cnn` training step, each compiled and
 //! unrewritten, on the executor's default threads (env `KILN_THREADS`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kiln::bench::{rows, Prepared};
+use kiln::tooling::bench::{rows, Prepared};
 use kiln::CompileOptions;
 
 fn seed_rows(c: &mut Criterion) {

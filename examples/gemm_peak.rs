@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example gemm_peak [m k n]`
 
-use kiln::kernels::gemm::{gemm, Init, MatRef};
+use kiln::tooling::kernels::gemm::{gemm, Init, MatRef};
 use std::time::Instant;
 
 fn main() {

@@ -15,14 +15,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Besides the framework ([`graph`], [`ops`], [`nn`], [`optim`], [`compile`](mod@compile),
-//! [`exec`], [`trainer`], [`data`], [`weights`]), the crate ships tooling that its
-//! binary, benches and tests share, public on purpose: [`bench`](mod@bench) (the benchmark
-//! rows `kiln bench` and `cargo bench` time), [`alloc_count`] (a counting global
-//! allocator, to prove a run allocates nothing) and [`classify`] (the
-//! training-loop helpers `kiln train` uses for image classifiers). [`kernels`]
-//! are the loops the ops run, public for the benches; their signatures may
-//! change between versions.
+//! The framework is [`graph`], [`ops`], [`nn`], [`optim`], [`compile`](mod@compile),
+//! [`exec`], [`trainer`], [`data`] and [`weights`]. [`tooling`] holds what the
+//! `kiln` binary, the benches and the tests share (benchmark rows, a counting
+//! allocator, training-loop helpers, the kernels): public, but not the
+//! framework's API.
 
 #![warn(missing_docs)]
 // `unsafe` lives in the kernels (and the counting allocator); every unsafe
@@ -30,18 +27,12 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-#[allow(unsafe_code)]
-pub mod alloc_count;
 pub mod autodiff;
-pub mod bench;
-pub mod classify;
 pub mod compile;
 pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
-#[allow(unsafe_code)]
-pub mod kernels;
 pub mod models;
 pub mod nn;
 
@@ -54,6 +45,9 @@ pub mod shape;
 pub mod tensor;
 pub mod trainer;
 pub mod weights;
+
+pub mod tooling;
+pub(crate) use tooling::{alloc_count, kernels};
 
 pub use compile::{compile, compile_program, CompileOptions, PassSelection};
 pub use error::{KilnError, Result};

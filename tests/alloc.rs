@@ -5,8 +5,8 @@
 //! Counts are per thread (tests run side by side); one-thread runs stay on
 //! the calling thread.
 
-use kiln::alloc_count::{installed, thread_snapshot as snapshot, CountingAlloc};
-use kiln::bench::{rows, Prepared};
+use kiln::tooling::alloc_count::{installed, thread_snapshot as snapshot, CountingAlloc};
+use kiln::tooling::bench::{rows, Prepared};
 use kiln::CompileOptions;
 
 #[global_allocator]

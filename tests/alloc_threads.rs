@@ -6,8 +6,8 @@
 //! (the pool's other worker included), so this file holds a single test: no
 //! other test allocates beside it.
 
-use kiln::alloc_count::{installed, snapshot, CountingAlloc};
-use kiln::bench::{rows, Prepared};
+use kiln::tooling::alloc_count::{installed, snapshot, CountingAlloc};
+use kiln::tooling::bench::{rows, Prepared};
 use kiln::CompileOptions;
 
 #[global_allocator]

@@ -74,7 +74,7 @@ fn json_dump_parses_and_lists_every_node() {
 #[test]
 fn cnn_training_step_graph_text() {
     // forward, backward and SGD-with-momentum update of the built-in cnn at batch 32
-    let trainer = kiln::classify::classifier_trainer(
+    let trainer = kiln::tooling::classify::classifier_trainer(
         &models::cnn(),
         32,
         [1, 28, 28],

@@ -3,11 +3,11 @@
 //! 1, 2, 3 and 4 threads (work is cut into pieces by size alone, and partial
 //! sums are added in a fixed order).
 
-use kiln::bench::{rows, Prepared};
+use kiln::tooling::bench::{rows, Prepared};
 use kiln::CompileOptions;
 
 /// The bits of every output and parameter after `runs` runs on `threads` threads.
-fn bits_after(row: &kiln::bench::Row, threads: usize, runs: usize) -> Vec<Vec<u32>> {
+fn bits_after(row: &kiln::tooling::bench::Row, threads: usize, runs: usize) -> Vec<Vec<u32>> {
     let options = CompileOptions {
         threads: Some(threads),
         ..CompileOptions::default()

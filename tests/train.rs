@@ -2,10 +2,10 @@
 
 mod common;
 use common::*;
-use kiln::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::data::Dataset;
 use kiln::nn::{self, Layer, Reduction};
 use kiln::optim::{Adam, Sgd};
+use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::OpBuilder;
 use kiln::{Graph, Init, Tensor, Trainer};
 

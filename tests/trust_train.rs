@@ -507,8 +507,8 @@ fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
     assert_eq!(y.data(), &[9.0, 0.0]);
 
     // the epoch and accuracy helpers refuse what would give NaN, 0 or a panic
-    use kiln::classify::{accuracy, classifier_trainer, train_epoch};
     use kiln::nn::{self};
+    use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
     let net = nn::Sequential::new()
         .push(nn::Flatten)
         .push(nn::Linear::new(4, 10));

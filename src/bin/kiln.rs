@@ -2,12 +2,12 @@
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::compile::optimize;
 use kiln::data::Dataset;
 use kiln::graph::dump::dump;
 use kiln::optim::{Adam, Sgd};
 use kiln::passes;
+use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::Program;
 use kiln::{
     compile, compile_program, models, CompileOptions, DumpFormat, KilnError, PassSelection, Tensor,
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Counts heap allocations so `kiln bench` can report them per run.
 #[global_allocator]
-static ALLOC: kiln::alloc_count::CountingAlloc = kiln::alloc_count::CountingAlloc;
+static ALLOC: kiln::tooling::alloc_count::CountingAlloc = kiln::tooling::alloc_count::CountingAlloc;
 
 /// `print!` that ends the program quietly when stdout is a closed pipe
 /// (`kiln dump cnn | head`) instead of panicking.
@@ -402,7 +402,7 @@ fn bench(
         profile,
         list,
     } = out;
-    let rows = kiln::bench::select(&filters)?;
+    let rows = kiln::tooling::bench::select(&filters)?;
     if list {
         for r in &rows {
             outln!("{}", r.id());
@@ -423,7 +423,7 @@ fn bench(
     let budget = Duration::from_secs_f64(seconds);
     let mut results = Vec::new();
     for row in &rows {
-        let r = kiln::bench::measure(row, threads, budget, skip_unrewritten)?;
+        let r = kiln::tooling::bench::measure(row, threads, budget, skip_unrewritten)?;
         if json {
             outln!(
                 "{}",
@@ -440,7 +440,7 @@ fn bench(
     }
     if profile {
         for row in &rows {
-            let p = kiln::bench::profile(row, threads, budget)?;
+            let p = kiln::tooling::bench::profile(row, threads, budget)?;
             outln!("\n{} (compiled, {} profiled runs):", row.id(), p.runs);
             out!("{p}");
         }
@@ -648,7 +648,7 @@ fn bisect_rewrites(program: &Program, options: &CompileOptions) -> kiln::Result<
 }
 
 /// The results as a table like SEED_BENCHMARK.md's.
-fn bench_table(results: &[kiln::bench::RowResult]) -> String {
+fn bench_table(results: &[kiln::tooling::bench::RowResult]) -> String {
     use std::fmt::Write;
     let num = |v: f64| {
         let s = format!("{:.0}", v);

@@ -14,7 +14,7 @@ pub fn matmul(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, out: &mut [f32
 }
 
 /// `out[m, n] (+)= a[m, k] · b[k, n]`: adds to `out` when `accumulate`, else
-/// overwrites it. Products of at least [`PARALLEL_MIN_FLOPS`] multiply-adds
+/// overwrites it. Products of at least 2^18 multiply-adds
 /// run on the threads [`par::threads`] allows.
 ///
 /// # Panics

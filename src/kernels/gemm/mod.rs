@@ -98,7 +98,7 @@ pub fn gemm(
     unsafe { gemm_raw(m, k, n, a, b, c.as_mut_ptr(), ldc, init) }
 }
 
-/// [`gemm`] into a raw `C`, so that parallel callers can give tasks disjoint
+/// [`gemm()`] into a raw `C`, so that parallel callers can give tasks disjoint
 /// column ranges of the same rows.
 ///
 /// # Safety

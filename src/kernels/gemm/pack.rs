@@ -38,7 +38,7 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// A right-hand operand that packs blocks of itself for [`gemm`].
+/// A right-hand operand that packs blocks of itself for [`gemm()`].
 pub trait PackB: Sync {
     /// Writes `B[k0 .. k0+kc, n0 .. n0+nc]` into `dst` as `NR`-column panels:
     /// element `(kk, j)` goes to `(j / NR)·kc·NR + kk·NR + j % NR`. The cells of
@@ -72,7 +72,7 @@ pub trait PackB: Sync {
     }
 }
 
-/// A left-hand operand that packs blocks of itself for [`gemm`], or has the
+/// A left-hand operand that packs blocks of itself for [`gemm()`], or has the
 /// tiles read it where it lies (im2col rows of a padded image).
 pub trait PackA: Sync {
     /// Whether every element of an `m × k` view exists.

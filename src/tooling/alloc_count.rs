@@ -2,7 +2,7 @@
 //! allocations a run makes.
 //!
 //! Install it in a binary or test crate with
-//! `#[global_allocator] static A: kiln::alloc_count::CountingAlloc = kiln::alloc_count::CountingAlloc;`
+//! `#[global_allocator] static A: kiln::tooling::alloc_count::CountingAlloc = kiln::tooling::alloc_count::CountingAlloc;`
 //! and read [`snapshot`] before and after the code in question. The counts are
 //! process-wide (every thread), so they include the thread pool's workers.
 
