@@ -1,12 +1,14 @@
 //! Steady-state runs make no heap allocations of kiln's own: the memory
 //! plan's arena holds every value, inputs are read in place and kernel
 //! scratch is reused. The only allocations are the `gemm` crate's packing
-//! buffers in a `MatMul` step (a few per product, freed before it returns).
+//! buffers in a `MatMul` step (a few per product, freed before it returns),
+//! and in a convolution's products where kiln's tile does not run.
 //! Counts are per thread (tests run side by side); one-thread runs stay on
 //! the calling thread.
 
 use kiln::tooling::alloc_count::{installed, thread_snapshot as snapshot, CountingAlloc};
 use kiln::tooling::bench::{rows, Prepared};
+use kiln::tooling::kernels::gemm::tile;
 use kiln::CompileOptions;
 
 #[global_allocator]
@@ -50,14 +52,17 @@ fn every_bench_row_allocates_only_in_matmul_products_on_one_thread() {
         }
         let used = snapshot() - before;
         // at most two per product on one thread (the crate's packing buffer
-        // and its table of packed panels)
-        assert!(
-            used.count <= 2 * 2 * matmuls,
-            "{} allocated {used:?} in 2 runs ({matmuls} matmul steps per run)",
-            row.id()
-        );
-        if matmuls == 0 {
-            assert_eq!(used.count, 0, "{}", row.id());
+        // and its table of packed panels); without kiln's tile (no AVX2 + FMA, or KILN_SIMD=none) convolutions'
+        // products go to the crate too (not bounded here); pooling never allocates
+        let pooling = row.layer.ends_with("Pool2D");
+        if pooling || (matmuls == 0 && tile::available()) {
+            assert_eq!(used.count, 0, "{} allocated {used:?} in 2 runs", row.id());
+        } else if tile::available() {
+            assert!(
+                used.count <= 2 * 2 * matmuls,
+                "{} allocated {used:?} in 2 runs ({matmuls} matmul steps per run)",
+                row.id()
+            );
         }
     }
 }

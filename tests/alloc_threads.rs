@@ -8,6 +8,7 @@
 
 use kiln::tooling::alloc_count::{installed, snapshot, CountingAlloc};
 use kiln::tooling::bench::{rows, Prepared};
+use kiln::tooling::kernels::gemm::tile;
 use kiln::CompileOptions;
 
 #[global_allocator]
@@ -45,13 +46,17 @@ fn every_bench_row_allocates_only_in_matmul_products_on_two_threads() {
             p.run().unwrap();
         }
         let used = snapshot() - before;
-        assert!(
-            used.count <= 70 * 4 * matmuls,
-            "{} allocated {used:?} in 70 runs ({matmuls} matmul steps per run)",
-            row.id()
-        );
-        if matmuls == 0 {
+        // without kiln's tile (no AVX2 + FMA, or KILN_SIMD=none) convolutions'
+        // products go to the crate too (not bounded here); pooling never allocates
+        let pooling = row.layer.ends_with("Pool2D");
+        if pooling || (matmuls == 0 && tile::available()) {
             assert_eq!(used.count, 0, "{} allocated {used:?} in 70 runs", row.id());
+        } else if tile::available() {
+            assert!(
+                used.count <= 70 * 4 * matmuls,
+                "{} allocated {used:?} in 70 runs ({matmuls} matmul steps per run)",
+                row.id()
+            );
         }
     }
 }

@@ -450,6 +450,65 @@ fn matmul_gemm_kernel_matches_triple_loop_with_batch_broadcast() {
 }
 
 #[test]
+fn products_of_negative_zeros_are_positive_zero_for_every_shape() {
+    // a sum starts from +0.0 (PyTorch's CPU matmul gives +0.0 here too),
+    // whichever kernel a shape takes: the gemm crate's small kernels start
+    // from the first product unless told otherwise
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 1, 7),
+        (7, 2, 5),
+        (1, 33, 17),
+        (7, 3, 5),
+        (33, 17, 33),
+    ] {
+        let (a, b) = (Tensor::full([m, k], -0.0), Tensor::full([k, n], 1.0));
+        let mut g = Graph::new();
+        let (xa, xb) = (g.input("a", [m, k]).unwrap(), g.input("b", [k, n]).unwrap());
+        let y = g.matmul(xa, xb).unwrap();
+        for opts in [
+            kiln::CompileOptions::default(),
+            kiln::CompileOptions::unrewritten(),
+        ] {
+            let out = kiln::compile(&g, &[y], &opts)
+                .unwrap()
+                .run(&[("a", &a), ("b", &b)])
+                .unwrap();
+            assert!(
+                out[0].data().iter().all(|v| v.to_bits() == 0),
+                "{m}x{k}x{n}: {:?}",
+                &out[0].data()[..1]
+            );
+        }
+    }
+    // a convolution over −0.0 with positive weights: its own tile
+    // (compiled) and unfold + matmul (unrewritten) agree on +0.0
+    use kiln::nn::Layer;
+    let (mut g, x) = graph_with_input(&[1, 4, 5, 5]);
+    let y = kiln::nn::Conv2d::new(4, 1, 3)
+        .bias(false)
+        .name("conv")
+        .build(&mut g, x)
+        .unwrap();
+    for opts in [
+        kiln::CompileOptions::default(),
+        kiln::CompileOptions::unrewritten(),
+    ] {
+        let mut exe = kiln::compile(&g, &[y], &opts).unwrap();
+        exe.set_param("conv.weight", &Tensor::full([1, 4, 3, 3], 0.5))
+            .unwrap();
+        let out = exe
+            .run(&[("x", &Tensor::full([1, 4, 5, 5], -0.0))])
+            .unwrap();
+        assert!(
+            out[0].data().iter().all(|v| v.to_bits() == 0),
+            "{:?}",
+            out[0]
+        );
+    }
+}
+
+#[test]
 fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
     let x = Tensor::full([1000], 2.0);
     let (mut g, xi) = graph_with_input(&[1000]);

@@ -2,7 +2,9 @@
 //! from the CPU (`is_x86_feature_detected!`), never chosen at compile time,
 //! so one binary runs on any x86-64 CPU and takes the AVX2 paths where the
 //! CPU has them. `KILN_SIMD=none` (read once, at the first kernel that
-//! asks) forces the portable paths everywhere, to test them or to compare.
+//! asks; any case) forces the portable paths everywhere, to test them or to
+//! compare; `auto` or unset detects, and any other value is reported on
+//! stderr and detects.
 
 use std::sync::OnceLock;
 
@@ -18,14 +20,20 @@ pub struct Simd {
 /// What this CPU has, less what `KILN_SIMD=none` turns off.
 pub fn simd() -> Simd {
     static LEVEL: OnceLock<Simd> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        if std::env::var("KILN_SIMD").is_ok_and(|v| v == "none") {
-            return Simd {
-                avx: false,
-                avx2_fma: false,
-            };
+    *LEVEL.get_or_init(|| match std::env::var("KILN_SIMD") {
+        Ok(v) if v.eq_ignore_ascii_case("none") => Simd {
+            avx: false,
+            avx2_fma: false,
+        },
+        Ok(v) if !v.is_empty() && !v.eq_ignore_ascii_case("auto") => {
+            // a typo must not silently keep the vector paths
+            eprintln!(
+                "kiln: KILN_SIMD={v:?} is not recognised (`none` forces the portable paths, \
+                 `auto` detects the CPU's features); detecting"
+            );
+            detect()
         }
-        detect()
+        _ => detect(),
     })
 }
 

@@ -24,25 +24,29 @@ pub(crate) unsafe fn product(
     threads: usize,
 ) {
     debug_assert!(a.fits(m, k) && b.fits(k, n) && k > 0);
-    let read_c = match init {
-        Init::Overwrite => false,
-        Init::Add => true,
-        Init::RowBias(bias) => {
-            for (i, &v) in bias[..m].iter().enumerate() {
-                // SAFETY: row i of C (the caller's contract).
-                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(v);
-            }
-            true
-        }
+    // C = +0.0 + A·B when overwriting: a sum starts from +0.0, as kiln's
+    // tile and the reference kernels' do (the crate's small kernels start
+    // from the first product, so all −0.0 terms would give −0.0)
+    let start = match init {
+        Init::Overwrite => Some(None),
+        Init::Add => None,
+        Init::RowBias(bias) => Some(Some(bias)),
     };
+    if let Some(bias) = start {
+        for i in 0..m {
+            // SAFETY: row i of C (the caller's contract).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
+            row.fill(bias.map_or(0.0, |b| b[i]));
+        }
+    }
     let parallelism = match threads {
         0 | 1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),
     };
-    let s = |x: usize| x as isize; // strides of in-bounds slices fit isize
-                                   // SAFETY: every element of A and B lies in its slice (`fits`), and C's
-                                   // m rows of n cells `ldc` apart are the caller's; with `read_dst`,
-                                   // C = 1·C + 1·A·B, else C = A·B (C not read).
+    // strides and `ldc` of in-bounds slices fit isize (`MatRef::fits`)
+    let s = |x: usize| x as isize;
+    // SAFETY: every element of A and B lies in its slice (`fits`), and C's
+    // m rows of n cells `ldc` apart are the caller's: C = 1·C + 1·A·B.
     unsafe {
         gemm::gemm(
             m,
@@ -51,7 +55,7 @@ pub(crate) unsafe fn product(
             c,
             1,
             s(ldc),
-            read_c,
+            true,
             a.data.as_ptr(),
             s(a.col_stride),
             s(a.row_stride),

@@ -27,11 +27,21 @@ impl<'a> MatRef<'a> {
             col_stride,
         }
     }
-    /// Whether every element of a `rows × cols` view lies inside `data`.
+    /// Whether every element of a `rows × cols` view lies inside `data`
+    /// (offsets computed without overflow; strides beyond `isize` never fit,
+    /// as the `gemm` crate takes them signed).
     pub fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0
-            || cols == 0
-            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        let signed = |s: usize| isize::try_from(s).is_ok();
+        let last = (rows - 1)
+            .checked_mul(self.row_stride)
+            .zip((cols - 1).checked_mul(self.col_stride))
+            .and_then(|(r, c)| r.checked_add(c));
+        signed(self.row_stride)
+            && signed(self.col_stride)
+            && last.is_some_and(|l| l < self.data.len())
     }
     pub(super) fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row_stride + j * self.col_stride]

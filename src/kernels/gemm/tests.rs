@@ -176,3 +176,25 @@ fn matches_the_triple_loop_for_every_layout_and_edge() {
         }
     }
 }
+
+#[test]
+fn a_view_whose_last_offset_overflows_does_not_fit() {
+    let data = [1.0f32; 8];
+    // 3 · stride wraps to 2 in usize: the unchecked sum would say it fits
+    let stride = (1u128 << 64).div_ceil(3);
+    let a = MatRef {
+        data: &data,
+        row_stride: stride as usize,
+        col_stride: 1,
+    };
+    assert!(!a.fits(4, 3));
+    // strides past isize never fit (the gemm crate takes them signed)
+    let b = MatRef {
+        data: &data,
+        row_stride: usize::MAX / 2 + 1,
+        col_stride: 1,
+    };
+    assert!(!b.fits(1, 1) && b.fits(0, 3));
+    assert!(MatRef::new(&data, 2, 4, false).fits(2, 4));
+    assert!(!MatRef::new(&data, 3, 3, false).fits(3, 3));
+}
