@@ -158,6 +158,12 @@ impl PackB for Columns<'_> {
             pack_row(&row[..nc], kk, kc, dst);
         }
     }
+    fn write_dense<'b>(&self, k: usize, n: usize, buf: &'b mut [f32]) -> MatRef<'b> {
+        for (r, row) in buf[..k * n].chunks_exact_mut(n).enumerate() {
+            self.row(r, 0, row);
+        }
+        MatRef::new(buf, k, n, false)
+    }
     fn reads_in_place(&self) -> bool {
         // only when every panel's columns lie within one output row (else
         // the panels that straddle rows would be packed one by one)
@@ -230,6 +236,10 @@ impl PackA for Columns<'_> {
             }
         }
     }
+    fn write_dense<'b>(&self, m: usize, k: usize, buf: &'b mut [f32]) -> MatRef<'b> {
+        // the rows of A are the columns' rows
+        <Self as PackB>::write_dense(self, m, k, buf)
+    }
     fn reads_in_place(&self) -> bool {
         self.padded
     }
@@ -263,6 +273,11 @@ impl PackA for ColumnsT<'_> {
                 d[rows..].fill(0.0);
             }
         }
+    }
+    fn write_dense<'b>(&self, m: usize, k: usize, buf: &'b mut [f32]) -> MatRef<'b> {
+        // the columns row-major, read transposed
+        PackB::write_dense(&self.0, k, m, buf);
+        MatRef::new(buf, m, k, true)
     }
     fn reads_in_place(&self) -> bool {
         self.0.padded

@@ -73,8 +73,8 @@ pub(crate) unsafe fn product(
 }
 
 /// [`product`] for any operands, on this thread: operands that are not
-/// strided matrices (im2col columns) are first written out row-major into
-/// this thread's scratch through their packing.
+/// strided matrices (im2col columns) are first written out into this
+/// thread's scratch ([`PackA::write_dense`], [`PackB::write_dense`]).
 ///
 /// # Safety
 /// As [`product`].
@@ -93,14 +93,12 @@ pub(super) unsafe fn product_of(
     let b_len = if b.as_mat().is_some() { 0 } else { k * n };
     scratch::with(Slot::DenseA, a_len, |abuf| {
         scratch::with(Slot::DenseB, b_len, |bbuf| {
-            let a = a.as_mat().unwrap_or_else(|| {
-                dense_a(a, m, k, abuf);
-                MatRef::new(abuf, m, k, false)
-            });
-            let b = b.as_mat().unwrap_or_else(|| {
-                dense_b(b, k, n, bbuf);
-                MatRef::new(bbuf, k, n, false)
-            });
+            let a = a.as_mat().unwrap_or_else(|| a.write_dense(m, k, abuf));
+            let b = b.as_mat().unwrap_or_else(|| b.write_dense(k, n, bbuf));
+            assert!(
+                a.fits(m, k) && b.fits(k, n),
+                "gemm: written operands too small"
+            );
             // SAFETY: the caller's contract; A and B now fit as strided matrices.
             unsafe { product(m, k, n, a, b, c, ldc, init, 1) }
         })
@@ -109,7 +107,7 @@ pub(super) unsafe fn product_of(
 
 /// Writes `A` (`m × k`) row-major into `out`, an `MR`-row panel of at most
 /// `KC` steps at a time.
-fn dense_a(a: &impl PackA, m: usize, k: usize, out: &mut [f32]) {
+pub(super) fn dense_a(a: &impl PackA, m: usize, k: usize, out: &mut [f32]) {
     let mut panel = [0f32; KC * MR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
@@ -127,7 +125,7 @@ fn dense_a(a: &impl PackA, m: usize, k: usize, out: &mut [f32]) {
 
 /// Writes `B` (`k × n`) row-major into `out`, an `NR`-column panel of at
 /// most `KC` rows at a time.
-fn dense_b(b: &impl PackB, k: usize, n: usize, out: &mut [f32]) {
+pub(super) fn dense_b(b: &impl PackB, k: usize, n: usize, out: &mut [f32]) {
     let mut panel = [0f32; KC * NR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);

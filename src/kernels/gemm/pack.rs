@@ -59,6 +59,15 @@ pub trait PackB: Sync {
     fn as_mat(&self) -> Option<MatRef<'_>> {
         None
     }
+    /// Writes the `k × n` operand into `buf` (`k·n` floats) as a strided
+    /// matrix for the `gemm` crate; by default row-major through [`PackB::pack`].
+    fn write_dense<'b>(&self, k: usize, n: usize, buf: &'b mut [f32]) -> MatRef<'b>
+    where
+        Self: Sized,
+    {
+        dense::dense_b(self, k, n, buf);
+        MatRef::new(buf, k, n, false)
+    }
     /// Whether the tiles may read `B` where it lies (im2col columns of a
     /// padded image) instead of packed, through [`PackB::row_starts`],
     /// [`PackB::panel_start`] and [`PackB::source`]; false by default.
@@ -94,6 +103,15 @@ pub trait PackA: Sync {
     /// The operand as a strided matrix, if it is one (see [`PackB::as_mat`]).
     fn as_mat(&self) -> Option<MatRef<'_>> {
         None
+    }
+    /// Writes the `m × k` operand into `buf` (`m·k` floats) as a strided
+    /// matrix for the `gemm` crate; by default row-major through [`PackA::pack`].
+    fn write_dense<'b>(&self, m: usize, k: usize, buf: &'b mut [f32]) -> MatRef<'b>
+    where
+        Self: Sized,
+    {
+        dense::dense_a(self, m, k, buf);
+        MatRef::new(buf, m, k, false)
     }
     /// Whether the tiles may read `A` where it lies: element `(i, kk)` at
     /// `source()[row_start(i) + step_offset(kk)]`; false by default.
