@@ -6,28 +6,15 @@
 //! Counts are per thread (tests run side by side); one-thread runs stay on
 //! the calling thread.
 
+#[path = "common/alloc_rule.rs"]
+mod alloc_rule;
+
 use kiln::tooling::alloc_count::{installed, thread_snapshot as snapshot, CountingAlloc};
 use kiln::tooling::bench::{rows, Prepared};
-use kiln::tooling::kernels::gemm::tile;
 use kiln::CompileOptions;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
-
-/// `MatMul` steps per run of `p`'s executable (counted by its profile).
-fn matmuls_per_run(p: &mut Prepared) -> u64 {
-    p.exe.set_profiling(true);
-    p.run().unwrap();
-    let profile = p.exe.profile().unwrap();
-    let calls = profile
-        .ops
-        .iter()
-        .filter(|o| o.0 == "matmul")
-        .map(|o| o.1)
-        .sum();
-    p.exe.set_profiling(false);
-    calls
-}
 
 #[test]
 fn every_bench_row_allocates_only_in_matmul_products_on_one_thread() {
@@ -45,25 +32,13 @@ fn every_bench_row_allocates_only_in_matmul_products_on_one_thread() {
     for row in all {
         let mut p = Prepared::new(&row, &options).unwrap();
         p.run().unwrap(); // warm-up: kernel scratch grows once
-        let matmuls = matmuls_per_run(&mut p);
+        let matmuls = alloc_rule::matmuls_per_run(&mut p);
         let before = snapshot();
         for _ in 0..2 {
             p.run().unwrap();
         }
         let used = snapshot() - before;
-        // at most two per product on one thread (the crate's packing buffer
-        // and its table of packed panels); without kiln's tile (no AVX2 + FMA, or KILN_SIMD=none) convolutions'
-        // products go to the crate too (not bounded here); pooling never allocates
-        let pooling = row.layer.ends_with("Pool2D");
-        if pooling || (matmuls == 0 && tile::available()) {
-            assert_eq!(used.count, 0, "{} allocated {used:?} in 2 runs", row.id());
-        } else if tile::available() {
-            assert!(
-                used.count <= 2 * 2 * matmuls,
-                "{} allocated {used:?} in 2 runs ({matmuls} matmul steps per run)",
-                row.id()
-            );
-        }
+        alloc_rule::check(&row, used, 2, matmuls, 2);
     }
 }
 

@@ -6,9 +6,11 @@
 //! (the pool's other worker included), so this file holds a single test: no
 //! other test allocates beside it.
 
+#[path = "common/alloc_rule.rs"]
+mod alloc_rule;
+
 use kiln::tooling::alloc_count::{installed, snapshot, CountingAlloc};
 use kiln::tooling::bench::{rows, Prepared};
-use kiln::tooling::kernels::gemm::tile;
 use kiln::CompileOptions;
 
 #[global_allocator]
@@ -24,16 +26,7 @@ fn every_bench_row_allocates_only_in_matmul_products_on_two_threads() {
     for row in rows() {
         let mut p = Prepared::new(&row, &options).unwrap();
         assert_eq!(p.exe.threads(), 2);
-        p.exe.set_profiling(true);
-        p.run().unwrap();
-        let profile = p.exe.profile().unwrap();
-        let matmuls: u64 = profile
-            .ops
-            .iter()
-            .filter(|o| o.0 == "matmul")
-            .map(|o| o.1)
-            .sum();
-        p.exe.set_profiling(false);
+        let matmuls = alloc_rule::matmuls_per_run(&mut p);
         // warm-up: the pool starts, and each worker's kernel scratch grows to
         // what the tasks it happens to take need
         for _ in 0..5 {
@@ -46,17 +39,6 @@ fn every_bench_row_allocates_only_in_matmul_products_on_two_threads() {
             p.run().unwrap();
         }
         let used = snapshot() - before;
-        // without kiln's tile (no AVX2 + FMA, or KILN_SIMD=none) convolutions'
-        // products go to the crate too (not bounded here); pooling never allocates
-        let pooling = row.layer.ends_with("Pool2D");
-        if pooling || (matmuls == 0 && tile::available()) {
-            assert_eq!(used.count, 0, "{} allocated {used:?} in 70 runs", row.id());
-        } else if tile::available() {
-            assert!(
-                used.count <= 70 * 4 * matmuls,
-                "{} allocated {used:?} in 70 runs ({matmuls} matmul steps per run)",
-                row.id()
-            );
-        }
+        alloc_rule::check(&row, used, 70, matmuls, 4);
     }
 }
