@@ -320,6 +320,19 @@ fn linear_and_activations_layers() {
     });
 }
 
+#[test]
+fn norm_layers() {
+    check(vec![rand(&[3, 5], 31)], |g, x| {
+        nn::LayerNorm::new(&[5]).build(g, x[0])
+    });
+    check(vec![rand(&[2, 3, 4], 32)], |g, x| {
+        nn::LayerNorm::new(&[3, 4]).eps(1e-2).build(g, x[0])
+    });
+    check(vec![rand(&[2, 4, 3], 33)], |g, x| {
+        nn::GroupNorm::new(2, 4).build(g, x[0])
+    });
+}
+
 /// (in, out, kernel, stride, padding, dilation, groups, input size)
 type Conv2dCase = (
     usize,

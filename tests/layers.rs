@@ -539,3 +539,139 @@ fn sequential_chains_layers_and_names_parameters() {
     }
     assert!(eval(&h, v, &[("x", &x)]) == out);
 }
+
+/// `(x − mean)/√(var + eps)·w[c] + b[c]` over `groups` contiguous runs of
+/// `x` (biased variance, in f64), channel `c` of element `i` being
+/// `(i / inner) % channels`.
+fn normalized_direct(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    (w, b): (&[f32], &[f32]),
+    inner: usize,
+) -> Vec<f32> {
+    let run = x.numel() / groups;
+    let mut out = Vec::with_capacity(x.numel());
+    for (gi, group) in x.data().chunks(run).enumerate() {
+        let n = group.len() as f64;
+        let mean = group.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = group
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        for (j, &v) in group.iter().enumerate() {
+            let c = ((gi * run + j) / inner) % w.len();
+            let y = (v as f64 - mean) / (var + eps).sqrt() * w[c] as f64 + b[c] as f64;
+            out.push(y as f32);
+        }
+    }
+    out
+}
+
+#[test]
+fn layer_norm_matches_pytorch_and_a_direct_loop() {
+    // torch.nn.LayerNorm(4)(torch.tensor([1., 2., 3., 4.]))
+    let y = apply(&t(&[1, 4], &[1.0, 2.0, 3.0, 4.0]), |g, x| {
+        nn::LayerNorm::new(&[4]).build(g, x)
+    });
+    assert_close(
+        y.data(),
+        &[-1.3416355, -0.4472118, 0.4472118, 1.3416355],
+        1e-6,
+    );
+    // over the last two axes, with a learned weight and bias
+    let x = rand(&[2, 3, 4], 11);
+    let mut g = Graph::with_seed(1);
+    let xi = g.input("x", [2, 3, 4]).unwrap();
+    let y = nn::LayerNorm::new(&[3, 4])
+        .eps(1e-3)
+        .name("ln")
+        .build(&mut g, xi)
+        .unwrap();
+    let (w, b) = (rand(&[3, 4], 12), rand(&[3, 4], 13));
+    g.set_param_value("ln.weight", w.clone()).unwrap();
+    g.set_param_value("ln.bias", b.clone()).unwrap();
+    let got = eval(&g, y, &[("x", &x)]);
+    // weight and bias per element of the trailing [3, 4]: "channels" of 1
+    let want = normalized_direct(&x, 2, 1e-3, (w.data(), b.data()), 1);
+    assert_close(got.data(), &want, 1e-5);
+    // without affine parameters: none are made
+    let mut g = Graph::new();
+    let xi = g.input("x", [2, 3, 4]).unwrap();
+    let y = nn::LayerNorm::new(&[4])
+        .elementwise_affine(false)
+        .build(&mut g, xi)
+        .unwrap();
+    assert_eq!(g.params().count(), 0);
+    let ones = vec![1.0; 4];
+    let want = normalized_direct(&x, 6, 1e-5, (&ones, &[0.0; 4]), 1);
+    assert_close(eval(&g, y, &[("x", &x)]).data(), &want, 1e-5);
+    // a NaN spoils its own row only
+    let mut data = x.data().to_vec();
+    data[5] = f32::NAN;
+    let got = apply(&Tensor::from_vec(vec![2, 3, 4], data).unwrap(), |g, x| {
+        nn::LayerNorm::new(&[4]).build(g, x)
+    });
+    let nan_rows: Vec<bool> = got
+        .data()
+        .chunks(4)
+        .map(|r| r.iter().all(|v| v.is_nan()))
+        .collect();
+    assert_eq!(nan_rows, [false, true, false, false, false, false]);
+}
+
+#[test]
+fn group_norm_matches_a_direct_loop_and_compiled_equals_unrewritten() {
+    let x = rand(&[2, 6, 3, 2], 21);
+    for (groups, affine) in [(3, true), (1, true), (6, false)] {
+        let mut g = Graph::with_seed(1);
+        let xi = g.input("x", [2, 6, 3, 2]).unwrap();
+        let y = nn::GroupNorm::new(groups, 6)
+            .affine(affine)
+            .name("gn")
+            .build(&mut g, xi)
+            .unwrap();
+        let (mut w, mut b) = (vec![1.0; 6], vec![0.0; 6]);
+        if affine {
+            let (wt, bt) = (rand(&[6], 22), rand(&[6], 23));
+            (w, b) = (wt.data().to_vec(), bt.data().to_vec());
+            g.set_param_value("gn.weight", wt).unwrap();
+            g.set_param_value("gn.bias", bt).unwrap();
+        }
+        let want = normalized_direct(&x, 2 * groups, 1e-5, (&w, &b), 6);
+        assert_close(eval(&g, y, &[("x", &x)]).data(), &want, 1e-5);
+    }
+    let [compiled, unrewritten] = apply_both(&x, |g, x| nn::GroupNorm::new(2, 6).build(g, x));
+    assert_eq!(compiled, unrewritten);
+}
+
+#[test]
+fn norm_layers_refuse_what_does_not_fit_and_identity_passes_through() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 4]).unwrap();
+    let bad = [
+        nn::LayerNorm::new(&[5]).name("ln").build(&mut g, x),
+        nn::LayerNorm::new(&[]).name("ln").build(&mut g, x),
+        nn::LayerNorm::new(&[4])
+            .eps(f32::NAN)
+            .name("ln")
+            .build(&mut g, x),
+        nn::GroupNorm::new(3, 4).name("gn").build(&mut g, x),
+        nn::GroupNorm::new(0, 4).name("gn").build(&mut g, x),
+        nn::GroupNorm::new(2, 6).name("gn").build(&mut g, x),
+    ];
+    let messages: Vec<String> = bad
+        .into_iter()
+        .map(|r| r.unwrap_err().to_string())
+        .collect();
+    assert!(
+        messages[0].contains("ln") && messages[0].contains("[2, 4]"),
+        "{}",
+        messages[0]
+    );
+    assert!(messages[2].contains("eps"), "{}", messages[2]);
+    assert!(messages[3].contains("divide"), "{}", messages[3]);
+    assert!(messages[5].contains("[N, 6, *]"), "{}", messages[5]);
+    assert_eq!(nn::Identity.build(&mut g, x).unwrap(), x);
+}

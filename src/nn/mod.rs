@@ -8,6 +8,7 @@ mod conv;
 mod linear;
 pub mod loss;
 mod lstm;
+mod norm;
 mod pool;
 mod reshape;
 
@@ -16,6 +17,7 @@ pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
 pub use loss::{check_labels, mse_loss, softmax_cross_entropy, Reduction};
 pub use lstm::Lstm;
+pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind};
 pub use reshape::{Dropout, Flatten, Reshape};
 
