@@ -445,6 +445,21 @@ fn losses() {
     check(vec![rand(&[3, 2], 2), rand(&[3, 2], 3)], |g, x| {
         nn::mse_loss(g, x[0], x[1], Reduction::Mean)
     });
+    for (reduction, label_smoothing) in [(Reduction::Mean, 0.1), (Reduction::None, 1.0)] {
+        let options = nn::CrossEntropy {
+            reduction,
+            label_smoothing,
+        };
+        check(vec![logits.clone()], |g, x| {
+            let y = g.constant(labels.clone())?;
+            nn::cross_entropy(g, x[0], y, &options)
+        });
+    }
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        check(vec![rand(&[3, 4], 4), rand(&[3, 4], 5)], |g, x| {
+            nn::binary_cross_entropy_with_logits(g, x[0], x[1], reduction)
+        });
+    }
     // the cross-entropy value itself: −log softmax(logits)[label], averaged
     let mut g = Graph::new();
     let (l, y) = (g.input("l", [2, 2]).unwrap(), g.input("y", [2]).unwrap());
@@ -841,4 +856,91 @@ fn fused_elementwise_op_vjp() {
         vec![away_from_zero(&[2, 5], 1), rand(&[2, 5], 2), rand(&[1], 3)],
         |g, x| g.add_op(Op::Fused(Fused { expr: expr.clone() }), x),
     );
+}
+
+#[test]
+fn bce_with_logits_is_exact_and_finite_at_zero_and_extremes() {
+    // per element, against log(1 + e^x) − x·t in f64, and its gradients
+    // σ(x) − t and −x, at 0 and where e^x overflows f32
+    let xs = [
+        0.0f32, 1.0, -1.0, 30.0, -30.0, 100.0, -100.0, 1e30, -1e30, 17.5,
+    ];
+    let ts = [0.0f32, 0.3, 1.0, 0.0, 1.0, 1.0, 0.0, 0.5, 0.5, 0.9];
+    let n = xs.len();
+    let mut g = Graph::new();
+    let (x, tgt) = (g.input("x", [n]).unwrap(), g.input("t", [n]).unwrap());
+    let loss = nn::binary_cross_entropy_with_logits(&mut g, x, tgt, Reduction::None).unwrap();
+    let total = g.sum_all(loss).unwrap();
+    let grads = g.grad(total, &[x, tgt]).unwrap();
+    let out = compile(&g, &[loss, grads[0], grads[1]], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &t(&[n], &xs)), ("t", &t(&[n], &ts))])
+        .unwrap();
+    for i in 0..n {
+        let (x, t) = (xs[i] as f64, ts[i] as f64);
+        let softplus = x.max(0.0) + (-x.abs()).exp().ln_1p();
+        let want = [softplus - x * t, 1.0 / (1.0 + (-x).exp()) - t, -x];
+        for (k, w) in want.iter().enumerate() {
+            let got = out[k].data()[i] as f64;
+            assert!(
+                (got - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "x = {x}, t = {t}: output {k} is {got}, want {w}"
+            );
+        }
+    }
+    // NaN stays NaN, in the loss and the logits' gradient
+    let out = compile(&g, &[loss, grads[0]], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &t(&[n], &[f32::NAN; 10])), ("t", &t(&[n], &ts))])
+        .unwrap();
+    assert!(out[0]
+        .data()
+        .iter()
+        .chain(out[1].data())
+        .all(|v| v.is_nan()));
+    // shapes must agree
+    let mut g = Graph::new();
+    let (a, b) = (g.input("a", [2, 3]).unwrap(), g.input("b", [3, 2]).unwrap());
+    let err = nn::binary_cross_entropy_with_logits(&mut g, a, b, Reduction::Mean).unwrap_err();
+    assert!(err.to_string().contains("[2, 3]"), "{err}");
+}
+
+#[test]
+fn cross_entropy_label_smoothing_matches_pytorch() {
+    // F.cross_entropy(logits, labels, label_smoothing=eps, reduction='none'):
+    // (1 − eps)·(−log p[label]) + eps·mean_c(−log p[c]), here in f64
+    let logits = [0.5f32, -1.0, 2.0, 0.0, 3.0, -2.0];
+    let labels = [2.0f32, 0.0];
+    let mut g = Graph::new();
+    let (l, y) = (g.input("l", [2, 3]).unwrap(), g.input("y", [2]).unwrap());
+    for eps in [0.0f32, 0.1, 0.5, 1.0] {
+        let options = nn::CrossEntropy {
+            reduction: Reduction::None,
+            label_smoothing: eps,
+        };
+        let ce = nn::cross_entropy(&mut g, l, y, &options).unwrap();
+        let out = compile(&g, &[ce], &CompileOptions::default())
+            .unwrap()
+            .run(&[("l", &t(&[2, 3], &logits)), ("y", &t(&[2], &labels))])
+            .unwrap();
+        for (i, row) in logits.chunks(3).enumerate() {
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            let nll = lse - row[labels[i] as usize] as f64;
+            let uniform = row.iter().map(|&v| lse - v as f64).sum::<f64>() / 3.0;
+            let want = (1.0 - eps as f64) * nll + eps as f64 * uniform;
+            let got = out[0].data()[i] as f64;
+            assert!(
+                (got - want).abs() < 1e-5,
+                "eps {eps}, row {i}: {got} vs {want}"
+            );
+        }
+    }
+    for bad in [-0.1f32, 1.5, f32::NAN] {
+        let options = nn::CrossEntropy {
+            reduction: Reduction::Mean,
+            label_smoothing: bad,
+        };
+        let err = nn::cross_entropy(&mut g, l, y, &options).unwrap_err();
+        assert!(err.to_string().contains("label_smoothing"), "{err}");
+    }
 }

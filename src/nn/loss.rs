@@ -49,6 +49,41 @@ pub fn softmax_cross_entropy(
     labels: NodeId,
     reduction: Reduction,
 ) -> Result<NodeId> {
+    let options = CrossEntropy {
+        reduction,
+        ..CrossEntropy::default()
+    };
+    cross_entropy(g, logits, labels, &options)
+}
+
+/// The options of [`cross_entropy`], PyTorch's keyword arguments of
+/// `torch.nn.functional.cross_entropy` (defaults: mean, no smoothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CrossEntropy {
+    /// How per-sample losses are combined.
+    pub reduction: Reduction,
+    /// `ε` in `0..=1`: the target is `(1 − ε)·one_hot + ε/C` over the `C`
+    /// classes, so a sample's loss is `(1 − ε)·(−log p[label]) + ε·mean_c(−log p[c])`.
+    pub label_smoothing: f32,
+}
+
+/// [`softmax_cross_entropy`] with all of [`CrossEntropy`]'s options
+/// (`torch.nn.functional.cross_entropy(logits, labels, reduction=...,
+/// label_smoothing=...)` with class-index targets; labels as there). `Err`
+/// if the shapes are not `[N, C]` and `[N]`, or `label_smoothing` is not in `0..=1`.
+pub fn cross_entropy(
+    g: &mut Graph,
+    logits: NodeId,
+    labels: NodeId,
+    options: &CrossEntropy,
+) -> Result<NodeId> {
+    let (reduction, smoothing) = (options.reduction, options.label_smoothing);
+    if !(0.0..=1.0).contains(&smoothing) {
+        return shape_err(
+            "softmax_cross_entropy",
+            format!("label_smoothing must be in 0..=1, got {smoothing}"),
+        );
+    }
     let (ls, ys) = (g.shape(logits)?.to_vec(), g.shape(labels)?.to_vec());
     if ls.len() != 2 || ys != [ls[0]] {
         return shape_err(
@@ -68,7 +103,14 @@ pub fn softmax_cross_entropy(
     let logp = super::log_softmax(g, logits, -1)?;
     let picked = g.mul(one_hot, logp)?;
     let nll = g.sum(picked, &[1], false)?;
-    let loss = g.neg(nll)?;
+    let mut loss = g.neg(nll)?;
+    if smoothing > 0.0 {
+        // (1 − ε)·nll + ε·mean_c(−log p)
+        let mean_logp = g.mean(logp, &[1], false)?;
+        let uniform = g.mul_scalar(mean_logp, -smoothing)?;
+        let kept = g.mul_scalar(loss, 1.0 - smoothing)?;
+        loss = g.add(kept, uniform)?;
+    }
     let out = reduce(g, loss, reduction)?;
     g.set_name(out, "cross_entropy");
     Ok(out)
@@ -138,6 +180,54 @@ pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
     }
     found.sort();
     found
+}
+
+/// Binary cross-entropy of `logits` against target probabilities `target`
+/// of the same shape, per element `log(1 + eˣ) − x·t`, computed without
+/// overflow for any `x` (`torch.nn.functional.binary_cross_entropy_with_logits`
+/// with `reduction`; its `weight` and `pos_weight` are not supported).
+/// Gradients: `σ(x) − t` for the logits (0.5 − t at x = 0) and `−x` for the
+/// target. `Err` if the shapes differ.
+pub fn binary_cross_entropy_with_logits(
+    g: &mut Graph,
+    logits: NodeId,
+    target: NodeId,
+    reduction: Reduction,
+) -> Result<NodeId> {
+    let (xs, ts) = (g.shape(logits)?.to_vec(), g.shape(target)?.to_vec());
+    if xs != ts {
+        return shape_err(
+            "binary_cross_entropy_with_logits",
+            format!("logits have shape {xs:?}, target {ts:?}; they must be equal"),
+        );
+    }
+    let softplus = softplus(g, logits, &xs)?;
+    let xt = g.mul(logits, target)?;
+    let loss = g.sub(softplus, xt)?;
+    let out = reduce(g, loss, reduction)?;
+    g.set_name(out, "binary_cross_entropy_with_logits");
+    Ok(out)
+}
+
+/// `log(1 + eˣ)` of `x` (shape `shape`) without overflow: `x + log(1 + e⁻ˣ)`
+/// where `x > 0`, else `log(1 + eˣ)`, each branch fed only the elements it
+/// is chosen for (zeros elsewhere), so that neither overflows and the
+/// unchosen branch's gradient is 0, not `0 · ∞`. The gradient is `σ(x)`
+/// everywhere, 0.5 at 0; NaN stays NaN.
+fn softplus(g: &mut Graph, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+    let zero = g.fill(shape, 0.0)?;
+    let positive = g.gt(x, zero)?;
+    let (xp, xn) = (g.select(positive, x, zero)?, g.select(positive, zero, x)?);
+    let log1p_exp = |g: &mut Graph, v: NodeId| -> Result<NodeId> {
+        let e = g.exp(v)?;
+        let one_plus = g.add_scalar(e, 1.0)?;
+        g.log(one_plus)
+    };
+    let neg = g.neg(xp)?;
+    let tail = log1p_exp(g, neg)?;
+    let above = g.add(xp, tail)?;
+    let below = log1p_exp(g, xn)?;
+    g.select(positive, above, below)
 }
 
 /// Mean-squared error between `pred` and `target` of the same shape.

@@ -15,7 +15,10 @@ mod reshape;
 pub use activation::*;
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
-pub use loss::{check_labels, mse_loss, softmax_cross_entropy, Reduction};
+pub use loss::{
+    binary_cross_entropy_with_logits, check_labels, cross_entropy, mse_loss, softmax_cross_entropy,
+    CrossEntropy, Reduction,
+};
 pub use lstm::Lstm;
 pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind};
