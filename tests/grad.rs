@@ -944,3 +944,39 @@ fn cross_entropy_label_smoothing_matches_pytorch() {
         assert!(err.to_string().contains("label_smoothing"), "{err}");
     }
 }
+
+#[test]
+fn losses_stay_finite_where_pytorch_does() {
+    // a masked (−∞) logit in another class leaves the cross-entropy finite
+    let mut g = Graph::new();
+    let (l, y) = (g.input("l", [1, 3]).unwrap(), g.input("y", [1]).unwrap());
+    let ce = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap();
+    let out = compile(&g, &[ce], &CompileOptions::default())
+        .unwrap()
+        .run(&[
+            ("l", &t(&[1, 3], &[1.0, f32::NEG_INFINITY, 0.0])),
+            ("y", &t(&[1], &[0.0])),
+        ])
+        .unwrap();
+    let want = (1.0f64 + (-1.0f64).exp()).ln(); // −log softmax([1, 0])[0]
+    assert!(
+        (out[0].data()[0] as f64 - want).abs() < 1e-6,
+        "{:?}",
+        out[0]
+    );
+    // no classes at all is refused
+    let mut g = Graph::new();
+    let (l, y) = (g.input("l", [2, 0]).unwrap(), g.input("y", [2]).unwrap());
+    let err = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap_err();
+    assert!(err.to_string().contains("no classes"), "{err}");
+    // BCE at infinite logits: PyTorch's (1 − t)·x + log(1 + e⁻ˣ) gives +∞
+    // for x = +∞, t = 0
+    let mut g = Graph::new();
+    let (x, tg) = (g.input("x", [1]).unwrap(), g.input("t", [1]).unwrap());
+    let bce = nn::binary_cross_entropy_with_logits(&mut g, x, tg, Reduction::None).unwrap();
+    let out = compile(&g, &[bce], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &t(&[1], &[f32::INFINITY])), ("t", &t(&[1], &[0.0]))])
+        .unwrap();
+    assert_eq!(out[0].data(), &[f32::INFINITY]);
+}

@@ -613,6 +613,18 @@ fn layer_norm_matches_pytorch_and_a_direct_loop() {
     let got = apply(&Tensor::from_vec(vec![2, 3, 4], data).unwrap(), |g, x| {
         nn::LayerNorm::new(&[4]).build(g, x)
     });
+    // a constant row normalises to exactly 0, however large (PyTorch's
+    // Welford mean is exact there; an f32 mean alone left ±0.3..1)
+    for v in [12345.6f32, 100000.3, 126745704.0, 10.3] {
+        let y = apply(&Tensor::full([2, 5], v), |g, x| {
+            nn::LayerNorm::new(&[5]).build(g, x)
+        });
+        assert!(y.data().iter().all(|&o| o == 0.0), "{v}: {y:?}");
+        let y = apply(&Tensor::full([1, 5, 2], v), |g, x| {
+            nn::GroupNorm::new(1, 5).build(g, x)
+        });
+        assert!(y.data().iter().all(|&o| o == 0.0), "{v}: {y:?}");
+    }
     let nan_rows: Vec<bool> = got
         .data()
         .chunks(4)

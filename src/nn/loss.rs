@@ -37,7 +37,8 @@ fn reduce(g: &mut Graph, per_sample: NodeId, reduction: Reduction) -> Result<Nod
 ///
 /// The graph's own rule: a label that is not an integer in `0..C` (out of
 /// range, fractional, NaN or infinite) selects no class and contributes a
-/// loss (and gradient) of 0, where PyTorch raises — a graph cannot raise at
+/// loss (and gradient) of 0 (with label smoothing, only its smoothing
+/// term), where PyTorch raises — a graph cannot raise at
 /// run time. So that this never passes silently, [`crate::Trainer`] finds every
 /// input that feeds the labels of a `softmax_cross_entropy` in its graph
 /// ([`label_inputs`]) and checks each fed batch with [`check_labels`] before
@@ -94,6 +95,12 @@ pub fn cross_entropy(
         );
     }
     let (n, c) = (ls[0], ls[1]);
+    if c == 0 {
+        return shape_err(
+            "softmax_cross_entropy",
+            format!("logits have shape {ls:?}: no classes"),
+        );
+    }
     let classes = g.constant(Tensor::from_vec(
         [1, c],
         (0..c).map(|i| i as f32).collect(),
@@ -101,7 +108,10 @@ pub fn cross_entropy(
     let col = g.reshape(labels, &[n as isize, 1])?;
     let one_hot = g.eq(col, classes)?;
     let logp = super::log_softmax(g, logits, -1)?;
-    let picked = g.mul(one_hot, logp)?;
+    // a select, not one_hot · logp: another class's −∞ (a masked logit)
+    // would give 0 · −∞ = NaN
+    let zero = g.scalar(0.0)?;
+    let picked = g.select(one_hot, logp, zero)?;
     let nll = g.sum(picked, &[1], false)?;
     let mut loss = g.neg(nll)?;
     if smoothing > 0.0 {
@@ -183,8 +193,8 @@ pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
 }
 
 /// Binary cross-entropy of `logits` against target probabilities `target`
-/// of the same shape, per element `log(1 + eˣ) − x·t`, computed without
-/// overflow for any `x` (`torch.nn.functional.binary_cross_entropy_with_logits`
+/// of the same shape, per element `(1 − t)·x + log(1 + e⁻ˣ)` (that is
+/// `log(1 + eˣ) − x·t`), computed without overflow for any finite `x` (`torch.nn.functional.binary_cross_entropy_with_logits`
 /// with `reduction`; its `weight` and `pos_weight` are not supported).
 /// Gradients: `σ(x) − t` for the logits (0.5 − t at x = 0) and `−x` for the
 /// target. `Err` if the shapes differ.
@@ -201,9 +211,13 @@ pub fn binary_cross_entropy_with_logits(
             format!("logits have shape {xs:?}, target {ts:?}; they must be equal"),
         );
     }
-    let softplus = softplus(g, logits, &xs)?;
-    let xt = g.mul(logits, target)?;
-    let loss = g.sub(softplus, xt)?;
+    // (1 − t)·x + log(1 + e⁻ˣ), PyTorch's arrangement: +∞ at x = +∞, t = 0
+    let neg = g.neg(logits)?;
+    let softplus = softplus(g, neg, &xs)?;
+    let minus_t = g.neg(target)?;
+    let one_minus_t = g.add_scalar(minus_t, 1.0)?;
+    let linear = g.mul(one_minus_t, logits)?;
+    let loss = g.add(linear, softplus)?;
     let out = reduce(g, loss, reduction)?;
     g.set_name(out, "binary_cross_entropy_with_logits");
     Ok(out)

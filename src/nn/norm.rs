@@ -166,7 +166,21 @@ impl Layer for Identity {
 }
 
 /// `(x − mean) / √(var + eps)` over `axes` (biased variance), keeping dims.
+/// The values are first shifted by the group's first element (the result
+/// is the same in exact arithmetic): a constant group is then exactly 0
+/// (NaN with eps 0), as PyTorch's, where its f32 mean alone would leave a
+/// rounding error that normalises to ±1; large offsets cancel less too.
 fn normalize(g: &mut Graph, x: NodeId, axes: &[isize], eps: f32) -> Result<NodeId> {
+    let shape = g.shape(x)?.to_vec();
+    let size = |a: isize| shape[(a + shape.len() as isize) as usize];
+    let mut x = x;
+    if axes.iter().all(|&a| size(a) > 0) {
+        let mut first = x;
+        for &a in axes {
+            first = g.slice(first, a, 0, 1, 1)?;
+        }
+        x = g.sub(x, first)?;
+    }
     let mean = g.mean(x, axes, true)?;
     let centred = g.sub(x, mean)?;
     let squares = g.mul(centred, centred)?;
