@@ -426,6 +426,15 @@ fn pooling_layers() {
 }
 
 #[test]
+fn adaptive_avg_pool_layer() {
+    for out in [[3, 2], [2, 2], [4, 3]] {
+        check(vec![rand(&[1, 2, 5, 4], 42)], |g, x| {
+            nn::AdaptiveAvgPool2d::new(out).build(g, x[0])
+        });
+    }
+}
+
+#[test]
 fn lstm_layer() {
     check(vec![rand(&[2, 3, 2], 9)], |g, x| {
         nn::Lstm::new(2, 3).build(g, x[0])

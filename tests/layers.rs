@@ -687,3 +687,66 @@ fn norm_layers_refuse_what_does_not_fit_and_identity_passes_through() {
     assert!(messages[5].contains("[N, 6, *]"), "{}", messages[5]);
     assert_eq!(nn::Identity.build(&mut g, x).unwrap(), x);
 }
+
+/// `torch.nn.AdaptiveAvgPool2d` by its definition: output (i, j) averages
+/// rows ⌊i·H/oh⌋..⌈(i+1)·H/oh⌉ and the same columns of W, in f64.
+fn adaptive_avg_direct(x: &Tensor, oh: usize, ow: usize) -> Vec<f32> {
+    let s = x.shape();
+    let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+    let mut out = Vec::new();
+    for plane in x.data().chunks(h * w) {
+        for i in 0..oh {
+            let (r0, r1) = (i * h / oh, ((i + 1) * h).div_ceil(oh));
+            for j in 0..ow {
+                let (c0, c1) = (j * w / ow, ((j + 1) * w).div_ceil(ow));
+                let mut sum = 0.0f64;
+                for r in r0..r1 {
+                    for c in c0..c1 {
+                        sum += plane[r * w + c] as f64;
+                    }
+                }
+                out.push((sum / ((r1 - r0) * (c1 - c0)) as f64) as f32);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn adaptive_avg_pool2d_matches_its_definition() {
+    for (shape, out) in [
+        (vec![2, 3, 6, 4], [3, 2]),
+        (vec![2, 3, 7, 5], [3, 2]),
+        (vec![1, 2, 5, 5], [5, 5]),
+        (vec![1, 1, 3, 4], [7, 6]),
+        (vec![3, 10, 9], [4, 1]),
+        (vec![2, 2, 6, 6], [1, 1]),
+    ] {
+        let x = rand(&shape, 41);
+        let [compiled, unrewritten] =
+            apply_both(&x, |g, x| nn::AdaptiveAvgPool2d::new(out).build(g, x));
+        let mut want_shape = shape.clone();
+        let r = want_shape.len();
+        (want_shape[r - 2], want_shape[r - 1]) = (out[0], out[1]);
+        assert_eq!(compiled.shape(), &want_shape[..]);
+        assert_close(
+            compiled.data(),
+            &adaptive_avg_direct(&x, out[0], out[1]),
+            1e-6,
+        );
+        assert_eq!(compiled, unrewritten, "{shape:?} -> {out:?}");
+    }
+    let mut g = Graph::new();
+    let bad = [
+        (vec![2, 3], [1, 1]),
+        (vec![1, 1, 0, 4], [1, 1]),
+        (vec![1, 1, 4, 4], [0, 2]),
+    ];
+    for (i, (shape, out)) in bad.into_iter().enumerate() {
+        let x = g.input(&format!("x{i}"), shape).unwrap();
+        let err = nn::AdaptiveAvgPool2d::new(out)
+            .build(&mut g, x)
+            .unwrap_err();
+        assert!(err.to_string().contains("adaptive_avg_pool2d"), "{err}");
+    }
+}

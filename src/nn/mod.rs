@@ -21,7 +21,9 @@ pub use loss::{
 };
 pub use lstm::Lstm;
 pub use norm::{GroupNorm, Identity, LayerNorm};
-pub use pool::{Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind};
+pub use pool::{
+    AdaptiveAvgPool2d, Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind,
+};
 pub use reshape::{Dropout, Flatten, Reshape};
 
 use crate::error::Result;

@@ -287,6 +287,62 @@ impl Layer for Pool<Avg> {
     }
 }
 
+/// Adaptive average pooling to `output_size` `[oh, ow]` over the last two
+/// axes of `[N, C, H, W]` or `[C, H, W]` (`torch.nn.AdaptiveAvgPool2d`):
+/// output row `i` averages input rows `⌊i·H/oh⌋ .. ⌈(i+1)·H/oh⌉`, and
+/// likewise for columns. Sizes that divide evenly are an `AvgPool2d` with
+/// kernel and stride `H/oh × W/ow`; others average row ranges, then column
+/// ranges (the same mean: every row of a window has the same columns).
+/// `Err` on an empty input plane or a zero output size.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveAvgPool2d {
+    output_size: [usize; 2],
+}
+
+impl AdaptiveAvgPool2d {
+    /// Output `[oh, ow]` (PyTorch's `output_size`; `new([s, s])` for an int `s`).
+    pub fn new(output_size: [usize; 2]) -> Self {
+        AdaptiveAvgPool2d { output_size }
+    }
+}
+
+impl Layer for AdaptiveAvgPool2d {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let xs = g.shape(x)?.to_vec();
+        let [oh, ow] = self.output_size;
+        let rank = xs.len();
+        if !(rank == 3 || rank == 4) || xs[rank - 2] == 0 || xs[rank - 1] == 0 || oh == 0 || ow == 0
+        {
+            return shape_err(
+                "adaptive_avg_pool2d",
+                format!(
+                    "input has shape {xs:?} and output_size [{oh}, {ow}]; expected a non-empty [N, C, H, W] or [C, H, W] and positive sizes"
+                ),
+            );
+        }
+        let (h, w) = (xs[rank - 2], xs[rank - 1]);
+        if h % oh == 0 && w % ow == 0 && rank == 4 {
+            let k = [h / oh, w / ow];
+            return AvgPool2d::new(k[0]).kernel(k).strides(k).build(g, x);
+        }
+        let rows = adaptive_mean(g, x, -2, h, oh)?;
+        adaptive_mean(g, rows, -1, w, ow)
+    }
+}
+
+/// The means of `x` over the ranges `⌊i·n/out⌋ .. ⌈(i+1)·n/out⌉` of `axis`
+/// (size `n`), `i < out`, side by side along `axis`.
+fn adaptive_mean(g: &mut Graph, x: NodeId, axis: isize, n: usize, out: usize) -> Result<NodeId> {
+    let parts = (0..out)
+        .map(|i| {
+            let (start, end) = (i * n / out, ((i + 1) * n).div_ceil(out));
+            let part = g.slice(x, axis, start, end, 1)?;
+            g.mean(part, &[axis], true)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    g.concat(&parts, axis)
+}
+
 /// Global average pooling: `[N, C, H, W]` → `[N, C, 1, 1]` (as `AdaptiveAvgPool2d(1)`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GlobalAvgPool2d;
