@@ -435,6 +435,13 @@ fn adaptive_avg_pool_layer() {
 }
 
 #[test]
+fn upsample_layer() {
+    check(vec![rand(&[1, 2, 2, 3], 52)], |g, x| {
+        nn::Upsample::nearest([2, 3]).build(g, x[0])
+    });
+}
+
+#[test]
 fn lstm_layer() {
     check(vec![rand(&[2, 3, 2], 9)], |g, x| {
         nn::Lstm::new(2, 3).build(g, x[0])

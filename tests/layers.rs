@@ -750,3 +750,37 @@ fn adaptive_avg_pool2d_matches_its_definition() {
         assert!(err.to_string().contains("adaptive_avg_pool2d"), "{err}");
     }
 }
+
+#[test]
+fn nearest_upsample_repeats_each_cell_in_its_block() {
+    for (shape, f) in [
+        ([2, 3, 2, 3], [2, 2]),
+        ([1, 2, 3, 1], [1, 3]),
+        ([1, 1, 1, 2], [3, 1]),
+    ] {
+        let x = rand(&shape, 51);
+        let [compiled, unrewritten] = apply_both(&x, |g, x| nn::Upsample::nearest(f).build(g, x));
+        let (h, w) = (shape[2], shape[3]);
+        let (oh, ow) = (h * f[0], w * f[1]);
+        assert_eq!(compiled.shape(), &[shape[0], shape[1], oh, ow]);
+        // torch.nn.Upsample(scale_factor=f, mode='nearest'): out(i, j) = in(i / fh, j / fw)
+        let want: Vec<f32> = x
+            .data()
+            .chunks(h * w)
+            .flat_map(|p| (0..oh * ow).map(move |o| p[(o / ow / f[0]) * w + (o % ow) / f[1]]))
+            .collect();
+        assert_eq!(compiled.data(), &want[..], "{shape:?} x {f:?}");
+        assert_eq!(compiled, unrewritten);
+    }
+    let mut g = Graph::new();
+    let bad = [
+        (vec![2, 3, 4], [2, 2]),
+        (vec![1, 1, 2, 2], [0, 2]),
+        (vec![1, 1, 2, 2], [usize::MAX, 1]),
+    ];
+    for (i, (shape, f)) in bad.into_iter().enumerate() {
+        let x = g.input(&format!("x{i}"), shape).unwrap();
+        let err = nn::Upsample::nearest(f).build(&mut g, x).unwrap_err();
+        assert!(err.to_string().contains("upsample"), "{err}");
+    }
+}

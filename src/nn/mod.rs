@@ -24,7 +24,7 @@ pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{
     AdaptiveAvgPool2d, Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind,
 };
-pub use reshape::{Dropout, Flatten, Reshape};
+pub use reshape::{Dropout, Flatten, Reshape, Upsample};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};

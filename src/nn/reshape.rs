@@ -1,4 +1,4 @@
-//! Shape layers (`Flatten`, `Reshape`) and `Dropout`.
+//! Shape layers (`Flatten`, `Reshape`, nearest `Upsample`) and `Dropout`.
 
 use super::{layer_name, Layer};
 use crate::error::{shape_err, Result};
@@ -19,6 +19,48 @@ impl Layer for Flatten {
         let n = xs[0] as isize;
         let rest: usize = xs[1..].iter().product();
         g.reshape(x, &[n, rest as isize])
+    }
+}
+
+/// Nearest-neighbour upsampling of `[N, C, H, W]` by integer factors
+/// `[sh, sw]` (`torch.nn.Upsample(scale_factor=(sh, sw), mode='nearest')`):
+/// output `(i, j)` is input `(⌊i/sh⌋, ⌊j/sw⌋)`, as a reshape and broadcast
+/// (its gradient sums each block). Output sizes, fractional factors and the
+/// other modes are not supported. `Err` on another rank, a zero factor or
+/// an output size that overflows.
+#[derive(Clone, Copy, Debug)]
+pub struct Upsample {
+    scale_factor: [usize; 2],
+}
+
+impl Upsample {
+    /// Nearest-neighbour by `scale_factor` `[sh, sw]` (`[s, s]` for PyTorch's int `s`).
+    pub fn nearest(scale_factor: [usize; 2]) -> Self {
+        Upsample { scale_factor }
+    }
+}
+
+impl Layer for Upsample {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let xs = g.shape(x)?.to_vec();
+        let [sh, sw] = self.scale_factor;
+        let sizes = match xs[..] {
+            [_, _, h, w] if sh > 0 && sw > 0 => h.checked_mul(sh).zip(w.checked_mul(sw)),
+            _ => None,
+        };
+        let Some((oh, ow)) = sizes else {
+            return shape_err(
+                "upsample",
+                format!(
+                    "input has shape {xs:?} and scale_factor [{sh}, {sw}]; expected [N, C, H, W], positive factors and sizes that fit"
+                ),
+            );
+        };
+        let d = |v: usize| v as isize;
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let cells = g.reshape(x, &[d(n), d(c), d(h), 1, d(w), 1])?;
+        let blocks = g.broadcast_to(cells, &[n, c, h, sh, w, sw])?;
+        g.reshape(blocks, &[d(n), d(c), d(oh), d(ow)])
     }
 }
 
