@@ -435,6 +435,16 @@ fn adaptive_avg_pool_layer() {
 }
 
 #[test]
+fn same_padded_conv_layer() {
+    check(vec![rand(&[1, 2, 4, 5], 62)], |g, x| {
+        nn::Conv2d::new(2, 2, 1)
+            .kernel([2, 3])
+            .padding_same()
+            .build(g, x[0])
+    });
+}
+
+#[test]
 fn upsample_layer() {
     check(vec![rand(&[1, 2, 2, 3], 52)], |g, x| {
         nn::Upsample::nearest([2, 3]).build(g, x[0])

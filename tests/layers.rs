@@ -784,3 +784,71 @@ fn nearest_upsample_repeats_each_cell_in_its_block() {
         assert!(err.to_string().contains("upsample"), "{err}");
     }
 }
+
+#[test]
+fn same_padding_keeps_the_size_with_the_odd_cell_after_as_pytorch() {
+    // padding='same': d·(k−1) in all per dimension, half before, the odd
+    // cell after (torch.nn.Conv2d(..., padding='same'))
+    let (h, w) = (5, 6);
+    let x = rand(&[1, 2, h, w], 61);
+    for (k, d) in [([3, 3], 1), ([2, 4], 1), ([2, 3], 2), ([4, 1], 3)] {
+        let mut g = Graph::with_seed(3);
+        let xi = g.input("x", [1, 2, h, w]).unwrap();
+        let y = nn::Conv2d::new(2, 3, 1)
+            .kernel(k)
+            .dilation(d)
+            .padding_same()
+            .name("conv")
+            .build(&mut g, xi)
+            .unwrap();
+        let got = eval(&g, y, &[("x", &x)]);
+        assert_eq!(got.shape(), &[1, 3, h, w], "{k:?} dilation {d}");
+        // the input padded by hand, then a convolution without padding
+        let total = k.map(|k| d * (k - 1));
+        let (ph, pw) = (h + total[0], w + total[1]);
+        let mut padded = Tensor::zeros([1, 2, ph, pw]);
+        for c in 0..2 {
+            for i in 0..h {
+                for j in 0..w {
+                    let at = [0, c, i + total[0] / 2, j + total[1] / 2];
+                    padded.set(&at, x.get(&[0, c, i, j]).unwrap()).unwrap();
+                }
+            }
+        }
+        let cfg = ConvCfg {
+            n: 1,
+            cin: 2,
+            cout: 3,
+            size: vec![ph, pw],
+            k: k.to_vec(),
+            s: vec![1, 1],
+            p: vec![0, 0],
+            d: vec![d, d],
+            groups: 1,
+            bias: true,
+        };
+        let (wt, b) = (
+            g.param_value("conv.weight").unwrap(),
+            g.param_value("conv.bias"),
+        );
+        let want = conv2d_direct(&padded, wt, b, &cfg);
+        assert_close(got.data(), want.data(), 1e-5);
+    }
+    // 'valid' is no padding; 'same' with a stride is refused
+    let mut g = Graph::new();
+    let xi = g.input("x", [1, 2, h, w]).unwrap();
+    let y = nn::Conv2d::new(2, 3, 3)
+        .padding(2)
+        .padding_valid()
+        .build(&mut g, xi)
+        .unwrap();
+    assert_eq!(g.shape(y).unwrap(), &[1, 3, 3, 4]);
+    let x1 = g.input("x1", [1, 2, 7]).unwrap();
+    let err = nn::Conv1d::new(2, 3, 3)
+        .stride(2)
+        .padding_same()
+        .name("c1")
+        .build(&mut g, x1)
+        .unwrap_err();
+    assert!(err.to_string().contains("stride 1"), "{err}");
+}

@@ -22,6 +22,8 @@ pub struct Conv<const D: usize> {
     stride: [usize; D],
     padding: [usize; D],
     dilation: [usize; D],
+    /// PyTorch's `padding='same'` (then `padding` is unused).
+    same: bool,
     groups: usize,
     bias: bool,
     name: Option<String>,
@@ -44,6 +46,7 @@ impl<const D: usize> Conv<D> {
             stride: [1; D],
             padding: [0; D],
             dilation: [1; D],
+            same: false,
             groups: 1,
             bias: true,
             name: None,
@@ -65,14 +68,25 @@ impl<const D: usize> Conv<D> {
         self
     }
     /// The same zero padding on every side.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p; D];
-        self
+    pub fn padding(self, p: usize) -> Self {
+        self.paddings([p; D])
     }
     /// Zero padding per spatial dimension (both sides).
     pub fn paddings(mut self, p: [usize; D]) -> Self {
         self.padding = p;
+        self.same = false;
         self
+    }
+    /// PyTorch's `padding='same'`: the output has the input's size (stride 1
+    /// only, else `Err` at build). Each dimension is padded by `d·(k−1)` in
+    /// all, half before; an odd extra cell goes after, as PyTorch does.
+    pub fn padding_same(mut self) -> Self {
+        self.same = true;
+        self
+    }
+    /// PyTorch's `padding='valid'`: no padding.
+    pub fn padding_valid(self) -> Self {
+        self.paddings([0; D])
     }
     /// The same dilation along every spatial dimension.
     pub fn dilation(mut self, d: usize) -> Self {
@@ -94,14 +108,27 @@ impl<const D: usize> Conv<D> {
         self.name = Some(name.into());
         self
     }
-    /// The window this convolution slides.
+    /// The window this convolution slides (with `padding_same`, its
+    /// symmetric part: an odd extra cell is padded onto the input first).
     pub fn window(&self) -> Window {
+        let padding = match self.same {
+            true => self.same_padding().map(|(before, _)| before).to_vec(),
+            false => self.padding.to_vec(),
+        };
         Window {
             kernel: self.kernel.to_vec(),
             stride: self.stride.to_vec(),
-            padding: self.padding.to_vec(),
+            padding,
             dilation: self.dilation.to_vec(),
         }
+    }
+    /// `padding='same'` per dimension: `(before, odd extra after)`, the
+    /// total `d·(k−1)` saturating (a window that large is refused anyway).
+    fn same_padding(&self) -> [(usize, usize); D] {
+        std::array::from_fn(|i| {
+            let total = self.dilation[i].saturating_mul(self.kernel[i].saturating_sub(1));
+            (total / 2, total % 2)
+        })
     }
 }
 
@@ -131,6 +158,24 @@ impl<const D: usize> Layer for Conv<D> {
                 format!("input has shape {xs:?}, expected [N, {cin}, {dims}]"),
             );
         }
+        let (x, xs) = match self.same {
+            false => (x, xs),
+            true => {
+                if self.stride.iter().any(|&s| s != 1) {
+                    return attr_err(
+                        &name,
+                        format!("padding='same' needs stride 1, got {:?}", self.stride),
+                    );
+                }
+                let mut pads = vec![(0, 0); 2];
+                pads.extend(self.same_padding().map(|(_, extra)| (0, extra)));
+                let x = match pads.iter().any(|&(_, e)| e > 0) {
+                    true => g.pad(x, &pads, 0.0)?,
+                    false => x,
+                };
+                (x, g.shape(x)?.to_vec())
+            }
+        };
         let out_spatial = window.out_size(&name, &xs[2..])?;
         let (n, cg, k, l) = (
             xs[0],
