@@ -24,21 +24,12 @@ pub(crate) unsafe fn product(
     threads: usize,
 ) {
     debug_assert!(a.fits(m, k) && b.fits(k, n) && k > 0);
-    // C = +0.0 + A·B when overwriting: a sum starts from +0.0, as kiln's
-    // tile and the reference kernels' do (the crate's small kernels start
-    // from the first product, so all −0.0 terms would give −0.0)
-    let start = match init {
-        Init::Overwrite => Some(None),
-        Init::Add => None,
-        Init::RowBias(bias) => Some(Some(bias)),
-    };
-    if let Some(bias) = start {
-        for i in 0..m {
-            // SAFETY: row i of C (the caller's contract).
-            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
-            row.fill(bias.map_or(0.0, |b| b[i]));
-        }
-    }
+    // C = start + A·B, C starting at +0.0 when overwriting: a sum starts
+    // from +0.0, as kiln's tile and the reference kernels' do (the crate's
+    // small kernels start from the first product, so all −0.0 terms would
+    // give −0.0)
+    // SAFETY: the caller's contract.
+    unsafe { super::start_rows(m, n, c, ldc, init) };
     let parallelism = match threads {
         0 | 1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),

@@ -120,16 +120,8 @@ pub unsafe fn gemm_raw(
         return;
     }
     if k == 0 {
-        for i in 0..m {
-            // SAFETY: row i of C, by the caller's contract.
-            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
-            match init {
-                Init::Overwrite => row.fill(0.0),
-                Init::Add => {}
-                Init::RowBias(bias) => row.fill(bias[i]),
-            }
-        }
-        return;
+        // SAFETY: the caller's contract.
+        return unsafe { start_rows(m, n, c, ldc, init) };
     }
     // kiln's tile runs where it is built (AVX2 + FMA) for operands it reads
     // in place or packs from an image; every other product goes to the
@@ -219,6 +211,26 @@ pub unsafe fn gemm_raw(
             }
         })
     })
+}
+
+/// Sets C to what `init` makes of an empty sum: +0.0, unchanged, or the
+/// row's bias (an empty product's result, and where a product through the
+/// `gemm` crate starts).
+///
+/// # Safety
+/// `c` addresses `m` rows of `n` writable floats `ldc` apart; a bias has `m` values.
+unsafe fn start_rows(m: usize, n: usize, c: *mut f32, ldc: usize, init: Init) {
+    let value = |i: usize| match init {
+        Init::Overwrite => Some(0.0),
+        Init::Add => None,
+        Init::RowBias(bias) => Some(bias[i]),
+    };
+    for i in 0..m {
+        if let Some(v) = value(i) {
+            // SAFETY: row i of C, by the caller's contract.
+            unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(v);
+        }
+    }
 }
 
 /// One `KC × NC` block of B against all of A's rows.
