@@ -741,6 +741,9 @@ fn adaptive_avg_pool2d_matches_its_definition() {
         (vec![2, 3], [1, 1]),
         (vec![1, 1, 0, 4], [1, 1]),
         (vec![1, 1, 4, 4], [0, 2]),
+        // uneven and huge: refused before it builds millions of nodes
+        (vec![1, 1, 4, 4], [usize::MAX / 2, 2]),
+        (vec![1, 1, 4, 4], [4097, 2]),
     ];
     for (i, (shape, out)) in bad.into_iter().enumerate() {
         let x = g.input(&format!("x{i}"), shape).unwrap();
@@ -851,4 +854,10 @@ fn same_padding_keeps_the_size_with_the_odd_cell_after_as_pytorch() {
         .build(&mut g, x1)
         .unwrap_err();
     assert!(err.to_string().contains("stride 1"), "{err}");
+    let empty = g.input("empty", [1, 2, 0, 5]).unwrap();
+    let err = nn::Conv2d::new(2, 2, 4)
+        .padding_same()
+        .build(&mut g, empty)
+        .unwrap_err();
+    assert!(err.to_string().contains("empty spatial dimension"), "{err}");
 }

@@ -161,6 +161,12 @@ impl<const D: usize> Layer for Conv<D> {
         let (x, xs) = match self.same {
             false => (x, xs),
             true => {
+                if xs[2..].contains(&0) {
+                    return shape_err(
+                        &name,
+                        format!("input has shape {xs:?}: an empty spatial dimension"),
+                    );
+                }
                 if self.stride.iter().any(|&s| s != 1) {
                     return attr_err(
                         &name,

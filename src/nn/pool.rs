@@ -293,7 +293,8 @@ impl Layer for Pool<Avg> {
 /// likewise for columns. Sizes that divide evenly are an `AvgPool2d` with
 /// kernel and stride `H/oh × W/ow`; others average row ranges, then column
 /// ranges (the same mean: every row of a window has the same columns).
-/// `Err` on an empty input plane or a zero output size.
+/// `Err` on an empty input plane, a zero output size, or an uneven output
+/// size above 4096 on an axis.
 #[derive(Clone, Copy, Debug)]
 pub struct AdaptiveAvgPool2d {
     output_size: [usize; 2],
@@ -325,17 +326,34 @@ impl Layer for AdaptiveAvgPool2d {
             let k = [h / oh, w / ow];
             return AvgPool2d::new(k[0]).kernel(k).strides(k).build(g, x);
         }
+        if oh.max(ow) > ADAPTIVE_MAX {
+            return shape_err(
+                "adaptive_avg_pool2d",
+                format!(
+                    "output_size [{oh}, {ow}] does not divide the input's [{h}, {w}] and exceeds {ADAPTIVE_MAX} (two graph nodes per output row and column)"
+                ),
+            );
+        }
         let rows = adaptive_mean(g, x, -2, h, oh)?;
         adaptive_mean(g, rows, -1, w, ow)
     }
 }
+
+/// The largest uneven adaptive output size per axis: each output row and
+/// column is a slice and a mean in the graph.
+const ADAPTIVE_MAX: usize = 4096;
 
 /// The means of `x` over the ranges `⌊i·n/out⌋ .. ⌈(i+1)·n/out⌉` of `axis`
 /// (size `n`), `i < out`, side by side along `axis`.
 fn adaptive_mean(g: &mut Graph, x: NodeId, axis: isize, n: usize, out: usize) -> Result<NodeId> {
     let parts = (0..out)
         .map(|i| {
-            let (start, end) = (i * n / out, ((i + 1) * n).div_ceil(out));
+            // in u128: i·n cannot overflow
+            let at = |i: usize, up: bool| {
+                let (num, den) = (i as u128 * n as u128, out as u128);
+                (if up { num.div_ceil(den) } else { num / den }) as usize
+            };
+            let (start, end) = (at(i, false), at(i + 1, true));
             let part = g.slice(x, axis, start, end, 1)?;
             g.mean(part, &[axis], true)
         })
