@@ -13,7 +13,7 @@
 use crate::error::{shape_err, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::{Graph, NodeId};
-use crate::ops::OpBuilder;
+use crate::ops::{Op, OpBuilder};
 use std::collections::{HashMap, HashSet};
 
 impl Graph {
@@ -35,9 +35,56 @@ impl Graph {
         let first_new = self.next_seq();
         let order = ancestors_order(self, &[loss]);
         let on_path = self.nodes_on_path(&order, wrt);
-        let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         let seed = self.fill(&loss_shape, 1.0)?;
         self.set_name(seed, "loss.grad");
+        // A graph that differs between the modes gets each mode's gradient,
+        // joined by one `train_eval` per result.
+        let moded = order
+            .iter()
+            .any(|&n| self.node(n).is_ok_and(|n| matches!(n.op, Op::TrainEval)));
+        let train = self.backward(
+            &order,
+            &on_path,
+            loss,
+            seed,
+            wrt,
+            Some(true).filter(|_| moded),
+        )?;
+        let results = if moded {
+            let eval = self.backward(&order, &on_path, loss, seed, wrt, Some(false))?;
+            train
+                .into_iter()
+                .zip(eval)
+                .map(|(t, e)| if t == e { Ok(t) } else { self.train_eval(t, e) })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            train
+        };
+        // A rule builds gradients for all operands of a node, also for those
+        // that lead to no differentiated node; drop what no result needs.
+        let keep: HashSet<NodeId> = ancestors_order(self, &results).into_iter().collect();
+        for n in self.node_ids().into_iter().rev() {
+            if self.node(n)?.seq >= first_new && !keep.contains(&n) {
+                self.remove_node(n);
+            }
+        }
+        Ok(results)
+    }
+
+    /// The gradient of `loss` (seeded with `seed`) for each node of `wrt`,
+    /// walking `order` backwards. `mode`: the mode whose `train_eval`
+    /// operand alone gets the gradient (`Some(true)`: training), `None` for
+    /// a graph without `train_eval`.
+    fn backward(
+        &mut self,
+        order: &[NodeId],
+        on_path: &HashSet<NodeId>,
+        loss: NodeId,
+        seed: NodeId,
+        wrt: &[NodeId],
+        mode: Option<bool>,
+    ) -> Result<Vec<NodeId>> {
+        let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         grads.insert(loss, seed);
         for &n in order.iter().rev() {
             let Some(&gy) = grads.get(&n) else { continue };
@@ -46,7 +93,10 @@ impl Graph {
                 continue;
             }
             let op = self.node(n)?.op.clone();
-            let rule = op.vjp(self, &operands, n, gy)?;
+            let mut rule = op.vjp(self, &operands, n, gy)?;
+            if let (Op::TrainEval, Some(training)) = (&op, mode) {
+                rule[usize::from(training)] = None;
+            }
             for (&x, gx) in operands.iter().zip(rule) {
                 if !on_path.contains(&x) {
                     continue;
@@ -63,8 +113,7 @@ impl Graph {
                 grads.insert(x, total);
             }
         }
-        let results = wrt
-            .iter()
+        wrt.iter()
             .map(|w| match grads.get(w) {
                 Some(&g) => Ok(g),
                 None => {
@@ -72,16 +121,7 @@ impl Graph {
                     self.fill(&shape, 0.0)
                 }
             })
-            .collect::<Result<Vec<_>>>()?;
-        // A rule builds gradients for all operands of a node, also for those
-        // that lead to no differentiated node; drop what no result needs.
-        let keep: HashSet<NodeId> = ancestors_order(self, &results).into_iter().collect();
-        for n in self.node_ids().into_iter().rev() {
-            if self.node(n)?.seq >= first_new && !keep.contains(&n) {
-                self.remove_node(n);
-            }
-        }
-        Ok(results)
+            .collect()
     }
 
     /// Nodes of `order` (the loss's ancestors) that depend on some node of `wrt`.

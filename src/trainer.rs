@@ -13,7 +13,8 @@ use std::path::Path;
 
 /// Adds to `graph` the backward graph of `loss` for every trainable parameter
 /// and `optimizer`'s update ops; returns the `(state or parameter, new value)`
-/// updates a training step applies.
+/// updates a training step applies: the optimiser's, then the layers' own
+/// ([`Graph::state_updates`], e.g. BatchNorm's running statistics).
 pub fn training_step(
     graph: &mut Graph,
     loss: NodeId,
@@ -36,7 +37,9 @@ pub fn training_step(
             grad,
         })
         .collect();
-    optimizer.build(graph, &pg)
+    let mut updates = optimizer.build(graph, &pg)?;
+    updates.extend_from_slice(graph.state_updates());
+    Ok(updates)
 }
 
 /// A compiled training step (forward, backward, optimiser update) plus a
@@ -47,6 +50,8 @@ pub struct Trainer {
     eval: Executable,
     loss: NodeId,
     trainable: Vec<String>,
+    /// Layer state the step updates and evaluation reads (running statistics).
+    buffers: Vec<String>,
     eval_stale: bool,
     /// Feeds holding class labels, with their class counts.
     labels: Vec<(String, usize)>,
@@ -73,6 +78,11 @@ impl Trainer {
         optimizer: impl Optimizer,
     ) -> Result<Self> {
         let params = graph.trainable_params();
+        let buffers = graph
+            .state_updates()
+            .iter()
+            .map(|&(s, _)| Ok(graph.node(s)?.name.clone().unwrap_or_default()))
+            .collect::<Result<Vec<String>>>()?;
         let updates = training_step(&mut graph, loss, &optimizer)?;
         // each compiled graph dumps (env KILN_DUMP=dir) into its own subfolder
         let options = CompileOptions::default();
@@ -85,8 +95,11 @@ impl Trainer {
             outputs: vec![loss],
             updates,
         };
-        let mut step = compile_program(program, &sub("train-step"))?;
-        step.set_training(true);
+        let train = CompileOptions {
+            training: true,
+            ..sub("train-step")
+        };
+        let step = compile_program(program, &train)?;
         let eval = compile(&graph, outputs, &sub("evaluate"))?;
         let labels = label_inputs(&graph);
         Ok(Trainer {
@@ -95,6 +108,7 @@ impl Trainer {
             eval,
             loss,
             trainable: params.into_iter().map(|p| p.0).collect(),
+            buffers,
             eval_stale: false,
             labels,
         })
@@ -135,16 +149,17 @@ impl Trainer {
         Ok(out[0].data()[0])
     }
 
-    /// Runs the evaluation outputs forward only, dropout off, with the current
-    /// parameters. Labels fed are checked as in [`Trainer::step`].
+    /// Runs the evaluation outputs forward only, compiled for evaluation
+    /// (dropout off, BatchNorm on its running statistics), with the current
+    /// parameters and buffers. Labels fed are checked as in [`Trainer::step`].
     pub fn evaluate(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
         self.check_label_feeds(feeds)?;
         if self.eval_stale {
-            for name in &self.trainable {
+            for name in self.trainable.iter().chain(&self.buffers) {
                 let data = self
                     .step
                     .param_data(name)
-                    .expect("trainable parameters live in the step");
+                    .expect("trainable parameters and buffers live in the step");
                 if self.eval.param_data(name).is_some() {
                     self.eval.set_param_data(name, data)?;
                 }
@@ -173,27 +188,43 @@ impl Trainer {
         self.step.set_param(LR, &Tensor::scalar(lr))
     }
 
-    /// The trainable parameters' current values, sorted by name.
+    /// The trainable parameters' current values, sorted by name
+    /// (`torch.nn.Module.named_parameters`).
     pub fn params(&self) -> Vec<(String, Tensor)> {
-        self.trainable
+        self.values(&self.trainable)
+    }
+
+    /// The layers' state tensors that training updates, such as BatchNorm's
+    /// `running_mean`, `running_var` and `num_batches_tracked`, in the
+    /// order the layers declared them (`torch.nn.Module.named_buffers`).
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        self.values(&self.buffers)
+    }
+
+    fn values(&self, names: &[String]) -> Vec<(String, Tensor)> {
+        names
             .iter()
-            .map(|n| (n.clone(), self.step.param(n).expect("trainable parameter")))
+            .map(|n| (n.clone(), self.step.param(n).expect("lives in the step")))
             .collect()
     }
 
-    /// Saves the trainable parameters to a safetensors file.
+    /// Saves the trainable parameters and the buffers (PyTorch's
+    /// `state_dict`) to a safetensors file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        weights::save(path, &self.params())
+        let mut all = self.params();
+        all.extend(self.buffers());
+        weights::save(path, &all)
     }
 
-    /// Loads trainable parameters from a safetensors file written by
-    /// [`Trainer::save`]. `Err` (and nothing changed) if the file cannot be
-    /// read, lacks a parameter, or holds one of another shape.
+    /// Loads trainable parameters and buffers from a safetensors file
+    /// written by [`Trainer::save`]. `Err` (and nothing changed) if the file
+    /// cannot be read, lacks one of them, or holds one of another shape.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let loaded = weights::load(path)?;
-        for name in &self.trainable {
-            let Some((_, t)) = loaded.iter().find(|(n, _)| n == name) else {
+        let names: Vec<&String> = self.trainable.iter().chain(&self.buffers).collect();
+        for name in &names {
+            let Some((_, t)) = loaded.iter().find(|(n, _)| n == *name) else {
                 return Err(KilnError::Invalid(format!(
                     "{}: no tensor named `{name}`",
                     path.display()
@@ -208,7 +239,7 @@ impl Trainer {
                 )));
             }
         }
-        for name in &self.trainable {
+        for name in names {
             let (_, t) = loaded
                 .iter()
                 .find(|(n, _)| n == name)

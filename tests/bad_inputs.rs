@@ -532,8 +532,8 @@ const CASES: &[Case] = &[
         let x = g.input("x", [16]).unwrap();
         let y = g.dropout(x, 0.5, 1).unwrap();
         let xs: Vec<f32> = [f32::NAN, -3.0, f32::INFINITY, 2.0].repeat(4);
-        let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
-        exe.set_training(true);
+        let training = kiln::CompileOptions { training: true, ..Default::default() };
+        let mut exe = kiln::compile(&g, &[y], &training).unwrap();
         let out = exe.run(&[("x", &t(&[16], &xs))]).unwrap().remove(0);
         // PyTorch's input · noise: NaN·0 and ∞·0 are NaN, −3·0 is −0.0
         let dropped: Vec<(f32, f32)> = xs

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
-use kiln::{Graph, Tensor};
+use kiln::{Graph, OpBuilder, Tensor};
 
 struct ConvCfg {
     n: usize,
@@ -860,4 +860,257 @@ fn same_padding_keeps_the_size_with_the_odd_cell_after_as_pytorch() {
         .build(&mut g, empty)
         .unwrap_err();
     assert!(err.to_string().contains("empty spatial dimension"), "{err}");
+}
+
+/// Per channel of `[N, C, *]` (f64): the mean, the biased and the unbiased
+/// variance over `N` and the positions.
+fn channel_stats(x: &Tensor) -> Vec<(f64, f64, f64)> {
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let inner = x.numel() / (n * c);
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = (0..n)
+                .flat_map(|i| (0..inner).map(move |j| (i * c + ch) * inner + j))
+                .map(|k| x.data()[k] as f64)
+                .collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let ss: f64 = vals.iter().map(|v| (v - m).powi(2)).sum();
+            (m, ss / vals.len() as f64, ss / (vals.len() as f64 - 1.0))
+        })
+        .collect()
+}
+
+/// `(x − mean[c]) / √(var[c] + eps)` over `[N, C, *]` in f64.
+fn standardized(x: &Tensor, mean: &[f64], var: &[f64], eps: f64) -> Vec<f32> {
+    let (c, inner) = (x.shape()[1], x.numel() / (x.shape()[0] * x.shape()[1]));
+    x.data()
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let ch = (k / inner) % c;
+            ((v as f64 - mean[ch]) / (var[ch] + eps).sqrt()) as f32
+        })
+        .collect()
+}
+
+/// A trainer over `y = BatchNorm(x)` whose loss is `Σ y²/2`, evaluating `y`;
+/// SGD at learning rate 0 keeps weight 1 and bias 0, so only the running
+/// statistics change.
+fn batch_norm_trainer(shape: &[usize], bn: impl Layer) -> kiln::Trainer {
+    let (mut g, x) = graph_with_input(shape);
+    let y = bn.build(&mut g, x).unwrap();
+    let sq = g.mul(y, y).unwrap();
+    let loss = g.sum_all(sq).unwrap();
+    kiln::Trainer::with_outputs(g, loss, &[y], kiln::optim::Sgd::new(0.0)).unwrap()
+}
+
+fn buffer(tr: &kiln::Trainer, name: &str) -> Vec<f32> {
+    let b = tr.buffers();
+    b.iter().find(|(n, _)| n == name).unwrap().1.data().to_vec()
+}
+
+#[test]
+fn batch_norm_1d_matches_pytorch_by_hand() {
+    // torch.nn.BatchNorm1d(2) in training on [[1, 2], [3, 6]]: channel 0
+    // has mean 2, variance 1 (unbiased 2); channel 1 mean 4, variance 4
+    // (unbiased 8)
+    let x = t(&[2, 2], &[1.0, 2.0, 3.0, 6.0]);
+    let mut tr = batch_norm_trainer(&[2, 2], nn::BatchNorm1d::new(2).name("bn"));
+    let g = tr.graph().clone();
+    let y = tr.graph().node_ids()[..]
+        .iter()
+        .copied()
+        .find(|&n| tr.graph().node(n).unwrap().op.name() == "train_eval")
+        .expect("the output's mode switch");
+    let training = kiln::CompileOptions {
+        training: true,
+        ..Default::default()
+    };
+    let out = kiln::compile(&g, &[y], &training)
+        .unwrap()
+        .run(&[("x", &x)])
+        .unwrap();
+    let s = 1.0 / (1.0f64 + 1e-5).sqrt();
+    let s4 = 2.0 / (4.0f64 + 1e-5).sqrt();
+    assert_close(
+        out[0].data(),
+        &[-s as f32, -s4 as f32, s as f32, s4 as f32],
+        1e-6,
+    );
+    tr.step(&[("x", &x)]).unwrap();
+    assert_close(&buffer(&tr, "bn.running_mean"), &[0.2, 0.4], 1e-6);
+    assert_close(&buffer(&tr, "bn.running_var"), &[1.1, 1.7], 1e-6);
+    assert_eq!(buffer(&tr, "bn.num_batches_tracked"), [1.0]);
+    // evaluation normalises with the running statistics
+    let got = tr.evaluate(&[("x", &x)]).unwrap().remove(0);
+    let want = standardized(&x, &[0.2, 0.4], &[1.1, 1.7], 1e-5);
+    assert_close(got.data(), &want, 1e-6);
+}
+
+#[test]
+fn batch_norm_2d_trains_on_batch_statistics_and_evaluates_on_running_ones() {
+    for momentum in [Some(0.3), None] {
+        let bn = nn::BatchNorm2d::new(3)
+            .momentum(momentum)
+            .eps(1e-3)
+            .name("bn");
+        let mut tr = batch_norm_trainer(&[4, 3, 2, 5], bn);
+        let (mut rm, mut rv) = (vec![0.0f64; 3], vec![1.0f64; 3]);
+        for step in 1..=3u64 {
+            let mut x = rand(&[4, 3, 2, 5], 40 + step);
+            x.data_mut().iter_mut().for_each(|v| *v = *v * 3.0 + 2.0);
+            let stats = channel_stats(&x);
+            let f = momentum.map_or(1.0 / step as f64, |m| m as f64);
+            for (c, &(m, _, unbiased)) in stats.iter().enumerate() {
+                rm[c] = f * m + (1.0 - f) * rm[c];
+                rv[c] = f * unbiased + (1.0 - f) * rv[c];
+            }
+            // the step's loss is Σ y²/2 of the batch-normalised y: N·H·W/2
+            // per channel, times var / (var + eps)
+            let loss = tr.step(&[("x", &x)]).unwrap() as f64;
+            let want: f64 = stats.iter().map(|s| 40.0 * s.1 / (s.1 + 1e-3)).sum();
+            assert!((loss - want).abs() < 1e-4 * want, "{loss} vs {want}");
+            let as32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+            assert_close(&buffer(&tr, "bn.running_mean"), &as32(&rm), 1e-5);
+            assert_close(&buffer(&tr, "bn.running_var"), &as32(&rv), 1e-5);
+            assert_eq!(buffer(&tr, "bn.num_batches_tracked"), [step as f32]);
+            let got = tr.evaluate(&[("x", &x)]).unwrap().remove(0);
+            assert_close(got.data(), &standardized(&x, &rm, &rv, 1e-3), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn batch_norm_compiles_each_mode_to_its_own_graph_equal_unrewritten() {
+    let x = rand(&[2, 4, 3, 3], 50);
+    for training in [true, false] {
+        let [compiled, unrewritten] = [
+            kiln::CompileOptions::default(),
+            kiln::CompileOptions::unrewritten(),
+        ]
+        .map(|o| {
+            let (mut g, xi) = graph_with_input(&[2, 4, 3, 3]);
+            let y = nn::BatchNorm2d::new(4).build(&mut g, xi).unwrap();
+            let o = kiln::CompileOptions { training, ..o };
+            let mut exe = kiln::compile(&g, &[y], &o).unwrap();
+            exe.run(&[("x", &x)]).unwrap().remove(0)
+        });
+        assert_eq!(compiled, unrewritten, "training {training}");
+        // training normalises with the batch's statistics: each channel has
+        // mean 0 and variance var/(var + eps); evaluation (running mean 0,
+        // variance 1) only scales by 1/√(1 + eps)
+        let want = if training {
+            let st = channel_stats(&x);
+            let (m, v): (Vec<f64>, Vec<f64>) = st.iter().map(|s| (s.0, s.1)).unzip();
+            standardized(&x, &m, &v, 1e-5)
+        } else {
+            standardized(&x, &[0.0; 4], &[1.0; 4], 1e-5)
+        };
+        assert_close(compiled.data(), &want, 1e-5);
+    }
+}
+
+#[test]
+fn batch_norm_refuses_bad_shapes_options_and_one_value_per_channel_in_training() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 4]).unwrap();
+    let x4 = g.input("x4", [2, 4, 3, 3]).unwrap();
+    let messages: Vec<String> = [
+        nn::BatchNorm1d::new(3).name("bn").build(&mut g, x),
+        nn::BatchNorm2d::new(4).name("bn").build(&mut g, x),
+        nn::BatchNorm1d::new(4).name("bn").build(&mut g, x4),
+        nn::BatchNorm1d::new(4)
+            .eps(-1.0)
+            .name("bn")
+            .build(&mut g, x),
+        nn::BatchNorm1d::new(4)
+            .momentum(Some(f32::INFINITY))
+            .name("bn")
+            .build(&mut g, x),
+    ]
+    .into_iter()
+    .map(|r| r.unwrap_err().to_string())
+    .collect();
+    assert!(
+        messages[0].contains("[N, 3] or [N, 3, L]"),
+        "{}",
+        messages[0]
+    );
+    assert!(messages[1].contains("[N, 4, H, W]") && messages[1].contains("[2, 4]"));
+    assert!(messages[2].contains("[2, 4, 3, 3]"), "{}", messages[2]);
+    assert!(messages[3].contains("eps"), "{}", messages[3]);
+    assert!(messages[4].contains("momentum"), "{}", messages[4]);
+    // one value per channel: evaluation runs, training is refused
+    let (mut g, x) = graph_with_input(&[1, 3]);
+    let y = nn::BatchNorm1d::new(3)
+        .name("bn1")
+        .build(&mut g, x)
+        .unwrap();
+    let one = t(&[1, 3], &[1.0, 2.0, 3.0]);
+    let out = eval(&g, y, &[("x", &one)]);
+    assert_close(
+        out.data(),
+        &standardized(&one, &[0.0; 3], &[1.0; 3], 1e-5),
+        1e-6,
+    );
+    let training = kiln::CompileOptions {
+        training: true,
+        ..Default::default()
+    };
+    let e = kiln::compile(&g, &[y], &training).unwrap_err().to_string();
+    assert!(
+        e.contains("bn1") && e.contains("more than 1 value per channel") && e.contains("[1, 3]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn batch_norm_with_a_symbolic_batch_counts_each_batch() {
+    let (mut g, x) = graph_with_input(&[kiln::BATCH, 2]);
+    let y = nn::BatchNorm1d::new(2).name("bn").build(&mut g, x).unwrap();
+    let sq = g.mul(y, y).unwrap();
+    let loss = g.sum_all(sq).unwrap();
+    let mut tr = kiln::Trainer::new(g, loss, kiln::optim::Sgd::new(0.0)).unwrap();
+    let mut rv = [1.0f64; 2];
+    for n in [4usize, 3, 4] {
+        let x = rand(&[n, 2], n as u64);
+        for (c, s) in channel_stats(&x).iter().enumerate() {
+            rv[c] = 0.1 * s.2 + 0.9 * rv[c];
+        }
+        tr.step(&[("x", &x)]).unwrap();
+        let want: Vec<f32> = rv.iter().map(|&v| v as f32).collect();
+        assert_close(&buffer(&tr, "bn.running_var"), &want, 1e-6);
+    }
+    let e = tr
+        .step(&[("x", &rand(&[1, 2], 9))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than 1 value per channel"), "{e}");
+}
+
+#[test]
+fn trainer_saves_and_loads_the_buffers_with_the_parameters() {
+    let dir = std::env::temp_dir().join(format!("kiln-bn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bn.safetensors");
+    let x = rand(&[4, 2, 3], 60);
+    let mut a = batch_norm_trainer(&[4, 2, 3], nn::BatchNorm1d::new(2).name("bn"));
+    a.step(&[("x", &x)]).unwrap();
+    a.save(&path).unwrap();
+    let saved: Vec<String> = kiln::weights::load(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for name in ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] {
+        assert!(saved.iter().any(|n| n == name), "{name} in {saved:?}");
+    }
+    let mut b = batch_norm_trainer(&[4, 2, 3], nn::BatchNorm1d::new(2).name("bn"));
+    let before = b.evaluate(&[("x", &x)]).unwrap().remove(0);
+    b.load(&path).unwrap();
+    assert_eq!(b.buffers(), a.buffers());
+    let after = b.evaluate(&[("x", &x)]).unwrap().remove(0);
+    assert_eq!(after, a.evaluate(&[("x", &x)]).unwrap().remove(0));
+    assert!(after != before, "the loaded running statistics are used");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -513,8 +513,11 @@ fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
     let x = Tensor::full([1000], 2.0);
     let (mut g, xi) = graph_with_input(&[1000]);
     let y = g.dropout(xi, 0.25, 42).unwrap();
-    let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
-    exe.set_training(true);
+    let training = kiln::CompileOptions {
+        training: true,
+        ..Default::default()
+    };
+    let mut exe = kiln::compile(&g, &[y], &training).unwrap();
     let a = exe.run(&[("x", &x)]).unwrap().remove(0);
     let b = exe.run(&[("x", &x)]).unwrap().remove(0);
     let kept = a.data().iter().filter(|&&v| v != 0.0).count();
@@ -524,14 +527,13 @@ fn dropout_is_identity_in_eval_and_a_seeded_scaled_mask_in_training() {
         .iter()
         .all(|&v| v == 0.0 || (v - 2.0 / 0.75).abs() < 1e-6));
     assert!(a != b, "the mask changes from step to step");
-    exe.set_training(false);
+    let mut eval = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
     assert!(
-        exe.run(&[("x", &x)]).unwrap()[0] == x,
+        eval.run(&[("x", &x)]).unwrap()[0] == x,
         "evaluation mode is the identity"
     );
     // the same seed and step give the same mask in a fresh executable
-    let mut exe2 = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
-    exe2.set_training(true);
+    let mut exe2 = kiln::compile(&g, &[y], &training).unwrap();
     assert!(exe2.run(&[("x", &x)]).unwrap()[0] == a);
 }
 

@@ -28,6 +28,7 @@ fn only(pass: &str) -> CompileOptions {
         dump_dir: None,
         threads: None,
         stop_after: None,
+        training: false,
     }
 }
 
@@ -199,6 +200,7 @@ fn dump_dir_holds_the_input_and_every_changing_pass() {
         dump_dir: Some(dir.clone()),
         threads: None,
         stop_after: None,
+        training: false,
     };
     compile(&m.graph, &[m.output], &opts).unwrap();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
@@ -780,6 +782,7 @@ fn conv_backward_program(layer: &dyn Layer, xshape: &[usize]) -> (Program, Tenso
         dump_dir: None,
         threads: None,
         stop_after: None,
+        training: false,
     };
     let (p, _) = optimize(
         Program {
@@ -874,6 +877,7 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
             dump_dir: None,
             threads: None,
             stop_after: None,
+            training: false,
         },
     )
     .unwrap()

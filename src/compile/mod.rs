@@ -51,6 +51,14 @@ pub struct CompileOptions {
     /// [`first_difference`], this bisects a rewrite that changes results
     /// (`kiln dump --stop-after N`, `kiln dump --bisect`).
     pub stop_after: Option<usize>,
+    /// Compile for training (PyTorch's `module.train()`): dropout draws
+    /// masks and every [`train_eval`](crate::ops::OpBuilder::train_eval)
+    /// takes its training value (BatchNorm's batch statistics). `false`,
+    /// the default, compiles for evaluation (`module.eval()`). The mode is
+    /// bound before the passes run, so each mode compiles to its own graph
+    /// (dumped as `01-train.txt` / `01-eval.txt` when that changed it).
+    /// [`crate::Trainer`] compiles its step for training.
+    pub training: bool,
 }
 
 impl Default for CompileOptions {
@@ -64,6 +72,7 @@ impl Default for CompileOptions {
                 .map(PathBuf::from),
             threads: None,
             stop_after: None,
+            training: false,
         }
     }
 }
@@ -116,7 +125,8 @@ pub fn compile(graph: &Graph, outputs: &[NodeId], options: &CompileOptions) -> R
 /// is how a training step applies its optimiser ([`crate::Trainer`]).
 ///
 /// A program with a symbolic batch ([`crate::BATCH`]) is specialised for
-/// batch 1 and compiled; a run with another batch compiles (once) and runs
+/// batch 1 (2 when compiling for training, where batch statistics need two
+/// values) and compiled; a run with another batch compiles (once) and runs
 /// that batch's specialisation, sharing parameters and state (see
 /// [`Executable::batch`]). With a dump folder, each batch dumps into its
 /// own subfolder `batch-N`.
@@ -126,6 +136,7 @@ pub fn compile_program(program: Program, options: &CompileOptions) -> Result<Exe
     }
     let (program, report) = optimize(program, options)?;
     let mut exe = schedule_with(&program, options.threads)?;
+    exe.set_training(options.training);
     exe.set_report(report);
     Ok(exe)
 }
@@ -139,6 +150,7 @@ fn compile_symbolic(program: Program, options: &CompileOptions) -> Result<Execut
         .map(|(n, id)| Ok((n.to_string(), program.graph.shape(id)?.to_vec())))
         .collect::<Result<_>>()?;
     let options = options.clone();
+    let training = options.training;
     let build = move |b: usize| {
         let dump_dir = options
             .dump_dir
@@ -150,8 +162,9 @@ fn compile_symbolic(program: Program, options: &CompileOptions) -> Result<Execut
         };
         compile_program(program.specialise(b)?, &o)
     };
-    let mut exe = build(1)?;
-    exe.set_batching(Batching::new(Box::new(build), inputs, 1));
+    let first = if training { 2 } else { 1 };
+    let mut exe = build(first)?;
+    exe.set_batching(Batching::new(Box::new(build), inputs, first));
     Ok(exe)
 }
 
@@ -186,6 +199,9 @@ pub fn optimize_with(
         Ok(())
     };
     dump("input", &program)?;
+    if program.bind_mode(options.training)? > 0 {
+        dump(if options.training { "train" } else { "eval" }, &program)?;
+    }
     let mut before = options.verify.then(|| program.clone());
     let report = pipeline.run_observed(&mut program, |name, _, p| {
         dump(name, p)?;
@@ -218,6 +234,9 @@ pub fn bisect(
     pipeline: &mut PassManager,
     options: &CompileOptions,
 ) -> Result<Bisection> {
+    let mut program = program.clone();
+    program.bind_mode(options.training)?;
+    let program = &program;
     let budget = pipeline.budget();
     let mut upto = |n: Option<usize>| -> Result<(Program, PassReport)> {
         pipeline.set_stop_after(n);

@@ -77,8 +77,8 @@ pub struct Executable {
 }
 
 impl Executable {
-    /// Training mode applies dropout masks; evaluation mode (the default) makes dropout the identity.
-    pub fn set_training(&mut self, training: bool) {
+    /// The mode the program was compiled for ([`crate::CompileOptions::training`]).
+    pub(crate) fn set_training(&mut self, training: bool) {
         self.ctx.training = training;
     }
 

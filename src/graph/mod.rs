@@ -58,6 +58,11 @@ pub struct Graph {
     params: BTreeMap<String, (NodeId, Tensor)>,
     /// Parameters that hold state (optimiser buffers), not trainable weights.
     state: std::collections::BTreeSet<String>,
+    /// Layer state a training step updates: `(state, new value)`.
+    state_updates: Vec<(NodeId, NodeId)>,
+    /// `(node, axes, who)`: compiling for training needs at least two
+    /// values of `node` over `axes` (batch statistics); `who` names the layer.
+    training_checks: Vec<(NodeId, Vec<usize>, String)>,
     next_seq: usize,
     seed: u64,
     name_counters: BTreeMap<String, usize>,
@@ -161,6 +166,76 @@ impl Graph {
         let id = self.add_param(name, shape.into(), init)?;
         self.state.insert(name.into());
         Ok(id)
+    }
+
+    /// Declares that a training step writes `value` into `state` after each
+    /// run (all reads in that run see the old value): how a layer keeps
+    /// state of its own, such as BatchNorm's running statistics (PyTorch's
+    /// buffers updated in `forward`). [`crate::Trainer`] applies these
+    /// updates beside its optimiser's, and saves and loads these states
+    /// with the parameters; an evaluation reads them. `Err` if `state` is
+    /// not a state tensor of this graph (see [`Graph::state`]), already has
+    /// an update, or differs from `value` in shape.
+    pub fn update_state(&mut self, state: NodeId, value: NodeId) -> Result<()> {
+        let (node, vshape) = (self.node(state)?, self.shape(value)?);
+        let name = match &node.op {
+            Op::Param(Param { name }) if self.state.contains(name) => name.clone(),
+            _ => {
+                return Err(KilnError::Invalid(format!(
+                    "update_state: %{} (`{}`) is not a state tensor: declare it with Graph::state",
+                    state.index(),
+                    node.op.name()
+                )))
+            }
+        };
+        if node.shape.dims() != vshape {
+            return Err(KilnError::Shape {
+                op: "update_state".into(),
+                message: format!(
+                    "new value for `{name}` has shape {vshape:?}, the state has {}",
+                    node.shape
+                ),
+            });
+        }
+        if self.state_updates.iter().any(|u| u.0 == state) {
+            return Err(KilnError::Invalid(format!(
+                "update_state: `{name}` already has an update: give each state one new value"
+            )));
+        }
+        self.state_updates.push((state, value));
+        Ok(())
+    }
+
+    /// Makes compiling for training refuse, naming `who`, a graph in which
+    /// `node` has fewer than two values over `axes` (PyTorch's BatchNorm
+    /// raises "expected more than 1 value per channel when training"). The
+    /// sizes are checked as compiled, after a symbolic batch is specialised.
+    pub(crate) fn require_two_in_training(&mut self, node: NodeId, axes: Vec<usize>, who: &str) {
+        self.training_checks.push((node, axes, who.into()));
+    }
+
+    /// `Err` naming the layer if a [`Graph::require_two_in_training`] check fails.
+    pub(crate) fn check_training(&self) -> Result<()> {
+        for (node, axes, who) in &self.training_checks {
+            let Ok(shape) = self.shape(*node) else {
+                continue;
+            };
+            if axes.iter().map(|&a| shape[a]).product::<usize>() < 2 {
+                return Err(KilnError::Shape {
+                    op: who.clone(),
+                    message: format!(
+                        "expected more than 1 value per channel when training, got input of shape {shape:?}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The layer-state updates declared with [`Graph::update_state`], as
+    /// `(state, new value)` in declaration order.
+    pub fn state_updates(&self) -> &[(NodeId, NodeId)] {
+        &self.state_updates
     }
 
     fn add_param(&mut self, name: &str, shape: Shape, init: Init) -> Result<NodeId> {

@@ -103,6 +103,37 @@ impl Program {
 }
 
 impl Program {
+    /// Binds the mode: every `train_eval(train, eval)` node is replaced by
+    /// its `train` operand when `training`, else by `eval` (also where it is
+    /// an output or an update's value), and removed. Returns how many were.
+    /// `Err` when compiling for training a graph whose batch statistics
+    /// would have a single value (see BatchNorm).
+    pub fn bind_mode(&mut self, training: bool) -> Result<usize> {
+        if training {
+            self.graph.check_training()?;
+        }
+        let picks: Vec<NodeId> = self
+            .graph
+            .node_ids()
+            .into_iter()
+            .filter(|&n| matches!(self.graph.g[n.0].op, Op::TrainEval))
+            .collect();
+        for &n in &picks {
+            let chosen = self.graph.operands(n)[usize::from(!training)];
+            self.graph.replace_uses(n, chosen)?;
+            let roots = self.outputs.iter_mut();
+            for r in roots.chain(self.updates.iter_mut().map(|u| &mut u.1)) {
+                if *r == n {
+                    *r = chosen;
+                }
+            }
+        }
+        for &n in &picks {
+            self.graph.remove_node(n);
+        }
+        Ok(picks.len())
+    }
+
     /// Whether an input's shape holds the symbolic batch ([`crate::BATCH`]):
     /// the program must be specialised before it is compiled.
     pub fn is_symbolic(&self) -> bool {

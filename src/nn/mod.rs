@@ -4,6 +4,7 @@
 //! matmul, reductions); the compiler's passes turn them into fused kernels.
 
 mod activation;
+mod batch_norm;
 mod conv;
 mod linear;
 pub mod loss;
@@ -13,6 +14,7 @@ mod pool;
 mod reshape;
 
 pub use activation::*;
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use linear::Linear;
 pub use loss::{

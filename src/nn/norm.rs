@@ -165,35 +165,66 @@ impl Layer for Identity {
     }
 }
 
-/// `(x − mean) / √(var + eps)` over `axes` (biased variance), keeping dims.
-/// The values are first shifted by the group's first element (the result
-/// is the same in exact arithmetic): a constant group is then exactly 0
-/// (NaN with eps 0), as PyTorch's, where its f32 mean alone would leave a
-/// rounding error that normalises to ±1; large offsets cancel less too.
-fn normalize(g: &mut Graph, x: NodeId, axes: &[isize], eps: f32) -> Result<NodeId> {
+/// Statistics of a tensor over some axes (kept as size-1 dims).
+pub(super) struct Moments {
+    /// `x − mean`.
+    pub centred: NodeId,
+    /// The mean.
+    pub mean: NodeId,
+    /// The biased variance, `mean((x − mean)²)`.
+    pub var: NodeId,
+}
+
+/// The [`Moments`] of `x` over `axes`. The values are first shifted by the
+/// group's first element (the result is the same in exact arithmetic): a
+/// constant group is then exactly 0 (NaN with eps 0), as PyTorch's, where
+/// its f32 mean alone would leave a rounding error that normalises to ±1;
+/// large offsets cancel less too.
+pub(super) fn moments(g: &mut Graph, x: NodeId, axes: &[isize]) -> Result<Moments> {
     let shape = g.shape(x)?.to_vec();
-    let size = |a: isize| shape[(a + shape.len() as isize) as usize];
-    let mut x = x;
+    let size = |a: isize| shape[a.rem_euclid(shape.len() as isize) as usize];
+    let (mut shifted, mut first) = (x, None);
     if axes.iter().all(|&a| size(a) > 0) {
-        let mut first = x;
+        let mut f = x;
         for &a in axes {
-            first = g.slice(first, a, 0, 1, 1)?;
+            f = g.slice(f, a, 0, 1, 1)?;
         }
-        x = g.sub(x, first)?;
+        shifted = g.sub(x, f)?;
+        first = Some(f);
     }
-    let mean = g.mean(x, axes, true)?;
-    let centred = g.sub(x, mean)?;
+    let mean = g.mean(shifted, axes, true)?;
+    let centred = g.sub(shifted, mean)?;
     let squares = g.mul(centred, centred)?;
     let var = g.mean(squares, axes, true)?;
+    let mean = match first {
+        Some(f) => g.add(f, mean)?,
+        None => mean,
+    };
+    Ok(Moments { centred, mean, var })
+}
+
+/// `centred / √(var + eps)`.
+pub(super) fn scale_by_std(
+    g: &mut Graph,
+    centred: NodeId,
+    var: NodeId,
+    eps: f32,
+) -> Result<NodeId> {
     let shifted = g.add_scalar(var, eps)?;
     let std = g.sqrt(shifted)?;
     let inv = g.recip(std)?;
     g.mul(centred, inv)
 }
 
+/// `(x − mean) / √(var + eps)` over `axes` (biased variance, see [`moments`]).
+fn normalize(g: &mut Graph, x: NodeId, axes: &[isize], eps: f32) -> Result<NodeId> {
+    let m = moments(g, x, axes)?;
+    scale_by_std(g, m.centred, m.var, eps)
+}
+
 /// `y · weight + bias` with parameters of shape `shape` (weight 1, bias 0)
 /// broadcast as `broadcast` against `y`.
-fn affine(
+pub(super) fn affine(
     g: &mut Graph,
     name: &str,
     y: NodeId,
@@ -218,7 +249,7 @@ fn affine(
 }
 
 /// `Err` unless `eps` is finite and not negative.
-fn check_eps(name: &str, eps: f32) -> Result<()> {
+pub(super) fn check_eps(name: &str, eps: f32) -> Result<()> {
     match eps.is_finite() && eps >= 0.0 {
         true => Ok(()),
         false => shape_err(name, format!("eps must be finite and ≥ 0, got {eps}")),

@@ -161,6 +161,12 @@ pub trait OpBuilder {
         self.add(x, s)
     }
 
+    /// `train` when the graph is compiled for training, `eval` when for
+    /// evaluation (see [`crate::ops::TrainEval`]); equal shapes.
+    fn train_eval(&mut self, train: NodeId, eval: NodeId) -> Result<NodeId> {
+        self.add_op(Op::TrainEval, &[train, eval])
+    }
+
     /// `a` where `cond != 0`, else `b` (all three broadcast).
     fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
         self.add_op(Op::Select, &[cond, a, b])

@@ -20,6 +20,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod fused;
 pub mod matmul;
+pub mod mode;
 pub mod movement;
 pub mod pool;
 pub mod reduce;
@@ -32,6 +33,7 @@ pub use dropout::Dropout;
 pub use elementwise::{BinaryOp, Select, UnaryOp};
 pub use fused::Fused;
 pub use matmul::MatMul;
+pub use mode::TrainEval;
 pub use movement::{
     Broadcast, Concat, Output, Pad, Permute, Reshape, Slice, Stack, StopGradient, Transpose,
 };
@@ -131,6 +133,8 @@ pub enum Op {
     AvgPoolBackward(AvgPoolBackward),
     /// Inverted dropout (identity in evaluation mode).
     Dropout(Dropout),
+    /// The first operand in training mode, the second in evaluation mode.
+    TrainEval,
 }
 
 /// How many operands an op takes.
@@ -269,6 +273,7 @@ impl Op {
             Op::AvgPool(d) => d,
             Op::AvgPoolBackward(d) => d,
             Op::Dropout(d) => d,
+            Op::TrainEval => &TrainEval,
         }
     }
 
