@@ -355,6 +355,19 @@ fn norm_layers() {
     });
 }
 
+/// `train_eval(x², eˣ)·x`: each mode's gradient is its own branch's
+/// (`3x²` or `(x + 1)·eˣ`), though both branches share `x`.
+#[test]
+fn train_eval_differentiates_each_mode() {
+    for training in [true, false] {
+        check_in(training, vec![rand(&[2, 3], 38)], |g, x| {
+            let (sq, e) = (g.mul(x[0], x[0])?, g.exp(x[0])?);
+            let m = g.train_eval(sq, e)?;
+            g.mul(m, x[0])
+        });
+    }
+}
+
 /// BatchNorm in both modes: through the batch statistics in training, the
 /// running statistics (state, differentiated like parameters here) in
 /// evaluation.

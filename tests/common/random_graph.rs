@@ -125,7 +125,7 @@ fn arr<const D: usize>(u: &mut Unstructured, lo: usize, hi: usize) -> Result<[us
 fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option<NodeId>> {
     let x = pick(u, pool)?;
     let xs = g.shape(x).expect("pool node").to_vec();
-    let r = match u.int_in_range(0u8..=48)? {
+    let r = match u.int_in_range(0u8..=49)? {
         0 => g.neg(x),
         1 => g.exp(x),
         2 => g.log(x),
@@ -309,6 +309,16 @@ fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option
         45 => g.gelu(x),
         46 => g.gelu_tanh(x),
         47 => g.silu(x),
+        48 => {
+            // a mode switch between two nodes of x's shape
+            let same: Vec<NodeId> = pool
+                .iter()
+                .copied()
+                .filter(|&n| g.shape(n).is_ok_and(|s| s == xs))
+                .collect();
+            let y = pick(u, &same)?;
+            g.train_eval(x, y)
+        }
         _ => {
             let slope = [0.01, 0.0, -0.5, 1.0, f32::NAN][u.int_in_range(0..=4usize)?];
             g.leaky_relu(x, slope)
@@ -380,7 +390,7 @@ fn compare(
 }
 
 /// Builds one random graph from `u`, compiles it with every pass and
-/// unrewritten, runs both and panics (with the graph's dump) if they differ.
+/// unrewritten (both for training or both for evaluation), runs both and panics (with the graph's dump) if they differ.
 pub fn check(u: &mut Unstructured) -> Result<()> {
     let mut g = Graph::with_seed(u.arbitrary()?);
     let mut pool = Vec::new();
@@ -423,6 +433,7 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
 
     let all = CompileOptions {
         threads: Some(1),
+        training: u.arbitrary()?,
         verify: false,
         dump_dir: None,
         ..CompileOptions::default()
