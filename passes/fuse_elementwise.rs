@@ -9,8 +9,11 @@
 //! ```
 //! A node read by several others, or returned, stays a boundary (nothing is
 //! computed twice). Every operand of a fused loop has its shape, one element,
-//! or its trailing dimensions (so `relu(matmul(x, w) + b)` is one loop after
-//! the GEMM); other broadcasts stay outside. Results are bit-identical.
+//! or one run of its dimensions with 1s around it (so `relu(matmul(x, w) + b)`
+//! is one loop after the GEMM, and a per-channel `[1, C, 1, 1]` scale is read
+//! in place); a `broadcast` of such an operand is read from its source (no
+//! broadcast copy is made), other broadcasts stay outside. Results are
+//! bit-identical.
 
 use super::{Pass, Patch, Program, Rewriter, Src};
 use crate::error::Result;
@@ -18,6 +21,7 @@ use crate::graph::NodeId;
 use crate::ops::fused::{fused_shape, repeats_into, Instr, MAX_INSTRS};
 use crate::ops::Op;
 use crate::ops::{Fill, Fused};
+use crate::shape::block_repeat;
 use std::collections::{HashMap, HashSet};
 
 /// Fuses element-wise chains.
@@ -49,6 +53,8 @@ struct Group {
     absorbed: Vec<NodeId>,
     /// Nodes being folded in right now (the recursion's depth).
     depth: usize,
+    /// Broadcasts whose operand the loop reads instead.
+    bypassed: usize,
 }
 
 /// The deepest chain one group folds in: a node further from the root is
@@ -99,13 +105,33 @@ impl Group {
                     _ => unreachable!("elementwise() admits only these ops"),
                 }
             }
-            _ => {
-                self.operands.push(n);
-                self.push(Instr::Operand(self.operands.len() - 1))
+            (Op::Broadcast(_), _) => {
+                // the loop repeats the broadcast's operand itself, when it can
+                let src = p.graph.operands(n)[0];
+                match block_repeat(p.graph.shape(src)?, root_shape) {
+                    Some(_) => {
+                        self.bypassed += 1;
+                        self.operand(src)
+                    }
+                    None => self.operand(n),
+                }
             }
+            _ => self.operand(n),
         };
         self.regs.insert(n, reg);
         Ok(reg)
+    }
+
+    /// A register reading `n` as an operand of the loop.
+    fn operand(&mut self, n: NodeId) -> usize {
+        let k = match self.operands.iter().position(|&o| o == n) {
+            Some(k) => k,
+            None => {
+                self.operands.push(n);
+                self.operands.len() - 1
+            }
+        };
+        self.push(Instr::Operand(k))
     }
 
     /// Appends a fused expression whose operand `k` is our register `args[k]`;
@@ -171,10 +197,12 @@ fn group_at(p: &Program, n: NodeId) -> Result<Option<Group>> {
         regs: HashMap::new(),
         absorbed: Vec::new(),
         depth: 0,
+        bypassed: 0,
     };
     let out = group.visit(p, n)?;
     let fits = group.expr.len() <= MAX_INSTRS && out + 1 == group.expr.len();
-    if group.absorbed.is_empty() || !fits || group.operands.is_empty() {
+    let folds = !group.absorbed.is_empty() || group.bypassed > 0;
+    if !folds || !fits || group.operands.is_empty() {
         return Ok(None);
     }
     // constants folded in carry no shape, and the loop takes its shape

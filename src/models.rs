@@ -29,7 +29,98 @@ pub const MODELS: &[(&str, &str)] = &[
     ("cnn", "conv 1→16 3x3 pad 1, ReLU, max-pool 2, conv 16→32 3x3 pad 1, ReLU, max-pool 2, flatten, linear 1568→10 on [32,1,28,28]"),
     ("mlp", "linear 784→128, ReLU, linear 128→10 on [32,784]"),
     ("linear", "Linear 1024→1024, bias on [256,1024]"),
+    ("resnet", "ResNet-8: conv 1→16 + BN + ReLU, three stages of one basic block (16, 32, 64 channels; stride 2 between stages, 1x1 conv + BN shortcuts), global average pool, linear 64→10 on [32,1,28,28]"),
 ];
+
+/// A ResNet basic block (`torchvision.models.resnet.BasicBlock`):
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both convolutions
+/// 3x3 without bias, the first with `stride`; the shortcut is `x` itself,
+/// or a 1x1 convolution with `stride` and a BatchNorm where the shape
+/// changes. Input `[N, in, H, W]`, output `[N, out, ⌈H/stride⌉, ⌈W/stride⌉]`.
+pub struct BasicBlock {
+    conv1: nn::Conv2d,
+    bn1: nn::BatchNorm2d,
+    conv2: nn::Conv2d,
+    bn2: nn::BatchNorm2d,
+    shortcut: Option<nn::Sequential>,
+}
+
+impl BasicBlock {
+    /// `in_channels → out_channels`, the first convolution with `stride`;
+    /// parameters named `{name}.conv1.weight`, `{name}.bn1.running_mean`, ...
+    pub fn new(in_channels: usize, out_channels: usize, stride: usize, name: &str) -> Self {
+        let conv = |i, s, part: &str| {
+            nn::Conv2d::new(i, out_channels, 3)
+                .stride(s)
+                .padding(1)
+                .bias(false)
+                .name(&format!("{name}.{part}"))
+        };
+        let bn = |part: &str| nn::BatchNorm2d::new(out_channels).name(&format!("{name}.{part}"));
+        let shortcut = (stride != 1 || in_channels != out_channels).then(|| {
+            nn::Sequential::new()
+                .push(
+                    nn::Conv2d::new(in_channels, out_channels, 1)
+                        .stride(stride)
+                        .bias(false)
+                        .name(&format!("{name}.downsample.0")),
+                )
+                .push(bn("downsample.1"))
+        });
+        BasicBlock {
+            conv1: conv(in_channels, stride, "conv1"),
+            bn1: bn("bn1"),
+            conv2: conv(out_channels, 1, "conv2"),
+            bn2: bn("bn2"),
+            shortcut,
+        }
+    }
+}
+
+impl Layer for BasicBlock {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let h = self.conv1.build(g, x)?;
+        let h = self.bn1.build(g, h)?;
+        let h = g.relu(h)?;
+        let h = self.conv2.build(g, h)?;
+        let h = self.bn2.build(g, h)?;
+        let s = match &self.shortcut {
+            Some(downsample) => downsample.build(g, x)?,
+            None => x,
+        };
+        let y = g.add(h, s)?;
+        g.relu(y)
+    }
+}
+
+/// A ResNet for `[N, 1, 28, 28]` images and 10 classes, in the CIFAR
+/// ResNet's shape (He et al. 2016, §4.2): a 3x3 convolution to 16 channels
+/// with BatchNorm and ReLU, three stages of `blocks` [`BasicBlock`]s with
+/// 16, 32 and 64 channels (the 2nd and 3rd starting with stride 2), global
+/// average pooling and a linear layer. `blocks` 1 is ResNet-8, 3 ResNet-20.
+pub fn resnet(blocks: usize) -> nn::Sequential {
+    let mut net = nn::Sequential::new()
+        .push(
+            nn::Conv2d::new(1, 16, 3)
+                .padding(1)
+                .bias(false)
+                .name("conv1"),
+        )
+        .push(nn::BatchNorm2d::new(16).name("bn1"))
+        .push(nn::Relu);
+    let mut channels = 16;
+    for (stage, width) in [16, 32, 64].into_iter().enumerate() {
+        for b in 0..blocks {
+            let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+            let name = format!("layer{}.{b}", stage + 1);
+            net = net.push(BasicBlock::new(channels, width, stride, &name));
+            channels = width;
+        }
+    }
+    net.push(nn::GlobalAvgPool2d)
+        .push(nn::Flatten)
+        .push(nn::Linear::new(64, 10).name("fc"))
+}
 
 /// The `cnn` network (input `[N, 1, 28, 28]`, 10 logits).
 pub fn cnn() -> nn::Sequential {
@@ -81,6 +172,7 @@ pub fn build(name: &str, seed: u64) -> Result<Model> {
         ),
         "cnn" => (vec![32, 1, 28, 28], Box::new(cnn())),
         "mlp" => (vec![32, 784], Box::new(mlp())),
+        "resnet" => (vec![32, 1, 28, 28], Box::new(resnet(1))),
         "linear" => (
             vec![256, 1024],
             Box::new(nn::Linear::new(1024, 1024).name("fc")),
@@ -104,7 +196,7 @@ pub fn build(name: &str, seed: u64) -> Result<Model> {
 }
 
 /// Built-in model `name` as a program for the compiler: its forward output,
-/// or with `train` its training graph. For `cnn` and `mlp` that is a whole
+/// or with `train` its training graph. For `cnn`, `mlp` and `resnet` that is a whole
 /// training step (outputs `[loss]`; softmax cross-entropy against an input
 /// `labels`; SGD with lr 0.01 and momentum 0.9 as parameter updates). For the
 /// single layers it is the seed benchmark's forward+backward graph: outputs
@@ -122,7 +214,7 @@ pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
             updates: vec![],
         });
     }
-    if matches!(name, "cnn" | "mlp") {
+    if matches!(name, "cnn" | "mlp" | "resnet") {
         let labels = graph.input("labels", [inputs[0].1[0]])?;
         let loss = nn::softmax_cross_entropy(&mut graph, output, labels, nn::Reduction::Mean)?;
         let updates =

@@ -247,6 +247,26 @@ fn dim_from_right(s: &[usize], k: usize) -> usize {
     }
 }
 
+/// How an operand of shape `src` repeats when broadcast to `dst`, when its
+/// dimensions other than 1 form one run equal to `dst`'s there (a per-channel
+/// `[1, C, 1, 1]` over `[N, C, H, W]`, a bias row `[W]`, a scalar, `dst`
+/// itself): `(len, inner)`, element `i` of the result reading element
+/// `i / inner % len` of `src`. `None` for other broadcasts (`[N, 1, W]`, say)
+/// and for shapes that do not broadcast to `dst`.
+pub fn block_repeat(src: &[usize], dst: &[usize]) -> Option<(usize, usize)> {
+    let off = dst.len().checked_sub(src.len())?;
+    let at = |d: usize| if d < off { 1 } else { src[d - off] };
+    let Some(first) = (0..dst.len()).find(|&d| at(d) != 1) else {
+        return Some((1, dst.iter().product::<usize>().max(1)));
+    };
+    let last = (0..dst.len()).rfind(|&d| at(d) != 1).expect("one exists");
+    if (first..=last).any(|d| at(d) != dst[d]) {
+        return None;
+    }
+    let len = dst[first..=last].iter().product();
+    Some((len, dst[last + 1..].iter().product()))
+}
+
 /// Strides that read an array of shape `src` as if it had been broadcast to `dst`
 /// (stride 0 along broadcast dimensions). `src` must broadcast to `dst`.
 pub fn broadcast_strides(src: &[usize], dst: &[usize]) -> SmallDims {

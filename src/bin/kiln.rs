@@ -275,6 +275,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
             let options = CompileOptions {
                 passes: selection,
                 stop_after,
+                training: train,
                 ..CompileOptions::default()
             };
             if bisect {

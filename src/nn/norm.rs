@@ -189,6 +189,9 @@ pub(super) fn moments(g: &mut Graph, x: NodeId, axes: &[isize]) -> Result<Moment
         for &a in axes {
             f = g.slice(f, a, 0, 1, 1)?;
         }
+        // the result does not depend on the shift, so neither does its
+        // gradient: taking none through it saves a backward sweep
+        let f = g.stop_gradient(f)?;
         shifted = g.sub(x, f)?;
         first = Some(f);
     }

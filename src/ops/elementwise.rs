@@ -1,11 +1,12 @@
 //! Element-wise ops: unary maths, binary arithmetic/comparisons with numpy
 //! broadcasting, and `select`.
 
+use super::fused::{fused, fused_over, Instr, Instr::Operand};
 use super::View;
 use super::{one, Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
-use crate::shape::{broadcast_pair, broadcast_strides, strided_walk};
+use crate::shape::{block_repeat, broadcast_pair, broadcast_strides, strided_walk};
 use serde::{Deserialize, Serialize};
 
 /// `√(2/π)`, the tanh-approximate GELU's scale (PyTorch's `kBeta`).
@@ -286,6 +287,10 @@ pub fn binary_in_place(
         }
         return;
     }
+    if block_repeat(other.shape, out_shape).is_some() {
+        let expr = [Operand(0), Operand(1), Instr::Binary(op, 0, 1)];
+        return fused_over(&expr, ins, Some(aliased), out, out_shape);
+    }
     let so = broadcast_strides(other.shape, out_shape);
     strided_walk(out_shape, [&so], |i, [k]| {
         out[i] = apply(out[i], other.data[k])
@@ -299,6 +304,14 @@ pub fn binary(op: BinaryOp, a: View, b: View, out: &mut [f32], out_shape: &[usiz
             *o = op.apply(x, y);
         }
         return;
+    }
+    if [a.shape, b.shape]
+        .iter()
+        .all(|s| block_repeat(s, out_shape).is_some())
+    {
+        // a per-channel or row operand: the fused loop copies or fills runs
+        let expr = [Operand(0), Operand(1), Instr::Binary(op, 0, 1)];
+        return fused(&expr, &[a, b], out, out_shape);
     }
     let sa = broadcast_strides(a.shape, out_shape);
     let sb = broadcast_strides(b.shape, out_shape);

@@ -14,6 +14,7 @@ use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
 use crate::ops::fmt_f32;
+use crate::shape::block_repeat;
 use serde::{Deserialize, Serialize};
 
 /// Most instructions one fused loop holds (registers live on the stack).
@@ -203,25 +204,58 @@ fn unary_block(op: UnaryOp, a: Arg, dst: &mut [f32]) {
 }
 
 /// Whether an operand of shape `s` fits a fused loop over `out`: the same
-/// shape, one element, or (leading 1s aside) `out`'s trailing dimensions, so
-/// that element `i` of the output reads element `i mod len`.
+/// shape, one element, or one run of `out`'s dimensions with 1s around it
+/// (a bias row, a per-channel `[1, C, 1, 1]`; see [`block_repeat`]).
 pub fn repeats_into(s: &[usize], out: &[usize]) -> bool {
-    let core = &s[s.iter().take_while(|&&d| d == 1).count()..];
-    s == out || s.iter().product::<usize>() == 1 || (s.len() <= out.len() && out.ends_with(core))
+    s.iter().product::<usize>() == 1 || block_repeat(s, out).is_some()
 }
 
-/// Kernel of `Fused`: the expression block by block; operands and constants
-/// are read in place, only computed values use the (stack) registers.
-pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32]) {
-    fused_over(expr, ins, None, out)
+/// Kernel of `Fused`: the expression block by block over `out` (of shape
+/// `out_shape`); operands and constants are read in place, only computed
+/// values and repeated operands use the (stack) registers.
+pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32], out_shape: &[usize]) {
+    fused_over(expr, ins, None, out, out_shape)
+}
+
+/// Writes elements `start..start + dst.len()` of operand `d` repeated as
+/// [`block_repeat`] gives (`len`, `inner`): whole runs copied or filled.
+fn repeat_block(d: &[f32], inner: usize, start: usize, dst: &mut [f32]) {
+    let mut j = 0;
+    while j < dst.len() {
+        let p = start + j;
+        let c = p / inner % d.len();
+        let run = if inner == 1 {
+            let run = (d.len() - c).min(dst.len() - j);
+            dst[j..j + run].copy_from_slice(&d[c..c + run]);
+            run
+        } else {
+            let run = (inner - p % inner).min(dst.len() - j);
+            dst[j..j + run].fill(d[c]);
+            run
+        };
+        j += run;
+    }
 }
 
 /// [`fused`], or with `aliased = Some(k)` written over operand `k` (of the
 /// output's shape): `out` then holds that operand on entry, and each block of
 /// it is copied into its register before the block's result is stored.
-pub fn fused_over(expr: &[Instr], ins: &[View], aliased: Option<usize>, out: &mut [f32]) {
+pub fn fused_over(
+    expr: &[Instr],
+    ins: &[View],
+    aliased: Option<usize>,
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
     let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
     let n = out.len();
+    // per operand: the `inner` of its repetition (see `block_repeat`)
+    let mut inner = [1usize; MAX_INSTRS];
+    for (i, instr) in expr.iter().enumerate() {
+        if let Instr::Operand(k) = *instr {
+            inner[i] = block_repeat(ins[k].shape, out_shape).map_or(1, |r| r.1);
+        }
+    }
     let last = expr.len() - 1;
     let mut start = 0;
     while start < n {
@@ -232,10 +266,8 @@ pub fn fused_over(expr: &[Instr], ins: &[View], aliased: Option<usize>, out: &mu
                 if Some(k) == aliased {
                     regs[i][..len].copy_from_slice(&out[start..start + len]);
                 } else if d.len() > 1 && d.len() < n {
-                    // a repeated row: this block of it, in the operand's register
-                    for (j, v) in regs[i][..len].iter_mut().enumerate() {
-                        *v = d[(start + j) % d.len()];
-                    }
+                    // a repeated operand: this block of it, in its register
+                    repeat_block(d, inner[i], start, &mut regs[i][..len]);
                 }
             }
             let (done, rest) = regs.split_at_mut(i);
@@ -345,8 +377,8 @@ impl OpDef for Fused {
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         fused_shape(&self.expr, ins)
     }
-    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
-        fused(&self.expr, ins, out)
+    fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
+        fused(&self.expr, ins, out, out_shape)
     }
     fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
         fused_vjp(&self.expr, g, xs, gy)
@@ -354,8 +386,8 @@ impl OpDef for Fused {
     fn in_place_operands(&self, ins: &[&[usize]], out_shape: &[usize]) -> Vec<usize> {
         (0..ins.len()).filter(|&k| ins[k] == out_shape).collect()
     }
-    fn eval_in_place(&self, ins: &[View], aliased: usize, out: &mut [f32], _: &[usize]) {
-        fused_over(&self.expr, ins, Some(aliased), out)
+    fn eval_in_place(&self, ins: &[View], aliased: usize, out: &mut [f32], shape: &[usize]) {
+        fused_over(&self.expr, ins, Some(aliased), out, shape)
     }
     fn is_elementwise(&self) -> bool {
         true
@@ -365,6 +397,62 @@ impl OpDef for Fused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An operand repeated per channel, per row, per plane or as a scalar
+    /// reads, at every output element (across block edges), the element
+    /// numpy broadcasting names; other broadcasts are not block repeats.
+    #[test]
+    fn block_repeated_operands_read_their_broadcast_element() {
+        let out = [3, 5, 7, 11]; // 1155 elements: several blocks, ragged runs
+        let n: usize = out.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        for s in [
+            vec![1, 5, 1, 1],
+            vec![5, 1, 1],
+            vec![7, 11],
+            vec![1, 1, 7, 1],
+            vec![3, 5, 1, 1],
+            vec![1],
+            vec![3, 5, 7, 11],
+        ] {
+            assert!(block_repeat(&s, &out).is_some(), "{s:?}");
+            let len: usize = s.iter().product();
+            let d: Vec<f32> = (0..len).map(|i| 1000.0 * (i + 1) as f32).collect();
+            let expr = [
+                Instr::Operand(0),
+                Instr::Operand(1),
+                Instr::Binary(BinaryOp::Add, 0, 1),
+            ];
+            let views = [
+                View {
+                    shape: &out,
+                    data: &x,
+                },
+                View {
+                    shape: &s,
+                    data: &d,
+                },
+            ];
+            let mut got = vec![0.0; n];
+            fused(&expr, &views, &mut got, &out);
+            // the numpy rule: index by the output's multi-index, 0 where s has 1
+            let pad = out.len() - s.len();
+            for (i, &g) in got.iter().enumerate() {
+                let (mut rest, mut k, mut stride) = (i, 0, 1);
+                for dim in (0..out.len()).rev() {
+                    let idx = rest % out[dim];
+                    rest /= out[dim];
+                    if dim >= pad && s[dim - pad] != 1 {
+                        k += idx * stride;
+                        stride *= s[dim - pad];
+                    }
+                }
+                assert_eq!(g, x[i] + d[k], "shape {s:?}, element {i}");
+            }
+        }
+        assert!(block_repeat(&[3, 1, 7, 1], &out).is_none());
+        assert!(block_repeat(&[2, 1], &out).is_none());
+    }
 
     /// A fused `select` equals the `select` op bit for bit for every kind of
     /// operand (per element, one value), across block edges and with NaN,
@@ -409,7 +497,7 @@ mod tests {
                 Instr::Select(0, 1, 2),
             ];
             let mut got = vec![7.0; n];
-            fused(&expr, &views, &mut got);
+            fused(&expr, &views, &mut got, &full);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "operand kinds {kinds:03b}");
         }

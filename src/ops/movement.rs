@@ -6,7 +6,8 @@ use super::{one, Arity, Grads, Op, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
 use crate::shape::{
-    broadcast_pair, broadcast_strides, checked_numel, checked_size, strided_walk, strides,
+    broadcast_pair, broadcast_strides, checked_numel, checked_size, small_strides, strided_walk,
+    SmallDims,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +48,11 @@ pub fn transpose_shape(op: &str, x: &[usize], perm: &[usize]) -> Result<Vec<usiz
 
 /// Reference kernel of `Transpose`: per-element index arithmetic (the slow generic form).
 pub fn transpose(perm: &[usize], x: View, out: &mut [f32], out_shape: &[usize]) {
-    let sx = strides(x.shape);
-    let read: Vec<usize> = perm.iter().map(|&p| sx[p]).collect();
+    let sx = small_strides(x.shape);
+    let mut read = SmallDims::zeros(perm.len());
+    for (r, &p) in read.iter_mut().zip(perm) {
+        *r = sx[p];
+    }
     strided_walk(out_shape, [&read], |i, [o]| out[i] = x.data[o]);
 }
 
@@ -109,7 +113,7 @@ pub fn slice(
     out: &mut [f32],
     out_shape: &[usize],
 ) {
-    let mut s = strides(x.shape);
+    let mut s = small_strides(x.shape);
     let base = start * s[axis];
     s[axis] *= step;
     strided_walk(out_shape, [&s], |i, [o]| out[i] = x.data[base + o]);
@@ -143,8 +147,8 @@ pub fn pad_shape(x: &[usize], pads: &[(usize, usize)]) -> Result<Vec<usize>> {
 /// Reference kernel of `Pad`.
 pub fn pad(x: View, pads: &[(usize, usize)], value: f32, out: &mut [f32], out_shape: &[usize]) {
     out.fill(value);
-    let so = strides(out_shape);
-    let base: usize = pads.iter().zip(&so).map(|(&(b, _), &s)| b * s).sum();
+    let so = small_strides(out_shape);
+    let base: usize = pads.iter().zip(so.iter()).map(|(&(b, _), &s)| b * s).sum();
     strided_walk(x.shape, [&so], |i, [o]| out[base + o] = x.data[i]);
 }
 

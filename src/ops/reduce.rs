@@ -4,7 +4,7 @@ use super::View;
 use super::{one, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
-use crate::shape::{strided_walk, strides};
+use crate::shape::{small_strides, strided_walk, SmallDims};
 use serde::{Deserialize, Serialize};
 
 /// What a `Reduce` computes.
@@ -72,13 +72,12 @@ pub fn reduce_shape(
 }
 
 /// Strides that map an input multi-index onto the reduced output (0 on reduced axes).
-fn reduced_strides(x: &[usize], axes: &[usize]) -> Vec<usize> {
-    let kept: Vec<usize> = x
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
-        .collect();
-    let mut s = strides(&kept);
+fn reduced_strides(x: &[usize], axes: &[usize]) -> SmallDims {
+    let mut kept = SmallDims::zeros(x.len());
+    for (d, (k, &n)) in kept.iter_mut().zip(x).enumerate() {
+        *k = if axes.contains(&d) { 1 } else { n };
+    }
+    let mut s = small_strides(&kept);
     for &a in axes {
         s[a] = 0;
     }

@@ -90,6 +90,12 @@ pub fn rows() -> Vec<Row> {
         shape: "32x784",
         pass: Pass::TrainStep,
     });
+    rows.push(Row {
+        layer: "ResNet-8",
+        model: "resnet",
+        shape: "32x1x28x28",
+        pass: Pass::TrainStep,
+    });
     rows
 }
 
@@ -170,9 +176,14 @@ pub struct Prepared {
 
 impl Prepared {
     /// Compiles `row` with `options` (seed 0 parameters, seeded random inputs;
-    /// `labels` are class indices).
+    /// `labels` are class indices), for training unless it is a forward row.
     pub fn new(row: &Row, options: &CompileOptions) -> Result<Prepared> {
-        let program = models::program(row.model, 0, row.pass != Pass::Forward)?;
+        let training = row.pass != Pass::Forward;
+        let program = models::program(row.model, 0, training)?;
+        let options = &CompileOptions {
+            training,
+            ..options.clone()
+        };
         let inputs: Vec<(String, Vec<usize>)> = program
             .graph
             .inputs()

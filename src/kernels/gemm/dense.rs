@@ -5,6 +5,12 @@
 
 use super::scratch::{self, Slot};
 use super::{Init, MatRef, PackA, PackB, KC, MR, NR};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Products handed to the `gemm` crate so far, all threads together. The
+/// crate allocates its packing buffers for each (about two), the one heap
+/// allocation a steady-state run makes; the allocation tests bound them by it.
+pub static CRATE_PRODUCTS: AtomicU64 = AtomicU64::new(0);
 
 /// `C[m × n] = init ∘ A·B` through the `gemm` crate on up to `threads`
 /// threads (the current rayon pool's).
@@ -30,6 +36,7 @@ pub(crate) unsafe fn product(
     // give −0.0)
     // SAFETY: the caller's contract.
     unsafe { super::start_rows(m, n, c, ldc, init) };
+    CRATE_PRODUCTS.fetch_add(1, Ordering::Relaxed);
     let parallelism = match threads {
         0 | 1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),

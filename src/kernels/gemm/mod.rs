@@ -14,7 +14,7 @@
 //! Callers parallelise over independent products or column ranges (see
 //! `kernels::conv`, `kernels::matmul`).
 
-pub(super) mod dense;
+pub mod dense;
 mod pack;
 pub mod tile;
 
