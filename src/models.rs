@@ -143,6 +143,32 @@ pub fn mlp() -> nn::Sequential {
         .push(nn::Linear::new(128, 10).name("fc2"))
 }
 
+/// The image classifiers `kiln train --model` trains on `[N, 1, 28, 28]`
+/// images of 10 classes: `(name, description)`.
+pub const CLASSIFIERS: &[(&str, &str)] = &[
+    ("cnn", "the cnn model"),
+    ("mlp", "flatten, then the mlp model"),
+    ("resnet", "ResNet-8: resnet(1)"),
+    ("resnet20", "ResNet-20: resnet(3)"),
+];
+
+/// Classifier `name` of [`CLASSIFIERS`]; `Err` listing them otherwise.
+pub fn classifier(name: &str) -> Result<nn::Sequential> {
+    Ok(match name {
+        "cnn" => cnn(),
+        "mlp" => nn::Sequential::new().push(nn::Flatten).push(mlp()),
+        "resnet" => resnet(1),
+        "resnet20" => resnet(3),
+        other => {
+            let names: Vec<&str> = CLASSIFIERS.iter().map(|m| m.0).collect();
+            return Err(KilnError::Invalid(format!(
+                "unknown classifier `{other}`; kiln train trains: {}",
+                names.join(", ")
+            )));
+        }
+    })
+}
+
 /// Builds built-in model `name` with parameters drawn from `seed`.
 pub fn build(name: &str, seed: u64) -> Result<Model> {
     let (shape, layer): (Vec<usize>, Box<dyn Layer>) = match name {

@@ -6,7 +6,7 @@ use crate::error::{KilnError, Result};
 use crate::exec::Executable;
 use crate::graph::{Graph, NodeId, Program};
 use crate::nn::loss::{check_labels, label_inputs};
-use crate::optim::{check_lr, Optimizer, ParamGrad, LR};
+use crate::optim::{check_lr, LrSchedule, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
 use crate::weights;
 use std::path::Path;
@@ -55,6 +55,9 @@ pub struct Trainer {
     eval_stale: bool,
     /// Feeds holding class labels, with their class counts.
     labels: Vec<(String, usize)>,
+    /// Steps taken (the schedule's clock).
+    steps: u64,
+    schedule: Option<Box<dyn LrSchedule>>,
 }
 
 impl Trainer {
@@ -111,6 +114,8 @@ impl Trainer {
             buffers,
             eval_stale: false,
             labels,
+            steps: 0,
+            schedule: None,
         })
     }
 
@@ -144,9 +149,32 @@ impl Trainer {
     /// the message names the feed, the label's index and its value.
     pub fn step(&mut self, feeds: &[(&str, &Tensor)]) -> Result<f32> {
         self.check_label_feeds(feeds)?;
+        if let Some(s) = &self.schedule {
+            let lr = s.lr(self.steps);
+            self.set_learning_rate(lr).map_err(|e| {
+                KilnError::Invalid(format!(
+                    "learning-rate schedule at step {}: {e}",
+                    self.steps
+                ))
+            })?;
+        }
         let out = self.step.run(feeds)?;
         self.eval_stale = true;
+        self.steps += 1;
         Ok(out[0].data()[0])
+    }
+
+    /// Sets the learning rate of every following step from `schedule`, by
+    /// the number of steps taken so far ([`Trainer::steps`]): step `t` runs
+    /// at `schedule.lr(t)`. A rate the optimisers would refuse (negative,
+    /// not finite) makes that step an `Err`, naming it, with nothing updated.
+    pub fn set_lr_schedule(&mut self, schedule: impl LrSchedule + 'static) {
+        self.schedule = Some(Box::new(schedule));
+    }
+
+    /// The number of training steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// Runs the evaluation outputs forward only, compiled for evaluation

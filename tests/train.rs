@@ -314,3 +314,83 @@ fn updates_read_the_old_values_even_through_reshapes() {
     assert_eq!(exe.param("a").unwrap().data(), &[3.0; 4]);
     assert_eq!(exe.param("b").unwrap().data(), &[6.0; 4]);
 }
+
+/// The schedules give PyTorch's rates (torch 2.15, stepped once per
+/// optimiser step): `OneCycleLR(max_lr=0.5, total_steps=10,
+/// cycle_momentum=False)`, `StepLR(step_size=3, gamma=0.5)` and
+/// `CosineAnnealingLR(T_max=6)` from lr 1.
+#[test]
+fn lr_schedules_match_pytorch() {
+    use kiln::optim::{CosineWithWarmup, LrSchedule, OneCycleLr, StepLr};
+    let rates = |s: &dyn LrSchedule, n: u64| (0..n).map(|k| s.lr(k)).collect::<Vec<f32>>();
+    let one_cycle = [
+        0.02,
+        0.26,
+        0.5,
+        0.475_242_3,
+        0.405_872_8,
+        0.305_631,
+        0.194_371,
+        0.094_129_17,
+        0.024_759_684,
+        2e-06,
+    ];
+    assert_close(&rates(&OneCycleLr::new(0.5, 10), 10), &one_cycle, 1e-6);
+    let step = StepLr {
+        lr: 1.0,
+        step_size: 3,
+        gamma: 0.5,
+    };
+    assert_eq!(rates(&step, 8), [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]);
+    let cos = CosineWithWarmup {
+        lr: 1.0,
+        warmup: 0,
+        total: 6,
+    };
+    let want = [1.0, 0.933_012_7, 0.75, 0.5, 0.25, 0.066_987_3, 0.0];
+    assert_close(&rates(&cos, 7), &want, 1e-6);
+    // past the end it stays at 0 (PyTorch's rises again), and a warm-up
+    // climbs linearly from 0 (transformers' get_cosine_schedule_with_warmup)
+    assert_eq!(cos.lr(9), 0.0);
+    let warm = CosineWithWarmup {
+        lr: 1.0,
+        warmup: 4,
+        total: 10,
+    };
+    assert_close(
+        &rates(&warm, 6),
+        &[0.0, 0.25, 0.5, 0.75, 1.0, 0.933_012_7],
+        1e-6,
+    );
+}
+
+/// The trainer runs step `t` at the schedule's rate `t`: plain SGD on
+/// `(w − 0)²/2` multiplies `w` by `1 − lr(t)` each step.
+#[test]
+fn trainer_applies_a_schedule_step_by_step_and_refuses_a_bad_rate() {
+    use kiln::optim::StepLr;
+    let zero = t(&[1], &[0.0]);
+    let mut tr = quadratic(&[1.0], Sgd::new(0.1));
+    tr.set_lr_schedule(StepLr {
+        lr: 0.5,
+        step_size: 2,
+        gamma: 0.5,
+    });
+    let mut w = 1.0f32;
+    for lr in [0.5f32, 0.5, 0.25, 0.25, 0.125] {
+        tr.step(&[("t", &zero)]).unwrap();
+        w *= 1.0 - lr;
+        assert_close(&w_of(&tr), &[w], 1e-6);
+    }
+    assert_eq!(tr.steps(), 5);
+    // a rate no optimiser takes is an Err naming the step; nothing moves
+    tr.set_lr_schedule(StepLr {
+        lr: 1.0,
+        step_size: 1,
+        gamma: -1.0,
+    });
+    let e = tr.step(&[("t", &zero)]).unwrap_err().to_string();
+    assert!(e.contains("step 5") && e.contains("-1"), "{e}");
+    assert_close(&w_of(&tr), &[w], 1e-6);
+    assert_eq!(tr.steps(), 5);
+}

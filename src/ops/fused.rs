@@ -13,6 +13,7 @@ use super::{Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
+use crate::kernels::par;
 use crate::ops::fmt_f32;
 use crate::shape::block_repeat;
 use serde::{Deserialize, Serialize};
@@ -247,8 +248,6 @@ pub fn fused_over(
     out: &mut [f32],
     out_shape: &[usize],
 ) {
-    let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
-    let n = out.len();
     // per operand: the `inner` of its repetition (see `block_repeat`)
     let mut inner = [1usize; MAX_INSTRS];
     for (i, instr) in expr.iter().enumerate() {
@@ -256,15 +255,38 @@ pub fn fused_over(
             inner[i] = block_repeat(ins[k].shape, out_shape).map_or(1, |r| r.1);
         }
     }
+    let n = out.len();
+    // chunks of whole blocks go to parallel tasks (element-wise: the result
+    // does not depend on the split)
+    par::for_each_plane(out, CHUNK, CHUNK * expr.len(), |c, chunk| {
+        fused_chunk(expr, ins, aliased, chunk, n, c * CHUNK, &inner)
+    });
+}
+
+/// Elements per parallel task of a fused loop (whole blocks).
+const CHUNK: usize = 32 * BLOCK;
+
+/// [`fused_over`] for the `out.len()` elements from `lo` of an `n`-element result.
+fn fused_chunk(
+    expr: &[Instr],
+    ins: &[View],
+    aliased: Option<usize>,
+    out: &mut [f32],
+    n: usize,
+    lo: usize,
+    inner: &[usize; MAX_INSTRS],
+) {
+    let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
     let last = expr.len() - 1;
-    let mut start = 0;
-    while start < n {
-        let len = BLOCK.min(n - start);
+    let mut start = lo;
+    while start < lo + out.len() {
+        let len = BLOCK.min(lo + out.len() - start);
+        let at = start - lo;
         for (i, instr) in expr.iter().enumerate() {
             if let Instr::Operand(k) = *instr {
                 let d = ins[k].data;
                 if Some(k) == aliased {
-                    regs[i][..len].copy_from_slice(&out[start..start + len]);
+                    regs[i][..len].copy_from_slice(&out[at..at + len]);
                 } else if d.len() > 1 && d.len() < n {
                     // a repeated operand: this block of it, in its register
                     repeat_block(d, inner[i], start, &mut regs[i][..len]);
@@ -283,7 +305,7 @@ pub fn fused_over(
                 }
             };
             let dst = if i == last {
-                &mut out[start..start + len]
+                &mut out[at..at + len]
             } else {
                 &mut rest[0][..len]
             };

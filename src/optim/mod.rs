@@ -7,6 +7,9 @@
 //! in the executable and is never re-allocated. The learning rate is itself a
 //! state scalar (`optim.lr`), so it can be changed between steps.
 
+mod schedule;
+pub use schedule::{CosineWithWarmup, LrSchedule, OneCycleLr, StepLr};
+
 use crate::error::{attr_err, Result};
 use crate::graph::{Graph, Init, NodeId};
 use crate::ops::OpBuilder;
