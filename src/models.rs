@@ -171,7 +171,20 @@ pub fn classifier(name: &str) -> Result<nn::Sequential> {
 
 /// Builds built-in model `name` with parameters drawn from `seed`.
 pub fn build(name: &str, seed: u64) -> Result<Model> {
-    let (shape, layer): (Vec<usize>, Box<dyn Layer>) = match name {
+    let (shape, layer) = layer(name)?;
+    let mut graph = Graph::with_seed(seed);
+    let x = graph.input("x", shape.clone())?;
+    let output = layer.build(&mut graph, x)?;
+    Ok(Model {
+        graph,
+        output,
+        inputs: vec![("x".into(), shape)],
+    })
+}
+
+/// Built-in model `name` as a layer, with its input shape; `Err` listing the models otherwise.
+pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
+    Ok(match name {
         "conv2d" => (
             vec![8, 64, 32, 32],
             Box::new(nn::Conv2d::new(64, 128, 3).padding(1).name("conv")),
@@ -210,14 +223,6 @@ pub fn build(name: &str, seed: u64) -> Result<Model> {
                 names.join(", ")
             )));
         }
-    };
-    let mut graph = Graph::with_seed(seed);
-    let x = graph.input("x", shape.clone())?;
-    let output = layer.build(&mut graph, x)?;
-    Ok(Model {
-        graph,
-        output,
-        inputs: vec![("x".into(), shape)],
     })
 }
 

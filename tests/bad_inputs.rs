@@ -588,6 +588,25 @@ const CASES: &[Case] = &[
         let mut exe = kiln::compile(&g, &[y], &kiln::CompileOptions::default()).unwrap();
         err(exe.run(&[("x", &Tensor::zeros([2])), ("unused", &Tensor::zeros([2]))]))
     }),
+    ("`BatchNorm1d::new(3)` on `[1, 3]`, compiled for training", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, 3]).unwrap();
+        let y = kiln::nn::BatchNorm1d::new(3).name("bn").build(&mut g, x).unwrap();
+        let training = kiln::CompileOptions { training: true, ..Default::default() };
+        err(kiln::compile(&g, &[y], &training))
+    }),
+    ("`g.update_state(w, v)` with `w` a trainable parameter", || {
+        let mut g = Graph::new();
+        let w = g.param("w", [2], kiln::Init::Zeros).unwrap();
+        let v = g.add_scalar(w, 1.0).unwrap();
+        err(g.update_state(w, v))
+    }),
+    ("`g.train_eval(a, b)` with a `[2]` and b `[3]`", || {
+        let mut g = Graph::new();
+        let a = g.input("a", [2]).unwrap();
+        let b = g.input("b", [3]).unwrap();
+        err(g.train_eval(a, b))
+    }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();
         let x = g.input("x", [2]).unwrap();

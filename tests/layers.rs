@@ -1114,3 +1114,52 @@ fn trainer_saves_and_loads_the_buffers_with_the_parameters() {
     assert!(after != before, "the loaded running statistics are used");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn summary_lists_layers_shapes_and_the_parameter_counts_pytorch_gives() {
+    // torch: sum(p.numel() for p in ResNet-8.parameters()) == 77,754
+    // (bench/pytorch_train.py prints it)
+    let s = nn::summary(&kiln::models::resnet(1), &[32, 1, 28, 28]).unwrap();
+    assert_eq!(s.params, 77_754);
+    // running mean and variance per BatchNorm channel, and a step counter each
+    let bn_channels = 16 + 2 * 16 + 3 * 32 + 3 * 64; // stem, blocks (with shortcuts)
+    assert_eq!(s.buffers, 2 * bn_channels + 9);
+    assert_eq!(s.rows[0].kind, "Sequential");
+    assert_eq!(s.rows[0].output, [32, 10]);
+    let kinds: Vec<&str> = s.rows[1..].iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Conv2d",
+            "BatchNorm2d",
+            "Relu",
+            "BasicBlock",
+            "BasicBlock",
+            "BasicBlock",
+            "GlobalAvgPool2d",
+            "Flatten",
+            "Linear"
+        ]
+    );
+    assert!(s.rows[1..].iter().all(|r| r.depth == 1));
+    assert_eq!(s.rows[5].output, [32, 32, 14, 14]);
+    // conv 16→32 3x3 stride 2, conv 32→32, two BatchNorms, 1x1 shortcut + BN
+    assert_eq!(
+        s.rows[5].params,
+        16 * 32 * 9 + 32 * 32 * 9 + 4 * 32 + 16 * 32 + 2 * 32
+    );
+    // the cnn: 160 + 4,640 + 15,690, as torch counts its parameters
+    let s = nn::summary(&kiln::models::cnn(), &[4, 1, 28, 28]).unwrap();
+    assert_eq!(s.params, 20_490);
+    assert_eq!(s.rows[3].kind, "MaxPool2d");
+    assert_eq!(s.rows[3].output, [4, 16, 14, 14]);
+    let text = s.to_string();
+    assert!(text.contains("Trainable params: 20,490"), "{text}");
+    assert!(
+        text.contains("└─Conv2d") && text.contains("[4, 32, 7, 7]"),
+        "{text}"
+    );
+    // a shape the model refuses is the layer's Err
+    let e = nn::summary(&kiln::models::cnn(), &[4, 3, 28, 28]).unwrap_err();
+    assert!(e.to_string().contains("conv1"), "{e}");
+}

@@ -151,6 +151,12 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         profile: bool,
     },
+    /// The layers of a built-in model (`kiln list`), nested, with output
+    /// shapes and parameter counts (torchinfo's summary).
+    Summary {
+        /// The model.
+        model: String,
+    },
     /// Train a built-in classifier (`--model`, default cnn) on MNIST-format
     /// data, then print the held-out accuracy.
     Train(TrainArgs),
@@ -240,6 +246,10 @@ fn run(cli: Cli) -> kiln::Result<()> {
             seconds,
             skip_unrewritten,
         )?,
+        Command::Summary { model } => {
+            let (shape, layer) = models::layer(&model)?;
+            outln!("{}", kiln::nn::summary(layer.as_ref(), &shape)?);
+        }
         Command::List => {
             for (name, what) in models::MODELS {
                 outln!("{name:16} {what}");

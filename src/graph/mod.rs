@@ -180,11 +180,16 @@ impl Graph {
         let (node, vshape) = (self.node(state)?, self.shape(value)?);
         let name = match &node.op {
             Op::Param(Param { name }) if self.state.contains(name) => name.clone(),
-            _ => {
+            Op::Param(Param { name }) => {
                 return Err(KilnError::Invalid(format!(
-                    "update_state: %{} (`{}`) is not a state tensor: declare it with Graph::state",
+                    "update_state: `{name}` is a trainable parameter, not a state tensor (the optimiser updates it); declare state with Graph::state"
+                )))
+            }
+            op => {
+                return Err(KilnError::Invalid(format!(
+                    "update_state: %{} is a `{}`, not a state tensor: declare it with Graph::state",
                     state.index(),
-                    node.op.name()
+                    op.name()
                 )))
             }
         };

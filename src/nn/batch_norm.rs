@@ -139,7 +139,6 @@ impl<const D: usize> Layer for BatchNorm<D> {
 
             let one = g.scalar(1.0)?;
             let count = g.add(tracked, one)?;
-            g.update_state(tracked, count)?;
             let factor = match self.momentum {
                 Some(m) => g.scalar(m)?,
                 None => g.recip(count)?,
@@ -153,6 +152,8 @@ impl<const D: usize> Layer for BatchNorm<D> {
                 let next = g.add(new, old)?;
                 g.update_state(state, next)?;
             }
+            // PyTorch's buffer order: running_mean, running_var, num_batches_tracked
+            g.update_state(tracked, count)?;
         }
         if !self.affine {
             return Ok(y);

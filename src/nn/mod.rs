@@ -12,6 +12,7 @@ mod lstm;
 mod norm;
 mod pool;
 mod reshape;
+mod summary;
 
 pub use activation::*;
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
@@ -27,6 +28,7 @@ pub use pool::{
     AdaptiveAvgPool2d, Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind,
 };
 pub use reshape::{Dropout, Flatten, Reshape, Upsample};
+pub use summary::{summary, Summary, SummaryRow};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
@@ -36,6 +38,30 @@ pub trait Layer {
     /// Adds this layer's parameters and ops applied to `x`; returns the output.
     /// Shape errors surface here, naming the layer.
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId>;
+
+    /// The layer's kind in summaries ([`summary`]): by default its type's
+    /// name without the path, a `Conv<2>` shown as `Conv2d`.
+    fn kind(&self) -> String {
+        kind_of(std::any::type_name::<Self>())
+    }
+
+    /// For a container whose build applies layers one after another
+    /// ([`Sequential`]): those layers, which [`summary`] lists under it.
+    /// Empty (the default) for any other layer, which a summary shows as
+    /// one row.
+    fn children(&self) -> Vec<&dyn Layer> {
+        Vec::new()
+    }
+}
+
+/// `kiln::nn::conv::Conv<2>` → `Conv2d`, `my::Block` → `Block`.
+fn kind_of(type_name: &str) -> String {
+    let (path, args) = type_name.split_once('<').unwrap_or((type_name, ""));
+    let base = path.rsplit("::").next().unwrap_or(path);
+    match args.trim_end_matches('>').parse::<usize>() {
+        Ok(d) => format!("{base}{d}d"),
+        Err(_) => base.to_string(),
+    }
 }
 
 /// Layers applied one after another.
@@ -67,6 +93,9 @@ impl Sequential {
 impl Layer for Sequential {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         self.layers.iter().try_fold(x, |h, l| l.build(g, h))
+    }
+    fn children(&self) -> Vec<&dyn Layer> {
+        self.layers.iter().map(|l| l.as_ref()).collect()
     }
 }
 

@@ -244,6 +244,9 @@ impl Pool<Max> {
 }
 
 impl Layer for Pool<Max> {
+    fn kind(&self) -> String {
+        "MaxPool2d".into()
+    }
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, f32::NEG_INFINITY)?;
         let m = g.max(cols, &[2], false)?;
@@ -261,6 +264,9 @@ impl Pool<Avg> {
 }
 
 impl Layer for Pool<Avg> {
+    fn kind(&self) -> String {
+        "AvgPool2d".into()
+    }
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, 0.0)?;
         let (k, p) = (self.kernel, self.padding);
