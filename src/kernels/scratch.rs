@@ -26,13 +26,15 @@ pub enum Slot {
     DenseA,
     /// A product's right operand written out row-major for the `gemm` crate.
     DenseB,
+    /// A fused loop's registers, one block per instruction.
+    Registers,
 }
 
 /// Floats of slack that let a buffer start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
 /// Slots.
-const SLOTS: usize = 8;
+const SLOTS: usize = 9;
 
 /// Per slot, the most floats any thread has asked for, and the deepest nesting
 /// any thread has seen (see [`reserve_seen`]).

@@ -14,6 +14,7 @@ use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::par;
+use crate::kernels::scratch::{self, Slot};
 use crate::ops::fmt_f32;
 use crate::shape::block_repeat;
 use serde::{Deserialize, Serialize};
@@ -248,13 +249,7 @@ pub fn fused_over(
     out: &mut [f32],
     out_shape: &[usize],
 ) {
-    // per operand: the `inner` of its repetition (see `block_repeat`)
-    let mut inner = [1usize; MAX_INSTRS];
-    for (i, instr) in expr.iter().enumerate() {
-        if let Instr::Operand(k) = *instr {
-            inner[i] = block_repeat(ins[k].shape, out_shape).map_or(1, |r| r.1);
-        }
-    }
+    let inner = repeats(expr, ins, out_shape);
     let n = out.len();
     // chunks of whole blocks go to parallel tasks (element-wise: the result
     // does not depend on the split)
@@ -263,10 +258,23 @@ pub fn fused_over(
     });
 }
 
+/// Per instruction reading an operand: the `inner` of that operand's
+/// repetition over `out_shape` (see [`block_repeat`]).
+fn repeats(expr: &[Instr], ins: &[View], out_shape: &[usize]) -> [usize; MAX_INSTRS] {
+    let mut inner = [1usize; MAX_INSTRS];
+    for (i, instr) in expr.iter().enumerate() {
+        if let Instr::Operand(k) = *instr {
+            inner[i] = block_repeat(ins[k].shape, out_shape).map_or(1, |r| r.1);
+        }
+    }
+    inner
+}
+
 /// Elements per parallel task of a fused loop (whole blocks).
 const CHUNK: usize = 32 * BLOCK;
 
-/// [`fused_over`] for the `out.len()` elements from `lo` of an `n`-element result.
+/// [`fused_over`] for the `out.len()` elements from `lo` of an `n`-element
+/// result (`inner` from [`repeats`]).
 fn fused_chunk(
     expr: &[Instr],
     ins: &[View],
@@ -276,54 +284,63 @@ fn fused_chunk(
     lo: usize,
     inner: &[usize; MAX_INSTRS],
 ) {
-    let mut regs = [[0.0f32; BLOCK]; MAX_INSTRS];
-    let last = expr.len() - 1;
-    let mut start = lo;
-    while start < lo + out.len() {
-        let len = BLOCK.min(lo + out.len() - start);
-        let at = start - lo;
-        for (i, instr) in expr.iter().enumerate() {
-            if let Instr::Operand(k) = *instr {
-                let d = ins[k].data;
-                if Some(k) == aliased {
-                    regs[i][..len].copy_from_slice(&out[at..at + len]);
-                } else if d.len() > 1 && d.len() < n {
-                    // a repeated operand: this block of it, in its register
-                    repeat_block(d, inner[i], start, &mut regs[i][..len]);
-                }
-            }
-            let (done, rest) = regs.split_at_mut(i);
-            let arg = |r: usize| -> Arg {
-                match expr[r] {
-                    Instr::Const(c) => Arg::Scalar(c),
-                    Instr::Operand(k) if Some(k) == aliased => Arg::Slice(&done[r][..len]),
-                    Instr::Operand(k) if ins[k].data.len() == 1 => Arg::Scalar(ins[k].data[0]),
-                    Instr::Operand(k) if ins[k].data.len() == n => {
-                        Arg::Slice(&ins[k].data[start..start + len])
+    // one BLOCK-sized register per instruction, reused per thread (a
+    // zeroed register file on the stack cost more than the work on short runs)
+    scratch::with(Slot::Registers, expr.len() * BLOCK, |regs| {
+        let last = expr.len() - 1;
+        let mut start = lo;
+        while start < lo + out.len() {
+            let len = BLOCK.min(lo + out.len() - start);
+            let at = start - lo;
+            for (i, instr) in expr.iter().enumerate() {
+                let (done, rest) = regs.split_at_mut(i * BLOCK);
+                if let Instr::Operand(k) = *instr {
+                    let d = ins[k].data;
+                    if Some(k) == aliased {
+                        rest[..len].copy_from_slice(&out[at..at + len]);
+                    } else if d.len() > 1 && d.len() < n {
+                        // a repeated operand: this block of it, in its register
+                        repeat_block(d, inner[i], start, &mut rest[..len]);
                     }
-                    _ => Arg::Slice(&done[r][..len]),
                 }
-            };
-            let dst = if i == last {
-                &mut out[at..at + len]
-            } else {
-                &mut rest[0][..len]
-            };
-            match *instr {
-                // the result is the overwritten operand itself: already in place
-                Instr::Operand(k) if i == last && Some(k) == aliased => {}
-                Instr::Operand(_) | Instr::Const(_) if i == last => match arg(i) {
-                    Arg::Scalar(v) => dst.fill(v),
-                    Arg::Slice(src) => dst.copy_from_slice(src),
-                },
-                Instr::Operand(_) | Instr::Const(_) => {} // read in place
-                Instr::Unary(u, a) => unary_block(u, arg(a), dst),
-                Instr::Binary(b, x, y) => binary_block(b, arg(x), arg(y), dst),
-                Instr::Select(c, a, b) => select_block(arg(c), arg(a), arg(b), dst),
+                let reg = |r: usize| &done[r * BLOCK..r * BLOCK + len];
+                let arg = |r: usize| -> Arg {
+                    match expr[r] {
+                        Instr::Const(c) => Arg::Scalar(c),
+                        Instr::Operand(k) if Some(k) == aliased => Arg::Slice(reg(r)),
+                        Instr::Operand(k) if ins[k].data.len() == 1 => Arg::Scalar(ins[k].data[0]),
+                        Instr::Operand(k) if ins[k].data.len() == n => {
+                            Arg::Slice(&ins[k].data[start..start + len])
+                        }
+                        _ => Arg::Slice(reg(r)),
+                    }
+                };
+                let dst = if i == last {
+                    &mut out[at..at + len]
+                } else {
+                    &mut rest[..len]
+                };
+                match *instr {
+                    // the result is the overwritten operand itself: already in place
+                    Instr::Operand(k) if i == last && Some(k) == aliased => {}
+                    Instr::Operand(k)
+                        if i == last && ins[k].data.len() > 1 && ins[k].data.len() < n =>
+                    {
+                        repeat_block(ins[k].data, inner[i], start, dst)
+                    }
+                    Instr::Operand(_) | Instr::Const(_) if i == last => match arg(i) {
+                        Arg::Scalar(v) => dst.fill(v),
+                        Arg::Slice(src) => dst.copy_from_slice(src),
+                    },
+                    Instr::Operand(_) | Instr::Const(_) => {} // read in place
+                    Instr::Unary(u, a) => unary_block(u, arg(a), dst),
+                    Instr::Binary(b, x, y) => binary_block(b, arg(x), arg(y), dst),
+                    Instr::Select(c, a, b) => select_block(arg(c), arg(a), arg(b), dst),
+                }
             }
+            start += len;
         }
-        start += len;
-    }
+    })
 }
 
 /// VJP of `Fused`: the expression rebuilt from generic ops, differentiated

@@ -4,6 +4,7 @@ use super::View;
 use super::{one, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{attr_err, shape_err, Result};
+use crate::kernels::par;
 use crate::shape::{small_strides, strided_walk, SmallDims};
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +142,12 @@ fn as_outer_kept_inner(shape: &[usize], axes: &[usize]) -> Option<(usize, usize,
     Some((p(0..first), p(first..last + 1), p(last + 1..shape.len())))
 }
 
-/// Reference kernel of `Reduce`.
+/// Elements a reduction task reads at least.
+const SPAN: usize = 4096;
+
+/// Reference kernel of `Reduce`. Results (kept indices) go to parallel
+/// tasks in slices; each combines its values in the same order (outer
+/// index, then the run) whatever the thread count.
 pub fn reduce(kind: ReduceKind, axes: &[usize], x: View, out: &mut [f32]) {
     let init = if kind == ReduceKind::Max {
         f32::NEG_INFINITY
@@ -156,24 +162,31 @@ pub fn reduce(kind: ReduceKind, axes: &[usize], x: View, out: &mut [f32]) {
         }
         return;
     }
-    if let Some((outer, kept, inner)) = as_outer_kept_inner(x.shape, axes) {
-        for o in 0..outer {
-            let block = &x.data[o * kept * inner..(o + 1) * kept * inner];
-            if inner == 1 {
-                for (acc, &v) in out.iter_mut().zip(block) {
-                    *acc = combine(kind, *acc, v);
+    match as_outer_kept_inner(x.shape, axes) {
+        Some((outer, kept, inner)) => {
+            let slice = (SPAN / inner).clamp(1, kept);
+            par::for_each_plane(out, slice, slice * outer * inner, |p, acc| {
+                for o in 0..outer {
+                    let at = (o * kept + p * slice) * inner;
+                    let span = &x.data[at..at + acc.len() * inner];
+                    if inner == 1 {
+                        for (a, &v) in acc.iter_mut().zip(span) {
+                            *a = combine(kind, *a, v);
+                        }
+                    } else {
+                        for (a, run) in acc.iter_mut().zip(span.chunks_exact(inner)) {
+                            *a = combine_run(kind, *a, run);
+                        }
+                    }
                 }
-            } else {
-                for (acc, run) in out.iter_mut().zip(block.chunks_exact(inner)) {
-                    *acc = combine_run(kind, *acc, run);
-                }
-            }
+            })
         }
-    } else {
-        let so = reduced_strides(x.shape, axes);
-        strided_walk(x.shape, [&so], |i, [o]| {
-            out[o] = combine(kind, out[o], x.data[i]);
-        });
+        None => {
+            let so = reduced_strides(x.shape, axes);
+            strided_walk(x.shape, [&so], |i, [o]| {
+                out[o] = combine(kind, out[o], x.data[i]);
+            });
+        }
     }
     if kind == ReduceKind::Mean {
         let count: usize = axes.iter().map(|&a| x.shape[a]).product();
