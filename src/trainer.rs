@@ -167,9 +167,13 @@ impl Trainer {
     /// Sets the learning rate of every following step from `schedule`, by
     /// the number of steps taken so far ([`Trainer::steps`]): step `t` runs
     /// at `schedule.lr(t)`. A rate the optimisers would refuse (negative,
-    /// not finite) makes that step an `Err`, naming it, with nothing updated.
-    pub fn set_lr_schedule(&mut self, schedule: impl LrSchedule + 'static) {
+    /// not finite) makes that step an `Err`, naming it, with nothing
+    /// updated. `Err` naming the option, and nothing changed, when the
+    /// schedule's settings are out of range ([`LrSchedule::check`]).
+    pub fn set_lr_schedule(&mut self, schedule: impl LrSchedule + 'static) -> Result<()> {
+        schedule.check()?;
         self.schedule = Some(Box::new(schedule));
+        Ok(())
     }
 
     /// The number of training steps taken.

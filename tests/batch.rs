@@ -252,3 +252,54 @@ fn a_program_of_updates_alone_compiles_and_runs() {
     exe.run(&[("x", &Tensor::full([2], 1.0))]).unwrap();
     assert_eq!(exe.param("w").unwrap().data(), &[6.0]);
 }
+
+/// The gradient of a mean over the batch and other axes counts all of them
+/// once the batch is known: `d Σ mean(x, [0, 2, 3]) / dx = 1/(B·H·W)` for
+/// any channel count (a per-channel count broadcast against `x` gave C
+/// times that, or no graph at all), and a BatchNorm between a convolution
+/// and the loss trains at any batch with the fixed-batch gradient.
+#[test]
+fn gradients_through_a_batch_mean_count_the_whole_batch() {
+    for (c, h, w) in [(3, 1, 1), (5, 4, 4), (2, 3, 1)] {
+        let mut g = Graph::new();
+        let x = g.input("x", [BATCH, c, h, w]).unwrap();
+        let m = g.mean(x, &[0, 2, 3], false).unwrap();
+        let l = g.sum_all(m).unwrap();
+        let gx = g.grad(l, &[x]).unwrap()[0];
+        let mut exe = compile(&g, &[gx], &CompileOptions::default()).unwrap();
+        let out = exe.run(&[("x", &Tensor::zeros([4, c, h, w]))]).unwrap();
+        let want = 1.0 / (4 * h * w) as f32;
+        assert!(
+            out[0].data().iter().all(|&v| v == want),
+            "[B, {c}, {h}, {w}]: {:?}, want {want}",
+            &out[0].data()[..4]
+        );
+    }
+    // conv → BatchNorm → pool → linear, trained: symbolic batch against fixed
+    let build = |batch: usize| {
+        let mut g = Graph::with_seed(3);
+        let x = g.input("x", [batch, 1, 6, 6]).unwrap();
+        let labels = g.input("labels", [batch]).unwrap();
+        let net = nn::Sequential::new()
+            .push(nn::Conv2d::new(1, 5, 3))
+            .push(nn::BatchNorm2d::new(5))
+            .push(nn::Relu)
+            .push(nn::GlobalAvgPool2d)
+            .push(nn::Flatten)
+            .push(nn::Linear::new(5, 3));
+        let logits = net.build(&mut g, x).unwrap();
+        let loss = nn::softmax_cross_entropy(&mut g, logits, labels, Reduction::Mean).unwrap();
+        Trainer::with_outputs(g, loss, &[logits], Sgd::new(0.1)).unwrap()
+    };
+    let (mut symbolic, mut fixed) = (build(BATCH), build(4));
+    let x = Tensor::rand_uniform([4, 1, 6, 6], -1.0, 1.0, 5);
+    let labels = Tensor::from_vec([4], vec![0.0, 1.0, 2.0, 1.0]).unwrap();
+    for _ in 0..3 {
+        let feeds = [("x", &x), ("labels", &labels)];
+        let (a, b) = (symbolic.step(&feeds).unwrap(), fixed.step(&feeds).unwrap());
+        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "loss {a} vs {b}");
+    }
+    for ((_, a), (_, b)) in symbolic.params().iter().zip(fixed.params()) {
+        assert_close(a.data(), b.data(), 1e-5);
+    }
+}

@@ -531,3 +531,31 @@ fn dump_html_writes_one_page_and_refuses_what_it_cannot_do() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn summary_lists_built_in_models_and_trainable_classifiers() {
+    let (ok, out, err) = kiln(&["summary", "resnet20"]);
+    assert!(ok, "{err}");
+    // ResNet-20: 272,186 parameters, as torch counts the same model
+    // (bench/pytorch_train.py's resnet(3))
+    assert!(out.contains("Trainable params: 272,186"), "{out}");
+    assert!(
+        out.contains("└─BasicBlock") && out.contains("[32, 64, 7, 7]"),
+        "{out}"
+    );
+    let (ok, _, err) = kiln(&["summary", "vgg"]);
+    assert!(!ok && err.contains("unknown model `vgg`"), "{err}");
+    let (ok, _, err) = kiln(&[
+        "train",
+        "--epochs",
+        "0",
+        "--schedule",
+        "onecycle",
+        "--warmup-epochs",
+        "2",
+    ]);
+    assert!(
+        !ok && err.contains("--warmup-epochs applies to --schedule cosine"),
+        "{err}"
+    );
+}

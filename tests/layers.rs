@@ -1159,7 +1159,42 @@ fn summary_lists_layers_shapes_and_the_parameter_counts_pytorch_gives() {
         text.contains("└─Conv2d") && text.contains("[4, 32, 7, 7]"),
         "{text}"
     );
+    // a symbolic batch shows as B
+    let s = nn::summary(&kiln::models::cnn(), &[kiln::BATCH, 1, 28, 28]).unwrap();
+    assert!(s.to_string().contains("[B, 16, 28, 28]"), "{s}");
     // a shape the model refuses is the layer's Err
     let e = nn::summary(&kiln::models::cnn(), &[4, 3, 28, 28]).unwrap_err();
     assert!(e.to_string().contains("conv1"), "{e}");
+}
+
+/// A program compiled for evaluation leaves BatchNorm's state alone (its
+/// updates bind to none, as PyTorch's `eval()` never touches buffers); one
+/// compiled for training updates it.
+#[test]
+fn batch_norm_state_changes_only_in_training() {
+    let (mut g, x) = graph_with_input(&[4, 2]);
+    let y = nn::BatchNorm1d::new(2).name("bn").build(&mut g, x).unwrap();
+    let feed = rand(&[4, 2], 70);
+    for training in [false, true] {
+        let program = kiln::Program {
+            graph: g.clone(),
+            outputs: vec![y],
+            updates: g.state_updates().to_vec(),
+        };
+        let o = kiln::CompileOptions {
+            training,
+            ..Default::default()
+        };
+        let mut exe = kiln::compile_program(program, &o).unwrap();
+        exe.run(&[("x", &feed)]).unwrap();
+        let mean = exe.param("bn.running_mean").unwrap();
+        let tracked = exe.param("bn.num_batches_tracked").map(|t| t.data()[0]);
+        if training {
+            assert!(mean.data().iter().all(|&v| v != 0.0), "{mean:?}");
+            assert_eq!(tracked, Some(1.0));
+        } else {
+            assert_eq!(mean.data(), [0.0, 0.0]);
+            assert!(tracked.is_none_or(|t| t == 0.0), "{tracked:?}");
+        }
+    }
 }

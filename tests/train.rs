@@ -375,7 +375,8 @@ fn trainer_applies_a_schedule_step_by_step_and_refuses_a_bad_rate() {
         lr: 0.5,
         step_size: 2,
         gamma: 0.5,
-    });
+    })
+    .unwrap();
     let mut w = 1.0f32;
     for lr in [0.5f32, 0.5, 0.25, 0.25, 0.125] {
         tr.step(&[("t", &zero)]).unwrap();
@@ -383,14 +384,32 @@ fn trainer_applies_a_schedule_step_by_step_and_refuses_a_bad_rate() {
         assert_close(&w_of(&tr), &[w], 1e-6);
     }
     assert_eq!(tr.steps(), 5);
-    // a rate no optimiser takes is an Err naming the step; nothing moves
-    tr.set_lr_schedule(StepLr {
+    // settings out of PyTorch's ranges are refused when set
+    let bad = StepLr {
         lr: 1.0,
         step_size: 1,
         gamma: -1.0,
-    });
+    };
+    let e = tr.set_lr_schedule(bad).unwrap_err().to_string();
+    assert!(e.contains("gamma") && e.contains("-1"), "{e}");
+    let mut one_cycle = kiln::optim::OneCycleLr::new(0.1, 10);
+    one_cycle.pct_start = 2.0;
+    let e = tr.set_lr_schedule(one_cycle).unwrap_err().to_string();
+    assert!(e.contains("pct_start"), "{e}");
+    // a rate no optimiser takes is an Err naming the step; nothing moves
+    struct NanAfter4;
+    impl kiln::optim::LrSchedule for NanAfter4 {
+        fn lr(&self, step: u64) -> f32 {
+            if step >= 5 {
+                f32::NAN
+            } else {
+                0.1
+            }
+        }
+    }
+    tr.set_lr_schedule(NanAfter4).unwrap();
     let e = tr.step(&[("t", &zero)]).unwrap_err().to_string();
-    assert!(e.contains("step 5") && e.contains("-1"), "{e}");
+    assert!(e.contains("step 5") && e.contains("NaN"), "{e}");
     assert_close(&w_of(&tr), &[w], 1e-6);
     assert_eq!(tr.steps(), 5);
 }

@@ -151,8 +151,9 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         profile: bool,
     },
-    /// The layers of a built-in model (`kiln list`), nested, with output
-    /// shapes and parameter counts (torchinfo's summary).
+    /// The layers of a built-in model (`kiln list`) or of a classifier
+    /// `kiln train --model` trains, nested, with output shapes and
+    /// parameter counts (torchinfo's summary).
     Summary {
         /// The model.
         model: String,
@@ -247,7 +248,12 @@ fn run(cli: Cli) -> kiln::Result<()> {
             skip_unrewritten,
         )?,
         Command::Summary { model } => {
-            let (shape, layer) = models::layer(&model)?;
+            // a built-in model, else a classifier `kiln train` trains (batch 32)
+            let (shape, layer) = models::layer(&model).or_else(|e| {
+                let net = models::classifier(&model).map_err(|_| e)?;
+                let layer: Box<dyn kiln::nn::Layer> = Box::new(net);
+                Ok::<_, KilnError>((vec![32, 1, 28, 28], layer))
+            })?;
             outln!("{}", kiln::nn::summary(layer.as_ref(), &shape)?);
         }
         Command::List => {
@@ -591,6 +597,12 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             )))
         }
     };
+    if a.warmup_epochs > 0 && a.schedule != "cosine" {
+        return Err(KilnError::Invalid(format!(
+            "--warmup-epochs applies to --schedule cosine, not `{}`",
+            a.schedule
+        )));
+    }
     let total = (train_set.len() / a.batch_size) as u64 * a.epochs as u64;
     let per_epoch = (train_set.len() / a.batch_size) as u64;
     match a.schedule.as_str() {
@@ -598,9 +610,9 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         "cosine" => trainer.set_lr_schedule(CosineWithWarmup {
             lr: a.lr,
             warmup: a.warmup_epochs.saturating_mul(per_epoch),
-            total,
-        }),
-        "onecycle" => trainer.set_lr_schedule(OneCycleLr::new(a.lr, total)),
+            total: total.max(1),
+        })?,
+        "onecycle" => trainer.set_lr_schedule(OneCycleLr::new(a.lr, total.max(1)))?,
         other => {
             return Err(KilnError::Invalid(format!(
                 "unknown schedule `{other}` (constant, cosine, onecycle)"

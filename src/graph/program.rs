@@ -105,7 +105,9 @@ impl Program {
 impl Program {
     /// Binds the mode: every `train_eval(train, eval)` node is replaced by
     /// its `train` operand when `training`, else by `eval` (also where it is
-    /// an output or an update's value), and removed. Returns how many were.
+    /// an output or an update's value), and removed; an update whose value
+    /// is then the parameter itself is dropped. Returns how many nodes were
+    /// replaced.
     /// `Err` when compiling for training a graph whose batch statistics
     /// would have a single value (see BatchNorm).
     pub fn bind_mode(&mut self, training: bool) -> Result<usize> {
@@ -131,6 +133,9 @@ impl Program {
         for &n in &picks {
             self.graph.remove_node(n);
         }
+        // an update to the state's own value (a layer's state in the mode
+        // that leaves it alone) is no update
+        self.updates.retain(|&(p, v)| p != v);
         Ok(picks.len())
     }
 

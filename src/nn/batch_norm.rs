@@ -13,14 +13,17 @@
 //! ```
 //!
 //! (`momentum` `None`: the cumulative average, `1 / num_batches_tracked`.)
-//! In evaluation the running statistics take the batch's place. The two
-//! modes are one graph joined by `train_eval` nodes; compiling binds one
-//! ([`crate::CompileOptions::training`]).
+//! In evaluation the running statistics take the batch's place and are
+//! left as they are (a program compiled for evaluation drops their
+//! updates). The two modes are one graph joined by `train_eval` nodes;
+//! compiling binds one ([`crate::CompileOptions::training`]).
 //!
 //! Differences from PyTorch: `num_batches_tracked` is an f32, exact up to
-//! 2²⁴ steps (PyTorch's is an i64). With `track_running_stats(false)` a
-//! batch of one value per channel is refused only when compiling for
-//! training (PyTorch also raises in evaluation there).
+//! 2²⁴ steps (PyTorch's is an i64). Compiling for training refuses fewer
+//! than two values per channel, an empty batch too (PyTorch returns an
+//! empty result for one and only counts the step); with
+//! `track_running_stats(false)` this is refused only in training (PyTorch
+//! also raises in evaluation there).
 
 use super::norm::{affine, check_eps, moments, scale_by_std};
 use super::{layer_name, Layer};
@@ -150,9 +153,11 @@ impl<const D: usize> Layer for BatchNorm<D> {
                 let keep = g.sub(one, factor)?;
                 let old = g.mul(keep, state)?;
                 let next = g.add(new, old)?;
+                let next = g.train_eval(next, state)?;
                 g.update_state(state, next)?;
             }
             // PyTorch's buffer order: running_mean, running_var, num_batches_tracked
+            let count = g.train_eval(count, tracked)?;
             g.update_state(tracked, count)?;
         }
         if !self.affine {

@@ -6,7 +6,7 @@
 //! element-wise ops, so their gradients come from those ops' VJPs.
 
 use super::{layer_name, Layer};
-use crate::error::{shape_err, Result};
+use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
 use crate::ops::OpBuilder;
 
@@ -255,6 +255,6 @@ pub(super) fn affine(
 pub(super) fn check_eps(name: &str, eps: f32) -> Result<()> {
     match eps.is_finite() && eps >= 0.0 {
         true => Ok(()),
-        false => shape_err(name, format!("eps must be finite and ≥ 0, got {eps}")),
+        false => attr_err(name, format!("eps must be finite and ≥ 0, got {eps}")),
     }
 }

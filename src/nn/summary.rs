@@ -5,6 +5,7 @@
 use super::Layer;
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
+use crate::shape::dims_str;
 use std::fmt;
 
 /// One layer of a [`Summary`].
@@ -20,7 +21,8 @@ pub struct SummaryRow {
     pub params: usize,
 }
 
-/// What [`summary`] returns; `Display` prints it as a table.
+/// What [`summary`] returns; `Display` prints it as a table (a symbolic
+/// batch, [`crate::BATCH`], as `B`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
     /// The layers, depth first in build order.
@@ -117,7 +119,7 @@ impl fmt::Display for Summary {
         writeln!(f, "{}", "=".repeat(width + 36))?;
         for r in &self.rows {
             let pad = width - label(r).chars().count();
-            let shape = format!("{:?}", r.output);
+            let shape = dims_str(&r.output);
             writeln!(
                 f,
                 "{}{}{shape:<24}{:>12}",
@@ -127,7 +129,7 @@ impl fmt::Display for Summary {
             )?;
         }
         writeln!(f, "{}", "=".repeat(width + 36))?;
-        writeln!(f, "Input shape: {:?}", self.input)?;
+        writeln!(f, "Input shape: {}", dims_str(&self.input))?;
         writeln!(f, "Trainable params: {}", grouped(self.params))?;
         write!(f, "Buffers (running statistics): {}", grouped(self.buffers))
     }

@@ -264,10 +264,13 @@ pub fn reduce_vjp(
             }
             // a count of the symbolic batch is counted by ops, so that
             // specialising the graph counts the concrete batch (the
-            // compiler folds it to the same constant `1/count`)
-            let ones = g.fill(&xs, 1.0)?;
-            let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
-            let n = g.sum(ones, &ax, false)?;
+            // compiler folds it to the same constant `1/count`): ones over
+            // the reduced axes only, summed to one scalar
+            let reduced: Vec<usize> = (0..xs.len())
+                .map(|d| if axes.contains(&d) { xs[d] } else { 1 })
+                .collect();
+            let ones = g.fill(&reduced, 1.0)?;
+            let n = g.sum_all(ones)?;
             let inv = g.recip(n)?;
             g.mul(b, inv)
         }

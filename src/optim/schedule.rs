@@ -3,10 +3,25 @@
 //! learning-rate state scalar before the step runs (PyTorch's
 //! `torch.optim.lr_scheduler`, stepped once per optimiser step).
 
+use crate::error::{attr_err, Result};
+
 /// A learning rate per step (0-based: the rate of the first step is `lr(0)`).
 pub trait LrSchedule {
     /// The learning rate of step `step`.
     fn lr(&self, step: u64) -> f32;
+    /// `Err` naming the option when the schedule's settings are out of
+    /// range ([`crate::Trainer::set_lr_schedule`] checks); default `Ok`.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `Err` naming `option` of `schedule` unless `ok`.
+fn need(ok: bool, schedule: &str, option: &str, value: impl std::fmt::Display) -> Result<()> {
+    match ok {
+        true => Ok(()),
+        false => attr_err(schedule, format!("{option} {value} is out of range")),
+    }
 }
 
 /// `lr · gamma^⌊step / step_size⌋` (`torch.optim.lr_scheduler.StepLR`).
@@ -21,6 +36,22 @@ pub struct StepLr {
 }
 
 impl LrSchedule for StepLr {
+    /// `lr` and `gamma` finite and ≥ 0, `step_size` ≥ 1.
+    fn check(&self) -> Result<()> {
+        need(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "StepLr",
+            "lr",
+            self.lr,
+        )?;
+        need(self.step_size >= 1, "StepLr", "step_size", self.step_size)?;
+        need(
+            self.gamma.is_finite() && self.gamma >= 0.0,
+            "StepLr",
+            "gamma",
+            self.gamma,
+        )
+    }
     fn lr(&self, step: u64) -> f32 {
         let decays = step / self.step_size.max(1);
         (self.lr as f64 * (self.gamma as f64).powf(decays as f64)) as f32
@@ -42,6 +73,16 @@ pub struct CosineWithWarmup {
 }
 
 impl LrSchedule for CosineWithWarmup {
+    /// `lr` finite and ≥ 0, `total` ≥ 1.
+    fn check(&self) -> Result<()> {
+        need(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "CosineWithWarmup",
+            "lr",
+            self.lr,
+        )?;
+        need(self.total >= 1, "CosineWithWarmup", "total", self.total)
+    }
     fn lr(&self, step: u64) -> f32 {
         let base = self.lr as f64;
         if step < self.warmup {
@@ -86,6 +127,31 @@ impl OneCycleLr {
 }
 
 impl LrSchedule for OneCycleLr {
+    /// PyTorch's ranges: `max_lr` finite and ≥ 0, `total` ≥ 1, `pct_start`
+    /// in [0, 1], and the two divisors finite and > 0.
+    fn check(&self) -> Result<()> {
+        let s = "OneCycleLr";
+        need(
+            self.max_lr.is_finite() && self.max_lr >= 0.0,
+            s,
+            "max_lr",
+            self.max_lr,
+        )?;
+        need(self.total >= 1, s, "total", self.total)?;
+        need(
+            (0.0..=1.0).contains(&self.pct_start),
+            s,
+            "pct_start",
+            self.pct_start,
+        )?;
+        for (option, v) in [
+            ("div_factor", self.div_factor),
+            ("final_div_factor", self.final_div_factor),
+        ] {
+            need(v.is_finite() && v > 0.0, s, option, v)?;
+        }
+        Ok(())
+    }
     fn lr(&self, step: u64) -> f32 {
         let max = self.max_lr as f64;
         let initial = max / self.div_factor;
