@@ -413,3 +413,85 @@ fn trainer_applies_a_schedule_step_by_step_and_refuses_a_bad_rate() {
     assert_close(&w_of(&tr), &[w], 1e-6);
     assert_eq!(tr.steps(), 5);
 }
+
+/// AdamW and gradient clipping step for step as torch 2.15 does on
+/// `Σ w²/2` (values printed by torch: `torch.optim.AdamW(lr=0.1,
+/// weight_decay=0.5)` from [1, −2]; `AdamW(lr=0.1)`; SGD(lr=0.1) after
+/// `clip_grad_norm_(max_norm=0.5)` from [3, 4]).
+#[test]
+fn adamw_and_gradient_clipping_follow_pytorch() {
+    use kiln::optim::{AdamW, ClipGradNorm};
+    let zero = t(&[2], &[0.0, 0.0]);
+    let mut tr = quadratic(&[1.0, -2.0], AdamW::new(0.1).weight_decay(0.5));
+    let want = [
+        [0.85, -1.8],
+        [0.708_248_4, -1.610_412_1],
+        [0.574_973_94, -1.431_025_2],
+    ];
+    for w in want {
+        tr.step(&[("t", &zero)]).unwrap();
+        assert_close(&w_of(&tr), &w, 1e-6);
+    }
+    let mut tr = quadratic(&[1.0, -2.0], AdamW::new(0.1));
+    for w in [[0.899_000_05, -1.898], [0.798_519_1, -1.796_272_6]] {
+        tr.step(&[("t", &zero)]).unwrap();
+        assert_close(&w_of(&tr), &w, 1e-6);
+    }
+    // gradient [3, 4] has norm 5: scaled to norm 0.5
+    let mut tr = quadratic(&[3.0, 4.0], ClipGradNorm::new(0.5, Sgd::new(0.1)));
+    for w in [[2.97, 3.96], [2.94, 3.92]] {
+        tr.step(&[("t", &zero)]).unwrap();
+        assert_close(&w_of(&tr), &w, 1e-6);
+    }
+    // a norm under max_norm leaves the gradient alone
+    let mut tr = quadratic(&[0.1, 0.2], ClipGradNorm::new(10.0, Sgd::new(0.5)));
+    tr.step(&[("t", &zero)]).unwrap();
+    assert_close(&w_of(&tr), &[0.05, 0.1], 1e-6);
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let mut g = Graph::new();
+        let w = g.param("w", [1], Init::Zeros).unwrap();
+        let l = g.sum_all(w).unwrap();
+        let e = Trainer::new(g, l, ClipGradNorm::new(bad, Sgd::new(0.1)))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("max_norm"), "{e}");
+    }
+}
+
+/// RMSprop step for step as torch 2.15 on `Σ w²/2` from [1, −2]:
+/// `RMSprop(lr=0.01)`, and `RMSprop(lr=0.01, alpha=0.9, momentum=0.9,
+/// centered=True, weight_decay=0.1)`.
+#[test]
+fn rmsprop_follows_pytorch() {
+    use kiln::optim::RmsProp;
+    let zero = t(&[2], &[0.0, 0.0]);
+    let mut tr = quadratic(&[1.0, -2.0], RmsProp::new(0.01));
+    for w in [[0.9, -1.9], [0.832_918, -1.830_943_4]] {
+        tr.step(&[("t", &zero)]).unwrap();
+        assert_close(&w_of(&tr), &w, 1e-6);
+    }
+    let opt = RmsProp::new(0.01)
+        .alpha(0.9)
+        .momentum(0.9)
+        .centered(true)
+        .weight_decay(0.1);
+    let mut tr = quadratic(&[1.0, -2.0], opt);
+    let want = [
+        [0.966_666_6, -1.966_666_7],
+        [0.911_590_1, -1.911_380_2],
+        [0.840_596_4, -1.839_645],
+    ];
+    for w in want {
+        tr.step(&[("t", &zero)]).unwrap();
+        assert_close(&w_of(&tr), &w, 1e-5);
+    }
+    let mut g = Graph::new();
+    let w = g.param("w", [1], Init::Zeros).unwrap();
+    let l = g.sum_all(w).unwrap();
+    let e = Trainer::new(g, l, RmsProp::new(0.1).alpha(-0.5))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("alpha"), "{e}");
+}

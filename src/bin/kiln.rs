@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln::compile::optimize;
 use kiln::data::Dataset;
 use kiln::graph::dump::dump;
-use kiln::optim::{Adam, CosineWithWarmup, OneCycleLr, Sgd};
+use kiln::optim::{Adam, AdamW, CosineWithWarmup, OneCycleLr, RmsProp, Sgd};
 use kiln::passes;
 use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::Program;
@@ -176,7 +176,7 @@ struct TrainArgs {
     /// Epochs of linear warm-up for --schedule cosine.
     #[arg(long, default_value_t = 0)]
     warmup_epochs: u64,
-    /// L2 weight decay (SGD's weight_decay; ignored by Adam).
+    /// Weight decay: L2 for sgd, adam and rmsprop, decoupled for adamw.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
     /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain).
@@ -196,7 +196,8 @@ struct TrainArgs {
     /// SGD momentum (ignored by Adam).
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
-    /// Optimiser: sgd or adam.
+    /// Optimiser: sgd, adam, adamw or rmsprop (PyTorch's defaults but lr,
+    /// --weight-decay and, for sgd, --momentum).
     #[arg(long, default_value = "sgd")]
     optimizer: String,
     /// Seed for initialisation and shuffling.
@@ -590,10 +591,21 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
                 .momentum(a.momentum)
                 .weight_decay(a.weight_decay),
         )?,
-        "adam" => classifier_trainer(&net, a.batch_size, image, a.seed, Adam::new(a.lr))?,
+        "adam" => {
+            let opt = Adam::new(a.lr).weight_decay(a.weight_decay);
+            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
+        }
+        "adamw" => {
+            let opt = AdamW::new(a.lr).weight_decay(a.weight_decay);
+            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
+        }
+        "rmsprop" => {
+            let opt = RmsProp::new(a.lr).weight_decay(a.weight_decay);
+            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
+        }
         other => {
             return Err(KilnError::Invalid(format!(
-                "unknown optimizer `{other}` (sgd, adam)"
+                "unknown optimizer `{other}` (sgd, adam, adamw, rmsprop)"
             )))
         }
     };

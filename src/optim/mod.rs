@@ -214,7 +214,7 @@ impl Optimizer for Sgd {
 /// (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, no weight decay). At step `t`:
 ///
 /// ```text
-/// g = grad + λ·w                          (L2 weight decay λ, not AdamW's decoupled form)
+/// g = grad + λ·w                          (L2 weight decay λ; see `AdamW` for the decoupled form)
 /// m = β₁·m + (1 − β₁)·g
 /// v = β₂·v + (1 − β₂)·g²
 /// w = w − lr · (m / (1 − β₁ᵗ)) / (sqrt(v / (1 − β₂ᵗ)) + ε)
@@ -232,6 +232,25 @@ pub struct Adam {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    decoupled: bool,
+}
+
+/// AdamW (Loshchilov & Hutter), `torch.optim.AdamW`: Adam whose weight decay
+/// shrinks the weights directly, `w ← w·(1 − lr·λ)` before the Adam step
+/// (which then sees the raw gradient), default λ = 0.01.
+/// `AdamW::new(lr)` is an [`Adam`] so configured; its other options are Adam's.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW;
+
+impl AdamW {
+    /// AdamW with learning rate `lr` and PyTorch's defaults (β 0.9, 0.999;
+    /// ε 1e-8; weight decay 0.01).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(lr: f32) -> Adam {
+        Adam::new(lr)
+            .weight_decay(0.01)
+            .decoupled_weight_decay(true)
+    }
 }
 
 impl Adam {
@@ -243,7 +262,14 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decoupled: false,
         }
+    }
+    /// Applies the weight decay to the weights instead of the gradient
+    /// (PyTorch's `decoupled_weight_decay`; AdamW, see [`AdamW`]).
+    pub fn decoupled_weight_decay(mut self, decoupled: bool) -> Self {
+        self.decoupled = decoupled;
+        self
     }
     /// The moment decay rates β₁ and β₂, each in `[0, 1)`.
     pub fn betas(mut self, b1: f32, b2: f32) -> Self {
@@ -289,7 +315,16 @@ impl Optimizer for Adam {
         let mut updates = vec![(b1t, b1t_new), (b2t, b2t_new)];
         for p in params {
             let shape = g.shape(p.param)?.to_vec();
-            let grad = decayed(g, p, self.weight_decay)?;
+            let (grad, w) = match self.decoupled {
+                false => (decayed(g, p, self.weight_decay)?, p.param),
+                true if self.weight_decay == 0.0 => (p.grad, p.param),
+                // w·(1 − lr·λ), as torch's param.mul_(1 - lr * weight_decay)
+                true => {
+                    let lr_wd = g.mul_scalar(lr, self.weight_decay)?;
+                    let keep = g.sub(one, lr_wd)?;
+                    (p.grad, g.mul(p.param, keep)?)
+                }
+            };
             let m = g.state(
                 &format!("optim.adam_m.{}", p.name),
                 shape.clone(),
@@ -307,10 +342,192 @@ impl Optimizer for Adam {
             let denom = g.add_scalar(root, self.eps)?;
             let ratio = g.div(m_hat, denom)?;
             let delta = g.mul(ratio, lr)?;
-            let w_new = g.sub(p.param, delta)?;
+            let w_new = g.sub(w, delta)?;
             g.set_name(w_new, format!("{}.updated", p.name));
             updates.extend([(m, m_new), (v, v_new), (p.param, w_new)]);
         }
         Ok(updates)
+    }
+}
+
+/// RMSprop as `torch.optim.RMSprop` computes it, with its defaults (lr
+/// given, α = 0.99, ε = 1e-8, no weight decay, no momentum, not centred):
+///
+/// ```text
+/// g = grad + λ·w
+/// v = α·v + (1 − α)·g²
+/// avg = √(v − ḡ²) + ε   with ḡ = α·ḡ + (1 − α)·g when centred, else √v + ε
+/// b = μ·b + g / avg,  w = w − lr·b   with momentum μ > 0, else w = w − lr·g / avg
+/// ```
+///
+/// Options checked when built, with PyTorch's ranges: `lr ≥ 0`, `α ≥ 0`,
+/// `eps ≥ 0`, `momentum ≥ 0`, `weight_decay ≥ 0`, every value finite.
+#[derive(Clone, Debug)]
+pub struct RmsProp {
+    lr: f32,
+    alpha: f32,
+    eps: f32,
+    weight_decay: f32,
+    momentum: f32,
+    centered: bool,
+}
+
+impl RmsProp {
+    /// RMSprop with learning rate `lr` (PyTorch's default is 0.01).
+    pub fn new(lr: f32) -> Self {
+        RmsProp {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+        }
+    }
+    /// The smoothing constant α (default 0.99).
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// ε added to the denominator (default 1e-8).
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// L2 weight decay λ, added to the gradient as `λ·w` (default 0).
+    pub fn weight_decay(mut self, wd: f32) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Momentum μ (default 0).
+    pub fn momentum(mut self, m: f32) -> Self {
+        self.momentum = m;
+        self
+    }
+    /// Normalise by the estimated variance instead of the second moment.
+    pub fn centered(mut self, c: bool) -> Self {
+        self.centered = c;
+        self
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>> {
+        for (option, v) in [
+            ("alpha", self.alpha),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("momentum", self.momentum),
+        ] {
+            at_least_zero("rmsprop", option, v)?;
+        }
+        let lr = lr_state(g, self.lr)?;
+        let a = self.alpha;
+        let mut updates = Vec::new();
+        for p in params {
+            let shape = g.shape(p.param)?.to_vec();
+            let state = |g: &mut Graph, what: &str| {
+                g.state(
+                    &format!("optim.rmsprop_{what}.{}", p.name),
+                    shape.clone(),
+                    Init::Zeros,
+                )
+            };
+            let grad = decayed(g, p, self.weight_decay)?;
+            let v = state(g, "square_avg")?;
+            let sq = g.mul(grad, grad)?;
+            let (keep, fresh) = (g.mul_scalar(v, a)?, g.mul_scalar(sq, 1.0 - a)?);
+            let v_new = g.add(keep, fresh)?;
+            updates.push((v, v_new));
+            let var = if self.centered {
+                let m = state(g, "grad_avg")?;
+                let (keep, fresh) = (g.mul_scalar(m, a)?, g.mul_scalar(grad, 1.0 - a)?);
+                let m_new = g.add(keep, fresh)?;
+                updates.push((m, m_new));
+                let m2 = g.mul(m_new, m_new)?;
+                g.sub(v_new, m2)?
+            } else {
+                v_new
+            };
+            let root = g.sqrt(var)?;
+            let avg = g.add_scalar(root, self.eps)?;
+            let mut step = g.div(grad, avg)?;
+            if self.momentum > 0.0 {
+                let b = state(g, "momentum")?;
+                let kept = g.mul_scalar(b, self.momentum)?;
+                let b_new = g.add(kept, step)?;
+                updates.push((b, b_new));
+                step = b_new;
+            }
+            let delta = g.mul(step, lr)?;
+            let w_new = g.sub(p.param, delta)?;
+            g.set_name(w_new, format!("{}.updated", p.name));
+            updates.push((p.param, w_new));
+        }
+        Ok(updates)
+    }
+}
+
+/// Clips the gradients by their global norm before `inner` uses them, as
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)` called between
+/// `backward()` and `step()`: with `n = √(Σ ‖g‖²)` over every parameter's
+/// gradient, each gradient is scaled by `min(1, max_norm / (n + 1e-6))`,
+/// inside the compiled step. A NaN or ∞ norm scales by NaN (PyTorch's
+/// default, `error_if_nonfinite=False`). `max_norm` must be finite and > 0,
+/// checked when built.
+#[derive(Clone, Debug)]
+pub struct ClipGradNorm<O> {
+    max_norm: f32,
+    inner: O,
+}
+
+impl<O: Optimizer> ClipGradNorm<O> {
+    /// `inner` stepping on gradients clipped to global norm `max_norm`.
+    pub fn new(max_norm: f32, inner: O) -> Self {
+        ClipGradNorm { max_norm, inner }
+    }
+}
+
+impl<O: Optimizer> Optimizer for ClipGradNorm<O> {
+    fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>> {
+        if !(self.max_norm.is_finite() && self.max_norm > 0.0) {
+            return attr_err(
+                "clip_grad_norm",
+                format!(
+                    "max_norm must be a finite number > 0, got {}",
+                    self.max_norm
+                ),
+            );
+        }
+        let mut total: Option<NodeId> = None;
+        for p in params {
+            let sq = g.mul(p.grad, p.grad)?;
+            let s = g.sum_all(sq)?;
+            total = Some(match total {
+                Some(t) => g.add(t, s)?,
+                None => s,
+            });
+        }
+        let Some(total) = total else {
+            return self.inner.build(g, params);
+        };
+        let norm = g.sqrt(total)?;
+        let denom = g.add_scalar(norm, 1e-6)?;
+        let max = g.scalar(self.max_norm)?;
+        let coef = g.div(max, denom)?;
+        let one = g.scalar(1.0)?;
+        // min(coef, 1) that keeps a NaN coefficient (as torch.clamp(max=1))
+        let above = g.gt(coef, one)?;
+        let coef = g.select(above, one, coef)?;
+        let clipped: Vec<ParamGrad> = params
+            .iter()
+            .map(|p| {
+                Ok(ParamGrad {
+                    grad: g.mul(p.grad, coef)?,
+                    ..p.clone()
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.inner.build(g, &clipped)
     }
 }
