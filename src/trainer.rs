@@ -42,6 +42,9 @@ pub fn training_step(
     Ok(updates)
 }
 
+/// Name of the step count in a checkpoint ([`Trainer::save_checkpoint`]).
+const STEPS: &str = "trainer.steps";
+
 /// A compiled training step (forward, backward, optimiser update) plus a
 /// compiled forward-only evaluation of chosen outputs.
 pub struct Trainer {
@@ -278,6 +281,76 @@ impl Trainer {
                 .expect("checked above");
             self.step.set_param(name, t)?;
         }
+        self.eval_stale = true;
+        Ok(())
+    }
+
+    /// Saves everything a run needs to continue: the parameters, the
+    /// buffers, the optimiser's state (momentum and moment buffers, the
+    /// learning rate, Adam's β powers) and the step count, to a safetensors
+    /// file. The step count is the tensor `trainer.steps` `[2]`: its low and
+    /// high 24 bits (each exact in f32).
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut all: Vec<(String, Tensor)> = self
+            .step
+            .param_names()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    self.step.param(n).expect("named by the step"),
+                )
+            })
+            .collect();
+        let split = [(self.steps & 0xFF_FFFF) as f32, (self.steps >> 24) as f32];
+        all.push((STEPS.into(), Tensor::from_vec([2], split.to_vec())?));
+        weights::save(path, &all)
+    }
+
+    /// Continues from a file written by [`Trainer::save_checkpoint`] for a
+    /// trainer of the same model and optimiser: every parameter, buffer and
+    /// optimiser state, and the step count (which a learning-rate schedule
+    /// reads). `Err`, and nothing changed, if the file cannot be read, lacks
+    /// one of them (a file written by [`Trainer::save`] holds no optimiser
+    /// state) or holds one of another shape.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let loaded = weights::load(path)?;
+        let find = |name: &str| {
+            loaded.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+                KilnError::Invalid(format!(
+                    "{}: no tensor named `{name}` (is it a checkpoint of this model and optimiser, written by save_checkpoint?)",
+                    path.display()
+                ))
+            })
+        };
+        let steps = find(STEPS)?;
+        let (lo, hi) = match steps.data() {
+            &[lo, hi] if lo.fract() == 0.0 && hi.fract() == 0.0 && lo >= 0.0 && hi >= 0.0 => {
+                (lo, hi)
+            }
+            d => {
+                return Err(KilnError::Invalid(format!(
+                    "{}: `{STEPS}` holds {d:?}, not a step count",
+                    path.display()
+                )))
+            }
+        };
+        let names: Vec<String> = self.step.param_names().map(String::from).collect();
+        for name in &names {
+            let t = find(name)?;
+            let want = self.graph.shape_of_param(name)?;
+            if t.shape() != want {
+                return Err(KilnError::Invalid(format!(
+                    "{}: tensor `{name}` has shape {:?}, the trainer's has {want:?}",
+                    path.display(),
+                    t.shape()
+                )));
+            }
+        }
+        for name in &names {
+            self.step.set_param(name, find(name)?)?;
+        }
+        self.steps = lo as u64 | (hi as u64) << 24;
         self.eval_stale = true;
         Ok(())
     }
