@@ -153,6 +153,22 @@ fn decayed(g: &mut Graph, p: &ParamGrad, wd: f32) -> Result<NodeId> {
     g.add(p.grad, d)
 }
 
+/// `w − lr·step` as `p`'s new value (named `{name}.updated`), pushed to `updates`.
+fn descend(
+    g: &mut Graph,
+    p: &ParamGrad,
+    w: NodeId,
+    step: NodeId,
+    lr: NodeId,
+    updates: &mut Vec<(NodeId, NodeId)>,
+) -> Result<()> {
+    let delta = g.mul(step, lr)?;
+    let w_new = g.sub(w, delta)?;
+    g.set_name(w_new, format!("{}.updated", p.name));
+    updates.push((p.param, w_new));
+    Ok(())
+}
+
 fn lr_state(g: &mut Graph, lr: f32) -> Result<NodeId> {
     check_lr(lr)?;
     g.state(LR, [], Init::Constant(lr))
@@ -201,10 +217,7 @@ impl Optimizer for Sgd {
             } else {
                 grad
             };
-            let delta = g.mul(step, lr)?;
-            let w_new = g.sub(p.param, delta)?;
-            g.set_name(w_new, format!("{}.updated", p.name));
-            updates.push((p.param, w_new));
+            descend(g, p, p.param, step, lr, &mut updates)?;
         }
         Ok(updates)
     }
@@ -341,10 +354,8 @@ impl Optimizer for Adam {
             let root = g.sqrt(v_hat)?;
             let denom = g.add_scalar(root, self.eps)?;
             let ratio = g.div(m_hat, denom)?;
-            let delta = g.mul(ratio, lr)?;
-            let w_new = g.sub(w, delta)?;
-            g.set_name(w_new, format!("{}.updated", p.name));
-            updates.extend([(m, m_new), (v, v_new), (p.param, w_new)]);
+            updates.extend([(m, m_new), (v, v_new)]);
+            descend(g, p, w, ratio, lr, &mut updates)?;
         }
         Ok(updates)
     }
@@ -459,10 +470,7 @@ impl Optimizer for RmsProp {
                 updates.push((b, b_new));
                 step = b_new;
             }
-            let delta = g.mul(step, lr)?;
-            let w_new = g.sub(p.param, delta)?;
-            g.set_name(w_new, format!("{}.updated", p.name));
-            updates.push((p.param, w_new));
+            descend(g, p, p.param, step, lr, &mut updates)?;
         }
         Ok(updates)
     }
