@@ -257,9 +257,27 @@ impl Trainer {
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let loaded = weights::load(path)?;
-        let names: Vec<&String> = self.trainable.iter().chain(&self.buffers).collect();
-        for name in &names {
-            let Some((_, t)) = loaded.iter().find(|(n, _)| n == *name) else {
+        let names: Vec<String> = self
+            .trainable
+            .iter()
+            .chain(&self.buffers)
+            .cloned()
+            .collect();
+        self.set_from(path, &loaded, &names)
+    }
+
+    /// Sets the step's parameters `names` from `loaded` (read from `path`),
+    /// after checking that each is there with its shape: `Err` naming the
+    /// first that is not, and nothing changed.
+    fn set_from(
+        &mut self,
+        path: &Path,
+        loaded: &[(String, Tensor)],
+        names: &[String],
+    ) -> Result<()> {
+        let find = |name: &str| loaded.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        for name in names {
+            let Some(t) = find(name) else {
                 return Err(KilnError::Invalid(format!(
                     "{}: no tensor named `{name}`",
                     path.display()
@@ -275,11 +293,8 @@ impl Trainer {
             }
         }
         for name in names {
-            let (_, t) = loaded
-                .iter()
-                .find(|(n, _)| n == name)
-                .expect("checked above");
-            self.step.set_param(name, t)?;
+            self.step
+                .set_param(name, find(name).expect("checked above"))?;
         }
         self.eval_stale = true;
         Ok(())
@@ -315,16 +330,13 @@ impl Trainer {
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let loaded = weights::load(path)?;
-        let find = |name: &str| {
-            loaded.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
-                KilnError::Invalid(format!(
-                    "{}: no tensor named `{name}` (is it a checkpoint of this model and optimiser, written by save_checkpoint?)",
-                    path.display()
-                ))
-            })
-        };
-        let steps = find(STEPS)?;
-        let (lo, hi) = match steps.data() {
+        let steps = loaded.iter().find(|(n, _)| n == STEPS).ok_or_else(|| {
+            KilnError::Invalid(format!(
+                "{}: no tensor named `{STEPS}` (is it a checkpoint of this model and optimiser, written by save_checkpoint?)",
+                path.display()
+            ))
+        })?;
+        let (lo, hi) = match steps.1.data() {
             &[lo, hi] if lo.fract() == 0.0 && hi.fract() == 0.0 && lo >= 0.0 && hi >= 0.0 => {
                 (lo, hi)
             }
@@ -336,22 +348,8 @@ impl Trainer {
             }
         };
         let names: Vec<String> = self.step.param_names().map(String::from).collect();
-        for name in &names {
-            let t = find(name)?;
-            let want = self.graph.shape_of_param(name)?;
-            if t.shape() != want {
-                return Err(KilnError::Invalid(format!(
-                    "{}: tensor `{name}` has shape {:?}, the trainer's has {want:?}",
-                    path.display(),
-                    t.shape()
-                )));
-            }
-        }
-        for name in &names {
-            self.step.set_param(name, find(name)?)?;
-        }
+        self.set_from(path, &loaded, &names)?;
         self.steps = lo as u64 | (hi as u64) << 24;
-        self.eval_stale = true;
         Ok(())
     }
 

@@ -108,6 +108,7 @@ impl Program {
     /// an output or an update's value), and removed; an update whose value
     /// is then the parameter itself is dropped. Returns how many nodes were
     /// replaced.
+    ///
     /// `Err` when compiling for training a graph whose batch statistics
     /// would have a single value (see BatchNorm).
     pub fn bind_mode(&mut self, training: bool) -> Result<usize> {

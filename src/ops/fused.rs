@@ -19,7 +19,7 @@ use crate::ops::fmt_f32;
 use crate::shape::block_repeat;
 use serde::{Deserialize, Serialize};
 
-/// Most instructions one fused loop holds (registers live on the stack).
+/// Most instructions one fused loop holds (one register block each).
 pub const MAX_INSTRS: usize = 24;
 
 /// Elements per block.
@@ -214,7 +214,7 @@ pub fn repeats_into(s: &[usize], out: &[usize]) -> bool {
 
 /// Kernel of `Fused`: the expression block by block over `out` (of shape
 /// `out_shape`); operands and constants are read in place, only computed
-/// values and repeated operands use the (stack) registers.
+/// values and repeated operands use the registers (per-thread scratch).
 pub fn fused(expr: &[Instr], ins: &[View], out: &mut [f32], out_shape: &[usize]) {
     fused_over(expr, ins, None, out, out_shape)
 }
