@@ -18,7 +18,7 @@ fn mlp(depth: usize) -> (Graph, NodeId) {
         h = g.relu(h).unwrap();
     }
     let logits = nn::Linear::new(64, 10).build(&mut g, h).unwrap();
-    let labels = g.input("labels", [32]).unwrap();
+    let labels = g.input_i64("labels", [32]).unwrap();
     let loss = nn::softmax_cross_entropy(&mut g, logits, labels, nn::Reduction::Mean).unwrap();
     (g, loss)
 }
@@ -35,7 +35,7 @@ fn lstm(t: usize) -> (Graph, NodeId) {
 fn cnn() -> (Graph, NodeId) {
     let m = models::build("cnn", 0).unwrap();
     let mut g = m.graph;
-    let labels = g.input("labels", [m.inputs[0].1[0]]).unwrap();
+    let labels = g.input_i64("labels", [m.inputs[0].1[0]]).unwrap();
     let loss = nn::softmax_cross_entropy(&mut g, m.output, labels, nn::Reduction::Mean).unwrap();
     (g, loss)
 }

@@ -1,10 +1,10 @@
 use kiln::nn::{self, Layer, Reduction};
-use kiln::{optim::Sgd, Graph, Tensor, Trainer};
+use kiln::{optim::Sgd, Graph, I64Tensor, Tensor, Trainer};
 
 fn main() -> kiln::Result<()> {
     let mut g = Graph::with_seed(42);
     let x = g.input("x", [4, 1, 28, 28])?;
-    let labels = g.input("labels", [4])?;
+    let labels = g.input_i64("labels", [4])?;
     let net = nn::Sequential::new()
         .push(nn::Conv2d::new(1, 8, 3).padding(1).name("conv"))
         .push(nn::Relu)
@@ -17,7 +17,7 @@ fn main() -> kiln::Result<()> {
     let mut trainer = Trainer::with_outputs(g, loss, &[logits], Sgd::new(0.05).momentum(0.9))?;
     let (images, classes) = (
         Tensor::rand_uniform([4, 1, 28, 28], 0.0, 1.0, 7),
-        Tensor::from_vec([4], vec![3.0, 1.0, 4.0, 1.0])?,
+        I64Tensor::from(vec![3, 1, 4, 1]),
     );
     let first = trainer.step(&[("x", &images), ("labels", &classes)])?;
     for _ in 0..20 {

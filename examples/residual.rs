@@ -5,7 +5,7 @@
 //! `cargo run --release --example residual`
 
 use kiln::nn::{self, Layer, Reduction};
-use kiln::{optim::Sgd, Graph, NodeId, OpBuilder, Tensor, Trainer};
+use kiln::{optim::Sgd, Graph, I64Tensor, NodeId, OpBuilder, Tensor, Trainer};
 
 struct Block {
     conv1: nn::Conv2d,
@@ -47,7 +47,7 @@ impl Layer for Block {
 fn main() -> kiln::Result<()> {
     let mut g = Graph::with_seed(7);
     let x = g.input("x", [8, 1, 12, 12])?;
-    let labels = g.input("labels", [8])?;
+    let labels = g.input_i64("labels", [8])?;
     let net = nn::Sequential::new()
         .push(nn::Conv2d::new(1, 8, 3).padding(1).name("stem"))
         .push(Block::new(8, "block1"))
@@ -59,7 +59,7 @@ fn main() -> kiln::Result<()> {
     let loss = nn::softmax_cross_entropy(&mut g, logits, labels, Reduction::Mean)?;
     let mut trainer = Trainer::with_outputs(g, loss, &[logits], Sgd::new(0.1).momentum(0.9))?;
     let images = Tensor::rand_uniform([8, 1, 12, 12], 0.0, 1.0, 1);
-    let classes = Tensor::from_vec([8], vec![0.0, 1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0])?;
+    let classes = I64Tensor::from(vec![0, 1, 2, 3, 0, 1, 2, 3]);
     let first = trainer.step(&[("x", &images), ("labels", &classes)])?;
     let mut last = first;
     for _ in 0..30 {

@@ -4,6 +4,7 @@
 //! the test pair named `t10k-*` or `test-*`, each optionally `.gz`. Pixels are
 //! scaled to `[0, 1]` and laid out `[N, 1, rows, cols]` (NCHW).
 
+use crate::dtype::I64Tensor;
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Dataset {
     images: Vec<f32>,
-    labels: Vec<f32>,
+    labels: Vec<i64>,
     image_shape: [usize; 3],
 }
 
@@ -135,14 +136,10 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
 }
 
 /// `v` converted by `f` into a vector allocated fallibly.
-fn convert(path: &Path, v: &[u8], f: impl Fn(u8) -> f32) -> Result<Vec<f32>> {
-    let mut out: Vec<f32> = Vec::new();
-    out.try_reserve_exact(v.len()).map_err(|_| {
-        bad(
-            path,
-            format!("out of memory converting {} values to f32", v.len()),
-        )
-    })?;
+fn convert<T>(path: &Path, v: &[u8], f: impl Fn(u8) -> T) -> Result<Vec<T>> {
+    let mut out: Vec<T> = Vec::new();
+    out.try_reserve_exact(v.len())
+        .map_err(|_| bad(path, format!("out of memory converting {} bytes", v.len())))?;
     out.extend(v.iter().map(|&b| f(b)));
     Ok(out)
 }
@@ -189,7 +186,7 @@ impl Dataset {
         }
         Ok(Dataset {
             images: convert(images, &pixels, |p| p as f32 / 255.0)?,
-            labels: convert(labels, &lbytes, |l| l as f32)?,
+            labels: convert(labels, &lbytes, i64::from)?,
             image_shape: [1, idims[1], idims[2]],
         })
     }
@@ -236,11 +233,11 @@ impl Dataset {
 
     /// Number of classes (largest label + 1).
     pub fn classes(&self) -> usize {
-        self.labels.iter().fold(0.0f32, |m, &l| m.max(l)) as usize + 1
+        self.labels.iter().fold(0, |m, &l| m.max(l)) as usize + 1
     }
 
     /// The labels.
-    pub fn labels(&self) -> &[f32] {
+    pub fn labels(&self) -> &[i64] {
         &self.labels
     }
 
@@ -252,7 +249,7 @@ impl Dataset {
     /// `≥ len()` (naming the index and the length), if `x` is not
     /// `[B, C, H, W]` with this dataset's image shape, if `y` is not `[B]`,
     /// or if there are more indices than rows `B`.
-    pub fn fill_batch(&self, indices: &[usize], x: &mut Tensor, y: &mut Tensor) -> Result<()> {
+    pub fn fill_batch(&self, indices: &[usize], x: &mut Tensor, y: &mut I64Tensor) -> Result<()> {
         let [c, h, w] = self.image_shape;
         let b = y.shape().first().copied().unwrap_or(0);
         if x.shape() != [b, c, h, w] || y.shape() != [b] {
@@ -277,7 +274,7 @@ impl Dataset {
         let per = c * h * w;
         let (xd, yd) = (x.data_mut(), y.data_mut());
         xd.fill(0.0);
-        yd.fill(0.0);
+        yd.fill(0);
         for (row, &i) in indices.iter().enumerate() {
             xd[row * per..(row + 1) * per].copy_from_slice(&self.images[i * per..(i + 1) * per]);
             yd[row] = self.labels[i];

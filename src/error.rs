@@ -61,6 +61,25 @@ pub enum KilnError {
         /// Number of elements given.
         len: usize,
     },
+    /// An operand's element type does not fit the op (an `i64` index where
+    /// the op computes in f32, or the other way round), or a feed's type
+    /// differs from its input's.
+    #[error("type error in `{op}`: {message}")]
+    Type {
+        /// The op (or input) whose type rule failed.
+        op: String,
+        /// What was wrong, naming the operand and its type.
+        message: String,
+    },
+    /// A fed index is out of the range an op reading it allows (PyTorch
+    /// raises `IndexError` there).
+    #[error("index out of range in feed `{feed}`: {message}")]
+    Index {
+        /// The input whose feed holds the index.
+        feed: String,
+        /// The position, the value, the op and its range.
+        message: String,
+    },
     /// Anything else that is invalid about a request (unknown model name, bad option...).
     #[error("{0}")]
     Invalid(String),

@@ -30,6 +30,7 @@
 pub mod autodiff;
 pub mod compile;
 pub mod data;
+pub mod dtype;
 pub mod error;
 pub mod exec;
 pub mod graph;
@@ -50,6 +51,7 @@ pub mod tooling;
 pub(crate) use tooling::{alloc_count, kernels};
 
 pub use compile::{compile, compile_program, CompileOptions, PassSelection};
+pub use dtype::{DType, Feed, I64Tensor};
 pub use error::{KilnError, Result};
 pub use exec::{schedule_with, Executable};
 pub use graph::dump::DumpFormat;
@@ -63,7 +65,9 @@ pub use trainer::Trainer;
 /// builder methods ([`OpBuilder`]), the layer trait, compiling and tensors.
 pub mod prelude {
     pub use crate::nn::{self, Layer};
-    pub use crate::{compile, CompileOptions, Executable, Graph, NodeId, OpBuilder, Tensor};
+    pub use crate::{
+        compile, CompileOptions, Executable, Feed, Graph, I64Tensor, NodeId, OpBuilder, Tensor,
+    };
 }
 
 /// The README's code blocks, compiled and run as doctests.

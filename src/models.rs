@@ -246,7 +246,7 @@ pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
         });
     }
     if matches!(name, "cnn" | "mlp" | "resnet") {
-        let labels = graph.input("labels", [inputs[0].1[0]])?;
+        let labels = graph.input_i64("labels", [inputs[0].1[0]])?;
         let loss = nn::softmax_cross_entropy(&mut graph, output, labels, nn::Reduction::Mean)?;
         let updates =
             crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;

@@ -2,10 +2,10 @@
 //! then call `step` many times.
 
 use crate::compile::{compile, compile_program, CompileOptions};
+use crate::dtype::Feed;
 use crate::error::{KilnError, Result};
 use crate::exec::Executable;
 use crate::graph::{Graph, NodeId, Program};
-use crate::nn::loss::{check_labels, label_inputs};
 use crate::optim::{check_lr, LrSchedule, Optimizer, ParamGrad, LR};
 use crate::tensor::Tensor;
 use crate::weights;
@@ -56,8 +56,6 @@ pub struct Trainer {
     /// Layer state the step updates and evaluation reads (running statistics).
     buffers: Vec<String>,
     eval_stale: bool,
-    /// Feeds holding class labels, with their class counts.
-    labels: Vec<(String, usize)>,
     /// Steps taken (the schedule's clock).
     steps: u64,
     schedule: Option<Box<dyn LrSchedule>>,
@@ -107,7 +105,6 @@ impl Trainer {
         };
         let step = compile_program(program, &train)?;
         let eval = compile(&graph, outputs, &sub("evaluate"))?;
-        let labels = label_inputs(&graph);
         Ok(Trainer {
             graph,
             step,
@@ -116,42 +113,19 @@ impl Trainer {
             trainable: params.into_iter().map(|p| p.0).collect(),
             buffers,
             eval_stale: false,
-            labels,
             steps: 0,
             schedule: None,
         })
     }
 
-    /// The inputs that feed the labels of a
-    /// [`softmax_cross_entropy`](crate::nn::softmax_cross_entropy) in this
-    /// trainer's graph, with their class counts (see
-    /// [`crate::nn::loss::label_inputs`]): [`Trainer::step`] and
-    /// [`Trainer::evaluate`] check these feeds.
-    pub fn label_inputs(&self) -> &[(String, usize)] {
-        &self.labels
-    }
-
-    /// `Err` naming the feed, the label's index and value if a fed label is
-    /// not a class index.
-    fn check_label_feeds(&self, feeds: &[(&str, &Tensor)]) -> Result<()> {
-        for (name, classes) in &self.labels {
-            for (_, t) in feeds.iter().filter(|(n, _)| n == name) {
-                check_labels(t, *classes)
-                    .map_err(|e| KilnError::Invalid(format!("feed `{name}`: {e}")))?;
-            }
-        }
-        Ok(())
-    }
-
     /// One training step on a batch: returns the loss before the update.
     ///
-    /// `Err`, and nothing updated, if a feed is missing, unknown or of the
-    /// wrong shape, or if a feed holding the labels of a softmax
-    /// cross-entropy (see [`Trainer::label_inputs`]) has a label that is not
-    /// an integer in `0..C` (PyTorch's `cross_entropy` raises there too);
-    /// the message names the feed, the label's index and its value.
-    pub fn step(&mut self, feeds: &[(&str, &Tensor)]) -> Result<f32> {
-        self.check_label_feeds(feeds)?;
+    /// `Err`, and nothing updated, if a feed is missing, unknown, of the
+    /// wrong shape or type, or holds an index out of range: a class label
+    /// outside `0..C` (other than `ignore_index`) of a cross-entropy, an
+    /// embedding index outside its table (PyTorch raises there too; the
+    /// message names the feed, the position and the value).
+    pub fn step(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<f32> {
         if let Some(s) = &self.schedule {
             let lr = s.lr(self.steps);
             self.set_learning_rate(lr).map_err(|e| {
@@ -186,9 +160,8 @@ impl Trainer {
 
     /// Runs the evaluation outputs forward only, compiled for evaluation
     /// (dropout off, BatchNorm on its running statistics), with the current
-    /// parameters and buffers. Labels fed are checked as in [`Trainer::step`].
-    pub fn evaluate(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
-        self.check_label_feeds(feeds)?;
+    /// parameters and buffers. Feeds are checked as in [`Trainer::step`].
+    pub fn evaluate(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<Vec<Tensor>> {
         if self.eval_stale {
             for name in self.trainable.iter().chain(&self.buffers) {
                 let data = self

@@ -53,7 +53,7 @@ fn run_allocates_only_its_returned_tensors() {
         .find(|r| r.id() == "AvgPool2D/4x32x16x16/forward_backward")
         .unwrap();
     let mut p = Prepared::new(&row, &options).unwrap();
-    let feeds: Vec<(&str, &kiln::Tensor)> = p.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let feeds = kiln::exec::feed_refs(&p.feeds);
     let outputs = p.exe.num_outputs();
     p.exe.run(&feeds).unwrap();
     let before = snapshot();

@@ -11,7 +11,7 @@ use kiln::optim::{Adam, Sgd};
 use kiln::passes::{Pass, Patch, Rewriter};
 use kiln::OpBuilder;
 use kiln::Program;
-use kiln::{CompileOptions, Graph, NodeId, Op, Tensor, Trainer, Window};
+use kiln::{CompileOptions, Feed, Graph, I64Tensor, NodeId, Op, Tensor, Trainer, Window};
 
 type Case = (&'static str, fn() -> String);
 
@@ -21,7 +21,7 @@ fn err<T: std::fmt::Debug>(r: kiln::Result<T>) -> String {
 
 /// Runs `outs` compiled and unrewritten (one thread) and returns the
 /// compiled results after checking that both agree bit for bit.
-fn both(g: &Graph, outs: &[NodeId], feeds: &[(&str, &Tensor)]) -> Vec<Tensor> {
+fn both(g: &Graph, outs: &[NodeId], feeds: &[(&str, &dyn Feed)]) -> Vec<Tensor> {
     let [a, b] = [CompileOptions::default(), CompileOptions::unrewritten()].map(|o| {
         let o = CompileOptions {
             threads: Some(1),
@@ -606,6 +606,49 @@ const CASES: &[Case] = &[
         let a = g.input("a", [2]).unwrap();
         let b = g.input("b", [3]).unwrap();
         err(g.train_eval(a, b))
+    }),
+    ("`Embedding::new(5, 2)` on `i64` ids [[1, 5]]", || {
+        let mut g = Graph::new();
+        let ids = g.input_i64("ids", [1, 2]).unwrap();
+        let y = kiln::nn::Embedding::new(5, 2).build(&mut g, ids).unwrap();
+        let mut exe = kiln::compile(&g, &[y], &CompileOptions::default()).unwrap();
+        err(exe.run(&[("ids", &I64Tensor::from_vec([1, 2], vec![1, 5]).unwrap())]))
+    }),
+    ("`softmax_cross_entropy` over 3 classes, labels [2, -1]", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 3]).unwrap();
+        let y = g.input_i64("y", [2]).unwrap();
+        let l = kiln::nn::softmax_cross_entropy(&mut g, x, y, kiln::nn::Reduction::Mean).unwrap();
+        let mut exe = kiln::compile(&g, &[l], &CompileOptions::default()).unwrap();
+        err(exe.run(&[("x", &Tensor::zeros([2, 3])), ("y", &I64Tensor::from(vec![2, -1]))]))
+    }),
+    ("`softmax_cross_entropy` with f32 labels", || {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 3]).unwrap();
+        let y = g.input("y", [2]).unwrap();
+        err(kiln::nn::softmax_cross_entropy(&mut g, x, y, kiln::nn::Reduction::Mean))
+    }),
+    ("`g.add(ids, ids)` with `ids` an `i64` input", || {
+        let mut g = Graph::new();
+        let ids = g.input_i64("ids", [2]).unwrap();
+        err(g.add(ids, ids))
+    }),
+    ("a `Tensor` fed to an `i64` input", || {
+        let mut g = Graph::new();
+        let ids = g.input_i64("ids", [2]).unwrap();
+        let y = g.to_f32(ids).unwrap();
+        let mut exe = kiln::compile(&g, &[y], &CompileOptions::default()).unwrap();
+        err(exe.run(&[("ids", &Tensor::zeros([2]))]))
+    }),
+    ("`Embedding::new(4, 2).padding_idx(4)`", || {
+        let mut g = Graph::new();
+        let ids = g.input_i64("ids", [2]).unwrap();
+        err(kiln::nn::Embedding::new(4, 2).padding_idx(4).build(&mut g, ids))
+    }),
+    ("`g.one_hot(y, 1 << 25, None)`", || {
+        let mut g = Graph::new();
+        let y = g.input_i64("y", [2]).unwrap();
+        err(g.one_hot(y, 1 << 25, None))
     }),
     ("`run` with a feed of the wrong shape", || {
         let mut g = Graph::new();

@@ -6,7 +6,9 @@ mod common;
 use common::assert_close;
 use kiln::nn::{self, Layer, Reduction};
 use kiln::optim::Sgd;
-use kiln::{compile, CompileOptions, Graph, NodeId, OpBuilder, Tensor, Trainer, BATCH};
+use kiln::{
+    compile, CompileOptions, Feed, Graph, I64Tensor, NodeId, OpBuilder, Tensor, Trainer, BATCH,
+};
 
 /// A small classifier on `[batch, 6]` inputs: linear, ReLU, flatten through a
 /// reshape, linear; its logits.
@@ -22,10 +24,10 @@ fn classifier(g: &mut Graph, batch: usize) -> (NodeId, NodeId) {
     (x, logits)
 }
 
-fn data(batch: usize, seed: u64) -> (Tensor, Tensor) {
+fn data(batch: usize, seed: u64) -> (Tensor, I64Tensor) {
     let x = Tensor::rand_uniform([batch, 6], -1.0, 1.0, seed);
-    let labels = (0..batch).map(|i| ((i as u64 + seed) % 3) as f32).collect();
-    (x, Tensor::from_vec([batch], labels).unwrap())
+    let labels = (0..batch).map(|i| ((i as u64 + seed) % 3) as i64).collect();
+    (x, I64Tensor::from_vec([batch], labels).unwrap())
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
@@ -68,14 +70,14 @@ fn a_trainer_trains_and_evaluates_at_any_batch() {
     let build = |batch: usize| {
         let mut g = Graph::with_seed(11);
         let (_, logits) = classifier(&mut g, batch);
-        let labels = g.input("labels", [batch]).unwrap();
+        let labels = g.input_i64("labels", [batch]).unwrap();
         let loss = nn::softmax_cross_entropy(&mut g, logits, labels, Reduction::Mean).unwrap();
         Trainer::with_outputs(g, loss, &[logits], Sgd::new(0.1).momentum(0.9)).unwrap()
     };
     let (mut sym, mut at4) = (build(BATCH), build(4));
     for step in 0..3 {
         let (x, l) = data(4, step);
-        let feeds = [("x", &x), ("labels", &l)];
+        let feeds: [(&str, &dyn Feed); 2] = [("x", &x), ("labels", &l)];
         let (a, b) = (sym.step(&feeds).unwrap(), at4.step(&feeds).unwrap());
         assert_eq!(a.to_bits(), b.to_bits(), "loss of step {step}");
     }
@@ -96,7 +98,8 @@ fn a_trainer_trains_and_evaluates_at_any_batch() {
         Tensor::from_vec(shape, [t.data(), t.data()].concat()).unwrap()
     };
     let before = sym.step(&[("x", &x2), ("labels", &l2)]).unwrap();
-    let (x4, l4) = (twice(&x2, vec![4, 6]), twice(&l2, vec![4]));
+    let l4 = I64Tensor::from([l2.data(), l2.data()].concat());
+    let x4 = twice(&x2, vec![4, 6]);
     let want = at4.step(&[("x", &x4), ("labels", &l4)]).unwrap();
     assert_close(&[before], &[want], 1e-6);
     for ((n, p), (_, q)) in sym.params().iter().zip(at4.params()) {
@@ -279,7 +282,7 @@ fn gradients_through_a_batch_mean_count_the_whole_batch() {
     let build = |batch: usize| {
         let mut g = Graph::with_seed(3);
         let x = g.input("x", [batch, 1, 6, 6]).unwrap();
-        let labels = g.input("labels", [batch]).unwrap();
+        let labels = g.input_i64("labels", [batch]).unwrap();
         let net = nn::Sequential::new()
             .push(nn::Conv2d::new(1, 5, 3))
             .push(nn::BatchNorm2d::new(5))
@@ -293,9 +296,9 @@ fn gradients_through_a_batch_mean_count_the_whole_batch() {
     };
     let (mut symbolic, mut fixed) = (build(BATCH), build(4));
     let x = Tensor::rand_uniform([4, 1, 6, 6], -1.0, 1.0, 5);
-    let labels = Tensor::from_vec([4], vec![0.0, 1.0, 2.0, 1.0]).unwrap();
+    let labels = I64Tensor::from(vec![0, 1, 2, 1]);
     for _ in 0..3 {
-        let feeds = [("x", &x), ("labels", &labels)];
+        let feeds: [(&str, &dyn Feed); 2] = [("x", &x), ("labels", &labels)];
         let (a, b) = (symbolic.step(&feeds).unwrap(), fixed.step(&feeds).unwrap());
         assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "loss {a} vs {b}");
     }

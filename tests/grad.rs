@@ -16,7 +16,7 @@ use kiln::ops::{
 };
 use kiln::CompileOptions;
 use kiln::OpBuilder;
-use kiln::{compile, Graph, NodeId, Op, Tensor, Window};
+use kiln::{compile, Feed, Graph, I64Tensor, NodeId, Op, Tensor, Window};
 
 const EPS: f32 = 1e-2;
 const TOL: f32 = 2e-3;
@@ -34,6 +34,25 @@ fn check_in(
     values: Vec<Tensor>,
     build: impl Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
 ) {
+    check_full(training, values, &[], build)
+}
+
+/// [`check`] with `i64` inputs `indices` too, passed to `build` after the
+/// f32 inputs (no gradient is taken for them).
+fn check_idx(
+    values: Vec<Tensor>,
+    indices: &[I64Tensor],
+    build: impl Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+) {
+    check_full(false, values, indices, build)
+}
+
+fn check_full(
+    training: bool,
+    values: Vec<Tensor>,
+    indices: &[I64Tensor],
+    build: impl Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+) {
     let mut g = Graph::with_seed(5);
     let names: Vec<String> = (0..values.len()).map(|i| format!("x{i}")).collect();
     let xs: Vec<NodeId> = values
@@ -41,7 +60,12 @@ fn check_in(
         .zip(&names)
         .map(|(v, n)| g.input(n, v.shape().to_vec()).unwrap())
         .collect();
-    let y = build(&mut g, &xs).expect("build");
+    let index_names: Vec<String> = (0..indices.len()).map(|i| format!("i{i}")).collect();
+    let mut all = xs.clone();
+    for (v, n) in indices.iter().zip(&index_names) {
+        all.push(g.input_i64(n, v.shape().to_vec()).unwrap());
+    }
+    let y = build(&mut g, &all).expect("build");
     let ys = g.shape(y).unwrap().to_vec();
     let r = g.constant(Tensor::rand_uniform(ys, 0.5, 1.5, 99)).unwrap();
     let weighted = g.mul(y, r).unwrap();
@@ -65,7 +89,13 @@ fn check_in(
     };
     let run = |exe: &mut kiln::Executable, vals: &[Tensor]| -> Vec<Tensor> {
         let f = feeds(vals);
-        let r: Vec<(&str, &Tensor)> = f.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut r: Vec<(&str, &dyn Feed)> = f
+            .iter()
+            .map(|(n, t)| (n.as_str(), t as &dyn Feed))
+            .collect();
+        for (n, t) in index_names.iter().zip(indices) {
+            r.push((n.as_str(), t));
+        }
         exe.run(&r).unwrap()
     };
     let analytic = run(&mut exe, &values);
@@ -519,6 +549,29 @@ fn upsample_layer() {
 }
 
 #[test]
+fn gather_and_its_backward() {
+    let idx = [I64Tensor::from_vec([2, 2], vec![2, 0, 2, 1]).unwrap()];
+    // repeated indices: the data gradient sums them
+    check_idx(vec![rand(&[2, 3, 2], 40)], &idx, |g, x| {
+        g.gather(x[0], x[1], 1)
+    });
+    check_idx(vec![rand(&[3, 4], 41)], &idx, |g, x| {
+        g.gather(x[0], x[1], 0)
+    });
+    // gather_backward is linear in gy: its gradient is a gather
+    check_idx(vec![rand(&[3, 2, 2, 2], 42)], &idx, |g, x| {
+        let op = kiln::ops::GatherBackward { axis: 1, size: 4 };
+        g.add_op(Op::GatherBackward(op), &[x[0], x[1]])
+    });
+}
+
+#[test]
+fn embedding_layer() {
+    let idx = [I64Tensor::from_vec([2, 3], vec![1, 3, 1, 0, 4, 1]).unwrap()];
+    check_idx(vec![], &idx, |g, x| nn::Embedding::new(5, 3).build(g, x[0]));
+}
+
+#[test]
 fn lstm_layer() {
     check(vec![rand(&[2, 3, 2], 9)], |g, x| {
         nn::Lstm::new(2, 3).build(g, x[0])
@@ -528,25 +581,29 @@ fn lstm_layer() {
 #[test]
 fn losses() {
     let logits = rand(&[4, 3], 1);
-    let labels = t(&[4], &[0.0, 2.0, 1.0, 2.0]);
+    let labels = [I64Tensor::from(vec![0, 2, 1, 2])];
+    let ignoring = [I64Tensor::from(vec![0, -100, 1, 2])];
     for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-        check(vec![logits.clone()], |g, x| {
-            let y = g.constant(labels.clone())?;
-            nn::softmax_cross_entropy(g, x[0], y, reduction)
-        });
+        for labels in [&labels, &ignoring] {
+            check_idx(vec![logits.clone()], labels, |g, x| {
+                nn::softmax_cross_entropy(g, x[0], x[1], reduction)
+            });
+        }
     }
     check(vec![rand(&[3, 2], 2), rand(&[3, 2], 3)], |g, x| {
         nn::mse_loss(g, x[0], x[1], Reduction::Mean)
     });
     for (reduction, label_smoothing) in [(Reduction::Mean, 0.1), (Reduction::None, 1.0)] {
-        let options = nn::CrossEntropy {
-            reduction,
-            label_smoothing,
-        };
-        check(vec![logits.clone()], |g, x| {
-            let y = g.constant(labels.clone())?;
-            nn::cross_entropy(g, x[0], y, &options)
-        });
+        for (labels, ignore_index) in [(&labels, None), (&ignoring, Some(-100))] {
+            let options = nn::CrossEntropy {
+                reduction,
+                label_smoothing,
+                ignore_index,
+            };
+            check_idx(vec![logits.clone()], labels, |g, x| {
+                nn::cross_entropy(g, x[0], x[1], &options)
+            });
+        }
     }
     for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         check(vec![rand(&[3, 4], 4), rand(&[3, 4], 5)], |g, x| {
@@ -555,27 +612,26 @@ fn losses() {
     }
     // the cross-entropy value itself: −log softmax(logits)[label], averaged
     let mut g = Graph::new();
-    let (l, y) = (g.input("l", [2, 2]).unwrap(), g.input("y", [2]).unwrap());
+    let (l, y) = (
+        g.input("l", [2, 2]).unwrap(),
+        g.input_i64("y", [2]).unwrap(),
+    );
     let ce = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap();
     let out = compile(&g, &[ce], &CompileOptions::default())
         .unwrap()
         .run(&[
             ("l", &t(&[2, 2], &[0.0, 0.0, 2.0, 0.0])),
-            ("y", &t(&[2], &[1.0, 0.0])),
+            ("y", &I64Tensor::from(vec![1, 0])),
         ])
         .unwrap();
     let want = (std::f32::consts::LN_2 + (1.0 + (-2.0f32).exp()).ln()) / 2.0;
     assert!((out[0].data()[0] - want).abs() < 1e-6);
-    assert!(nn::check_labels(&t(&[2], &[1.0, 3.0]), 3)
-        .unwrap_err()
-        .to_string()
-        .contains("label 1 is 3"));
 }
 
 #[test]
 fn composite_cnn_with_cross_entropy() {
     let x = rand(&[2, 1, 6, 6], 4);
-    check(vec![x], |g, x| {
+    check_idx(vec![x], &[I64Tensor::from(vec![2, 0])], |g, x| {
         let net = nn::Sequential::new()
             .push(nn::Conv2d::new(1, 2, 3).padding(1))
             .push(nn::Relu)
@@ -583,8 +639,7 @@ fn composite_cnn_with_cross_entropy() {
             .push(nn::Flatten)
             .push(nn::Linear::new(18, 3));
         let logits = net.build(g, x[0])?;
-        let labels = g.constant(t(&[2], &[2.0, 0.0]))?;
-        nn::softmax_cross_entropy(g, logits, labels, Reduction::Mean)
+        nn::softmax_cross_entropy(g, logits, x[1], Reduction::Mean)
     });
 }
 
@@ -1003,18 +1058,25 @@ fn cross_entropy_label_smoothing_matches_pytorch() {
     // F.cross_entropy(logits, labels, label_smoothing=eps, reduction='none'):
     // (1 − eps)·(−log p[label]) + eps·mean_c(−log p[c]), here in f64
     let logits = [0.5f32, -1.0, 2.0, 0.0, 3.0, -2.0];
-    let labels = [2.0f32, 0.0];
+    let labels = [2i64, 0];
     let mut g = Graph::new();
-    let (l, y) = (g.input("l", [2, 3]).unwrap(), g.input("y", [2]).unwrap());
+    let (l, y) = (
+        g.input("l", [2, 3]).unwrap(),
+        g.input_i64("y", [2]).unwrap(),
+    );
     for eps in [0.0f32, 0.1, 0.5, 1.0] {
         let options = nn::CrossEntropy {
             reduction: Reduction::None,
             label_smoothing: eps,
+            ..nn::CrossEntropy::default()
         };
         let ce = nn::cross_entropy(&mut g, l, y, &options).unwrap();
         let out = compile(&g, &[ce], &CompileOptions::default())
             .unwrap()
-            .run(&[("l", &t(&[2, 3], &logits)), ("y", &t(&[2], &labels))])
+            .run(&[
+                ("l", &t(&[2, 3], &logits)),
+                ("y", &I64Tensor::from(labels.to_vec())),
+            ])
             .unwrap();
         for (i, row) in logits.chunks(3).enumerate() {
             let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
@@ -1030,8 +1092,8 @@ fn cross_entropy_label_smoothing_matches_pytorch() {
     }
     for bad in [-0.1f32, 1.5, f32::NAN] {
         let options = nn::CrossEntropy {
-            reduction: Reduction::Mean,
             label_smoothing: bad,
+            ..nn::CrossEntropy::default()
         };
         let err = nn::cross_entropy(&mut g, l, y, &options).unwrap_err();
         assert!(err.to_string().contains("label_smoothing"), "{err}");
@@ -1042,13 +1104,16 @@ fn cross_entropy_label_smoothing_matches_pytorch() {
 fn losses_stay_finite_where_pytorch_does() {
     // a masked (−∞) logit in another class leaves the cross-entropy finite
     let mut g = Graph::new();
-    let (l, y) = (g.input("l", [1, 3]).unwrap(), g.input("y", [1]).unwrap());
+    let (l, y) = (
+        g.input("l", [1, 3]).unwrap(),
+        g.input_i64("y", [1]).unwrap(),
+    );
     let ce = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap();
     let out = compile(&g, &[ce], &CompileOptions::default())
         .unwrap()
         .run(&[
             ("l", &t(&[1, 3], &[1.0, f32::NEG_INFINITY, 0.0])),
-            ("y", &t(&[1], &[0.0])),
+            ("y", &I64Tensor::from(vec![0])),
         ])
         .unwrap();
     let want = (1.0f64 + (-1.0f64).exp()).ln(); // −log softmax([1, 0])[0]
@@ -1059,7 +1124,10 @@ fn losses_stay_finite_where_pytorch_does() {
     );
     // no classes at all is refused
     let mut g = Graph::new();
-    let (l, y) = (g.input("l", [2, 0]).unwrap(), g.input("y", [2]).unwrap());
+    let (l, y) = (
+        g.input("l", [2, 0]).unwrap(),
+        g.input_i64("y", [2]).unwrap(),
+    );
     let err = nn::softmax_cross_entropy(&mut g, l, y, Reduction::Mean).unwrap_err();
     assert!(err.to_string().contains("no classes"), "{err}");
     // BCE at infinite logits: PyTorch's (1 − t)·x + log(1 + e⁻ˣ) gives +∞

@@ -19,7 +19,7 @@ use kiln::ops::{
 use kiln::passes::PassManager;
 use kiln::OpBuilder;
 use kiln::Program;
-use kiln::{CompileOptions, Graph, NodeId, Op, PassSelection, Tensor, Window};
+use kiln::{CompileOptions, Feed, Graph, NodeId, Op, PassSelection, Tensor, Window};
 
 fn only(pass: &str) -> CompileOptions {
     CompileOptions {
@@ -39,7 +39,7 @@ fn rewrite(
     pass: &str,
     g: Graph,
     outputs: Vec<NodeId>,
-    feeds: &[(&str, &Tensor)],
+    feeds: &[(&str, &dyn Feed)],
 ) -> (String, Program) {
     let p = Program {
         graph: g,
@@ -314,7 +314,7 @@ fn cnn_training_step_compiled_equals_unrewritten() {
     let run = |opts: CompileOptions| -> (Vec<f32>, Tensor) {
         let mut g = Graph::with_seed(3);
         let x = g.input("x", [4, 1, 28, 28]).unwrap();
-        let labels = g.input("labels", [4]).unwrap();
+        let labels = g.input_i64("labels", [4]).unwrap();
         let logits = kiln::models::cnn().build(&mut g, x).unwrap();
         let loss = nn::softmax_cross_entropy(&mut g, logits, labels, nn::Reduction::Mean).unwrap();
         let params: Vec<(String, NodeId)> = g.trainable_params();
@@ -338,7 +338,7 @@ fn cnn_training_step_compiled_equals_unrewritten() {
         )
         .unwrap();
         let xv = Tensor::rand_uniform([4, 1, 28, 28], 0.0, 1.0, 5);
-        let yv = t(&[4], &[1.0, 7.0, 3.0, 0.0]);
+        let yv = kiln::I64Tensor::from(vec![1, 7, 3, 0]);
         let losses = (0..3)
             .map(|_| exe.run(&[("x", &xv), ("labels", &yv)]).unwrap()[0].data()[0])
             .collect();
@@ -805,7 +805,7 @@ fn conv_kernel_and_input_grad_passes_fuse_the_backward_patterns() {
         .groups(2)
         .name("c");
     let (p, xv, gv) = conv_backward_program(&layer, &[2, 4, 7, 6]);
-    let feeds = [("x", &xv), ("gy", &gv)];
+    let feeds: [(&str, &dyn Feed); 2] = [("x", &xv), ("gy", &gv)];
     let (text, after) = rewrite(
         "conv_kernel_grad",
         p.graph.clone(),
@@ -917,7 +917,7 @@ fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
     let zero = g.scalar(0.0).unwrap();
     let c = g.gt(a, zero).unwrap();
     let s = g.select(c, a, b).unwrap();
-    let feeds = [
+    let feeds: [(&str, &dyn Feed); 3] = [
         ("x", &rand(&[3, 5], 1)),
         ("w", &rand(&[3, 5], 2)),
         ("lr", &t(&[1], &[0.1])),

@@ -12,10 +12,10 @@ use common::*;
 use kiln::compile;
 use kiln::nn::{self, Layer};
 use kiln::OpBuilder;
-use kiln::{CompileOptions, Graph, NodeId, Tensor};
+use kiln::{CompileOptions, Feed, Graph, NodeId, Tensor};
 
 /// `outs` of `g` on `feeds` with these options.
-fn run(g: &Graph, outs: &[NodeId], feeds: &[(&str, &Tensor)], o: CompileOptions) -> Vec<Tensor> {
+fn run(g: &Graph, outs: &[NodeId], feeds: &[(&str, &dyn Feed)], o: CompileOptions) -> Vec<Tensor> {
     compile(g, outs, &o).unwrap().run(feeds).unwrap()
 }
 

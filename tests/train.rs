@@ -117,7 +117,7 @@ fn invalid_optimiser_settings_are_errors() {
 fn mlp_learns_xor_to_full_accuracy() {
     let mut g = Graph::with_seed(1);
     let x = g.input("x", [4, 2]).unwrap();
-    let y = g.input("labels", [4]).unwrap();
+    let y = g.input_i64("labels", [4]).unwrap();
     let net = nn::Sequential::new()
         .push(nn::Linear::new(2, 8))
         .push(nn::Tanh)
@@ -126,7 +126,7 @@ fn mlp_learns_xor_to_full_accuracy() {
     let loss = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::Mean).unwrap();
     let mut tr = Trainer::with_outputs(g, loss, &[logits], Adam::new(0.05)).unwrap();
     let xs = t(&[4, 2], &[0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
-    let ys = t(&[4], &[0.0, 1.0, 1.0, 0.0]);
+    let ys = kiln::I64Tensor::from(vec![0, 1, 1, 0]);
     let first = tr.step(&[("x", &xs), ("labels", &ys)]).unwrap();
     let mut last = first;
     for _ in 0..300 {
@@ -135,11 +135,7 @@ fn mlp_learns_xor_to_full_accuracy() {
     assert!(last < 0.05 && last < first, "loss {first} → {last}");
     let logits = tr.evaluate(&[("x", &xs)]).unwrap().remove(0);
     for i in 0..4 {
-        let predicted = if logits.data()[2 * i + 1] > logits.data()[2 * i] {
-            1.0
-        } else {
-            0.0
-        };
+        let predicted = i64::from(logits.data()[2 * i + 1] > logits.data()[2 * i]);
         assert_eq!(predicted, ys.data()[i], "sample {i}");
     }
 }
@@ -157,7 +153,7 @@ fn mnist_subset_loads_with_its_documented_counts() {
     let (train, test) = mnist();
     assert_eq!((train.len(), test.len()), (8004, 1996));
     assert_eq!((train.image_shape(), train.classes()), ([1, 28, 28], 10));
-    let zeros = test.labels().iter().filter(|&&l| l == 0.0).count();
+    let zeros = test.labels().iter().filter(|&&l| l == 0).count();
     assert_eq!(zeros, 200, "the data README lists 200 test zeros");
     let e = Dataset::load_dir("/nonexistent").unwrap_err().to_string();
     assert!(
@@ -177,7 +173,10 @@ fn training_the_cnn_for_a_few_steps_lowers_the_loss() {
         Sgd::new(0.01).momentum(0.9),
     )
     .unwrap();
-    let (mut x, mut y) = (Tensor::zeros([16, 1, 28, 28]), Tensor::zeros([16]));
+    let (mut x, mut y) = (
+        Tensor::zeros([16, 1, 28, 28]),
+        kiln::I64Tensor::from(vec![0; 16]),
+    );
     let idx: Vec<usize> = (0..16).collect();
     train.fill_batch(&idx, &mut x, &mut y).unwrap();
     let first = tr.step(&[("x", &x), ("labels", &y)]).unwrap();
@@ -213,7 +212,10 @@ fn saved_weights_reload_to_bit_identical_evaluation() {
     let path = dir.join("cnn.safetensors");
     tr.save(&path).unwrap();
 
-    let (mut x, mut y) = (Tensor::zeros([8, 1, 28, 28]), Tensor::zeros([8]));
+    let (mut x, mut y) = (
+        Tensor::zeros([8, 1, 28, 28]),
+        kiln::I64Tensor::from(vec![0; 8]),
+    );
     test.fill_batch(&(0..8).collect::<Vec<_>>(), &mut x, &mut y)
         .unwrap();
     let want = tr.evaluate(&[("x", &x)]).unwrap().remove(0);

@@ -307,66 +307,92 @@ fn set_learning_rate_refuses_what_the_constructor_refuses() {
 }
 
 /// A linear classifier `x [2, 2] → logits [2, 3]` with a softmax
-/// cross-entropy against the input `labels [2]`.
+/// cross-entropy against the `i64` input `labels [2]`.
 fn tiny_classifier() -> Trainer {
     use kiln::nn::{self, Layer, Reduction};
     let mut g = Graph::with_seed(5);
     let x = g.input("x", [2, 2]).unwrap();
-    let y = g.input("labels", [2]).unwrap();
+    let y = g.input_i64("labels", [2]).unwrap();
     let logits = nn::Linear::new(2, 3).build(&mut g, x).unwrap();
     let loss = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::Mean).unwrap();
     Trainer::with_outputs(g, loss, &[logits, loss], Sgd::new(0.1)).unwrap()
 }
 
 #[test]
-fn bad_class_labels_are_errors_naming_index_and_value() {
+fn bad_class_labels_are_errors_naming_position_and_value() {
+    use kiln::I64Tensor;
     let mut tr = tiny_classifier();
-    assert_eq!(tr.label_inputs(), &[("labels".to_string(), 3)]);
     let x = t(&[2, 2], &[0.5, -1.0, 2.0, 0.25]);
     let before = tr.params();
     for (labels, parts) in [
-        ([0.0, 3.0], ["label 1", "is 3", "0..3"]),
-        ([0.5, 1.0], ["label 0", "is 0.5", "0..3"]),
-        ([f32::NAN, 1.0], ["label 0", "is NaN", "0..3"]),
-        ([1.0, -1.0], ["label 1", "is -1", "0..3"]),
-        ([f32::INFINITY, 1.0], ["label 0", "is inf", "0..3"]),
+        ([0, 3], ["element [1]", "is 3", "0..3"]),
+        ([1, -1], ["element [1]", "is -1", "0..3"]),
+        (
+            [i64::MIN, 1],
+            ["element [0]", "is -9223372036854775808", "0..3"],
+        ),
+        ([-99, 1], ["element [0]", "is -99", "ignore_index -100"]),
     ] {
-        let y = t(&[2], &labels);
+        let y = I64Tensor::from(labels.to_vec());
         let e = msg(tr.step(&[("x", &x), ("labels", &y)]));
-        has_all(&e, &["`labels`"]);
+        has_all(&e, &["`labels`", "one_hot"]);
         has_all(&e, &parts);
         let e = msg(tr.evaluate(&[("x", &x), ("labels", &y)]));
         has_all(&e, &parts);
     }
+    // f32 labels for an i64 input: a type error naming the feed
+    let e = msg(tr.step(&[("x", &x), ("labels", &t(&[2], &[0.0, 1.0]))]));
+    has_all(&e, &["`labels`", "is f32", "declared i64", "I64Tensor"]);
     let after = tr.params();
     for ((_, a), (_, b)) in before.iter().zip(&after) {
         assert_eq!(a.data(), b.data(), "a refused step changes nothing");
     }
-    // valid labels train
-    tr.step(&[("x", &x), ("labels", &t(&[2], &[2.0, 0.0]))])
+    // valid labels train, the ignore_index among them
+    tr.step(&[("x", &x), ("labels", &I64Tensor::from(vec![2, -100]))])
         .unwrap();
 }
 
 #[test]
-fn cross_entropys_raw_rule_gives_a_label_outside_the_classes_zero_loss() {
-    use kiln::nn::{self, Reduction};
-    // the documented graph rule, checked against −log_softmax computed by hand
-    let mut g = Graph::new();
-    let logits = g.input("logits", [2, 3]).unwrap();
-    let y = g.input("y", [2]).unwrap();
-    let l = nn::softmax_cross_entropy(&mut g, logits, y, Reduction::None).unwrap();
-    assert_eq!(kiln::nn::loss::label_inputs(&g), vec![("y".to_string(), 3)]);
+fn cross_entropy_ignores_the_ignore_index_and_leaves_it_out_of_the_mean() {
+    use kiln::nn::{self, CrossEntropy, Reduction};
+    use kiln::I64Tensor;
+    // −log_softmax([1, 2, 3])[1] = lse − 2, computed by hand
     let z = [1.0f64, 2.0, 3.0];
     let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let logits = t(&[3, 3], &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    for (reduction, want) in [
+        (
+            Reduction::None,
+            vec![(lse - 2.0) as f32, 0.0, (lse - 3.0) as f32],
+        ),
+        // mean over the two counted samples, not three
+        (Reduction::Mean, vec![((2.0 * lse - 5.0) / 2.0) as f32]),
+        (Reduction::Sum, vec![(2.0 * lse - 5.0) as f32]),
+    ] {
+        let mut g = Graph::new();
+        let x = g.input("logits", [3, 3]).unwrap();
+        let y = g.input_i64("y", [3]).unwrap();
+        let options = CrossEntropy {
+            reduction,
+            ignore_index: Some(-5),
+            ..CrossEntropy::default()
+        };
+        let l = nn::cross_entropy(&mut g, x, y, &options).unwrap();
+        let labels = I64Tensor::from(vec![1, -5, 2]);
+        let out = eval(&g, l, &[("logits", &logits), ("y", &labels)]);
+        assert_close(out.data(), &want, 1e-6);
+    }
+    // every label ignored: a mean of no samples is NaN, as in PyTorch
+    let mut g = Graph::new();
+    let x = g.input("logits", [3, 3]).unwrap();
+    let y = g.input_i64("y", [3]).unwrap();
+    let l = nn::softmax_cross_entropy(&mut g, x, y, Reduction::Mean).unwrap();
     let out = eval(
         &g,
         l,
-        &[
-            ("logits", &t(&[2, 3], &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0])),
-            ("y", &t(&[2], &[1.0, 7.0])),
-        ],
+        &[("logits", &logits), ("y", &I64Tensor::from(vec![-100; 3]))],
     );
-    assert_close(out.data(), &[(lse - 2.0) as f32, 0.0], 1e-6);
+    assert!(out.data()[0].is_nan());
 }
 
 /// A fresh scratch directory for one test.
@@ -479,7 +505,10 @@ fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
     std::fs::write(&ip, &images).unwrap();
     std::fs::write(&lp, &labels).unwrap();
     let data = Dataset::from_idx(&ip, &lp).unwrap();
-    let (mut x, mut y) = (Tensor::zeros([2, 1, 2, 2]), Tensor::zeros([2]));
+    let (mut x, mut y) = (
+        Tensor::zeros([2, 1, 2, 2]),
+        kiln::I64Tensor::from(vec![0, 0]),
+    );
     has_all(
         &msg(data.fill_batch(&[0, 3], &mut x, &mut y)),
         &["index 3", "3 samples"],
@@ -496,7 +525,7 @@ fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
         &msg(data.fill_batch(&[0], &mut Tensor::zeros([2, 4]), &mut y)),
         &["[2, 4]", "[B, 1, 2, 2]"],
     );
-    assert_eq!(y.data(), &[0.0, 0.0], "a refused fill changes nothing");
+    assert_eq!(y.data(), &[0, 0], "a refused fill changes nothing");
     data.fill_batch(&[2], &mut x, &mut y).unwrap();
     // sample 2's pixels are 160, 180, 200, 220 (/255); the padding row is zero
     let want: Vec<f32> = [160.0, 180.0, 200.0, 220.0, 0.0, 0.0, 0.0, 0.0]
@@ -504,7 +533,7 @@ fn fill_batch_refuses_indices_and_buffers_that_do_not_fit() {
         .map(|v| v / 255.0)
         .collect();
     assert_close(x.data(), &want, 1e-7);
-    assert_eq!(y.data(), &[9.0, 0.0]);
+    assert_eq!(y.data(), &[9, 0]);
 
     // the epoch and accuracy helpers refuse what would give NaN, 0 or a panic
     use kiln::nn::{self};

@@ -382,7 +382,9 @@ fn run(cli: Cli) -> kiln::Result<()> {
                     )
                 })
                 .collect();
-            let feeds: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let feeds: Vec<(&str, &dyn kiln::Feed)> = (inputs.iter())
+                .map(|(n, t)| (n.as_str(), t as &dyn kiln::Feed))
+                .collect();
             let t1 = Instant::now();
             let out = exe.run(&feeds)?;
             let run_time = t1.elapsed();

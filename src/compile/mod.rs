@@ -292,18 +292,7 @@ pub fn first_difference(
     after: &Program,
     options: &CompileOptions,
 ) -> Result<Option<String>> {
-    let mut feeds: Vec<(String, Tensor)> = Vec::new();
-    for (name, id) in before.graph.inputs() {
-        let seed = name
-            .bytes()
-            .fold(17u64, |h, b| crate::rng::mix64(h ^ b as u64));
-        let shape = before.graph.shape(id)?.to_vec();
-        let mut rng = crate::rng::Rng::new(seed);
-        let n = crate::shape::checked_numel("verify", &shape)?;
-        let data =
-            crate::tensor::try_collect("verify: a seeded input", n, || rng.uniform_in(-1.0, 1.0))?;
-        feeds.push((name.to_string(), Tensor::from_vec(shape, data)?));
-    }
+    let feeds = schedule_with(before, options.threads)?.example_feeds()?;
     let run = |p: &Program| -> Result<Vec<Tensor>> {
         let values: Vec<NodeId> = p
             .outputs
@@ -316,8 +305,7 @@ pub fn first_difference(
             outputs: values,
             updates: vec![],
         };
-        let f: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        schedule_with(&probe, options.threads)?.run(&f)
+        schedule_with(&probe, options.threads)?.run(&crate::exec::feed_refs(&feeds))
     };
     let (want, got) = (run(before)?, run(after)?);
     if want.len() != got.len() {

@@ -5,9 +5,9 @@
 //! over, so every batch sees one set of parameters and optimiser state.
 
 use super::Executable;
+use crate::dtype::Feed;
 use crate::error::{KilnError, Result};
 use crate::shape::{batch_multiple, dims_str};
-use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 
 /// Builds the executable of one concrete batch.
@@ -48,7 +48,7 @@ impl Batching {
 
     /// The batch `feeds` carry: every symbolic dimension `k·BATCH` of a fed
     /// input must be `k·b` for one `b`. `None` if no feed is symbolic.
-    fn batch_of(&self, feeds: &[(&str, &Tensor)]) -> Result<Option<usize>> {
+    fn batch_of(&self, feeds: &[(&str, &dyn Feed)]) -> Result<Option<usize>> {
         let mut found: Option<(usize, &str)> = None;
         for (i, (name, t)) in feeds.iter().enumerate() {
             let Some((_, dims)) = self.inputs.iter().find(|(n, _)| n == name) else {
@@ -110,7 +110,7 @@ impl Executable {
 
     /// Makes the executable run the batch `feeds` carry (a no-op when it
     /// has no symbolic batch or already runs that one).
-    pub(super) fn select_batch(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+    pub(super) fn select_batch(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
         let Some(bat) = self.batching.as_ref() else {
             return Ok(());
         };

@@ -7,6 +7,7 @@
 //! verification) is [`mod@crate::compile`]'s.
 
 mod batch;
+mod example;
 mod plan;
 mod pool;
 mod profile;
@@ -14,6 +15,7 @@ mod run;
 mod schedule;
 
 pub use batch::{Batching, Specialiser};
+pub use example::feed_refs;
 pub use plan::{write_in_place, MemoryPlan, Place, Value};
 pub use profile::Profile;
 pub use schedule::{schedule, schedule_with, thread_count, MAX_THREADS};
@@ -31,6 +33,20 @@ struct Step {
     shape: Vec<usize>,
     /// Elements of the step's value (all outputs of a multi-output op).
     len: usize,
+    /// The value's element type (an `i64` input is converted into the arena).
+    dtype: crate::DType,
+}
+
+/// A range every fed value of an `i64` input must lie in: an op reads the
+/// input's values (possibly moved) as indices.
+#[derive(Clone, Debug)]
+struct IndexCheck {
+    /// The input.
+    input: String,
+    /// The values it may hold.
+    range: crate::ops::IndexRange,
+    /// The op that reads them (`gather %12`), for messages.
+    reader: String,
 }
 
 /// A compiled graph, ready to run many times.
@@ -53,6 +69,10 @@ pub struct Executable {
     /// Their declared shapes (a feed for an input the outputs do not need is
     /// still checked against it).
     known_shapes: Vec<Vec<usize>>,
+    /// Their declared element types.
+    known_dtypes: Vec<crate::DType>,
+    /// The index ranges `i64` feeds are checked against before a run.
+    index_checks: Vec<IndexCheck>,
     /// Parameter name → step that holds it.
     params: Vec<(String, usize)>,
     outputs: Vec<usize>,

@@ -4,6 +4,7 @@
 
 use super::plan::Place;
 use super::{pool, Executable, Profile};
+use crate::dtype::{DType, Feed, FeedData};
 use crate::error::{KilnError, Result};
 use crate::kernels::arena::Reads;
 use crate::kernels::scratch;
@@ -20,7 +21,7 @@ impl Executable {
     ///
     /// `Err` if an input the outputs need has no feed, a name is no input of the
     /// graph, a name is fed twice, or a feed's shape differs from the input's.
-    pub fn run(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+    pub fn run(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<Vec<Tensor>> {
         self.run_in_place(feeds)?;
         Ok(self
             .outputs
@@ -40,7 +41,7 @@ impl Executable {
     /// With more than one thread, the calling thread joins a pool of that many
     /// threads on its first run and does part of the work (see
     /// [`CompileOptions::threads`](crate::compile::CompileOptions::threads); `Err` if the pool's threads cannot start).
-    pub fn run_in_place(&mut self, feeds: &[(&str, &Tensor)]) -> Result<()> {
+    pub fn run_in_place(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
         self.select_batch(feeds)?;
         // the fed inputs read in place, by slot (on the stack when few: a
         // steady-state run allocates nothing)
@@ -89,7 +90,7 @@ impl Executable {
     /// puts the data of those read in place into `fed`, by feed slot.
     fn load_feeds<'f>(
         &mut self,
-        feeds: &[(&str, &'f Tensor)],
+        feeds: &[(&str, &'f dyn Feed)],
         fed: &mut [&'f [f32]],
     ) -> Result<()> {
         for (i, (name, t)) in feeds.iter().enumerate() {
@@ -102,6 +103,20 @@ impl Executable {
                         name: name.to_string(),
                         expected: self.known_shapes[k].clone(),
                         got: t.shape().to_vec(),
+                    });
+                }
+                let want = self.known_dtypes[k];
+                if t.dtype() != want {
+                    let tensor = match want {
+                        DType::F32 => "a Tensor",
+                        DType::I64 => "an I64Tensor",
+                    };
+                    return Err(KilnError::Type {
+                        op: "feed".into(),
+                        message: format!(
+                            "feed `{name}` is {}, but the input was declared {want}: feed {tensor}",
+                            t.dtype()
+                        ),
                     });
                 }
             } else {
@@ -131,15 +146,54 @@ impl Executable {
                 });
             }
         }
+        self.check_indices(feeds)?;
         for (name, step) in &self.feeds {
             let t = feeds
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
+                .map(|(_, t)| *t)
                 .expect("checked above");
-            match self.plan.place[*step] {
-                Place::Arena(at) => self.arena[at..at + t.numel()].copy_from_slice(t.data()),
-                Place::Feed { feed, .. } => fed[feed] = t.data(),
+            match (self.plan.place[*step], t.data()) {
+                (Place::Arena(at), FeedData::F32(d)) => {
+                    self.arena[at..at + d.len()].copy_from_slice(d)
+                }
+                // indices are carried as f32 values (exact: the checks
+                // bound every index by 2^24)
+                (Place::Arena(at), FeedData::I64(d)) => {
+                    for (a, &v) in self.arena[at..at + d.len()].iter_mut().zip(d) {
+                        *a = v as f32;
+                    }
+                }
+                (Place::Feed { feed, .. }, FeedData::F32(d)) => fed[feed] = d,
+                (Place::Feed { .. }, FeedData::I64(_)) => {
+                    unreachable!("the plan puts every i64 input in the arena")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Err` naming the feed, the position, the value and the op if a fed
+    /// index is outside the range of an op that reads it.
+    fn check_indices(&self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
+        for c in &self.index_checks {
+            let Some((_, t)) = feeds.iter().find(|(n, _)| *n == c.input) else {
+                continue;
+            };
+            let FeedData::I64(data) = t.data() else {
+                continue;
+            };
+            if let Some(i) = data.iter().position(|&v| !c.range.contains(v)) {
+                return Err(KilnError::Index {
+                    feed: c.input.clone(),
+                    message: format!(
+                        "element {} is {}, but `{}` reads it as an index in {}",
+                        unravel(i, t.shape()),
+                        data[i],
+                        c.reader,
+                        c.range
+                    ),
+                });
             }
         }
         Ok(())
@@ -286,4 +340,16 @@ impl Executable {
         Tensor::from_vec(self.steps[step].shape.clone(), self.data(step).to_vec())
             .expect("buffer sizes are planned from shapes")
     }
+}
+
+/// The multi-index `[i, j, ..]` of flat row-major position `flat` in `shape`.
+fn unravel(mut flat: usize, shape: &[usize]) -> String {
+    let mut idx = vec![0; shape.len()];
+    for (x, &d) in idx.iter_mut().zip(shape).rev() {
+        if d > 0 {
+            *x = flat % d;
+            flat /= d;
+        }
+    }
+    format!("{idx:?}")
 }

@@ -4,7 +4,8 @@
 
 use super::plan::{write_in_place, MemoryPlan, Place, Value};
 use super::run::MAX_INLINE_OPERANDS;
-use super::{Executable, Step};
+use super::{Executable, IndexCheck, Step};
+use crate::dtype::DType;
 use crate::error::{KilnError, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::{NodeId, Program};
@@ -73,8 +74,10 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
             operands: graph.operands(n).iter().map(|o| step_of[o]).collect(),
             shape: node.shape.dims().to_vec(),
             len: node.shape.numel() * node.op.num_outputs(),
+            dtype: node.dtype,
         });
     }
+    let index_checks = index_checks(&steps);
     let outputs: Vec<usize> = outputs.iter().map(|o| step_of[o]).collect();
     let updates: Vec<(usize, usize)> = updates
         .iter()
@@ -144,6 +147,11 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
             .inputs()
             .map(|(_, id)| graph.shape(id).map(<[usize]>::to_vec))
             .collect::<Result<_>>()?,
+        known_dtypes: graph
+            .inputs()
+            .map(|(_, id)| graph.dtype(id))
+            .collect::<Result<_>>()?,
+        index_checks,
         params,
         outputs,
         updates,
@@ -156,6 +164,40 @@ pub fn schedule_with(program: &Program, threads: Option<usize>) -> Result<Execut
         held,
         batching: None,
     })
+}
+
+/// The index ranges each `i64` input must satisfy: for every op that reads
+/// an operand as indices, the inputs that operand's values come from
+/// (through movement ops).
+fn index_checks(steps: &[Step]) -> Vec<IndexCheck> {
+    let mut checks = Vec::new();
+    for s in steps {
+        let shapes: Vec<&[usize]> = s.operands.iter().map(|&o| &steps[o].shape[..]).collect();
+        let Some((k, range)) = s.op.def().index_operand(&shapes) else {
+            continue;
+        };
+        let mut todo = vec![s.operands[k]];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(at) = todo.pop() {
+            if !seen.insert(at) {
+                continue;
+            }
+            match &steps[at].op {
+                Op::Input(Input { name }) => checks.push(IndexCheck {
+                    input: name.clone(),
+                    range,
+                    reader: s.op.name().to_string(),
+                }),
+                _ => todo.extend(
+                    steps[at]
+                        .operands
+                        .iter()
+                        .filter(|&&o| steps[o].dtype == DType::I64),
+                ),
+            }
+        }
+    }
+    checks
 }
 
 /// Each step's level: inputs and parameters 0, a view its base's, any other
@@ -190,7 +232,8 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
         let v = match (s.op.view_offset(s.len), &s.op) {
             (Some(at), _) if part_of(s.operands[0]) => view(s.operands[0], at),
             (Some(at), _) if !param(s.operands[0]) => view(s.operands[0], at),
-            (_, Op::Input(_)) => Value::Feed,
+            // an i64 input is converted into the arena, an f32 one read in place
+            (_, Op::Input(_)) if s.dtype == DType::F32 => Value::Feed,
             _ => Value::Owned(s.len),
         };
         owner.push(match v {

@@ -59,9 +59,9 @@ pub(crate) fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) 
     (order, num)
 }
 
-fn shape_str(dims: &[usize]) -> String {
+fn shape_str(dtype: crate::DType, dims: &[usize]) -> String {
     let d: Vec<String> = dims.iter().map(|&d| crate::shape::dim_str(d)).collect();
-    format!("f32[{}]", d.join(","))
+    format!("{dtype}[{}]", d.join(","))
 }
 
 fn attr_str(op: &Op) -> String {
@@ -119,9 +119,10 @@ fn dot_escape(s: &str) -> String {
         .replace('\r', "\\r")
 }
 
-/// A node's type: `f32[..]`, or `(f32[..], f32[..])` for a multi-output op.
+/// A node's type: `f32[..]` (or `i64[..]`), or `(f32[..], f32[..])` for a
+/// multi-output op.
 fn type_str(node: &crate::graph::Node) -> String {
-    let one = shape_str(node.shape.dims());
+    let one = shape_str(node.dtype, node.shape.dims());
     match node.op.num_outputs() {
         1 => one,
         k => format!("({})", vec![one; k].join(", ")),
@@ -169,6 +170,9 @@ struct JsonNode<'a> {
     op: &'a Op,
     inputs: Vec<usize>,
     shape: &'a [usize],
+    /// The element type, when not f32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dtype: Option<crate::DType>,
     /// Number of outputs (each of `shape`), when more than one.
     #[serde(skip_serializing_if = "Option::is_none")]
     outputs: Option<usize>,
@@ -182,7 +186,8 @@ struct JsonGraph<'a> {
     outputs: Vec<usize>,
 }
 
-/// The JSON dump: `{"nodes": [{"id", "kind", "op", "inputs", "shape", "name"}], "outputs": [...]}`,
+/// The JSON dump: `{"nodes": [{"id", "kind", "op", "inputs", "shape", "dtype", "name"}], "outputs": [...]}`
+/// (`dtype` only where not f32),
 /// where `op` is the serde form of [`Op`] with all its attributes. Outputs
 /// that are no node of `graph` are left out ([`dump`] refuses them).
 pub fn to_json(graph: &Graph, outputs: &[NodeId]) -> String {
@@ -197,6 +202,7 @@ pub fn to_json(graph: &Graph, outputs: &[NodeId]) -> String {
                 op: &node.op,
                 inputs: graph.operands(n).iter().map(|o| num[o]).collect(),
                 shape: node.shape.dims(),
+                dtype: Some(node.dtype).filter(|&d| d != crate::DType::F32),
                 outputs: Some(node.op.num_outputs()).filter(|&k| k > 1),
                 name: node.name.as_deref(),
             }

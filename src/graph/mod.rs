@@ -12,6 +12,7 @@ mod rewrite;
 pub use init::Init;
 pub use program::Program;
 
+use crate::dtype::DType;
 use crate::error::{KilnError, Result};
 use crate::ops::{Input, Output, Param};
 use crate::ops::{Op, OpBuilder};
@@ -32,6 +33,9 @@ pub struct Node {
     pub op: Op,
     /// The output shape, inferred from the operands.
     pub shape: Shape,
+    /// The element type, inferred from the operands (f32 unless the node
+    /// carries `i64` indices, see [`crate::dtype`]).
+    pub dtype: DType,
     /// A human-readable name shown in dumps (`conv2d_0.weight`).
     pub name: Option<String>,
     /// Creation order, used to break ties deterministically.
@@ -107,15 +111,21 @@ impl Graph {
             })
             .collect::<Result<_>>()?;
         let shape = infer_node(&op, &ins)?;
-        Ok(self.insert(op, Shape(shape), operands))
+        let dtypes = operands
+            .iter()
+            .map(|&id| Ok(self.node(id)?.dtype))
+            .collect::<Result<Vec<DType>>>()?;
+        let dtype = op.def().dtype(&dtypes)?;
+        Ok(self.insert(op, Shape(shape), dtype, operands))
     }
 
-    fn insert(&mut self, op: Op, shape: Shape, operands: &[NodeId]) -> NodeId {
+    fn insert(&mut self, op: Op, shape: Shape, dtype: DType, operands: &[NodeId]) -> NodeId {
         let seq = self.next_seq;
         self.next_seq += 1;
         let idx = self.g.add_node(Node {
             op,
             shape,
+            dtype,
             name: None,
             seq,
         });
@@ -141,14 +151,25 @@ impl Graph {
         }
     }
 
-    /// Declares a named input of `shape`, fed at run time. `Err` if the name
-    /// is empty or taken, or the shape has more elements than a buffer can
-    /// hold ([`crate::shape::MAX_ELEMENTS`]).
+    /// Declares a named f32 input of `shape`, fed at run time with a
+    /// [`Tensor`]. `Err` if the name is empty or taken, or the shape has
+    /// more elements than a buffer can hold ([`crate::shape::MAX_ELEMENTS`]).
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
-        let shape = shape.into();
+        self.typed_input(name, shape.into(), DType::F32)
+    }
+
+    /// Declares a named `i64` input of `shape` (class labels, embedding or
+    /// gather indices; PyTorch's `torch.long`), fed at run time with an
+    /// [`crate::I64Tensor`]. Only index-reading ops, movement ops and
+    /// `to_f32` take it (see [`crate::dtype`]). `Err` as [`Graph::input`].
+    pub fn input_i64(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
+        self.typed_input(name, shape.into(), DType::I64)
+    }
+
+    fn typed_input(&mut self, name: &str, shape: Shape, dtype: DType) -> Result<NodeId> {
         checked_numel(&format!("input {name:?}"), shape.dims())?;
         self.claim_name(name)?;
-        let id = self.insert(Op::Input(Input { name: name.into() }), shape, &[]);
+        let id = self.insert(Op::Input(Input { name: name.into() }), shape, dtype, &[]);
         self.inputs.insert(name.into(), id);
         self.set_name(id, name);
         Ok(id)
@@ -253,7 +274,12 @@ impl Graph {
         let salt = mix64(self.seed ^ mix64(self.params.len() as u64 + 1));
         let value = init.materialize(name, &shape, salt)?;
         self.claim_name(name)?;
-        let id = self.insert(Op::Param(Param { name: name.into() }), shape, &[]);
+        let id = self.insert(
+            Op::Param(Param { name: name.into() }),
+            shape,
+            DType::F32,
+            &[],
+        );
         self.params.insert(name.into(), (id, value));
         self.set_name(id, name);
         Ok(id)
@@ -292,6 +318,11 @@ impl Graph {
     /// The output shape of `id`.
     pub fn shape(&self, id: NodeId) -> Result<&[usize]> {
         Ok(self.node(id)?.shape.dims())
+    }
+
+    /// The element type of `id` (see [`crate::dtype`]).
+    pub fn dtype(&self, id: NodeId) -> Result<DType> {
+        Ok(self.node(id)?.dtype)
     }
 
     /// Gives node `id` a human-readable name (shown in dumps).

@@ -1,11 +1,9 @@
 //! Loss functions, built from generic ops.
 
-use crate::error::{shape_err, Result};
+use crate::dtype::DType;
+use crate::error::{attr_err, shape_err, KilnError, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::OpBuilder;
-use crate::ops::{BinaryOp, Op};
-use crate::ops::{Constant, Input};
-use crate::tensor::Tensor;
 
 /// How per-sample losses are combined (PyTorch's `reduction`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,20 +28,13 @@ fn reduce(g: &mut Graph, per_sample: NodeId, reduction: Reduction) -> Result<Nod
     }
 }
 
-/// Softmax cross-entropy of `logits [N, C]` against integer class `labels [N]`
-/// (class indices stored as f32), computed stably as `−log_softmax(logits)[label]`;
+/// Softmax cross-entropy of `logits [N, C]` against `i64` class `labels
+/// [N]`, computed stably as `−log_softmax(logits)[label]`;
 /// `torch.nn.functional.cross_entropy(logits, labels, reduction=...)` with
-/// class-index targets. `Err` if the shapes are not `[N, C]` and `[N]`.
-///
-/// The graph's own rule: a label that is not an integer in `0..C` (out of
-/// range, fractional, NaN or infinite) selects no class and contributes a
-/// loss (and gradient) of 0 (with label smoothing, only its smoothing
-/// term), where PyTorch raises — a graph cannot raise at
-/// run time. So that this never passes silently, [`crate::Trainer`] finds every
-/// input that feeds the labels of a `softmax_cross_entropy` in its graph
-/// ([`label_inputs`]) and checks each fed batch with [`check_labels`] before
-/// running, returning an `Err` naming the bad label's index and value. Code
-/// that compiles such a graph itself should call [`check_labels`] on every batch.
+/// class-index targets and its defaults (`ignore_index=-100`, no smoothing;
+/// see [`cross_entropy`]). `Err` if the shapes are not `[N, C]` and `[N]`
+/// or the labels are not `i64`. Every run refuses a fed label outside
+/// `0..C` other than −100, naming its position and value, where PyTorch raises.
 pub fn softmax_cross_entropy(
     g: &mut Graph,
     logits: NodeId,
@@ -58,55 +49,75 @@ pub fn softmax_cross_entropy(
 }
 
 /// The options of [`cross_entropy`], PyTorch's keyword arguments of
-/// `torch.nn.functional.cross_entropy` (defaults: mean, no smoothing).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// `torch.nn.functional.cross_entropy` (defaults: mean, no smoothing,
+/// `ignore_index` −100).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CrossEntropy {
-    /// How per-sample losses are combined.
+    /// How per-sample losses are combined. A mean is over the samples
+    /// whose label is not `ignore_index` (NaN when all are ignored, as in
+    /// PyTorch).
     pub reduction: Reduction,
     /// `ε` in `0..=1`: the target is `(1 − ε)·one_hot + ε/C` over the `C`
     /// classes, so a sample's loss is `(1 − ε)·(−log p[label]) + ε·mean_c(−log p[c])`.
     pub label_smoothing: f32,
+    /// A label that marks a sample to leave out: its loss and gradient are
+    /// 0 and a mean does not count it. `None`: every label must be a class.
+    pub ignore_index: Option<i64>,
+}
+
+impl Default for CrossEntropy {
+    fn default() -> Self {
+        CrossEntropy {
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+            ignore_index: Some(-100),
+        }
+    }
 }
 
 /// [`softmax_cross_entropy`] with all of [`CrossEntropy`]'s options
 /// (`torch.nn.functional.cross_entropy(logits, labels, reduction=...,
-/// label_smoothing=...)` with class-index targets; labels as there). `Err`
-/// if the shapes are not `[N, C]` and `[N]`, or `label_smoothing` is not in `0..=1`.
+/// label_smoothing=..., ignore_index=...)` with class-index targets).
+/// `Err` if the shapes are not `[N, C]` and `[N]`, the labels are not
+/// `i64`, or `label_smoothing` is not in `0..=1`. Every run refuses a fed
+/// label outside `0..C` that is not `ignore_index`.
 pub fn cross_entropy(
     g: &mut Graph,
     logits: NodeId,
     labels: NodeId,
     options: &CrossEntropy,
 ) -> Result<NodeId> {
+    const OP: &str = "cross_entropy";
     let (reduction, smoothing) = (options.reduction, options.label_smoothing);
     if !(0.0..=1.0).contains(&smoothing) {
-        return shape_err(
-            "softmax_cross_entropy",
+        return attr_err(
+            OP,
             format!("label_smoothing must be in 0..=1, got {smoothing}"),
         );
     }
     let (ls, ys) = (g.shape(logits)?.to_vec(), g.shape(labels)?.to_vec());
     if ls.len() != 2 || ys != [ls[0]] {
         return shape_err(
-            "softmax_cross_entropy",
+            OP,
             format!(
                 "logits have shape {ls:?} and labels {ys:?}; expected logits [N, C] and labels [N]"
             ),
         );
     }
-    let (n, c) = (ls[0], ls[1]);
-    if c == 0 {
-        return shape_err(
-            "softmax_cross_entropy",
-            format!("logits have shape {ls:?}: no classes"),
-        );
+    if g.dtype(labels)? != DType::I64 {
+        return Err(KilnError::Type {
+            op: OP.into(),
+            message: format!(
+                "labels are {}; class indices are i64 (declare them with Graph::input_i64)",
+                g.dtype(labels)?
+            ),
+        });
     }
-    let classes = g.constant(Tensor::from_vec(
-        [1, c],
-        (0..c).map(|i| i as f32).collect(),
-    )?)?;
-    let col = g.reshape(labels, &[n as isize, 1])?;
-    let one_hot = g.eq(col, classes)?;
+    let c = ls[1];
+    if c == 0 {
+        return shape_err(OP, format!("logits have shape {ls:?}: no classes"));
+    }
+    let one_hot = g.one_hot(labels, c, options.ignore_index)?;
     let logp = super::log_softmax(g, logits, -1)?;
     // a select, not one_hot · logp: another class's −∞ (a masked logit)
     // would give 0 · −∞ = NaN
@@ -114,82 +125,29 @@ pub fn cross_entropy(
     let picked = g.select(one_hot, logp, zero)?;
     let nll = g.sum(picked, &[1], false)?;
     let mut loss = g.neg(nll)?;
+    // 1 for a sample that counts, 0 for an ignored one
+    let counted = g.sum(one_hot, &[1], false)?;
     if smoothing > 0.0 {
-        // (1 − ε)·nll + ε·mean_c(−log p)
+        // (1 − ε)·nll + ε·mean_c(−log p), 0 for an ignored sample
         let mean_logp = g.mean(logp, &[1], false)?;
         let uniform = g.mul_scalar(mean_logp, -smoothing)?;
+        let uniform = match options.ignore_index {
+            Some(_) => g.select(counted, uniform, zero)?,
+            None => uniform,
+        };
         let kept = g.mul_scalar(loss, 1.0 - smoothing)?;
         loss = g.add(kept, uniform)?;
     }
-    let out = reduce(g, loss, reduction)?;
+    let out = match (reduction, options.ignore_index) {
+        (Reduction::Mean, Some(_)) => {
+            let total = g.sum(loss, &[0], false)?;
+            let count = g.sum(counted, &[0], false)?;
+            g.div(total, count)?
+        }
+        _ => reduce(g, loss, reduction)?,
+    };
     g.set_name(out, "cross_entropy");
     Ok(out)
-}
-
-/// Checks that every label is an integer class index in `0..classes`, as
-/// PyTorch's `cross_entropy` requires of class-index targets. `Err` naming
-/// the first bad label's index (row-major) and value otherwise (out of range,
-/// fractional, NaN or infinite).
-pub fn check_labels(labels: &Tensor, classes: usize) -> Result<()> {
-    if let Some((i, &v)) = labels
-        .data()
-        .iter()
-        .enumerate()
-        .find(|(_, &v)| !(v.fract() == 0.0 && v >= 0.0 && (v as f64) < classes as f64))
-    {
-        return Err(crate::error::KilnError::Invalid(format!(
-            "label {i} is {v}, not a class index in 0..{classes}"
-        )));
-    }
-    Ok(())
-}
-
-/// The inputs of `graph` that feed the labels of a [`softmax_cross_entropy`],
-/// each with its number of classes `C`, sorted by name: the feeds whose
-/// values must pass [`check_labels`]. Labels computed by other ops (not an
-/// input, possibly reshaped) are not found.
-pub fn label_inputs(graph: &Graph) -> Vec<(String, usize)> {
-    let mut found: Vec<(String, usize)> = Vec::new();
-    for id in graph.node_ids() {
-        let Ok(node) = graph.node(id) else { continue };
-        if node.op != Op::Binary(BinaryOp::Eq) || node.shape.dims().len() != 2 {
-            continue;
-        }
-        let ops = graph.operands(id);
-        let (Some(&col), Some(&classes)) = (ops.first(), ops.get(1)) else {
-            continue;
-        };
-        // softmax_cross_entropy compares reshape(labels, [N, 1]) with the
-        // constant [[0, 1, ..., C−1]]
-        let c = node.shape.dims()[1];
-        let is_arange = matches!(
-            graph.node(classes).map(|n| &n.op),
-            Ok(Op::Constant(Constant { value }))
-                if value.shape() == [1, c]
-                    && value.data().iter().enumerate().all(|(i, &v)| v == i as f32)
-        );
-        if !is_arange || !matches!(graph.node(col).map(|n| &n.op), Ok(Op::Reshape(_))) {
-            continue;
-        }
-        let mut at = col;
-        while let Ok(n) = graph.node(at) {
-            match &n.op {
-                Op::Reshape(_) => match graph.operands(at).first() {
-                    Some(&x) => at = x,
-                    None => break,
-                },
-                Op::Input(Input { name }) => {
-                    if !found.iter().any(|(f, k)| f == name && *k == c) {
-                        found.push((name.clone(), c));
-                    }
-                    break;
-                }
-                _ => break,
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 /// Binary cross-entropy of `logits` against target probabilities `target`

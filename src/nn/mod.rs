@@ -6,6 +6,7 @@
 mod activation;
 mod batch_norm;
 mod conv;
+mod embedding;
 mod linear;
 pub mod loss;
 mod lstm;
@@ -17,10 +18,11 @@ mod summary;
 pub use activation::*;
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
 pub use conv::{Conv, Conv1d, Conv2d};
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{
-    binary_cross_entropy_with_logits, check_labels, cross_entropy, mse_loss, softmax_cross_entropy,
-    CrossEntropy, Reduction,
+    binary_cross_entropy_with_logits, cross_entropy, mse_loss, softmax_cross_entropy, CrossEntropy,
+    Reduction,
 };
 pub use lstm::Lstm;
 pub use norm::{GroupNorm, Identity, LayerNorm};

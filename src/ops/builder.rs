@@ -4,11 +4,12 @@
 //! attributes and returns an `Err` naming the op when they do not fit. Axes
 //! may be negative (counted from the end), as in numpy.
 
+use crate::dtype::DType;
 use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
 use crate::ops::{
-    Broadcast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, MatMul, Output, Pad, Reduce,
-    Reshape, Slice, Stack, Transpose, Unfold,
+    Broadcast, Cast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, Gather, MatMul, OneHot,
+    Output, Pad, Reduce, Reshape, Slice, Stack, Transpose, Unfold,
 };
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
@@ -316,6 +317,42 @@ pub trait OpBuilder {
     /// Batched matrix product with either operand read transposed (last two axes).
     fn matmul_t(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId> {
         self.add_op(Op::MatMul(MatMul { trans_a, trans_b }), &[a, b])
+    }
+
+    /// `x` as f32 values (`x.float()` in PyTorch): `i64` indices become
+    /// their values; an f32 `x` is returned as it is. No gradient flows
+    /// into indices.
+    fn to_f32(&mut self, x: NodeId) -> Result<NodeId> {
+        self.add_op(Op::Cast(Cast { to: DType::F32 }), &[x])
+    }
+
+    /// Slices of `data` along `axis` picked by the `i64` `indices`, of
+    /// shape `data[..axis] ++ indices ++ data[axis+1..]`
+    /// (`torch.index_select` generalised to n-d indices; ONNX `Gather`
+    /// without negative indices). Runs refuse a feed holding an index
+    /// outside `0..data.shape[axis]`. `Err` if `indices` is not `i64`, the
+    /// axis is out of range or its size exceeds 2^24.
+    fn gather(&mut self, data: NodeId, indices: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = normalize_axis("gather", axis, self.shape(data)?.len())?;
+        self.add_op(Op::Gather(Gather { axis }), &[data, indices])
+    }
+
+    /// `i64` class labels `[..]` as f32 rows `[.., classes]`: 1 at the
+    /// label, 0 elsewhere, all 0 for `ignore_index`
+    /// (`torch.nn.functional.one_hot`, as f32). Runs refuse a feed holding a
+    /// label outside `0..classes` that is not `ignore_index`. `Err` if
+    /// `labels` is not `i64` or `classes` is 0 or above 2^24.
+    fn one_hot(
+        &mut self,
+        labels: NodeId,
+        classes: usize,
+        ignore_index: Option<i64>,
+    ) -> Result<NodeId> {
+        let op = OneHot {
+            classes,
+            ignore_index,
+        };
+        self.add_op(Op::OneHot(op), &[labels])
     }
 
     /// Inverted dropout with probability `p` and mask seed `seed`

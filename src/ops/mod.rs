@@ -19,6 +19,7 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod fused;
+pub mod index;
 pub mod matmul;
 pub mod mode;
 pub mod movement;
@@ -32,6 +33,7 @@ pub use conv::{Conv, ConvInputGrad, ConvKernelGrad};
 pub use dropout::Dropout;
 pub use elementwise::{BinaryOp, Select, UnaryOp};
 pub use fused::Fused;
+pub use index::{Cast, Gather, GatherBackward, OneHot};
 pub use matmul::MatMul;
 pub use mode::TrainEval;
 pub use movement::{
@@ -44,7 +46,8 @@ pub use reduce::{FirstMaxMask, Reduce, ReduceKind};
 pub use source::{Constant, Fill, Input, Param};
 pub use window::{Fold, Unfold, Window};
 
-use crate::error::{shape_err, Result};
+use crate::dtype::DType;
+use crate::error::{shape_err, KilnError, Result};
 use serde::{Deserialize, Serialize};
 
 /// A read-only view of an operand: its shape and row-major data.
@@ -135,6 +138,14 @@ pub enum Op {
     Dropout(Dropout),
     /// The first operand in training mode, the second in evaluation mode.
     TrainEval,
+    /// Element-type conversion (`i64` indices to f32 values).
+    Cast(Cast),
+    /// Slices picked by `i64` indices (an embedding lookup).
+    Gather(Gather),
+    /// The gradient of `Gather`: slices scatter-added at their indices.
+    GatherBackward(GatherBackward),
+    /// `i64` class labels as one-hot f32 rows.
+    OneHot(OneHot),
 }
 
 /// How many operands an op takes.
@@ -174,6 +185,18 @@ pub trait OpDef {
     /// count already checked against [`arity`](Self::arity)), or an `Err`
     /// naming the op, the offending operand and the shapes.
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>>;
+    /// The type rule: the result's element type for operands of types `ins`
+    /// (their count already checked). The default, for ops that compute:
+    /// every operand f32 and so the result; `Err` naming an `i64` operand.
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        all_f32(self.name(), ins)
+    }
+    /// For an op that reads an operand as indices: its position and the
+    /// range its values must lie in, for operands of shapes `ins`. Every
+    /// run checks the feeds that operand comes from against it.
+    fn index_operand(&self, _ins: &[&[usize]]) -> Option<(usize, IndexRange)> {
+        None
+    }
     /// The reference kernel: writes the result for operands `ins` into `out`
     /// (non-empty, of shape `out_shape`; a multi-output op writes its
     /// outputs back to back).
@@ -232,6 +255,62 @@ pub trait OpDef {
     }
 }
 
+/// The values an index operand may hold: `0..size`, and `ignore` when set
+/// (a label that selects nothing, PyTorch's `ignore_index`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexRange {
+    /// Indices run from 0 to `size − 1`.
+    pub size: usize,
+    /// One more value allowed outside that range.
+    pub ignore: Option<i64>,
+}
+
+impl IndexRange {
+    /// Whether `v` is in the range.
+    pub fn contains(&self, v: i64) -> bool {
+        (v >= 0 && (v as u64) < self.size as u64) || self.ignore == Some(v)
+    }
+}
+
+impl std::fmt::Display for IndexRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0..{}", self.size)?;
+        match self.ignore {
+            Some(i) => write!(f, " or the ignore_index {i}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The type rule of an op that computes in f32: every operand must be f32.
+pub(crate) fn all_f32(op: &str, ins: &[DType]) -> Result<DType> {
+    match ins.iter().position(|&d| d != DType::F32) {
+        Some(k) => Err(KilnError::Type {
+            op: op.into(),
+            message: format!(
+                "operand {k} is {}, but `{op}` computes in f32: convert indices with to_f32 first",
+                ins[k]
+            ),
+        }),
+        None => Ok(DType::F32),
+    }
+}
+
+/// The type rule of a movement op: the operands' one type, passed through.
+pub(crate) fn same_dtype(op: &str, ins: &[DType]) -> Result<DType> {
+    let first = ins.first().copied().unwrap_or_default();
+    match ins.iter().position(|&d| d != first) {
+        Some(k) => Err(KilnError::Type {
+            op: op.into(),
+            message: format!(
+                "operand 0 is {first} and operand {k} is {}: the operands must have one type",
+                ins[k]
+            ),
+        }),
+        None => Ok(first),
+    }
+}
+
 /// A VJP result for a one-operand op.
 pub(crate) fn one(n: Result<NodeId>) -> Grads {
     n.map(|n| vec![Some(n)])
@@ -274,6 +353,10 @@ impl Op {
             Op::AvgPoolBackward(d) => d,
             Op::Dropout(d) => d,
             Op::TrainEval => &TrainEval,
+            Op::Cast(d) => d,
+            Op::Gather(d) => d,
+            Op::GatherBackward(d) => d,
+            Op::OneHot(d) => d,
         }
     }
 

@@ -2,8 +2,9 @@
 //! concat and stack. Their reference kernels use plain index arithmetic.
 
 use super::View;
-use super::{one, Arity, Grads, Op, OpDef, RunCtx};
+use super::{one, same_dtype, Arity, Grads, Op, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
+use crate::dtype::DType;
 use crate::error::{attr_err, shape_err, Result};
 use crate::shape::{
     broadcast_pair, broadcast_strides, checked_numel, checked_size, small_strides, strided_walk,
@@ -340,6 +341,9 @@ impl OpDef for Reshape {
     fn name(&self) -> &'static str {
         "reshape"
     }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
+    }
     debug_attrs!(shape);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         reshape_shape(ins[0], &self.shape)
@@ -372,6 +376,9 @@ impl OpDef for Transpose {
     fn name(&self) -> &'static str {
         "transpose"
     }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
+    }
     debug_attrs!(perm);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         transpose_shape("transpose", ins[0], &self.perm)
@@ -396,6 +403,9 @@ impl OpDef for Permute {
     fn name(&self) -> &'static str {
         "permute"
     }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
+    }
     debug_attrs!(perm);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         transpose_shape("permute", ins[0], &self.perm)
@@ -419,6 +429,9 @@ pub struct Broadcast {
 impl OpDef for Broadcast {
     fn name(&self) -> &'static str {
         "broadcast"
+    }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
     }
     debug_attrs!(shape);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
@@ -452,6 +465,9 @@ pub struct Slice {
 impl OpDef for Slice {
     fn name(&self) -> &'static str {
         "slice"
+    }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
     }
     debug_attrs!(axis, end, start, step);
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
@@ -516,6 +532,9 @@ impl OpDef for Concat {
     fn name(&self) -> &'static str {
         "concat"
     }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
+    }
     debug_attrs!(axis);
     fn arity(&self) -> Arity {
         Arity::AtLeastOne
@@ -541,6 +560,9 @@ pub struct Stack {
 impl OpDef for Stack {
     fn name(&self) -> &'static str {
         "stack"
+    }
+    fn dtype(&self, ins: &[DType]) -> Result<DType> {
+        same_dtype(self.name(), ins)
     }
     debug_attrs!(axis);
     fn arity(&self) -> Arity {

@@ -5,10 +5,11 @@
 
 use crate::alloc_count;
 use crate::compile::{compile_program, CompileOptions};
+use crate::dtype::Feed;
 use crate::error::{KilnError, Result};
-use crate::exec::{Executable, Profile};
+use crate::exec::{feed_refs, Executable, Profile};
 use crate::models;
-use crate::tensor::Tensor;
+
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -171,12 +172,12 @@ pub struct Prepared {
     /// The executable.
     pub exe: Executable,
     /// Input name and value for each input.
-    pub feeds: Vec<(String, Tensor)>,
+    pub feeds: Vec<(String, Box<dyn Feed>)>,
 }
 
 impl Prepared {
-    /// Compiles `row` with `options` (seed 0 parameters, seeded random inputs;
-    /// `labels` are class indices), for training unless it is a forward row.
+    /// Compiles `row` with `options` (seed 0 parameters, inputs from
+    /// [`Executable::example_feeds`]), for training unless it is a forward row.
     pub fn new(row: &Row, options: &CompileOptions) -> Result<Prepared> {
         let training = row.pass != Pass::Forward;
         let program = models::program(row.model, 0, training)?;
@@ -184,46 +185,20 @@ impl Prepared {
             training,
             ..options.clone()
         };
-        let inputs: Vec<(String, Vec<usize>)> = program
-            .graph
-            .inputs()
-            .map(|(n, id)| {
-                (
-                    n.to_string(),
-                    program.graph.shape(id).expect("input").to_vec(),
-                )
-            })
-            .collect();
-        let exe = compile_program(program.clone(), options)?;
-        let feeds = inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, shape))| {
-                let t = if name == "labels" {
-                    let n = shape.iter().product::<usize>();
-                    Tensor::from_vec(shape, (0..n).map(|k| (k % 10) as f32).collect())
-                        .expect("sized from shape")
-                } else {
-                    Tensor::rand_uniform(shape, -1.0, 1.0, 1 + i as u64)
-                };
-                (name, t)
-            })
-            .collect();
+        let exe = compile_program(program, options)?;
+        let feeds = exe.example_feeds()?;
         Ok(Prepared { exe, feeds })
     }
 
     /// One run (outputs left in place); allocates nothing for up to two inputs.
     pub fn run(&mut self) -> Result<()> {
-        fn f((n, t): &(String, Tensor)) -> (&str, &Tensor) {
-            (n.as_str(), t)
+        fn f((n, t): &(String, Box<dyn Feed>)) -> (&str, &dyn Feed) {
+            (n.as_str(), t.as_ref())
         }
         match self.feeds.as_slice() {
             [a] => self.exe.run_in_place(&[f(a)]),
             [a, b] => self.exe.run_in_place(&[f(a), f(b)]),
-            many => {
-                let feeds: Vec<(&str, &Tensor)> = many.iter().map(f).collect();
-                self.exe.run_in_place(&feeds)
-            }
+            many => self.exe.run_in_place(&feed_refs(many)),
         }
     }
 }
@@ -244,7 +219,7 @@ pub struct Timing {
 /// Runs `p` a few times to warm up, then times single runs until `budget` is
 /// spent (at least `min_runs`), and counts allocations over the timed runs.
 pub fn time(p: &mut Prepared, budget: Duration, min_runs: usize) -> Result<Timing> {
-    let feeds: Vec<(&str, &Tensor)> = p.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let feeds = feed_refs(&p.feeds);
     let warm = Instant::now();
     for _ in 0..3 {
         p.exe.run_in_place(&feeds)?;
@@ -352,7 +327,7 @@ pub fn profile(row: &Row, threads: usize, budget: Duration) -> Result<Profile> {
         ..CompileOptions::default()
     };
     let mut p = Prepared::new(row, &options)?;
-    let feeds: Vec<(&str, &Tensor)> = p.feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let feeds = feed_refs(&p.feeds);
     for _ in 0..3 {
         p.exe.run_in_place(&feeds)?;
     }

@@ -3,6 +3,7 @@
 //! trainer evaluates the logits `[B, classes]` as its first output.
 
 use crate::data::Dataset;
+use crate::dtype::I64Tensor;
 use crate::error::{KilnError, Result};
 use crate::graph::{Graph, NodeId};
 use crate::nn::{self, Layer, Reduction};
@@ -27,7 +28,7 @@ pub fn classifier_trainer(
     batch_elements(batch, image)?;
     let mut g = Graph::with_seed(seed);
     let x = g.input("x", [batch, image[0], image[1], image[2]])?;
-    let labels = g.input("labels", [batch])?;
+    let labels = g.input_i64("labels", [batch])?;
     let logits: NodeId = net.build(&mut g, x)?;
     let loss = nn::softmax_cross_entropy(&mut g, logits, labels, Reduction::Mean)?;
     Trainer::with_outputs(g, loss, &[logits], optimizer)
@@ -52,7 +53,7 @@ fn batch_elements(batch: usize, image: [usize; 3]) -> Result<usize> {
 
 /// Zeroed `x [batch, *image]` and `y [batch]` buffers, allocated fallibly:
 /// `Err` naming the batch size instead of aborting when memory runs out.
-fn batch_buffers(batch: usize, image: [usize; 3]) -> Result<(Tensor, Tensor)> {
+fn batch_buffers(batch: usize, image: [usize; 3]) -> Result<(Tensor, I64Tensor)> {
     let n = batch_elements(batch, image)?;
     let zeros = |len: usize| -> Result<Vec<f32>> {
         let mut v = Vec::new();
@@ -67,7 +68,7 @@ fn batch_buffers(batch: usize, image: [usize; 3]) -> Result<(Tensor, Tensor)> {
     let [c, h, w] = image;
     Ok((
         Tensor::from_vec([batch, c, h, w], zeros(n)?)?,
-        Tensor::from_vec([batch], zeros(batch)?)?,
+        I64Tensor::from_vec([batch], vec![0; batch])?,
     ))
 }
 
@@ -138,7 +139,7 @@ pub fn accuracy(trainer: &mut Trainer, data: &Dataset, batch: usize) -> Result<f
         for (row, &i) in chunk.iter().enumerate() {
             let r = &logits.data()[row * classes..(row + 1) * classes];
             let best = (0..classes).fold(0, |b, k| if r[k] > r[b] { k } else { b });
-            correct += usize::from(best as f32 == data.labels()[i]);
+            correct += usize::from(best as i64 == data.labels()[i]);
         }
     }
     Ok(correct as f32 / data.len() as f32)

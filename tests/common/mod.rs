@@ -1,10 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kiln::{compile, CompileOptions, Graph, NodeId, Tensor};
+use kiln::{compile, CompileOptions, Feed, Graph, NodeId, Tensor};
 
 /// Compiles `out` and runs it once on `feeds`.
-pub fn eval(g: &Graph, out: NodeId, feeds: &[(&str, &Tensor)]) -> Tensor {
+pub fn eval(g: &Graph, out: NodeId, feeds: &[(&str, &dyn Feed)]) -> Tensor {
     let mut exe = compile(g, &[out], &CompileOptions::default()).expect("compile");
     exe.run(feeds).expect("run").remove(0)
 }

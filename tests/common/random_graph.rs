@@ -16,7 +16,7 @@ use kiln::graph::dump::to_text;
 use kiln::graph::order::ancestors_order;
 use kiln::nn::{AvgPool2d, Conv, Layer, MaxPool2d};
 use kiln::OpBuilder;
-use kiln::{CompileOptions, Graph, NodeId, PassSelection, Tensor, Window};
+use kiln::{CompileOptions, Feed, Graph, NodeId, PassSelection, Tensor, Window};
 
 /// How many graphs reached the comparison (with how many nodes in all), so
 /// a seeded run can show that it tested real graphs.
@@ -355,7 +355,7 @@ fn compare(
     what: &str,
     g: &Graph,
     outs: &[NodeId],
-    feeds: &[(&str, &Tensor)],
+    feeds: &[(&str, &dyn Feed)],
     got: &[Tensor],
     want: &[Tensor],
 ) {
@@ -467,7 +467,10 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
             )
         })
         .collect();
-    let feeds: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let feeds: Vec<(&str, &dyn Feed)> = feeds
+        .iter()
+        .map(|(n, t)| (n.as_str(), t as &dyn Feed))
+        .collect();
     let got = compiled.run(&feeds);
     let want = plain.run(&feeds);
     let (got, want) = match (got, want) {
