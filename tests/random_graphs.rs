@@ -33,10 +33,18 @@ fn three_thousand_random_graphs_compile_to_what_they_mean() {
     }
     let compared = random_graph::COMPARED.load(std::sync::atomic::Ordering::Relaxed);
     let nodes = random_graph::COMPARED_NODES.load(std::sync::atomic::Ordering::Relaxed);
-    println!("{built} cases ran to the end, {compared} graphs compared, {nodes} nodes");
+    let indexed = random_graph::COMPARED_INDEXED.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{built} cases ran to the end, {compared} graphs compared ({indexed} reading i64 \
+         indices), {nodes} nodes"
+    );
     assert!(
         compared > 1500,
         "only {compared} of 3000 graphs reached the comparison"
+    );
+    assert!(
+        indexed > 100,
+        "only {indexed} compared graphs read the i64 input"
     );
 }
 

@@ -16,11 +16,14 @@ use kiln::graph::dump::to_text;
 use kiln::graph::order::ancestors_order;
 use kiln::nn::{AvgPool2d, Conv, Layer, MaxPool2d};
 use kiln::OpBuilder;
-use kiln::{CompileOptions, Feed, Graph, NodeId, PassSelection, Tensor, Window};
+use kiln::{CompileOptions, Feed, Graph, I64Tensor, NodeId, PassSelection, Tensor, Window};
 
 /// How many graphs reached the comparison (with how many nodes in all), so
 /// a seeded run can show that it tested real graphs.
 pub static COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Graphs counted in [`COMPARED`] whose outputs read the `i64` input.
+pub static COMPARED_INDEXED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 /// Nodes of the graphs counted in [`COMPARED`].
 pub static COMPARED_NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -122,9 +125,23 @@ fn arr<const D: usize>(u: &mut Unstructured, lo: usize, hi: usize) -> Result<[us
 }
 
 /// One op on nodes of `pool`; `Ok(None)` when the builder said `Err`.
-fn one_op(u: &mut Unstructured, g: &mut Graph, pool: &[NodeId]) -> Result<Option<NodeId>> {
+fn one_op(
+    u: &mut Unstructured,
+    g: &mut Graph,
+    pool: &[NodeId],
+    ids: Option<NodeId>,
+) -> Result<Option<NodeId>> {
     let x = pick(u, pool)?;
     let xs = g.shape(x).expect("pool node").to_vec();
+    if let Some(ids) = ids.filter(|_| u.ratio(1, 5).unwrap_or(false)) {
+        let r = if u.arbitrary()? {
+            g.gather(x, ids, axis(u)?)
+        } else {
+            let ignore = [None, Some(-100), Some(1)][u.int_in_range(0..=2usize)?];
+            g.one_hot(ids, u.int_in_range(1..=4)?, ignore)
+        };
+        return Ok(r.ok());
+    }
     let r = match u.int_in_range(0u8..=49)? {
         0 => g.neg(x),
         1 => g.exp(x),
@@ -403,8 +420,21 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
         pool.push(id);
         inputs.push((format!("x{i}"), shape, id));
     }
+    // an i64 input read by gather and one_hot, its values in 0..=2 (and
+    // sometimes −100): out of range for some ops, when both runs must refuse
+    let ids = if u.arbitrary()? {
+        let shape = dims(u, 2, 3)?;
+        let n: usize = shape.iter().product();
+        let values = (0..n)
+            .map(|_| Ok([0, 1, 0, 1, 2, -100][u.int_in_range(0..=5usize)?]))
+            .collect::<Result<Vec<i64>>>()?;
+        let id = g.input_i64("ids", shape.clone()).expect("input node");
+        Some((id, I64Tensor::from_vec(shape, values).expect("sized")))
+    } else {
+        None
+    };
     for _ in 0..u.int_in_range(0..=12)? {
-        if let Some(id) = one_op(u, &mut g, &pool)? {
+        if let Some(id) = one_op(u, &mut g, &pool, ids.as_ref().map(|i| i.0))? {
             if numel(&g, id) <= MAX_ELEMS {
                 pool.push(id);
             }
@@ -467,10 +497,13 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
             )
         })
         .collect();
-    let feeds: Vec<(&str, &dyn Feed)> = feeds
+    let mut feeds: Vec<(&str, &dyn Feed)> = feeds
         .iter()
         .map(|(n, t)| (n.as_str(), t as &dyn Feed))
         .collect();
+    if let Some((_, values)) = &ids {
+        feeds.push(("ids", values));
+    }
     let got = compiled.run(&feeds);
     let want = plain.run(&feeds);
     let (got, want) = match (got, want) {
@@ -486,6 +519,11 @@ pub fn check(u: &mut Unstructured) -> Result<()> {
     compare("all passes vs unrewritten", &g, &outs, &feeds, &got, &want);
     COMPARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     COMPARED_NODES.fetch_add(g.len(), std::sync::atomic::Ordering::Relaxed);
+    if let Some((id, _)) = &ids {
+        if ancestors_order(&g, &outs).contains(id) {
+            COMPARED_INDEXED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let again = compiled
         .run(&feeds)
         .expect("a second run of the compiled graph");
