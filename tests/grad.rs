@@ -572,6 +572,31 @@ fn embedding_layer() {
 }
 
 #[test]
+fn attention_layers() {
+    let (q, k) = (rand(&[2, 3, 4], 50), rand(&[2, 5, 4], 51));
+    let v = rand(&[2, 5, 3], 52);
+    check(vec![q.clone(), k, v], |g, x| {
+        let causal = nn::Sdpa {
+            is_causal: true,
+            ..nn::Sdpa::default()
+        };
+        nn::scaled_dot_product_attention(g, x[0], x[1], x[2], &causal)
+    });
+    check(vec![rand(&[3, 2, 4], 53)], |g, x| {
+        nn::MultiheadAttention::new(4, 2).build(g, x[0])
+    });
+    check(vec![rand(&[2, 3, 4], 54)], |g, x| {
+        nn::TransformerEncoderLayer::new(4, 2)
+            .dim_feedforward(6)
+            .dropout(0.0)
+            .batch_first(true)
+            .norm_first(true)
+            .activation(nn::Activation::Gelu) // smooth: no kink for the differences to straddle
+            .build(g, x[0])
+    });
+}
+
+#[test]
 fn lstm_layer() {
     check(vec![rand(&[2, 3, 2], 9)], |g, x| {
         nn::Lstm::new(2, 3).build(g, x[0])

@@ -4,6 +4,7 @@
 //! matmul, reductions); the compiler's passes turn them into fused kernels.
 
 mod activation;
+mod attention;
 mod batch_norm;
 mod conv;
 mod embedding;
@@ -14,8 +15,10 @@ mod norm;
 mod pool;
 mod reshape;
 mod summary;
+mod transformer;
 
 pub use activation::*;
+pub use attention::{scaled_dot_product_attention, Mask, MhaOptions, MultiheadAttention, Sdpa};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
 pub use conv::{Conv, Conv1d, Conv2d};
 pub use embedding::Embedding;
@@ -31,6 +34,7 @@ pub use pool::{
 };
 pub use reshape::{Dropout, Flatten, Reshape, Upsample};
 pub use summary::{summary, Summary, SummaryRow};
+pub use transformer::{Activation, EncoderMasks, TransformerEncoder, TransformerEncoderLayer};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
@@ -104,4 +108,10 @@ impl Layer for Sequential {
 /// The layer's explicit name, or a fresh `"{kind}_{k}"` one.
 fn layer_name(g: &mut Graph, name: &Option<String>, kind: &str) -> String {
     name.clone().unwrap_or_else(|| g.fresh_name(kind))
+}
+
+/// The dropout-mask seed a layer named `name` uses unless given one.
+fn dropout_seed(name: &str) -> u64 {
+    name.bytes()
+        .fold(0u64, |h, b| crate::rng::mix64(h ^ b as u64))
 }

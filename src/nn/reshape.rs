@@ -4,7 +4,6 @@ use super::{layer_name, Layer};
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, NodeId};
 use crate::ops::OpBuilder;
-use crate::rng::mix64;
 
 /// `[N, ...]` → `[N, ∏...]` (PyTorch's `Flatten` with `start_dim = 1`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,9 +106,7 @@ impl Dropout {
 impl Layer for Dropout {
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, "dropout");
-        let seed = self
-            .seed
-            .unwrap_or_else(|| name.bytes().fold(0u64, |h, b| mix64(h ^ b as u64)));
+        let seed = self.seed.unwrap_or_else(|| super::dropout_seed(&name));
         let y = g.dropout(x, self.p, seed)?;
         g.set_name(y, name);
         Ok(y)

@@ -1,0 +1,331 @@
+//! `scaled_dot_product_attention`, `MultiheadAttention` and
+//! `TransformerEncoderLayer` against values PyTorch 2.15 printed
+//! (`tests/data/attention_ref.py`), outputs and gradients, plus their
+//! bad inputs and compiled-vs-unrewritten equality.
+
+mod common;
+use common::*;
+use kiln::nn::{self, Layer, Mask, MhaOptions, Sdpa};
+use kiln::{compile, CompileOptions, Feed, Graph, NodeId, OpBuilder, Tensor};
+
+const REF: &str = include_str!("data/attention_ref.txt");
+
+/// The values printed under `// {section}` as `{key} [..]`.
+fn reference(section: &str, key: &str) -> Vec<f32> {
+    let start = REF
+        .find(&format!("// {section}\n"))
+        .unwrap_or_else(|| panic!("no section {section}"));
+    let line = REF[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("//"))
+        .find(|l| l.starts_with(&format!("{key} [")))
+        .unwrap_or_else(|| panic!("no {key} in {section}"));
+    let list = &line[key.len() + 2..line.len() - 1];
+    list.split(", ").map(|v| v.parse().unwrap()).collect()
+}
+
+/// `0.5·sin(0.37·i + salt)`, the reference script's fill.
+fn fill(shape: &[usize], salt: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| (0.5 * (0.37 * i as f64 + salt).sin()) as f32)
+        .collect();
+    Tensor::from_vec(shape.to_vec(), data).unwrap()
+}
+
+/// Sets every parameter as the script does (salt 0.1·numel).
+fn fill_params(g: &mut Graph) {
+    let params: Vec<(String, Vec<usize>)> = g
+        .params()
+        .map(|(n, _, t)| (n.to_string(), t.shape().to_vec()))
+        .collect();
+    for (name, shape) in params {
+        let n: usize = shape.iter().product();
+        g.set_param_value(&name, fill(&shape, 0.1 * n as f64))
+            .unwrap();
+    }
+}
+
+/// Runs `[y, grads of Σ y·r w.r.t. wrt]` with `r` the script's weights of salt `salt`.
+fn with_grads(
+    g: &mut Graph,
+    y: NodeId,
+    salt: f64,
+    wrt: &[NodeId],
+    feeds: &[(&str, &dyn Feed)],
+) -> Vec<Tensor> {
+    let r = g.constant(fill(g.shape(y).unwrap(), salt)).unwrap();
+    let yr = g.mul(y, r).unwrap();
+    let loss = g.sum_all(yr).unwrap();
+    let mut outs = vec![y];
+    outs.extend(g.grad(loss, wrt).unwrap());
+    let mut exe = compile(g, &outs, &CompileOptions::default()).unwrap();
+    exe.run(feeds).unwrap()
+}
+
+#[test]
+fn sdpa_matches_pytorch_with_a_mask_causal_and_a_scale() {
+    let (q, k, v) = (
+        fill(&[2, 3, 4], 0.0),
+        fill(&[2, 5, 4], 1.0),
+        fill(&[2, 5, 3], 2.0),
+    );
+    let allow = t(
+        &[3, 5],
+        &[1., 0., 1., 1., 0., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1.],
+    );
+    for section in ["mask", "causal", "scale"] {
+        let mut g = Graph::new();
+        let (qi, ki, vi) = (
+            g.input("q", [2, 3, 4]).unwrap(),
+            g.input("k", [2, 5, 4]).unwrap(),
+            g.input("v", [2, 5, 3]).unwrap(),
+        );
+        let options = match section {
+            "mask" => Sdpa {
+                attn_mask: Some(Mask::Allow(g.constant(allow.clone()).unwrap())),
+                ..Sdpa::default()
+            },
+            "causal" => Sdpa {
+                is_causal: true,
+                ..Sdpa::default()
+            },
+            _ => Sdpa {
+                scale: Some(0.3),
+                ..Sdpa::default()
+            },
+        };
+        let y = nn::scaled_dot_product_attention(&mut g, qi, ki, vi, &options).unwrap();
+        let out = with_grads(
+            &mut g,
+            y,
+            3.0,
+            &[qi, ki, vi],
+            &[("q", &q), ("k", &k), ("v", &v)],
+        );
+        let s = format!("sdpa {section}");
+        for (i, key) in ["out", "gq", "gk", "gv"].iter().enumerate() {
+            assert_close(out[i].data(), &reference(&s, key), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn multihead_attention_matches_pytorch_with_a_key_padding_mask() {
+    let mut g = Graph::new();
+    let x = g.input("x", [3, 2, 4]).unwrap();
+    // key 2 of batch entry 0 is padding
+    let pad = g.constant(t(&[2, 3], &[0., 0., 1., 0., 0., 0.])).unwrap();
+    let mha = nn::MultiheadAttention::new(4, 2).name("mha");
+    let options = MhaOptions {
+        key_padding_mask: Some(Mask::Block(pad)),
+        need_weights: true,
+        ..MhaOptions::default()
+    };
+    let (y, w) = mha.forward(&mut g, x, x, x, &options).unwrap();
+    fill_params(&mut g);
+    let w_in_weight = g
+        .trainable_params()
+        .into_iter()
+        .find(|p| p.0 == "mha.in_proj_weight")
+        .unwrap()
+        .1;
+    let out = with_grads(
+        &mut g,
+        y,
+        5.0,
+        &[x, w_in_weight],
+        &[("x", &fill(&[3, 2, 4], 4.0))],
+    );
+    assert_close(out[0].data(), &reference("mha", "out"), 1e-5);
+    assert_close(out[1].data(), &reference("mha", "gx"), 1e-5);
+    assert_close(out[2].data(), &reference("mha", "g_in_proj"), 1e-5);
+    let weights = compile(&g, &[w.unwrap()], &CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &fill(&[3, 2, 4], 4.0))])
+        .unwrap();
+    assert_eq!(weights[0].shape(), &[2, 3, 3]);
+    assert_close(weights[0].data(), &reference("mha", "weights"), 1e-5);
+}
+
+#[test]
+fn transformer_encoder_layers_match_pytorch_post_and_pre_norm() {
+    for (section, layer, causal) in [
+        ("post_relu", nn::TransformerEncoderLayer::new(4, 2), false),
+        (
+            "pre_gelu",
+            nn::TransformerEncoderLayer::new(4, 2)
+                .norm_first(true)
+                .activation(nn::Activation::Gelu),
+            true,
+        ),
+    ] {
+        let layer = layer
+            .dim_feedforward(6)
+            .dropout(0.0)
+            .batch_first(true)
+            .name("enc");
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 3, 4]).unwrap();
+        let masks = nn::EncoderMasks {
+            is_causal: causal,
+            ..nn::EncoderMasks::default()
+        };
+        let y = layer.forward(&mut g, x, &masks).unwrap();
+        fill_params(&mut g);
+        let linear1 = g
+            .trainable_params()
+            .into_iter()
+            .find(|p| p.0 == "enc.linear1.weight")
+            .unwrap()
+            .1;
+        let out = with_grads(
+            &mut g,
+            y,
+            7.0,
+            &[x, linear1],
+            &[("x", &fill(&[2, 3, 4], 6.0))],
+        );
+        let s = format!("encoder {section}");
+        assert_close(out[0].data(), &reference(&s, "out"), 1e-5);
+        assert_close(out[1].data(), &reference(&s, "gx"), 1e-5);
+        assert_close(out[2].data(), &reference(&s, "g_linear1"), 1e-5);
+    }
+}
+
+#[test]
+fn parameter_names_and_counts_are_pytorchs() {
+    let mut g = Graph::new();
+    let x = g.input("x", [5, 2, 8]).unwrap();
+    nn::TransformerEncoderLayer::new(8, 2)
+        .dim_feedforward(16)
+        .name("layer")
+        .build(&mut g, x)
+        .unwrap();
+    let names: Vec<(String, Vec<usize>)> = g
+        .params()
+        .map(|(n, _, t)| (n.to_string(), t.shape().to_vec()))
+        .collect();
+    let mut want = vec![
+        ("layer.self_attn.in_proj_weight", vec![24, 8]),
+        ("layer.self_attn.in_proj_bias", vec![24]),
+        ("layer.self_attn.out_proj.weight", vec![8, 8]),
+        ("layer.self_attn.out_proj.bias", vec![8]),
+        ("layer.linear1.weight", vec![16, 8]),
+        ("layer.linear1.bias", vec![16]),
+        ("layer.linear2.weight", vec![8, 16]),
+        ("layer.linear2.bias", vec![8]),
+        ("layer.norm1.weight", vec![8]),
+        ("layer.norm1.bias", vec![8]),
+        ("layer.norm2.weight", vec![8]),
+        ("layer.norm2.bias", vec![8]),
+    ];
+    want.sort();
+    let mut got = names.clone();
+    got.sort();
+    let want: Vec<(String, Vec<usize>)> =
+        want.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+    assert_eq!(got, want);
+    // sum(p.numel()) of the same PyTorch layer
+    let total: usize = names.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    assert_eq!(total, 8 * 24 + 24 + 64 + 8 + 128 + 16 + 128 + 8 + 4 * 8);
+}
+
+#[test]
+fn a_fully_masked_query_gives_nan_as_pytorch() {
+    let mut g = Graph::new();
+    let q = g.input("q", [1, 2, 2]).unwrap();
+    let none = g.constant(t(&[2, 2], &[1., 1., 0., 0.])).unwrap();
+    let options = Sdpa {
+        attn_mask: Some(Mask::Allow(none)),
+        ..Sdpa::default()
+    };
+    let y = nn::scaled_dot_product_attention(&mut g, q, q, q, &options).unwrap();
+    let out = eval(&g, y, &[("q", &t(&[1, 2, 2], &[1., 2., 3., 4.]))]);
+    assert!(out.data()[..2].iter().all(|v| v.is_finite()));
+    assert!(out.data()[2..].iter().all(|v| v.is_nan()), "{out:?}");
+}
+
+#[test]
+fn bad_attention_inputs_are_errors_naming_what_is_wrong() {
+    let mut g = Graph::new();
+    let q = g.input("q", [2, 3, 4]).unwrap();
+    let k = g.input("k", [2, 5, 3]).unwrap();
+    let msg = |r: kiln::Result<NodeId>| r.unwrap_err().to_string();
+    let e = msg(nn::scaled_dot_product_attention(
+        &mut g,
+        q,
+        k,
+        k,
+        &Sdpa::default(),
+    ));
+    assert!(e.contains("[2, 3, 4]") && e.contains("[2, 5, 3]"), "{e}");
+    let m = g.constant(Tensor::zeros([3, 3])).unwrap();
+    let both = Sdpa {
+        attn_mask: Some(Mask::Add(m)),
+        is_causal: true,
+        ..Sdpa::default()
+    };
+    let e = msg(nn::scaled_dot_product_attention(&mut g, q, q, q, &both));
+    assert!(e.contains("not both"), "{e}");
+    let wide = g.constant(Tensor::zeros([4, 3])).unwrap();
+    let bad_mask = Sdpa {
+        attn_mask: Some(Mask::Add(wide)),
+        ..Sdpa::default()
+    };
+    let e = msg(nn::scaled_dot_product_attention(&mut g, q, q, q, &bad_mask));
+    assert!(e.contains("[2, 3, 3]"), "{e}");
+    let e = msg(nn::MultiheadAttention::new(6, 4).build(&mut g, q));
+    assert!(
+        e.contains("embed_dim 6") && e.contains("num_heads 4"),
+        "{e}"
+    );
+    let e = msg(nn::MultiheadAttention::new(8, 2).build(&mut g, q));
+    assert!(e.contains("E = 8"), "{e}");
+    let e = msg(nn::TransformerEncoderLayer::new(4, 2)
+        .dropout(1.0)
+        .build(&mut g, q));
+    assert!(e.contains("dropout must be in 0..1"), "{e}");
+}
+
+#[test]
+fn a_causal_encoder_training_step_compiles_equal_to_unrewritten() {
+    let run = |options: CompileOptions| -> Vec<Tensor> {
+        let mut g = Graph::with_seed(4);
+        let x = g.input("x", [2, 5, 8]).unwrap();
+        let enc = nn::TransformerEncoder::new(
+            nn::TransformerEncoderLayer::new(8, 2)
+                .dim_feedforward(12)
+                .batch_first(true)
+                .norm_first(true),
+            2,
+        )
+        .final_norm(true)
+        .name("enc");
+        let masks = nn::EncoderMasks {
+            is_causal: true,
+            ..nn::EncoderMasks::default()
+        };
+        let y = enc.forward(&mut g, x, &masks).unwrap();
+        let sq = g.mul(y, y).unwrap();
+        let loss = g.sum_all(sq).unwrap();
+        let params: Vec<NodeId> = g.trainable_params().iter().map(|p| p.1).collect();
+        let mut outs = vec![y];
+        outs.extend(g.grad(loss, &params).unwrap());
+        let training = CompileOptions {
+            training: true,
+            ..options
+        };
+        let mut exe = compile(&g, &outs, &training).unwrap();
+        exe.run(&[("x", &rand(&[2, 5, 8], 3))]).unwrap()
+    };
+    let (want, got) = (
+        run(CompileOptions::unrewritten()),
+        run(CompileOptions::default()),
+    );
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        assert_close(g.data(), w.data(), 1e-5);
+    }
+}
