@@ -572,6 +572,25 @@ fn embedding_layer() {
 }
 
 #[test]
+fn conv_transpose_layers() {
+    check(vec![rand(&[2, 4, 3, 3], 60)], |g, x| {
+        nn::ConvTranspose2d::new(4, 2, 3)
+            .stride(2)
+            .padding(1)
+            .output_padding(1)
+            .groups(2)
+            .build(g, x[0])
+    });
+    // output_padding at or above the stride (below the dilation)
+    check(vec![rand(&[1, 2, 4], 61)], |g, x| {
+        nn::ConvTranspose1d::new(2, 3, 2)
+            .dilation(3)
+            .output_padding(2)
+            .build(g, x[0])
+    });
+}
+
+#[test]
 fn attention_layers() {
     let (q, k) = (rand(&[2, 3, 4], 50), rand(&[2, 5, 4], 51));
     let v = rand(&[2, 5, 3], 52);

@@ -7,6 +7,7 @@ mod activation;
 mod attention;
 mod batch_norm;
 mod conv;
+mod conv_transpose;
 mod embedding;
 mod linear;
 pub mod loss;
@@ -21,6 +22,7 @@ pub use activation::*;
 pub use attention::{scaled_dot_product_attention, Mask, MhaOptions, MultiheadAttention, Sdpa};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
 pub use conv::{Conv, Conv1d, Conv2d};
+pub use conv_transpose::{ConvTranspose, ConvTranspose1d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{

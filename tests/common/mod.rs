@@ -82,3 +82,41 @@ impl kiln::passes::Pass for Broken {
         Ok(n)
     }
 }
+
+/// The values a reference script printed as `{key} [v, v, ..]` under the
+/// line `// {section}` of `text`.
+pub fn reference_values(text: &str, section: &str, key: &str) -> Vec<f32> {
+    let start = text
+        .find(&format!("// {section}\n"))
+        .unwrap_or_else(|| panic!("no section {section}"));
+    let line = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("//"))
+        .find(|l| l.starts_with(&format!("{key} [")))
+        .unwrap_or_else(|| panic!("no {key} in {section}"));
+    let list = &line[key.len() + 2..line.len() - 1];
+    list.split(", ").map(|v| v.parse().unwrap()).collect()
+}
+
+/// `0.5·sin(0.37·i + salt)`: the reference scripts' fill (`tests/data/*.py`).
+pub fn fill(shape: &[usize], salt: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| (0.5 * (0.37 * i as f64 + salt).sin()) as f32)
+        .collect();
+    Tensor::from_vec(shape.to_vec(), data).unwrap()
+}
+
+/// Sets every parameter of `g` as the reference scripts do (salt 0.1·numel).
+pub fn fill_params(g: &mut Graph) {
+    let params: Vec<(String, Vec<usize>)> = g
+        .params()
+        .map(|(n, _, t)| (n.to_string(), t.shape().to_vec()))
+        .collect();
+    for (name, shape) in params {
+        let n: usize = shape.iter().product();
+        g.set_param_value(&name, fill(&shape, 0.1 * n as f64))
+            .unwrap();
+    }
+}

@@ -1,0 +1,33 @@
+"""Reference values for tests/conv_transpose.rs, printed by PyTorch (2.15,
+CPU): `python tests/data/conv_transpose_ref.py > tests/data/conv_transpose_ref.txt`.
+Every tensor is filled with 0.5·sin(0.37·i + salt); a parameter's salt is
+0.1·numel, so kiln's test fills its parameters the same way."""
+import math, torch
+
+def fill(shape, salt):
+    n = math.prod(shape)
+    return torch.tensor([0.5 * math.sin(0.37 * i + salt) for i in range(n)], dtype=torch.float64).reshape(shape).float()
+
+def fmt(t):
+    return "[" + ", ".join(f"{v:.8e}" for v in t.detach().flatten().tolist()) + "]"
+
+cases = [
+    ("a", torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), [2, 4, 3, 5]),
+    ("b", torch.nn.ConvTranspose2d(3, 2, (2, 3), stride=(1, 2), dilation=2, output_padding=1), [1, 3, 4, 3]),
+    ("c", torch.nn.ConvTranspose1d(2, 3, 4, stride=3, padding=2, output_padding=2, bias=False), [2, 2, 5]),
+]
+for name, m, shape in cases:
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(fill(list(p.shape), 0.1 * p.numel()))
+    x = fill(shape, 1.0).requires_grad_()
+    y = m(x)
+    r = fill(list(y.shape), 2.0)
+    (y * r).sum().backward()
+    print(f"// {name}")
+    print("shape", list(y.shape))
+    print("out", fmt(y))
+    print("gx", fmt(x.grad))
+    print("gw", fmt(m.weight.grad))
+    if m.bias is not None:
+        print("gb", fmt(m.bias.grad))
