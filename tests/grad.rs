@@ -620,6 +620,23 @@ fn lstm_layer() {
     check(vec![rand(&[2, 3, 2], 9)], |g, x| {
         nn::Lstm::new(2, 3).build(g, x[0])
     });
+    check(vec![rand(&[3, 2, 2], 10)], |g, x| {
+        let lstm = nn::Lstm::new(2, 3)
+            .num_layers(2)
+            .bidirectional(true)
+            .batch_first(false);
+        Ok(lstm
+            .forward(g, x[0], None)?
+            .c_n
+            .expect("an LSTM's cell state"))
+    });
+    check(vec![rand(&[2, 3, 2], 11), rand(&[2, 2, 3], 12)], |g, x| {
+        let gru = nn::Gru::new(2, 3).bidirectional(true);
+        let r = gru.forward(g, x[0], Some(x[1]))?;
+        let flat = g.reshape(r.h_n, &[-1])?;
+        let out = g.reshape(r.output, &[-1])?;
+        g.concat(&[flat, out], 0)
+    });
 }
 
 #[test]

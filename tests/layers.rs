@@ -466,7 +466,12 @@ fn lstm_matches_a_step_by_step_loop() {
     let got = eval(&g, y, &[("x", &x)]);
     assert_eq!(got.shape(), &[n, t_len, h_sz]);
     let p = |s: &str| g.param_value(&format!("lstm.{s}")).unwrap().clone();
-    let (wih, whh, bih, bhh) = (p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"));
+    let (wih, whh, bih, bhh) = (
+        p("weight_ih_l0"),
+        p("weight_hh_l0"),
+        p("bias_ih_l0"),
+        p("bias_hh_l0"),
+    );
     for b in 0..n {
         let (mut h, mut c) = (vec![0.0f32; h_sz], vec![0.0f32; h_sz]);
         for t in 0..t_len {

@@ -11,10 +11,10 @@ mod conv_transpose;
 mod embedding;
 mod linear;
 pub mod loss;
-mod lstm;
 mod norm;
 mod pool;
 mod reshape;
+mod rnn;
 mod summary;
 mod transformer;
 
@@ -29,12 +29,12 @@ pub use loss::{
     binary_cross_entropy_with_logits, cross_entropy, mse_loss, softmax_cross_entropy, CrossEntropy,
     Reduction,
 };
-pub use lstm::Lstm;
 pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{
     AdaptiveAvgPool2d, Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind,
 };
 pub use reshape::{Dropout, Flatten, Reshape, Upsample};
+pub use rnn::{Gru, Lstm, RnnOutput};
 pub use summary::{summary, Summary, SummaryRow};
 pub use transformer::{Activation, EncoderMasks, TransformerEncoder, TransformerEncoderLayer};
 

@@ -1,0 +1,195 @@
+//! `Lstm` and `Gru` with layers, directions and initial states against
+//! values PyTorch 2.15 printed (`tests/data/rnn_ref.py`): outputs, final
+//! states and gradients; compiled equal to unrewritten; bad settings.
+
+mod common;
+use common::*;
+use kiln::nn::{self, Layer, RnnOutput};
+use kiln::{compile, CompileOptions, Graph, NodeId, OpBuilder, Tensor};
+
+const REF: &str = include_str!("data/rnn_ref.txt");
+
+/// A reference case: the layer's output, the gradients' subjects and feeds.
+struct Case {
+    name: &'static str,
+    shape: Vec<usize>,
+    states: Option<[usize; 3]>,
+    param: &'static str,
+}
+
+/// Builds case `c` with `build(g, x, h0, c0)`, adds the reference loss and
+/// returns `[out, h_n, (c_n), gx, gp, (gh0)]` compiled with `options`.
+fn run(
+    c: &Case,
+    options: &CompileOptions,
+    build: impl Fn(&mut Graph, NodeId, Option<NodeId>, Option<NodeId>) -> RnnOutput,
+) -> Vec<Tensor> {
+    let mut g = Graph::new();
+    let x = g.input("x", c.shape.clone()).unwrap();
+    let (h0, c0) = match c.states {
+        Some(s) => (
+            Some(g.input("h0", s.to_vec()).unwrap()),
+            Some(g.input("c0", s.to_vec()).unwrap()),
+        ),
+        None => (None, None),
+    };
+    let r = build(&mut g, x, h0, c0);
+    fill_params(&mut g);
+    let mut terms = Vec::new();
+    for (node, salt) in [(Some(r.output), 2.0), (Some(r.h_n), 3.0), (r.c_n, 6.0)] {
+        if let Some(node) = node {
+            let w = g.constant(fill(g.shape(node).unwrap(), salt)).unwrap();
+            let p = g.mul(node, w).unwrap();
+            terms.push(g.sum_all(p).unwrap());
+        }
+    }
+    let mut loss = terms[0];
+    for &t in &terms[1..] {
+        loss = g.add(loss, t).unwrap();
+    }
+    let p = g
+        .trainable_params()
+        .into_iter()
+        .find(|p| p.0 == format!("rnn.{}", c.param))
+        .unwrap()
+        .1;
+    let mut wrt = vec![x, p];
+    wrt.extend(h0);
+    let mut outs = vec![r.output, r.h_n];
+    outs.extend(r.c_n);
+    outs.extend(g.grad(loss, &wrt).unwrap());
+    let mut exe = compile(&g, &outs, options).unwrap();
+    let (xv, hv, cv) = (
+        fill(&c.shape, 1.0),
+        c.states.map(|s| fill(&s, 4.0)),
+        c.states.map(|s| fill(&s, 5.0)),
+    );
+    let mut feeds: Vec<(&str, &dyn kiln::Feed)> = vec![("x", &xv)];
+    if let (Some(h), Some(cc)) = (&hv, &cv) {
+        feeds.push(("h0", h));
+        feeds.push(("c0", cc));
+    }
+    exe.run(&feeds).unwrap()
+}
+
+fn lstm_case() -> (Case, nn::Lstm) {
+    let case = Case {
+        name: "lstm",
+        shape: vec![2, 5, 3],
+        states: Some([4, 2, 4]),
+        param: "weight_hh_l1_reverse",
+    };
+    let layer = nn::Lstm::new(3, 4)
+        .num_layers(2)
+        .bidirectional(true)
+        .name("rnn");
+    (case, layer)
+}
+
+fn gru_cases() -> Vec<(Case, nn::Gru)> {
+    vec![
+        (
+            Case {
+                name: "gru",
+                shape: vec![5, 2, 3],
+                states: None,
+                param: "bias_hh_l1",
+            },
+            nn::Gru::new(3, 4)
+                .num_layers(2)
+                .batch_first(false)
+                .name("rnn"),
+        ),
+        (
+            Case {
+                name: "gru_bi",
+                shape: vec![2, 4, 3],
+                states: Some([2, 2, 4]),
+                param: "weight_hh_l0_reverse",
+            },
+            nn::Gru::new(3, 4)
+                .bidirectional(true)
+                .bias(false)
+                .name("rnn"),
+        ),
+    ]
+}
+
+fn check_against_reference(name: &str, got: &[Tensor], keys: &[&str]) {
+    assert_eq!(got.len(), keys.len(), "{name}");
+    for (t, key) in got.iter().zip(keys) {
+        assert_close(t.data(), &reference_values(REF, name, key), 1e-5);
+    }
+}
+
+#[test]
+fn lstm_with_two_bidirectional_layers_and_initial_states_matches_pytorch() {
+    let (case, layer) = lstm_case();
+    let got = run(&case, &CompileOptions::default(), |g, x, h0, c0| {
+        layer.forward(g, x, h0.zip(c0)).unwrap()
+    });
+    assert_eq!(got[0].shape(), &[2, 5, 8]);
+    assert_eq!(got[1].shape(), &[4, 2, 4]);
+    check_against_reference("lstm", &got, &["out", "h_n", "c_n", "gx", "gp", "gh0"]);
+}
+
+#[test]
+fn grus_match_pytorch_time_first_stacked_and_bidirectional_without_bias() {
+    for (case, layer) in gru_cases() {
+        let got = run(&case, &CompileOptions::default(), |g, x, h0, _| {
+            layer.forward(g, x, h0).unwrap()
+        });
+        let keys: &[&str] = match case.states {
+            Some(_) => &["out", "h_n", "gx", "gp", "gh0"],
+            None => &["out", "h_n", "gx", "gp"],
+        };
+        check_against_reference(case.name, &got, keys);
+    }
+}
+
+#[test]
+fn recurrent_layers_compile_equal_to_unrewritten() {
+    let (case, layer) = lstm_case();
+    let build = |g: &mut Graph, x, h0: Option<NodeId>, c0: Option<NodeId>| {
+        layer.forward(g, x, h0.zip(c0)).unwrap()
+    };
+    let want = run(&case, &CompileOptions::unrewritten(), build);
+    let got = run(&case, &CompileOptions::default(), build);
+    for (w, g) in want.iter().zip(&got) {
+        assert_close(g.data(), w.data(), 1e-5);
+    }
+    for (case, layer) in gru_cases() {
+        let build = |g: &mut Graph, x, h0, _| layer.forward(g, x, h0).unwrap();
+        let want = run(&case, &CompileOptions::unrewritten(), build);
+        let got = run(&case, &CompileOptions::default(), build);
+        for (w, g) in want.iter().zip(&got) {
+            assert_close(g.data(), w.data(), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn bad_recurrent_settings_are_errors_naming_the_layer() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 5, 3]).unwrap();
+    let msg = |r: kiln::Result<NodeId>| r.unwrap_err().to_string();
+    let e = msg(nn::Gru::new(4, 2).name("r").build(&mut g, x));
+    assert!(e.contains("`r`") && e.contains("[N, T ≥ 1, 4]"), "{e}");
+    let e = msg(nn::Lstm::new(5, 2).batch_first(false).build(&mut g, x));
+    assert!(e.contains("[T ≥ 1, N, 5]"), "{e}");
+    let e = msg(nn::Lstm::new(3, 2).num_layers(0).build(&mut g, x));
+    assert!(e.contains("num_layers"), "{e}");
+    let e = msg(nn::Gru::new(3, 2).dropout(1.5).build(&mut g, x));
+    assert!(e.contains("dropout must be in 0..1"), "{e}");
+    let h0 = g.input("h0", [1, 2, 2]).unwrap();
+    let e = nn::Gru::new(3, 2)
+        .bidirectional(true)
+        .forward(&mut g, x, Some(h0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("h_0 has shape [1, 2, 2]")
+            && e.contains("[num_layers·directions = 2, N = 2, H = 2]"),
+        "{e}"
+    );
+}
