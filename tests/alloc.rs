@@ -63,3 +63,75 @@ fn run_allocates_only_its_returned_tensors() {
     assert_eq!(out.len(), outputs);
     assert!(used.count <= 1 + 2 * outputs as u64, "{used:?}");
 }
+
+#[test]
+fn a_recurrent_training_step_allocates_only_in_gemm_crate_products() {
+    use kiln::nn::{self, Layer};
+    use kiln::{Graph, OpBuilder, Tensor};
+    // an LSTM (one scan per direction and its gradient scans) and its gradients
+    let mut g = Graph::with_seed(3);
+    let x = g.input("x", [2, 6, 3]).unwrap();
+    let y = nn::Lstm::new(3, 4)
+        .bidirectional(true)
+        .build(&mut g, x)
+        .unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let params: Vec<kiln::NodeId> = g.trainable_params().iter().map(|p| p.1).collect();
+    let mut outs = vec![loss];
+    outs.extend(g.grad(loss, &params).unwrap());
+    let options = CompileOptions {
+        threads: Some(1),
+        ..CompileOptions::default()
+    };
+    let mut exe = kiln::compile(&g, &outs, &options).unwrap();
+    let xv = Tensor::rand_uniform([2, 6, 3], -1.0, 1.0, 1);
+    exe.run_in_place(&[("x", &xv)]).unwrap();
+    let (before, products) = (snapshot(), alloc_rule::crate_products());
+    for _ in 0..2 {
+        exe.run_in_place(&[("x", &xv)]).unwrap();
+    }
+    let used = snapshot() - before;
+    let products = alloc_rule::crate_products() - products;
+    assert!(
+        used.count <= 2 * products,
+        "{used:?} with {products} gemm crate products"
+    );
+}
+
+#[test]
+fn a_scan_without_products_allocates_nothing() {
+    use kiln::ops::ScanBody;
+    use kiln::{Graph, OpBuilder, Tensor};
+    // carry' = tanh(carry·k + x), its gradient too: no matmul anywhere
+    let body = ScanBody::build(&[4], &[4], &[&[4]], |b, c, x, k| {
+        let ck = b.mul(c, k[0])?;
+        let s = b.add(ck, x)?;
+        b.tanh(s)
+    })
+    .unwrap();
+    let mut g = Graph::new();
+    let (c0, xs, k) = (
+        g.input("c0", [4]).unwrap(),
+        g.input("xs", [5, 4]).unwrap(),
+        g.input("k", [4]).unwrap(),
+    );
+    let seq = g.scan(&body, c0, xs, &[k], false).unwrap();
+    let loss = g.sum_all(seq).unwrap();
+    let mut outs = vec![loss];
+    outs.extend(g.grad(loss, &[c0, xs, k]).unwrap());
+    let options = CompileOptions {
+        threads: Some(1),
+        ..CompileOptions::default()
+    };
+    let mut exe = kiln::compile(&g, &outs, &options).unwrap();
+    let (cv, xv, kv) = (
+        Tensor::full([4], 0.5),
+        Tensor::full([5, 4], 0.1),
+        Tensor::full([4], 0.9),
+    );
+    let feeds: [(&str, &dyn kiln::Feed); 3] = [("c0", &cv), ("xs", &xv), ("k", &kv)];
+    exe.run_in_place(&feeds).unwrap();
+    let before = snapshot();
+    exe.run_in_place(&feeds).unwrap();
+    assert_eq!((snapshot() - before).count, 0);
+}

@@ -572,6 +572,22 @@ fn embedding_layer() {
 }
 
 #[test]
+fn scan_op() {
+    // carry' = tanh(carry·w + x), forward and reverse
+    for reverse in [false, true] {
+        let values = vec![rand(&[2, 2], 70), rand(&[4, 2], 71), rand(&[2, 2], 72)];
+        check(values, |g, x| {
+            let body = kiln::ops::ScanBody::build(&[2, 2], &[2], &[&[2, 2]], |b, c, xt, k| {
+                let cw = b.matmul(c, k[0])?;
+                let s = b.add(cw, xt)?;
+                b.tanh(s)
+            })?;
+            g.scan(&body, x[0], x[1], &[x[2]], reverse)
+        });
+    }
+}
+
+#[test]
 fn conv_transpose_layers() {
     check(vec![rand(&[2, 4, 3, 3], 60)], |g, x| {
         nn::ConvTranspose2d::new(4, 2, 3)

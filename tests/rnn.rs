@@ -193,3 +193,47 @@ fn bad_recurrent_settings_are_errors_naming_the_layer() {
         "{e}"
     );
 }
+
+#[test]
+fn a_recurrent_graph_does_not_grow_with_the_sequence() {
+    let nodes = |steps: usize| {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, steps, 3]).unwrap();
+        let y = nn::Lstm::new(3, 4)
+            .num_layers(2)
+            .bidirectional(true)
+            .build(&mut g, x)
+            .unwrap();
+        let loss = g.sum_all(y).unwrap();
+        let params: Vec<NodeId> = g.trainable_params().iter().map(|p| p.1).collect();
+        g.grad(loss, &params).unwrap();
+        g.len()
+    };
+    assert_eq!(nodes(3), nodes(300));
+}
+
+#[test]
+fn recurrent_layers_take_a_symbolic_batch() {
+    let build = |g: &mut Graph, x| {
+        nn::Gru::new(3, 4)
+            .num_layers(2)
+            .name("gru")
+            .build(g, x)
+            .unwrap()
+    };
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", [kiln::BATCH, 4, 3]).unwrap();
+    let y = build(&mut g, x);
+    let mut sym = compile(&g, &[y], &CompileOptions::default()).unwrap();
+    for batch in [3, 1] {
+        let mut g = Graph::with_seed(1);
+        let x = g.input("x", [batch, 4, 3]).unwrap();
+        let y = build(&mut g, x);
+        let mut fixed = compile(&g, &[y], &CompileOptions::default()).unwrap();
+        let xv = fill(&[batch, 4, 3], 0.5);
+        let want = fixed.run(&[("x", &xv)]).unwrap();
+        let got = sym.run(&[("x", &xv)]).unwrap();
+        assert_eq!(got[0].shape(), &[batch, 4, 4]);
+        assert_eq!(got[0].data(), want[0].data(), "batch {batch}");
+    }
+}

@@ -2,9 +2,10 @@
 //! with `num_layers`, `bidirectional`, `bias`, `dropout` between layers and
 //! initial states, PyTorch's parameter names, layouts and gate orders.
 //!
-//! The sequence is unrolled into the graph, one cell per step, layer and
-//! direction; the input projections of every step are one matmul per layer
-//! and direction. Per step (`x·Wᵀ` includes the input bias):
+//! Each layer and direction is one matmul for every step's input
+//! projection and one `scan` over the steps ([`crate::OpBuilder::scan`]),
+//! so the graph and its compile time do not grow with the sequence. Per
+//! step (`x·Wᵀ` includes the input bias):
 //! - LSTM, gates i, f, g, o: `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)`;
 //! - GRU, gates r, z, n: `n = tanh(x·W_inᵀ + r·(h·W_hnᵀ + b_hn))`,
 //!   `h = (1 − z)·n + z·h` with `r`, `z` the sigmoids of their sums.
@@ -12,7 +13,7 @@
 use super::{dropout_seed, layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
-use crate::ops::OpBuilder;
+use crate::ops::{OpBuilder, ScanBody};
 use crate::shape::checked_size;
 
 /// Which cell a recurrent layer runs.
@@ -322,7 +323,9 @@ impl Params {
 }
 
 /// One direction of one layer over `x [N, T, F]`: its outputs `[N, T, H]`
-/// in time order and its final `h` and `c` (`c` is `h` for a GRU), each `[N, H]`.
+/// in time order and its final `h` and `c` (`c` is `h` for a GRU), each
+/// `[N, H]`. The steps are one `scan` over the input projections
+/// `[T, N, G·H]`; its carry is `h` (GRU) or `[h, c]` (LSTM, `[N, 2H]`).
 #[allow(clippy::too_many_arguments)]
 fn direction(
     g: &mut Graph,
@@ -334,55 +337,89 @@ fn direction(
     h0: NodeId,
     c0: NodeId,
 ) -> Result<(NodeId, NodeId, NodeId)> {
-    // every step's input projection in one matmul: [N, T, G·H]
+    // every step's input projection in one matmul, time first: [T, N, G·H]
     let mut xw = g.matmul(x, p.w_ih_t)?;
+    let mut consts = vec![p.w_hh_t];
+    match (cell, p.b_hh) {
+        // an LSTM adds both biases to the gates: fold them in here
+        (Cell::Lstm, Some(b)) => xw = g.add(xw, b)?,
+        (Cell::Gru, Some(b)) => consts.push(b),
+        (_, None) => {}
+    }
     if let Some(b) = p.b_ih {
         xw = g.add(xw, b)?;
     }
+    let xw = g.transpose(xw, &[1, 0, 2])?;
     let width = h * cell.gates();
-    let (mut hs, mut c) = (h0, c0);
-    let mut out = vec![h0; steps];
-    let order: Vec<usize> = match reverse {
-        true => (0..steps).rev().collect(),
-        false => (0..steps).collect(),
+    let states = if cell == Cell::Lstm { 2 } else { 1 };
+    let shapes: Vec<Vec<usize>> = consts
+        .iter()
+        .map(|&k| Ok(g.shape(k)?.to_vec()))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let body = ScanBody::build(&[n, states * h], &[n, width], &refs, |b, carry, xt, k| {
+        step(b, cell, h, carry, xt, k)
+    })?;
+    let carry0 = match cell {
+        Cell::Lstm => g.concat(&[h0, c0], 1)?,
+        Cell::Gru => h0,
     };
-    for t in order {
-        let xt = g.slice(xw, 1, t, t + 1, 1)?;
-        let xt = g.reshape(xt, &[n as isize, width as isize])?;
-        let mut hw = g.matmul(hs, p.w_hh_t)?;
-        if let Some(b) = p.b_hh {
-            hw = g.add(hw, b)?;
-        }
-        let gate = |g: &mut Graph, v: NodeId, k: usize| g.slice(v, 1, k * h, (k + 1) * h, 1);
-        match cell {
-            Cell::Lstm => {
-                let sum = g.add(xt, hw)?;
-                let (gi, gf) = (gate(g, sum, 0)?, gate(g, sum, 1)?);
-                let (gg, go) = (gate(g, sum, 2)?, gate(g, sum, 3)?);
-                let (i, f) = (g.sigmoid(gi)?, g.sigmoid(gf)?);
-                let (cand, o) = (g.tanh(gg)?, g.sigmoid(go)?);
-                let keep = g.mul(f, c)?;
-                let write = g.mul(i, cand)?;
-                c = g.add(keep, write)?;
-                let tc = g.tanh(c)?;
-                hs = g.mul(o, tc)?;
-            }
-            Cell::Gru => {
-                let (xr, xz, xn) = (gate(g, xt, 0)?, gate(g, xt, 1)?, gate(g, xt, 2)?);
-                let (hr, hz, hn) = (gate(g, hw, 0)?, gate(g, hw, 1)?, gate(g, hw, 2)?);
-                let (sr, sz) = (g.add(xr, hr)?, g.add(xz, hz)?);
-                let (r, z) = (g.sigmoid(sr)?, g.sigmoid(sz)?);
-                let rh = g.mul(r, hn)?;
-                let sn = g.add(xn, rh)?;
-                let cand = g.tanh(sn)?;
-                // (1 − z)·n + z·h = n + z·(h − n)
-                let diff = g.sub(hs, cand)?;
-                let zd = g.mul(z, diff)?;
-                hs = g.add(cand, zd)?;
-                c = hs;
-            }
-        }
-        out[t] = hs;
+    let seq = g.scan(&body, carry0, xw, &consts, reverse)?; // [T, N, states·H]
+    let last = if reverse { 0 } else { steps - 1 };
+    let part = |g: &mut Graph, v: NodeId, k: usize| g.slice(v, 2, k * h, (k + 1) * h, 1);
+    let final_state = |g: &mut Graph, k: usize| -> Result<NodeId> {
+        let at = g.slice(seq, 0, last, last + 1, 1)?;
+        let s = part(g, at, k)?;
+        g.reshape(s, &[n as isize, h as isize])
+    };
+    let (hl, cl) = (final_state(g, 0)?, final_state(g, states - 1)?);
+    let hs = part(g, seq, 0)?;
+    Ok((g.transpose(hs, &[1, 0, 2])?, hl, cl))
+}
+
+/// One step of `cell` on `carry [N, states·H]` and the input projection
+/// `xt [N, G·H]`, with constants `[W_hhᵀ, (b_hh for a GRU)]`: the next carry.
+fn step(
+    b: &mut Graph,
+    cell: Cell,
+    h: usize,
+    carry: NodeId,
+    xt: NodeId,
+    k: &[NodeId],
+) -> Result<NodeId> {
+    let gate = |b: &mut Graph, v: NodeId, i: usize| b.slice(v, 1, i * h, (i + 1) * h, 1);
+    let hs = gate(b, carry, 0)?;
+    let mut hw = b.matmul(hs, k[0])?;
+    if let Some(&bias) = k.get(1) {
+        hw = b.add(hw, bias)?;
     }
-    Ok((g.stack(&out, 1)?, hs, c))
+    match cell {
+        Cell::Lstm => {
+            let c = gate(b, carry, 1)?;
+            let sum = b.add(xt, hw)?;
+            let (gi, gf) = (gate(b, sum, 0)?, gate(b, sum, 1)?);
+            let (gg, go) = (gate(b, sum, 2)?, gate(b, sum, 3)?);
+            let (i, f) = (b.sigmoid(gi)?, b.sigmoid(gf)?);
+            let (cand, o) = (b.tanh(gg)?, b.sigmoid(go)?);
+            let keep = b.mul(f, c)?;
+            let write = b.mul(i, cand)?;
+            let c = b.add(keep, write)?;
+            let tc = b.tanh(c)?;
+            let h = b.mul(o, tc)?;
+            b.concat(&[h, c], 1)
+        }
+        Cell::Gru => {
+            let (xr, xz, xn) = (gate(b, xt, 0)?, gate(b, xt, 1)?, gate(b, xt, 2)?);
+            let (hr, hz, hn) = (gate(b, hw, 0)?, gate(b, hw, 1)?, gate(b, hw, 2)?);
+            let (sr, sz) = (b.add(xr, hr)?, b.add(xz, hz)?);
+            let (r, z) = (b.sigmoid(sr)?, b.sigmoid(sz)?);
+            let rh = b.mul(r, hn)?;
+            let sn = b.add(xn, rh)?;
+            let cand = b.tanh(sn)?;
+            // (1 − z)·n + z·h = n + z·(h − n)
+            let diff = b.sub(hs, cand)?;
+            let zd = b.mul(z, diff)?;
+            b.add(cand, zd)
+        }
+    }
 }

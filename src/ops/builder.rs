@@ -9,7 +9,7 @@ use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
 use crate::ops::{
     Broadcast, Cast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, Gather, MatMul, OneHot,
-    Output, Pad, Reduce, Reshape, Slice, Stack, Transpose, Unfold,
+    Output, Pad, Reduce, Reshape, Scan, ScanBody, Slice, Stack, Transpose, Unfold,
 };
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
@@ -353,6 +353,36 @@ pub trait OpBuilder {
             ignore_index,
         };
         self.add_op(Op::OneHot(op), &[labels])
+    }
+
+    /// `body` run over the leading axis of `xs [T, ..]` from `carry0`, with
+    /// `consts` (JAX's `lax.scan`): the carry after every step,
+    /// `[T, *carry]`, in time order (steps `T−1..=0` when `reverse`). The
+    /// graph holds one `scan` node however long `T` is. `Err` if the shapes
+    /// do not fit the body's inputs.
+    fn scan(
+        &mut self,
+        body: &std::sync::Arc<ScanBody>,
+        carry0: NodeId,
+        xs: NodeId,
+        consts: &[NodeId],
+        reverse: bool,
+    ) -> Result<NodeId> {
+        let carry = self.shape(carry0)?.to_vec();
+        let c = carry.iter().product::<usize>();
+        let t = self.shape(xs)?.first().copied().unwrap_or(0);
+        let op = Scan {
+            body: body.clone(),
+            reverse,
+            keep: c,
+        };
+        let mut operands = vec![carry0, xs];
+        operands.extend(consts);
+        let flat = self.add_op(Op::Scan(op), &operands)?;
+        let seq = self.slice(flat, 0, 0, t * c, 1)?;
+        let mut shape = vec![t as isize];
+        shape.extend(carry.iter().map(|&d| d as isize));
+        self.reshape(seq, &shape)
     }
 
     /// Inverted dropout with probability `p` and mask seed `seed`

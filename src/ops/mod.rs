@@ -25,6 +25,8 @@ pub mod mode;
 pub mod movement;
 pub mod pool;
 pub mod reduce;
+pub mod scan;
+mod scan_grad;
 pub mod source;
 pub mod window;
 
@@ -43,6 +45,7 @@ pub use pool::{
     AvgDivisor, AvgPool, AvgPoolBackward, MaxPool, MaxPoolBackward, MaxPoolWithIndices, PoolWindow,
 };
 pub use reduce::{FirstMaxMask, Reduce, ReduceKind};
+pub use scan::{Scan, ScanBody};
 pub use source::{Constant, Fill, Input, Param};
 pub use window::{Fold, Unfold, Window};
 
@@ -146,6 +149,8 @@ pub enum Op {
     GatherBackward(GatherBackward),
     /// `i64` class labels as one-hot f32 rows.
     OneHot(OneHot),
+    /// A loop over a time axis whose step is a graph (`lax.scan`).
+    Scan(Scan),
 }
 
 /// How many operands an op takes.
@@ -357,6 +362,7 @@ impl Op {
             Op::Gather(d) => d,
             Op::GatherBackward(d) => d,
             Op::OneHot(d) => d,
+            Op::Scan(d) => d,
         }
     }
 
