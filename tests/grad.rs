@@ -1178,6 +1178,72 @@ fn cross_entropy_label_smoothing_matches_pytorch() {
 }
 
 #[test]
+fn bce_with_weight_and_pos_weight_matches_pytorch() {
+    // F.binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=pw), torch 2.15
+    let mut g = Graph::new();
+    let (x, tg) = (g.input("x", [2, 3]).unwrap(), g.input("t", [2, 3]).unwrap());
+    let w = g.constant(t(&[2, 1], &[1.0, 0.5])).unwrap();
+    let pw = g.constant(t(&[3], &[2.0, 0.5, 3.0])).unwrap();
+    let mut options = nn::BceWithLogits {
+        reduction: Reduction::None,
+        weight: Some(w),
+        pos_weight: Some(pw),
+    };
+    let none = nn::bce_with_logits(&mut g, x, tg, &options).unwrap();
+    options.reduction = Reduction::Mean;
+    let mean = nn::bce_with_logits(&mut g, x, tg, &options).unwrap();
+    let dx = g.grad(mean, &[x]).unwrap()[0];
+    let out = compile(&g, &[none, mean, dx], &CompileOptions::default())
+        .unwrap()
+        .run(&[
+            ("x", &t(&[2, 3], &[0.5, -2.0, 3.0, 0.0, 1.5, -0.5])),
+            ("t", &t(&[2, 3], &[1.0, 0.0, 0.3, 0.0, 1.0, 1.0])),
+        ])
+        .unwrap();
+    let want = [
+        0.948_154,
+        0.126_928_1,
+        2.177_739_6,
+        0.346_573_6,
+        0.050_353_32,
+        1.461_115_5,
+    ];
+    assert_close(out[0].data(), &want, 1e-6);
+    assert_close(out[1].data(), &[0.851_810_75], 1e-6);
+    let want_dx = [
+        -0.125_846_88,
+        0.019_867_154,
+        0.104_019_79,
+        0.041_666_668,
+        -0.007_601_065,
+        -0.155_614_84,
+    ];
+    assert_close(out[2].data(), &want_dx, 1e-6);
+    // finite differences through both weights
+    check(
+        vec![rand(&[3, 2], 80), rand(&[3, 2], 81), rand(&[2], 82)],
+        |g, x| {
+            let options = nn::BceWithLogits {
+                pos_weight: Some(x[2]),
+                ..nn::BceWithLogits::default()
+            };
+            nn::bce_with_logits(g, x[0], x[1], &options)
+        },
+    );
+    let bad = nn::BceWithLogits {
+        pos_weight: Some(g.constant(t(&[2], &[1.0, 2.0])).unwrap()),
+        ..nn::BceWithLogits::default()
+    };
+    let e = nn::bce_with_logits(&mut g, x, tg, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pos_weight has shape [2]") && e.contains("[2, 3]"),
+        "{e}"
+    );
+}
+
+#[test]
 fn losses_stay_finite_where_pytorch_does() {
     // a masked (−∞) logit in another class leaves the cross-entropy finite
     let mut g = Graph::new();

@@ -152,8 +152,9 @@ pub fn cross_entropy(
 
 /// Binary cross-entropy of `logits` against target probabilities `target`
 /// of the same shape, per element `(1 − t)·x + log(1 + e⁻ˣ)` (that is
-/// `log(1 + eˣ) − x·t`), computed without overflow for any finite `x` (`torch.nn.functional.binary_cross_entropy_with_logits`
-/// with `reduction`; its `weight` and `pos_weight` are not supported).
+/// `log(1 + eˣ) − x·t`), computed without overflow for any finite `x`
+/// (`torch.nn.functional.binary_cross_entropy_with_logits` with
+/// `reduction`; [`bce_with_logits`] adds `weight` and `pos_weight`).
 /// Gradients: `σ(x) − t` for the logits (0.5 − t at x = 0) and `−x` for the
 /// target. `Err` if the shapes differ.
 pub fn binary_cross_entropy_with_logits(
@@ -162,22 +163,79 @@ pub fn binary_cross_entropy_with_logits(
     target: NodeId,
     reduction: Reduction,
 ) -> Result<NodeId> {
+    let options = BceWithLogits {
+        reduction,
+        ..BceWithLogits::default()
+    };
+    bce_with_logits(g, logits, target, &options)
+}
+
+/// The options of [`bce_with_logits`], PyTorch's keyword arguments of
+/// `binary_cross_entropy_with_logits` (defaults: mean, no weights).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BceWithLogits {
+    /// How per-element losses are combined.
+    pub reduction: Reduction,
+    /// A rescaling weight per element, broadcast to the logits' shape.
+    pub weight: Option<NodeId>,
+    /// The weight of positive targets, broadcast to the logits' shape
+    /// (one per class, `[C]`, in PyTorch's use).
+    pub pos_weight: Option<NodeId>,
+}
+
+/// [`binary_cross_entropy_with_logits`] with all of [`BceWithLogits`]'
+/// options: per element `w·[(1 − t)·x + (1 + (p − 1)·t)·log(1 + e⁻ˣ)]`
+/// with `p` the `pos_weight` (PyTorch's stable form), then reduced. `Err`
+/// if the shapes differ or a weight does not broadcast to the logits' shape.
+pub fn bce_with_logits(
+    g: &mut Graph,
+    logits: NodeId,
+    target: NodeId,
+    options: &BceWithLogits,
+) -> Result<NodeId> {
+    const OP: &str = "binary_cross_entropy_with_logits";
     let (xs, ts) = (g.shape(logits)?.to_vec(), g.shape(target)?.to_vec());
     if xs != ts {
         return shape_err(
-            "binary_cross_entropy_with_logits",
+            OP,
             format!("logits have shape {xs:?}, target {ts:?}; they must be equal"),
         );
     }
+    for (what, w) in [
+        ("weight", options.weight),
+        ("pos_weight", options.pos_weight),
+    ] {
+        if let Some(w) = w {
+            let ws = g.shape(w)?.to_vec();
+            if crate::shape::broadcast_pair(&ws, &xs).as_deref() != Some(&xs[..]) {
+                return shape_err(
+                    OP,
+                    format!(
+                        "{what} has shape {ws:?}, which does not broadcast to the logits' {xs:?}"
+                    ),
+                );
+            }
+        }
+    }
     // (1 − t)·x + log(1 + e⁻ˣ), PyTorch's arrangement: +∞ at x = +∞, t = 0
     let neg = g.neg(logits)?;
-    let softplus = softplus(g, neg, &xs)?;
+    let mut softplus = softplus(g, neg, &xs)?;
+    if let Some(p) = options.pos_weight {
+        // 1 + (p − 1)·t
+        let p1 = g.add_scalar(p, -1.0)?;
+        let pt = g.mul(p1, target)?;
+        let scale = g.add_scalar(pt, 1.0)?;
+        softplus = g.mul(scale, softplus)?;
+    }
     let minus_t = g.neg(target)?;
     let one_minus_t = g.add_scalar(minus_t, 1.0)?;
     let linear = g.mul(one_minus_t, logits)?;
-    let loss = g.add(linear, softplus)?;
-    let out = reduce(g, loss, reduction)?;
-    g.set_name(out, "binary_cross_entropy_with_logits");
+    let mut loss = g.add(linear, softplus)?;
+    if let Some(w) = options.weight {
+        loss = g.mul(loss, w)?;
+    }
+    let out = reduce(g, loss, options.reduction)?;
+    g.set_name(out, OP);
     Ok(out)
 }
 

@@ -26,8 +26,8 @@ pub use conv_transpose::{ConvTranspose, ConvTranspose1d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{
-    binary_cross_entropy_with_logits, cross_entropy, mse_loss, softmax_cross_entropy, CrossEntropy,
-    Reduction,
+    bce_with_logits, binary_cross_entropy_with_logits, cross_entropy, mse_loss,
+    softmax_cross_entropy, BceWithLogits, CrossEntropy, Reduction,
 };
 pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{
