@@ -152,7 +152,10 @@ fn mnist() -> (Dataset, Dataset) {
 fn mnist_subset_loads_with_its_documented_counts() {
     let (train, test) = mnist();
     assert_eq!((train.len(), test.len()), (8004, 1996));
-    assert_eq!((train.image_shape(), train.classes()), ([1, 28, 28], 10));
+    assert_eq!(
+        (train.sample_shape(), train.classes()),
+        (&[1, 28, 28][..], 10)
+    );
     let zeros = test.labels().iter().filter(|&&l| l == 0).count();
     assert_eq!(zeros, 200, "the data README lists 200 test zeros");
     let e = Dataset::load_dir("/nonexistent").unwrap_err().to_string();

@@ -574,11 +574,12 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             data.display()
         )));
     }
-    let image = train_set.image_shape();
-    if image != [1, 28, 28] || train_set.classes().max(test_set.classes()) > 10 {
+    let image = [1, 28, 28];
+    if train_set.sample_shape() != image || train_set.classes().max(test_set.classes()) > 10 {
         return Err(KilnError::Invalid(format!(
-            "{}: the classifiers take 1x28x28 images of 10 classes; found {image:?} images with {} classes",
+            "{}: the classifiers take 1x28x28 images of 10 classes; found {:?} images with {} classes",
             data.display(),
+            train_set.sample_shape(),
             train_set.classes().max(test_set.classes())
         )));
     }

@@ -25,7 +25,7 @@ pub fn classifier_trainer(
     seed: u64,
     optimizer: impl Optimizer,
 ) -> Result<Trainer> {
-    batch_elements(batch, image)?;
+    batch_elements(batch, &image)?;
     let mut g = Graph::with_seed(seed);
     let x = g.input("x", [batch, image[0], image[1], image[2]])?;
     let labels = g.input_i64("labels", [batch])?;
@@ -36,7 +36,7 @@ pub fn classifier_trainer(
 
 /// The number of elements of one `[batch, *image]` batch; `Err` if `batch`
 /// is 0 or the count (in bytes, as f32) overflows.
-fn batch_elements(batch: usize, image: [usize; 3]) -> Result<usize> {
+fn batch_elements(batch: usize, image: &[usize]) -> Result<usize> {
     if batch == 0 {
         return Err(KilnError::Invalid("batch size must be at least 1".into()));
     }
@@ -53,7 +53,7 @@ fn batch_elements(batch: usize, image: [usize; 3]) -> Result<usize> {
 
 /// Zeroed `x [batch, *image]` and `y [batch]` buffers, allocated fallibly:
 /// `Err` naming the batch size instead of aborting when memory runs out.
-fn batch_buffers(batch: usize, image: [usize; 3]) -> Result<(Tensor, I64Tensor)> {
+fn batch_buffers(batch: usize, image: &[usize]) -> Result<(Tensor, I64Tensor)> {
     let n = batch_elements(batch, image)?;
     let zeros = |len: usize| -> Result<Vec<f32>> {
         let mut v = Vec::new();
@@ -65,9 +65,10 @@ fn batch_buffers(batch: usize, image: [usize; 3]) -> Result<(Tensor, I64Tensor)>
         v.resize(len, 0.0);
         Ok(v)
     };
-    let [c, h, w] = image;
+    let mut shape = vec![batch];
+    shape.extend(image);
     Ok((
-        Tensor::from_vec([batch, c, h, w], zeros(n)?)?,
+        Tensor::from_vec(shape, zeros(n)?)?,
         I64Tensor::from_vec([batch], vec![0; batch])?,
     ))
 }
@@ -93,7 +94,7 @@ pub fn train_epoch(
             data.len()
         )));
     }
-    let (mut x, mut y) = batch_buffers(batch, data.image_shape())?;
+    let (mut x, mut y) = batch_buffers(batch, data.sample_shape())?;
     let order = data.shuffled_indices(seed);
     let (mut total, mut steps) = (0.0f64, 0usize);
     for chunk in order.chunks_exact(batch) {
@@ -118,7 +119,7 @@ pub fn accuracy(trainer: &mut Trainer, data: &Dataset, batch: usize) -> Result<f
             "accuracy: the evaluation set has no samples".into(),
         ));
     }
-    let (mut x, mut y) = batch_buffers(batch, data.image_shape())?;
+    let (mut x, mut y) = batch_buffers(batch, data.sample_shape())?;
     let all: Vec<usize> = (0..data.len()).collect();
     let mut correct = 0usize;
     for chunk in all.chunks(batch) {

@@ -1,8 +1,18 @@
-//! Image-classification data in the MNIST IDX format (plain or gzip).
+//! Labelled data sets in memory ([`Dataset`]: f32 samples of one shape and
+//! `i64` class labels) from MNIST-format IDX files, `.npy` files or CSV, and
+//! a [`DataLoader`] that batches them (shuffled with a seed, on a
+//! background thread), as PyTorch's `DataLoader`.
 //!
-//! A directory holds `train-images-idx3-ubyte`, `train-labels-idx1-ubyte` and
-//! the test pair named `t10k-*` or `test-*`, each optionally `.gz`. Pixels are
-//! scaled to `[0, 1]` and laid out `[N, 1, rows, cols]` (NCHW).
+//! An IDX directory holds `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`
+//! and the test pair named `t10k-*` or `test-*`, each optionally `.gz`.
+//! Pixels are scaled to `[0, 1]` and laid out `[N, 1, rows, cols]` (NCHW).
+
+mod csv;
+mod loader;
+mod npy;
+
+pub use self::csv::CsvOptions;
+pub use loader::{Batch, Batches, DataLoader};
 
 use crate::dtype::I64Tensor;
 use crate::error::{KilnError, Result};
@@ -12,12 +22,13 @@ use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Images with integer class labels.
+/// Samples of one shape (images `[C, H, W]`, feature rows `[F]`, ...) with
+/// integer class labels, in memory.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    images: Vec<f32>,
+    samples: Vec<f32>,
     labels: Vec<i64>,
-    image_shape: [usize; 3],
+    sample_shape: Vec<usize>,
 }
 
 fn bad(path: &Path, what: impl std::fmt::Display) -> KilnError {
@@ -185,9 +196,9 @@ impl Dataset {
             ));
         }
         Ok(Dataset {
-            images: convert(images, &pixels, |p| p as f32 / 255.0)?,
+            samples: convert(images, &pixels, |p| p as f32 / 255.0)?,
             labels: convert(labels, &lbytes, i64::from)?,
-            image_shape: [1, idims[1], idims[2]],
+            sample_shape: vec![1, idims[1], idims[2]],
         })
     }
 
@@ -205,14 +216,49 @@ impl Dataset {
         Ok((train, test))
     }
 
+    /// A data set of `samples` (row-major, `labels.len()` samples of
+    /// `sample_shape` each) and their labels; `Err` if the sizes disagree.
+    pub fn new(samples: Vec<f32>, labels: Vec<i64>, sample_shape: &[usize]) -> Result<Self> {
+        let per = crate::shape::checked_numel("Dataset", sample_shape)?;
+        if per.checked_mul(labels.len()) != Some(samples.len()) {
+            return Err(KilnError::Invalid(format!(
+                "Dataset: {} values are not {} samples of shape {sample_shape:?}",
+                samples.len(),
+                labels.len()
+            )));
+        }
+        Ok(Dataset {
+            samples,
+            labels,
+            sample_shape: sample_shape.to_vec(),
+        })
+    }
+
+    /// The same samples viewed with another shape of equal size (CSV rows
+    /// of 784 pixels as `[1, 28, 28]` images, say); `Err` if the sizes differ.
+    pub fn with_sample_shape(mut self, shape: &[usize]) -> Result<Self> {
+        let (have, want) = (
+            self.sample_shape.iter().product::<usize>(),
+            crate::shape::checked_numel("Dataset::with_sample_shape", shape)?,
+        );
+        if have != want {
+            return Err(KilnError::Invalid(format!(
+                "Dataset::with_sample_shape: samples of shape {:?} ({have} values) cannot be {shape:?} ({want})",
+                self.sample_shape
+            )));
+        }
+        self.sample_shape = shape.to_vec();
+        Ok(self)
+    }
+
     /// The first `n` samples (all of them if there are fewer).
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.len());
-        let per: usize = self.image_shape.iter().product();
+        let per: usize = self.sample_shape.iter().product();
         Dataset {
-            images: self.images[..n * per].to_vec(),
+            samples: self.samples[..n * per].to_vec(),
             labels: self.labels[..n].to_vec(),
-            image_shape: self.image_shape,
+            sample_shape: self.sample_shape.clone(),
         }
     }
 
@@ -226,9 +272,14 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// `[channels, rows, cols]` of one image.
-    pub fn image_shape(&self) -> [usize; 3] {
-        self.image_shape
+    /// The shape of one sample (`[channels, rows, cols]` for images).
+    pub fn sample_shape(&self) -> &[usize] {
+        &self.sample_shape
+    }
+
+    /// The samples, row-major, one after another.
+    pub fn samples(&self) -> &[f32] {
+        &self.samples
     }
 
     /// Number of classes (largest label + 1).
@@ -241,22 +292,24 @@ impl Dataset {
         &self.labels
     }
 
-    /// Copies samples `indices` into `x [B, C, H, W]` and `y [B]`; rows past
-    /// the end of `indices` are zero images with label 0 (padding a last,
-    /// partial batch).
+    /// Copies samples `indices` into `x [B, *sample]` and `y [B]`; rows
+    /// past the end of `indices` are zero samples with label 0 (padding a
+    /// last, partial batch).
     ///
     /// `Err` naming the problem, with `x` and `y` unchanged, if an index is
     /// `≥ len()` (naming the index and the length), if `x` is not
-    /// `[B, C, H, W]` with this dataset's image shape, if `y` is not `[B]`,
+    /// `[B, *sample]` with this dataset's sample shape, if `y` is not `[B]`,
     /// or if there are more indices than rows `B`.
     pub fn fill_batch(&self, indices: &[usize], x: &mut Tensor, y: &mut I64Tensor) -> Result<()> {
-        let [c, h, w] = self.image_shape;
         let b = y.shape().first().copied().unwrap_or(0);
-        if x.shape() != [b, c, h, w] || y.shape() != [b] {
+        let fits = x.shape().split_first() == Some((&b, &self.sample_shape[..]));
+        if !fits || y.shape() != [b] {
+            let dims: Vec<String> = self.sample_shape.iter().map(|d| d.to_string()).collect();
             return Err(KilnError::Invalid(format!(
-                "fill_batch: x has shape {:?} and y {:?}; expected x [B, {c}, {h}, {w}] and y [B]",
+                "fill_batch: x has shape {:?} and y {:?}; expected x [B, {}] and y [B]",
                 x.shape(),
-                y.shape()
+                y.shape(),
+                dims.join(", ")
             )));
         }
         if indices.len() > b {
@@ -271,12 +324,12 @@ impl Dataset {
                 self.len()
             )));
         }
-        let per = c * h * w;
+        let per: usize = self.sample_shape.iter().product();
         let (xd, yd) = (x.data_mut(), y.data_mut());
         xd.fill(0.0);
         yd.fill(0);
         for (row, &i) in indices.iter().enumerate() {
-            xd[row * per..(row + 1) * per].copy_from_slice(&self.images[i * per..(i + 1) * per]);
+            xd[row * per..(row + 1) * per].copy_from_slice(&self.samples[i * per..(i + 1) * per]);
             yd[row] = self.labels[i];
         }
         Ok(())

@@ -1,0 +1,171 @@
+//! Data sets from `.npy` files (fixtures written by NumPy, see
+//! `tests/data/npy/README.md`) and CSV, and the `DataLoader`'s batches.
+
+use kiln::data::{CsvOptions, DataLoader, Dataset};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn npy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/npy")
+        .join(name)
+}
+
+fn err(r: kiln::Result<Dataset>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn npy_arrays_of_each_dtype_load_as_numpy_wrote_them() {
+    let d = Dataset::from_npy(&npy("x_f32.npy"), &npy("y_i64.npy")).unwrap();
+    assert_eq!((d.len(), d.sample_shape()), (5, &[2, 3][..]));
+    let want: Vec<f32> = (0..30).map(|v| (v as f32 - 7.5) / 4.0).collect();
+    assert_eq!(d.samples(), &want[..]);
+    assert_eq!(d.labels(), &[3, 0, 2, 2, 1]);
+    let d = Dataset::from_npy(&npy("x_u8.npy"), &npy("y_i32.npy")).unwrap();
+    assert_eq!(d.sample_shape(), &[3]);
+    assert_eq!(&d.samples()[..3], &[0.0, 128.0, 255.0], "no scaling");
+    assert_eq!(d.labels(), &[1, 0, 1, 0]);
+    let d = Dataset::from_npy(&npy("x_f64.npy"), &npy("y_u8.npy")).unwrap();
+    assert_eq!(d.samples(), &[0.5, -1.25, 1e-3, 2.0]);
+    assert_eq!(d.labels(), &[7, 9]);
+}
+
+#[test]
+fn bad_npy_files_are_errors_naming_the_file() {
+    let e = err(Dataset::from_npy(&npy("x_fortran.npy"), &npy("y_3.npy")));
+    assert!(e.contains("x_fortran.npy") && e.contains("Fortran"), "{e}");
+    let e = err(Dataset::from_npy(
+        &npy("x_truncated.npy"),
+        &npy("y_i64.npy"),
+    ));
+    assert!(
+        e.contains("x_truncated.npy") && e.contains("truncated"),
+        "{e}"
+    );
+    let e = err(Dataset::from_npy(&npy("x_f64.npy"), &npy("y_f32.npy")));
+    assert!(
+        e.contains("y_f32.npy") && e.contains("must be integers"),
+        "{e}"
+    );
+    let e = err(Dataset::from_npy(&npy("x_f32.npy"), &npy("y_3.npy")));
+    assert!(e.contains("labels of shape [3] for 5 samples"), "{e}");
+    let e = err(Dataset::from_npy(&npy("README.md"), &npy("y_3.npy")));
+    assert!(
+        e.contains("README.md") && e.contains("not a .npy file"),
+        "{e}"
+    );
+    let e = err(Dataset::from_npy(&npy("missing.npy"), &npy("y_3.npy")));
+    assert!(
+        e.contains("missing.npy") && e.contains("cannot read"),
+        "{e}"
+    );
+}
+
+fn csv_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn csv_rows_load_with_the_label_in_any_column() {
+    let p = csv_file("a.csv", "label,p0,p1,p2,p3\n3,0,0.5,1,-2\n1, 4 ,5,6,7\n");
+    let d = Dataset::from_csv(&p, &CsvOptions::default()).unwrap();
+    assert_eq!(
+        (d.len(), d.sample_shape(), d.labels()),
+        (2, &[4][..], &[3, 1][..])
+    );
+    assert_eq!(d.samples(), &[0.0, 0.5, 1.0, -2.0, 4.0, 5.0, 6.0, 7.0]);
+    let d = d.with_sample_shape(&[1, 2, 2]).unwrap();
+    assert_eq!(d.sample_shape(), &[1, 2, 2]);
+    let p = csv_file("b.csv", "0.25;9;2\n1;8;0\n");
+    let options = CsvOptions {
+        header: false,
+        label_column: 2,
+        delimiter: b';',
+    };
+    let d = Dataset::from_csv(&p, &options).unwrap();
+    assert_eq!(
+        (d.samples(), d.labels()),
+        (&[0.25, 9.0, 1.0, 8.0][..], &[2, 0][..])
+    );
+}
+
+#[test]
+fn bad_csv_files_are_errors_naming_row_and_column() {
+    let o = CsvOptions::default();
+    let e = err(Dataset::from_csv(&csv_file("c.csv", "y,a\n1,x\n"), &o));
+    assert!(e.contains("row 2, column 1: `x` is not a number"), "{e}");
+    let e = err(Dataset::from_csv(&csv_file("d.csv", "y,a\n1.5,2\n"), &o));
+    assert!(
+        e.contains("row 2, column 0: `1.5` is not an integer class label"),
+        "{e}"
+    );
+    let e = err(Dataset::from_csv(
+        &csv_file("e.csv", "y,a,b\n1,2,3\n0,1\n"),
+        &o,
+    ));
+    assert!(e.contains("row 3 has 2 fields, the first row 3"), "{e}");
+    let far = CsvOptions {
+        label_column: 5,
+        ..o
+    };
+    let e = err(Dataset::from_csv(&csv_file("f.csv", "y,a\n1,2\n"), &far));
+    assert!(e.contains("no label column 5"), "{e}");
+    let e = err(Dataset::from_csv(&csv_file("g.csv", "y,a\n1,2\n"), &o)
+        .unwrap()
+        .with_sample_shape(&[2]));
+    assert!(e.contains("[1]") && e.contains("[2]"), "{e}");
+}
+
+fn numbered(n: usize) -> Arc<Dataset> {
+    // sample i holds [i, -i], label i
+    let samples = (0..n).flat_map(|i| [i as f32, -(i as f32)]).collect();
+    Arc::new(Dataset::new(samples, (0..n as i64).collect(), &[2]).unwrap())
+}
+
+#[test]
+fn a_data_loader_batches_every_sample_once_per_epoch() {
+    let data = numbered(10);
+    let loader = DataLoader::new(data.clone(), 4).unwrap();
+    let batches: Vec<_> = loader.epoch(0).map(Result::unwrap).collect();
+    assert_eq!(loader.len(), 3);
+    let sizes: Vec<usize> = batches.iter().map(|b| b.y.numel()).collect();
+    assert_eq!(sizes, [4, 4, 2], "a smaller last batch");
+    assert_eq!(batches[2].x.shape(), &[2, 2]);
+    assert_eq!(batches[2].y.data(), &[8, 9]);
+    assert_eq!(batches[2].x.data(), &[8.0, -8.0, 9.0, -9.0]);
+    let dropped = DataLoader::new(data.clone(), 4).unwrap().drop_last(true);
+    assert_eq!(dropped.epoch(0).count(), 2);
+    // shuffled: a permutation, the same for the same seed and epoch
+    let shuffled = DataLoader::new(data, 3).unwrap().shuffle(7);
+    let order = |epoch| -> Vec<i64> {
+        shuffled
+            .epoch(epoch)
+            .flat_map(|b| b.unwrap().y.data().to_vec())
+            .collect()
+    };
+    let (a, b, c) = (order(0), order(0), order(1));
+    assert_eq!(a, b);
+    assert_ne!(a, c, "a new order every epoch");
+    assert_ne!(a, (0..10).collect::<Vec<i64>>());
+    let mut sorted = a.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..10).collect::<Vec<i64>>());
+    // every batch's samples belong to its labels
+    for batch in shuffled.epoch(3) {
+        let batch = batch.unwrap();
+        for (row, &label) in batch.y.data().iter().enumerate() {
+            assert_eq!(batch.x.data()[2 * row], label as f32);
+        }
+    }
+    // stopping early leaves no thread blocked
+    let mut it = shuffled.epoch(4);
+    assert!(it.next().is_some());
+    drop(it);
+    let e = DataLoader::new(numbered(2), 0).unwrap_err().to_string();
+    assert!(e.contains("batch_size must be at least 1"), "{e}");
+}
