@@ -169,3 +169,30 @@ fn a_data_loader_batches_every_sample_once_per_epoch() {
     let e = DataLoader::new(numbered(2), 0).unwrap_err().to_string();
     assert!(e.contains("batch_size must be at least 1"), "{e}");
 }
+
+#[test]
+fn every_prefix_and_corruption_of_an_npy_file_is_an_error_not_a_panic() {
+    let good = std::fs::read(npy("x_f32.npy")).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("x.npy");
+    for cut in 0..good.len() {
+        std::fs::write(&p, &good[..cut]).unwrap();
+        assert!(
+            Dataset::from_npy(&p, &npy("y_i64.npy")).is_err(),
+            "prefix {cut}"
+        );
+    }
+    // every header byte flipped, and junk after the data
+    for i in 0..good.len().min(128) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x5a;
+        std::fs::write(&p, &bad).unwrap();
+        let _ = Dataset::from_npy(&p, &npy("y_i64.npy"));
+    }
+    let mut long = good.clone();
+    long.push(0);
+    std::fs::write(&p, &long).unwrap();
+    let e = err(Dataset::from_npy(&p, &npy("y_i64.npy")));
+    assert!(e.contains("has more"), "{e}");
+}
