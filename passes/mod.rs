@@ -8,6 +8,7 @@
 mod algebraic;
 mod avg_pool;
 mod const_fold;
+mod conv_affine;
 mod conv_epilogue;
 mod conv_forward;
 mod conv_input_grad;
@@ -76,6 +77,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(ConstFold),
         Box::new(algebraic::pass()),
         Box::new(conv_forward::pass()),
+        Box::new(conv_affine::pass()),
         Box::new(matmul_transpose::pass()),
         Box::new(conv_kernel_grad::pass()),
         Box::new(conv_input_grad::pass()),

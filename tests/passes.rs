@@ -901,6 +901,86 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
 }
 
 #[test]
+fn conv_affine_folds_an_evaluation_batch_norm_into_the_convolution() {
+    let (mut g, x) = graph_with_input(&[2, 3, 6, 6]);
+    let y = nn::Sequential::new()
+        .push(nn::Conv2d::new(3, 4, 3).padding(1).name("c"))
+        .push(nn::BatchNorm2d::new(4).name("bn"))
+        .push(nn::Relu)
+        .build(&mut g, x)
+        .unwrap();
+    // running statistics and affine parameters other than the defaults
+    for (name, values) in [
+        ("bn.running_mean", [0.5, -1.0, 0.0, 2.0]),
+        ("bn.running_var", [4.0, 0.25, 1.0, 9.0]),
+        ("bn.weight", [1.5, -0.5, 0.0, 2.0]),
+        ("bn.bias", [0.1, 0.2, -0.3, 0.0]),
+    ] {
+        g.set_param_value(name, t(&[4], &values)).unwrap();
+    }
+    let mut program = Program {
+        graph: g,
+        outputs: vec![y],
+        updates: vec![],
+    };
+    program.bind_mode(false).unwrap();
+    let setup = optimize(
+        program,
+        &CompileOptions {
+            passes: PassSelection::Named(vec!["conv_forward".into(), "dce".into()]),
+            ..CompileOptions::default()
+        },
+    )
+    .unwrap()
+    .0;
+    let (text, after) = rewrite(
+        "conv_affine",
+        setup.graph,
+        setup.outputs,
+        &[("x", &rand(&[2, 3, 6, 6], 1))],
+    );
+    insta::assert_snapshot!("pass_conv_affine", text);
+    // every per-channel op now works on the weights: the only node of the
+    // output's shape is the convolution, whose ReLU follows it directly
+    let big = |o: &Op| !matches!(o, Op::Conv(_) | Op::Input(_));
+    let out_sized = after
+        .live_nodes()
+        .into_iter()
+        .filter(|&n| after.graph.shape(n).unwrap() == [2, 4, 6, 6])
+        .filter(|&n| big(&after.graph.node(n).unwrap().op))
+        .count();
+    assert_eq!(out_sized, 1, "only the ReLU");
+    // and with every pass, the ReLU is the convolution's epilogue
+    let mut g = Graph::with_seed(2);
+    let x = g.input("x", [2, 3, 6, 6]).unwrap();
+    let net = nn::Sequential::new()
+        .push(nn::Conv2d::new(3, 4, 3).padding(1))
+        .push(nn::BatchNorm2d::new(4))
+        .push(nn::Relu);
+    let y = net.build(&mut g, x).unwrap();
+    let exe = compile(&g, &[y], &CompileOptions::default()).unwrap();
+    let report = exe.report();
+    assert!(
+        report
+            .rewrites
+            .iter()
+            .any(|&(n, k)| n == "conv_affine" && k == 4),
+        "{report:?}"
+    );
+    // a training graph normalises with the batch's statistics: nothing folds
+    let training = CompileOptions {
+        training: true,
+        ..CompileOptions::default()
+    };
+    let exe = compile(&g, &[y], &training).unwrap();
+    assert!(!exe
+        .report()
+        .rewrites
+        .iter()
+        .any(|&(n, k)| n == "conv_affine" && k > 0));
+}
+
+#[test]
 fn fuse_elementwise_makes_one_loop_of_a_chain_and_keeps_shared_values() {
     let mut g = Graph::new();
     let x = g.input("x", [3, 5]).unwrap();

@@ -107,7 +107,7 @@ impl Program {
     /// its `train` operand when `training`, else by `eval` (also where it is
     /// an output or an update's value), and removed; an update whose value
     /// is then the parameter itself is dropped. Returns how many nodes were
-    /// replaced.
+    /// replaced. Nodes that only the mode not taken read are removed.
     ///
     /// `Err` when compiling for training a graph whose batch statistics
     /// would have a single value (see BatchNorm).
@@ -137,6 +137,15 @@ impl Program {
         // an update to the state's own value (a layer's state in the mode
         // that leaves it alone) is no update
         self.updates.retain(|&(p, v)| p != v);
+        if !picks.is_empty() {
+            // the branch not taken is dead: drop it, so that a value only
+            // the other mode read counts as used once (fusing into it)
+            let live: std::collections::HashSet<NodeId> = self.live_nodes().into_iter().collect();
+            let dead = (self.graph.node_ids().into_iter())
+                .filter(|n| !live.contains(n) && !self.graph.g[n.0].op.is_interface())
+                .collect();
+            self.graph.remove_dead(&dead)?;
+        }
         Ok(picks.len())
     }
 
