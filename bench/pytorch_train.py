@@ -5,8 +5,9 @@ schedule and thread count, for a side-by-side comparison.
     python bench/pytorch_train.py --model resnet --data ../shared/data/fashion-mnist \
         --epochs 10 --lr 0.05 --schedule onecycle --weight-decay 5e-4
 
-Models as `kiln::models::classifier` builds them: `cnn`, `mlp`, `resnet` (ResNet-8)
-and `resnet20`. Pixels are scaled to [0, 1]; each epoch visits the training set in a
+Models as `kiln::models::classifier` builds them: `cnn`, `mlp`, `resnet` (ResNet-8),
+`resnet20` and `lstm` (an LSTM over the image's 28 rows, its last hidden state to a
+linear layer). Pixels are scaled to [0, 1]; each epoch visits the training set in a
 seeded random order in batches of --batch-size, dropping a last partial batch (as
 `kiln train`); the schedule steps once per batch. Prints one line per epoch (mean
 loss, seconds, images/s), the test accuracy, and the peak resident memory of the
@@ -106,6 +107,19 @@ def resnet(blocks):
     return nn.Sequential(*layers)
 
 
+class RowLstm(nn.Module):
+    """LSTM(28 -> 128) over the 28 rows of a 1x28x28 image, then linear 128 -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x.view(x.shape[0], 28, 28))
+        return self.fc(h[-1])
+
+
 models = {
     "cnn": lambda: nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -114,6 +128,7 @@ models = {
     "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)),
     "resnet": lambda: resnet(1),
     "resnet20": lambda: resnet(3),
+    "lstm": RowLstm,
 }
 net = models[a.model]()
 opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)

@@ -30,7 +30,44 @@ pub const MODELS: &[(&str, &str)] = &[
     ("mlp", "linear 784→128, ReLU, linear 128→10 on [32,784]"),
     ("linear", "Linear 1024→1024, bias on [256,1024]"),
     ("resnet", "ResNet-8: conv 1→16 + BN + ReLU, three stages of one basic block (16, 32, 64 channels; stride 2 between stages, 1x1 conv + BN shortcuts), global average pool, linear 64→10 on [32,1,28,28]"),
+    ("lstm", "LSTM 28→128 over the 28 rows of [32,1,28,28] images, its last hidden state to linear 128→10"),
 ];
+
+/// A sequence classifier on images: the `28` rows of a `[N, 1, 28, 28]`
+/// image are the steps of an LSTM (28 → 128), whose last hidden state a
+/// linear layer maps to 10 logits (the `lstm` model; PyTorch's
+/// `fc(lstm(x.view(N, 28, 28))[1][0][-1])`).
+#[derive(Clone, Debug)]
+pub struct RowLstm {
+    lstm: nn::Lstm,
+    fc: nn::Linear,
+}
+
+impl RowLstm {
+    /// The `lstm` model's layers, named `lstm` and `fc`.
+    pub fn new() -> Self {
+        RowLstm {
+            lstm: nn::Lstm::new(28, 128).name("lstm"),
+            fc: nn::Linear::new(128, 10).name("fc"),
+        }
+    }
+}
+
+impl Default for RowLstm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for RowLstm {
+    fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let n = g.shape(x)?.first().copied().unwrap_or(0);
+        let rows = g.reshape(x, &[n as isize, 28, 28])?;
+        let h_n = self.lstm.forward(g, rows, None)?.h_n; // [1, N, 128]
+        let last = g.reshape(h_n, &[n as isize, 128])?;
+        self.fc.build(g, last)
+    }
+}
 
 /// A ResNet basic block (`torchvision.models.resnet.BasicBlock`):
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both convolutions
@@ -150,6 +187,7 @@ pub const CLASSIFIERS: &[(&str, &str)] = &[
     ("mlp", "flatten, then the mlp model"),
     ("resnet", "ResNet-8: resnet(1)"),
     ("resnet20", "ResNet-20: resnet(3)"),
+    ("lstm", "an LSTM over the image rows: RowLstm"),
 ];
 
 /// Classifier `name` of [`CLASSIFIERS`]; `Err` listing them otherwise.
@@ -159,6 +197,7 @@ pub fn classifier(name: &str) -> Result<nn::Sequential> {
         "mlp" => nn::Sequential::new().push(nn::Flatten).push(mlp()),
         "resnet" => resnet(1),
         "resnet20" => resnet(3),
+        "lstm" => nn::Sequential::new().push(RowLstm::new()),
         other => {
             let names: Vec<&str> = CLASSIFIERS.iter().map(|m| m.0).collect();
             return Err(KilnError::Invalid(format!(
@@ -212,6 +251,7 @@ pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
         "cnn" => (vec![32, 1, 28, 28], Box::new(cnn())),
         "mlp" => (vec![32, 784], Box::new(mlp())),
         "resnet" => (vec![32, 1, 28, 28], Box::new(resnet(1))),
+        "lstm" => (vec![32, 1, 28, 28], Box::new(RowLstm::new())),
         "linear" => (
             vec![256, 1024],
             Box::new(nn::Linear::new(1024, 1024).name("fc")),
@@ -227,7 +267,7 @@ pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
 }
 
 /// Built-in model `name` as a program for the compiler: its forward output,
-/// or with `train` its training graph. For `cnn`, `mlp` and `resnet` that is a whole
+/// or with `train` its training graph. For `cnn`, `mlp`, `resnet` and `lstm` that is a whole
 /// training step (outputs `[loss]`; softmax cross-entropy against an input
 /// `labels`; SGD with lr 0.01 and momentum 0.9 as parameter updates). For the
 /// single layers it is the seed benchmark's forward+backward graph: outputs
@@ -245,7 +285,7 @@ pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
             updates: vec![],
         });
     }
-    if matches!(name, "cnn" | "mlp" | "resnet") {
+    if matches!(name, "cnn" | "mlp" | "resnet" | "lstm") {
         let labels = graph.input_i64("labels", [inputs[0].1[0]])?;
         let loss = nn::softmax_cross_entropy(&mut graph, output, labels, nn::Reduction::Mean)?;
         let updates =

@@ -97,6 +97,8 @@ fn csv_rows_load_with_the_label_in_any_column() {
 #[test]
 fn bad_csv_files_are_errors_naming_row_and_column() {
     let o = CsvOptions::default();
+    let e = err(Dataset::from_csv(&csv_file("empty.csv", "y,a\n"), &o));
+    assert!(e.contains("empty.csv") && e.contains("no data rows"), "{e}");
     let e = err(Dataset::from_csv(&csv_file("c.csv", "y,a\n1,x\n"), &o));
     assert!(e.contains("row 2, column 1: `x` is not a number"), "{e}");
     let e = err(Dataset::from_csv(&csv_file("d.csv", "y,a\n1.5,2\n"), &o));

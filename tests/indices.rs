@@ -240,3 +240,60 @@ fn i64_inputs_take_a_symbolic_batch() {
         .to_string();
     assert!(e.contains("element [1, 1]") && e.contains("is 4"), "{e}");
 }
+
+#[test]
+fn an_ignore_index_inside_the_classes_is_ignored() {
+    // F.cross_entropy([[1, 0], [0, 0]], [0, 1], ignore_index=0) = ln 2:
+    // sample 0 is left out of the loss and the mean
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 2]).unwrap();
+    let y = g.input_i64("y", [2]).unwrap();
+    let options = nn::CrossEntropy {
+        ignore_index: Some(0),
+        ..nn::CrossEntropy::default()
+    };
+    let loss = nn::cross_entropy(&mut g, x, y, &options).unwrap();
+    let dx = g.grad(loss, &[x]).unwrap()[0];
+    let mut exe = compile(&g, &[loss, dx], &CompileOptions::default()).unwrap();
+    let out = exe
+        .run(&[
+            ("x", &t(&[2, 2], &[1., 0., 0., 0.])),
+            ("y", &ids(&[2], &[0, 1])),
+        ])
+        .unwrap();
+    assert_close(out[0].data(), &[std::f32::consts::LN_2], 1e-6);
+    assert_close(out[1].data(), &[0.0, 0.0, 0.5, -0.5], 1e-6);
+    // one_hot: an all-zero row for the ignored label, in range or not
+    let mut g = Graph::new();
+    let y = g.input_i64("y", [4]).unwrap();
+    let h = g.one_hot(y, 3, Some(1)).unwrap();
+    let out = eval(&g, h, &[("y", &ids(&[4], &[0, 1, 2, 1]))]);
+    assert_eq!(
+        out.data(),
+        &[1., 0., 0., 0., 0., 0., 0., 0., 1., 0., 0., 0.]
+    );
+}
+
+#[test]
+fn losses_and_masks_name_themselves_when_given_indices() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 3]).unwrap();
+    let y = g.input_i64("y", [2, 3]).unwrap();
+    let e = nn::binary_cross_entropy_with_logits(&mut g, x, y, Reduction::Mean)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`binary_cross_entropy_with_logits`") && e.contains("target is i64"),
+        "{e}"
+    );
+    let q = g.input("q", [1, 2, 3]).unwrap();
+    let m = g.input_i64("m", [2, 2]).unwrap();
+    let options = nn::Sdpa {
+        attn_mask: Some(nn::Mask::Allow(m)),
+        ..nn::Sdpa::default()
+    };
+    let e = nn::scaled_dot_product_attention(&mut g, q, q, q, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("attention mask") && e.contains("to_f32"), "{e}");
+}

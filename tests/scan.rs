@@ -151,3 +151,17 @@ fn a_scan_with_no_steps_returns_no_carries_and_passes_the_gradient_through() {
     assert_eq!(out[0].numel(), 0);
     assert_eq!(out[1].data(), &[1.0, 1.0], "only the direct use");
 }
+
+#[test]
+fn a_step_reading_an_input_of_its_own_is_refused() {
+    let e = ScanBody::build(&[2], &[2], &[], |g, c, _, _| {
+        let extra = g.input("extra", [2])?;
+        g.add(c, extra)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("input `extra`") && e.contains("carry, x and constants"),
+        "{e}"
+    );
+}

@@ -89,7 +89,10 @@ impl Dataset {
                 }
             }
         }
-        let features = width.map_or(0, |w| w - 1);
+        let Some(width) = width else {
+            return Err(bad(path, "no data rows"));
+        };
+        let features = width - 1;
         Dataset::new(samples, labels, &[features])
     }
 }

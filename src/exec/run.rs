@@ -187,7 +187,7 @@ impl Executable {
                 return Err(KilnError::Index {
                     feed: c.input.clone(),
                     message: format!(
-                        "element {} is {}, but `{}` reads it as an index in {}",
+                        "element {} is {}, but `{}` reads this input's values (all of them, through any reshape or slice) as indices in {}",
                         unravel(i, t.shape()),
                         data[i],
                         c.reader,

@@ -124,6 +124,13 @@ fn attention(
 
 /// `scores` with `mask` applied: blocked scores become −∞, added ones add.
 fn apply_mask(g: &mut Graph, scores: NodeId, mask: Mask) -> Result<NodeId> {
+    if g.dtype(mask_node(mask))? != crate::DType::F32 {
+        return Err(crate::KilnError::Type {
+            op: "attention mask".into(),
+            message: "masks are f32 (non-zero for a boolean mask): convert an i64 mask with to_f32"
+                .into(),
+        });
+    }
     let blocked = |g: &mut Graph| g.scalar(f32::NEG_INFINITY);
     let out = match mask {
         Mask::Allow(m) => {

@@ -9,7 +9,7 @@
 //! kernel.
 
 use super::{layer_name, Layer};
-use crate::error::{attr_err, shape_err, Result};
+use crate::error::{attr_err, shape_err, KilnError, Result};
 use crate::graph::{Graph, Init, NodeId};
 use crate::ops::{OpBuilder, Window};
 use crate::shape::checked_numel;
@@ -223,15 +223,19 @@ impl<const D: usize> Layer for ConvTranspose<D> {
         )?;
         let cols = g.matmul_t(wm, xm, true, false)?;
         let cols = g.reshape(cols, &[n as isize, cout as isize, k as isize, l as isize])?;
-        let mut y = if (0..D).all(|i| self.output_padding[i] < self.stride[i]) {
-            g.fold(cols, window, &out_spatial)?
+        let folded = if (0..D).all(|i| self.output_padding[i] < self.stride[i]) {
+            g.fold(cols, window, &out_spatial)
         } else {
             // output_padding ≥ stride (allowed below the dilation): the
             // output is not a convolution's input size, so fold the whole
             // uncropped output, then cut the padding (zeros where it reaches
             // past what the windows cover)
-            self.uncropped(g, cols, &window, &xs[2..], &out_spatial)?
+            self.uncropped(g, cols, &window, &xs[2..], &out_spatial)
         };
+        let mut y = folded.map_err(|e| KilnError::Shape {
+            op: name.clone(),
+            message: e.to_string(),
+        })?;
         g.set_name(y, format!("{name}.fold"));
         if self.bias {
             let b = g.param(&format!("{name}.bias"), [cout], init)?;

@@ -201,6 +201,23 @@ pub fn bce_with_logits(
             format!("logits have shape {xs:?}, target {ts:?}; they must be equal"),
         );
     }
+    let named = [
+        ("logits", Some(logits)),
+        ("target", Some(target)),
+        ("weight", options.weight),
+        ("pos_weight", options.pos_weight),
+    ];
+    for (what, n) in named {
+        if let Some(n) = n.filter(|&n| g.dtype(n).is_ok_and(|d| d != DType::F32)) {
+            return Err(KilnError::Type {
+                op: OP.into(),
+                message: format!(
+                    "{what} is {}; it must be f32 (convert with to_f32)",
+                    g.dtype(n)?
+                ),
+            });
+        }
+    }
     for (what, w) in [
         ("weight", options.weight),
         ("pos_weight", options.pos_weight),

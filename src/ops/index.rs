@@ -284,7 +284,8 @@ impl OpDef for OneHot {
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
         for (&v, row) in ins[0].data.iter().zip(out.chunks_mut(self.classes)) {
             row.fill(0.0);
-            if let Some(i) = index(v, self.classes) {
+            let ignored = self.ignore_index.is_some_and(|k| k as f32 == v);
+            if let Some(i) = index(v, self.classes).filter(|_| !ignored) {
                 row[i] = 1.0;
             }
         }

@@ -78,6 +78,14 @@ impl ScanBody {
                 ),
             );
         }
+        let consts = graph.inputs().count().saturating_sub(2);
+        let known = |n: &str| n == "carry" || n == "x" || (0..consts).any(|k| const_name(k) == n);
+        if let Some((stray, _)) = graph.inputs().find(|(n, _)| !known(n)) {
+            return attr_err(
+                "scan",
+                format!("the step declares an input `{stray}`: a step reads only its carry, x and constants"),
+            );
+        }
         for id in graph.node_ids() {
             let op = &graph.node(id)?.op;
             if matches!(op, super::Op::Param(_) | super::Op::TrainEval) || op.is_random() {

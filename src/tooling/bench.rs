@@ -97,6 +97,12 @@ pub fn rows() -> Vec<Row> {
         shape: "32x1x28x28",
         pass: Pass::TrainStep,
     });
+    rows.push(Row {
+        layer: "LSTM",
+        model: "lstm",
+        shape: "32x28x28",
+        pass: Pass::TrainStep,
+    });
     rows
 }
 
@@ -159,9 +165,9 @@ mod tests {
             ]
         );
         assert_eq!(picked(&[]).len(), rows().len());
-        let e = select(&["LSTM".to_string()]).unwrap_err().to_string();
+        let e = select(&["GRU".to_string()]).unwrap_err().to_string();
         assert!(
-            e.contains("`LSTM`") && e.contains("CNN/32x1x28x28/train_step"),
+            e.contains("`GRU`") && e.contains("CNN/32x1x28x28/train_step"),
             "{e}"
         );
     }
