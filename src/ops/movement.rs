@@ -105,7 +105,9 @@ pub fn slice_shape(
     Ok(out)
 }
 
-/// Reference kernel of `Slice`.
+/// Reference kernel of `Slice`: contiguous runs copied whole (all the
+/// kept part of each outer row with step 1, else one inner block per kept
+/// index).
 pub fn slice(
     x: View,
     axis: usize,
@@ -114,10 +116,22 @@ pub fn slice(
     out: &mut [f32],
     out_shape: &[usize],
 ) {
-    let mut s = small_strides(x.shape);
-    let base = start * s[axis];
-    s[axis] *= step;
-    strided_walk(out_shape, [&s], |i, [o]| out[i] = x.data[base + o]);
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let (n_in, n_out) = (x.shape[axis], out_shape[axis]);
+    if inner == 0 || n_out == 0 {
+        return;
+    }
+    let run = if step == 1 { n_out * inner } else { inner };
+    for (r, dst) in out.chunks_exact_mut(run).enumerate() {
+        // run r: outer row o, kept index k (k = 0 when the run is the whole row)
+        let (o, k) = if step == 1 {
+            (r, 0)
+        } else {
+            (r / n_out, r % n_out)
+        };
+        let src = (o * n_in + start + k * step) * inner;
+        dst.copy_from_slice(&x.data[src..src + run]);
+    }
 }
 
 /// Shape rule of `Pad`: one `(before, after)` pair per dimension.
@@ -145,12 +159,24 @@ pub fn pad_shape(x: &[usize], pads: &[(usize, usize)]) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Reference kernel of `Pad`.
+/// Reference kernel of `Pad`: the padding value everywhere, then each row
+/// of the operand (its last axis) copied whole to its place.
 pub fn pad(x: View, pads: &[(usize, usize)], value: f32, out: &mut [f32], out_shape: &[usize]) {
     out.fill(value);
     let so = small_strides(out_shape);
     let base: usize = pads.iter().zip(so.iter()).map(|(&(b, _), &s)| b * s).sum();
-    strided_walk(x.shape, [&so], |i, [o]| out[base + o] = x.data[i]);
+    let Some((&len, rows)) = x.shape.split_last() else {
+        out[base] = x.data[0];
+        return;
+    };
+    if len == 0 {
+        return;
+    }
+    let mut r = 0;
+    strided_walk(rows, [&so[..rows.len()]], |_, [o]| {
+        out[base + o..base + o + len].copy_from_slice(&x.data[r * len..(r + 1) * len]);
+        r += 1;
+    });
 }
 
 /// Shape rule of `Concat`: equal ranks, equal sizes except along `axis`.
