@@ -23,9 +23,9 @@ fn body() -> Arc<ScanBody> {
     ScanBody::build(&[2, 3], &[3], &[&[3, 3], &[3], &[2, 3]], step).unwrap()
 }
 
-/// `[carries [T, 2, 3], grads of Σ carries·r w.r.t. carry0, xs, w, u, b]`,
-/// by the scan or unrolled.
-fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> Vec<Tensor> {
+/// A graph with the step's inputs: `c0 [2, 3]`, `xs [t_len, 3]` and the
+/// constants `k0 [3, 3]`, `k1 [3]`, `k2 [2, 3]`.
+fn step_inputs(t_len: usize) -> (Graph, NodeId, NodeId, Vec<NodeId>) {
     let mut g = Graph::new();
     let c0 = g.input("c0", [2, 3]).unwrap();
     let xs = g.input("xs", [t_len, 3]).unwrap();
@@ -34,6 +34,13 @@ fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> 
         .enumerate()
         .map(|(i, s)| g.input(&format!("k{i}"), s.clone()).unwrap())
         .collect();
+    (g, c0, xs, k)
+}
+
+/// `[carries [T, 2, 3], grads of Σ carries·r w.r.t. carry0, xs, w, u, b]`,
+/// by the scan or unrolled.
+fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> Vec<Tensor> {
+    let (mut g, c0, xs, k) = step_inputs(t_len);
     let seq = if scanned {
         g.scan(&body(), c0, xs, &k, reverse).unwrap()
     } else {
@@ -95,14 +102,7 @@ fn a_scan_equals_its_step_unrolled_forward_and_reverse_with_gradients() {
 #[test]
 fn a_scans_graph_does_not_grow_with_the_sequence() {
     let nodes = |t_len: usize| {
-        let mut g = Graph::new();
-        let c0 = g.input("c0", [2, 3]).unwrap();
-        let xs = g.input("xs", [t_len, 3]).unwrap();
-        let k: Vec<NodeId> = [vec![3, 3], vec![3], vec![2, 3]]
-            .iter()
-            .enumerate()
-            .map(|(i, s)| g.input(&format!("k{i}"), s.clone()).unwrap())
-            .collect();
+        let (mut g, c0, xs, k) = step_inputs(t_len);
         let seq = g.scan(&body(), c0, xs, &k, false).unwrap();
         let loss = g.sum_all(seq).unwrap();
         g.grad(loss, &[c0, xs, k[0]]).unwrap();

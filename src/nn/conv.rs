@@ -35,6 +35,7 @@ pub type Conv1d = Conv<1>;
 pub type Conv2d = Conv<2>;
 
 impl<const D: usize> Conv<D> {
+    conv_setters!();
     /// `in → out` channels with a square kernel of size `k`; stride 1, no
     /// padding, dilation 1, one group, with bias; parameters drawn from
     /// `U(−1/√fan_in, 1/√fan_in)` (PyTorch's default).
@@ -51,21 +52,6 @@ impl<const D: usize> Conv<D> {
             bias: true,
             name: None,
         }
-    }
-    /// Kernel size per spatial dimension.
-    pub fn kernel(mut self, k: [usize; D]) -> Self {
-        self.kernel = k;
-        self
-    }
-    /// The same stride along every spatial dimension.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = [s; D];
-        self
-    }
-    /// Stride per spatial dimension.
-    pub fn strides(mut self, s: [usize; D]) -> Self {
-        self.stride = s;
-        self
     }
     /// The same zero padding on every side.
     pub fn padding(self, p: usize) -> Self {
@@ -87,26 +73,6 @@ impl<const D: usize> Conv<D> {
     /// PyTorch's `padding='valid'`: no padding.
     pub fn padding_valid(self) -> Self {
         self.paddings([0; D])
-    }
-    /// The same dilation along every spatial dimension.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = [d; D];
-        self
-    }
-    /// Number of groups (`in` and `out` channels must both be divisible by it).
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// With or without the bias term.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-    /// Names the layer (parameters become `{name}.weight`, `{name}.bias`).
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.into());
-        self
     }
     /// The window this convolution slides (with `padding_same`, its
     /// symmetric part: an odd extra cell is padded onto the input first).

@@ -39,6 +39,7 @@ pub type ConvTranspose1d = ConvTranspose<1>;
 pub type ConvTranspose2d = ConvTranspose<2>;
 
 impl<const D: usize> ConvTranspose<D> {
+    conv_setters!();
     /// `in → out` channels with a square kernel of size `k`.
     pub fn new(in_channels: usize, out_channels: usize, k: usize) -> Self {
         ConvTranspose {
@@ -54,21 +55,6 @@ impl<const D: usize> ConvTranspose<D> {
             name: None,
         }
     }
-    /// Kernel size per spatial dimension.
-    pub fn kernel(mut self, k: [usize; D]) -> Self {
-        self.kernel = k;
-        self
-    }
-    /// The same stride along every spatial dimension.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = [s; D];
-        self
-    }
-    /// Stride per spatial dimension.
-    pub fn strides(mut self, s: [usize; D]) -> Self {
-        self.stride = s;
-        self
-    }
     /// The padding PyTorch's `padding` names: `d·(k − 1) − p` cells of the
     /// implicit zero padding are removed from each side of the output.
     pub fn padding(mut self, p: usize) -> Self {
@@ -79,26 +65,6 @@ impl<const D: usize> ConvTranspose<D> {
     /// `output_padding`: it must be smaller than the stride or the dilation).
     pub fn output_padding(mut self, p: usize) -> Self {
         self.output_padding = [p; D];
-        self
-    }
-    /// The same dilation along every spatial dimension.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = [d; D];
-        self
-    }
-    /// Number of groups (`in` and `out` channels must both be divisible by it).
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// With or without the bias term.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-    /// Names the layer (parameters become `{name}.weight`, `{name}.bias`).
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.into());
         self
     }
 

@@ -3,6 +3,48 @@
 //! output node. Conv and pooling are *expressed* in generic ops (unfold,
 //! matmul, reductions); the compiler's passes turn them into fused kernels.
 
+/// The setters convolution layers share: kernel, stride, dilation, groups,
+/// bias and name (fields of those names, `[usize; D]` for the sizes).
+macro_rules! conv_setters {
+    () => {
+        /// Kernel size per spatial dimension.
+        pub fn kernel(mut self, k: [usize; D]) -> Self {
+            self.kernel = k;
+            self
+        }
+        /// The same stride along every spatial dimension.
+        pub fn stride(mut self, s: usize) -> Self {
+            self.stride = [s; D];
+            self
+        }
+        /// Stride per spatial dimension.
+        pub fn strides(mut self, s: [usize; D]) -> Self {
+            self.stride = s;
+            self
+        }
+        /// The same dilation along every spatial dimension.
+        pub fn dilation(mut self, d: usize) -> Self {
+            self.dilation = [d; D];
+            self
+        }
+        /// Number of groups (`in` and `out` channels must both be divisible by it).
+        pub fn groups(mut self, g: usize) -> Self {
+            self.groups = g;
+            self
+        }
+        /// With or without the bias term.
+        pub fn bias(mut self, bias: bool) -> Self {
+            self.bias = bias;
+            self
+        }
+        /// Names the layer (parameters become `{name}.weight`, `{name}.bias`).
+        pub fn name(mut self, name: &str) -> Self {
+            self.name = Some(name.into());
+            self
+        }
+    };
+}
+
 mod activation;
 mod attention;
 mod batch_norm;

@@ -2,14 +2,9 @@
 CPU): `python tests/data/conv_transpose_ref.py > tests/data/conv_transpose_ref.txt`.
 Every tensor is filled with 0.5·sin(0.37·i + salt); a parameter's salt is
 0.1·numel, so kiln's test fills its parameters the same way."""
-import math, torch
+import torch
 
-def fill(shape, salt):
-    n = math.prod(shape)
-    return torch.tensor([0.5 * math.sin(0.37 * i + salt) for i in range(n)], dtype=torch.float64).reshape(shape).float()
-
-def fmt(t):
-    return "[" + ", ".join(f"{v:.8e}" for v in t.detach().flatten().tolist()) + "]"
+from ref_util import fill, fmt
 
 cases = [
     ("a", torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), [2, 4, 3, 5]),

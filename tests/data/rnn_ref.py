@@ -3,14 +3,9 @@
 filled with 0.5·sin(0.37·i + salt); a parameter's salt is 0.1·numel, so
 kiln's test fills its parameters the same way. The loss is
 Σ out·r1 + Σ h_n·r2 (+ Σ c_n·r3)."""
-import math, torch
+import torch
 
-def fill(shape, salt):
-    n = math.prod(shape)
-    return torch.tensor([0.5 * math.sin(0.37 * i + salt) for i in range(n)], dtype=torch.float64).reshape(shape).float()
-
-def fmt(t):
-    return "[" + ", ".join(f"{v:.8e}" for v in t.detach().flatten().tolist()) + "]"
+from ref_util import fill, fmt
 
 cases = [
     ("lstm", torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True), [2, 5, 3], True, "weight_hh_l1_reverse"),
