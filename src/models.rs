@@ -1,6 +1,7 @@
 //! Built-in models: the seed benchmark's layer configurations and two small
 //! networks. The CLI, benches and tests build them from here.
 
+use crate::dtype::DType;
 use crate::error::{KilnError, Result};
 use crate::graph::Program;
 use crate::graph::{Graph, NodeId};
@@ -31,7 +32,76 @@ pub const MODELS: &[(&str, &str)] = &[
     ("linear", "Linear 1024→1024, bias on [256,1024]"),
     ("resnet", "ResNet-8: conv 1→16 + BN + ReLU, three stages of one basic block (16, 32, 64 channels; stride 2 between stages, 1x1 conv + BN shortcuts), global average pool, linear 64→10 on [32,1,28,28]"),
     ("lstm", "LSTM 28→128 over the 28 rows of [32,1,28,28] images, its last hidden state to linear 128→10"),
+    ("transformer", "character language model: embedding 65→64 + learned positions, 2 pre-norm causal encoder layers (4 heads, feed-forward 256), final LayerNorm, linear 64→65 on i64 ids [16,64]"),
 ];
+
+/// The `transformer` model: a character-level language model over a
+/// vocabulary of 65 on `i64` ids `[N, 64]` → logits `[N, 64, 65]`: token
+/// embeddings plus learned position embeddings (`d_model` 64), two
+/// pre-norm encoder layers (4 heads, feed-forward 256, no dropout) with a
+/// causal mask, a final LayerNorm and a linear head (GPT's layout).
+#[derive(Clone, Debug)]
+pub struct CharTransformer {
+    vocab: usize,
+    d_model: usize,
+    context: usize,
+}
+
+impl CharTransformer {
+    /// The `transformer` model's sizes.
+    pub fn new() -> Self {
+        CharTransformer {
+            vocab: 65,
+            d_model: 64,
+            context: 64,
+        }
+    }
+}
+
+impl Default for CharTransformer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for CharTransformer {
+    fn build(&self, g: &mut Graph, ids: NodeId) -> Result<NodeId> {
+        let tokens = nn::Embedding::new(self.vocab, self.d_model)
+            .name("tok_emb")
+            .build(g, ids)?;
+        let init = crate::graph::Init::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let pos = g.param("pos_emb", [self.context, self.d_model], init)?;
+        let x = g.add(tokens, pos)?;
+        let layer = nn::TransformerEncoderLayer::new(self.d_model, 4)
+            .dim_feedforward(4 * self.d_model)
+            .dropout(0.0)
+            .batch_first(true)
+            .norm_first(true);
+        let masks = nn::EncoderMasks {
+            is_causal: true,
+            ..nn::EncoderMasks::default()
+        };
+        let h = nn::TransformerEncoder::new(layer, 2)
+            .final_norm(true)
+            .name("encoder")
+            .forward(g, x, &masks)?;
+        nn::Linear::new(self.d_model, self.vocab)
+            .name("head")
+            .build(g, h)
+    }
+}
+
+/// The element type of built-in model `name`'s input: `i64` token ids for
+/// `transformer`, f32 otherwise.
+pub fn input_dtype(name: &str) -> DType {
+    match name {
+        "transformer" => DType::I64,
+        _ => DType::F32,
+    }
+}
 
 /// A sequence classifier on images: the `28` rows of a `[N, 1, 28, 28]`
 /// image are the steps of an LSTM (28 → 128), whose last hidden state a
@@ -212,7 +282,10 @@ pub fn classifier(name: &str) -> Result<nn::Sequential> {
 pub fn build(name: &str, seed: u64) -> Result<Model> {
     let (shape, layer) = layer(name)?;
     let mut graph = Graph::with_seed(seed);
-    let x = graph.input("x", shape.clone())?;
+    let x = match input_dtype(name) {
+        DType::I64 => graph.input_i64("x", shape.clone())?,
+        DType::F32 => graph.input("x", shape.clone())?,
+    };
     let output = layer.build(&mut graph, x)?;
     Ok(Model {
         graph,
@@ -252,6 +325,7 @@ pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
         "mlp" => (vec![32, 784], Box::new(mlp())),
         "resnet" => (vec![32, 1, 28, 28], Box::new(resnet(1))),
         "lstm" => (vec![32, 1, 28, 28], Box::new(RowLstm::new())),
+        "transformer" => (vec![16, 64], Box::new(CharTransformer::new())),
         "linear" => (
             vec![256, 1024],
             Box::new(nn::Linear::new(1024, 1024).name("fc")),
@@ -267,7 +341,8 @@ pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
 }
 
 /// Built-in model `name` as a program for the compiler: its forward output,
-/// or with `train` its training graph. For `cnn`, `mlp`, `resnet` and `lstm` that is a whole
+/// or with `train` its training graph. For `cnn`, `mlp`, `resnet`, `lstm` and
+/// `transformer` (labels: the next character at each position) that is a whole
 /// training step (outputs `[loss]`; softmax cross-entropy against an input
 /// `labels`; SGD with lr 0.01 and momentum 0.9 as parameter updates). For the
 /// single layers it is the seed benchmark's forward+backward graph: outputs
@@ -283,6 +358,21 @@ pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
             graph,
             outputs: vec![output],
             updates: vec![],
+        });
+    }
+    if name == "transformer" {
+        // next-character prediction: one label per position
+        let s = graph.shape(output)?.to_vec();
+        let positions = (s[0] * s[1]) as isize;
+        let labels = graph.input_i64("labels", [s[0] * s[1]])?;
+        let logits = graph.reshape(output, &[positions, s[2] as isize])?;
+        let loss = nn::softmax_cross_entropy(&mut graph, logits, labels, nn::Reduction::Mean)?;
+        let updates =
+            crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;
+        return Ok(Program {
+            graph,
+            outputs: vec![loss],
+            updates,
         });
     }
     if matches!(name, "cnn" | "mlp" | "resnet" | "lstm") {

@@ -27,8 +27,8 @@ fn every_bench_row_allocates_only_in_gemm_crate_products_on_one_thread() {
     let all = rows();
     assert_eq!(
         all.len(),
-        18,
-        "conv, pooling, linear and four training steps"
+        19,
+        "conv, pooling, linear and five training steps"
     );
     for row in all {
         let mut p = Prepared::new(&row, &options).unwrap();

@@ -255,7 +255,8 @@ fn run(cli: Cli) -> kiln::Result<()> {
                 let layer: Box<dyn kiln::nn::Layer> = Box::new(net);
                 Ok::<_, KilnError>((vec![32, 1, 28, 28], layer))
             })?;
-            outln!("{}", kiln::nn::summary(layer.as_ref(), &shape)?);
+            let dtype = models::input_dtype(&model);
+            outln!("{}", kiln::nn::summary_of(layer.as_ref(), &shape, dtype)?);
         }
         Command::List => {
             for (name, what) in models::MODELS {
@@ -371,20 +372,25 @@ fn run(cli: Cli) -> kiln::Result<()> {
             let mut exe = compile(&m.graph, &[m.output], &options)?;
             exe.set_profiling(profile);
             let compile_time = t0.elapsed();
-            let inputs: Vec<(String, Tensor)> = m
-                .inputs
-                .iter()
-                .enumerate()
-                .map(|(i, (name, shape))| {
-                    (
-                        name.clone(),
-                        Tensor::rand_uniform(shape.clone(), -1.0, 1.0, seed + 1 + i as u64),
-                    )
-                })
-                .collect();
-            let feeds: Vec<(&str, &dyn kiln::Feed)> = (inputs.iter())
-                .map(|(n, t)| (n.as_str(), t as &dyn kiln::Feed))
-                .collect();
+            // f32 inputs uniform in [-1, 1) from the seed; i64 ones (token
+            // ids) valid indices, as benchmarks feed them
+            let mut examples = exe.example_feeds()?;
+            let mut inputs: Vec<(String, Box<dyn kiln::Feed>)> = Vec::new();
+            for (i, (name, shape)) in m.inputs.iter().enumerate() {
+                let example = (examples.iter().position(|(n, _)| n == name))
+                    .map(|k| examples.swap_remove(k).1);
+                let feed = match example.filter(|f| f.dtype() == kiln::DType::I64) {
+                    Some(ids) => ids,
+                    None => Box::new(Tensor::rand_uniform(
+                        shape.clone(),
+                        -1.0,
+                        1.0,
+                        seed + 1 + i as u64,
+                    )),
+                };
+                inputs.push((name.clone(), feed));
+            }
+            let feeds = kiln::exec::feed_refs(&inputs);
             let t1 = Instant::now();
             let out = exe.run(&feeds)?;
             let run_time = t1.elapsed();

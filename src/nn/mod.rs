@@ -77,7 +77,7 @@ pub use pool::{
 };
 pub use reshape::{Dropout, Flatten, Reshape, Upsample};
 pub use rnn::{Gru, Lstm, RnnOutput};
-pub use summary::{summary, Summary, SummaryRow};
+pub use summary::{summary, summary_of, Summary, SummaryRow};
 pub use transformer::{Activation, EncoderMasks, TransformerEncoder, TransformerEncoderLayer};
 
 use crate::error::Result;

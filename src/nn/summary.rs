@@ -41,8 +41,17 @@ pub struct Summary {
 /// `Err` as building the layer would give (naming the layer that refused
 /// the shape).
 pub fn summary(layer: &dyn Layer, input: &[usize]) -> Result<Summary> {
+    summary_of(layer, input, crate::DType::F32)
+}
+
+/// [`summary`] for an input of element type `dtype` (`i64` token ids for a
+/// language model).
+pub fn summary_of(layer: &dyn Layer, input: &[usize], dtype: crate::DType) -> Result<Summary> {
     let mut g = Graph::new();
-    let x = g.input("x", input.to_vec())?;
+    let x = match dtype {
+        crate::DType::I64 => g.input_i64("x", input.to_vec())?,
+        crate::DType::F32 => g.input("x", input.to_vec())?,
+    };
     let mut rows = Vec::new();
     visit(layer, &mut g, x, 0, &mut rows)?;
     let (params, buffers) = counts(&g);

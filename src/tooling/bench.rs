@@ -103,6 +103,12 @@ pub fn rows() -> Vec<Row> {
         shape: "32x28x28",
         pass: Pass::TrainStep,
     });
+    rows.push(Row {
+        layer: "Transformer",
+        model: "transformer",
+        shape: "16x64",
+        pass: Pass::TrainStep,
+    });
     rows
 }
 
