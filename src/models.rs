@@ -349,9 +349,7 @@ pub fn layer(name: &str) -> Result<(Vec<usize>, Box<dyn Layer>)> {
 /// `[y, dx, d(each parameter)]` for a fixed upstream gradient input `grad_y`.
 pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
     let Model {
-        mut graph,
-        output,
-        inputs,
+        mut graph, output, ..
     } = build(name, seed)?;
     if !train {
         return Ok(Program {
@@ -360,32 +358,31 @@ pub fn program(name: &str, seed: u64, train: bool) -> Result<Program> {
             updates: vec![],
         });
     }
-    if name == "transformer" {
+    // a whole training step: cross-entropy of `[rows, classes]` logits
+    // against one i64 label per row, SGD with momentum
+    let logits = match name {
         // next-character prediction: one label per position
-        let s = graph.shape(output)?.to_vec();
-        let positions = (s[0] * s[1]) as isize;
-        let labels = graph.input_i64("labels", [s[0] * s[1]])?;
-        let logits = graph.reshape(output, &[positions, s[2] as isize])?;
-        let loss = nn::softmax_cross_entropy(&mut graph, logits, labels, nn::Reduction::Mean)?;
-        let updates =
-            crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;
-        return Ok(Program {
-            graph,
-            outputs: vec![loss],
-            updates,
-        });
-    }
-    if matches!(name, "cnn" | "mlp" | "resnet" | "lstm") {
-        let labels = graph.input_i64("labels", [inputs[0].1[0]])?;
-        let loss = nn::softmax_cross_entropy(&mut graph, output, labels, nn::Reduction::Mean)?;
-        let updates =
-            crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;
-        return Ok(Program {
-            graph,
-            outputs: vec![loss],
-            updates,
-        });
-    }
+        "transformer" => {
+            let s = graph.shape(output)?.to_vec();
+            graph.reshape(output, &[(s[0] * s[1]) as isize, s[2] as isize])?
+        }
+        "cnn" | "mlp" | "resnet" | "lstm" => output,
+        _ => return layer_gradients(graph, output),
+    };
+    let rows = graph.shape(logits)?[0];
+    let labels = graph.input_i64("labels", [rows])?;
+    let loss = nn::softmax_cross_entropy(&mut graph, logits, labels, nn::Reduction::Mean)?;
+    let updates = crate::trainer::training_step(&mut graph, loss, &Sgd::new(0.01).momentum(0.9))?;
+    Ok(Program {
+        graph,
+        outputs: vec![loss],
+        updates,
+    })
+}
+
+/// A single layer's forward+backward program: outputs `[y, dx, d(each
+/// parameter)]` for a fixed upstream gradient input `grad_y`.
+fn layer_gradients(mut graph: Graph, output: NodeId) -> Result<Program> {
     let gy = graph.input("grad_y", graph.shape(output)?.to_vec())?;
     let prod = graph.mul(output, gy)?;
     let loss = graph.sum_all(prod)?;
