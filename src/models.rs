@@ -56,6 +56,18 @@ impl CharTransformer {
             context: 64,
         }
     }
+
+    /// The same model over a vocabulary of `vocab` symbols (a corpus's
+    /// distinct characters).
+    pub fn vocab(mut self, vocab: usize) -> Self {
+        self.vocab = vocab;
+        self
+    }
+
+    /// The number of positions it reads (its input is `[N, context]`).
+    pub fn context(&self) -> usize {
+        self.context
+    }
 }
 
 impl Default for CharTransformer {

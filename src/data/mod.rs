@@ -6,13 +6,17 @@
 //! An IDX directory holds `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`
 //! and the test pair named `t10k-*` or `test-*`, each optionally `.gz`.
 //! Pixels are scaled to `[0, 1]` and laid out `[N, 1, rows, cols]` (NCHW).
+//!
+//! For language models, [`CharCorpus`] holds a text as character ids.
 
 mod csv;
 mod loader;
 mod npy;
+mod text;
 
 pub use self::csv::CsvOptions;
 pub use loader::{Batch, Batches, DataLoader};
+pub use text::{CharCorpus, Split};
 
 use crate::dtype::I64Tensor;
 use crate::error::{KilnError, Result};

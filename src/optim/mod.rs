@@ -35,6 +35,13 @@ pub trait Optimizer {
     fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>>;
 }
 
+/// A boxed optimiser (one chosen at run time, e.g. from a command line).
+impl<O: Optimizer + ?Sized> Optimizer for Box<O> {
+    fn build(&self, g: &mut Graph, params: &[ParamGrad]) -> Result<Vec<(NodeId, NodeId)>> {
+        (**self).build(g, params)
+    }
+}
+
 /// Stochastic gradient descent with optional momentum, dampening, Nesterov
 /// momentum and L2 weight decay, matching `torch.optim.SGD` step for step:
 ///

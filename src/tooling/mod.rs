@@ -8,3 +8,4 @@ pub mod classify;
 #[allow(unsafe_code)]
 #[path = "../kernels/mod.rs"]
 pub mod kernels;
+pub mod lm;
