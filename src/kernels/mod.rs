@@ -5,6 +5,7 @@ pub mod conv;
 pub mod copy;
 pub mod gemm;
 pub mod im2col;
+pub mod math;
 pub mod matmul;
 pub mod par;
 pub mod permute;

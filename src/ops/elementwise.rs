@@ -6,6 +6,7 @@ use super::View;
 use super::{one, Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use crate::error::{shape_err, Result};
+use crate::kernels::math;
 use crate::shape::{block_repeat, broadcast_pair, broadcast_strides, strided_walk};
 use serde::{Deserialize, Serialize};
 
@@ -85,16 +86,16 @@ impl UnaryOp {
                     x
                 }
             }
-            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Sigmoid => math::sigmoid(x),
+            UnaryOp::Tanh => math::tanh(x),
             UnaryOp::Abs => x.abs(),
             UnaryOp::Erf => libm::erff(x),
             UnaryOp::Gelu => x * 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
             UnaryOp::GeluTanh => {
                 let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
-                0.5 * x * (1.0 + inner.tanh())
+                0.5 * x * (1.0 + math::tanh(inner))
             }
-            UnaryOp::Silu => x / (1.0 + (-x).exp()),
+            UnaryOp::Silu => x * math::sigmoid(x),
             UnaryOp::LeakyRelu(slope) => {
                 if x > 0.0 {
                     x

@@ -13,6 +13,7 @@ use super::{Arity, Grads, OpDef, RunCtx};
 use super::{NodeId, OpBuilder};
 use super::{Op, View};
 use crate::error::{attr_err, shape_err, Result};
+use crate::kernels::math;
 use crate::kernels::par;
 use crate::kernels::scratch::{self, Slot};
 use crate::ops::fmt_f32;
@@ -200,9 +201,14 @@ fn binary_block(op: BinaryOp, a: Arg, b: Arg, dst: &mut [f32]) {
     dispatch!(Add, Sub, Mul, Div, Max, Min, Eq, Ne, Lt, Le, Gt, Ge)
 }
 
-/// A unary op over a block, one monomorphic loop per op.
+/// A unary op over a block, one monomorphic loop per op (sigmoid and tanh
+/// through `kernels::math`'s loops, compiled for AVX2 where the CPU has it).
 fn unary_block(op: UnaryOp, a: Arg, dst: &mut [f32]) {
-    per_unary_op!(op, u => map2(|x, _| u.apply(x), a, Arg::Scalar(0.0), dst))
+    match (op, a) {
+        (UnaryOp::Sigmoid, Arg::Slice(x)) => math::sigmoid_slice(x, dst),
+        (UnaryOp::Tanh, Arg::Slice(x)) => math::tanh_slice(x, dst),
+        _ => per_unary_op!(op, u => map2(|x, _| u.apply(x), a, Arg::Scalar(0.0), dst)),
+    }
 }
 
 /// Whether an operand of shape `s` fits a fused loop over `out`: the same

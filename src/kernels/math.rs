@@ -1,0 +1,190 @@
+//! `exp`, `sigmoid` and `tanh` for f32 without library calls or branches,
+//! so a loop over a slice vectorises (8 lanes with AVX2 + FMA, 4 without);
+//! the scalar functions are the reference, and the slice kernels compute
+//! exactly the same values (no fused multiply-add in either).
+//!
+//! Accuracy against f64, over every 97th float of each range (the tests
+//! check it): `exp` within 1.2 ulp (0.8 where the result is subnormal),
+//! `sigmoid` within 2.2 ulp and `tanh` within 1.3 ulp. PyTorch's vectorised
+//! CPU kernels are of the same order (SLEEF's 1-ulp `exp` under the same
+//! formulas).
+//! NaN stays NaN, `tanh(−0.0) = −0.0`, the limits at ±∞ are exact, and
+//! results that underflow are subnormal or zero, as the C library's.
+
+use super::simd::multiversion;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split so that `n · LN2_HI` is exact for |n| ≤ 2^9.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
+const ROUND: f32 = 12_582_912.0;
+
+/// `e^x`: `2^n · p(r)` with `n = round(x / ln 2)`, `r = x − n·ln 2` and
+/// `p` the Taylor polynomial of degree 7 (its truncation error is under
+/// 2^-27 for |r| ≤ ln 2 / 2). Overflows to `+∞` above 88.72, underflows
+/// through the subnormals to `0` below −103.97.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let c = x.clamp(-104.0, 89.0);
+    let t = c * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = (c - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // 2^n as two factors, each a normal float for n in [-150, 128]
+    let k = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let half = k >> 1;
+    let s1 = f32::from_bits((half.wrapping_add(127) << 23) as u32);
+    let s2 = f32::from_bits((k.wrapping_sub(half).wrapping_add(127) << 23) as u32);
+    let y = p * s1 * s2;
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+/// The logistic function `1 / (1 + e^−x)` (`torch.sigmoid`), as
+/// `e^x / (1 + e^x)` for negative `x` so that the tail below −88.7 keeps
+/// its subnormal values instead of overflowing `e^−x` to 0.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let num = if x < 0.0 { e } else { 1.0 };
+    num / (1.0 + e)
+}
+
+/// `tanh x`: `|x| + |x|³·P(x²)` for |x| < 0.625 (`P` a least-squares fit on
+/// Chebyshev nodes, under 0.85 ulp there), else `1 − 2 / (e^{2|x|} + 1)`, with
+/// the sign of `x`.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let u = x * x;
+    let mut p = -6.104_835_3e-3;
+    p = p * u + 2.100_355_4e-2;
+    p = p * u - 5.385_247_6e-2;
+    p = p * u + 1.333_278_3e-1;
+    p = p * u - 3.333_332_8e-1;
+    let small = a + a * u * p;
+    let large = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    // odd: computed for |x|, given x's sign (so tanh(−0.0) = −0.0)
+    let t = if a < 0.625 { small } else { large };
+    t.copysign(x)
+}
+
+multiversion! {
+    /// `out[i] = sigmoid(x[i])` over the shorter of the two.
+    pub fn sigmoid_slice(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = sigmoid(v);
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] = tanh(x[i])` over the shorter of the two.
+    pub fn tanh_slice(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = tanh(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error of `got` in units in the last place of the f32 nearest `want`.
+    fn ulps(got: f32, want: f64) -> f64 {
+        let w = want as f32;
+        let ulp = if w == 0.0 || w.is_subnormal() {
+            f32::from_bits(1) as f64
+        } else {
+            let b = w.abs().to_bits();
+            (f32::from_bits(b + 1) - f32::from_bits(b)) as f64
+        };
+        (got as f64 - want).abs() / ulp
+    }
+
+    /// Every 97th f32 bit pattern in [lo, hi] (positive and negative).
+    fn samples(lo: f32, hi: f32) -> impl Iterator<Item = f32> {
+        (lo.to_bits()..=hi.to_bits())
+            .step_by(97)
+            .map(f32::from_bits)
+            .flat_map(|x| [x, -x])
+    }
+
+    #[test]
+    fn exp_is_within_its_documented_ulps() {
+        let mut worst = [0.0f64; 2];
+        for x in samples(1e-30, 88.7).chain(samples(87.0, 103.9).map(|x| -x.abs())) {
+            let want = (x as f64).exp();
+            let e = ulps(exp(x), want);
+            let normal = (want as f32).is_normal();
+            worst[usize::from(!normal)] = worst[usize::from(!normal)].max(e);
+        }
+        eprintln!("exp: worst {worst:?} ulp");
+        assert!(worst[0] <= 1.25 && worst[1] <= 1.0, "{worst:?}");
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_are_within_their_documented_ulps() {
+        let mut worst = [0.0f64; 2];
+        for x in samples(1e-38, 120.0) {
+            let xd = x as f64;
+            worst[0] = worst[0].max(ulps(sigmoid(x), 1.0 / (1.0 + (-xd).exp())));
+            worst[1] = worst[1].max(ulps(tanh(x), xd.tanh()));
+        }
+        eprintln!("sigmoid, tanh: worst {worst:?} ulp");
+        assert!(worst[0] <= 2.25 && worst[1] <= 1.35, "{worst:?}");
+    }
+
+    #[test]
+    fn special_values_follow_the_c_library() {
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-0.0), 1.0);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(89.0), f32::INFINITY);
+        assert_eq!(exp(88.8), f32::INFINITY);
+        assert_eq!(exp(-110.0), 0.0);
+        assert!(exp(-100.0) > 0.0 && exp(-100.0).is_subnormal());
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanh(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh(1e-30), 1e-30);
+        assert_eq!(sigmoid(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(-0.0), 0.5);
+        for f in [exp, sigmoid, tanh] {
+            assert!(f(f32::NAN).is_nan());
+        }
+    }
+
+    #[test]
+    fn the_slice_kernels_give_the_scalar_values_bit_for_bit() {
+        let x: Vec<f32> = samples(1e-6, 60.0)
+            .step_by(31)
+            .chain([0.0, -0.0, f32::NAN])
+            .collect();
+        let mut out = vec![0.0; x.len()];
+        sigmoid_slice(&x, &mut out);
+        for (&v, &o) in x.iter().zip(&out) {
+            assert_eq!(o.to_bits(), sigmoid(v).to_bits(), "{v}");
+        }
+        tanh_slice(&x, &mut out);
+        for (&v, &o) in x.iter().zip(&out) {
+            assert_eq!(o.to_bits(), tanh(v).to_bits(), "{v}");
+        }
+    }
+}
