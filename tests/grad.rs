@@ -206,6 +206,27 @@ fn activation_ops() {
 }
 
 #[test]
+fn softmax_ops_and_their_gradients() {
+    let x = rand(&[2, 3, 4], 11);
+    for axis in [-1, 0, 1] {
+        check(vec![x.clone()], |g, x| g.softmax(x[0], axis));
+        check(vec![x.clone()], |g, x| g.log_softmax(x[0], axis));
+    }
+    // the gradient ops themselves, on free operands (second-order terms)
+    let (y, gy) = (rand(&[3, 4], 12), rand(&[3, 4], 13));
+    for (axis, log) in [(1, false), (1, true), (0, false), (0, true)] {
+        check(vec![y.clone(), gy.clone()], |g, x| {
+            g.softmax_backward(x[0], x[1], axis, log)
+        });
+    }
+    // and through a softmax: the Hessian-vector path of a real result
+    check(vec![rand(&[2, 5], 14), rand(&[2, 5], 15)], |g, x| {
+        let y = g.softmax(x[0], -1)?;
+        g.softmax_backward(y, x[1], 1, false)
+    });
+}
+
+#[test]
 fn binary_ops_with_broadcasting() {
     let a = rand(&[2, 3], 3);
     let row = rand(&[3], 4);

@@ -400,6 +400,72 @@ fn linear_computes_x_wt_plus_b() {
 }
 
 #[test]
+fn softmax_rows_with_nan_and_infinities_are_pytorchs() {
+    // torch 2.15: torch.softmax / torch.log_softmax of these rows, along
+    // the last axis and (transposed) along the first
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let rows = [
+        0.0, nan, 1.0, -inf, -inf, -inf, inf, 0.0, 1.0, -inf, 0.0, 1.0,
+    ];
+    let want_sm = [
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        0.0,
+        0.268_941_43,
+        0.731_058_6,
+    ];
+    let want_lsm = [
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        -inf,
+        -1.313_261_7,
+        -0.313_261_7,
+    ];
+    let x = t(&[4, 3], &rows);
+    let xt: Vec<f32> = (0..12).map(|i| rows[(i % 4) * 3 + i / 4]).collect();
+    let xt = t(&[3, 4], &xt);
+    for (log, want) in [(false, want_sm), (true, want_lsm)] {
+        let last = apply(&x, |g, xi| {
+            if log {
+                g.log_softmax(xi, -1)
+            } else {
+                g.softmax(xi, -1)
+            }
+        });
+        let first = apply(&xt, |g, xi| {
+            if log {
+                g.log_softmax(xi, 0)
+            } else {
+                g.softmax(xi, 0)
+            }
+        });
+        for (i, &w) in want.iter().enumerate() {
+            let (a, b) = (last.data()[i], first.data()[(i % 3) * 4 + i / 3]);
+            for v in [a, b] {
+                assert!(
+                    (v.is_nan() && w.is_nan()) || v == w || (v - w).abs() < 1e-6,
+                    "log {log}, element {i}: {v} vs torch's {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn activations_and_softmax() {
     let x = t(&[2, 3], &[1.0, 2.0, 3.0, 1000.0, 1000.0, -1000.0]);
     let sm = apply(&x, |g, xi| nn::Softmax(1).build(g, xi));

@@ -26,7 +26,10 @@ const ROUND: f32 = 12_582_912.0;
 /// through the subnormals to `0` below −103.97.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let c = x.clamp(-104.0, 89.0);
+    // below −104 the result is 0: computed from 0 instead, so that a row of
+    // −∞ (a masked score) costs no subnormal arithmetic
+    let zero = x < -104.0;
+    let c = if zero { 0.0 } else { x.min(89.0) };
     let t = c * LOG2E + ROUND;
     let n = t - ROUND;
     let r = (c - n * LN2_HI) - n * LN2_LO;
@@ -46,9 +49,29 @@ pub fn exp(x: f32) -> f32 {
     let y = p * s1 * s2;
     if x.is_nan() {
         x
+    } else if zero {
+        0.0
     } else {
         y
     }
+}
+
+/// `Σ x` with eight independent partial sums (so the loop vectorises),
+/// folded pairwise; the same order on every path.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += v;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
 /// The logistic function `1 / (1 + e^−x)` (`torch.sigmoid`), as
@@ -94,6 +117,54 @@ multiversion! {
     pub fn tanh_slice(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = tanh(v);
+        }
+    }
+}
+
+multiversion! {
+    /// One row of `softmax` (`log` false) or `log_softmax` of `x` into
+    /// `out` (same length): `e = exp(x − max)`, `e / Σe` or `(x − max) −
+    /// ln Σe`; the max is NaN when the row holds NaN, so the row is NaN.
+    pub fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
+        let (m, nan) = x.iter().fold((f32::NEG_INFINITY, false), |(m, nan), &v| {
+            (m.max(v), nan | v.is_nan())
+        });
+        let m = if nan { f32::NAN } else { m };
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = exp(v - m);
+        }
+        let s = sum(out);
+        if log {
+            let ls = s.ln();
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - m) - ls;
+            }
+        } else {
+            for o in out.iter_mut() {
+                *o /= s;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One row of the gradient of `softmax` (`log` false) or `log_softmax`
+    /// with result `y` and upstream gradient `g` into `out` (all one
+    /// length): `y·(g − Σ g·y)` or `g − exp(y)·Σ g`.
+    pub fn softmax_grad_row(y: &[f32], g: &[f32], out: &mut [f32], log: bool) {
+        if log {
+            let s = sum(g);
+            for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                *o = g - exp(y) * s;
+            }
+        } else {
+            for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                *o = g * y;
+            }
+            let d = sum(out);
+            for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                *o = y * (g - d);
+            }
         }
     }
 }

@@ -76,37 +76,16 @@ impl Layer for LeakyRelu {
     }
 }
 
-/// The shift `max(x)` along `axis` that keeps `exp` finite. Its gradient
-/// through (log-)softmax is exactly zero, so it is cut off: no max mask in
-/// the backward graph.
-fn stable_shift(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
-    let shape = g.shape(x)?;
-    let d = crate::shape::normalize_axis("softmax", axis, shape.len())?;
-    if shape[d] == 0 {
-        // nothing to shift (and no maximum): the result is empty, as PyTorch's
-        return g.scalar(0.0);
-    }
-    let m = g.max(x, &[axis], true)?;
-    g.stop_gradient(m)
-}
-
-/// Numerically stable softmax along `axis`: `exp(x − max) / Σ exp(x − max)`.
+/// Softmax along `axis` (`torch.softmax`): `exp(x − max) / Σ exp(x − max)`,
+/// one fused op ([`OpBuilder::softmax`]).
 pub fn softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
-    let m = stable_shift(g, x, axis)?;
-    let z = g.sub(x, m)?;
-    let e = g.exp(z)?;
-    let s = g.sum(e, &[axis], true)?;
-    g.div(e, s)
+    g.softmax(x, axis)
 }
 
-/// Numerically stable log-softmax along `axis`: `(x − max) − log Σ exp(x − max)`.
+/// Log-softmax along `axis` (`torch.log_softmax`): `(x − max) − ln Σ exp(x −
+/// max)`, one fused op ([`OpBuilder::log_softmax`]).
 pub fn log_softmax(g: &mut Graph, x: NodeId, axis: isize) -> Result<NodeId> {
-    let m = stable_shift(g, x, axis)?;
-    let z = g.sub(x, m)?;
-    let e = g.exp(z)?;
-    let s = g.sum(e, &[axis], true)?;
-    let ls = g.log(s)?;
-    g.sub(z, ls)
+    g.log_softmax(x, axis)
 }
 
 /// Softmax along an axis.

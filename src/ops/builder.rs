@@ -9,7 +9,8 @@ use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
 use crate::ops::{
     Broadcast, Cast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, Gather, MatMul, OneHot,
-    Output, Pad, Reduce, Reshape, Scan, ScanBody, Slice, Stack, Transpose, Unfold,
+    Output, Pad, Reduce, Reshape, Scan, ScanBody, Slice, Softmax, SoftmaxBackward, Stack,
+    Transpose, Unfold,
 };
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
@@ -335,6 +336,30 @@ pub trait OpBuilder {
     fn gather(&mut self, data: NodeId, indices: NodeId, axis: isize) -> Result<NodeId> {
         let axis = normalize_axis("gather", axis, self.shape(data)?.len())?;
         self.add_op(Op::Gather(Gather { axis }), &[data, indices])
+    }
+
+    /// Softmax along `axis`, `exp(x − max) / Σ exp(x − max)`, as one op
+    /// (`torch.softmax`; see [`crate::ops::softmax`] for NaN and `±∞`
+    /// rows). The result has `x`'s shape. `Err` if `axis` is not an axis of
+    /// `x`.
+    fn softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = normalize_axis("softmax", axis, self.shape(x)?.len())?;
+        self.add_op(Op::Softmax(Softmax { axis, log: false }), &[x])
+    }
+
+    /// Log-softmax along `axis`, `(x − max) − ln Σ exp(x − max)`, as one op
+    /// (`torch.log_softmax`). `Err` if `axis` is not an axis of `x`.
+    fn log_softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = normalize_axis("log_softmax", axis, self.shape(x)?.len())?;
+        self.add_op(Op::Softmax(Softmax { axis, log: true }), &[x])
+    }
+
+    /// The gradient of a softmax (`log` false) or log-softmax along `axis`
+    /// (normalised) from its result `y` and upstream gradient `g`, both of
+    /// one shape: `y·(g − Σ g·y)` or `g − exp(y)·Σ g`. `Err` if the shapes
+    /// differ or `axis` is out of range.
+    fn softmax_backward(&mut self, y: NodeId, g: NodeId, axis: usize, log: bool) -> Result<NodeId> {
+        self.add_op(Op::SoftmaxBackward(SoftmaxBackward { axis, log }), &[y, g])
     }
 
     /// `i64` class labels `[..]` as f32 rows `[.., classes]`: 1 at the

@@ -27,6 +27,7 @@ pub mod pool;
 pub mod reduce;
 pub mod scan;
 mod scan_grad;
+pub mod softmax;
 pub mod source;
 pub mod window;
 
@@ -46,6 +47,7 @@ pub use pool::{
 };
 pub use reduce::{FirstMaxMask, Reduce, ReduceKind};
 pub use scan::{Scan, ScanBody};
+pub use softmax::{Softmax, SoftmaxBackward};
 pub use source::{Constant, Fill, Input, Param};
 pub use window::{Fold, Unfold, Window};
 
@@ -151,6 +153,10 @@ pub enum Op {
     OneHot(OneHot),
     /// A loop over a time axis whose step is a graph (`lax.scan`).
     Scan(Scan),
+    /// Softmax or log-softmax along one axis.
+    Softmax(Softmax),
+    /// The gradient of `Softmax`.
+    SoftmaxBackward(SoftmaxBackward),
 }
 
 /// How many operands an op takes.
@@ -363,6 +369,8 @@ impl Op {
             Op::GatherBackward(d) => d,
             Op::OneHot(d) => d,
             Op::Scan(d) => d,
+            Op::Softmax(d) => d,
+            Op::SoftmaxBackward(d) => d,
         }
     }
 

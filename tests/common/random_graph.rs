@@ -142,7 +142,7 @@ fn one_op(
         };
         return Ok(r.ok());
     }
-    let r = match u.int_in_range(0u8..=49)? {
+    let r = match u.int_in_range(0u8..=51)? {
         0 => g.neg(x),
         1 => g.exp(x),
         2 => g.log(x),
@@ -335,6 +335,13 @@ fn one_op(
                 .collect();
             let y = pick(u, &same)?;
             g.train_eval(x, y)
+        }
+        49 if u.arbitrary()? => g.log_softmax(x, axis(u)?),
+        49 => g.softmax(x, axis(u)?),
+        50 => {
+            let y = pick(u, pool)?;
+            let rank = xs.len().max(1);
+            g.softmax_backward(x, y, u.int_in_range(0..=rank)?, u.arbitrary()?)
         }
         _ => {
             let slope = [0.01, 0.0, -0.5, 1.0, f32::NAN][u.int_in_range(0..=4usize)?];
