@@ -227,6 +227,18 @@ fn softmax_ops_and_their_gradients() {
 }
 
 #[test]
+fn normalize_and_its_gradient_op() {
+    for eps in [1e-5, 0.5] {
+        check(vec![rand(&[3, 5], 21)], |g, x| g.normalize(x[0], eps));
+        check(vec![rand(&[2, 2, 4], 22)], |g, x| g.normalize(x[0], eps));
+        // the gradient op in both operands (its own, second-order VJP)
+        check(vec![rand(&[3, 5], 23), rand(&[3, 5], 24)], |g, x| {
+            g.normalize_backward(x[0], x[1], eps)
+        });
+    }
+}
+
+#[test]
 fn binary_ops_with_broadcasting() {
     let a = rand(&[2, 3], 3);
     let row = rand(&[3], 4);

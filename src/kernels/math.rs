@@ -121,6 +121,70 @@ multiversion! {
     }
 }
 
+/// `Σ a·b` with eight independent partial sums, as [`sum`].
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((l, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    for ((l, &x), &y) in lanes.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
+        *l += x * y;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}
+
+/// Writes `x − mean` of one row into `out` and returns `1 / √(var + eps)`
+/// (biased variance): the row is first shifted by its first element, so a
+/// constant row is exactly 0 (and NaN with eps 0, as PyTorch's), then two
+/// passes: the mean, then the mean square of the centred values.
+#[inline(always)]
+fn centre_row(x: &[f32], out: &mut [f32], eps: f32) -> f32 {
+    let n = x.len() as f32;
+    let first = x.first().copied().unwrap_or(0.0);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v - first;
+    }
+    let mean = sum(out) / n;
+    for o in out.iter_mut() {
+        *o -= mean;
+    }
+    let var = dot(out, out) / n;
+    1.0 / (var + eps).sqrt()
+}
+
+multiversion! {
+    /// One row normalised: `(x − mean) / √(var + eps)` (the normalisation of
+    /// `torch.nn.functional.layer_norm`; see [`centre_row`]).
+    pub fn normalize_row(x: &[f32], out: &mut [f32], eps: f32) {
+        let inv = centre_row(x, out, eps);
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+multiversion! {
+    /// The gradient of [`normalize_row`] at `x` for upstream gradient `g`
+    /// (all one length): with `x̂` the normalised row and `σ⁻¹ = 1 / √(var +
+    /// eps)`, `σ⁻¹·(g − mean(g) − x̂·mean(g·x̂))`.
+    pub fn normalize_grad_row(x: &[f32], g: &[f32], out: &mut [f32], eps: f32) {
+        let inv = centre_row(x, out, eps);
+        let n = x.len() as f32;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+        let (mg, mgx) = (sum(g) / n, dot(g, out) / n);
+        for (o, &g) in out.iter_mut().zip(g) {
+            *o = inv * ((g - mg) - *o * mgx);
+        }
+    }
+}
+
 multiversion! {
     /// One row of `softmax` (`log` false) or `log_softmax` of `x` into
     /// `out` (same length): `e = exp(x − max)`, `e / Σe` or `(x − max) −

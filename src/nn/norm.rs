@@ -70,8 +70,7 @@ impl Layer for LayerNorm {
             );
         }
         check_eps(&name, self.eps)?;
-        let axes: Vec<isize> = (1..=d as isize).rev().map(|a| -a).collect();
-        let y = normalize(g, x, &axes, self.eps)?;
+        let y = normalize(g, x, d, self.eps)?;
         if !self.elementwise_affine {
             return Ok(y);
         }
@@ -141,7 +140,7 @@ impl Layer for GroupNorm {
         check_eps(&name, self.eps)?;
         let per_group: usize = xs[2..].iter().product::<usize>() * (c / groups);
         let grouped = g.reshape(x, &[xs[0] as isize, groups as isize, per_group as isize])?;
-        let y = normalize(g, grouped, &[-1], self.eps)?;
+        let y = normalize(g, grouped, 1, self.eps)?;
         let dims: Vec<isize> = xs.iter().map(|&s| s as isize).collect();
         let y = g.reshape(y, &dims)?;
         if !self.affine {
@@ -219,10 +218,17 @@ pub(super) fn scale_by_std(
     g.mul(centred, inv)
 }
 
-/// `(x − mean) / √(var + eps)` over `axes` (biased variance, see [`moments`]).
-fn normalize(g: &mut Graph, x: NodeId, axes: &[isize], eps: f32) -> Result<NodeId> {
-    let m = moments(g, x, axes)?;
-    scale_by_std(g, m.centred, m.var, eps)
+/// `(x − mean) / √(var + eps)` over the last `d` axes (biased variance, as
+/// [`moments`]), one `normalize` op on the axes flattened into one.
+fn normalize(g: &mut Graph, x: NodeId, d: usize, eps: f32) -> Result<NodeId> {
+    let xs = g.shape(x)?.to_vec();
+    let split = xs.len() - d;
+    let row: usize = xs[split..].iter().product();
+    let rows: usize = xs[..split].iter().product();
+    let flat = g.reshape(x, &[rows as isize, row as isize])?;
+    let y = g.normalize(flat, eps)?;
+    let dims: Vec<isize> = xs.iter().map(|&s| s as isize).collect();
+    g.reshape(y, &dims)
 }
 
 /// `y · weight + bias` with parameters of shape `shape` (weight 1, bias 0)

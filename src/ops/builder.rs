@@ -8,9 +8,9 @@ use crate::dtype::DType;
 use crate::error::{attr_err, Result};
 use crate::ops::{BinaryOp, Op, ReduceKind, UnaryOp, Window};
 use crate::ops::{
-    Broadcast, Cast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, Gather, MatMul, OneHot,
-    Output, Pad, Reduce, Reshape, Scan, ScanBody, Slice, Softmax, SoftmaxBackward, Stack,
-    Transpose, Unfold,
+    Broadcast, Cast, Concat, Constant, Dropout, Fill, FirstMaxMask, Fold, Gather, MatMul,
+    Normalize, NormalizeBackward, OneHot, Output, Pad, Reduce, Reshape, Scan, ScanBody, Slice,
+    Softmax, SoftmaxBackward, Stack, Transpose, Unfold,
 };
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
@@ -360,6 +360,20 @@ pub trait OpBuilder {
     /// differ or `axis` is out of range.
     fn softmax_backward(&mut self, y: NodeId, g: NodeId, axis: usize, log: bool) -> Result<NodeId> {
         self.add_op(Op::SoftmaxBackward(SoftmaxBackward { axis, log }), &[y, g])
+    }
+
+    /// `(x − mean) / √(var + eps)` over the last axis, biased variance, as
+    /// one op (the normalisation of `torch.nn.functional.layer_norm`, no
+    /// weight or bias; see [`crate::ops::norm`]). `Err` if `x` is a scalar
+    /// or `eps` is negative or not finite.
+    fn normalize(&mut self, x: NodeId, eps: f32) -> Result<NodeId> {
+        self.add_op(Op::Normalize(Normalize { eps }), &[x])
+    }
+
+    /// The gradient of [`normalize`](Self::normalize) at `x` for upstream
+    /// gradient `g` (one shape). `Err` as `normalize`, or if the shapes differ.
+    fn normalize_backward(&mut self, x: NodeId, g: NodeId, eps: f32) -> Result<NodeId> {
+        self.add_op(Op::NormalizeBackward(NormalizeBackward { eps }), &[x, g])
     }
 
     /// `i64` class labels `[..]` as f32 rows `[.., classes]`: 1 at the

@@ -23,6 +23,7 @@ pub mod index;
 pub mod matmul;
 pub mod mode;
 pub mod movement;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod scan;
@@ -42,6 +43,7 @@ pub use mode::TrainEval;
 pub use movement::{
     Broadcast, Concat, Output, Pad, Permute, Reshape, Slice, Stack, StopGradient, Transpose,
 };
+pub use norm::{Normalize, NormalizeBackward};
 pub use pool::{
     AvgDivisor, AvgPool, AvgPoolBackward, MaxPool, MaxPoolBackward, MaxPoolWithIndices, PoolWindow,
 };
@@ -157,6 +159,10 @@ pub enum Op {
     Softmax(Softmax),
     /// The gradient of `Softmax`.
     SoftmaxBackward(SoftmaxBackward),
+    /// `(x − mean) / √(var + eps)` over the last axis.
+    Normalize(Normalize),
+    /// The gradient of `Normalize`.
+    NormalizeBackward(NormalizeBackward),
 }
 
 /// How many operands an op takes.
@@ -371,6 +377,8 @@ impl Op {
             Op::Scan(d) => d,
             Op::Softmax(d) => d,
             Op::SoftmaxBackward(d) => d,
+            Op::Normalize(d) => d,
+            Op::NormalizeBackward(d) => d,
         }
     }
 

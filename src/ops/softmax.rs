@@ -60,10 +60,11 @@ fn layout(shape: &[usize], axis: usize) -> (usize, usize) {
 }
 
 /// Calls `f(row of operand 0, row of operand 1 (empty if none), out row)`
+/// (for the row-wise ops: softmax, normalize and their gradients)
 /// for every row along the axis: contiguous rows when the axis is the last
 /// (in parallel), else each strided row gathered into and scattered from
 /// buffers.
-fn rows<F>(ins: &[View], out: &mut [f32], axis: usize, f: F)
+pub(super) fn rows<F>(ins: &[View], out: &mut [f32], axis: usize, f: F)
 where
     F: Fn(&[f32], &[f32], &mut [f32]) + Sync + Send,
 {

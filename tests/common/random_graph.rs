@@ -142,7 +142,7 @@ fn one_op(
         };
         return Ok(r.ok());
     }
-    let r = match u.int_in_range(0u8..=51)? {
+    let r = match u.int_in_range(0u8..=53)? {
         0 => g.neg(x),
         1 => g.exp(x),
         2 => g.log(x),
@@ -342,6 +342,11 @@ fn one_op(
             let y = pick(u, pool)?;
             let rank = xs.len().max(1);
             g.softmax_backward(x, y, u.int_in_range(0..=rank)?, u.arbitrary()?)
+        }
+        51 => g.normalize(x, [1e-5, 0.0, 1.0][u.int_in_range(0..=2usize)?]),
+        52 => {
+            let y = pick(u, pool)?;
+            g.normalize_backward(x, y, [1e-5, 0.0][u.int_in_range(0..=1usize)?])
         }
         _ => {
             let slope = [0.01, 0.0, -0.5, 1.0, f32::NAN][u.int_in_range(0..=4usize)?];
