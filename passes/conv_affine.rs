@@ -21,7 +21,7 @@ use super::{Patch, Program, Src};
 use crate::error::Result;
 use crate::graph::order::ancestors_order;
 use crate::graph::NodeId;
-use crate::ops::{BinaryOp, Conv, Op, Reshape};
+use crate::ops::{BinaryOp, Op, Reshape};
 
 /// Folds per-channel affine ops into convolutions (rule `affine_into_conv`).
 pub fn pass() -> RulePass {
@@ -31,7 +31,7 @@ pub fn pass() -> RulePass {
             Op::Binary(BinaryOp::Mul | BinaryOp::Div | BinaryOp::Add | BinaryOp::Sub)
         )
     };
-    let plain_conv = |o: &Op| matches!(o, Op::Conv(Conv { epilogue, .. }) if epilogue.is_empty());
+    let plain_conv = |o: &Op| matches!(o, Op::Conv(c) if !c.residual && c.epilogue.is_empty());
     RulePass::new(
         "conv_affine",
         vec![Rule::new(

@@ -1,57 +1,88 @@
-//! An element-wise unary op (ReLU, sigmoid, tanh, ...) on a convolution that
-//! nothing else reads → the convolution's epilogue, applied in the same pass
-//! over its output:
+//! What follows a convolution in the same pass over its output: a residual
+//! added to it, then element-wise unary ops (ReLU, sigmoid, tanh, ...), when
+//! nothing else reads the convolution:
 //!
 //! ```text
-//! relu(conv(x, w, b))  → conv{epilogue=[relu]}(x, w, b)
+//! conv(x, w, b) + r        → conv{residual}(x, w, b, r)     (also r + conv)
+//! relu(conv(x, w, b))      → conv{epilogue=[relu]}(x, w, b)
+//! relu(conv(x, w, b) + r)  → conv{residual, epilogue=[relu]}(x, w, b, r)
 //! ```
-//! The convolution's bias is already folded in, so a conv layer followed by
-//! an activation becomes one op. (ReLU's gradient reads its output, so in
-//! training the pre-activation has no other reader.)
+//! `r` must have the convolution's shape (a residual block's shortcut; a
+//! per-channel shift is `conv_affine`'s). The convolution's bias is already
+//! folded in, so a conv layer followed by an activation becomes one op, and
+//! so does `relu(bn(conv(x)) + shortcut)` once an evaluation graph's
+//! BatchNorm is folded in. The sum rounds as the unfused `add` does
+//! (`conv + r`, one rounding), so the result is bit for bit the same.
+//! (ReLU's gradient reads its output, so in training the pre-activation has
+//! no other reader.)
 
-use super::pattern::{op, Rule, RulePass};
-use super::{Patch, Src};
-use crate::ops::Conv;
-use crate::ops::Op;
+use super::pattern::{any, op, Match, Rule, RulePass};
+use super::{Patch, Program, Src};
+use crate::error::Result;
+use crate::ops::{BinaryOp, Conv, Op};
 
-/// Fuses activations into convolutions (rule `activation_into_conv`).
+/// Fuses residual adds and then activations into convolutions (rules
+/// `residual_into_conv`, `activation_into_conv`).
 pub fn pass() -> RulePass {
+    let plain = |o: &Op| matches!(o, Op::Conv(c) if !c.residual && c.epilogue.is_empty());
     RulePass::new(
         "conv_epilogue",
-        vec![Rule::new(
-            "activation_into_conv",
-            op(|o| matches!(o, Op::Unary(_)))
-                .args([op(|o| matches!(o, Op::Conv(_))).bind("c").single_use()]),
-            |p, m| {
-                let (Op::Unary(u), c) = (&p.graph.node(m.root)?.op, m.node("c")) else {
-                    return Ok(None);
-                };
-                let conv = p.graph.node(c)?;
-                let Op::Conv(Conv {
-                    window,
-                    groups,
-                    epilogue,
-                }) = &conv.op
-                else {
-                    return Ok(None);
-                };
-                let mut epilogue = epilogue.clone();
-                epilogue.push(*u);
-                let op = Op::Conv(Conv {
-                    window: window.clone(),
-                    groups: *groups,
-                    epilogue,
-                });
-                let operands: Vec<Src> = p.graph.operands(c).into_iter().map(Src::from).collect();
-                let mut patch = Patch::new();
-                let new = patch.add(op, &operands);
-                if let Some(name) = &conv.name {
-                    patch.name(new, name.clone());
-                }
-                patch.replace(m.root, new);
-                Ok(Some(patch))
-            },
-        )],
+        vec![
+            Rule::new(
+                "residual_into_conv",
+                op(|o| matches!(o, Op::Binary(BinaryOp::Add)))
+                    .bind("add")
+                    .args([
+                        op(plain).bind("c").single_use(),
+                        any().bind("r").same_shape_as("add"),
+                    ])
+                    .any_order(),
+                |p, m| {
+                    let (c, r) = (m.node("c"), m.node("r"));
+                    if p.graph.shape(c)? != p.graph.shape(m.root)? {
+                        return Ok(None); // the add broadcasts the convolution
+                    }
+                    fuse(p, m, c, |conv| conv.residual = true, Some(r.into()))
+                },
+            ),
+            Rule::new(
+                "activation_into_conv",
+                op(|o| matches!(o, Op::Unary(_)))
+                    .args([op(|o| matches!(o, Op::Conv(_))).bind("c").single_use()]),
+                |p, m| {
+                    let Op::Unary(u) = p.graph.node(m.root)?.op else {
+                        return Ok(None);
+                    };
+                    fuse(p, m, m.node("c"), |conv| conv.epilogue.push(u), None)
+                },
+            ),
+        ],
     )
     .after(&["conv_forward"])
+}
+
+/// The convolution `c` changed by `change`, with `extra` appended to its
+/// operands, in place of the match's root.
+fn fuse(
+    p: &Program,
+    m: &Match,
+    c: crate::graph::NodeId,
+    change: impl FnOnce(&mut Conv),
+    extra: Option<Src>,
+) -> Result<Option<Patch>> {
+    let node = p.graph.node(c)?;
+    let Op::Conv(conv) = &node.op else {
+        return Ok(None);
+    };
+    let mut conv = conv.clone();
+    change(&mut conv);
+    let mut operands: Vec<Src> = p.graph.operands(c).into_iter().map(Src::from).collect();
+    operands.extend(extra);
+    let mut patch = Patch::new();
+    let new = patch.add(Op::Conv(conv), &operands);
+    if let Some(name) = &node.name {
+        patch.name(new, name.clone());
+    }
+    patch.replace(m.root, new);
+    Ok(Some(patch))
 }

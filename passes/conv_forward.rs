@@ -86,6 +86,7 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     let op = Op::Conv(Conv {
         window: window.clone(),
         groups,
+        residual: false,
         epilogue: vec![],
     });
     let mut patch = Patch::new();

@@ -369,6 +369,7 @@ const CASES: &[Case] = &[
         let op = Op::Conv(Conv {
             window: Window::new(&[]),
             groups: 1,
+            residual: false,
             epilogue: vec![],
         });
         let mut g = Graph::new();

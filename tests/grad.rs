@@ -896,6 +896,7 @@ fn fused_conv_op_vjp() {
                 Op::Conv(Conv {
                     window: w2.clone(),
                     groups: 2,
+                    residual: false,
                     epilogue: vec![],
                 }),
                 &[x[0], x[1], x[2]],
@@ -913,11 +914,29 @@ fn fused_conv_op_vjp() {
             Op::Conv(Conv {
                 window: w1.clone(),
                 groups: 1,
+                residual: false,
                 epilogue: vec![kiln::ops::UnaryOp::Tanh],
             }),
             &[x[0], x[1]],
         )
     });
+    // a residual operand, with and without a bias, before the epilogue
+    for bias in [false, true] {
+        let mut values = vec![rand(&[2, 3, 9], 6), small(&[2, 3, 3], 7)];
+        values.extend(bias.then(|| rand(&[2], 8)));
+        values.push(rand(&[2, 2, 6], 9));
+        check(values, |g, x| {
+            g.add_op(
+                Op::Conv(Conv {
+                    window: w1.clone(),
+                    groups: 1,
+                    residual: true,
+                    epilogue: vec![kiln::ops::UnaryOp::Tanh],
+                }),
+                x,
+            )
+        });
+    }
 }
 
 #[test]

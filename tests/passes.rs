@@ -901,6 +901,75 @@ fn conv_epilogue_folds_the_activation_into_the_convolution() {
 }
 
 #[test]
+fn conv_epilogue_folds_a_residual_add_and_its_relu_into_the_convolution() {
+    // relu(conv(x) + x): a residual block's end with an identity shortcut,
+    // and conv(x) + r + relu with r another input
+    let (mut g, x) = graph_with_input(&[2, 4, 5, 5]);
+    let r = g.input("r", [2, 4, 5, 5]).unwrap();
+    let c1 = nn::Conv2d::new(4, 4, 3)
+        .padding(1)
+        .name("c1")
+        .build(&mut g, x)
+        .unwrap();
+    let s1 = g.add(c1, x).unwrap();
+    let y1 = g.relu(s1).unwrap();
+    let c2 = nn::Conv2d::new(4, 4, 3)
+        .padding(1)
+        .bias(false)
+        .name("c2")
+        .build(&mut g, y1)
+        .unwrap();
+    let y2 = g.add(r, c2).unwrap();
+    // a broadcast add is not a residual: [1, 4, 1, 1] stays an add
+    let c3 = nn::Conv2d::new(4, 4, 1)
+        .name("c3")
+        .build(&mut g, y2)
+        .unwrap();
+    let t = g.input("t", [1, 4, 1, 1]).unwrap();
+    let y3 = g.add(c3, t).unwrap();
+    let setup = optimize(
+        Program {
+            graph: g,
+            outputs: vec![y3],
+            updates: vec![],
+        },
+        &CompileOptions {
+            passes: PassSelection::Named(vec!["conv_forward".into(), "dce".into()]),
+            ..only("conv_forward")
+        },
+    )
+    .unwrap()
+    .0;
+    let feeds: [(&str, &dyn Feed); 3] = [
+        ("x", &rand(&[2, 4, 5, 5], 1)),
+        ("r", &rand(&[2, 4, 5, 5], 2)),
+        ("t", &rand(&[1, 4, 1, 1], 3)),
+    ];
+    let want = schedule(&setup).unwrap().run(&feeds).unwrap();
+    let (text, after) = rewrite("conv_epilogue", setup.graph, setup.outputs, &feeds);
+    insta::assert_snapshot!("pass_conv_residual", text);
+    // the fused sum rounds as the add did: the same bits
+    let got = schedule(&after).unwrap().run(&feeds).unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got[0]), bits(&want[0]));
+    let residual = |o: &Op| matches!(o, Op::Conv(c) if c.residual);
+    assert_eq!(count(&after, residual), 2);
+    assert_eq!(
+        count(
+            &after,
+            |o| matches!(o, Op::Conv(c) if c.residual && c.epilogue == [kiln::ops::UnaryOp::Relu])
+        ),
+        1
+    );
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Binary(_))),
+        1,
+        "the broadcast add stays"
+    );
+    assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 0);
+}
+
+#[test]
 fn conv_affine_folds_an_evaluation_batch_norm_into_the_convolution() {
     let (mut g, x) = graph_with_input(&[2, 3, 6, 6]);
     let y = nn::Sequential::new()

@@ -373,15 +373,15 @@ unsafe fn transposed_product(
     });
 }
 
-/// `out [N, Cout, L] = epilogue(conv(x [N, Cin, H·W], w) + bias)`; `epilogue`
-/// runs on each image's output while it is in cache.
+/// `out [N, Cout, L] = epilogue(conv(x [N, Cin, H·W], w) + bias)`;
+/// `epilogue(n, y)` runs on image `n`'s output `y` while it is in cache.
 pub fn conv_forward(
     d: &ConvDims,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    epilogue: &(dyn Fn(&mut [f32]) + Sync),
+    epilogue: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) {
     let (k, l, plane, cg, og) = d.sizes();
     assert!(
@@ -408,7 +408,7 @@ pub fn conv_forward(
             for g in 0..d.groups {
                 run(n, g, 0, l, y.as_mut_ptr());
             }
-            epilogue(y);
+            epilogue(n, y);
         });
         return;
     }
@@ -424,7 +424,7 @@ pub fn conv_forward(
                 base.get().add(n * d.cout * l)
             });
         });
-    per_image(out, d.cout * l, |_, y| epilogue(y));
+    per_image(out, d.cout * l, epilogue);
 }
 
 /// Weight gradient: `dw [Cout, Cin/G, K] = Σₙ gy[n] · cols(x[n])ᵀ`, per group,
@@ -553,7 +553,7 @@ pub fn conv_input_grad(d: &ConvDims, w: &[f32], gy: &[f32], dx: &mut [f32]) {
     if let Some(t) = input_grad_as_forward(d) {
         return scratch::with(Slot::Weights, w.len(), |flipped| {
             flip_kernel(d, w, flipped);
-            conv_forward(&t, gy, flipped, None, dx, &|_| {});
+            conv_forward(&t, gy, flipped, None, dx, &|_, _| {});
         });
     }
     let direct = d.identity_columns() && d.groups == 1;

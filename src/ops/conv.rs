@@ -70,28 +70,49 @@ fn dims(
     }
 }
 
-/// Kernel of `Conv`: the convolution, then the epilogue's unary ops in order.
-/// Empty operands (batch 0, no channels, an empty plane the padding makes
-/// windows over) sum nothing: each output is its bias (or 0), as PyTorch.
+/// The operands of a `Conv` without its residual, and the residual.
+fn split_residual<T>(residual: bool, ins: &[T]) -> (&[T], Option<&T>) {
+    match residual {
+        true => (&ins[..ins.len() - 1], ins.last()),
+        false => (ins, None),
+    }
+}
+
+/// Kernel of `Conv`: the convolution, plus the residual operand (the last)
+/// when `residual`, then the epilogue's unary ops in order. Empty operands
+/// (batch 0, no channels, an empty plane the padding makes windows over)
+/// sum nothing: each output is its bias (or 0), as PyTorch.
 pub fn conv(
     window: &Window,
     groups: usize,
+    residual: bool,
     epilogue: &[super::UnaryOp],
     ins: &[View],
     out: &mut [f32],
 ) {
+    let (ins, res) = split_residual(residual, ins);
     let (x, w) = (ins[0], ins[1]);
     if out.is_empty() {
         return;
     }
+    let per_image = out.len() / x.shape[0];
+    let after = |n: usize, y: &mut [f32]| {
+        if let Some(r) = res {
+            let r = &r.data[n * per_image..(n + 1) * per_image];
+            y.iter_mut().zip(r).for_each(|(y, &r)| *y += r);
+        }
+        for &u in epilogue {
+            super::elementwise::unary_in_place(u, y);
+        }
+    };
     if x.data.is_empty() || w.data.is_empty() {
         let per_channel: usize = out.len() / (x.shape[0] * w.shape[0]);
         for (k, o) in out.chunks_mut(per_channel).enumerate() {
             o.fill(ins.get(2).map_or(0.0, |b| b.data[k % w.shape[0]]));
         }
-        epilogue
-            .iter()
-            .for_each(|&u| super::elementwise::unary_in_place(u, out));
+        out.chunks_mut(per_image)
+            .enumerate()
+            .for_each(|(n, y)| after(n, y));
         return;
     }
     let d = dims(
@@ -102,22 +123,18 @@ pub fn conv(
         w.shape[0],
         &x.shape[2..],
     );
-    let after = |y: &mut [f32]| {
-        for &u in epilogue {
-            super::elementwise::unary_in_place(u, y);
-        }
-    };
     conv_forward(&d, x.data, w.data, ins.get(2).map(|b| b.data), out, &after);
 }
 
 /// VJP of `Conv`: `dx = input_grad(w, gy)`, `dw = kernel_grad(x, gy)`,
-/// `db = Σ gy` over batch and space. (`Conv` exists only after the passes, so
-/// its rule uses the fused gradient ops directly.) An epilogue is
-/// differentiated first, with each op's own rule on the recomputed
-/// convolution without it.
+/// `db = Σ gy` over batch and space, and the residual's gradient `gy`.
+/// (`Conv` exists only after the passes, so its rule uses the fused
+/// gradient ops directly.) An epilogue is differentiated first, with each
+/// op's own rule on the recomputed convolution without it.
 pub fn conv_vjp(
     window: &Window,
     groups: usize,
+    residual: bool,
     epilogue: &[super::UnaryOp],
     g: &mut dyn OpBuilder,
     xs: &[NodeId],
@@ -129,6 +146,7 @@ pub fn conv_vjp(
         let plain = super::Op::Conv(Conv {
             window: window.clone(),
             groups,
+            residual,
             epilogue: vec![],
         });
         let mut stages = vec![g.add_op(plain, xs)?];
@@ -142,6 +160,7 @@ pub fn conv_vjp(
         }
         grad
     };
+    let (xs, res) = split_residual(residual, xs);
     let (x, w) = (xs[0], xs[1]);
     let xshape = g.shape(x)?.to_vec();
     let spatial = xshape[2..].to_vec();
@@ -164,6 +183,9 @@ pub fn conv_vjp(
     if xs.len() == 3 {
         let axes: Vec<isize> = std::iter::once(0).chain(2..xshape.len() as isize).collect();
         grads.push(Some(g.sum(gy, &axes, false)?));
+    }
+    if res.is_some() {
+        grads.push(Some(gy));
     }
     Ok(grads)
 }
@@ -311,6 +333,7 @@ pub fn kernel_grad_vjp(
         super::Op::Conv(Conv {
             window: window.clone(),
             groups,
+            residual: false,
             epilogue: vec![],
         }),
         &[x, up],
@@ -339,6 +362,7 @@ pub fn input_grad_vjp(
         super::Op::Conv(Conv {
             window: window.clone(),
             groups,
+            residual: false,
             epilogue: vec![],
         }),
         &[up, w],
@@ -362,14 +386,20 @@ fn window_attrs(window: &Window, groups: usize) -> Vec<(&'static str, String)> {
 }
 
 /// Fused convolution `[x, w]` or `[x, w, b]` (`torch.nn.functional.conv1d`
-/// / `conv2d`: NCHW, weight `[Cout, Cin/groups, *kernel]`), with element-wise
-/// ops applied to the result in the same pass over the output.
+/// / `conv2d`: NCHW, weight `[Cout, Cin/groups, *kernel]`), with a residual
+/// operand `r` of the output's shape added (operands `[x, w, (b,) r]`) and
+/// element-wise ops applied to the result in the same pass over the output:
+/// `epilogue(conv(x, w) + b + r)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv {
     /// The sliding window (1-D or 2-D).
     pub window: Window,
     /// Channel groups.
     pub groups: usize,
+    /// The last operand is a residual added to the result (a residual
+    /// block's shortcut), before the epilogue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub residual: bool,
     /// Element-wise ops applied to the result, in order (an activation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub epilogue: Vec<UnaryOp>,
@@ -381,6 +411,9 @@ impl OpDef for Conv {
     }
     fn attrs(&self) -> Vec<(&'static str, String)> {
         let mut v = window_attrs(&self.window, self.groups);
+        if self.residual {
+            v.push(("residual", "true".into()));
+        }
         if !self.epilogue.is_empty() {
             let names: Vec<String> = self.epilogue.iter().map(|u| u.to_string()).collect();
             v.push(("epilogue", format!("[{}]", names.join(","))));
@@ -388,16 +421,48 @@ impl OpDef for Conv {
         v
     }
     fn arity(&self) -> Arity {
-        Arity::Between(2, 3)
+        Arity::Between(2, 3 + usize::from(self.residual))
     }
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
-        conv_shape(&self.window, self.groups, ins)
+        let (main, res) = split_residual(self.residual, ins);
+        if main.len() < 2 {
+            return shape_err(
+                self.name(),
+                "a convolution with a residual takes [x, w, (b,) residual]",
+            );
+        }
+        let shape = conv_shape(&self.window, self.groups, main)?;
+        match res {
+            Some(r) if **r != shape[..] => shape_err(
+                self.name(),
+                format!(
+                    "operand {} (the residual) has shape {r:?}, expected the output's {shape:?}",
+                    main.len()
+                ),
+            ),
+            _ => Ok(shape),
+        }
     }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
-        conv(&self.window, self.groups, &self.epilogue, ins, out)
+        conv(
+            &self.window,
+            self.groups,
+            self.residual,
+            &self.epilogue,
+            ins,
+            out,
+        )
     }
     fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
-        conv_vjp(&self.window, self.groups, &self.epilogue, g, xs, gy)
+        conv_vjp(
+            &self.window,
+            self.groups,
+            self.residual,
+            &self.epilogue,
+            g,
+            xs,
+            gy,
+        )
     }
 }
 

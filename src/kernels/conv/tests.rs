@@ -20,7 +20,7 @@ fn run_all(d: &ConvDims, threads: Option<usize>) -> [Vec<f32>; 3] {
     let mut dw = vec![f32::NAN; w.len()];
     let mut dx = vec![f32::NAN; x.len()];
     let go = || {
-        conv_forward(d, &x, &w, Some(&bias), &mut y, &|_| {});
+        conv_forward(d, &x, &w, Some(&bias), &mut y, &|_, _| {});
         conv_kernel_grad(d, &x, &gy, &mut dw);
         conv_input_grad(d, &w, &gy, &mut dx);
     };
