@@ -149,6 +149,9 @@ fn backward(p: &Program, f: NodeId) -> Result<Option<GradMatch>> {
     else {
         return Ok(None);
     };
+    if unfold.rank() > 2 {
+        return Ok(None); // the pooling kernels are 1-D and 2-D
+    }
     let b = p.graph.operands(f)[0];
     let r = match p.graph.node(b)?.op {
         Op::Broadcast(_) => p.graph.operands(b)[0],

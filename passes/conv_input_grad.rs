@@ -35,6 +35,9 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     let Op::Fold(Fold { window, spatial }) = &p.graph.node(f)?.op else {
         return Ok(None);
     };
+    if window.rank() > 2 {
+        return Ok(None); // the fused kernels are 1-D and 2-D
+    }
     let mops = p.graph.operands(m);
     let (ws, gys, ms, fs) = (
         p.graph.shape(w)?,

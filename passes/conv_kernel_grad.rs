@@ -43,6 +43,9 @@ fn build(p: &Program, mt: &Match) -> Result<Option<Patch>> {
     let Op::Unfold(Unfold(window)) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
+    if window.rank() > 2 {
+        return Ok(None); // the fused kernels are 1-D and 2-D
+    }
     let mops = p.graph.operands(m);
     let (xs, gys, ms, dws) = (
         p.graph.shape(x)?,

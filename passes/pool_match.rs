@@ -26,6 +26,9 @@ pub(super) fn windows(p: &Program, u: NodeId, pad_value: f32) -> Result<Option<W
     let Op::Unfold(Unfold(w)) = &p.graph.node(u)?.op else {
         return Ok(None);
     };
+    if w.rank() > 2 {
+        return Ok(None); // the pooling kernels are 1-D and 2-D
+    }
     if w.padding.iter().any(|&q| q > 0) && pad_value != 0.0 {
         return Ok(None);
     }

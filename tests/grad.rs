@@ -344,6 +344,20 @@ fn unfold_fold_matmul_fill() {
     check(vec![rand(&[1, 2, 6, l], 3)], |g, x| {
         g.fold(x[0], Window::new(&[2, 3]), &[3, 4])
     });
+    // 3-D windows (the generic kernels): unfold, and fold of its shape
+    let w3 = Window {
+        kernel: vec![2, 1, 2],
+        stride: vec![1, 2, 1],
+        padding: vec![1, 0, 0],
+        dilation: vec![2, 1, 1],
+    };
+    check(vec![rand(&[1, 2, 3, 3, 3], 10)], |g, x| {
+        g.unfold(x[0], w3.clone())
+    });
+    let l3: usize = w3.out_size("test", &[3, 3, 3]).unwrap().iter().product();
+    check(vec![rand(&[1, 2, 4, l3], 11)], |g, x| {
+        g.fold(x[0], w3.clone(), &[3, 3, 3])
+    });
     check(vec![rand(&[3, 4], 4), rand(&[4, 2], 5)], |g, x| {
         g.matmul(x[0], x[1])
     });

@@ -13,7 +13,8 @@ use crate::ops::OpBuilder;
 use crate::ops::Window;
 use crate::shape::checked_numel;
 
-/// An N-d convolution over `D` spatial dimensions (use [`Conv1d`] or [`Conv2d`]).
+/// An N-d convolution over `D` spatial dimensions (use [`Conv1d`],
+/// [`Conv2d`] or [`Conv3d`]).
 #[derive(Clone, Debug)]
 pub struct Conv<const D: usize> {
     in_channels: usize,
@@ -33,6 +34,10 @@ pub struct Conv<const D: usize> {
 pub type Conv1d = Conv<1>;
 /// 2-D convolution over `[N, C, H, W]`.
 pub type Conv2d = Conv<2>;
+/// 3-D convolution over `[N, C, D, H, W]` (`torch.nn.Conv3d`), weight
+/// `[Cout, Cin/groups, kD, kH, kW]`. It compiles to `unfold` + `matmul`
+/// (the fused kernels are 1-D and 2-D): correct, not yet fast.
+pub type Conv3d = Conv<3>;
 
 impl<const D: usize> Conv<D> {
     conv_setters!();
@@ -118,7 +123,7 @@ impl<const D: usize> Layer for Conv<D> {
         window.validate(&name)?;
         let xs = g.shape(x)?.to_vec();
         if xs.len() != D + 2 || xs[1] != cin {
-            let dims = if D == 1 { "L" } else { "H, W" };
+            let dims = ["L", "H, W", "D, H, W"][D.clamp(1, 3) - 1];
             return shape_err(
                 &name,
                 format!("input has shape {xs:?}, expected [N, {cin}, {dims}]"),

@@ -37,6 +37,9 @@ pub struct ConvTranspose<const D: usize> {
 pub type ConvTranspose1d = ConvTranspose<1>;
 /// Transposed 2-D convolution over `[N, C, H, W]`.
 pub type ConvTranspose2d = ConvTranspose<2>;
+/// 3-D transposed convolution over `[N, Cin, D, H, W]`
+/// (`torch.nn.ConvTranspose3d`); it compiles to `matmul` + `fold`.
+pub type ConvTranspose3d = ConvTranspose<3>;
 
 impl<const D: usize> ConvTranspose<D> {
     conv_setters!();
@@ -158,7 +161,7 @@ impl<const D: usize> Layer for ConvTranspose<D> {
         window.validate(&name)?;
         let xs = g.shape(x)?.to_vec();
         if xs.len() != D + 2 || xs[1] != cin || xs[2..].contains(&0) {
-            let dims = if D == 1 { "L" } else { "H, W" };
+            let dims = ["L", "H, W", "D, H, W"][D.clamp(1, 3) - 1];
             return shape_err(
                 &name,
                 format!(

@@ -63,8 +63,8 @@ mod transformer;
 pub use activation::*;
 pub use attention::{scaled_dot_product_attention, Mask, MhaOptions, MultiheadAttention, Sdpa};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d};
-pub use conv::{Conv, Conv1d, Conv2d};
-pub use conv_transpose::{ConvTranspose, ConvTranspose1d, ConvTranspose2d};
+pub use conv::{Conv, Conv1d, Conv2d, Conv3d};
+pub use conv_transpose::{ConvTranspose, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use loss::{
@@ -73,7 +73,8 @@ pub use loss::{
 };
 pub use norm::{GroupNorm, Identity, LayerNorm};
 pub use pool::{
-    AdaptiveAvgPool2d, Avg, AvgPool2d, GlobalAvgPool2d, Max, MaxPool2d, Pool, PoolKind,
+    AdaptiveAvgPool2d, Avg, AvgPool1d, AvgPool2d, AvgPool3d, GlobalAvgPool2d, Max, MaxPool1d,
+    MaxPool2d, MaxPool3d, Pool, PoolKind,
 };
 pub use reshape::{Dropout, Flatten, Reshape, Upsample};
 pub use rnn::{Gru, Lstm, RnnOutput};

@@ -1,4 +1,6 @@
-//! 2-D pooling, expressed as pad + unfold + reduction.
+//! 1-D, 2-D and 3-D pooling, expressed as pad + unfold + reduction (the
+//! compiler fuses the 1-D and 2-D forms into pooling kernels; 3-D stays
+//! unfold + reduction).
 //!
 //! Semantics are PyTorch's: stride defaults to the kernel, padding is at most
 //! half the (effective) kernel, and with `ceil_mode` a last window may start
@@ -17,7 +19,7 @@ use std::marker::PhantomData;
 
 /// Which reduction a [`Pool`] applies over its windows.
 pub trait PoolKind: Clone + std::fmt::Debug {
-    /// Layer-name prefix (`maxpool2d`, `avgpool2d`).
+    /// Layer-name prefix (`max`, `avg`: layers are named `maxpool2d`, ...).
     const KIND: &'static str;
 }
 
@@ -29,39 +31,52 @@ pub struct Max;
 pub struct Avg;
 
 impl PoolKind for Max {
-    const KIND: &'static str = "maxpool2d";
+    const KIND: &'static str = "max";
 }
 impl PoolKind for Avg {
-    const KIND: &'static str = "avgpool2d";
+    const KIND: &'static str = "avg";
 }
 
-/// 2-D pooling over `[N, C, H, W]` (use [`MaxPool2d`] or [`AvgPool2d`]).
+/// Pooling over `D` spatial dimensions, `[N, C, *spatial]` (use
+/// [`MaxPool2d`], [`AvgPool2d`] or their 1-D and 3-D forms).
 #[derive(Clone, Debug)]
-pub struct Pool<K: PoolKind> {
-    kernel: [usize; 2],
-    stride: Option<[usize; 2]>,
-    padding: [usize; 2],
-    dilation: [usize; 2],
+pub struct Pool<K: PoolKind, const D: usize = 2> {
+    kernel: [usize; D],
+    stride: Option<[usize; D]>,
+    padding: [usize; D],
+    dilation: [usize; D],
     ceil_mode: bool,
     count_include_pad: bool,
     name: Option<String>,
     kind: PhantomData<K>,
 }
 
-/// 2-D max pooling (kernel, stride, padding with −∞, dilation, `ceil_mode`).
+/// 2-D max pooling (kernel, stride, padding with −∞, dilation, `ceil_mode`;
+/// `torch.nn.MaxPool2d`).
 pub type MaxPool2d = Pool<Max>;
-/// 2-D average pooling (kernel, stride, zero padding, `ceil_mode`, `count_include_pad`).
+/// 2-D average pooling (kernel, stride, zero padding, `ceil_mode`,
+/// `count_include_pad`; `torch.nn.AvgPool2d`).
 pub type AvgPool2d = Pool<Avg>;
+/// 1-D max pooling over `[N, C, L]` (`torch.nn.MaxPool1d`).
+pub type MaxPool1d = Pool<Max, 1>;
+/// 1-D average pooling over `[N, C, L]` (`torch.nn.AvgPool1d`).
+pub type AvgPool1d = Pool<Avg, 1>;
+/// 3-D max pooling over `[N, C, D, H, W]` (`torch.nn.MaxPool3d`; compiles
+/// to unfold + max, not a fused kernel).
+pub type MaxPool3d = Pool<Max, 3>;
+/// 3-D average pooling over `[N, C, D, H, W]` (`torch.nn.AvgPool3d`;
+/// compiles to unfold + sum, not a fused kernel).
+pub type AvgPool3d = Pool<Avg, 3>;
 
-impl<K: PoolKind> Pool<K> {
-    /// A square `k × k` window with stride `k`, no padding
+impl<K: PoolKind, const D: usize> Pool<K, D> {
+    /// A cubic window of side `k` with stride `k`, no padding
     /// (and for average pooling `count_include_pad = true`, as PyTorch).
     pub fn new(k: usize) -> Self {
         Pool {
-            kernel: [k, k],
+            kernel: [k; D],
             stride: None,
-            padding: [0, 0],
-            dilation: [1, 1],
+            padding: [0; D],
+            dilation: [1; D],
             ceil_mode: false,
             count_include_pad: true,
             name: None,
@@ -70,29 +85,29 @@ impl<K: PoolKind> Pool<K> {
     }
 }
 
-impl<K: PoolKind> Pool<K> {
+impl<K: PoolKind, const D: usize> Pool<K, D> {
     /// Kernel per dimension.
-    pub fn kernel(mut self, k: [usize; 2]) -> Self {
+    pub fn kernel(mut self, k: [usize; D]) -> Self {
         self.kernel = k;
         self
     }
-    /// The same stride along both dimensions (default: the kernel).
+    /// The same stride along every dimension (default: the kernel).
     pub fn stride(mut self, s: usize) -> Self {
-        self.stride = Some([s, s]);
+        self.stride = Some([s; D]);
         self
     }
     /// Stride per dimension (default: the kernel).
-    pub fn strides(mut self, s: [usize; 2]) -> Self {
+    pub fn strides(mut self, s: [usize; D]) -> Self {
         self.stride = Some(s);
         self
     }
     /// The same padding on every side (max pooling pads with −∞, average pooling with 0).
     pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p, p];
+        self.padding = [p; D];
         self
     }
     /// Padding per dimension (both sides).
-    pub fn paddings(mut self, p: [usize; 2]) -> Self {
+    pub fn paddings(mut self, p: [usize; D]) -> Self {
         self.padding = p;
         self
     }
@@ -114,25 +129,28 @@ impl<K: PoolKind> Pool<K> {
         g: &mut Graph,
         x: NodeId,
         pad_value: f32,
-    ) -> Result<(String, Vec<usize>, PoolGeom, NodeId)> {
-        let name = layer_name(g, &self.name, K::KIND);
+    ) -> Result<(String, Vec<usize>, PoolGeom<D>, NodeId)> {
+        let name = layer_name(g, &self.name, &format!("{}pool{D}d", K::KIND));
         let xs = g.shape(x)?.to_vec();
         let geom = self.geom(&name, &xs)?;
-        let cols = windows(g, x, &name, self.window(), geom.pads, pad_value)?;
+        let cols = windows(g, x, &name, self.window(), &geom.pads, pad_value)?;
         Ok((name, xs, geom, cols))
     }
 
-    fn geom(&self, name: &str, xs: &[usize]) -> Result<PoolGeom> {
+    fn geom(&self, name: &str, xs: &[usize]) -> Result<PoolGeom<D>> {
         let (k, s, p, d) = (
             self.kernel,
             self.stride.unwrap_or(self.kernel),
             self.padding,
             self.dilation,
         );
-        if xs.len() != 4 || xs[2] == 0 || xs[3] == 0 {
+        if D == 0 || xs.len() != D + 2 || xs[2..].contains(&0) {
+            let dims = ["L", "H, W", "D, H, W"][D.clamp(1, 3) - 1];
             return shape_err(
                 name,
-                format!("input has shape {xs:?}, expected [N, C, H, W] with H, W > 0 (as PyTorch)"),
+                format!(
+                    "input has shape {xs:?}, expected [N, C, {dims}] with {dims} > 0 (as PyTorch)"
+                ),
             );
         }
         if k.contains(&0) || s.contains(&0) || d.contains(&0) {
@@ -151,11 +169,11 @@ impl<K: PoolKind> Pool<K> {
             );
         }
         let mut geom = PoolGeom {
-            out: [0; 2],
-            pads: [(0, 0); 2],
+            out: [0; D],
+            pads: [(0, 0); D],
         };
         let checked = |what: &str, v: Option<usize>| checked_size(name, what, v);
-        for i in 0..2 {
+        for i in 0..D {
             let span = checked(
                 "window extent",
                 d[i].checked_mul(k[i] - 1).and_then(|s| s.checked_add(1)),
@@ -192,7 +210,7 @@ impl<K: PoolKind> Pool<K> {
         Window {
             kernel: self.kernel.to_vec(),
             stride: self.stride.unwrap_or(self.kernel).to_vec(),
-            padding: vec![0, 0],
+            padding: vec![0; D],
             dilation: self.dilation.to_vec(),
         }
     }
@@ -200,19 +218,18 @@ impl<K: PoolKind> Pool<K> {
 
 /// Output size per spatial dim and the padding (before, after) each needs,
 /// including the extra right padding that `ceil_mode` windows reach into.
-struct PoolGeom {
-    out: [usize; 2],
-    pads: [(usize, usize); 2],
+struct PoolGeom<const D: usize> {
+    out: [usize; D],
+    pads: [(usize, usize); D],
 }
 
-impl PoolGeom {
-    fn output_shape(&self, xs: &[usize]) -> [isize; 4] {
-        [
-            xs[0] as isize,
-            xs[1] as isize,
-            self.out[0] as isize,
-            self.out[1] as isize,
-        ]
+impl<const D: usize> PoolGeom<D> {
+    fn output_shape(&self, xs: &[usize]) -> Vec<isize> {
+        xs[..2]
+            .iter()
+            .chain(&self.out)
+            .map(|&d| d as isize)
+            .collect()
     }
 }
 
@@ -222,12 +239,13 @@ fn windows(
     x: NodeId,
     name: &str,
     window: Window,
-    pads: [(usize, usize); 2],
+    pads: &[(usize, usize)],
     value: f32,
 ) -> Result<NodeId> {
     let mut h = x;
     if pads.iter().any(|&(a, b)| a + b > 0) {
-        h = g.pad(x, &[(0, 0), (0, 0), pads[0], pads[1]], value)?;
+        let all: Vec<(usize, usize)> = [(0, 0), (0, 0)].iter().chain(pads).copied().collect();
+        h = g.pad(x, &all, value)?;
         g.set_name(h, format!("{name}.pad"));
     }
     let cols = g.unfold(h, window)?;
@@ -235,17 +253,17 @@ fn windows(
     Ok(cols)
 }
 
-impl Pool<Max> {
-    /// The same dilation along both dimensions.
+impl<const D: usize> Pool<Max, D> {
+    /// The same dilation along every dimension.
     pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = [d, d];
+        self.dilation = [d; D];
         self
     }
 }
 
-impl Layer for Pool<Max> {
+impl<const D: usize> Layer for Pool<Max, D> {
     fn kind(&self) -> String {
-        "MaxPool2d".into()
+        format!("MaxPool{D}d")
     }
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, f32::NEG_INFINITY)?;
@@ -255,7 +273,7 @@ impl Layer for Pool<Max> {
     }
 }
 
-impl Pool<Avg> {
+impl<const D: usize> Pool<Avg, D> {
     /// Whether padded cells count in the divisor (default true, as PyTorch).
     pub fn count_include_pad(mut self, c: bool) -> Self {
         self.count_include_pad = c;
@@ -263,9 +281,9 @@ impl Pool<Avg> {
     }
 }
 
-impl Layer for Pool<Avg> {
+impl<const D: usize> Layer for Pool<Avg, D> {
     fn kind(&self) -> String {
-        "AvgPool2d".into()
+        format!("AvgPool{D}d")
     }
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, 0.0)?;
@@ -273,18 +291,24 @@ impl Layer for Pool<Avg> {
         let sum = g.sum(cols, &[2], false)?;
         g.set_name(sum, format!("{name}.sum"));
         let ceil_extra = geom.pads.iter().any(|&(before, after)| after > before);
-        let avg = if !ceil_extra && (self.count_include_pad || p == [0, 0]) {
-            g.mul_scalar(sum, 1.0 / (k[0] * k[1]) as f32)?
+        let avg = if !ceil_extra && (self.count_include_pad || p == [0; D]) {
+            g.mul_scalar(sum, 1.0 / k.iter().product::<usize>() as f32)?
         } else {
             // Divisor per window: the same windows over a plane of ones that
             // covers exactly the cells that count.
+            let plane = |extra: &dyn Fn(usize) -> usize| -> Vec<usize> {
+                [1, 1]
+                    .into_iter()
+                    .chain((0..D).map(|i| xs[2 + i] + extra(i)))
+                    .collect()
+            };
             let (ones, pads) = if self.count_include_pad {
-                let ones = g.fill(&[1, 1, xs[2] + 2 * p[0], xs[3] + 2 * p[1]], 1.0)?;
+                let ones = g.fill(&plane(&|i| 2 * p[i]), 1.0)?;
                 (ones, geom.pads.map(|(b, a)| (0, a - b)))
             } else {
-                (g.fill(&[1, 1, xs[2], xs[3]], 1.0)?, geom.pads)
+                (g.fill(&plane(&|_| 0), 1.0)?, geom.pads)
             };
-            let count_cols = windows(g, ones, &format!("{name}.count"), self.window(), pads, 0.0)?;
+            let count_cols = windows(g, ones, &format!("{name}.count"), self.window(), &pads, 0.0)?;
             let count = g.sum(count_cols, &[2], false)?;
             g.div(sum, count)?
         };

@@ -21,6 +21,7 @@ pub fn conv_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Ve
         _ => "conv",
     };
     window.validate(op)?;
+    window.check_fused(op)?;
     let (x, w) = (ins[0], ins[1]);
     let r = window.rank() + 2;
     let fits = x.len() == r
@@ -218,6 +219,7 @@ fn check_gy(
 pub fn kernel_grad_shape(window: &Window, groups: usize, ins: &[&[usize]]) -> Result<Vec<usize>> {
     let op = conv_name(window, "kernel_grad");
     window.validate(&op)?;
+    window.check_fused(&op)?;
     let (x, gy) = (ins[0], ins[1]);
     if x.len() != window.rank() + 2
         || groups == 0
@@ -246,6 +248,7 @@ pub fn input_grad_shape(
 ) -> Result<Vec<usize>> {
     let op = conv_name(window, "input_grad");
     window.validate(&op)?;
+    window.check_fused(&op)?;
     let (w, gy) = (ins[0], ins[1]);
     if w.len() != window.rank() + 2
         || w[2..] != window.kernel[..]

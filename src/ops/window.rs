@@ -1,5 +1,8 @@
-//! Sliding windows over the spatial dimensions of NCL / NCHW tensors:
-//! `Unfold` (im2col) and its adjoint `Fold` (col2im, scatter-add).
+//! Sliding windows over the spatial dimensions of NCL / NCHW / NCDHW
+//! tensors: `Unfold` (im2col) and its adjoint `Fold` (col2im, scatter-add).
+//! Windows are 1-D, 2-D or 3-D; the fused convolution and pooling kernels
+//! take 1-D and 2-D ones ([`Window::check_fused`]), so a 3-D convolution
+//! runs as `unfold` + `matmul` (and its gradient as `fold`).
 //!
 //! Layout: `Unfold` maps `[N, C, *S]` to `[N, C, K, L]`, where `K` is the
 //! number of cells in a window (row-major over the kernel) and `L` the number
@@ -13,7 +16,7 @@ use crate::kernels::im2col::{col2im_add, im2col, Geom};
 use crate::shape::{checked_numel, checked_size, MAX_ELEMENTS};
 use serde::{Deserialize, Serialize};
 
-/// A 1-D or 2-D sliding window with symmetric zero padding.
+/// A 1-D, 2-D or 3-D sliding window with symmetric zero padding.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Window {
     /// Kernel size per spatial dimension.
@@ -37,7 +40,7 @@ impl Window {
             dilation: vec![1; n],
         }
     }
-    /// Number of spatial dimensions (1 or 2).
+    /// Number of spatial dimensions (1, 2 or 3).
     pub fn rank(&self) -> usize {
         self.kernel.len()
     }
@@ -64,10 +67,10 @@ impl Window {
     /// Checks the attributes; `op` names the caller in the error.
     pub fn validate(&self, op: &str) -> Result<()> {
         let n = self.kernel.len();
-        if n == 0 || n > 2 {
+        if n == 0 || n > 3 {
             return attr_err(
                 op,
-                format!("windows are 1-D or 2-D, got a kernel of rank {n}"),
+                format!("windows are 1-D, 2-D or 3-D, got a kernel of rank {n}"),
             );
         }
         for (what, v) in [
@@ -155,6 +158,20 @@ impl Window {
         let mut columns = vec![channels, self.cells()];
         columns.extend(out);
         checked_numel(op, &columns)?;
+        Ok(())
+    }
+    /// `Err` naming `op` unless the window is 1-D or 2-D, the ranks the fused
+    /// convolution kernels take (a 3-D convolution stays `unfold` + `matmul`).
+    pub fn check_fused(&self, op: &str) -> Result<()> {
+        if self.rank() > 2 {
+            return attr_err(
+                op,
+                format!(
+                    "the fused kernels take 1-D and 2-D windows, got kernel {:?}",
+                    self.kernel
+                ),
+            );
+        }
         Ok(())
     }
     /// Dump attributes.
@@ -245,8 +262,56 @@ pub fn geom(w: &Window, spatial: &[usize]) -> Geom {
     }
 }
 
+/// Calls `f(cell · L + position, input offset)` for every window cell and
+/// position whose input cell is inside the (unpadded) input of spatial size
+/// `spatial`, for a window of any rank (the 3-D reference path).
+fn for_each_cell(w: &Window, spatial: &[usize], mut f: impl FnMut(usize, usize)) {
+    let out = w
+        .out_size("unfold", spatial)
+        .expect("shapes were checked when the node was built");
+    let (cells, positions) = (w.cells(), out.iter().product::<usize>());
+    // row-major multi-indices: kk over the kernel, o over the output
+    let unravel = |mut i: usize, dims: &[usize], idx: &mut [usize]| {
+        for d in (0..dims.len()).rev() {
+            idx[d] = i % dims[d];
+            i /= dims[d];
+        }
+    };
+    let (mut kk, mut o) = (vec![0; w.rank()], vec![0; w.rank()]);
+    for k in 0..cells {
+        unravel(k, &w.kernel, &mut kk);
+        for l in 0..positions {
+            unravel(l, &out, &mut o);
+            let mut at = Some(0usize);
+            for d in 0..w.rank() {
+                let i = (o[d] * w.stride[d] + kk[d] * w.dilation[d]).checked_sub(w.padding[d]);
+                at = match (at, i) {
+                    (Some(a), Some(i)) if i < spatial[d] => Some(a * spatial[d] + i),
+                    _ => None,
+                };
+            }
+            if let Some(a) = at {
+                f(k * positions + l, a);
+            }
+        }
+    }
+}
+
 /// Reference kernel of `Unfold` (zero padding): im2col of every `[N, C]` plane.
 pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
+    if w.rank() > 2 {
+        let (spatial, plane) = (&x.shape[2..], x.shape[2..].iter().product::<usize>());
+        let cols = out_shape[2] * out_shape[3];
+        out.fill(0.0);
+        if cols == 0 {
+            return;
+        }
+        for (c, dst) in out.chunks_exact_mut(cols).enumerate() {
+            let src = &x.data[c * plane..(c + 1) * plane];
+            for_each_cell(w, spatial, |j, a| dst[j] = src[a]);
+        }
+        return;
+    }
     let g = geom(w, &x.shape[2..]);
     let plane = g.h * g.w;
     let cols = out_shape[2] * out_shape[3];
@@ -260,6 +325,20 @@ pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
 
 /// Reference kernel of `Fold`: scatter-adds every column cell back to its input position.
 pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
+    if w.rank() > 2 {
+        let (spatial, plane) = (&out_shape[2..], out_shape[2..].iter().product::<usize>());
+        let cols = x.shape[2] * x.shape[3];
+        out.fill(0.0);
+        for (c, dst) in out
+            .chunks_exact_mut(plane.max(1))
+            .enumerate()
+            .take(out_shape[..2].iter().product())
+        {
+            let src = &x.data[c * cols..(c + 1) * cols];
+            for_each_cell(w, spatial, |j, a| dst[a] += src[j]);
+        }
+        return;
+    }
     let g = geom(w, &out_shape[2..]);
     let plane = g.h * g.w;
     let cols = x.shape[2] * x.shape[3];
