@@ -39,8 +39,10 @@ pub fn pass() -> RulePass {
                     .any_order(),
                 |p, m| {
                     let (c, r) = (m.node("c"), m.node("r"));
-                    if p.graph.shape(c)? != p.graph.shape(m.root)? {
-                        return Ok(None); // the add broadcasts the convolution
+                    if r == c || p.graph.shape(c)? != p.graph.shape(m.root)? {
+                        // conv + conv would run the convolution twice; a
+                        // broadcast add is not a residual
+                        return Ok(None);
                     }
                     fuse(p, m, c, |conv| conv.residual = true, Some(r.into()))
                 },

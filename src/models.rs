@@ -68,6 +68,11 @@ impl CharTransformer {
     pub fn context(&self) -> usize {
         self.context
     }
+
+    /// The number of symbols it reads and predicts.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
 }
 
 impl Default for CharTransformer {

@@ -637,4 +637,42 @@ fn train_transformer_on_a_text_file_prints_throughput_and_a_sample_and_plots_svg
     );
     let (ok, _, err) = kiln(&["train", "--model", "mlp", "--steps", "5"]);
     assert!(!ok && err.contains("--model transformer"), "{err}");
+    // refused before any step runs: the output has no step lines
+    for (extra, want) in [
+        (&["--temperature", "0"][..], "--temperature"),
+        (&["--prompt", "Juliet"][..], "--prompt: character 'J'"),
+        (&["--prompt", ""][..], "--prompt is empty"),
+        (&["--epochs", "3"][..], "--steps"),
+        (&["--plot", dir.to_str().unwrap()][..], "SVG"),
+    ] {
+        let (ok, out, err) = run(extra);
+        assert!(!ok && err.contains(want), "{extra:?}: {err}");
+        assert!(!out.contains("steps in"), "{extra:?} trained first: {out}");
+    }
+    let sub = dir.join("sub.svg");
+    std::fs::create_dir_all(&sub).unwrap();
+    let (ok, _, err) = run(&["--plot", sub.to_str().unwrap()]);
+    assert!(!ok && err.contains("is a directory"), "{err}");
+    // a validation split shorter than a window is refused up front
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "abcdefghij".repeat(60)).unwrap();
+    let (ok, _, err) = kiln(&[
+        "train",
+        "--model",
+        "transformer",
+        "--data",
+        short.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("Validation split (60 of 600 characters)"),
+        "{err}"
+    );
+    // the classifiers check --plot before training and refuse the LM options
+    let (ok, out, err) = kiln(&["train", "--model", "mlp", "--plot", "/tmp/kiln-loss.png"]);
+    assert!(
+        !ok && err.contains("SVG") && !out.contains("epoch"),
+        "{err}"
+    );
+    let (ok, _, err) = kiln(&["train", "--model", "mlp", "--sample", "10"]);
+    assert!(!ok && err.contains("--sample"), "{err}");
 }

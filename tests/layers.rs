@@ -466,6 +466,45 @@ fn softmax_rows_with_nan_and_infinities_are_pytorchs() {
 }
 
 #[test]
+fn softmax_of_a_scalar_is_one_as_pytorchs() {
+    let x = t(&[], &[3.0]);
+    assert_eq!(apply(&x, |g, xi| g.softmax(xi, 0)).data(), &[1.0]);
+    assert_eq!(apply(&x, |g, xi| g.log_softmax(xi, -1)).data(), &[0.0]);
+    assert_eq!(
+        apply(&x, |g, xi| g.softmax(xi, -1)).shape(),
+        &[] as &[usize]
+    );
+    let mut g = kiln::Graph::new();
+    let s = g.input("s", [0usize; 0]).unwrap();
+    assert!(g.softmax(s, 1).is_err());
+}
+
+#[test]
+fn pools_refuse_what_pytorch_refuses() {
+    let mut g = kiln::Graph::new();
+    let x = g.input("x", [1, 0, 3, 3, 3]).unwrap();
+    let e = nn::MaxPool3d::new(2)
+        .build(&mut g, x)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("with C, D, H, W > 0"), "{e}");
+    // padding is at most half the kernel, whatever the dilation
+    let y = g.input("y", [1, 1, 10]).unwrap();
+    let e = nn::MaxPool1d::new(3)
+        .padding(2)
+        .dilation(2)
+        .build(&mut g, y)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most half the kernel [3]"), "{e}");
+    let e = nn::LayerNorm::new(&[])
+        .build(&mut g, y)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one dimension"), "{e}");
+}
+
+#[test]
 fn activations_and_softmax() {
     let x = t(&[2, 3], &[1.0, 2.0, 3.0, 1000.0, 1000.0, -1000.0]);
     let sm = apply(&x, |g, xi| nn::Softmax(1).build(g, xi));

@@ -967,6 +967,23 @@ fn conv_epilogue_folds_a_residual_add_and_its_relu_into_the_convolution() {
         "the broadcast add stays"
     );
     assert_eq!(count(&after, |o| matches!(o, Op::Unary(_))), 0);
+    // conv + conv stays an add: fusing would run the convolution twice
+    let (mut g, x) = graph_with_input(&[1, 2, 4, 4]);
+    let c = nn::Conv2d::new(2, 2, 3)
+        .padding(1)
+        .build(&mut g, x)
+        .unwrap();
+    let y = g.add(c, c).unwrap();
+    let (p, _) = optimize(
+        Program {
+            graph: g,
+            outputs: vec![y],
+            updates: vec![],
+        },
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(count(&p, |o| matches!(o, Op::Conv(_))), 1);
 }
 
 #[test]

@@ -588,6 +588,19 @@ fn the_char_transformer_learns_a_cyclic_text_and_samples_it_back() {
             "{prompt:?} {temp}"
         );
     }
+    // a model over another vocabulary, diverged parameters, no batches: errors
+    let wider = CharTransformer::new().vocab(corpus.vocab_size() + 3);
+    let e = sample(&wider, &tr.params(), &corpus, "the", 5, 1.0, 0).unwrap_err();
+    assert!(e.to_string().contains("vocabulary of 11"), "{e}");
+    let mut nan = tr.params();
+    for (name, t) in &mut nan {
+        if name == "head.bias" {
+            t.data_mut().fill(f32::NAN);
+        }
+    }
+    let e = sample(&model, &nan, &corpus, "the", 5, 1.0, 0).unwrap_err();
+    assert!(e.to_string().contains("not finite"), "{e}");
+    assert!(mean_loss(&mut tr, &corpus, Split::Validation, 0, 9).is_err());
     // the trainer's input is [batch, context]
     assert_eq!(kiln::tooling::lm::lm_input(&tr).unwrap(), (4, 64));
     assert!(lm_trainer(&model, 0, 0, kiln::optim::Sgd::new(0.1)).is_err());

@@ -193,8 +193,9 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Passes over the training set (0: only evaluate, e.g. with --load).
-    #[arg(long, default_value_t = 8)]
-    epochs: usize,
+    /// Default 8. Classifiers only: the transformer trains for --steps.
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Samples per step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -230,12 +231,13 @@ struct TrainArgs {
     /// epoch does not apply). Default 2000.
     #[arg(long)]
     steps: Option<u64>,
-    /// Transformer only: characters to sample after training.
-    #[arg(long, default_value_t = 500)]
-    sample: usize,
-    /// Transformer only: sampling temperature (logits are divided by it).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
+    /// Transformer only: characters to sample after training (default 500).
+    #[arg(long)]
+    sample: Option<usize>,
+    /// Transformer only: sampling temperature, positive (logits are divided
+    /// by it; default 0.8).
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
     /// Transformer only: the text the sample continues (default: the
     /// validation split's first line).
     #[arg(long)]
@@ -641,15 +643,20 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         kiln::weights::check_writable(path)
             .map_err(|e| KilnError::Invalid(format!("--save: {e} (checked before training)")))?;
     }
+    if let Some(plot) = &a.plot {
+        lm::check_plot_path(plot)?;
+    }
     if a.model == "transformer" {
         return lm::train_lm(&a);
     }
-    if a.steps.is_some() || a.prompt.is_some() {
+    if a.steps.is_some() || a.prompt.is_some() || a.sample.is_some() || a.temperature.is_some() {
         return Err(KilnError::Invalid(
-            "--steps and --prompt apply to --model transformer; the classifiers train for --epochs"
+            "--steps, --sample, --temperature and --prompt apply to --model transformer; the \
+             classifiers train for --epochs"
                 .into(),
         ));
     }
+    let epochs = a.epochs.unwrap_or(8);
     let t0 = Instant::now();
     let data = resolve_data(a.data.clone())?;
     let (train_set, test_set) = Dataset::load_dir(&data)?;
@@ -659,7 +666,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             data.display()
         )));
     }
-    if a.epochs > 0 && a.batch_size > train_set.len() {
+    if epochs > 0 && a.batch_size > train_set.len() {
         return Err(KilnError::Invalid(format!(
             "--batch-size {} is larger than the {} training images in {}: no step could run \
              (a last partial batch is dropped, like PyTorch's DataLoader with drop_last=True)",
@@ -668,7 +675,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
             data.display()
         )));
     }
-    if a.epochs == 0 && a.batch_size > test_set.len() {
+    if epochs == 0 && a.batch_size > test_set.len() {
         return Err(KilnError::Invalid(format!(
             "--batch-size {} is larger than the {} test images in {}",
             a.batch_size,
@@ -691,7 +698,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
     set_schedule(
         &mut trainer,
         &a,
-        per_epoch * a.epochs as u64,
+        per_epoch * epochs as u64,
         a.warmup_epochs.saturating_mul(per_epoch),
     )?;
     if let Some(path) = &a.load {
@@ -705,18 +712,18 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         train_set.len(),
         test_set.len(),
         a.batch_size,
-        a.epochs,
-        if a.epochs == 1 { "epoch" } else { "epochs" },
+        epochs,
+        if epochs == 1 { "epoch" } else { "epochs" },
         a.lr
     );
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
         .expect("valid template")
         .progress_chars("=> ");
     let mut losses = Vec::new();
-    for epoch in 0..a.epochs {
+    for epoch in 0..epochs {
         let bar = ProgressBar::new((train_set.len() / a.batch_size * a.batch_size) as u64)
             .with_style(style.clone());
-        bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
         let started = Instant::now();
         let mean = train_epoch(
             &mut trainer,
@@ -737,7 +744,7 @@ fn train(a: TrainArgs) -> kiln::Result<()> {
         outln!(
             "epoch {}/{}: mean loss {mean:.4}, {:.1} s, {:.0} images/s",
             epoch + 1,
-            a.epochs,
+            epochs,
             secs,
             (train_set.len() / a.batch_size * a.batch_size) as f64 / secs
         );

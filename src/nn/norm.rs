@@ -60,7 +60,10 @@ impl Layer for LayerNorm {
         let name = layer_name(g, &self.name, "layer_norm");
         let xs = g.shape(x)?.to_vec();
         let d = self.normalized_shape.len();
-        if d == 0 || xs.len() < d || xs[xs.len() - d..] != self.normalized_shape[..] {
+        if d == 0 {
+            return attr_err(&name, "normalized_shape must have at least one dimension");
+        }
+        if xs.len() < d || xs[xs.len() - d..] != self.normalized_shape[..] {
             return shape_err(
                 &name,
                 format!(

@@ -144,12 +144,12 @@ impl<K: PoolKind, const D: usize> Pool<K, D> {
             self.padding,
             self.dilation,
         );
-        if D == 0 || xs.len() != D + 2 || xs[2..].contains(&0) {
+        if D == 0 || xs.len() != D + 2 || xs[1..].contains(&0) {
             let dims = ["L", "H, W", "D, H, W"][D.clamp(1, 3) - 1];
             return shape_err(
                 name,
                 format!(
-                    "input has shape {xs:?}, expected [N, C, {dims}] with {dims} > 0 (as PyTorch)"
+                    "input has shape {xs:?}, expected [N, C, {dims}] with C, {dims} > 0 (as PyTorch)"
                 ),
             );
         }
@@ -178,10 +178,10 @@ impl<K: PoolKind, const D: usize> Pool<K, D> {
                 "window extent",
                 d[i].checked_mul(k[i] - 1).and_then(|s| s.checked_add(1)),
             )?;
-            if p[i] > span / 2 {
+            if p[i] > k[i] / 2 {
                 return attr_err(
                     name,
-                    format!("padding {p:?} must be at most half the effective kernel size {span}"),
+                    format!("padding {p:?} must be at most half the kernel {k:?} (as PyTorch)"),
                 );
             }
             let size = xs[2 + i];

@@ -343,15 +343,13 @@ pub trait OpBuilder {
     /// rows). The result has `x`'s shape. `Err` if `axis` is not an axis of
     /// `x`.
     fn softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
-        let axis = normalize_axis("softmax", axis, self.shape(x)?.len())?;
-        self.add_op(Op::Softmax(Softmax { axis, log: false }), &[x])
+        softmax_along(self, x, axis, false)
     }
 
     /// Log-softmax along `axis`, `(x − max) − ln Σ exp(x − max)`, as one op
     /// (`torch.log_softmax`). `Err` if `axis` is not an axis of `x`.
     fn log_softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
-        let axis = normalize_axis("log_softmax", axis, self.shape(x)?.len())?;
-        self.add_op(Op::Softmax(Softmax { axis, log: true }), &[x])
+        softmax_along(self, x, axis, true)
     }
 
     /// The gradient of a softmax (`log` false) or log-softmax along `axis`
@@ -429,6 +427,24 @@ pub trait OpBuilder {
     fn dropout(&mut self, x: NodeId, p: f32, seed: u64) -> Result<NodeId> {
         self.add_op(Op::Dropout(Dropout { p, seed }), &[x])
     }
+}
+
+/// `softmax` / `log_softmax` of `x` along `axis`; a scalar is a row of one
+/// (axis 0 or −1, as PyTorch: softmax 1, log-softmax 0).
+fn softmax_along<B: OpBuilder + ?Sized>(
+    b: &mut B,
+    x: NodeId,
+    axis: isize,
+    log: bool,
+) -> Result<NodeId> {
+    let name = if log { "log_softmax" } else { "softmax" };
+    if b.shape(x)?.is_empty() && (axis == 0 || axis == -1) {
+        let row = b.reshape(x, &[1])?;
+        let y = b.add_op(Op::Softmax(Softmax { axis: 0, log }), &[row])?;
+        return b.reshape(y, &[]);
+    }
+    let axis = normalize_axis(name, axis, b.shape(x)?.len())?;
+    b.add_op(Op::Softmax(Softmax { axis, log }), &[x])
 }
 
 /// A reduction over `axes` (negative axes count from the end; sorted, no repeats).

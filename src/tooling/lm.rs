@@ -1,5 +1,5 @@
 //! Training-loop helpers for the character language model
-//! ([`CharTransformer`](crate::models::CharTransformer)) on a
+//! ([`CharTransformer`]) on a
 //! [`CharCorpus`]: its trainer, the mean loss over batches of a split, and
 //! sampling text from trained parameters.
 
@@ -43,7 +43,8 @@ pub fn lm_trainer(
 }
 
 /// The mean loss of `trainer` (from [`lm_trainer`]) over `batches` batches
-/// of `split` drawn with `seed` (the same windows for the same seed).
+/// of `split` drawn with `seed` (the same windows for the same seed). `Err`
+/// if `batches` is 0 or a batch cannot be drawn.
 pub fn mean_loss(
     trainer: &mut Trainer,
     corpus: &CharCorpus,
@@ -51,6 +52,11 @@ pub fn mean_loss(
     batches: usize,
     seed: u64,
 ) -> Result<f32> {
+    if batches == 0 {
+        return Err(KilnError::Invalid(
+            "mean loss: no batches to average (batches is 0)".into(),
+        ));
+    }
     let (batch, context) = lm_input(trainer)?;
     let mut rng = Rng::new(seed);
     let mut total = 0.0f64;
@@ -83,9 +89,11 @@ pub fn lm_input(trainer: &Trainer) -> Result<(usize, usize)> {
 /// character is drawn from `softmax(logits / temperature)` at the last
 /// position of a window of the last `context` characters (a batch of 1).
 ///
-/// `Err` if `prompt` is empty or has a character outside the corpus's
-/// vocabulary, if `temperature` is not positive and finite, or if a
-/// parameter does not fit the model.
+/// `Err` if the model's vocabulary is not the corpus's, if `prompt` is
+/// empty or has a character outside the corpus's vocabulary, if
+/// `temperature` is not positive and finite, if a parameter does not fit
+/// the model, or if the logits at a step hold NaN (diverged parameters).
+/// Parameters not in `params` keep their initial values.
 pub fn sample(
     model: &CharTransformer,
     params: &[(String, Tensor)],
@@ -98,6 +106,13 @@ pub fn sample(
     if !(temperature > 0.0 && temperature.is_finite()) {
         return Err(KilnError::Invalid(format!(
             "sampling temperature must be positive and finite, got {temperature}"
+        )));
+    }
+    if model.vocab_size() != corpus.vocab_size() {
+        return Err(KilnError::Invalid(format!(
+            "sampling: the model reads a vocabulary of {} symbols, the corpus has {}",
+            model.vocab_size(),
+            corpus.vocab_size()
         )));
     }
     let mut ids = corpus.encode(prompt)?;
@@ -114,7 +129,7 @@ pub fn sample(
         g.set_param_value(name, value.clone())?;
     }
     let mut exe = compile(&g, &[logits], &CompileOptions::default())?;
-    let vocab = corpus.vocab_size();
+    let vocab = model.vocab_size();
     let mut rng = Rng::new(seed);
     let mut window = I64Tensor::from_vec([1, t], vec![0; t])?;
     let mut probs = vec![0.0f64; vocab];
@@ -136,7 +151,15 @@ pub fn sample(
         for (p, &v) in probs.iter_mut().zip(row) {
             *p = (((v - max) / temperature) as f64).exp();
         }
-        let mut u = rng.uniform() as f64 * probs.iter().sum::<f64>();
+        let total: f64 = probs.iter().sum();
+        if row.iter().any(|v| !v.is_finite()) || !(total.is_finite() && total > 0.0) {
+            return Err(KilnError::Invalid(format!(
+                "sampling: the model's logits after {} characters are not finite (its \
+                 parameters have diverged)",
+                ids.len()
+            )));
+        }
+        let mut u = rng.uniform() as f64 * total;
         let next = probs
             .iter()
             .position(|&p| {

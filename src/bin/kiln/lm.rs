@@ -25,6 +25,11 @@ pub fn train_lm(a: &TrainArgs) -> kiln::Result<()> {
                 .into(),
         ));
     };
+    if a.epochs.is_some() {
+        return Err(KilnError::Invalid(
+            "--epochs applies to the classifiers; the transformer trains for --steps".into(),
+        ));
+    }
     if a.warmup_epochs > 0 {
         return Err(KilnError::Invalid(
             "--warmup-epochs counts epochs, which the transformer does not have \
@@ -32,17 +37,63 @@ pub fn train_lm(a: &TrainArgs) -> kiln::Result<()> {
                 .into(),
         ));
     }
-    if let Some(plot) = &a.plot {
-        check_plot_path(plot)?;
+    let (chars, temperature) = (a.sample.unwrap_or(500), a.temperature.unwrap_or(0.8));
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(KilnError::Invalid(format!(
+            "--temperature must be positive and finite, got {temperature}"
+        )));
     }
     let t0 = Instant::now();
     let corpus = CharCorpus::from_file(path)?;
     let model = CharTransformer::new().vocab(corpus.vocab_size());
+    let context = model.context();
+    for split in [Split::Train, Split::Validation] {
+        if corpus.len(split) <= context {
+            return Err(KilnError::Invalid(format!(
+                "{}: the {split:?} split ({} of {} characters) is too short for one window of \
+                 {context} characters and the next (the first 90% trains, the rest validates)",
+                path.display(),
+                corpus.len(split),
+                corpus.len(Split::Train) + corpus.len(Split::Validation)
+            )));
+        }
+    }
+    let prompt = match &a.prompt {
+        Some(p) if p.is_empty() => {
+            return Err(KilnError::Invalid(
+                "--prompt is empty: give at least one character".into(),
+            ))
+        }
+        Some(p) => {
+            corpus
+                .encode(p)
+                .map_err(|e| KilnError::Invalid(format!("--prompt: {e}")))?;
+            p.clone()
+        }
+        None => {
+            // the validation split's first line, with its newline
+            let ids = corpus.ids(Split::Validation);
+            let end = ids
+                .iter()
+                .position(|&i| corpus.decode(&[i]).is_ok_and(|c| c == "\n"));
+            corpus.decode(&ids[..end.map_or(ids.len().min(1), |e| e + 1)])?
+        }
+    };
     let steps = a.steps.unwrap_or(2000);
-    let mut trainer = lm_trainer(&model, a.batch_size, a.seed, optimizer(a)?)?;
+    let mut trainer = lm_trainer(&model, a.batch_size, a.seed, optimizer(a)?).map_err(|e| {
+        KilnError::Invalid(format!(
+            "building the transformer's training step for --batch-size {}: {e}",
+            a.batch_size
+        ))
+    })?;
     set_schedule(&mut trainer, a, steps, 0)?;
     if let Some(load) = &a.load {
-        trainer.load(load)?;
+        trainer.load(load).map_err(|e| {
+            KilnError::Invalid(format!(
+                "{e} (the model's vocabulary is the text's {} distinct characters)",
+                corpus.vocab_size()
+            ))
+        })?;
     }
     trainer.set_profiling(a.profile);
     let params: usize = trainer.params().iter().map(|p| p.1.numel()).sum();
@@ -118,45 +169,50 @@ pub fn train_lm(a: &TrainArgs) -> kiln::Result<()> {
         "validation loss: {v:.4} ({} windows)",
         VAL_BATCHES.1 * a.batch_size
     );
-    let prompt = match &a.prompt {
-        Some(p) => p.clone(),
-        None => {
-            // the validation split's first line, with its newline
-            let ids = corpus.ids(Split::Validation);
-            let end = ids
-                .iter()
-                .position(|&i| corpus.decode(&[i]).is_ok_and(|c| c == "\n"));
-            corpus.decode(&ids[..end.map_or(ids.len().min(1), |e| e + 1)])?
-        }
-    };
-    let text = sample(
-        &model,
-        &trainer.params(),
-        &corpus,
-        &prompt,
-        a.sample,
-        a.temperature,
-        a.seed,
-    )?;
-    outln!("sample (temperature {}):\n{text}", a.temperature);
+    if chars > 0 {
+        let params = trainer.params();
+        let text = sample(
+            &model,
+            &params,
+            &corpus,
+            &prompt,
+            chars,
+            temperature,
+            a.seed,
+        )?;
+        outln!("sample (temperature {temperature}):\n{text}");
+    }
     outln!("total time: {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// `Err` unless `path` ends in `.svg` (the one format written) and can be
-/// written, so a long run does not end in a failed plot.
-fn check_plot_path(path: &Path) -> kiln::Result<()> {
+/// `Err` unless `path` names a file with the extension `.svg` (the one
+/// format written) that can be written, so that a long run does not end in
+/// a failed plot: its directory exists, it is not a directory, and it opens
+/// for writing (a file it had to create is removed again).
+pub fn check_plot_path(path: &Path) -> kiln::Result<()> {
+    let bad = |why: String| KilnError::Invalid(format!("--plot {}: {why}", path.display()));
     if !path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
     {
-        return Err(KilnError::Invalid(format!(
-            "--plot {}: the loss curve is written as SVG; give a path ending in .svg",
-            path.display()
-        )));
+        return Err(bad(
+            "the loss curve is written as SVG: give a file name ending in .svg".into(),
+        ));
     }
-    kiln::weights::check_writable(path)
-        .map_err(|e| KilnError::Invalid(format!("--plot: {e} (checked before training)")))
+    if path.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| bad(format!("cannot be written: {e} (checked before training)")))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Writes the per-step training losses (and validation losses at their
