@@ -41,6 +41,8 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from torch_models import CharTransformer  # noqa: E402
+
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 CONTEXT = 64
@@ -59,21 +61,6 @@ def batch(part, gen):
     x = torch.stack([data[s : s + CONTEXT] for s in starts])
     y = torch.stack([data[s + 1 : s + CONTEXT + 1] for s in starts])
     return x, y.reshape(-1)
-
-
-class CharTransformer(nn.Module):
-    def __init__(self, vocab, d=64, context=CONTEXT):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Parameter(torch.randn(context, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(d), enable_nested_tensor=False)
-        self.head = nn.Linear(d, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
-
-    def forward(self, x):
-        h = self.encoder(self.tok(x) + self.pos, mask=self.mask, is_causal=True)
-        return self.head(h)
 
 
 model = CharTransformer(len(vocab))

@@ -25,34 +25,10 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from torch_models import CharTransformer, RowLstm  # noqa: E402
+
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
-
-
-class RowLstm(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lstm = nn.LSTM(28, 128, batch_first=True)
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x):
-        _, (h, _) = self.lstm(x.view(x.shape[0], 28, 28))
-        return self.fc(h[-1])
-
-
-class CharTransformer(nn.Module):
-    def __init__(self, vocab=65, d=64, context=64):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Parameter(torch.randn(context, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(d), enable_nested_tensor=False)
-        self.head = nn.Linear(d, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
-
-    def forward(self, ids):
-        h = self.encoder(self.tok(ids) + self.pos, mask=self.mask, is_causal=True)
-        return self.head(h)
 
 
 def time_steps(name, model, x, y, loss_of):

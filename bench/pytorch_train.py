@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from torch_models import RowLstm  # noqa: E402
+
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 
@@ -105,19 +107,6 @@ def resnet(blocks):
             cin = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
     return nn.Sequential(*layers)
-
-
-class RowLstm(nn.Module):
-    """LSTM(28 -> 128) over the 28 rows of a 1x28x28 image, then linear 128 -> 10."""
-
-    def __init__(self):
-        super().__init__()
-        self.lstm = nn.LSTM(28, 128, batch_first=True)
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x):
-        _, (h, _) = self.lstm(x.view(x.shape[0], 28, 28))
-        return self.fc(h[-1])
 
 
 models = {

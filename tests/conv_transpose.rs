@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
-use kiln::{compile, CompileOptions, Graph, NodeId, Op, OpBuilder, Tensor};
+use kiln::{CompileOptions, Graph, NodeId, Op, Tensor};
 
 const REF: &str = include_str!("data/conv_transpose_ref.txt");
 
@@ -54,22 +54,7 @@ fn cases() -> Vec<(&'static str, Box<dyn Layer>, Vec<usize>)> {
 
 /// `[y, dx, dw, (db)]` of `Σ y·r` for case `layer` on its input, compiled with `options`.
 fn run(layer: &dyn Layer, shape: &[usize], options: &CompileOptions) -> Vec<Tensor> {
-    let mut g = Graph::new();
-    let x = g.input("x", shape.to_vec()).unwrap();
-    let y = layer.build(&mut g, x).unwrap();
-    fill_params(&mut g);
-    let r = g.constant(fill(g.shape(y).unwrap(), 2.0)).unwrap();
-    let yr = g.mul(y, r).unwrap();
-    let loss = g.sum_all(yr).unwrap();
-    let mut wrt = vec![x];
-    let params: Vec<(String, NodeId)> = g.trainable_params();
-    for name in ["ct.weight", "ct.bias"] {
-        wrt.extend(params.iter().filter(|p| p.0 == name).map(|p| p.1));
-    }
-    let mut outs = vec![y];
-    outs.extend(g.grad(loss, &wrt).unwrap());
-    let mut exe = compile(&g, &outs, options).unwrap();
-    exe.run(&[("x", &fill(shape, 1.0))]).unwrap()
+    layer_grads(layer, "ct", shape, options)
 }
 
 #[test]

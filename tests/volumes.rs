@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
-use kiln::{compile, CompileOptions, Graph, NodeId, Op, OpBuilder, Tensor};
+use kiln::{CompileOptions, Graph, Op, OpBuilder, Tensor};
 
 const REF: &str = include_str!("data/volumes_ref.txt");
 
@@ -94,28 +94,16 @@ fn cases() -> Vec<(&'static str, Box<dyn Layer>, Vec<usize>)> {
 }
 
 /// `[y, dx, dw, db]` (those that exist) of `Σ y·r` for `layer` on its
-/// input, compiled with `options`.
+/// input, compiled with `options`, and its forward graph after the passes.
 fn run(
     layer: &dyn Layer,
     shape: &[usize],
     options: &CompileOptions,
 ) -> (Vec<Tensor>, kiln::Program) {
+    let values = layer_grads(layer, "m", shape, options);
     let mut g = Graph::new();
     let x = g.input("x", shape.to_vec()).unwrap();
     let y = layer.build(&mut g, x).unwrap();
-    fill_params(&mut g);
-    let r = g.constant(fill(g.shape(y).unwrap(), 2.0)).unwrap();
-    let yr = g.mul(y, r).unwrap();
-    let loss = g.sum_all(yr).unwrap();
-    let mut wrt = vec![x];
-    let params: Vec<(String, NodeId)> = g.trainable_params();
-    for name in ["m.weight", "m.bias"] {
-        wrt.extend(params.iter().filter(|p| p.0 == name).map(|p| p.1));
-    }
-    let mut outs = vec![y];
-    outs.extend(g.grad(loss, &wrt).unwrap());
-    let mut exe = compile(&g, &outs, options).unwrap();
-    let values = exe.run(&[("x", &fill(shape, 1.0))]).unwrap();
     let program = kiln::Program {
         graph: g,
         outputs: vec![y],

@@ -120,3 +120,32 @@ pub fn fill_params(g: &mut Graph) {
             .unwrap();
     }
 }
+
+/// `[y, dx, d{name}.weight, d{name}.bias]` (the parameters that exist) of
+/// `Σ y·r` for `layer` on input `x` of `shape`, with `x`, `r` and the
+/// parameters filled as the reference scripts in tests/data fill them (x
+/// salt 1, r salt 2), compiled with `options`.
+pub fn layer_grads(
+    layer: &dyn kiln::nn::Layer,
+    name: &str,
+    shape: &[usize],
+    options: &CompileOptions,
+) -> Vec<Tensor> {
+    use kiln::OpBuilder;
+    let mut g = Graph::new();
+    let x = g.input("x", shape.to_vec()).unwrap();
+    let y = layer.build(&mut g, x).unwrap();
+    fill_params(&mut g);
+    let r = g.constant(fill(g.shape(y).unwrap(), 2.0)).unwrap();
+    let yr = g.mul(y, r).unwrap();
+    let loss = g.sum_all(yr).unwrap();
+    let mut wrt = vec![x];
+    let params: Vec<(String, NodeId)> = g.trainable_params();
+    for p in [format!("{name}.weight"), format!("{name}.bias")] {
+        wrt.extend(params.iter().filter(|q| q.0 == p).map(|q| q.1));
+    }
+    let mut outs = vec![y];
+    outs.extend(g.grad(loss, &wrt).unwrap());
+    let mut exe = compile(&g, &outs, options).unwrap();
+    exe.run(&[("x", &fill(shape, 1.0))]).unwrap()
+}
