@@ -61,15 +61,7 @@ fn run(layer: &dyn Layer, shape: &[usize], options: &CompileOptions) -> Vec<Tens
 fn conv_transpose_matches_pytorch_outputs_and_gradients() {
     for (name, layer, shape) in cases() {
         let out = run(layer.as_ref(), &shape, &CompileOptions::default());
-        let want_shape: Vec<usize> = reference_values(REF, name, "shape")
-            .iter()
-            .map(|&v| v as usize)
-            .collect();
-        assert_eq!(out[0].shape(), &want_shape[..], "case {name}");
-        for (i, key) in ["out", "gx", "gw", "gb"].iter().enumerate().take(out.len()) {
-            let want = reference_values(REF, name, key);
-            assert_close(out[i].data(), &want, 1e-5);
-        }
+        assert_reference(REF, name, &out);
     }
 }
 

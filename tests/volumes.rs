@@ -116,16 +116,7 @@ fn run(
 fn volumes_and_1d_pools_match_pytorch_outputs_and_gradients() {
     for (name, layer, shape) in cases() {
         let (out, _) = run(layer.as_ref(), &shape, &CompileOptions::default());
-        let want_shape: Vec<usize> = reference_values(REF, name, "shape")
-            .iter()
-            .map(|&v| v as usize)
-            .collect();
-        assert_eq!(out[0].shape(), &want_shape[..], "case {name}");
-        for (i, key) in ["out", "gx", "gw", "gb"].iter().enumerate().take(out.len()) {
-            let want = reference_values(REF, name, key);
-            assert_eq!(out[i].data().len(), want.len(), "case {name} {key}");
-            assert_close(out[i].data(), &want, 1e-5);
-        }
+        assert_reference(REF, name, &out);
     }
 }
 

@@ -149,3 +149,19 @@ pub fn layer_grads(
     let mut exe = compile(&g, &outs, options).unwrap();
     exe.run(&[("x", &fill(shape, 1.0))]).unwrap()
 }
+
+/// Asserts `out` (`[y, dx, dw, db]`, as [`layer_grads`] gives) against the
+/// values section `name` of a reference file holds (`shape`, `out`, `gx`,
+/// `gw`, `gb`).
+pub fn assert_reference(reference: &str, name: &str, out: &[Tensor]) {
+    let want_shape: Vec<usize> = reference_values(reference, name, "shape")
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    assert_eq!(out[0].shape(), &want_shape[..], "case {name}");
+    for (i, key) in ["out", "gx", "gw", "gb"].iter().enumerate().take(out.len()) {
+        let want = reference_values(reference, name, key);
+        assert_eq!(out[i].data().len(), want.len(), "case {name} {key}");
+        assert_close(out[i].data(), &want, 1e-5);
+    }
+}

@@ -4,25 +4,11 @@ Every tensor is filled with 0.5·sin(0.37·i + salt); a parameter's salt is
 0.1·numel, so kiln's test fills its parameters the same way."""
 import torch
 
-from ref_util import fill, fmt
+from ref_util import print_layer_cases
 
 cases = [
     ("a", torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), [2, 4, 3, 5]),
     ("b", torch.nn.ConvTranspose2d(3, 2, (2, 3), stride=(1, 2), dilation=2, output_padding=1), [1, 3, 4, 3]),
     ("c", torch.nn.ConvTranspose1d(2, 3, 4, stride=3, padding=2, output_padding=2, bias=False), [2, 2, 5]),
 ]
-for name, m, shape in cases:
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(fill(list(p.shape), 0.1 * p.numel()))
-    x = fill(shape, 1.0).requires_grad_()
-    y = m(x)
-    r = fill(list(y.shape), 2.0)
-    (y * r).sum().backward()
-    print(f"// {name}")
-    print("shape", list(y.shape))
-    print("out", fmt(y))
-    print("gx", fmt(x.grad))
-    print("gw", fmt(m.weight.grad))
-    if m.bias is not None:
-        print("gb", fmt(m.bias.grad))
+print_layer_cases(cases)

@@ -13,3 +13,26 @@ def fill(shape, salt):
 def fmt(t):
     """A tensor's values as `[v, v, ..]` with 9 significant digits."""
     return "[" + ", ".join(f"{v:.8e}" for v in t.detach().flatten().tolist()) + "]"
+
+
+def print_layer_cases(cases):
+    """For each `(name, module, input shape)`: the module's parameters filled
+    with salt 0.1·numel, the input with salt 1, the loss Σ y·r with r of salt
+    2; prints the output's shape, the output and the gradients of input,
+    weight and bias (those the module has) under `// name`."""
+    for name, m, shape in cases:
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(fill(list(p.shape), 0.1 * p.numel()))
+        x = fill(shape, 1.0).requires_grad_()
+        y = m(x)
+        r = fill(list(y.shape), 2.0)
+        (y * r).sum().backward()
+        print(f"// {name}")
+        print("shape", list(y.shape))
+        print("out", fmt(y))
+        print("gx", fmt(x.grad))
+        if getattr(m, "weight", None) is not None:
+            print("gw", fmt(m.weight.grad))
+        if getattr(m, "bias", None) is not None:
+            print("gb", fmt(m.bias.grad))

@@ -5,7 +5,7 @@ convolutions and pools, and the 1-D pools. Every tensor is filled with
 fills its parameters the same way. The loss is Σ y·r with r filled with salt 2."""
 import torch
 
-from ref_util import fill, fmt
+from ref_util import print_layer_cases
 
 nn = torch.nn
 cases = [
@@ -19,19 +19,4 @@ cases = [
     ("maxpool1d", nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True), [2, 3, 10]),
     ("avgpool1d", nn.AvgPool1d(4, stride=3, padding=2, ceil_mode=True, count_include_pad=False), [2, 2, 11]),
 ]
-for name, m, shape in cases:
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(fill(list(p.shape), 0.1 * p.numel()))
-    x = fill(shape, 1.0).requires_grad_()
-    y = m(x)
-    r = fill(list(y.shape), 2.0)
-    (y * r).sum().backward()
-    print(f"// {name}")
-    print("shape", list(y.shape))
-    print("out", fmt(y))
-    print("gx", fmt(x.grad))
-    if getattr(m, "weight", None) is not None:
-        print("gw", fmt(m.weight.grad))
-    if getattr(m, "bias", None) is not None:
-        print("gb", fmt(m.bias.grad))
+print_layer_cases(cases)
