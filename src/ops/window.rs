@@ -13,6 +13,7 @@ use super::View;
 use super::{one, Grads, NodeId, OpBuilder, OpDef, RunCtx};
 use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::im2col::{col2im_add, im2col, Geom};
+use crate::kernels::par;
 use crate::shape::{checked_numel, checked_size, MAX_ELEMENTS};
 use serde::{Deserialize, Serialize};
 
@@ -262,39 +263,81 @@ pub fn geom(w: &Window, spatial: &[usize]) -> Geom {
     }
 }
 
-/// Calls `f(cell · L + position, input offset)` for every window cell and
-/// position whose input cell is inside the (unpadded) input of spatial size
-/// `spatial`, for a window of any rank (the 3-D reference path).
-fn for_each_cell(w: &Window, spatial: &[usize], mut f: impl FnMut(usize, usize)) {
-    let out = w
-        .out_size("unfold", spatial)
-        .expect("shapes were checked when the node was built");
-    let (cells, positions) = (w.cells(), out.iter().product::<usize>());
-    // row-major multi-indices: kk over the kernel, o over the output
-    let unravel = |mut i: usize, dims: &[usize], idx: &mut [usize]| {
-        for d in (0..dims.len()).rev() {
-            idx[d] = i % dims[d];
-            i /= dims[d];
-        }
+/// Visits one `[D, H, W]` plane's 3-D windows row by row, for output size
+/// `out`: `f(row, base, kw)` for every kernel cell `(kd, kh, kw)` and output
+/// `(d, h)` row, in the column tensor's order, with `row` the index of that
+/// row of `out[2]` positions and `base` the offset of its input line (`None`
+/// when the line lies in the padding); [`w_at`] gives a position's column
+/// in that line.
+fn for_each_row_3d(
+    w: &Window,
+    spatial: &[usize],
+    out: &[usize],
+    mut f: impl FnMut(usize, Option<usize>, usize),
+) {
+    let at = |d: usize, o: usize, k: usize| {
+        (o * w.stride[d] + k * w.dilation[d])
+            .checked_sub(w.padding[d])
+            .filter(|&i| i < spatial[d])
     };
-    let (mut kk, mut o) = (vec![0; w.rank()], vec![0; w.rank()]);
-    for k in 0..cells {
-        unravel(k, &w.kernel, &mut kk);
-        for l in 0..positions {
-            unravel(l, &out, &mut o);
-            let mut at = Some(0usize);
-            for d in 0..w.rank() {
-                let i = (o[d] * w.stride[d] + kk[d] * w.dilation[d]).checked_sub(w.padding[d]);
-                at = match (at, i) {
-                    (Some(a), Some(i)) if i < spatial[d] => Some(a * spatial[d] + i),
-                    _ => None,
-                };
-            }
-            if let Some(a) = at {
-                f(k * positions + l, a);
+    let mut row = 0;
+    for kd in 0..w.kernel[0] {
+        for kh in 0..w.kernel[1] {
+            for kw in 0..w.kernel[2] {
+                for od in 0..out[0] {
+                    for oh in 0..out[1] {
+                        let base = at(0, od, kd)
+                            .zip(at(1, oh, kh))
+                            .map(|(id, ih)| (id * spatial[1] + ih) * spatial[2]);
+                        f(row, base, kw);
+                        row += 1;
+                    }
+                }
             }
         }
     }
+}
+
+/// The input column of output column `ow` for kernel column `kw` of a 3-D
+/// window over width `width`, if inside.
+fn w_at(w: &Window, width: usize, ow: usize, kw: usize) -> Option<usize> {
+    (ow * w.stride[2] + kw * w.dilation[2])
+        .checked_sub(w.padding[2])
+        .filter(|&i| i < width)
+}
+
+/// im2col of one `[D, H, W]` plane for a 3-D window with output size
+/// `out` into `cols [K, L]`.
+fn unfold_3d(w: &Window, spatial: &[usize], out: &[usize], plane: &[f32], cols: &mut [f32]) {
+    let ow = out[2];
+    for_each_row_3d(w, spatial, out, |row, base, kw| {
+        let dst = &mut cols[row * ow..(row + 1) * ow];
+        match base {
+            Some(b) => {
+                for (o, d) in dst.iter_mut().enumerate() {
+                    *d = w_at(w, spatial[2], o, kw).map_or(0.0, |i| plane[b + i]);
+                }
+            }
+            None => dst.fill(0.0),
+        }
+    });
+}
+
+/// col2im of `cols [K, L]` into one `[D, H, W]` plane (zeroed first) for a
+/// 3-D window with output size `out`: every column cell added back to its
+/// input position.
+fn fold_3d(w: &Window, spatial: &[usize], out: &[usize], cols: &[f32], plane: &mut [f32]) {
+    plane.fill(0.0);
+    let ow = out[2];
+    for_each_row_3d(w, spatial, out, |row, base, kw| {
+        if let Some(b) = base {
+            for (o, &v) in cols[row * ow..(row + 1) * ow].iter().enumerate() {
+                if let Some(i) = w_at(w, spatial[2], o, kw) {
+                    plane[b + i] += v;
+                }
+            }
+        }
+    });
 }
 
 /// Reference kernel of `Unfold` (zero padding): im2col of every `[N, C]` plane.
@@ -302,14 +345,12 @@ pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     if w.rank() > 2 {
         let (spatial, plane) = (&x.shape[2..], x.shape[2..].iter().product::<usize>());
         let cols = out_shape[2] * out_shape[3];
-        out.fill(0.0);
-        if cols == 0 {
-            return;
-        }
-        for (c, dst) in out.chunks_exact_mut(cols).enumerate() {
-            let src = &x.data[c * plane..(c + 1) * plane];
-            for_each_cell(w, spatial, |j, a| dst[j] = src[a]);
-        }
+        let o = w
+            .out_size("unfold", spatial)
+            .expect("shapes were checked when the node was built");
+        par::for_each_plane(out, cols, cols, |c, dst| {
+            unfold_3d(w, spatial, &o, &x.data[c * plane..(c + 1) * plane], dst)
+        });
         return;
     }
     let g = geom(w, &x.shape[2..]);
@@ -328,15 +369,12 @@ pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     if w.rank() > 2 {
         let (spatial, plane) = (&out_shape[2..], out_shape[2..].iter().product::<usize>());
         let cols = x.shape[2] * x.shape[3];
-        out.fill(0.0);
-        for (c, dst) in out
-            .chunks_exact_mut(plane.max(1))
-            .enumerate()
-            .take(out_shape[..2].iter().product())
-        {
-            let src = &x.data[c * cols..(c + 1) * cols];
-            for_each_cell(w, spatial, |j, a| dst[a] += src[j]);
-        }
+        let o = w
+            .out_size("fold", spatial)
+            .expect("shapes were checked when the node was built");
+        par::for_each_plane(out, plane, cols, |c, dst| {
+            fold_3d(w, spatial, &o, &x.data[c * cols..(c + 1) * cols], dst)
+        });
         return;
     }
     let g = geom(w, &out_shape[2..]);
