@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use kiln::nn::{self, Layer};
-use kiln::{CompileOptions, Graph, Op, OpBuilder, Tensor};
+use kiln::{compile, CompileOptions, Graph, Op, OpBuilder, Tensor};
 
 const REF: &str = include_str!("data/volumes_ref.txt");
 
@@ -176,4 +176,39 @@ fn three_d_windows_are_refused_by_the_fused_ops_and_four_d_ones_everywhere() {
         e.contains("maxpool3d") && e.contains("[N, C, D, H, W]"),
         "{e}"
     );
+}
+
+#[test]
+fn unbatched_inputs_give_the_batched_result_without_its_batch_as_pytorch() {
+    let layers: Vec<(Box<dyn Layer>, Vec<usize>)> = vec![
+        (Box::new(nn::Conv1d::new(2, 3, 3).padding(1)), vec![2, 7]),
+        (Box::new(nn::Conv3d::new(2, 3, 2)), vec![2, 3, 4, 3]),
+        (
+            Box::new(nn::ConvTranspose2d::new(2, 3, 2).stride(2)),
+            vec![2, 3, 2],
+        ),
+        (Box::new(nn::MaxPool2d::new(2)), vec![3, 4, 6]),
+        (Box::new(nn::AvgPool3d::new(2).padding(1)), vec![2, 3, 3, 3]),
+    ];
+    for (layer, shape) in layers {
+        let batched: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
+        let mut outs = Vec::new();
+        for s in [&shape, &batched] {
+            let mut g = Graph::with_seed(3);
+            let x = g.input("x", s.clone()).unwrap();
+            let y = layer.build(&mut g, x).unwrap();
+            let mut exe = compile(&g, &[y], &CompileOptions::default()).unwrap();
+            outs.push(exe.run(&[("x", &fill(s, 1.0))]).unwrap().remove(0));
+        }
+        assert_eq!(outs[0].shape(), &outs[1].shape()[1..], "{shape:?}");
+        assert_eq!(outs[0].data(), outs[1].data(), "{shape:?}");
+    }
+    // a rank that is neither is still refused, naming both forms
+    let mut g = Graph::new();
+    let x = g.input("x", [5]).unwrap();
+    let e = nn::Conv1d::new(2, 3, 3)
+        .build(&mut g, x)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[N, 2, L] or unbatched [2, L]"), "{e}");
 }

@@ -104,7 +104,15 @@ impl<const D: usize> Conv<D> {
 }
 
 impl<const D: usize> Layer for Conv<D> {
+    /// `[N, Cin, *spatial]` → `[N, Cout, *out]`, or unbatched `[Cin, *spatial]`
+    /// → `[Cout, *out]`.
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        super::unbatched(g, x, D, |g, x| self.build_batched(g, x))
+    }
+}
+
+impl<const D: usize> Conv<D> {
+    fn build_batched(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, &format!("conv{D}d"));
         let (cin, cout, groups) = (self.in_channels, self.out_channels, self.groups);
         if cin == 0 || cout == 0 {
@@ -126,7 +134,7 @@ impl<const D: usize> Layer for Conv<D> {
             let dims = ["L", "H, W", "D, H, W"][D.clamp(1, 3) - 1];
             return shape_err(
                 &name,
-                format!("input has shape {xs:?}, expected [N, {cin}, {dims}]"),
+                format!("input has shape {xs:?}, expected [N, {cin}, {dims}] or unbatched [{cin}, {dims}]"),
             );
         }
         let (x, xs) = match self.same {

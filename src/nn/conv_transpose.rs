@@ -132,7 +132,15 @@ impl<const D: usize> ConvTranspose<D> {
 }
 
 impl<const D: usize> Layer for ConvTranspose<D> {
+    /// `[N, Cin, *spatial]` → `[N, Cout, *out]`, or unbatched `[Cin, *spatial]`
+    /// → `[Cout, *out]`.
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        super::unbatched(g, x, D, |g, x| self.build_batched(g, x))
+    }
+}
+
+impl<const D: usize> ConvTranspose<D> {
+    fn build_batched(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let name = layer_name(g, &self.name, &format!("conv_transpose{D}d"));
         let (cin, cout, groups) = (self.in_channels, self.out_channels, self.groups);
         if cin == 0 || cout == 0 || groups == 0 || cin % groups != 0 || cout % groups != 0 {
@@ -165,7 +173,7 @@ impl<const D: usize> Layer for ConvTranspose<D> {
             return shape_err(
                 &name,
                 format!(
-                    "input has shape {xs:?}, expected [N, {cin}, {dims}] with non-empty {dims}"
+                    "input has shape {xs:?}, expected [N, {cin}, {dims}] or unbatched [{cin}, {dims}], with non-empty {dims}"
                 ),
             );
         }

@@ -155,6 +155,28 @@ fn layer_name(g: &mut Graph, name: &Option<String>, kind: &str) -> String {
     name.clone().unwrap_or_else(|| g.fresh_name(kind))
 }
 
+/// `build` on `x`, with a batch of one added first and removed from the
+/// result when `x` is unbatched (`[C, *spatial]`, rank `spatial + 1`), as
+/// PyTorch's convolutions and pools accept.
+fn unbatched(
+    g: &mut Graph,
+    x: NodeId,
+    spatial: usize,
+    build: impl FnOnce(&mut Graph, NodeId) -> Result<NodeId>,
+) -> Result<NodeId> {
+    let xs = g.shape(x)?.to_vec();
+    if xs.len() != spatial + 1 {
+        return build(g, x);
+    }
+    let dims: Vec<isize> = std::iter::once(1)
+        .chain(xs.iter().map(|&d| d as isize))
+        .collect();
+    let batched = crate::ops::OpBuilder::reshape(g, x, &dims)?;
+    let y = build(g, batched)?;
+    let ys: Vec<isize> = g.shape(y)?[1..].iter().map(|&d| d as isize).collect();
+    crate::ops::OpBuilder::reshape(g, y, &ys)
+}
+
 /// The dropout-mask seed a layer named `name` uses unless given one.
 fn dropout_seed(name: &str) -> u64 {
     name.bytes()

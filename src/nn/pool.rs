@@ -149,7 +149,7 @@ impl<K: PoolKind, const D: usize> Pool<K, D> {
             return shape_err(
                 name,
                 format!(
-                    "input has shape {xs:?}, expected [N, C, {dims}] with C, {dims} > 0 (as PyTorch)"
+                    "input has shape {xs:?}, expected [N, C, {dims}] or unbatched [C, {dims}], with C, {dims} > 0 (as PyTorch)"
                 ),
             );
         }
@@ -265,7 +265,14 @@ impl<const D: usize> Layer for Pool<Max, D> {
     fn kind(&self) -> String {
         format!("MaxPool{D}d")
     }
+    /// `[N, C, *spatial]` → `[N, C, *out]`, or unbatched `[C, *spatial]` → `[C, *out]`.
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        super::unbatched(g, x, D, |g, x| self.build_batched(g, x))
+    }
+}
+
+impl<const D: usize> Pool<Max, D> {
+    fn build_batched(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, f32::NEG_INFINITY)?;
         let m = g.max(cols, &[2], false)?;
         g.set_name(m, format!("{name}.max"));
@@ -285,7 +292,14 @@ impl<const D: usize> Layer for Pool<Avg, D> {
     fn kind(&self) -> String {
         format!("AvgPool{D}d")
     }
+    /// `[N, C, *spatial]` → `[N, C, *out]`, or unbatched `[C, *spatial]` → `[C, *out]`.
     fn build(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        super::unbatched(g, x, D, |g, x| self.build_batched(g, x))
+    }
+}
+
+impl<const D: usize> Pool<Avg, D> {
+    fn build_batched(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let (name, xs, geom, cols) = self.windows(g, x, 0.0)?;
         let (k, p) = (self.kernel, self.padding);
         let sum = g.sum(cols, &[2], false)?;
