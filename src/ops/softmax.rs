@@ -11,6 +11,7 @@
 
 use super::{Arity, Grads, NodeId, OpBuilder, OpDef, RunCtx, View};
 use crate::error::{attr_err, shape_err, Result};
+use crate::kernels::scratch::{self, Slot};
 use crate::kernels::{math, par};
 use serde::{Deserialize, Serialize};
 
@@ -80,20 +81,24 @@ where
         });
         return;
     }
-    let (mut x, mut g, mut o) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    for block in 0..out.len() / (n * inner) {
-        for j in 0..inner {
-            let at = |i: usize| block * n * inner + i * inner + j;
-            for i in 0..n {
-                x[i] = ins[0].data[at(i)];
-                g[i] = ins.get(1).map_or(0.0, |v| v.data[at(i)]);
-            }
-            f(&x, if ins.len() > 1 { &g } else { &[] }, &mut o);
-            for (i, &e) in o.iter().enumerate() {
-                out[at(i)] = e;
+    // strided rows gathered into this thread's scratch: [x | g | out]
+    scratch::with(Slot::Registers, 3 * n, |buf| {
+        let (x, rest) = buf.split_at_mut(n);
+        let (g, o) = rest.split_at_mut(n);
+        for block in 0..out.len() / (n * inner) {
+            for j in 0..inner {
+                let at = |i: usize| block * n * inner + i * inner + j;
+                for i in 0..n {
+                    x[i] = ins[0].data[at(i)];
+                    g[i] = ins.get(1).map_or(0.0, |v| v.data[at(i)]);
+                }
+                f(x, if ins.len() > 1 { g } else { &[] }, o);
+                for (i, &e) in o.iter().enumerate() {
+                    out[at(i)] = e;
+                }
             }
         }
-    }
+    })
 }
 
 impl OpDef for Softmax {

@@ -298,6 +298,15 @@ fn for_each_row_3d(
     }
 }
 
+/// A 3-D window's output size over `spatial` (checked when the node was
+/// built), without allocating: `(S + 2p − d(k − 1) − 1) / s + 1` per dim.
+fn out_3d(w: &Window, spatial: &[usize]) -> [usize; 3] {
+    std::array::from_fn(|d| {
+        let span = w.dilation[d] * (w.kernel[d] - 1) + 1;
+        (spatial[d] + 2 * w.padding[d] - span) / w.stride[d] + 1
+    })
+}
+
 /// The input column of output column `ow` for kernel column `kw` of a 3-D
 /// window over width `width`, if inside.
 fn w_at(w: &Window, width: usize, ow: usize, kw: usize) -> Option<usize> {
@@ -345,9 +354,7 @@ pub fn unfold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     if w.rank() > 2 {
         let (spatial, plane) = (&x.shape[2..], x.shape[2..].iter().product::<usize>());
         let cols = out_shape[2] * out_shape[3];
-        let o = w
-            .out_size("unfold", spatial)
-            .expect("shapes were checked when the node was built");
+        let o = out_3d(w, spatial);
         par::for_each_plane(out, cols, cols, |c, dst| {
             unfold_3d(w, spatial, &o, &x.data[c * plane..(c + 1) * plane], dst)
         });
@@ -369,9 +376,7 @@ pub fn fold(w: &Window, x: View, out: &mut [f32], out_shape: &[usize]) {
     if w.rank() > 2 {
         let (spatial, plane) = (&out_shape[2..], out_shape[2..].iter().product::<usize>());
         let cols = x.shape[2] * x.shape[3];
-        let o = w
-            .out_size("fold", spatial)
-            .expect("shapes were checked when the node was built");
+        let o = out_3d(w, spatial);
         par::for_each_plane(out, plane, cols, |c, dst| {
             fold_3d(w, spatial, &o, &x.data[c * cols..(c + 1) * cols], dst)
         });
