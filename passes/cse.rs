@@ -1,11 +1,14 @@
 //! Common-subexpression elimination: two nodes with the same op, the same
 //! attributes and the same operands become one (the one created first).
-//! Dropout nodes merge too: equal seeds draw equal masks.
+//! Dropout nodes merge too: equal seeds draw equal masks. A scan merges
+//! into the copy of it that also keeps its step's residuals (a scan
+//! gradient's), as the prefix of that one's output.
 
 use super::{Pass, Patch, Rewriter};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::ops::Op;
+use crate::graph::Program;
+use crate::ops::{Op, Slice};
 use std::collections::HashMap;
 
 /// Merges duplicate nodes.
@@ -28,6 +31,23 @@ impl Pass for Cse {
                 continue;
             }
             let same_operands = seen.entry(p.graph.operands(n)).or_default();
+            if let Some((plain, ext)) = extended_scan(p, n, same_operands)? {
+                // the plain scan's output is the prefix of the other's
+                let len = p.graph.shape(plain)?.iter().product::<usize>();
+                let mut patch = Patch::new();
+                let slice = Slice {
+                    axis: 0,
+                    start: 0,
+                    end: len,
+                    step: 1,
+                };
+                let s = patch.add(Op::Slice(slice), &[ext.into()]);
+                patch.replace(plain, s);
+                if rw.apply("cse", &[plain, ext], patch)?.is_some() {
+                    merged += 1;
+                }
+                continue;
+            }
             let key = |op: &Op| format!("{op:?}");
             let mut first = None;
             if !same_operands.is_empty() {
@@ -56,4 +76,31 @@ impl Pass for Cse {
         }
         Ok(merged)
     }
+}
+
+/// A pair of scans, one among `same` (nodes with `n`'s operands) and `n`,
+/// where the first's output is the prefix of the second's: same direction
+/// and kept values, the second's step extending the first's with residuals.
+fn extended_scan(
+    p: &Program,
+    n: NodeId,
+    same: &[(Option<String>, NodeId)],
+) -> Result<Option<(NodeId, NodeId)>> {
+    let Op::Scan(mine) = &p.graph.node(n)?.op else {
+        return Ok(None);
+    };
+    for &(_, other) in same {
+        if let Op::Scan(theirs) = &p.graph.node(other)?.op {
+            if theirs.reverse != mine.reverse || theirs.keep != mine.keep {
+                continue;
+            }
+            if mine.body.extends(&theirs.body) {
+                return Ok(Some((other, n)));
+            }
+            if theirs.body.extends(&mine.body) {
+                return Ok(Some((n, other)));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -6,11 +6,11 @@ use kiln::ops::matmul::matmul_reference;
 use kiln::ops::PoolWindow;
 use kiln::ops::View;
 use kiln::ops::{
-    Dropout, Fill, Input, MatMul, MaxPoolBackward, MaxPoolWithIndices, Output, Reshape,
+    Dropout, Fill, Input, MatMul, MaxPoolBackward, MaxPoolWithIndices, Output, Reshape, Slice,
 };
 use kiln::CompileOptions;
 use kiln::OpBuilder;
-use kiln::{compile, Graph, Op, Tensor, Window};
+use kiln::{compile, Graph, Init, Op, Tensor, Window};
 
 type UnaryBuilder = fn(&mut Graph, kiln::NodeId) -> kiln::Result<kiln::NodeId>;
 
@@ -778,13 +778,59 @@ fn op_facts() {
     assert!(input.is_interface() && !fill.is_interface() && !relu.is_interface());
     assert!(fill.is_constant() && !input.is_constant());
     assert!(Op::Dropout(Dropout { p: 0.5, seed: 1 }).is_random() && !relu.is_random());
-    assert_eq!(Op::Output(Output { index: 1 }).view_offset(6), Some(6));
     assert_eq!(
-        Op::Reshape(Reshape { shape: vec![6] }).view_offset(6),
+        Op::Output(Output { index: 1 }).view_offset(&[12], 6),
+        Some(6)
+    );
+    assert_eq!(
+        Op::Reshape(Reshape { shape: vec![6] }).view_offset(&[2, 3], 6),
         Some(0)
     );
-    assert_eq!(Op::StopGradient.view_offset(6), Some(0));
-    assert_eq!(relu.view_offset(6), None);
+    assert_eq!(Op::StopGradient.view_offset(&[6], 6), Some(0));
+    assert_eq!(relu.view_offset(&[6], 6), None);
+    // a slice is a view where it is one contiguous range of its input
+    let slice = |axis, start, end, step| {
+        Op::Slice(Slice {
+            axis,
+            start,
+            end,
+            step,
+        })
+    };
+    assert_eq!(slice(0, 1, 3, 1).view_offset(&[4, 5], 10), Some(5));
+    assert_eq!(slice(1, 2, 4, 1).view_offset(&[1, 4, 3], 6), Some(6));
+    assert_eq!(slice(1, 0, 4, 1).view_offset(&[2, 4, 3], 24), Some(0));
+    assert_eq!(slice(1, 1, 3, 1).view_offset(&[2, 4, 3], 12), None);
+    assert_eq!(slice(0, 0, 4, 2).view_offset(&[4, 5], 10), None);
+    assert_eq!(slice(2, 1, 3, 1).view_offset(&[0, 1, 4], 0), Some(0));
+}
+
+/// Contiguous slices run as views of their input: values equal a copying
+/// slice's, over inputs, parameters and computed values, including a slice
+/// that an in-place element-wise op could overwrite while the base lives on.
+#[test]
+fn contiguous_slices_read_their_input_in_place() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 3]).unwrap();
+    let w = g.param("w", [4, 3], Init::Constant(2.0)).unwrap();
+    let e = g.abs(x).unwrap();
+    let rows = g.slice(e, 0, 1, 3, 1).unwrap();
+    let bumped = g.add_scalar(rows, 1.0).unwrap();
+    let wrows = g.slice(w, 0, 2, 4, 1).unwrap();
+    let xrows = g.slice(x, 0, 0, 2, 1).unwrap();
+    let sum = g.add(bumped, wrows).unwrap();
+    let sum = g.add(sum, xrows).unwrap();
+    let total = g.sum_all(e).unwrap();
+    let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let xt = Tensor::from_vec(vec![4, 3], data.clone()).unwrap();
+    let mut exe = compile(&g, &[sum, total], &CompileOptions::default()).unwrap();
+    let out = exe.run(&[("x", &xt)]).unwrap();
+    let want: Vec<f32> = (0..6)
+        .map(|i| data[3 + i].abs() + 1.0 + 2.0 + data[i])
+        .collect();
+    assert_eq!(out[0].data(), &want[..]);
+    let want_total: f32 = data.iter().map(|v| v.abs()).sum();
+    assert_eq!(out[1].data()[0], want_total);
 }
 
 /// The bit patterns of a tensor's elements.

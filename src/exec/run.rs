@@ -15,6 +15,10 @@ use crate::tensor::Tensor;
 /// steps never write in place).
 pub(super) const MAX_INLINE_OPERANDS: usize = 8;
 
+/// Fed inputs a run reads through slices on the stack (more go to the heap;
+/// a scan's step reads its carry, per-step values and constants).
+const MAX_INLINE_FEEDS: usize = 16;
+
 impl Executable {
     /// Runs the graph on `feeds` (input name, value) and returns the outputs in
     /// the order they were passed to `compile`.
@@ -42,33 +46,57 @@ impl Executable {
     /// threads on its first run and does part of the work (see
     /// [`CompileOptions::threads`](crate::compile::CompileOptions::threads); `Err` if the pool's threads cannot start).
     pub fn run_in_place(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
+        self.run_fed(feeds, |exe, fed| {
+            if exe.threads > 1 {
+                let pool = pool::for_this_thread(exe.threads)?;
+                pool.install(|| exe.execute(fed));
+                // a thread that takes a step first run by another then finds
+                // its scratch already grown, so steady-state runs allocate
+                // nothing
+                let grown = scratch::grown();
+                if grown != exe.scratch_seen {
+                    pool.broadcast(|_| scratch::reserve_seen());
+                    exe.scratch_seen = grown;
+                }
+            } else {
+                crate::kernels::par::sequential(|| exe.execute(fed));
+            }
+            Ok(())
+        })
+    }
+
+    /// [`run_in_place`](Self::run_in_place) from inside a step of another
+    /// run (a scan's body): the steps run one at a time on the calling
+    /// thread, and each kernel splits its work over the threads of the
+    /// caller's run, as the caller's own kernels do (one thread when the
+    /// caller runs sequentially).
+    pub(crate) fn run_nested(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
+        self.run_fed(feeds, |exe, fed| {
+            exe.execute(fed);
+            Ok(())
+        })
+    }
+
+    /// Loads `feeds` (on the stack when few: a steady-state run allocates
+    /// nothing), computes the steps with `run`, then applies the updates.
+    fn run_fed(
+        &mut self,
+        feeds: &[(&str, &dyn Feed)],
+        run: impl FnOnce(&mut Self, &[&[f32]]) -> Result<()>,
+    ) -> Result<()> {
         self.select_batch(feeds)?;
-        // the fed inputs read in place, by slot (on the stack when few: a
-        // steady-state run allocates nothing)
-        let mut inline: [&[f32]; MAX_INLINE_OPERANDS] = [&[]; MAX_INLINE_OPERANDS];
+        // the fed inputs are read in place, by slot
+        let mut inline: [&[f32]; MAX_INLINE_FEEDS] = [&[]; MAX_INLINE_FEEDS];
         let mut heap = Vec::new();
         let fed: &mut [&[f32]] = match self.fed_slots {
-            n if n <= MAX_INLINE_OPERANDS => &mut inline[..n],
+            n if n <= MAX_INLINE_FEEDS => &mut inline[..n],
             n => {
                 heap.resize(n, &[][..]);
                 &mut heap
             }
         };
         self.load_feeds(feeds, fed)?;
-        let fed = &*fed;
-        if self.threads > 1 {
-            let pool = pool::for_this_thread(self.threads)?;
-            pool.install(|| self.execute(fed));
-            // a thread that takes a step first run by another then finds its
-            // scratch already grown, so steady-state runs allocate nothing
-            let grown = scratch::grown();
-            if grown != self.scratch_seen {
-                pool.broadcast(|_| scratch::reserve_seen());
-                self.scratch_seen = grown;
-            }
-        } else {
-            crate::kernels::par::sequential(|| self.execute(fed));
-        }
+        run(self, fed)?;
         self.apply_updates();
         self.ctx.step += 1;
         Ok(())

@@ -229,7 +229,8 @@ fn plan_memory(steps: &[Step], outputs: &[usize], updates: &[(usize, usize)]) ->
         // parameter, whose memory the updates rewrite between runs
         let param = |o: usize| matches!(steps[owner[o]].op, Op::Param(_));
         let part_of = |o: usize| steps[o].op.num_outputs() > 1;
-        let v = match (s.op.view_offset(s.len), &s.op) {
+        let input = s.operands.first().map_or(&[][..], |&o| &steps[o].shape[..]);
+        let v = match (s.op.view_offset(input, s.len), &s.op) {
             (Some(at), _) if part_of(s.operands[0]) => view(s.operands[0], at),
             (Some(at), _) if !param(s.operands[0]) => view(s.operands[0], at),
             // an i64 input is converted into the arena, an f32 one read in place

@@ -64,7 +64,7 @@ impl OpDef for Cast {
         Ok(vec![None])
     }
     /// Indices are carried as f32 values already: the result is a view.
-    fn view_offset(&self, _: usize) -> Option<usize> {
+    fn view_offset(&self, _: &[usize], _: usize) -> Option<usize> {
         Some(0)
     }
 }

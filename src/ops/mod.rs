@@ -234,8 +234,9 @@ pub trait OpDef {
         unreachable!("{} has no in-place kernel", self.name())
     }
     /// Where the result lies in operand 0's memory when it is a view of it
-    /// (no data of its own); `len` is the elements of one output.
-    fn view_offset(&self, _len: usize) -> Option<usize> {
+    /// (no data of its own); `input` is operand 0's shape, `len` the
+    /// elements of one output.
+    fn view_offset(&self, _input: &[usize], _len: usize) -> Option<usize> {
         None
     }
     /// Part of the graph's interface (input, parameter): never merged,
@@ -403,8 +404,8 @@ impl Op {
         self.def().is_elementwise()
     }
     /// See [`OpDef::view_offset`].
-    pub fn view_offset(&self, len: usize) -> Option<usize> {
-        self.def().view_offset(len)
+    pub fn view_offset(&self, input: &[usize], len: usize) -> Option<usize> {
+        self.def().view_offset(input, len)
     }
     /// See [`OpDef::num_outputs`].
     pub fn num_outputs(&self) -> usize {

@@ -385,7 +385,7 @@ impl OpDef for Reshape {
         let shape: Vec<isize> = g.shape(xs[0])?.iter().map(|&d| d as isize).collect();
         one(g.reshape(gy, &shape))
     }
-    fn view_offset(&self, _: usize) -> Option<usize> {
+    fn view_offset(&self, _: &[usize], _: usize) -> Option<usize> {
         Some(0)
     }
 }
@@ -510,6 +510,18 @@ impl OpDef for Slice {
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
         slice(ins[0], self.axis, self.start, self.step, out, out_shape)
     }
+    /// A slice of consecutive indices over axes before `axis` of size 1 (or
+    /// of the whole axis) is one contiguous range of the input: a view.
+    fn view_offset(&self, input: &[usize], len: usize) -> Option<usize> {
+        let dim = *input.get(self.axis)?;
+        let outer: usize = input[..self.axis].iter().product();
+        let inner: usize = input[self.axis + 1..].iter().product();
+        let whole = self.start == 0 && self.end >= dim;
+        match len {
+            0 => Some(0),
+            _ => (self.step == 1 && (outer == 1 || whole)).then(|| self.start * inner),
+        }
+    }
     fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
         one(slice_vjp(self.axis, self.start, self.step, g, xs[0], gy))
     }
@@ -623,7 +635,7 @@ impl OpDef for StopGradient {
     fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, _: NodeId) -> Grads {
         Ok(vec![None])
     }
-    fn view_offset(&self, _: usize) -> Option<usize> {
+    fn view_offset(&self, _: &[usize], _: usize) -> Option<usize> {
         Some(0)
     }
 }
@@ -653,7 +665,7 @@ impl OpDef for Output {
     fn vjp(&self, _: &mut dyn OpBuilder, _: &[NodeId], _: NodeId, gy: NodeId) -> Grads {
         Ok(vec![(self.index == 0).then_some(gy)])
     }
-    fn view_offset(&self, len: usize) -> Option<usize> {
+    fn view_offset(&self, _: &[usize], len: usize) -> Option<usize> {
         Some(self.index * len)
     }
 }

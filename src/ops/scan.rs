@@ -3,17 +3,22 @@
 //! sequence is, and compiles once.
 //!
 //! `scan(body, carry0, xs, consts)` runs `carry = body(carry, xs[t], consts)`
-//! for `t = 0..T` (or `T−1..=0` when `reverse`). The op's one output is
-//! flat: the first `keep` values of the (flattened) carry after every step,
-//! in time order (`[T·keep]`), then the whole last carry (`[C]`).
+//! for `t = 0..T` (or `T−1..=0` when `reverse`); a step may read several
+//! per-step operands `xs[t], xs1[t], ..` of the same `T`. The op's one
+//! output is flat: the first `keep` values of the (flattened) carry after
+//! every step, in time order (`[T·keep]`), then the whole last carry
+//! (`[C]`), then each of the step's per-step outputs in time order
+//! (`[T·Y_j]` each), so that each is a contiguous range.
 //! [`crate::OpBuilder::scan`] keeps the whole carry and returns it as
 //! `[T, *carry]`.
 //!
-//! The body is compiled once into its own executable (all passes, one
-//! thread) and run per step on views of the operands. Its gradient is a
-//! scan running the other way over the body's gradient graph: its carry
-//! holds the gradient of the step's input `x`, of the carry, and the sums
-//! of the constants' gradients, and it keeps the first per step.
+//! The body is compiled once into its own executable (all passes; its
+//! steps one at a time, each kernel on the threads of the run it is in)
+//! and run per step on views of the operands. Its gradient
+//! ([`super::scan_grad`]) is a scan running the other way over the part of
+//! the body's gradient graph that depends on the upstream gradient, reading
+//! the step's residuals that a copy of the forward scan keeps as per-step
+//! outputs.
 
 use super::{Arity, Grads, NodeId, OpBuilder, OpDef, RunCtx, View};
 use crate::dtype::{Feed, FeedData};
@@ -24,26 +29,48 @@ use crate::shape::checked_numel;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
-/// A scan's step: a graph whose inputs are `carry`, `x` and `c0`, `c1`, ..
-/// (the constants) and whose output `out` is the next carry, of the
-/// carry's shape. It holds no parameters and no random or mode-dependent
-/// op (dropout, `train_eval`): weights come in as constants.
+/// A scan's step: a graph whose inputs are `carry`, the per-step inputs
+/// `x`, `x1`, `x2`, .. and the constants `c0`, `c1`, .., and whose outputs
+/// are `out`, the next carry (of the carry's shape), and the per-step
+/// outputs `ys` (none for a step [`ScanBody::build`] makes). It holds no
+/// parameters and no random or mode-dependent op (dropout, `train_eval`):
+/// weights come in as constants.
 pub struct ScanBody {
     graph: Graph,
     out: NodeId,
-    /// The compiled step (one thread, all passes).
+    ys: Vec<NodeId>,
+    /// The inputs' names in feed order: carry, per-step inputs, constants.
+    names: Vec<String>,
+    /// How many per-step inputs.
+    xs: usize,
+    /// Identifies the step: copies for another batch size keep it.
+    id: u64,
+    /// For a step that adds per-step outputs (residuals) to another's
+    /// computation, the other's `id`: a scan of this step computes the
+    /// other's scan as the prefix of its output (CSE merges the two).
+    extends: Option<u64>,
+    /// The compiled step.
     exe: Mutex<Executable>,
 }
 
 impl std::fmt::Debug for ScanBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::graph::dump::to_text(&self.graph, &[self.out]))
+        let outs: Vec<NodeId> = std::iter::once(self.out).chain(self.ys.clone()).collect();
+        f.write_str(&crate::graph::dump::to_text(&self.graph, &outs))
     }
 }
 
 /// The name of constant `k`'s input in a body.
-fn const_name(k: usize) -> String {
+pub(super) fn const_name(k: usize) -> String {
     format!("c{k}")
+}
+
+/// The name of per-step input `i` in a body (`x`, `x1`, `x2`, ..).
+pub(super) fn x_name(i: usize) -> String {
+    match i {
+        0 => "x".to_string(),
+        i => format!("x{i}"),
+    }
 }
 
 impl ScanBody {
@@ -64,10 +91,19 @@ impl ScanBody {
             .map(|k| g.input(&const_name(k), consts[k].to_vec()))
             .collect::<Result<Vec<_>>>()?;
         let out = step(&mut g, c, xi, &ks)?;
-        Self::from_graph(g, out)
+        Self::from_graph(g, out, Vec::new(), None, None)
     }
 
-    fn from_graph(graph: Graph, out: NodeId) -> Result<Arc<ScanBody>> {
+    /// The step of `graph` (inputs `carry`, `x`, `x1`, .., `c0`, ..) with
+    /// next carry `out` and per-step outputs `ys`; `id` is a fresh one when
+    /// `None`.
+    pub(super) fn from_graph(
+        graph: Graph,
+        out: NodeId,
+        ys: Vec<NodeId>,
+        id: Option<u64>,
+        extends: Option<u64>,
+    ) -> Result<Arc<ScanBody>> {
         let carry = graph.shape(input(&graph, "carry")?)?;
         if graph.shape(out)? != carry {
             return shape_err(
@@ -78,9 +114,16 @@ impl ScanBody {
                 ),
             );
         }
-        let consts = graph.inputs().count().saturating_sub(2);
-        let known = |n: &str| n == "carry" || n == "x" || (0..consts).any(|k| const_name(k) == n);
-        if let Some((stray, _)) = graph.inputs().find(|(n, _)| !known(n)) {
+        let has = |n: &str| graph.inputs().any(|(m, _)| m == n);
+        let xs = (0..).take_while(|&i| has(&x_name(i))).count();
+        let consts = graph.inputs().count().saturating_sub(1 + xs);
+        let mut names = vec!["carry".to_string()];
+        names.extend((0..xs).map(x_name));
+        names.extend((0..consts).map(const_name));
+        if xs == 0 {
+            return attr_err("scan", "the step has no per-step input `x`");
+        }
+        if let Some((stray, _)) = graph.inputs().find(|(n, _)| !names.iter().any(|m| m == n)) {
             return attr_err(
                 "scan",
                 format!("the step declares an input `{stray}`: a step reads only its carry, x and constants"),
@@ -104,10 +147,17 @@ impl ScanBody {
             dump_dir: None,
             ..crate::CompileOptions::default()
         };
-        let exe = crate::compile(&graph, &[out], &options)?;
+        let outs: Vec<NodeId> = std::iter::once(out).chain(ys.iter().copied()).collect();
+        let exe = crate::compile(&graph, &outs, &options)?;
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Arc::new(ScanBody {
             graph,
             out,
+            ys,
+            names,
+            xs,
+            id: id.unwrap_or_else(|| IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            extends,
             exe: Mutex::new(exe),
         }))
     }
@@ -115,6 +165,32 @@ impl ScanBody {
     /// The step graph and its output.
     pub fn graph(&self) -> (&Graph, NodeId) {
         (&self.graph, self.out)
+    }
+
+    /// The step's identity (kept by its copies for other batch sizes).
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the step has per-step outputs.
+    pub(super) fn has_ys(&self) -> bool {
+        !self.ys.is_empty()
+    }
+
+    /// How many per-step inputs the step reads.
+    pub(super) fn xs(&self) -> usize {
+        self.xs
+    }
+
+    /// Whether a scan of `self` computes a scan of `plain` (same operands,
+    /// direction and `keep`) as the prefix of its output.
+    pub(crate) fn extends(&self, plain: &ScanBody) -> bool {
+        self.extends == Some(plain.id) && plain.ys.is_empty()
+    }
+
+    /// Values of each per-step output.
+    fn y_lens(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.ys.iter()).map(|&y| self.graph.shape(y).map_or(0, |s| s.iter().product()))
     }
 
     fn shape_of(&self, name: &str) -> Vec<usize> {
@@ -132,7 +208,8 @@ fn input(g: &Graph, name: &str) -> Result<NodeId> {
         .ok_or_else(|| KilnError::Invalid(format!("scan body: no input `{name}`")))
 }
 
-/// Operands `[carry0, xs [T, ..], consts..]`; see the module docs.
+/// Operands `[carry0, xs [T, ..] (one per per-step input of the step), consts..]`;
+/// see the module docs.
 #[derive(Clone, Debug)]
 pub struct Scan {
     /// The step.
@@ -173,7 +250,7 @@ impl<'de> Deserialize<'de> for Scan {
 }
 
 /// A borrowed f32 value fed to the step.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Slice<'a>(&'a [usize], &'a [f32]);
 
 impl Feed for Slice<'_> {
@@ -185,41 +262,61 @@ impl Feed for Slice<'_> {
     }
 }
 
-/// The step's names for its constants' inputs (more are named on the heap).
-const CONST_NAMES: [&str; 6] = ["c0", "c1", "c2", "c3", "c4", "c5"];
+/// Feeds of a step held on the stack (more go on the heap).
+const STACK_FEEDS: usize = 16;
 
-/// Calls `f` with the feeds of one step (on the stack for up to six
-/// constants, so a steady-state run allocates nothing).
+/// Calls `f` with the step's feeds `values` (in the body's input order),
+/// named as the body's inputs: on the stack for up to [`STACK_FEEDS`], so
+/// that a steady-state run allocates nothing.
 fn with_feeds<R>(
-    carry: &Slice,
-    x: &Slice,
-    consts: &[View],
+    names: &[String],
+    values: &[Slice],
     f: impl FnOnce(&[(&str, &dyn Feed)]) -> R,
 ) -> R {
     const NONE: Slice<'static> = Slice(&[], &[]);
-    if consts.len() <= CONST_NAMES.len() {
-        let mut views = [NONE; 6];
-        for (v, k) in views.iter_mut().zip(consts) {
-            *v = Slice(k.shape, k.data);
+    if values.len() <= STACK_FEEDS {
+        let mut feeds: [(&str, &dyn Feed); STACK_FEEDS] = [("", &NONE); STACK_FEEDS];
+        for (i, (n, v)) in names.iter().zip(values).enumerate() {
+            feeds[i] = (n.as_str(), v);
         }
-        let mut feeds: [(&str, &dyn Feed); 8] = [("", &NONE); 8];
-        feeds[0] = ("carry", carry);
-        feeds[1] = ("x", x);
-        for (k, v) in views.iter().enumerate().take(consts.len()) {
-            feeds[2 + k] = (CONST_NAMES[k], v);
-        }
-        f(&feeds[..2 + consts.len()])
+        f(&feeds[..values.len()])
     } else {
-        let names: Vec<String> = (0..consts.len()).map(const_name).collect();
-        let views: Vec<Slice> = consts.iter().map(|k| Slice(k.shape, k.data)).collect();
-        let mut feeds: Vec<(&str, &dyn Feed)> = vec![("carry", carry), ("x", x)];
-        feeds.extend(
-            names
-                .iter()
-                .zip(&views)
-                .map(|(n, v)| (n.as_str(), v as &dyn Feed)),
-        );
+        let feeds: Vec<(&str, &dyn Feed)> = (names.iter().zip(values))
+            .map(|(n, v)| (n.as_str(), v as &dyn Feed))
+            .collect();
         f(&feeds)
+    }
+}
+
+/// Step `t`'s feeds: the carry, each per-step operand's row `t`, the
+/// constants (on the stack for up to [`STACK_FEEDS`]).
+fn step_values<'a, R>(
+    carry: Slice<'a>,
+    ins: &'a [View<'a>],
+    xs: usize,
+    t: usize,
+    f: impl FnOnce(&[Slice<'a>]) -> R,
+) -> R {
+    const NONE: Slice<'static> = Slice(&[], &[]);
+    let value = |i: usize| -> Slice<'a> {
+        let v = &ins[i];
+        match i {
+            0 => carry,
+            i if i <= xs => {
+                let n = v.data.len().checked_div(v.shape[0]).unwrap_or(0);
+                Slice(&v.shape[1..], &v.data[t * n..(t + 1) * n])
+            }
+            _ => Slice(v.shape, v.data),
+        }
+    };
+    if ins.len() <= STACK_FEEDS {
+        let mut values = [NONE; STACK_FEEDS];
+        for (i, v) in values.iter_mut().enumerate().take(ins.len()) {
+            *v = value(i);
+        }
+        f(&values[..ins.len()])
+    } else {
+        f(&(0..ins.len()).map(value).collect::<Vec<_>>())
     }
 }
 
@@ -229,30 +326,38 @@ impl OpDef for Scan {
     }
     fn attrs(&self) -> Vec<(&'static str, String)> {
         let steps = self.body.graph.len();
-        vec![
+        let mut attrs = vec![
             ("keep", self.keep.to_string()),
             ("reverse", self.reverse.to_string()),
             ("step_nodes", steps.to_string()),
-        ]
+        ];
+        if self.body.has_ys() {
+            let lens: Vec<String> = self.body.y_lens().map(|n| n.to_string()).collect();
+            attrs.push(("step_outputs", lens.join(",")));
+        }
+        attrs
     }
     fn arity(&self) -> Arity {
         Arity::Between(2, usize::MAX)
     }
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
-        let carry = self.body.shape_of("carry");
-        let x = self.body.shape_of("x");
-        let consts = ins.len() - 2;
-        let want_consts = self.body.graph.inputs().count() - 2;
-        let fits = ins[0] == carry
-            && ins[1].len() == x.len() + 1
-            && ins[1][1..] == x[..]
-            && consts == want_consts
-            && (0..consts).all(|k| ins[2 + k] == self.body.shape_of(&const_name(k)));
+        let b = &self.body;
+        let carry = b.shape_of("carry");
+        let xs: Vec<Vec<usize>> = (0..b.xs).map(|i| b.shape_of(&x_name(i))).collect();
+        let want_consts = b.names.len() - 1 - b.xs;
+        let t = ins.get(1).and_then(|s| s.first()).copied().unwrap_or(0);
+        let fits = ins.len() == b.names.len()
+            && ins[0] == carry
+            && (xs.iter().zip(&ins[1..]))
+                .all(|(x, i)| i.len() == x.len() + 1 && i[0] == t && i[1..] == x[..])
+            && (0..want_consts).all(|k| ins[1 + b.xs + k] == b.shape_of(&const_name(k)));
         if !fits {
+            let xs: Vec<String> = xs.iter().map(|x| format!("[T, {x:?}..]")).collect();
             return shape_err(
                 "scan",
                 format!(
-                    "operands {ins:?} do not fit the step: carry {carry:?}, xs [T, {x:?}..], {want_consts} constant(s)"
+                    "operands {ins:?} do not fit the step: carry {carry:?}, per-step {}, {want_consts} constant(s)",
+                    xs.join(", ")
                 ),
             );
         }
@@ -260,50 +365,65 @@ impl OpDef for Scan {
         if self.keep > c {
             return attr_err("scan", format!("keeps {} of a carry of {c}", self.keep));
         }
-        let kept = checked_numel("scan", &[ins[1][0], self.keep])?;
-        Ok(vec![crate::shape::checked_size(
-            "scan",
-            "output",
-            kept.checked_add(c),
-        )?])
+        let mut len = Some(c);
+        for n in std::iter::once(self.keep).chain(b.y_lens()) {
+            let part = checked_numel("scan", &[t, n])?;
+            len = len.and_then(|l| l.checked_add(part));
+        }
+        Ok(vec![crate::shape::checked_size("scan", "output", len)?])
     }
     fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
-        let (carry_shape, x_shape) = (ins[0].shape, &ins[1].shape[1..]);
-        let (c, t_len) = (ins[0].data.len(), ins[1].shape[0]);
-        let xn = ins[1].data.len().checked_div(t_len).unwrap_or(0);
-        let (kept, last) = out.split_at_mut(t_len * self.keep);
+        let b = &self.body;
+        let (carry_shape, c, t_len) = (ins[0].shape, ins[0].data.len(), ins[1].shape[0]);
+        let (kept, rest) = out.split_at_mut(t_len * self.keep);
+        let (last, ys) = rest.split_at_mut(c);
         last.copy_from_slice(ins[0].data);
-        let Ok(mut exe) = self.body.exe.lock() else {
+        let Ok(mut exe) = b.exe.lock() else {
             return out.fill(f32::NAN);
         };
-        for i in 0..t_len {
+        let ok = (0..t_len).all(|i| {
             let t = if self.reverse { t_len - 1 - i } else { i };
-            let (cf, xf) = (
-                Slice(carry_shape, last),
-                Slice(x_shape, &ins[1].data[t * xn..(t + 1) * xn]),
-            );
-            let ok = with_feeds(&cf, &xf, &ins[2..], |feeds| exe.run_in_place(feeds)).is_ok();
+            let ran = step_values(Slice(carry_shape, last), ins, b.xs, t, |values| {
+                with_feeds(&b.names, values, |feeds| exe.run_nested(feeds))
+            });
             match exe.output(0) {
-                Some((_, data)) if ok && data.len() == c => last.copy_from_slice(data),
-                _ => return out.fill(f32::NAN),
+                Some((_, data)) if ran.is_ok() && data.len() == c => last.copy_from_slice(data),
+                _ => return false,
             }
             kept[t * self.keep..(t + 1) * self.keep].copy_from_slice(&last[..self.keep]);
+            // per-step output j of step t at t·n_j in its [T, n_j] region
+            let mut region = &mut *ys;
+            for j in 0..b.ys.len() {
+                let Some((_, data)) = exe.output(1 + j) else {
+                    return false;
+                };
+                let n = data.len();
+                let (mine, after) = std::mem::take(&mut region).split_at_mut(t_len * n);
+                mine[t * n..(t + 1) * n].copy_from_slice(data);
+                region = after;
+            }
+            true
+        });
+        if !ok {
+            out.fill(f32::NAN);
         }
     }
     fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
         super::scan_grad::vjp(self, g, xs, y, gy)
     }
     fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<super::Op> {
+        let b = &self.body;
         let program = crate::Program {
-            graph: self.body.graph.clone(),
-            outputs: vec![self.body.out],
+            graph: b.graph.clone(),
+            outputs: std::iter::once(b.out).chain(b.ys.clone()).collect(),
             updates: vec![],
         };
         if !program.is_symbolic() {
             return None;
         }
         let p = program.specialise(f(crate::BATCH)).ok()?;
-        let body = ScanBody::from_graph(p.graph, p.outputs[0]).ok()?;
+        let ys = p.outputs[1..].to_vec();
+        let body = ScanBody::from_graph(p.graph, p.outputs[0], ys, Some(b.id), b.extends).ok()?;
         Some(super::Op::Scan(Scan {
             body,
             reverse: self.reverse,

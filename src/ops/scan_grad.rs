@@ -1,29 +1,37 @@
-//! The VJP of [`Scan`]: a scan the other way over the step's gradient graph.
+//! The VJP of [`Scan`]: the step's gradient graph split in two (JAX's
+//! partial evaluation of a linearised step), so that no step runs twice.
 //!
-//! For a forward scan that keeps its whole carry `C` (shape `[T·C + C]`),
-//! with `cprev[t]` the carry before step `t`, the gradient scan's step gets
-//! `z[t] = [cprev[t], x[t], gy[t]]` (flattened, concatenated) and the
-//! forward constants, and carries `[dx (X), hoisted operands, dcarry (C),
-//! Σ dconsts (K)]`: it recomputes the step at `cprev[t]`, takes the VJP of
-//! `Σ step·(dcarry + gy[t])`, and keeps `dx` and the hoisted operands per
-//! step. A constant whose gradient is a weight's `Aᵀ·B` is not summed in
-//! the carry: its operands are kept, and the sum over the steps is one
-//! matmul after the scan. The last carry holds the gradients of the first
-//! carry and of the other constants. It starts from the upstream gradient
-//! of the forward scan's last carry.
+//! The step's VJP `Σ step(carry, x, consts)·total` is built once on a probe.
+//! Its nodes that do not depend on the upstream gradient `total` are
+//! *primal*; of these, the ones that depend on the carry or `x` and that the
+//! gradient part reads are the step's *residuals*. Then:
+//! - a copy of the forward scan keeps the residuals of every step as its
+//!   per-step output `y` (its output starts with the forward scan's, and CSE
+//!   merges the two, so the forward runs once);
+//! - the gradient scan runs the other way over the rest of the VJP: its `x`
+//!   is `[residuals[t], gy[t]]`, its carry `[dcarry (C), Σ dconsts (K)]`,
+//!   and its per-step output the gradient of `x[t]`. A constant whose
+//!   gradient is a weight's `Aᵀ·B` is not summed in the carry: `A` and `B`
+//!   are kept per step (from the residuals, or as per-step output), and the
+//!   sum over the steps is one matmul after the scan. The last carry holds
+//!   the gradients of the first carry and of the other constants; it starts
+//!   from the upstream gradient of the forward scan's last carry.
 
+use super::scan::{const_name, x_name};
 use super::{Grads, NodeId, Op, OpBuilder, Scan, ScanBody};
-use crate::error::{attr_err, Result};
+use crate::error::{attr_err, KilnError, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::Graph;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// `x` flattened to `[n]`.
 fn flat(g: &mut dyn OpBuilder, x: NodeId) -> Result<NodeId> {
     g.reshape(x, &[-1])
 }
 
-/// Part `start..start + len` of the 1-D `x`, reshaped to `shape`.
+/// Part `start..start + len` of the last axis of `x`, reshaped to `shape`
+/// (after `x`'s other axes).
 fn part(g: &mut dyn OpBuilder, x: NodeId, start: usize, shape: &[usize]) -> Result<NodeId> {
     let len: usize = shape.iter().product();
     let axis = g.shape(x)?.len() as isize - 1;
@@ -36,34 +44,37 @@ fn part(g: &mut dyn OpBuilder, x: NodeId, start: usize, shape: &[usize]) -> Resu
     g.reshape(s, &target)
 }
 
-/// The nodes of `body` that `out` needs, added to `g` with its inputs
-/// replaced by `inputs` (by name); returns `out`'s copy.
-fn inline(
-    g: &mut Graph,
-    body: &Graph,
-    out: NodeId,
-    inputs: &HashMap<String, NodeId>,
-) -> Result<NodeId> {
-    let mut copy: HashMap<NodeId, NodeId> = HashMap::new();
-    for n in ancestors_order(body, &[out]) {
-        let node = body.node(n)?;
-        let new = match &node.op {
-            Op::Input(i) => inputs[&i.name],
-            op => {
-                let ops: Vec<NodeId> = body.operands(n).iter().map(|o| copy[o]).collect();
-                g.add_op(op.clone(), &ops)?
-            }
-        };
-        copy.insert(n, new);
+/// `nodes` of `from` in topological order, added to `to` with the nodes in
+/// `map` standing for themselves there; `map` gains the copies. `Err` on an
+/// input `map` does not give.
+fn copy_nodes(
+    to: &mut Graph,
+    from: &Graph,
+    nodes: impl IntoIterator<Item = NodeId>,
+    map: &mut HashMap<NodeId, NodeId>,
+) -> Result<()> {
+    for n in nodes {
+        if map.contains_key(&n) {
+            continue;
+        }
+        let node = from.node(n)?;
+        if matches!(node.op, Op::Input(_)) {
+            return Err(unvalued());
+        }
+        let ops = (from.operands(n).iter())
+            .map(|o| map.get(o).copied().ok_or_else(unvalued))
+            .collect::<Result<Vec<_>>>()?;
+        map.insert(n, to.add_op(node.op.clone(), &ops)?);
     }
-    Ok(copy[&out])
+    Ok(())
+}
+
+fn unvalued() -> KilnError {
+    KilnError::Invalid("scan gradient: a value of the split step has no source".into())
 }
 
 /// A constant's gradient `matmul(transpose(A), B)` of 2-D `A [n, m]` and
-/// `B [n, p]` (what a matmul's VJP gives a weight): its operands, whose
-/// values the gradient scan keeps per step so that the sum over the steps
-/// is one matmul of the stacked operands after it, instead of an
-/// accumulator added to in every step.
+/// `B [n, p]` (what a matmul's VJP gives a weight): its operands.
 fn hoistable(b: &Graph, dk: NodeId) -> Option<(NodeId, NodeId)> {
     let node = b.node(dk).ok()?;
     let Op::MatMul(m) = &node.op else { return None };
@@ -76,186 +87,347 @@ fn hoistable(b: &Graph, dk: NodeId) -> Option<(NodeId, NodeId)> {
     (!m.trans_a && !m.trans_b && transposed && two_d).then_some((a, bm))
 }
 
-/// The step's gradients in `b`: `[dx, dcarry, dconsts..]` of `Σ step(cp, xt,
-/// consts)·total`, the step inlined from `body`.
+/// Where a value the gradient needs per step lies after the scans: the
+/// forward copy's residual or the gradient scan's per-step output number
+/// `at`, of shape `shape`.
+#[derive(Clone, Debug)]
+struct Kept {
+    residual: bool,
+    at: usize,
+    shape: Vec<usize>,
+}
+
+/// A step split for its gradient; see the module docs.
+struct Split {
+    /// The forward step that also outputs the residuals (none without any).
+    forward: Option<Arc<ScanBody>>,
+    /// The residuals' shapes.
+    residuals: Vec<Vec<usize>>,
+    /// The gradient step.
+    backward: Arc<ScanBody>,
+    /// The shapes of its per-step outputs: each per-step input's gradient,
+    /// then the hoisted operands that are no residuals.
+    ys: Vec<Vec<usize>>,
+    /// The hoisted constants and where their `A` and `B` lie.
+    hoisted: Vec<(usize, Kept, Kept)>,
+    /// The other constants, summed in the gradient carry.
+    rest: Vec<usize>,
+    /// Their values.
+    k_rest: usize,
+}
+
+impl Split {
+    /// Splits `body`, whose inputs have shapes `carry`, `xs` and `consts`.
+    fn new(
+        body: &ScanBody,
+        carry: &[usize],
+        xs: &[Vec<usize>],
+        consts: &[Vec<usize>],
+    ) -> Result<Split> {
+        let c: usize = carry.iter().product();
+        // the probe: the step's VJP on inputs named as a step's
+        let mut p = Graph::new();
+        let mut ins = vec![p.input("carry", carry.to_vec())?];
+        for (i, s) in xs.iter().enumerate() {
+            ins.push(p.input(&x_name(i), s.clone())?);
+        }
+        for (k, s) in consts.iter().enumerate() {
+            ins.push(p.input(&const_name(k), s.clone())?);
+        }
+        let total = p.input("total", carry.to_vec())?;
+        let (o, grads) = step_grads(&mut p, body.graph(), &ins, total)?;
+        let (nx, ks) = (xs.len(), &ins[1 + xs.len()..]);
+
+        // the gradient step's outputs: dcarry, each dx, and per constant
+        // either its gradient or the operands of its hoisted product
+        let (mut hoisted, mut rest) = (Vec::new(), Vec::new());
+        for k in 0..consts.len() {
+            match hoistable(&p, grads[1 + nx + k]) {
+                Some((a, b)) => hoisted.push((k, a, b)),
+                None => rest.push(k),
+            }
+        }
+        let mut outs = grads[..1 + nx].to_vec();
+        outs.extend(rest.iter().map(|&k| grads[1 + nx + k]));
+        outs.extend(hoisted.iter().flat_map(|&(_, a, b)| [a, b]));
+
+        // tangent: depends on `total`; variant: on the carry or a per-step input
+        let order = ancestors_order(&p, &outs);
+        let (mut tangent, mut variant) = (HashSet::new(), HashSet::new());
+        for &n in &order {
+            let ops = p.operands(n);
+            if n == total || ops.iter().any(|o| tangent.contains(o)) {
+                tangent.insert(n);
+            }
+            if ins[..1 + nx].contains(&n) || ops.iter().any(|o| variant.contains(o)) {
+                variant.insert(n);
+            }
+        }
+        // residuals: variant primal values the gradient part reads (or
+        // gives out); loop-invariant primal values are recomputed there
+        let (mut needed, mut residuals) = (HashSet::new(), Vec::new());
+        let mut stack = outs.clone();
+        while let Some(n) = stack.pop() {
+            if !needed.insert(n) {
+                continue;
+            }
+            if !tangent.contains(&n) && variant.contains(&n) {
+                residuals.push(n);
+            } else {
+                stack.extend(p.operands(n));
+            }
+        }
+        residuals.sort();
+        let shapes = (residuals.iter())
+            .map(|&r| Ok(p.shape(r)?.to_vec()))
+            .collect::<Result<Vec<_>>>()?;
+
+        // the forward step with the residuals as its per-step outputs
+        let forward = match residuals.is_empty() {
+            true => None,
+            false => {
+                let mut f = Graph::new();
+                let mut map = step_inputs(&mut f, &p, &ins)?;
+                let mut roots = vec![o];
+                roots.extend(&residuals);
+                copy_nodes(&mut f, &p, ancestors_order(&p, &roots), &mut map)?;
+                let ys = residuals.iter().map(|r| map[r]).collect();
+                let (out, id) = (map[&o], Some(body.id()));
+                Some(ScanBody::from_graph(f, out, ys, None, id)?)
+            }
+        };
+
+        // the gradient step: per-step inputs gy[t] and the residuals
+        let k_rest: usize = (rest.iter())
+            .map(|&k| consts[k].iter().product::<usize>())
+            .sum();
+        let mut b = Graph::new();
+        let carry_in = b.input("carry", vec![c + k_rest])?;
+        let gyt = b.input("x", carry.to_vec())?;
+        let mut map = HashMap::new();
+        for (i, (&r, s)) in residuals.iter().zip(&shapes).enumerate() {
+            map.insert(r, b.input(&x_name(1 + i), s.clone())?);
+        }
+        for (k, (s, &pk)) in consts.iter().zip(ks).enumerate() {
+            map.insert(pk, b.input(&const_name(k), s.clone())?);
+        }
+        let g_next = part(&mut b, carry_in, 0, carry)?;
+        map.insert(total, b.add(g_next, gyt)?);
+        let order = ancestors_order(&p, &outs);
+        copy_nodes(
+            &mut b,
+            &p,
+            order.into_iter().filter(|n| needed.contains(n)),
+            &mut map,
+        )?;
+
+        let mut next = vec![flat(&mut b, map[&grads[0]])?];
+        if k_rest > 0 {
+            let dks = (rest.iter())
+                .map(|&k| flat(&mut b, map[&grads[1 + nx + k]]))
+                .collect::<Result<Vec<_>>>()?;
+            let dk = concat_or_one(&mut b, &dks)?;
+            let acc = b.slice(carry_in, 0, c, c + k_rest, 1)?;
+            next.push(b.add(acc, dk)?);
+        }
+        let next = concat_or_one(&mut b, &next)?;
+        let mut ys: Vec<NodeId> = grads[1..1 + nx].iter().map(|g| map[g]).collect();
+        let mut y_shapes = xs.to_vec();
+        let mut places = Vec::new();
+        for &(k, a, m) in &hoisted {
+            let mut kept = |n: NodeId| -> Result<Kept> {
+                let shape = p.shape(n)?.to_vec();
+                if let Some(at) = residuals.iter().position(|&r| r == n) {
+                    return Ok(Kept {
+                        residual: true,
+                        at,
+                        shape,
+                    });
+                }
+                ys.push(map[&n]);
+                y_shapes.push(shape.clone());
+                Ok(Kept {
+                    residual: false,
+                    at: ys.len() - 1,
+                    shape,
+                })
+            };
+            places.push((k, kept(a)?, kept(m)?));
+        }
+        let backward = ScanBody::from_graph(b, next, ys, None, None)?;
+        Ok(Split {
+            forward,
+            residuals: shapes,
+            backward,
+            ys: y_shapes,
+            hoisted: places,
+            rest,
+            k_rest,
+        })
+    }
+}
+
+/// A step's inputs (the probe's `ins`: carry, per-step inputs, constants)
+/// declared in `g` under the same names, mapped from the probe's.
+fn step_inputs(g: &mut Graph, p: &Graph, ins: &[NodeId]) -> Result<HashMap<NodeId, NodeId>> {
+    let mut map = HashMap::new();
+    for (name, id) in p.inputs() {
+        if ins.contains(&id) {
+            map.insert(id, g.input(name, p.shape(id)?.to_vec())?);
+        }
+    }
+    Ok(map)
+}
+
+/// The concatenation of 1-D `parts` (the part itself when there is one).
+fn concat_or_one(g: &mut Graph, parts: &[NodeId]) -> Result<NodeId> {
+    match parts {
+        [one] => Ok(*one),
+        _ => g.concat(parts, 0),
+    }
+}
+
+/// The step of `body` inlined in `b` on `ins` (carry, per-step inputs,
+/// constants, named as the body's inputs): its next carry and its VJP
+/// `[dcarry, dxs.., dconsts..]` of `Σ step·total`.
 fn step_grads(
     b: &mut Graph,
     (body, out): (&Graph, NodeId),
-    cp: NodeId,
-    xt: NodeId,
-    consts: &[NodeId],
+    ins: &[NodeId],
     total: NodeId,
-) -> Result<Vec<NodeId>> {
-    let mut inputs = HashMap::from([("carry".to_string(), cp), ("x".to_string(), xt)]);
-    for (k, &kn) in consts.iter().enumerate() {
-        inputs.insert(format!("c{k}"), kn);
+) -> Result<(NodeId, Vec<NodeId>)> {
+    let mut map = HashMap::new();
+    for (name, id) in body.inputs() {
+        let mine = (ins.iter()).find(|&&i| b.inputs().any(|(n, j)| j == i && n == name));
+        let mine = mine.ok_or_else(|| KilnError::Invalid(format!("scan body: input `{name}`")))?;
+        map.insert(id, *mine);
     }
-    let o = inline(b, body, out, &inputs)?;
+    copy_nodes(b, body, ancestors_order(body, &[out]), &mut map)?;
+    let o = map[&out];
     let weighted = b.mul(o, total)?;
     let loss = b.sum_all(weighted)?;
-    let mut wrt = vec![xt, cp];
-    wrt.extend(consts);
-    b.grad(loss, &wrt)
+    Ok((o, b.grad(loss, ins)?))
 }
 
 pub(super) fn vjp(
     scan: &Scan,
     g: &mut dyn OpBuilder,
     xs: &[NodeId],
-    y: NodeId,
+    _y: NodeId,
     gy: NodeId,
 ) -> Grads {
-    let body = scan.body.graph();
     let carry_shape = g.shape(xs[0])?.to_vec();
     let c: usize = carry_shape.iter().product();
-    if scan.keep != c {
+    if scan.keep != c || scan.body.has_ys() {
         return attr_err(
             "scan",
-            "only a scan that keeps its whole carry has a gradient (a gradient scan has none)",
+            "only a scan that keeps its whole carry and has no per-step output has a gradient (a gradient scan has none)",
         );
     }
-    let xs_shape = g.shape(xs[1])?.to_vec();
-    let (t_len, x_shape) = (xs_shape[0], xs_shape[1..].to_vec());
-    let x: usize = x_shape.iter().product();
-    let const_shapes: Vec<Vec<usize>> = xs[2..]
-        .iter()
-        .map(|&k| Ok(g.shape(k)?.to_vec()))
-        .collect::<Result<_>>()?;
+    let nx = scan.body.xs();
+    let shape = |g: &mut dyn OpBuilder, n: NodeId| Ok(g.shape(n)?.to_vec());
+    let x_shapes = (xs[1..1 + nx].iter())
+        .map(|&x| Ok(shape(g, x)?[1..].to_vec()))
+        .collect::<Result<Vec<_>>>()?;
+    let const_shapes = (xs[1 + nx..].iter())
+        .map(|&k| shape(g, k))
+        .collect::<Result<Vec<_>>>()?;
+    let t_len = shape(g, xs[1])?[0];
 
-    // the forward carries and the upstream gradient, [T, C] each
-    let y_seq = g.slice(y, 0, 0, t_len * c, 1)?;
-    let seq = g.reshape(y_seq, &[t_len as isize, c as isize])?;
-    let g_seq = g.slice(gy, 0, 0, t_len * c, 1)?;
-    let g_seq = g.reshape(g_seq, &[t_len as isize, c as isize])?;
+    // the upstream gradient of each step's carry, [T, *carry], and of the last
     let g_last = g.slice(gy, 0, t_len * c, t_len * c + c, 1)?;
     if t_len == 0 {
-        let mut grads = vec![Some(g.reshape(g_last, &dims(&carry_shape))?), None];
-        grads.extend(xs[2..].iter().map(|_| None));
+        let mut grads = vec![Some(g.reshape(g_last, &dims(&carry_shape))?)];
+        grads.extend(xs[1..].iter().map(|_| None));
         return Ok(grads);
     }
-    // the carry before each step
-    let first = g.reshape(xs[0], &[1, c as isize])?;
-    let cprev = match scan.reverse {
-        false => {
-            let earlier = g.slice(seq, 0, 0, t_len - 1, 1)?;
-            g.concat(&[first, earlier], 0)?
-        }
-        true => {
-            let later = g.slice(seq, 0, 1, t_len, 1)?;
-            g.concat(&[later, first], 0)?
-        }
+    let g_seq = g.slice(gy, 0, 0, t_len * c, 1)?;
+    let g_seq = stacked(g, g_seq, t_len, &carry_shape)?;
+    let split = Split::new(&scan.body, &carry_shape, &x_shapes, &const_shapes)?;
+
+    // the residuals, [T, *shape] each, from a copy of the forward scan
+    let mut res = Vec::new();
+    if let Some(fwd) = &split.forward {
+        let op = Scan {
+            body: fwd.clone(),
+            reverse: scan.reverse,
+            keep: c,
+        };
+        let r = g.add_op(Op::Scan(op), xs)?;
+        res = fields(g, r, t_len * c + c, t_len, &split.residuals)?;
+    }
+    let mut init = vec![g_last];
+    if split.k_rest > 0 {
+        init.push(g.fill(&[split.k_rest], 0.0)?);
+    }
+    let init = match init.len() {
+        1 => init[0],
+        _ => g.concat(&init, 0)?,
     };
-    let xs_flat = g.reshape(xs[1], &[t_len as isize, x as isize])?;
-    let z = g.concat(&[cprev, xs_flat, g_seq], 1)?;
-
-    // which constants' gradients are hoisted out (found on a probe of the step)
-    let mut probe = Graph::new();
-    let cp = probe.input("cp", carry_shape.clone())?;
-    let xt = probe.input("xt", x_shape.clone())?;
-    let total = probe.input("total", carry_shape.clone())?;
-    let pk = (const_shapes.iter().enumerate())
-        .map(|(k, s)| probe.input(&format!("k{k}"), s.clone()))
-        .collect::<Result<Vec<_>>>()?;
-    let grads = step_grads(&mut probe, body, cp, xt, &pk, total)?;
-    let mut hoisted = Vec::new(); // (const, |A|, A shape, |B|, B shape)
-    for (k, &dk) in grads[2..].iter().enumerate() {
-        if let Some((a, b)) = hoistable(&probe, dk) {
-            let (sa, sb) = (probe.shape(a)?.to_vec(), probe.shape(b)?.to_vec());
-            hoisted.push((k, sa, sb));
-        }
-    }
-    let is_hoisted = |k: usize| hoisted.iter().any(|h| h.0 == k);
-    let h_len: usize = (hoisted.iter())
-        .map(|(_, a, b)| a.iter().product::<usize>() + b.iter().product::<usize>())
-        .sum();
-    let rest: Vec<usize> = (0..const_shapes.len())
-        .filter(|&k| !is_hoisted(k))
-        .collect();
-    let k_rest: usize = rest
-        .iter()
-        .map(|&k| const_shapes[k].iter().product::<usize>())
-        .sum();
-    let kept = x + h_len;
-
-    // the gradient step: carry [dx, hoisted operands, dcarry, Σ other dconsts]
-    let consts_in = const_refs(&const_shapes);
-    let grad_body = ScanBody::build(
-        &[kept + c + k_rest],
-        &[2 * c + x],
-        &consts_in,
-        |b, carry, zt, consts| {
-            let cp = part(b, zt, 0, &carry_shape)?;
-            let xt = part(b, zt, c, &x_shape)?;
-            let gyt = part(b, zt, c + x, &carry_shape)?;
-            let g_next = part(b, carry, kept, &carry_shape)?;
-            let total = b.add(g_next, gyt)?;
-            let grads = step_grads(b, body, cp, xt, consts, total)?;
-            let mut parts = vec![flat(b, grads[0])?];
-            for (k, _, _) in &hoisted {
-                let (a, m) = hoistable(b, grads[2 + k]).ok_or_else(|| {
-                    crate::KilnError::Invalid(
-                        "scan gradient: the step's gradient changed shape".into(),
-                    )
-                })?;
-                parts.push(flat(b, a)?);
-                parts.push(flat(b, m)?);
-            }
-            parts.push(flat(b, grads[1])?);
-            if k_rest > 0 {
-                let dks = rest
-                    .iter()
-                    .map(|&k| flat(b, grads[2 + k]))
-                    .collect::<Result<Vec<_>>>()?;
-                let dk = b.concat(&dks, 0)?;
-                let acc = b.slice(carry, 0, kept + c, kept + c + k_rest, 1)?;
-                parts.push(b.add(acc, dk)?);
-            }
-            b.concat(&parts, 0)
-        },
-    )?;
-    let mut init = vec![g.fill(&[kept], 0.0)?, g_last];
-    if k_rest > 0 {
-        init.push(g.fill(&[k_rest], 0.0)?);
-    }
-    let init = g.concat(&init, 0)?;
-    let mut operands = vec![init, z];
-    operands.extend(&xs[2..]);
+    let mut operands = vec![init, g_seq];
+    operands.extend(&res);
+    operands.extend(&xs[1 + nx..]);
     let back = Scan {
-        body: grad_body,
+        body: split.backward.clone(),
         reverse: !scan.reverse,
-        keep: kept,
+        keep: 0,
     };
     let r = g.add_op(Op::Scan(back), &operands)?;
-    let steps = g.slice(r, 0, 0, t_len * kept, 1)?;
-    let steps = g.reshape(steps, &[t_len as isize, kept as isize])?;
+    let cb = c + split.k_rest;
+    let ys = fields(g, r, cb, t_len, &split.ys)?;
+
     let mut out = vec![None; xs.len()];
-    out[1] = Some(part(g, steps, 0, &x_shape)?);
-    let mut at = x;
-    for (k, sa, sb) in &hoisted {
-        // Σ_t A_tᵀ·B_t = [A_1; ..; A_T]ᵀ·[B_1; ..; B_T]
-        let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
-        let a = g.slice(steps, 1, at, at + na, 1)?;
-        let a = g.reshape(a, &[(t_len * sa[0]) as isize, sa[1] as isize])?;
-        let b = g.slice(steps, 1, at + na, at + na + nb, 1)?;
-        let b = g.reshape(b, &[(t_len * sb[0]) as isize, sb[1] as isize])?;
-        let dk = g.matmul_t(a, b, true, false)?;
-        out[2 + k] = Some(g.reshape(dk, &dims(&const_shapes[*k]))?);
-        at += na + nb;
+    for i in 0..nx {
+        out[1 + i] = Some(ys[i]);
     }
-    let last = t_len * kept + kept;
-    out[0] = Some(part(g, r, last, &carry_shape)?);
-    let mut at = last + c;
-    for &k in &rest {
-        out[2 + k] = Some(part(g, r, at, &const_shapes[k])?);
+    for (k, a, b) in &split.hoisted {
+        // Σ_t A_tᵀ·B_t = [A_1; ..; A_T]ᵀ·[B_1; ..; B_T]
+        let mut rows = |kept: &Kept| {
+            let seq = if kept.residual { &res } else { &ys }[kept.at];
+            g.reshape(
+                seq,
+                &[(t_len * kept.shape[0]) as isize, kept.shape[1] as isize],
+            )
+        };
+        let (sa, sb) = (rows(a)?, rows(b)?);
+        let dk = g.matmul_t(sa, sb, true, false)?;
+        out[1 + nx + k] = Some(g.reshape(dk, &dims(&const_shapes[*k]))?);
+    }
+    out[0] = Some(part(g, r, 0, &carry_shape)?);
+    let mut at = c;
+    for &k in &split.rest {
+        out[1 + nx + k] = Some(part(g, r, at, &const_shapes[k])?);
         at += const_shapes[k].iter().product::<usize>();
+    }
+    Ok(out)
+}
+
+/// The flat `v` as `[t, *shape]`.
+fn stacked(g: &mut dyn OpBuilder, v: NodeId, t: usize, shape: &[usize]) -> Result<NodeId> {
+    let mut target = vec![t as isize];
+    target.extend(dims(shape));
+    g.reshape(v, &target)
+}
+
+/// The per-step output regions of a scan's output `r` from `start` on,
+/// `[t, *shape]` each.
+fn fields(
+    g: &mut dyn OpBuilder,
+    r: NodeId,
+    mut start: usize,
+    t: usize,
+    shapes: &[Vec<usize>],
+) -> Result<Vec<NodeId>> {
+    let mut out = Vec::new();
+    for s in shapes {
+        let len = t * s.iter().product::<usize>();
+        let v = g.slice(r, 0, start, start + len, 1)?;
+        out.push(stacked(g, v, t, s)?);
+        start += len;
     }
     Ok(out)
 }
 
 fn dims(shape: &[usize]) -> Vec<isize> {
     shape.iter().map(|&d| d as isize).collect()
-}
-
-fn const_refs(shapes: &[Vec<usize>]) -> Vec<&[usize]> {
-    shapes.iter().map(Vec::as_slice).collect()
 }
