@@ -6,7 +6,9 @@
 //! differentiated nodes to the loss, sums a gradient that was broadcast back
 //! to its operand's shape, accumulates gradients that reach a node along
 //! several paths, and names each accumulated gradient after its node
-//! (`conv.weight.grad`). Nodes that do not influence the loss get no backward
+//! (`conv.weight.grad`). The gradients of adjacent slices of one node (a
+//! chunk's or split's parts) accumulate into one concatenation, as
+//! PyTorch's `split` backward, instead of a sum of zero-padded parts. Nodes that do not influence the loss get no backward
 //! nodes, and nodes a rule built for an operand that needs no gradient are
 //! removed again.
 
@@ -84,10 +86,18 @@ impl Graph {
         wrt: &[NodeId],
         mode: Option<bool>,
     ) -> Result<Vec<NodeId>> {
-        let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
-        grads.insert(loss, seed);
+        // the gradients that reached each node, summed when it is reached
+        let mut grads: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        grads.insert(loss, vec![seed]);
         for &n in order.iter().rev() {
-            let Some(&gy) = grads.get(&n) else { continue };
+            let Some(parts) = grads.remove(&n) else {
+                continue;
+            };
+            let gy = self.sum_parts(parts)?;
+            if let (Some(name), false) = (self.node(n)?.name.clone(), n == loss) {
+                self.set_name(gy, format!("{name}.grad"));
+            }
+            grads.insert(n, vec![gy]);
             let operands = self.operands(n);
             if operands.iter().all(|o| !on_path.contains(o)) {
                 continue;
@@ -103,25 +113,90 @@ impl Graph {
                 }
                 let Some(gx) = gx else { continue };
                 let gx = self.sum_to_shape(gx, x)?;
-                let total = match grads.get(&x) {
-                    Some(&prev) => self.add(prev, gx)?,
-                    None => gx,
-                };
-                if let Some(name) = self.node(x)?.name.clone() {
-                    self.set_name(total, format!("{name}.grad"));
-                }
-                grads.insert(x, total);
+                grads.entry(x).or_default().push(gx);
             }
         }
         wrt.iter()
-            .map(|w| match grads.get(w) {
-                Some(&g) => Ok(g),
+            .map(|&w| match grads.get(&w) {
+                Some(parts) => self.sum_parts(parts.clone()),
                 None => {
-                    let shape = self.shape(*w)?.to_vec();
+                    let shape = self.shape(w)?.to_vec();
                     self.fill(&shape, 0.0)
                 }
             })
             .collect()
+    }
+
+    /// The sum of the gradients `parts` that reached a node. Zero pads of adjacent parts along one axis become the pad of
+    /// their concatenation (the same values, except that a −0.0 stays
+    /// −0.0); the rest are added in the order they came.
+    fn sum_parts(&mut self, parts: Vec<NodeId>) -> Result<NodeId> {
+        if let [one] = parts[..] {
+            return Ok(one);
+        }
+        let mut padded = Vec::new();
+        let mut rest = Vec::new();
+        for p in parts {
+            match self.zero_pad_of_part(p)? {
+                Some(pp) => padded.push(pp),
+                None => rest.push(p),
+            }
+        }
+        padded.sort_by_key(|p| (p.axis, p.before));
+        let mut i = 0;
+        while i < padded.len() {
+            let first = padded[i];
+            let mut run = vec![first];
+            while let Some(&next) = padded.get(i + run.len()) {
+                let last = run[run.len() - 1];
+                if next.axis != first.axis || last.before + last.len != next.before {
+                    break;
+                }
+                run.push(next);
+            }
+            i += run.len();
+            rest.push(match run.len() {
+                1 => first.node,
+                _ => {
+                    let last = run[run.len() - 1];
+                    let pieces: Vec<NodeId> = run.iter().map(|p| p.part).collect();
+                    let cat = self.concat(&pieces, first.axis as isize)?;
+                    let mut pads = vec![(0, 0); self.shape(cat)?.len()];
+                    pads[first.axis] = (first.before, last.after);
+                    match (first.before, last.after) {
+                        (0, 0) => cat,
+                        _ => self.pad(cat, &pads, 0.0)?,
+                    }
+                }
+            });
+        }
+        let mut total = rest[0];
+        for &p in &rest[1..] {
+            total = self.add(total, p)?;
+        }
+        Ok(total)
+    }
+
+    /// `n` as a +0.0 pad of `part` along one axis only.
+    fn zero_pad_of_part(&self, n: NodeId) -> Result<Option<PaddedPart>> {
+        let Op::Pad(p) = &self.node(n)?.op else {
+            return Ok(None);
+        };
+        let padded: Vec<usize> = (0..p.pads.len()).filter(|&d| p.pads[d] != (0, 0)).collect();
+        if p.value.to_bits() != 0 || padded.len() != 1 {
+            return Ok(None);
+        }
+        let (axis, part) = (padded[0], self.operands(n)[0]);
+        let (before, after) = p.pads[axis];
+        let len = self.shape(part)?[axis];
+        Ok(Some(PaddedPart {
+            node: n,
+            part,
+            axis,
+            before,
+            len,
+            after,
+        }))
     }
 
     /// Nodes of `order` (the loss's ancestors) that depend on some node of `wrt`.
@@ -154,4 +229,16 @@ impl Graph {
         let target: Vec<isize> = ts.iter().map(|&d| d as isize).collect();
         self.reshape(summed, &target)
     }
+}
+
+/// A node `node` that zero-pads `part` along `axis`: `before` zeros, the
+/// part's `len` values, `after` zeros.
+#[derive(Clone, Copy)]
+struct PaddedPart {
+    node: NodeId,
+    part: NodeId,
+    axis: usize,
+    before: usize,
+    len: usize,
+    after: usize,
 }

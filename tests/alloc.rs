@@ -103,9 +103,9 @@ fn a_scan_without_products_allocates_nothing() {
     use kiln::ops::ScanBody;
     use kiln::{Graph, OpBuilder, Tensor};
     // carry' = tanh(carry·k + x), its gradient too: no matmul anywhere
-    let body = ScanBody::build(&[4], &[4], &[&[4]], |b, c, x, k| {
+    let body = ScanBody::build(&[4], &[&[4]], &[&[4]], |b, c, x, k| {
         let ck = b.mul(c, k[0])?;
-        let s = b.add(ck, x)?;
+        let s = b.add(ck, x[0])?;
         b.tanh(s)
     })
     .unwrap();
@@ -115,7 +115,7 @@ fn a_scan_without_products_allocates_nothing() {
         g.input("xs", [5, 4]).unwrap(),
         g.input("k", [4]).unwrap(),
     );
-    let seq = g.scan(&body, c0, xs, &[k], false).unwrap();
+    let seq = g.scan(&body, c0, &[xs], &[k], false).unwrap();
     let loss = g.sum_all(seq).unwrap();
     let mut outs = vec![loss];
     outs.extend(g.grad(loss, &[c0, xs, k]).unwrap());

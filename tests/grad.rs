@@ -624,12 +624,12 @@ fn scan_op() {
     for reverse in [false, true] {
         let values = vec![rand(&[2, 2], 70), rand(&[4, 2], 71), rand(&[2, 2], 72)];
         check(values, |g, x| {
-            let body = kiln::ops::ScanBody::build(&[2, 2], &[2], &[&[2, 2]], |b, c, xt, k| {
+            let body = kiln::ops::ScanBody::build(&[2, 2], &[&[2]], &[&[2, 2]], |b, c, xt, k| {
                 let cw = b.matmul(c, k[0])?;
-                let s = b.add(cw, xt)?;
+                let s = b.add(cw, xt[0])?;
                 b.tanh(s)
             })?;
-            g.scan(&body, x[0], x[1], &[x[2]], reverse)
+            g.scan(&body, x[0], &[x[1]], &[x[2]], reverse)
         });
     }
 }
@@ -1349,4 +1349,37 @@ fn losses_stay_finite_where_pytorch_does() {
         .run(&[("x", &t(&[1], &[f32::INFINITY])), ("t", &t(&[1], &[0.0]))])
         .unwrap();
     assert_eq!(out[0].data(), &[f32::INFINITY]);
+}
+
+/// The gradients of a node's adjacent slices (a chunk's parts, in any
+/// order) accumulate into one concatenation, as PyTorch's `split`
+/// backward: the same values as the sum of zero-padded parts, a −0.0
+/// part's sign kept, and no pad or add left in the gradient.
+#[test]
+fn the_gradients_of_adjacent_slices_are_one_concatenation() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 3]).unwrap();
+    let scales = [-0.0, 1.0, 2.0, 3.0];
+    let mut loss = None;
+    for i in [2, 0, 3, 1] {
+        let part = g.slice(x, 0, i, i + 1, 1).unwrap();
+        let scaled = g.mul_scalar(part, scales[i]).unwrap();
+        let s = g.sum_all(scaled).unwrap();
+        loss = Some(match loss {
+            None => s,
+            Some(l) => g.add(l, s).unwrap(),
+        });
+    }
+    let dx = g.grad(loss.unwrap(), &[x]).unwrap()[0];
+    let ops: Vec<&str> = kiln::graph::order::ancestors_order(&g, &[dx])
+        .iter()
+        .map(|&n| g.node(n).unwrap().op.name())
+        .collect();
+    assert!(ops.contains(&"concat"), "{ops:?}");
+    assert!(!ops.contains(&"pad") && !ops.contains(&"add"), "{ops:?}");
+    let mut exe = compile(&g, &[dx], &CompileOptions::unrewritten()).unwrap();
+    let out = exe.run(&[("x", &rand(&[4, 3], 5))]).unwrap();
+    let want = [-0.0f32, -0.0, -0.0, 1., 1., 1., 2., 2., 2., 3., 3., 3.];
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(out[0].data()), bits(&want));
 }

@@ -9,26 +9,29 @@ use kiln::ops::ScanBody;
 use kiln::{compile, CompileOptions, Graph, NodeId, OpBuilder, Tensor};
 use std::sync::Arc;
 
-/// The step `carry' = tanh(carry·w + x·u) + b` on a carry `[2, 3]`, x `[3]`,
-/// constants `w [3, 3]`, `u [3]`, `b [2, 3]`.
-fn step(g: &mut Graph, carry: NodeId, x: NodeId, k: &[NodeId]) -> kiln::Result<NodeId> {
+/// The step `carry' = tanh(carry·w + x·u) + b·v` on a carry `[2, 3]`, per-step
+/// inputs x `[3]` and v `[2, 3]`, constants `w [3, 3]`, `u [3]`, `b [2, 3]`.
+fn step(g: &mut Graph, carry: NodeId, x: &[NodeId], k: &[NodeId]) -> kiln::Result<NodeId> {
     let cw = g.matmul(carry, k[0])?;
-    let xu = g.mul(x, k[1])?;
+    let xu = g.mul(x[0], k[1])?;
     let s = g.add(cw, xu)?;
     let t = g.tanh(s)?;
-    g.add(t, k[2])
+    let bv = g.mul(k[2], x[1])?;
+    g.add(t, bv)
 }
 
 fn body() -> Arc<ScanBody> {
-    ScanBody::build(&[2, 3], &[3], &[&[3, 3], &[3], &[2, 3]], step).unwrap()
+    ScanBody::build(&[2, 3], &[&[3], &[2, 3]], &[&[3, 3], &[3], &[2, 3]], step).unwrap()
 }
 
-/// A graph with the step's inputs: `c0 [2, 3]`, `xs [t_len, 3]` and the
-/// constants `k0 [3, 3]`, `k1 [3]`, `k2 [2, 3]`.
-fn step_inputs(t_len: usize) -> (Graph, NodeId, NodeId, Vec<NodeId>) {
+/// A graph with the step's inputs: `c0 [2, 3]`, `xs [t_len, 3]`,
+/// `vs [t_len, 2, 3]` and the constants `k0 [3, 3]`, `k1 [3]`, `k2 [2, 3]`.
+fn step_inputs(t_len: usize) -> (Graph, NodeId, [NodeId; 2], Vec<NodeId>) {
     let mut g = Graph::new();
     let c0 = g.input("c0", [2, 3]).unwrap();
     let xs = g.input("xs", [t_len, 3]).unwrap();
+    let vs = g.input("vs", [t_len, 2, 3]).unwrap();
+    let xs = [xs, vs];
     let k: Vec<NodeId> = [vec![3, 3], vec![3], vec![2, 3]]
         .iter()
         .enumerate()
@@ -37,12 +40,12 @@ fn step_inputs(t_len: usize) -> (Graph, NodeId, NodeId, Vec<NodeId>) {
     (g, c0, xs, k)
 }
 
-/// `[carries [T, 2, 3], grads of Σ carries·r w.r.t. carry0, xs, w, u, b]`,
-/// by the scan or unrolled.
+/// `[carries [T, 2, 3], grads of Σ carries·r w.r.t. carry0, xs, vs, w, u,
+/// b]`, by the scan or unrolled.
 fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> Vec<Tensor> {
     let (mut g, c0, xs, k) = step_inputs(t_len);
     let seq = if scanned {
-        g.scan(&body(), c0, xs, &k, reverse).unwrap()
+        g.scan(&body(), c0, &xs, &k, reverse).unwrap()
     } else {
         let mut carry = c0;
         let mut outs = vec![c0; t_len];
@@ -51,9 +54,11 @@ fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> 
             false => (0..t_len).collect(),
         };
         for t in order {
-            let xt = g.slice(xs, 0, t, t + 1, 1).unwrap();
+            let xt = g.slice(xs[0], 0, t, t + 1, 1).unwrap();
             let xt = g.reshape(xt, &[3]).unwrap();
-            carry = step(&mut g, carry, xt, &k).unwrap();
+            let vt = g.slice(xs[1], 0, t, t + 1, 1).unwrap();
+            let vt = g.reshape(vt, &[2, 3]).unwrap();
+            carry = step(&mut g, carry, &[xt, vt], &k).unwrap();
             outs[t] = carry;
         }
         g.stack(&outs, 0).unwrap()
@@ -62,18 +67,19 @@ fn run(t_len: usize, reverse: bool, scanned: bool, options: &CompileOptions) -> 
     let p = g.mul(seq, r).unwrap();
     let loss = g.sum_all(p).unwrap();
     let mut outs = vec![seq];
-    let mut wrt = vec![c0, xs];
+    let mut wrt = vec![c0, xs[0], xs[1]];
     wrt.extend(&k);
     outs.extend(g.grad(loss, &wrt).unwrap());
     let mut exe = compile(&g, &outs, options).unwrap();
     let values = [
         fill(&[2, 3], 1.0),
         fill(&[t_len, 3], 2.0),
+        fill(&[t_len, 2, 3], 6.0),
         fill(&[3, 3], 3.0),
         fill(&[3], 4.0),
         fill(&[2, 3], 5.0),
     ];
-    let names = ["c0", "xs", "k0", "k1", "k2"];
+    let names = ["c0", "xs", "vs", "k0", "k1", "k2"];
     let feeds: Vec<(&str, &dyn kiln::Feed)> = names
         .iter()
         .zip(&values)
@@ -103,9 +109,9 @@ fn a_scan_equals_its_step_unrolled_forward_and_reverse_with_gradients() {
 fn a_scans_graph_does_not_grow_with_the_sequence() {
     let nodes = |t_len: usize| {
         let (mut g, c0, xs, k) = step_inputs(t_len);
-        let seq = g.scan(&body(), c0, xs, &k, false).unwrap();
+        let seq = g.scan(&body(), c0, &xs, &k, false).unwrap();
         let loss = g.sum_all(seq).unwrap();
-        g.grad(loss, &[c0, xs, k[0]]).unwrap();
+        g.grad(loss, &[c0, xs[0], xs[1], k[0]]).unwrap();
         g.len()
     };
     assert_eq!(nodes(4), nodes(400));
@@ -114,22 +120,34 @@ fn a_scans_graph_does_not_grow_with_the_sequence() {
 #[test]
 fn bad_scan_bodies_and_operands_are_errors() {
     let msg = |r: kiln::Result<Arc<ScanBody>>| r.unwrap_err().to_string();
-    let e = msg(ScanBody::build(&[2], &[3], &[], |g, _, x, _| g.relu(x)));
+    let e = msg(ScanBody::build(&[2], &[&[3]], &[], |g, _, x, _| {
+        g.relu(x[0])
+    }));
     assert!(e.contains("returns shape [3]") && e.contains("[2]"), "{e}");
-    let e = msg(ScanBody::build(&[2], &[2], &[], |g, c, _, _| {
+    let e = msg(ScanBody::build(&[2], &[&[2]], &[], |g, c, _, _| {
         let w = g.param("w", [2], kiln::Init::Zeros)?;
         g.add(c, w)
     }));
     assert!(e.contains("`param`") && e.contains("constants"), "{e}");
-    let e = msg(ScanBody::build(&[2], &[2], &[], |g, c, _, _| {
+    let e = msg(ScanBody::build(&[2], &[&[2]], &[], |g, c, _, _| {
         g.dropout(c, 0.5, 1)
     }));
     assert!(e.contains("`dropout`"), "{e}");
     let mut g = Graph::new();
     let c0 = g.input("c0", [2, 3]).unwrap();
     let xs = g.input("xs", [4, 2]).unwrap();
-    let e = g.scan(&body(), c0, xs, &[], false).unwrap_err().to_string();
+    let e = g
+        .scan(&body(), c0, &[xs], &[], false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("do not fit the step"), "{e}");
+    let e = g
+        .scan(&body(), c0, &[], &[], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no per-step input"), "{e}");
+    let e = msg(ScanBody::build(&[2], &[], &[], |_, c, _, _| Ok(c)));
+    assert!(e.contains("no per-step input"), "{e}");
 }
 
 #[test]
@@ -137,8 +155,8 @@ fn a_scan_with_no_steps_returns_no_carries_and_passes_the_gradient_through() {
     let mut g = Graph::new();
     let c0 = g.input("c0", [2]).unwrap();
     let xs = g.input("xs", [0, 2]).unwrap();
-    let b = ScanBody::build(&[2], &[2], &[], |g, c, x, _| g.add(c, x)).unwrap();
-    let seq = g.scan(&b, c0, xs, &[], false).unwrap();
+    let b = ScanBody::build(&[2], &[&[2]], &[], |g, c, x, _| g.add(c, x[0])).unwrap();
+    let seq = g.scan(&b, c0, &[xs], &[], false).unwrap();
     assert_eq!(g.shape(seq).unwrap(), &[0, 2]);
     let s = g.sum_all(seq).unwrap();
     let s2 = g.sum_all(c0).unwrap();
@@ -154,7 +172,7 @@ fn a_scan_with_no_steps_returns_no_carries_and_passes_the_gradient_through() {
 
 #[test]
 fn a_step_reading_an_input_of_its_own_is_refused() {
-    let e = ScanBody::build(&[2], &[2], &[], |g, c, _, _| {
+    let e = ScanBody::build(&[2], &[&[2]], &[], |g, c, _, _| {
         let extra = g.input("extra", [2])?;
         g.add(c, extra)
     })

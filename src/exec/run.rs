@@ -49,7 +49,7 @@ impl Executable {
         self.run_fed(feeds, |exe, fed| {
             if exe.threads > 1 {
                 let pool = pool::for_this_thread(exe.threads)?;
-                pool.install(|| exe.execute(fed));
+                pool.install(|| exe.execute(fed, true));
                 // a thread that takes a step first run by another then finds
                 // its scratch already grown, so steady-state runs allocate
                 // nothing
@@ -59,20 +59,20 @@ impl Executable {
                     exe.scratch_seen = grown;
                 }
             } else {
-                crate::kernels::par::sequential(|| exe.execute(fed));
+                crate::kernels::par::sequential(|| exe.execute(fed, false));
             }
             Ok(())
         })
     }
 
     /// [`run_in_place`](Self::run_in_place) from inside a step of another
-    /// run (a scan's body): the steps run one at a time on the calling
-    /// thread, and each kernel splits its work over the threads of the
-    /// caller's run, as the caller's own kernels do (one thread when the
-    /// caller runs sequentially).
+    /// run (a scan's body), on the threads of the caller's run: a level's
+    /// steps run in parallel and each kernel splits its work as the
+    /// caller's own kernels do (all on the calling thread when the caller
+    /// runs sequentially).
     pub(crate) fn run_nested(&mut self, feeds: &[(&str, &dyn Feed)]) -> Result<()> {
         self.run_fed(feeds, |exe, fed| {
-            exe.execute(fed);
+            exe.execute(fed, crate::kernels::par::threads() > 1);
             Ok(())
         })
     }
@@ -227,12 +227,12 @@ impl Executable {
         Ok(())
     }
 
-    /// Runs every level's steps (in parallel when the level has several and
-    /// there are threads; one at a time while profiling), reading fed inputs
-    /// in place from `fed`.
-    fn execute(&mut self, fed: &[&[f32]]) {
+    /// Runs every level's steps, reading fed inputs in place from `fed`: a
+    /// level's steps in parallel when `parallel` (inside a rayon pool) and
+    /// the level has several, one at a time while profiling.
+    fn execute(&mut self, fed: &[&[f32]], parallel: bool) {
         let mut arena = std::mem::take(&mut self.arena);
-        let parallel = self.threads > 1 && self.profile.is_none();
+        let parallel = parallel && self.profile.is_none();
         let times = std::sync::Mutex::new(Vec::new());
         for (l, level) in self.levels.iter().enumerate() {
             self.checked

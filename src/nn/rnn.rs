@@ -226,7 +226,8 @@ fn run(
             }
         }
     }
-    let gates = checked_size(&name, "gate rows", h.checked_mul(cell.gates()))?;
+    // the weights' gate rows, G·H, fit
+    checked_size(&name, "gate rows", h.checked_mul(cell.gates()))?;
     // work batch first: [N, T, F]
     let mut input = match s.batch_first {
         true => x,
@@ -239,7 +240,7 @@ fn run(
         for dir in 0..dirs {
             let k = layer * dirs + dir;
             let suffix = format!("l{layer}{}", if dir == 1 { "_reverse" } else { "" });
-            let p = Params::declare(g, &name, &suffix, in_size, h, gates, s.bias)?;
+            let p = Params::declare(g, &name, &suffix, in_size, (h, cell.gates()), s.bias)?;
             let initial = |g: &mut Graph, st: Option<NodeId>| -> Result<NodeId> {
                 match st {
                     Some(st) => {
@@ -277,10 +278,11 @@ fn run(
     Ok(RnnOutput { output, h_n, c_n })
 }
 
-/// One layer and direction's parameters, transposed for `x·Wᵀ`.
+/// One layer and direction's parameters: `W_ih` transposed for `x·W_ihᵀ`,
+/// `W_hh` and `b_hh` split by gate (`[G, H, H]`, `[G, H]`).
 struct Params {
     w_ih_t: NodeId,
-    w_hh_t: NodeId,
+    w_hh: NodeId,
     b_ih: Option<NodeId>,
     b_hh: Option<NodeId>,
 }
@@ -291,41 +293,52 @@ impl Params {
         name: &str,
         suffix: &str,
         in_size: usize,
-        h: usize,
-        gates: usize,
+        (h, gates): (usize, usize),
         bias: bool,
     ) -> Result<Self> {
         let init = Init::LeCunUniform { fan_in: h };
+        let rows = gates * h;
         let w_ih = g.param(
             &format!("{name}.weight_ih_{suffix}"),
-            [gates, in_size],
+            [rows, in_size],
             init.clone(),
         )?;
         let w_hh = g.param(
             &format!("{name}.weight_hh_{suffix}"),
-            [gates, h],
+            [rows, h],
             init.clone(),
         )?;
         let (b_ih, b_hh) = match bias {
             true => (
-                Some(g.param(&format!("{name}.bias_ih_{suffix}"), [gates], init.clone())?),
-                Some(g.param(&format!("{name}.bias_hh_{suffix}"), [gates], init)?),
+                Some(g.param(&format!("{name}.bias_ih_{suffix}"), [rows], init.clone())?),
+                Some(g.param(&format!("{name}.bias_hh_{suffix}"), [rows], init)?),
             ),
             false => (None, None),
         };
+        let (gi, hi) = (gates as isize, h as isize);
         Ok(Params {
             w_ih_t: g.transpose(w_ih, &[1, 0])?,
-            w_hh_t: g.transpose(w_hh, &[1, 0])?,
+            w_hh: g.reshape(w_hh, &[gi, hi, hi])?,
             b_ih,
             b_hh,
         })
     }
 }
 
+/// Gate `i` of `v [G, ..]`: `v[i]` (a view, no copy).
+fn gate_of(g: &mut Graph, v: NodeId, i: usize) -> Result<NodeId> {
+    let shape: Vec<isize> = g.shape(v)?[1..].iter().map(|&d| d as isize).collect();
+    let s = g.slice(v, 0, i, i + 1, 1)?;
+    g.reshape(s, &shape)
+}
+
 /// One direction of one layer over `x [N, T, F]`: its outputs `[N, T, H]`
 /// in time order and its final `h` and `c` (`c` is `h` for a GRU), each
-/// `[N, H]`. The steps are one `scan` over the input projections
-/// `[T, N, G·H]`; its carry is `h` (GRU) or `[h, c]` (LSTM, `[N, 2H]`).
+/// `[N, H]`. The steps are one `scan` over the input projections, one
+/// per-step input `[T, N, H]` per gate; its constants are each gate's
+/// `W_hh [H, H]` (and `b_hh [H]` for a GRU), its carry `h [N, H]` (GRU)
+/// or `[h, c]` (LSTM, `[2, N, H]`), so that every gate and state a step
+/// reads is a contiguous block.
 #[allow(clippy::too_many_arguments)]
 fn direction(
     g: &mut Graph,
@@ -337,84 +350,98 @@ fn direction(
     h0: NodeId,
     c0: NodeId,
 ) -> Result<(NodeId, NodeId, NodeId)> {
-    // every step's input projection in one matmul, time first: [T, N, G·H]
+    let gates = cell.gates();
+    // every step's input projection in one matmul, then gate and time
+    // first: [G, T, N, H]
     let mut xw = g.matmul(x, p.w_ih_t)?;
-    let mut consts = vec![p.w_hh_t];
-    match (cell, p.b_hh) {
+    if let (Cell::Lstm, Some(b)) = (cell, p.b_hh) {
         // an LSTM adds both biases to the gates: fold them in here
-        (Cell::Lstm, Some(b)) => xw = g.add(xw, b)?,
-        (Cell::Gru, Some(b)) => consts.push(b),
-        (_, None) => {}
+        xw = g.add(xw, b)?;
     }
     if let Some(b) = p.b_ih {
         xw = g.add(xw, b)?;
     }
-    let xw = g.transpose(xw, &[1, 0, 2])?;
-    let width = h * cell.gates();
-    let states = if cell == Cell::Lstm { 2 } else { 1 };
+    let dims = [n as isize, steps as isize, gates as isize, h as isize];
+    let xw = g.reshape(xw, &dims)?;
+    let xw = g.transpose(xw, &[2, 1, 0, 3])?;
+    let xs = (0..gates)
+        .map(|i| gate_of(g, xw, i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut consts = (0..gates)
+        .map(|i| gate_of(g, p.w_hh, i))
+        .collect::<Result<Vec<_>>>()?;
+    if let (Cell::Gru, Some(b)) = (cell, p.b_hh) {
+        let b = g.reshape(b, &[gates as isize, h as isize])?;
+        for i in 0..gates {
+            consts.push(gate_of(g, b, i)?);
+        }
+    }
     let shapes: Vec<Vec<usize>> = consts
         .iter()
         .map(|&k| Ok(g.shape(k)?.to_vec()))
         .collect::<Result<_>>()?;
     let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-    let body = ScanBody::build(&[n, states * h], &[n, width], &refs, |b, carry, xt, k| {
-        step(b, cell, h, carry, xt, k)
+    let (carry0, carry) = match cell {
+        Cell::Lstm => (g.stack(&[h0, c0], 0)?, vec![2, n, h]),
+        Cell::Gru => (h0, vec![n, h]),
+    };
+    let x_shape = [n, h];
+    let x_shapes = vec![&x_shape[..]; gates];
+    let body = ScanBody::build(&carry, &x_shapes, &refs, |b, carry, xt, k| {
+        step(b, cell, carry, xt, k)
     })?;
-    let carry0 = match cell {
-        Cell::Lstm => g.concat(&[h0, c0], 1)?,
-        Cell::Gru => h0,
-    };
-    let seq = g.scan(&body, carry0, xw, &consts, reverse)?; // [T, N, states·H]
+    let seq = g.scan(&body, carry0, &xs, &consts, reverse)?; // [T, *carry]
     let last = if reverse { 0 } else { steps - 1 };
-    let part = |g: &mut Graph, v: NodeId, k: usize| g.slice(v, 2, k * h, (k + 1) * h, 1);
-    let final_state = |g: &mut Graph, k: usize| -> Result<NodeId> {
-        let at = g.slice(seq, 0, last, last + 1, 1)?;
-        let s = part(g, at, k)?;
-        g.reshape(s, &[n as isize, h as isize])
+    let at = g.slice(seq, 0, last, last + 1, 1)?;
+    let at = gate_of(g, at, 0)?; // the last carry
+    let (hs, hl, cl) = match cell {
+        Cell::Lstm => {
+            let hs = g.slice(seq, 1, 0, 1, 1)?;
+            let hs = g.reshape(hs, &[steps as isize, n as isize, h as isize])?;
+            (hs, gate_of(g, at, 0)?, gate_of(g, at, 1)?)
+        }
+        Cell::Gru => (seq, at, at),
     };
-    let (hl, cl) = (final_state(g, 0)?, final_state(g, states - 1)?);
-    let hs = part(g, seq, 0)?;
     Ok((g.transpose(hs, &[1, 0, 2])?, hl, cl))
 }
 
-/// One step of `cell` on `carry [N, states·H]` and the input projection
-/// `xt [N, G·H]`, with constants `[W_hhᵀ, (b_hh for a GRU)]`: the next carry.
-fn step(
-    b: &mut Graph,
-    cell: Cell,
-    h: usize,
-    carry: NodeId,
-    xt: NodeId,
-    k: &[NodeId],
-) -> Result<NodeId> {
-    let gate = |b: &mut Graph, v: NodeId, i: usize| b.slice(v, 1, i * h, (i + 1) * h, 1);
-    let hs = gate(b, carry, 0)?;
-    let mut hw = b.matmul(hs, k[0])?;
-    if let Some(&bias) = k.get(1) {
-        hw = b.add(hw, bias)?;
-    }
+/// One step of `cell` on `carry` (`h [N, H]`, or `[h, c]` `[2, N, H]`) and
+/// the gates' input projections `xt` (`[N, H]` each), with constants
+/// `[W_hh per gate [H, H].., (b_hh per gate [H].. for a GRU)]`: the next
+/// carry.
+fn step(b: &mut Graph, cell: Cell, carry: NodeId, xt: &[NodeId], k: &[NodeId]) -> Result<NodeId> {
+    // h·W_hhᵀ of gate i (plus its b_hh for a GRU)
+    let hw = |b: &mut Graph, hs: NodeId, i: usize| -> Result<NodeId> {
+        let p = b.matmul_t(hs, k[i], false, true)?;
+        match k.get(xt.len() + i) {
+            Some(&bias) => b.add(p, bias),
+            None => Ok(p),
+        }
+    };
     match cell {
         Cell::Lstm => {
-            let c = gate(b, carry, 1)?;
-            let sum = b.add(xt, hw)?;
-            let (gi, gf) = (gate(b, sum, 0)?, gate(b, sum, 1)?);
-            let (gg, go) = (gate(b, sum, 2)?, gate(b, sum, 3)?);
-            let (i, f) = (b.sigmoid(gi)?, b.sigmoid(gf)?);
-            let (cand, o) = (b.tanh(gg)?, b.sigmoid(go)?);
+            let (hs, c) = (gate_of(b, carry, 0)?, gate_of(b, carry, 1)?);
+            let mut sums = Vec::with_capacity(4);
+            for (i, &x) in xt.iter().enumerate() {
+                let p = hw(b, hs, i)?;
+                sums.push(b.add(x, p)?);
+            }
+            let (i, f) = (b.sigmoid(sums[0])?, b.sigmoid(sums[1])?);
+            let (cand, o) = (b.tanh(sums[2])?, b.sigmoid(sums[3])?);
             let keep = b.mul(f, c)?;
             let write = b.mul(i, cand)?;
             let c = b.add(keep, write)?;
             let tc = b.tanh(c)?;
             let h = b.mul(o, tc)?;
-            b.concat(&[h, c], 1)
+            b.stack(&[h, c], 0)
         }
         Cell::Gru => {
-            let (xr, xz, xn) = (gate(b, xt, 0)?, gate(b, xt, 1)?, gate(b, xt, 2)?);
-            let (hr, hz, hn) = (gate(b, hw, 0)?, gate(b, hw, 1)?, gate(b, hw, 2)?);
-            let (sr, sz) = (b.add(xr, hr)?, b.add(xz, hz)?);
+            let hs = carry;
+            let (hr, hz, hn) = (hw(b, hs, 0)?, hw(b, hs, 1)?, hw(b, hs, 2)?);
+            let (sr, sz) = (b.add(xt[0], hr)?, b.add(xt[1], hz)?);
             let (r, z) = (b.sigmoid(sr)?, b.sigmoid(sz)?);
             let rh = b.mul(r, hn)?;
-            let sn = b.add(xn, rh)?;
+            let sn = b.add(xt[2], rh)?;
             let cand = b.tanh(sn)?;
             // (1 − z)·n + z·h = n + z·(h − n)
             let diff = b.sub(hs, cand)?;

@@ -392,8 +392,9 @@ pub trait OpBuilder {
         self.add_op(Op::OneHot(op), &[labels])
     }
 
-    /// `body` run over the leading axis of `xs [T, ..]` from `carry0`, with
-    /// `consts` (JAX's `lax.scan`): the carry after every step,
+    /// `body` run over the leading axis of the per-step inputs `xs`
+    /// (`[T, ..]` each, one per input the body declares) from `carry0`,
+    /// with `consts` (JAX's `lax.scan`): the carry after every step,
     /// `[T, *carry]`, in time order (steps `T−1..=0` when `reverse`). The
     /// graph holds one `scan` node however long `T` is. `Err` if the shapes
     /// do not fit the body's inputs.
@@ -401,19 +402,23 @@ pub trait OpBuilder {
         &mut self,
         body: &std::sync::Arc<ScanBody>,
         carry0: NodeId,
-        xs: NodeId,
+        xs: &[NodeId],
         consts: &[NodeId],
         reverse: bool,
     ) -> Result<NodeId> {
         let carry = self.shape(carry0)?.to_vec();
         let c = carry.iter().product::<usize>();
-        let t = self.shape(xs)?.first().copied().unwrap_or(0);
+        let first = xs.first().ok_or_else(|| {
+            crate::KilnError::Invalid("scan: no per-step input (xs is empty)".into())
+        })?;
+        let t = self.shape(*first)?.first().copied().unwrap_or(0);
         let op = Scan {
             body: body.clone(),
             reverse,
             keep: c,
         };
-        let mut operands = vec![carry0, xs];
+        let mut operands = vec![carry0];
+        operands.extend(xs);
         operands.extend(consts);
         let flat = self.add_op(Op::Scan(op), &operands)?;
         let seq = self.slice(flat, 0, 0, t * c, 1)?;

@@ -74,23 +74,26 @@ pub(super) fn x_name(i: usize) -> String {
 }
 
 impl ScanBody {
-    /// Builds a step graph with `step(g, carry, x, consts)` on inputs of
-    /// shapes `carry`, `x` and `consts`; `Err` if `step` fails, its result
-    /// does not have the carry's shape, or the graph holds a parameter or a
-    /// random or mode-dependent op.
+    /// Builds a step graph with `step(g, carry, xs, consts)` on inputs of
+    /// shapes `carry`, `xs` (one per per-step input, at least one) and
+    /// `consts`; `Err` if there is no per-step input, `step` fails, its
+    /// result does not have the carry's shape, or the graph holds a
+    /// parameter or a random or mode-dependent op.
     pub fn build(
         carry: &[usize],
-        x: &[usize],
+        xs: &[&[usize]],
         consts: &[&[usize]],
-        step: impl FnOnce(&mut Graph, NodeId, NodeId, &[NodeId]) -> Result<NodeId>,
+        step: impl FnOnce(&mut Graph, NodeId, &[NodeId], &[NodeId]) -> Result<NodeId>,
     ) -> Result<Arc<ScanBody>> {
         let mut g = Graph::new();
         let c = g.input("carry", carry.to_vec())?;
-        let xi = g.input("x", x.to_vec())?;
+        let xi = (xs.iter().enumerate())
+            .map(|(i, x)| g.input(&x_name(i), x.to_vec()))
+            .collect::<Result<Vec<_>>>()?;
         let ks = (0..consts.len())
             .map(|k| g.input(&const_name(k), consts[k].to_vec()))
             .collect::<Result<Vec<_>>>()?;
-        let out = step(&mut g, c, xi, &ks)?;
+        let out = step(&mut g, c, &xi, &ks)?;
         Self::from_graph(g, out, Vec::new(), None, None)
     }
 

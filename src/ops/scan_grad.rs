@@ -73,18 +73,27 @@ fn unvalued() -> KilnError {
     KilnError::Invalid("scan gradient: a value of the split step has no source".into())
 }
 
+/// `x`'s operand if `x` is a 2-D transpose.
+fn transposed(g: &Graph, x: NodeId) -> Option<NodeId> {
+    let t = matches!(&g.node(x).ok()?.op, Op::Transpose(tr) if tr.perm == [1, 0]);
+    t.then(|| g.operands(x).first().copied()).flatten()
+}
+
 /// A constant's gradient `matmul(transpose(A), B)` of 2-D `A [n, m]` and
-/// `B [n, p]` (what a matmul's VJP gives a weight): its operands.
-fn hoistable(b: &Graph, dk: NodeId) -> Option<(NodeId, NodeId)> {
-    let node = b.node(dk).ok()?;
-    let Op::MatMul(m) = &node.op else { return None };
-    let ops = b.operands(dk);
-    let (t, bm) = (ops[0], ops[1]);
-    let tn = b.node(t).ok()?;
-    let transposed = matches!(&tn.op, Op::Transpose(tr) if tr.perm == [1, 0]);
-    let a = b.operands(t).first().copied()?;
+/// `B [n, p]` (what a matmul's VJP gives a weight), or that transposed (a
+/// weight read transposed): `A`, `B` and whether the gradient is `(AᵀB)ᵀ`.
+fn hoistable(b: &Graph, dk: NodeId) -> Option<(NodeId, NodeId, bool)> {
+    let (product, outer) = match transposed(b, dk) {
+        Some(p) => (p, true),
+        None => (dk, false),
+    };
+    let Op::MatMul(m) = &b.node(product).ok()?.op else {
+        return None;
+    };
+    let ops = b.operands(product);
+    let (a, bm) = (transposed(b, ops[0])?, ops[1]);
     let two_d = b.shape(a).ok()?.len() == 2 && b.shape(bm).ok()?.len() == 2;
-    (!m.trans_a && !m.trans_b && transposed && two_d).then_some((a, bm))
+    (!m.trans_a && !m.trans_b && two_d).then_some((a, bm, outer))
 }
 
 /// Where a value the gradient needs per step lies after the scans: the
@@ -108,8 +117,9 @@ struct Split {
     /// The shapes of its per-step outputs: each per-step input's gradient,
     /// then the hoisted operands that are no residuals.
     ys: Vec<Vec<usize>>,
-    /// The hoisted constants and where their `A` and `B` lie.
-    hoisted: Vec<(usize, Kept, Kept)>,
+    /// The hoisted constants, where their `A` and `B` lie, and whether
+    /// their gradient is `(AᵀB)ᵀ`.
+    hoisted: Vec<(usize, Kept, Kept, bool)>,
     /// The other constants, summed in the gradient carry.
     rest: Vec<usize>,
     /// Their values.
@@ -143,13 +153,13 @@ impl Split {
         let (mut hoisted, mut rest) = (Vec::new(), Vec::new());
         for k in 0..consts.len() {
             match hoistable(&p, grads[1 + nx + k]) {
-                Some((a, b)) => hoisted.push((k, a, b)),
+                Some((a, b, outer)) => hoisted.push((k, a, b, outer)),
                 None => rest.push(k),
             }
         }
         let mut outs = grads[..1 + nx].to_vec();
         outs.extend(rest.iter().map(|&k| grads[1 + nx + k]));
-        outs.extend(hoisted.iter().flat_map(|&(_, a, b)| [a, b]));
+        outs.extend(hoisted.iter().flat_map(|&(_, a, b, _)| [a, b]));
 
         // tangent: depends on `total`; variant: on the carry or a per-step input
         let order = ancestors_order(&p, &outs);
@@ -234,7 +244,7 @@ impl Split {
         let mut ys: Vec<NodeId> = grads[1..1 + nx].iter().map(|g| map[g]).collect();
         let mut y_shapes = xs.to_vec();
         let mut places = Vec::new();
-        for &(k, a, m) in &hoisted {
+        for &(k, a, m, outer) in &hoisted {
             let mut kept = |n: NodeId| -> Result<Kept> {
                 let shape = p.shape(n)?.to_vec();
                 if let Some(at) = residuals.iter().position(|&r| r == n) {
@@ -252,7 +262,7 @@ impl Split {
                     shape,
                 })
             };
-            places.push((k, kept(a)?, kept(m)?));
+            places.push((k, kept(a)?, kept(m)?, outer));
         }
         let backward = ScanBody::from_graph(b, next, ys, None, None)?;
         Ok(Split {
@@ -380,8 +390,9 @@ pub(super) fn vjp(
     for i in 0..nx {
         out[1 + i] = Some(ys[i]);
     }
-    for (k, a, b) in &split.hoisted {
-        // Σ_t A_tᵀ·B_t = [A_1; ..; A_T]ᵀ·[B_1; ..; B_T]
+    for (k, a, b, outer) in &split.hoisted {
+        // Σ_t A_tᵀ·B_t = [A_1; ..; A_T]ᵀ·[B_1; ..; B_T], and its transpose
+        // Bᵀ·A for a weight read transposed
         let mut rows = |kept: &Kept| {
             let seq = if kept.residual { &res } else { &ys }[kept.at];
             g.reshape(
@@ -390,7 +401,10 @@ pub(super) fn vjp(
             )
         };
         let (sa, sb) = (rows(a)?, rows(b)?);
-        let dk = g.matmul_t(sa, sb, true, false)?;
+        let dk = match outer {
+            false => g.matmul_t(sa, sb, true, false)?,
+            true => g.matmul_t(sb, sa, true, false)?,
+        };
         out[1 + nx + k] = Some(g.reshape(dk, &dims(&const_shapes[*k]))?);
     }
     out[0] = Some(part(g, r, 0, &carry_shape)?);
