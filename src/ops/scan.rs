@@ -384,16 +384,31 @@ impl OpDef for Scan {
         let Ok(mut exe) = b.exe.lock() else {
             return out.fill(f32::NAN);
         };
+        // with the whole carry kept, each step's carry is read from where
+        // the step before kept it
+        let whole = self.keep == c;
+        let mut prev: Option<usize> = None;
         let ok = (0..t_len).all(|i| {
             let t = if self.reverse { t_len - 1 - i } else { i };
-            let ran = step_values(Slice(carry_shape, last), ins, b.xs, t, |values| {
+            let carry = match prev {
+                Some(p) if whole => &kept[p * c..(p + 1) * c],
+                _ => &*last,
+            };
+            let ran = step_values(Slice(carry_shape, carry), ins, b.xs, t, |values| {
                 with_feeds(&b.names, values, |feeds| exe.run_nested(feeds))
             });
             match exe.output(0) {
-                Some((_, data)) if ran.is_ok() && data.len() == c => last.copy_from_slice(data),
+                Some((_, data)) if ran.is_ok() && data.len() == c => match whole {
+                    true => kept[t * c..(t + 1) * c].copy_from_slice(data),
+                    false => {
+                        last.copy_from_slice(data);
+                        kept[t * self.keep..(t + 1) * self.keep]
+                            .copy_from_slice(&last[..self.keep]);
+                    }
+                },
                 _ => return false,
             }
-            kept[t * self.keep..(t + 1) * self.keep].copy_from_slice(&last[..self.keep]);
+            prev = Some(t);
             // per-step output j of step t at t·n_j in its [T, n_j] region
             let mut region = &mut *ys;
             for j in 0..b.ys.len() {
@@ -407,8 +422,10 @@ impl OpDef for Scan {
             }
             true
         });
-        if !ok {
-            out.fill(f32::NAN);
+        match (ok, prev) {
+            (false, _) => out.fill(f32::NAN),
+            (true, Some(p)) if whole => last.copy_from_slice(&kept[p * c..(p + 1) * c]),
+            _ => {}
         }
     }
     fn vjp(&self, g: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {

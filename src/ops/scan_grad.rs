@@ -175,19 +175,33 @@ impl Split {
         }
         // residuals: variant primal values the gradient part reads (or
         // gives out); loop-invariant primal values are recomputed there
-        let (mut needed, mut residuals) = (HashSet::new(), Vec::new());
-        let mut stack = outs.clone();
-        while let Some(n) = stack.pop() {
-            if !needed.insert(n) {
-                continue;
+        let stored = |keep: &HashSet<NodeId>| {
+            let (mut needed, mut found) = (HashSet::new(), Vec::new());
+            let mut stack = outs.clone();
+            while let Some(n) = stack.pop() {
+                if !needed.insert(n) {
+                    continue;
+                }
+                match !tangent.contains(&n) && variant.contains(&n) && keep.contains(&n) {
+                    true => found.push(n),
+                    false => stack.extend(p.operands(n)),
+                }
             }
-            if !tangent.contains(&n) && variant.contains(&n) {
-                residuals.push(n);
-            } else {
-                stack.extend(p.operands(n));
+            found.sort();
+            (needed, found)
+        };
+        let (_, all) = stored(&variant);
+        // a residual that an element-wise op computes from other residuals
+        // (a sigmoid's or tanh's derivative) is recomputed, not kept
+        let mut keep: HashSet<NodeId> = all.iter().copied().collect();
+        for &r in all.iter().rev() {
+            keep.remove(&r);
+            let mut memo = HashMap::new();
+            if !recomputable(&p, r, &keep, &variant, &mut memo) {
+                keep.insert(r);
             }
         }
-        residuals.sort();
+        let (needed, residuals) = stored(&keep);
         let shapes = (residuals.iter())
             .map(|&r| Ok(p.shape(r)?.to_vec()))
             .collect::<Result<Vec<_>>>()?;
@@ -254,11 +268,18 @@ impl Split {
                         shape,
                     });
                 }
-                ys.push(map[&n]);
-                y_shapes.push(shape.clone());
+                // a per-step output already given (an input's gradient) serves
+                let at = match ys.iter().position(|&y| y == map[&n]) {
+                    Some(at) => at,
+                    None => {
+                        ys.push(map[&n]);
+                        y_shapes.push(shape.clone());
+                        ys.len() - 1
+                    }
+                };
                 Ok(Kept {
                     residual: false,
-                    at: ys.len() - 1,
+                    at,
                     shape,
                 })
             };
@@ -275,6 +296,28 @@ impl Split {
             k_rest,
         })
     }
+}
+
+/// Whether the backward step can compute `n` from the kept residuals
+/// `keep` alone: `n` is kept, loop-invariant, or an element-wise op of such.
+fn recomputable(
+    p: &Graph,
+    n: NodeId,
+    keep: &HashSet<NodeId>,
+    variant: &HashSet<NodeId>,
+    memo: &mut HashMap<NodeId, bool>,
+) -> bool {
+    if keep.contains(&n) || !variant.contains(&n) {
+        return true;
+    }
+    if let Some(&known) = memo.get(&n) {
+        return known;
+    }
+    let elementwise = p.node(n).is_ok_and(|node| node.op.is_elementwise());
+    let ok =
+        elementwise && (p.operands(n).iter()).all(|&o| recomputable(p, o, keep, variant, memo));
+    memo.insert(n, ok);
+    ok
 }
 
 /// A step's inputs (the probe's `ins`: carry, per-step inputs, constants)
