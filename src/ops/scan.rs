@@ -268,37 +268,13 @@ impl Feed for Slice<'_> {
 /// Feeds of a step held on the stack (more go on the heap).
 const STACK_FEEDS: usize = 16;
 
-/// Calls `f` with the step's feeds `values` (in the body's input order),
-/// named as the body's inputs: on the stack for up to [`STACK_FEEDS`], so
-/// that a steady-state run allocates nothing.
-fn with_feeds<R>(
+/// Calls `f` with step `t`'s feeds, named as the body's inputs: the carry,
+/// each per-step operand's row `t`, the constants (on the stack for up to
+/// [`STACK_FEEDS`], so that a steady-state run allocates nothing).
+fn with_feeds<'a, R>(
     names: &[String],
-    values: &[Slice],
+    (carry, ins, xs, t): (Slice<'a>, &'a [View<'a>], usize, usize),
     f: impl FnOnce(&[(&str, &dyn Feed)]) -> R,
-) -> R {
-    const NONE: Slice<'static> = Slice(&[], &[]);
-    if values.len() <= STACK_FEEDS {
-        let mut feeds: [(&str, &dyn Feed); STACK_FEEDS] = [("", &NONE); STACK_FEEDS];
-        for (i, (n, v)) in names.iter().zip(values).enumerate() {
-            feeds[i] = (n.as_str(), v);
-        }
-        f(&feeds[..values.len()])
-    } else {
-        let feeds: Vec<(&str, &dyn Feed)> = (names.iter().zip(values))
-            .map(|(n, v)| (n.as_str(), v as &dyn Feed))
-            .collect();
-        f(&feeds)
-    }
-}
-
-/// Step `t`'s feeds: the carry, each per-step operand's row `t`, the
-/// constants (on the stack for up to [`STACK_FEEDS`]).
-fn step_values<'a, R>(
-    carry: Slice<'a>,
-    ins: &'a [View<'a>],
-    xs: usize,
-    t: usize,
-    f: impl FnOnce(&[Slice<'a>]) -> R,
 ) -> R {
     const NONE: Slice<'static> = Slice(&[], &[]);
     let value = |i: usize| -> Slice<'a> {
@@ -312,14 +288,30 @@ fn step_values<'a, R>(
             _ => Slice(v.shape, v.data),
         }
     };
-    if ins.len() <= STACK_FEEDS {
-        let mut values = [NONE; STACK_FEEDS];
-        for (i, v) in values.iter_mut().enumerate().take(ins.len()) {
-            *v = value(i);
+    let mut stack = [NONE; STACK_FEEDS];
+    let heap: Vec<Slice>;
+    let values: &[Slice] = match ins.len() {
+        n if n <= STACK_FEEDS => {
+            (0..n).for_each(|i| stack[i] = value(i));
+            &stack[..n]
         }
-        f(&values[..ins.len()])
-    } else {
-        f(&(0..ins.len()).map(value).collect::<Vec<_>>())
+        n => {
+            heap = (0..n).map(value).collect();
+            &heap
+        }
+    };
+    let mut feeds: [(&str, &dyn Feed); STACK_FEEDS] = [("", &NONE); STACK_FEEDS];
+    let named = names.iter().zip(values);
+    match values.len() {
+        n if n <= STACK_FEEDS => {
+            for (slot, (name, v)) in feeds.iter_mut().zip(named) {
+                *slot = (name.as_str(), v);
+            }
+            f(&feeds[..n])
+        }
+        _ => f(&named
+            .map(|(n, v)| (n.as_str(), v as &dyn Feed))
+            .collect::<Vec<_>>()),
     }
 }
 
@@ -394,9 +386,8 @@ impl OpDef for Scan {
                 Some(p) if whole => &kept[p * c..(p + 1) * c],
                 _ => &*last,
             };
-            let ran = step_values(Slice(carry_shape, carry), ins, b.xs, t, |values| {
-                with_feeds(&b.names, values, |feeds| exe.run_nested(feeds))
-            });
+            let step = (Slice(carry_shape, carry), ins, b.xs, t);
+            let ran = with_feeds(&b.names, step, |feeds| exe.run_nested(feeds));
             match exe.output(0) {
                 Some((_, data)) if ran.is_ok() && data.len() == c => match whole {
                     true => kept[t * c..(t + 1) * c].copy_from_slice(data),
