@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch side of `kiln bench`'s LSTM and Transformer training-step rows:
 the same models, batch and optimiser (SGD, lr 0.01, momentum 0.9), one
-training step timed per sample, median printed (after 10 warm-up steps).
+training step timed per sample, median printed (after 10 warm-up steps);
+and of the Transformer forward row: the model in evaluation mode under
+`torch.no_grad()`, one forward pass per sample.
 
     python bench/pytorch_steps.py --threads 2
 
@@ -46,8 +48,22 @@ def time_steps(name, model, x, y, loss_of):
           f"({sum(p.numel() for p in model.parameters())} parameters, {torch.get_num_threads()} threads)")
 
 
+def time_forward(name, model, x):
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(args_steps + 10):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    times = sorted(times[10:])
+    print(f"{name:12s} forward median {times[len(times) // 2] * 1e3:.2f} ms "
+          f"(evaluation, no_grad, {torch.get_num_threads()} threads)")
+
+
 args_steps = a.steps
 ce = nn.functional.cross_entropy
 time_steps("LSTM", RowLstm(), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)), ce)
 time_steps("Transformer", CharTransformer(), torch.randint(0, 65, (16, 64)), torch.randint(0, 65, (16 * 64,)),
            lambda logits, y: ce(logits.reshape(-1, 65), y))
+time_forward("Transformer", CharTransformer(), torch.randint(0, 65, (16, 64)))

@@ -6,6 +6,7 @@
 //! The manager runs a pipeline of passes to a fixpoint.
 
 mod algebraic;
+mod attention;
 mod avg_pool;
 mod const_fold;
 mod conv_affine;
@@ -65,7 +66,7 @@ pub trait Pass {
 }
 
 /// Every pass, in pipeline order: fuse pooling, fold constants and
-/// simplify, fuse convolutions, fold transposes into matmuls, fuse the
+/// simplify, fuse convolutions, fold transposes into matmuls, fuse attention cores and the
 /// convolution gradients, turn the remaining transposes into `Permute`, fold
 /// activations into convolutions and element-wise chains into single loops,
 /// then merge and prune. Each pass states the order it needs
@@ -79,6 +80,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(conv_forward::pass()),
         Box::new(conv_affine::pass()),
         Box::new(matmul_transpose::pass()),
+        Box::new(attention::pass()),
         Box::new(conv_kernel_grad::pass()),
         Box::new(conv_input_grad::pass()),
         Box::new(permute::pass()),

@@ -27,8 +27,8 @@ fn every_bench_row_allocates_only_in_gemm_crate_products_on_one_thread() {
     let all = rows();
     assert_eq!(
         all.len(),
-        19,
-        "conv, pooling, linear and five training steps"
+        20,
+        "conv, pooling, linear, five training steps and the transformer's forward"
     );
     for row in all {
         let mut p = Prepared::new(&row, &options).unwrap();

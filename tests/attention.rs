@@ -297,3 +297,173 @@ fn a_causal_encoder_training_step_compiles_equal_to_unrewritten() {
         assert_close(g.data(), w.data(), 1e-5);
     }
 }
+
+/// The ops of `outs` of `g` after the compiler's passes.
+fn compiled_ops(g: &Graph, outs: &[NodeId]) -> Vec<kiln::Op> {
+    let program = kiln::Program {
+        graph: g.clone(),
+        outputs: outs.to_vec(),
+        updates: vec![],
+    };
+    let (p, _) = kiln::compile::optimize(program, &CompileOptions::default()).unwrap();
+    (p.live_nodes().into_iter())
+        .map(|n| p.graph.node(n).unwrap().op.clone())
+        .collect()
+}
+
+/// The bits of every value.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
+/// An evaluation graph's attention core (product, scale, masks of every
+/// kind, softmax, product) is one `attention` op whose result is the
+/// unfused graph's bit for bit, NaN, −∞ and fully masked rows included,
+/// for several heads, a causal mask, boolean masks holding NaN, a float
+/// mask with −∞ and NaN, and more query rows than a task holds at once.
+#[test]
+fn an_evaluation_graphs_attention_core_is_one_op_equal_to_the_unfused_graph() {
+    let cases: [(&str, [usize; 4], usize); 4] = [
+        ("causal", [2, 3, 5, 4], 5),
+        ("masks", [1, 2, 6, 3], 7),
+        ("long", [1, 1, 130, 4], 9),
+        ("mha", [3, 2, 4, 6], 4),
+    ];
+    for (name, [n, h, l, e], s) in cases {
+        let mut g = Graph::new();
+        let q = g.input("q", [n, h, l, e]).unwrap();
+        let k = g.input("k", [n, h, s, e]).unwrap();
+        let v = g.input("v", [n, h, s, 3]).unwrap();
+        let mut data = vec![rand(&[n, h, l, e], 1), rand(&[n, h, s, e], 2)];
+        data.push(rand(&[n, h, s, 3], 3));
+        // a NaN query value and a NaN key value
+        data[0].data_mut()[1] = f32::NAN;
+        data[1].data_mut()[2 * e] = f32::NAN;
+        let y = match name {
+            "causal" | "long" => {
+                let o = Sdpa {
+                    is_causal: true,
+                    ..Sdpa::default()
+                };
+                nn::scaled_dot_product_attention(&mut g, q, k, v, &o).unwrap()
+            }
+            "masks" => {
+                // allow (with a NaN entry, which allows), then add −∞ / NaN
+                let allow: Vec<f32> = (0..l * s)
+                    .map(|i| match i % 5 {
+                        0 => 0.0,
+                        1 => f32::NAN,
+                        _ => 1.0,
+                    })
+                    .collect();
+                let mut add: Vec<f32> = (0..s).map(|i| i as f32 * 0.1).collect();
+                add[3] = f32::NEG_INFINITY;
+                add[5] = f32::NAN;
+                let allow = g
+                    .constant(Tensor::from_vec([l, s], allow).unwrap())
+                    .unwrap();
+                let add = g
+                    .constant(Tensor::from_vec([1, 1, 1, s], add).unwrap())
+                    .unwrap();
+                let o = Sdpa {
+                    attn_mask: Some(Mask::Allow(allow)),
+                    scale: Some(0.7),
+                    ..Sdpa::default()
+                };
+                let y = nn::scaled_dot_product_attention(&mut g, q, k, v, &o).unwrap();
+                // and a second core over the same inputs with an additive mask
+                let o = Sdpa {
+                    attn_mask: Some(Mask::Add(add)),
+                    ..Sdpa::default()
+                };
+                let y2 = nn::scaled_dot_product_attention(&mut g, q, k, v, &o).unwrap();
+                g.add(y, y2).unwrap()
+            }
+            _ => {
+                // a key padding mask (blocks: one row of keys fully blocked)
+                let block: Vec<f32> = (0..n * s).map(|i| f32::from(i % 4 == 1 || i < s)).collect();
+                let block = g
+                    .constant(Tensor::from_vec([n, 1, 1, s], block).unwrap())
+                    .unwrap();
+                let o = Sdpa {
+                    attn_mask: Some(Mask::Block(block)),
+                    ..Sdpa::default()
+                };
+                nn::scaled_dot_product_attention(&mut g, q, k, v, &o).unwrap()
+            }
+        };
+        let ops = compiled_ops(&g, &[y]);
+        let cores = ops
+            .iter()
+            .filter(|o| matches!(o, kiln::Op::Attention(_)))
+            .count();
+        assert_eq!(
+            cores,
+            1 + usize::from(name == "masks"),
+            "case {name}: {ops:?}"
+        );
+        assert!(
+            !ops.iter().any(|o| matches!(o, kiln::Op::Softmax(_))),
+            "{name}"
+        );
+        let feeds = [("q", &data[0]), ("k", &data[1]), ("v", &data[2])];
+        let feeds: Vec<(&str, &dyn Feed)> =
+            feeds.iter().map(|(n, t)| (*n, *t as &dyn Feed)).collect();
+        let run =
+            |options: CompileOptions| compile(&g, &[y], &options).unwrap().run(&feeds).unwrap();
+        let (want, got) = (
+            run(CompileOptions::unrewritten()),
+            run(CompileOptions::default()),
+        );
+        assert!(
+            want[0].data().iter().any(|v| v.is_nan()),
+            "case {name} has NaN rows"
+        );
+        assert_eq!(bits(&got[0]), bits(&want[0]), "case {name}");
+    }
+}
+
+/// A training graph keeps the unfused core: its weights are the softmax
+/// gradient's operand.
+#[test]
+fn a_training_graphs_attention_core_stays_unfused() {
+    let mut g = Graph::new();
+    let q = g.input("q", [2, 3, 4]).unwrap();
+    let o = Sdpa {
+        is_causal: true,
+        ..Sdpa::default()
+    };
+    let y = nn::scaled_dot_product_attention(&mut g, q, q, q, &o).unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let dq = g.grad(loss, &[q]).unwrap()[0];
+    let ops = compiled_ops(&g, &[y, dq]);
+    assert!(
+        !ops.iter().any(|o| matches!(o, kiln::Op::Attention(_))),
+        "{ops:?}"
+    );
+}
+
+/// The fused core's shape rule names the operands that do not fit.
+#[test]
+fn bad_attention_core_operands_are_errors() {
+    use kiln::ops::{Attention, ScoreMask};
+    let mut g = Graph::new();
+    let q = g.input("q", [2, 3, 4]).unwrap();
+    let k = g.input("k", [2, 5, 4]).unwrap();
+    let v = g.input("v", [1, 5, 2]).unwrap();
+    let m = g.input("m", [4, 5]).unwrap();
+    let core = |masks: Vec<ScoreMask>| kiln::Op::Attention(Attention { scale: None, masks });
+    let msg = |r: kiln::Result<NodeId>| r.unwrap_err().to_string();
+    let e = msg(g.add_op(core(vec![]), &[q, k, v]));
+    assert!(
+        e.contains("attention") && e.contains("[1, 5, 2]") && e.contains("same B"),
+        "{e}"
+    );
+    let e = msg(g.add_op(core(vec![ScoreMask::Add]), &[q, k, k, m]));
+    assert!(
+        e.contains("mask 0 [4, 5]") && e.contains("[2, 3, 5]"),
+        "{e}"
+    );
+    let e = msg(g.add_op(core(vec![]), &[q, k, k, m]));
+    assert!(e.contains("0 mask kinds for 1 mask operands"), "{e}");
+}

@@ -257,8 +257,9 @@ fn bench_profile_lists_each_rows_ops() {
 fn bench_lists_and_filters_rows_and_times_one_as_json() {
     let (ok, list, _) = kiln(&["bench", "--list"]);
     assert!(ok);
-    assert_eq!(list.lines().count(), 19, "{list}");
+    assert_eq!(list.lines().count(), 20, "{list}");
     assert!(list.contains("Conv2D/8x64x32x32/forward_backward"));
+    assert!(list.contains("Transformer/16x64/forward"));
     assert!(list.contains("CNN/32x1x28x28/train_step"));
     assert!(list.contains("Linear/256x1024/forward_backward"));
     assert!(list.contains("MLP/32x784/train_step"));

@@ -1383,3 +1383,35 @@ fn the_gradients_of_adjacent_slices_are_one_concatenation() {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(out[0].data()), bits(&want));
 }
+
+/// The fused attention core's VJP (the unfused steps' gradients), with a
+/// scale, a blocking and an allowing mask and a float mask whose gradient
+/// it gives, over two heads.
+#[test]
+fn attention_core_op() {
+    use kiln::ops::{Attention, ScoreMask};
+    let values = vec![
+        rand(&[2, 3, 4], 80),
+        rand(&[2, 5, 4], 81),
+        rand(&[2, 5, 3], 82),
+        rand(&[3, 5], 83),
+    ];
+    for scale in [Some(0.4), None] {
+        check(values.clone(), |g, x| {
+            let allow = g.constant(t(&[1, 5], &[1., 1., 0., 1., 1.]))?;
+            let block = g.constant(t(&[2, 1, 5], &[0., 0., 0., 0., 1., 1., 0., 0., 0., 0.]))?;
+            let op = Attention {
+                scale,
+                masks: vec![
+                    ScoreMask::Keep(f32::NEG_INFINITY),
+                    ScoreMask::Add,
+                    ScoreMask::Replace(-1e9),
+                ],
+            };
+            g.add_op(
+                kiln::Op::Attention(op),
+                &[x[0], x[1], x[2], allow, x[3], block],
+            )
+        });
+    }
+}

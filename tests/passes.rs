@@ -1184,3 +1184,32 @@ fn linear_bias_and_relu_run_as_one_loop_after_the_gemm() {
     );
     assert_eq!(after.graph.len(), 5, "x, weight, bias, matmul, fused");
 }
+
+#[test]
+fn attention_fuses_an_evaluation_graphs_attention_core() {
+    // causal SDPA over two heads, and a core whose weights another node
+    // reads (it stays unfused)
+    let mut g = Graph::new();
+    let q = g.input("q", [2, 2, 3, 4]).unwrap();
+    let k = g.input("k", [2, 2, 3, 4]).unwrap();
+    let causal = nn::Sdpa {
+        is_causal: true,
+        ..nn::Sdpa::default()
+    };
+    let y = nn::scaled_dot_product_attention(&mut g, q, k, k, &causal).unwrap();
+    let s = g.matmul_t(q, k, false, true).unwrap();
+    let w = g.softmax(s, -1).unwrap();
+    let y2 = g.matmul(w, k).unwrap();
+    let feeds: [(&str, &dyn Feed); 2] = [
+        ("q", &rand(&[2, 2, 3, 4], 1)),
+        ("k", &rand(&[2, 2, 3, 4], 2)),
+    ];
+    let (text, after) = rewrite("attention", g, vec![y, y2, w], &feeds);
+    insta::assert_snapshot!("pass_attention", text);
+    assert_eq!(count(&after, |o| matches!(o, Op::Attention(_))), 1);
+    assert_eq!(
+        count(&after, |o| matches!(o, Op::Softmax(_))),
+        1,
+        "the read weights stay"
+    );
+}

@@ -74,6 +74,33 @@ pub fn sum(x: &[f32]) -> f32 {
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
+/// The largest value of `x` (`−∞` if empty), NaN if `x` holds NaN, `+0.0`
+/// for a largest value of zero: eight independent lanes (so the loop
+/// vectorises), the result independent of their order.
+#[inline(always)]
+pub fn max_or_nan(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for ((l, n), &v) in lanes.iter_mut().zip(&mut nan).zip(c) {
+            *l = if v > *l { v } else { *l };
+            *n |= v.is_nan();
+        }
+    }
+    for ((l, n), &v) in lanes.iter_mut().zip(&mut nan).zip(chunks.remainder()) {
+        *l = if v > *l { v } else { *l };
+        *n |= v.is_nan();
+    }
+    let m = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m });
+    match nan.iter().any(|&n| n) {
+        true => f32::NAN,
+        false => m + 0.0,
+    }
+}
+
 /// The logistic function `1 / (1 + e^−x)` (`torch.sigmoid`), as
 /// `e^x / (1 + e^x)` for negative `x` so that the tail below −88.7 keeps
 /// its subnormal values instead of overflowing `e^−x` to 0.
@@ -188,13 +215,10 @@ multiversion! {
 
 multiversion! {
     /// One row of `softmax` (`log` false) or `log_softmax` of `x` into
-    /// `out` (same length): `e = exp(x − max)`, `e / Σe` or `(x − max) −
-    /// ln Σe`; the max is NaN when the row holds NaN, so the row is NaN.
+    /// `out` (same length): `e = exp(x − max)`, `e · (1/Σe)` or `(x − max)
+    /// − ln Σe`; the max is NaN when the row holds NaN, so the row is NaN.
     pub fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
-        let (m, nan) = x.iter().fold((f32::NEG_INFINITY, false), |(m, nan), &v| {
-            (m.max(v), nan | v.is_nan())
-        });
-        let m = if nan { f32::NAN } else { m };
+        let m = max_or_nan(x);
         for (o, &v) in out.iter_mut().zip(x) {
             *o = exp(v - m);
         }
@@ -205,8 +229,10 @@ multiversion! {
                 *o = (v - m) - ls;
             }
         } else {
+            // times 1/Σe, as PyTorch's vectorised kernel
+            let r = 1.0 / s;
             for o in out.iter_mut() {
-                *o /= s;
+                *o *= r;
             }
         }
     }
@@ -256,6 +282,30 @@ mod tests {
             .step_by(97)
             .map(f32::from_bits)
             .flat_map(|x| [x, -x])
+    }
+
+    #[test]
+    fn max_or_nan_is_the_largest_value_or_nan_whatever_the_length() {
+        let specials = [f32::NEG_INFINITY, -0.0, 0.0, f32::INFINITY, -3.5, 2.25];
+        for len in 0..40 {
+            for (seed, special) in specials.iter().enumerate() {
+                let mut x: Vec<f32> = (0..len)
+                    .map(|i| ((i * 7 + seed * 3) % 11) as f32 - 8.0)
+                    .collect();
+                if len > 0 {
+                    x[(seed * 5) % len] = *special;
+                }
+                let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let got = max_or_nan(&x);
+                assert_eq!(got, want, "{x:?}");
+                assert!(got.to_bits() != (-0.0f32).to_bits(), "{x:?}");
+                if len > 0 {
+                    x[len - 1] = f32::NAN;
+                    assert!(max_or_nan(&x).is_nan(), "{x:?}");
+                }
+            }
+        }
+        assert_eq!(max_or_nan(&[-0.0, -0.0]).to_bits(), 0.0f32.to_bits());
     }
 
     #[test]

@@ -28,13 +28,15 @@ pub enum Slot {
     DenseB,
     /// A fused loop's registers, one block per instruction.
     Registers,
+    /// Attention scores and weights of a block of query rows.
+    Scores,
 }
 
 /// Floats of slack that let a buffer start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
 /// Slots.
-const SLOTS: usize = 9;
+const SLOTS: usize = 10;
 
 /// Per slot, the most floats any thread has asked for, and the deepest nesting
 /// any thread has seen (see [`reserve_seen`]).

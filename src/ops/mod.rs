@@ -14,6 +14,7 @@ macro_rules! debug_attrs {
     };
 }
 
+pub mod attention;
 pub mod builder;
 pub mod conv;
 pub mod dropout;
@@ -32,6 +33,7 @@ pub mod softmax;
 pub mod source;
 pub mod window;
 
+pub use attention::{Attention, ScoreMask};
 pub use builder::{NodeId, OpBuilder};
 pub use conv::{Conv, ConvInputGrad, ConvKernelGrad};
 pub use dropout::Dropout;
@@ -163,6 +165,8 @@ pub enum Op {
     Normalize(Normalize),
     /// The gradient of `Normalize`.
     NormalizeBackward(NormalizeBackward),
+    /// The fused attention core `softmax(mask(scale·q·kᵀ))·v`.
+    Attention(Attention),
 }
 
 /// How many operands an op takes.
@@ -380,6 +384,7 @@ impl Op {
             Op::SoftmaxBackward(d) => d,
             Op::Normalize(d) => d,
             Op::NormalizeBackward(d) => d,
+            Op::Attention(d) => d,
         }
     }
 

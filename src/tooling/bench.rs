@@ -103,12 +103,14 @@ pub fn rows() -> Vec<Row> {
         shape: "32x28x28",
         pass: Pass::TrainStep,
     });
-    rows.push(Row {
-        layer: "Transformer",
-        model: "transformer",
-        shape: "16x64",
-        pass: Pass::TrainStep,
-    });
+    for pass in [Pass::Forward, Pass::TrainStep] {
+        rows.push(Row {
+            layer: "Transformer",
+            model: "transformer",
+            shape: "16x64",
+            pass,
+        });
+    }
     rows
 }
 
