@@ -142,7 +142,7 @@ fn one_op(
         };
         return Ok(r.ok());
     }
-    let r = match u.int_in_range(0u8..=53)? {
+    let r = match u.int_in_range(0u8..=54)? {
         0 => g.neg(x),
         1 => g.exp(x),
         2 => g.log(x),
@@ -347,6 +347,23 @@ fn one_op(
         52 => {
             let y = pick(u, pool)?;
             g.normalize_backward(x, y, [1e-5, 0.0][u.int_in_range(0..=1usize)?])
+        }
+        53 => {
+            // self-attention over x (evaluation graphs fuse its core)
+            use kiln::nn::{scaled_dot_product_attention, Mask, Sdpa};
+            let mask = match u.int_in_range(0..=3u8)? {
+                0 => None,
+                1 => Some(Mask::Allow(pick(u, pool)?)),
+                2 => Some(Mask::Block(pick(u, pool)?)),
+                _ => Some(Mask::Add(pick(u, pool)?)),
+            };
+            let options = Sdpa {
+                attn_mask: mask,
+                is_causal: mask.is_none() && u.arbitrary()?,
+                scale: u.arbitrary::<bool>()?.then_some(0.5),
+                ..Sdpa::default()
+            };
+            scaled_dot_product_attention(g, x, x, x, &options)
         }
         _ => {
             let slope = [0.01, 0.0, -0.5, 1.0, f32::NAN][u.int_in_range(0..=4usize)?];
