@@ -235,6 +235,18 @@ fn normalize_and_its_gradient_op() {
         check(vec![rand(&[3, 5], 23), rand(&[3, 5], 24)], |g, x| {
             g.normalize_backward(x[0], x[1], eps)
         });
+        // per channel of [N, C, *] (BatchNorm's batch statistics), both ops
+        use kiln::ops::{Normalize, NormalizeBackward};
+        let channels = true;
+        for shape in [vec![3, 2], vec![2, 3, 2, 2]] {
+            check(vec![rand(&shape, 25)], |g, x| {
+                g.add_op(Op::Normalize(Normalize { eps, channels }), &[x[0]])
+            });
+            check(vec![rand(&shape, 26), rand(&shape, 27)], |g, x| {
+                let op = NormalizeBackward { eps, channels };
+                g.add_op(Op::NormalizeBackward(op), &[x[0], x[1]])
+            });
+        }
     }
 }
 

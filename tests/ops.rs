@@ -837,3 +837,47 @@ fn contiguous_slices_read_their_input_in_place() {
 fn bits(t: &Tensor) -> Vec<u32> {
     t.data().iter().map(|v| v.to_bits()).collect()
 }
+
+/// Normalising per channel of `[N, C, *]` (BatchNorm's batch statistics)
+/// is normalising the rows of the channels' values laid out `[C, N·S]`,
+/// bit for bit, forward and backward, constant channels exactly 0.
+#[test]
+fn per_channel_normalize_is_row_normalize_of_the_channels_values() {
+    use kiln::ops::{Normalize, NormalizeBackward};
+    let (n, c, s) = (3, 4, 5);
+    let mut x = rand(&[n, c, s], 7);
+    for b in 0..n {
+        for i in 0..s {
+            x.data_mut()[(b * c + 2) * s + i] = 1.5; // channel 2 constant
+        }
+    }
+    let gy = rand(&[n, c, s], 8);
+    let mut g = Graph::new();
+    let xi = g.input("x", [n, c, s]).unwrap();
+    let gi = g.input("g", [n, c, s]).unwrap();
+    let (eps, channels) = (1e-5, true);
+    let y = g
+        .add_op(Op::Normalize(Normalize { eps, channels }), &[xi])
+        .unwrap();
+    let op = NormalizeBackward { eps, channels };
+    let dx = g.add_op(Op::NormalizeBackward(op), &[xi, gi]).unwrap();
+    // the same through rows: [N, C, S] → [C, N, S] → [C, N·S] and back
+    let rows = |g: &mut Graph, v| {
+        let t = g.transpose(v, &[1, 0, 2]).unwrap();
+        g.reshape(t, &[c as isize, (n * s) as isize]).unwrap()
+    };
+    let back = |g: &mut Graph, v| {
+        let r = g.reshape(v, &[c as isize, n as isize, s as isize]).unwrap();
+        g.transpose(r, &[1, 0, 2]).unwrap()
+    };
+    let (xr, gr) = (rows(&mut g, xi), rows(&mut g, gi));
+    let yr = g.normalize(xr, eps).unwrap();
+    let yr = back(&mut g, yr);
+    let dr = g.normalize_backward(xr, gr, eps).unwrap();
+    let dr = back(&mut g, dr);
+    let mut exe = compile(&g, &[y, yr, dx, dr], &kiln::CompileOptions::default()).unwrap();
+    let out = exe.run(&[("x", &x), ("g", &gy)]).unwrap();
+    assert_eq!(bits(&out[0]), bits(&out[1]));
+    assert_eq!(bits(&out[2]), bits(&out[3]));
+    assert!((0..n).all(|b| (0..s).all(|i| out[0].data()[(b * c + 2) * s + i] == 0.0)));
+}

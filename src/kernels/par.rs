@@ -95,3 +95,59 @@ where
             .for_each(|(p, (x, y))| f(p, x, y));
     }
 }
+
+/// Calls `f(x_c, g_c (empty without g), out_c)` for every channel `c` of
+/// `[N, C, S]` values `dims = (N, C, S)`: the channel's `N·S` values of `x`
+/// (and `g`) gathered into this thread's scratch, `f`'s result scattered
+/// back into `out` (of `x`'s size); channels in parallel when threads allow.
+pub fn for_each_channel<F>(
+    x: &[f32],
+    g: Option<&[f32]>,
+    out: &mut [f32],
+    (n, c, s): (usize, usize, usize),
+    f: F,
+) where
+    F: Fn(&[f32], &[f32], &mut [f32]) + Sync + Send,
+{
+    use super::scratch::{self, Slot};
+    let m = n * s;
+    if m == 0 || c == 0 {
+        return;
+    }
+    assert!(
+        x.len() >= n * c * s && out.len() >= n * c * s,
+        "channels: buffers too small"
+    );
+    assert!(
+        g.is_none_or(|g| g.len() >= n * c * s),
+        "channels: gradient too small"
+    );
+    let dst = SharedMut(out.as_mut_ptr());
+    let run = |ch: usize| {
+        scratch::with(Slot::Registers, 3 * m, |buf| {
+            let (xc, rest) = buf.split_at_mut(m);
+            let (gc, oc) = rest.split_at_mut(m);
+            for b in 0..n {
+                let at = (b * c + ch) * s;
+                xc[b * s..(b + 1) * s].copy_from_slice(&x[at..at + s]);
+                if let Some(g) = g {
+                    gc[b * s..(b + 1) * s].copy_from_slice(&g[at..at + s]);
+                }
+            }
+            f(xc, if g.is_some() { gc } else { &[] }, oc);
+            for b in 0..n {
+                let at = (b * c + ch) * s;
+                // SAFETY: channel `ch` alone writes cells `(b·C + ch)·S ..
+                // + S`, inside `out` (asserted above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(oc[b * s..].as_ptr(), dst.get().add(at), s)
+                };
+            }
+        })
+    };
+    if threads() > 1 && c > 1 {
+        (0..c).into_par_iter().for_each(run);
+    } else {
+        (0..c).for_each(run);
+    }
+}

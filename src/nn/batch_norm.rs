@@ -13,6 +13,9 @@
 //! ```
 //!
 //! (`momentum` `None`: the cumulative average, `1 / num_batches_tracked`.)
+//! The training normalisation is one `normalize` op per channel
+//! ([`crate::ops::Normalize`] with `channels`), forward and backward; the
+//! statistics for the running update are composed ops.
 //! In evaluation the running statistics take the batch's place and are
 //! left as they are (a program compiled for evaluation drops their
 //! updates). The two modes are one graph joined by `train_eval` nodes;
@@ -29,7 +32,7 @@ use super::norm::{affine, check_eps, moments, scale_by_std};
 use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
-use crate::ops::OpBuilder;
+use crate::ops::{Normalize, Op, OpBuilder};
 use crate::shape::is_symbolic;
 
 /// Batch normalisation over `[N, C]` or `[N, C, L]` (`D = 1`), `[N, C, H, W]`
@@ -119,9 +122,12 @@ impl<const D: usize> Layer for BatchNorm<D> {
         }
         let axes: Vec<usize> = std::iter::once(0).chain(2..xs.len()).collect();
         g.require_two_in_training(x, axes.clone(), &name);
-        let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
-        let batch = moments(g, x, &iaxes)?;
-        let mut y = scale_by_std(g, batch.centred, batch.var, self.eps)?;
+        // the batch statistics' normalisation, one op forward and backward
+        let per_channel = Normalize {
+            eps: self.eps,
+            channels: true,
+        };
+        let mut y = g.add_op(Op::Normalize(per_channel), &[x])?;
         // per channel: [1, C, 1, ...] against [N, C, *]
         let mut bshape = vec![1, c as isize];
         bshape.resize(xs.len(), 1);
@@ -140,6 +146,8 @@ impl<const D: usize> Layer for BatchNorm<D> {
             let eval = scale_by_std(g, centred, rv, self.eps)?;
             y = g.train_eval(y, eval)?;
 
+            let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            let batch = moments(g, x, &iaxes)?;
             let one = g.scalar(1.0)?;
             let count = g.add(tracked, one)?;
             let factor = match self.momentum {

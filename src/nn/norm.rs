@@ -169,8 +169,6 @@ impl Layer for Identity {
 
 /// Statistics of a tensor over some axes (kept as size-1 dims).
 pub(super) struct Moments {
-    /// `x − mean`.
-    pub centred: NodeId,
     /// The mean.
     pub mean: NodeId,
     /// The biased variance, `mean((x − mean)²)`.
@@ -205,7 +203,7 @@ pub(super) fn moments(g: &mut Graph, x: NodeId, axes: &[isize]) -> Result<Moment
         Some(f) => g.add(f, mean)?,
         None => mean,
     };
-    Ok(Moments { centred, mean, var })
+    Ok(Moments { mean, var })
 }
 
 /// `centred / √(var + eps)`.

@@ -365,13 +365,18 @@ pub trait OpBuilder {
     /// weight or bias; see [`crate::ops::norm`]). `Err` if `x` is a scalar
     /// or `eps` is negative or not finite.
     fn normalize(&mut self, x: NodeId, eps: f32) -> Result<NodeId> {
-        self.add_op(Op::Normalize(Normalize { eps }), &[x])
+        let channels = false;
+        self.add_op(Op::Normalize(Normalize { eps, channels }), &[x])
     }
 
     /// The gradient of [`normalize`](Self::normalize) at `x` for upstream
     /// gradient `g` (one shape). `Err` as `normalize`, or if the shapes differ.
     fn normalize_backward(&mut self, x: NodeId, g: NodeId, eps: f32) -> Result<NodeId> {
-        self.add_op(Op::NormalizeBackward(NormalizeBackward { eps }), &[x, g])
+        let channels = false;
+        self.add_op(
+            Op::NormalizeBackward(NormalizeBackward { eps, channels }),
+            &[x, g],
+        )
     }
 
     /// `i64` class labels `[..]` as f32 rows `[.., classes]`: 1 at the

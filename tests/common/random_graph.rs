@@ -343,10 +343,26 @@ fn one_op(
             let rank = xs.len().max(1);
             g.softmax_backward(x, y, u.int_in_range(0..=rank)?, u.arbitrary()?)
         }
-        51 => g.normalize(x, [1e-5, 0.0, 1.0][u.int_in_range(0..=2usize)?]),
+        51 => {
+            let eps = [1e-5, 0.0, 1.0][u.int_in_range(0..=2usize)?];
+            match u.arbitrary()? {
+                // per channel of [N, C, *], as BatchNorm in training
+                true => g.add_op(
+                    kiln::Op::Normalize(kiln::ops::Normalize {
+                        eps,
+                        channels: true,
+                    }),
+                    &[x],
+                ),
+                false => g.normalize(x, eps),
+            }
+        }
         52 => {
             let y = pick(u, pool)?;
-            g.normalize_backward(x, y, [1e-5, 0.0][u.int_in_range(0..=1usize)?])
+            let eps = [1e-5, 0.0][u.int_in_range(0..=1usize)?];
+            let channels = u.arbitrary()?;
+            let op = kiln::ops::NormalizeBackward { eps, channels };
+            g.add_op(kiln::Op::NormalizeBackward(op), &[x, y])
         }
         53 => {
             // self-attention over x (evaluation graphs fuse its core)
