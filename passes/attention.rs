@@ -11,7 +11,8 @@
 //! node between the products has no other reader. A training graph keeps
 //! the unfused form (the weights are the softmax gradient's operand), so
 //! only what nothing else needs is fused: the scores and weights are never
-//! written out ([`crate::ops::Attention`]).
+//! written out ([`crate::ops::Attention`]; bit for bit the unfused result
+//! up to 128 query rows, equal to GEMM rounding beyond).
 
 use super::pattern::{any, op, Rule, RulePass};
 use super::{Patch, Program, Src};

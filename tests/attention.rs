@@ -318,15 +318,18 @@ fn bits(t: &Tensor) -> Vec<u32> {
 
 /// An evaluation graph's attention core (product, scale, masks of every
 /// kind, softmax, product) is one `attention` op whose result is the
-/// unfused graph's bit for bit, NaN, −∞ and fully masked rows included,
-/// for several heads, a causal mask, boolean masks holding NaN, a float
-/// mask with −∞ and NaN, and more query rows than a task holds at once.
+/// unfused graph's, NaN, −∞ and fully masked rows included, for several
+/// heads, a causal mask, boolean masks holding NaN and a float mask with −∞
+/// and NaN: bit for bit up to 128 query rows (one block), and within GEMM
+/// rounding for more (whose blocks' products may round apart from the
+/// whole product's).
 #[test]
 fn an_evaluation_graphs_attention_core_is_one_op_equal_to_the_unfused_graph() {
-    let cases: [(&str, [usize; 4], usize); 4] = [
+    let cases: [(&str, [usize; 4], usize); 5] = [
         ("causal", [2, 3, 5, 4], 5),
         ("masks", [1, 2, 6, 3], 7),
-        ("long", [1, 1, 130, 4], 9),
+        ("long", [1, 1, 200, 4], 9),
+        ("block", [1, 1, 128, 4], 9),
         ("mha", [3, 2, 4, 6], 4),
     ];
     for (name, [n, h, l, e], s) in cases {
@@ -340,7 +343,7 @@ fn an_evaluation_graphs_attention_core_is_one_op_equal_to_the_unfused_graph() {
         data[0].data_mut()[1] = f32::NAN;
         data[1].data_mut()[2 * e] = f32::NAN;
         let y = match name {
-            "causal" | "long" => {
+            "causal" | "long" | "block" => {
                 let o = Sdpa {
                     is_causal: true,
                     ..Sdpa::default()
@@ -419,7 +422,19 @@ fn an_evaluation_graphs_attention_core_is_one_op_equal_to_the_unfused_graph() {
             want[0].data().iter().any(|v| v.is_nan()),
             "case {name} has NaN rows"
         );
-        assert_eq!(bits(&got[0]), bits(&want[0]), "case {name}");
+        match name {
+            "long" => {
+                let nan = |t: &Tensor| t.data().iter().map(|v| v.is_nan()).collect::<Vec<_>>();
+                assert_eq!(nan(&got[0]), nan(&want[0]));
+                let finite = |t: &Tensor| {
+                    (t.data().iter())
+                        .map(|v| if v.is_nan() { 0.0 } else { *v })
+                        .collect::<Vec<_>>()
+                };
+                assert_close(&finite(&got[0]), &finite(&want[0]), 1e-6);
+            }
+            _ => assert_eq!(bits(&got[0]), bits(&want[0]), "case {name}"),
+        }
     }
 }
 
@@ -464,6 +479,8 @@ fn bad_attention_core_operands_are_errors() {
         e.contains("mask 0 [4, 5]") && e.contains("[2, 3, 5]"),
         "{e}"
     );
+    let e = msg(g.add_op(core(vec![]), &[q, k]));
+    assert!(e.contains("takes at least 3 operands, got 2"), "{e}");
     let e = msg(g.add_op(core(vec![]), &[q, k, k, m]));
     assert!(e.contains("0 mask kinds for 1 mask operands"), "{e}");
 }

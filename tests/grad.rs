@@ -236,9 +236,12 @@ fn normalize_and_its_gradient_op() {
             g.normalize_backward(x[0], x[1], eps)
         });
         // per channel of [N, C, *] (BatchNorm's batch statistics), both ops
-        use kiln::ops::{Normalize, NormalizeBackward};
+        use kiln::ops::{ChannelMoments, Normalize, NormalizeBackward};
         let channels = true;
         for shape in [vec![3, 2], vec![2, 3, 2, 2]] {
+            check(vec![rand(&shape, 28)], |g, x| {
+                g.add_op(Op::ChannelMoments(ChannelMoments), &[x[0]])
+            });
             check(vec![rand(&shape, 25)], |g, x| {
                 g.add_op(Op::Normalize(Normalize { eps, channels }), &[x[0]])
             });

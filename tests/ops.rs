@@ -881,3 +881,60 @@ fn per_channel_normalize_is_row_normalize_of_the_channels_values() {
     assert_eq!(bits(&out[2]), bits(&out[3]));
     assert!((0..n).all(|b| (0..s).all(|i| out[0].data()[(b * c + 2) * s + i] == 0.0)));
 }
+
+/// `channel_moments` is each channel's mean and biased variance (f64
+/// reference), a constant channel's variance exactly 0, a NaN channel NaN,
+/// and an empty batch NaN (the mean of nothing).
+#[test]
+fn channel_moments_are_each_channels_mean_and_biased_variance() {
+    use kiln::ops::ChannelMoments;
+    let (n, c, s) = (3, 4, 5);
+    let mut x = rand(&[n, c, s], 9);
+    for b in 0..n {
+        for i in 0..s {
+            x.data_mut()[(b * c + 1) * s + i] = 2.5; // channel 1 constant
+        }
+    }
+    x.data_mut()[(c + 3) * s + 2] = f32::NAN; // channel 3 holds NaN
+    let mut g = Graph::new();
+    let xi = g.input("x", [n, c, s]).unwrap();
+    let m = g.add_op(Op::ChannelMoments(ChannelMoments), &[xi]).unwrap();
+    assert_eq!(g.shape(m).unwrap(), &[c, 2]);
+    let out = compile(&g, &[m], &kiln::CompileOptions::default())
+        .unwrap()
+        .run(&[("x", &x)])
+        .unwrap();
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|b| (0..s).map(move |i| (b * c + ch) * s + i))
+            .map(|k| x.data()[k] as f64)
+            .collect();
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+        let got = &out[0].data()[2 * ch..2 * ch + 2];
+        match ch {
+            1 => assert_eq!(got, &[2.5, 0.0]),
+            3 => assert!(got[0].is_nan() && got[1].is_nan(), "{got:?}"),
+            _ => {
+                assert!((got[0] as f64 - mean).abs() < 1e-6, "{got:?} {mean}");
+                assert!((got[1] as f64 - var).abs() < 1e-6, "{got:?} {var}");
+            }
+        }
+    }
+    let mut g = Graph::new();
+    let e = g.input("e", [0, 2, 3]).unwrap();
+    let m = g.add_op(Op::ChannelMoments(ChannelMoments), &[e]).unwrap();
+    let out = compile(&g, &[m], &kiln::CompileOptions::default())
+        .unwrap()
+        .run(&[("e", &Tensor::zeros([0, 2, 3]))])
+        .unwrap();
+    assert!(out[0].data().iter().all(|v| v.is_nan()), "{out:?}");
+    let s = g.input("s", [3]).unwrap();
+    let err = g
+        .add_op(Op::ChannelMoments(ChannelMoments), &[s])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("per channel of [N, C, *]"),
+        "{err}"
+    );
+}

@@ -15,7 +15,7 @@
 //! (`momentum` `None`: the cumulative average, `1 / num_batches_tracked`.)
 //! The training normalisation is one `normalize` op per channel
 //! ([`crate::ops::Normalize`] with `channels`), forward and backward; the
-//! statistics for the running update are composed ops.
+//! statistics for the running update one `channel_moments` op.
 //! In evaluation the running statistics take the batch's place and are
 //! left as they are (a program compiled for evaluation drops their
 //! updates). The two modes are one graph joined by `train_eval` nodes;
@@ -26,13 +26,14 @@
 //! than two values per channel, an empty batch too (PyTorch returns an
 //! empty result for one and only counts the step); with
 //! `track_running_stats(false)` this is refused only in training (PyTorch
-//! also raises in evaluation there).
+//! also raises in evaluation there). `eps` 0 is accepted in training too
+//! (a constant channel is then NaN; PyTorch raises there).
 
-use super::norm::{affine, check_eps, moments, scale_by_std};
+use super::norm::{affine, check_eps, scale_by_std};
 use super::{layer_name, Layer};
 use crate::error::{attr_err, shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
-use crate::ops::{Normalize, Op, OpBuilder};
+use crate::ops::{ChannelMoments, Normalize, Op, OpBuilder};
 use crate::shape::is_symbolic;
 
 /// Batch normalisation over `[N, C]` or `[N, C, L]` (`D = 1`), `[N, C, H, W]`
@@ -146,17 +147,21 @@ impl<const D: usize> Layer for BatchNorm<D> {
             let eval = scale_by_std(g, centred, rv, self.eps)?;
             y = g.train_eval(y, eval)?;
 
-            let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
-            let batch = moments(g, x, &iaxes)?;
+            // the batch statistics, [C, 2]: mean and biased variance
+            let stats = g.add_op(Op::ChannelMoments(ChannelMoments), &[x])?;
+            let column = |g: &mut Graph, k: usize| -> Result<NodeId> {
+                let s = g.slice(stats, 1, k, k + 1, 1)?;
+                g.reshape(s, &[c as isize])
+            };
+            let (mean, var) = (column(g, 0)?, column(g, 1)?);
             let one = g.scalar(1.0)?;
             let count = g.add(tracked, one)?;
             let factor = match self.momentum {
                 Some(m) => g.scalar(m)?,
                 None => g.recip(count)?,
             };
-            let unbiased = unbiased(g, batch.var, &xs, &axes)?;
-            for (state, value) in [(running_mean, batch.mean), (running_var, unbiased)] {
-                let value = g.reshape(value, &[c as isize])?;
+            let unbiased = unbiased(g, var, &xs, &axes)?;
+            for (state, value) in [(running_mean, mean), (running_var, unbiased)] {
                 let new = g.mul(factor, value)?;
                 let keep = g.sub(one, factor)?;
                 let old = g.mul(keep, state)?;

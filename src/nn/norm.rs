@@ -167,45 +167,6 @@ impl Layer for Identity {
     }
 }
 
-/// Statistics of a tensor over some axes (kept as size-1 dims).
-pub(super) struct Moments {
-    /// The mean.
-    pub mean: NodeId,
-    /// The biased variance, `mean((x − mean)²)`.
-    pub var: NodeId,
-}
-
-/// The [`Moments`] of `x` over `axes`. The values are first shifted by the
-/// group's first element (the result is the same in exact arithmetic): a
-/// constant group is then exactly 0 (NaN with eps 0), as PyTorch's, where
-/// its f32 mean alone would leave a rounding error that normalises to ±1;
-/// large offsets cancel less too.
-pub(super) fn moments(g: &mut Graph, x: NodeId, axes: &[isize]) -> Result<Moments> {
-    let shape = g.shape(x)?.to_vec();
-    let size = |a: isize| shape[a.rem_euclid(shape.len() as isize) as usize];
-    let (mut shifted, mut first) = (x, None);
-    if axes.iter().all(|&a| size(a) > 0) {
-        let mut f = x;
-        for &a in axes {
-            f = g.slice(f, a, 0, 1, 1)?;
-        }
-        // the result does not depend on the shift, so neither does its
-        // gradient: taking none through it saves a backward sweep
-        let f = g.stop_gradient(f)?;
-        shifted = g.sub(x, f)?;
-        first = Some(f);
-    }
-    let mean = g.mean(shifted, axes, true)?;
-    let centred = g.sub(shifted, mean)?;
-    let squares = g.mul(centred, centred)?;
-    let var = g.mean(squares, axes, true)?;
-    let mean = match first {
-        Some(f) => g.add(f, mean)?,
-        None => mean,
-    };
-    Ok(Moments { mean, var })
-}
-
 /// `centred / √(var + eps)`.
 pub(super) fn scale_by_std(
     g: &mut Graph,

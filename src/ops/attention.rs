@@ -9,7 +9,9 @@
 //! weights `[.., L, S]` are never written out. The steps are the unfused
 //! ops' own (the same products, `select`'s and `add`'s rounding, the same
 //! softmax rows), so the result is theirs bit for bit when `L` is at most
-//! [`ROWS`]; NaN and `−∞` scores behave as there (a row all masked is NaN).
+//! [`ROWS`]; beyond, the products of blocks of rows may round differently
+//! from the whole product (1 or 2 ulp). NaN and `−∞` scores behave as the
+//! unfused ops' (a row all masked is NaN).
 
 use super::{Arity, Grads, NodeId, OpBuilder, OpDef, RunCtx, View};
 use crate::error::{attr_err, shape_err, Result};

@@ -45,7 +45,7 @@ pub use mode::TrainEval;
 pub use movement::{
     Broadcast, Concat, Output, Pad, Permute, Reshape, Slice, Stack, StopGradient, Transpose,
 };
-pub use norm::{Normalize, NormalizeBackward};
+pub use norm::{ChannelMoments, Normalize, NormalizeBackward};
 pub use pool::{
     AvgDivisor, AvgPool, AvgPoolBackward, MaxPool, MaxPoolBackward, MaxPoolWithIndices, PoolWindow,
 };
@@ -167,6 +167,8 @@ pub enum Op {
     NormalizeBackward(NormalizeBackward),
     /// The fused attention core `softmax(mask(scale·q·kᵀ))·v`.
     Attention(Attention),
+    /// Each channel's mean and biased variance (BatchNorm's batch statistics).
+    ChannelMoments(ChannelMoments),
 }
 
 /// How many operands an op takes.
@@ -385,6 +387,7 @@ impl Op {
             Op::Normalize(d) => d,
             Op::NormalizeBackward(d) => d,
             Op::Attention(d) => d,
+            Op::ChannelMoments(d) => d,
         }
     }
 
@@ -459,10 +462,11 @@ impl Op {
                 return shape_err(op, format!("takes {n} operand(s), got {}", ins.len()));
             }
             Arity::Between(lo, hi) if ins.len() < lo || ins.len() > hi => {
-                return shape_err(
-                    op,
-                    format!("takes {lo} to {hi} operands, got {}", ins.len()),
-                );
+                let range = match hi {
+                    usize::MAX => format!("at least {lo}"),
+                    _ => format!("{lo} to {hi}"),
+                };
+                return shape_err(op, format!("takes {range} operands, got {}", ins.len()));
             }
             Arity::AtLeastOne if ins.is_empty() => {
                 return shape_err(op, "takes at least one operand, got none");

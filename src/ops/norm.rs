@@ -183,3 +183,89 @@ fn backward(
         &[x, g],
     )
 }
+
+/// Each channel's mean and biased variance over the batch and positions of
+/// `[N, C, *]`, as `[C, 2]` (mean, then variance; `torch.var_mean(x, dim=(0,
+/// 2, ..), correction=0)` in the other order): BatchNorm's batch statistics
+/// for its running update, two passes per channel after a shift by its
+/// first value, as [`Normalize`]. A channel of no values is NaN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMoments;
+
+/// `Σ ((v − a) − b)²` over `x` (`Σ (v − a)` when not `square`), in eight
+/// lanes folded pairwise.
+fn shifted_sum(x: &[f32], a: f32, b: f32, square: bool) -> f32 {
+    let term = |v: f32| {
+        let d = (v - a) - b;
+        if square {
+            d * d
+        } else {
+            d
+        }
+    };
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for ch in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(ch) {
+            *l += term(v);
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += term(v);
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}
+
+impl OpDef for ChannelMoments {
+    fn name(&self) -> &'static str {
+        "channel_moments"
+    }
+    fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
+        check("channel_moments", 0.0, true, ins[0])?;
+        Ok(vec![ins[0][1], 2])
+    }
+    fn eval(&self, ins: &[View], out: &mut [f32], _: &[usize], _: &RunCtx) {
+        let shape = ins[0].shape;
+        let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+        let x = ins[0].data;
+        par::for_each_plane(out, 2, 2 * n * s, |ch, o| {
+            let seg = |b: usize| &x[(b * c + ch) * s..(b * c + ch + 1) * s];
+            if n * s == 0 {
+                return o.fill(f32::NAN);
+            }
+            let (shift, m) = (seg(0)[0], (n * s) as f32);
+            let mean = (0..n)
+                .map(|b| shifted_sum(seg(b), shift, 0.0, false))
+                .sum::<f32>()
+                / m;
+            let var = (0..n)
+                .map(|b| shifted_sum(seg(b), shift, mean, true))
+                .sum::<f32>()
+                / m;
+            o[0] = shift + mean;
+            o[1] = var;
+        })
+    }
+    /// `dx = (g_mean + 2·g_var·(x − mean)) / M` with `M` each channel's
+    /// count of values (counted in the graph, so a symbolic batch works).
+    fn vjp(&self, b: &mut dyn OpBuilder, xs: &[NodeId], y: NodeId, gy: NodeId) -> Grads {
+        let x = xs[0];
+        let shape = b.shape(x)?.to_vec();
+        let mut per_channel = vec![1isize; shape.len()];
+        per_channel[1] = shape[1] as isize;
+        let column = |b: &mut dyn OpBuilder, v: NodeId, k: usize| -> Result<NodeId> {
+            let s = b.slice(v, 1, k, k + 1, 1)?;
+            b.reshape(s, &per_channel)
+        };
+        let (gm, gv, mean) = (column(b, gy, 0)?, column(b, gy, 1)?, column(b, y, 0)?);
+        let axes: Vec<isize> = std::iter::once(0).chain(2..shape.len() as isize).collect();
+        let ones = b.fill(&shape, 1.0)?;
+        let count = b.sum(ones, &axes, true)?;
+        let centred = b.sub(x, mean)?;
+        let t = b.mul(gv, centred)?;
+        let t = b.mul_scalar(t, 2.0)?;
+        let t = b.add(gm, t)?;
+        Ok(vec![Some(b.div(t, count)?)])
+    }
+}

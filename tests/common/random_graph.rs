@@ -345,16 +345,17 @@ fn one_op(
         }
         51 => {
             let eps = [1e-5, 0.0, 1.0][u.int_in_range(0..=2usize)?];
-            match u.arbitrary()? {
+            match u.int_in_range(0..=2u8)? {
                 // per channel of [N, C, *], as BatchNorm in training
-                true => g.add_op(
+                0 => g.add_op(
                     kiln::Op::Normalize(kiln::ops::Normalize {
                         eps,
                         channels: true,
                     }),
                     &[x],
                 ),
-                false => g.normalize(x, eps),
+                1 => g.add_op(kiln::Op::ChannelMoments(kiln::ops::ChannelMoments), &[x]),
+                _ => g.normalize(x, eps),
             }
         }
         52 => {
