@@ -4,6 +4,7 @@ use super::{layer_name, Layer};
 use crate::error::{shape_err, Result};
 use crate::graph::{Graph, Init, NodeId};
 use crate::ops::OpBuilder;
+use crate::shape::is_symbolic;
 
 /// A fully connected layer over the last axis of `[..., in]`.
 #[derive(Clone, Debug)]
@@ -58,12 +59,31 @@ impl Layer for Linear {
             init.clone(),
         )?;
         let wt = g.transpose(w, &[1, 0])?;
-        let mut y = g.matmul(x, wt)?;
+        // [.., in] as rows [R, in]: one 2-D product, whose weight gradient
+        // is one product too (not one per leading index, then a sum)
+        let lead = &xs[..xs.len() - 1];
+        let flatten = lead.len() > 1 && !is_symbolic(&xs);
+        let rows = match flatten {
+            true => g.reshape(
+                x,
+                &[
+                    lead.iter().product::<usize>() as isize,
+                    xs[xs.len() - 1] as isize,
+                ],
+            )?,
+            false => x,
+        };
+        let mut y = g.matmul(rows, wt)?;
         g.set_name(y, format!("{name}.matmul"));
         if self.bias {
             let b = g.param(&format!("{name}.bias"), [self.out_features], init)?;
             y = g.add(y, b)?;
             g.set_name(y, format!("{name}.bias_add"));
+        }
+        if flatten {
+            let mut dims: Vec<isize> = lead.iter().map(|&d| d as isize).collect();
+            dims.push(self.out_features as isize);
+            y = g.reshape(y, &dims)?;
         }
         Ok(y)
     }

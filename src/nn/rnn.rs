@@ -353,7 +353,11 @@ fn direction(
     let gates = cell.gates();
     // every step's input projection in one matmul, then gate and time
     // first: [G, T, N, H]
-    let mut xw = g.matmul(x, p.w_ih_t)?;
+    // (as one 2-D product [N·T, F]·[F, G·H], whose weight gradient is one
+    // product too instead of one per batch entry and a sum)
+    let f = g.shape(x)?[2] as isize;
+    let rows = g.reshape(x, &[(n * steps) as isize, f])?;
+    let mut xw = g.matmul(rows, p.w_ih_t)?;
     if let (Cell::Lstm, Some(b)) = (cell, p.b_hh) {
         // an LSTM adds both biases to the gates: fold them in here
         xw = g.add(xw, b)?;
