@@ -12,10 +12,10 @@
 //! [`crate::OpBuilder::scan`] keeps the whole carry and returns it as
 //! `[T, *carry]`.
 //!
-//! The body is compiled once into its own executable (all passes; its
-//! steps one at a time, each kernel on the threads of the run it is in)
-//! and run per step on views of the operands. Its gradient
-//! ([`super::scan_grad`]) is a scan running the other way over the part of
+//! The body is compiled once into its own executable (all passes) and run
+//! per step on views of the operands, nested in the run it is in (its
+//! levels and kernels on that run's threads). Its gradient
+//! (`src/ops/scan_grad.rs`) is a scan running the other way over the part of
 //! the body's gradient graph that depends on the upstream gradient, reading
 //! the step's residuals that a copy of the forward scan keeps as per-step
 //! outputs.
