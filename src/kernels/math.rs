@@ -60,15 +60,21 @@ pub fn exp(x: f32) -> f32 {
 /// folded pairwise; the same order on every path.
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
+    sum_of(x, |v| v)
+}
+
+/// `Σ term(v)` over `x`, in [`sum`]'s lanes and order.
+#[inline(always)]
+pub fn sum_of(x: &[f32], term: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {
         for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
+            *l += term(v);
         }
     }
     for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-        *l += v;
+        *l += term(v);
     }
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))

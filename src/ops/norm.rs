@@ -192,31 +192,6 @@ fn backward(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMoments;
 
-/// `Σ ((v − a) − b)²` over `x` (`Σ (v − a)` when not `square`), in eight
-/// lanes folded pairwise.
-fn shifted_sum(x: &[f32], a: f32, b: f32, square: bool) -> f32 {
-    let term = |v: f32| {
-        let d = (v - a) - b;
-        if square {
-            d * d
-        } else {
-            d
-        }
-    };
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = x.chunks_exact(8);
-    for ch in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(ch) {
-            *l += term(v);
-        }
-    }
-    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-        *l += term(v);
-    }
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-}
-
 impl OpDef for ChannelMoments {
     fn name(&self) -> &'static str {
         "channel_moments"
@@ -236,13 +211,11 @@ impl OpDef for ChannelMoments {
             }
             let (shift, m) = (seg(0)[0], (n * s) as f32);
             let mean = (0..n)
-                .map(|b| shifted_sum(seg(b), shift, 0.0, false))
+                .map(|b| math::sum_of(seg(b), |v| v - shift))
                 .sum::<f32>()
                 / m;
-            let var = (0..n)
-                .map(|b| shifted_sum(seg(b), shift, mean, true))
-                .sum::<f32>()
-                / m;
+            let square = |v: f32| ((v - shift) - mean) * ((v - shift) - mean);
+            let var = (0..n).map(|b| math::sum_of(seg(b), square)).sum::<f32>() / m;
             o[0] = shift + mean;
             o[1] = var;
         })
