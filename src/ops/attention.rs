@@ -18,7 +18,7 @@ use crate::error::{attr_err, shape_err, Result};
 use crate::kernels::matmul::{matmul, MatRef};
 use crate::kernels::scratch::{self, Slot};
 use crate::kernels::{math, par};
-use crate::shape::{broadcast_strides, SmallDims};
+use crate::shape::SmallDims;
 use serde::{Deserialize, Serialize};
 
 /// Query rows whose scores a task holds at once.
@@ -208,15 +208,20 @@ impl Attention {
         }
         let r = scores.len();
         for (kind, m) in self.masks.iter().zip(&ins[3..]) {
-            // the mask row's start and its step along the keys
-            let strides = broadcast_strides(m.shape, scores);
-            let (mut start, mut rest) = (0, at);
+            // the mask row's start, its dims broadcast against the scores'
+            // (checked by the shape rule): a row along the keys, or one
+            // value for all of them
+            let off = r - m.shape.len();
+            let dim = |d: usize| if d >= off { m.shape[d - off] } else { 1 };
+            let one = dim(r - 1) == 1;
+            let (mut start, mut rest, mut stride) = (0, at, dim(r - 1));
             for d in (0..r - 1).rev() {
-                start += (rest % scores[d]) * strides[d];
+                if dim(d) != 1 {
+                    start += (rest % scores[d]) * stride;
+                }
                 rest /= scores[d];
+                stride *= dim(d);
             }
-            // a mask row along the keys, or one value for all of them
-            let one = strides[r - 1] == 0;
             let mrow = &m.data[start..start + if one { 1 } else { row.len() }];
             match *kind {
                 ScoreMask::Keep(c) => apply(row, mrow, |x, m| if m != 0.0 { x } else { c }),

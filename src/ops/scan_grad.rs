@@ -237,7 +237,6 @@ impl Split {
         }
         let g_next = part(&mut b, carry_in, 0, carry)?;
         map.insert(total, b.add(g_next, gyt)?);
-        let order = ancestors_order(&p, &outs);
         copy_nodes(
             &mut b,
             &p,
