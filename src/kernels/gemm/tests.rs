@@ -198,3 +198,55 @@ fn a_view_whose_last_offset_overflows_does_not_fit() {
     assert!(MatRef::new(&data, 2, 4, false).fits(2, 4));
     assert!(!MatRef::new(&data, 3, 3, false).fits(3, 3));
 }
+
+#[test]
+fn a_column_major_b_gives_the_bits_of_the_same_b_stored_row_major() {
+    // B column-major is transposed into scratch before the crate's product:
+    // the same sums, so the same bits, for products on one and on several
+    // threads, overwriting and accumulating, and for a B that is a
+    // sub-matrix view (its columns further apart than k)
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for &(m, k, n, gap) in &[
+        (1, 1, 2, 0),
+        (32, 128, 128, 0),
+        (7, 33, 19, 5),
+        (3, 700, 9, 1),
+        (65, 64, 300, 0),
+    ] {
+        let a = values(m * k, 4);
+        let rows = values(k * n, 5); // B row-major
+        let mut cols = vec![f32::NAN; n * (k + gap)]; // B column-major, gaps NaN
+        for p in 0..k {
+            for j in 0..n {
+                cols[j * (k + gap) + p] = rows[p * n + j];
+            }
+        }
+        let a = MatRef::new(&a, m, k, false);
+        let by_rows = MatRef::new(&rows, k, n, false);
+        let by_cols = MatRef {
+            data: &cols,
+            row_stride: 1,
+            col_stride: k + gap,
+        };
+        for threads in [1, 2] {
+            for init in [Init::Overwrite, Init::Add] {
+                let run = |b: MatRef| {
+                    let mut c = values(m * n, 6);
+                    // SAFETY: both operands fit, `c` holds m rows of n.
+                    pool.install(|| unsafe {
+                        dense::product(m, k, n, a, b, c.as_mut_ptr(), n, init, threads)
+                    });
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    run(by_cols),
+                    run(by_rows),
+                    "{m}x{k}x{n}, gap {gap}, {threads} thread(s), {init:?}"
+                );
+            }
+        }
+    }
+}
