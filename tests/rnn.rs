@@ -147,6 +147,79 @@ fn grus_match_pytorch_time_first_stacked_and_bidirectional_without_bias() {
     }
 }
 
+/// Cases whose batch runs as several blocks of rows (one scan each).
+fn block_cases() -> (Case, nn::Lstm, Case, nn::Gru) {
+    let lstm = Case {
+        name: "lstm_blocks",
+        shape: vec![48, 3, 3],
+        states: Some([4, 48, 4]),
+        param: "weight_hh_l0",
+    };
+    let gru = Case {
+        name: "gru_blocks",
+        shape: vec![3, 32, 3],
+        states: Some([1, 32, 4]),
+        param: "weight_ih_l0",
+    };
+    (
+        lstm,
+        nn::Lstm::new(3, 4)
+            .num_layers(2)
+            .bidirectional(true)
+            .name("rnn"),
+        gru,
+        nn::Gru::new(3, 4).batch_first(false).name("rnn"),
+    )
+}
+
+#[test]
+fn batches_run_as_blocks_of_rows_match_pytorch_and_unrewritten() {
+    let (lc, lstm, gc, gru) = block_cases();
+    let l = |g: &mut Graph, x, h0: Option<NodeId>, c0: Option<NodeId>| {
+        lstm.forward(g, x, h0.zip(c0)).unwrap()
+    };
+    let got = run(&lc, &CompileOptions::default(), l);
+    check_against_reference(lc.name, &got, &["out", "h_n", "c_n", "gx", "gp", "gh0"]);
+    let want = run(&lc, &CompileOptions::unrewritten(), l);
+    for (w, g) in want.iter().zip(&got) {
+        assert_close(g.data(), w.data(), 1e-5);
+    }
+    let gr = |g: &mut Graph, x, h0, _| gru.forward(g, x, h0).unwrap();
+    let got = run(&gc, &CompileOptions::default(), gr);
+    check_against_reference(gc.name, &got, &["out", "h_n", "gx", "gp", "gh0"]);
+    // 48 rows: three scans per layer and direction, forward
+    let mut g = Graph::new();
+    let x = g.input("x", [48, 3, 3]).unwrap();
+    lstm.forward(&mut g, x, None).unwrap();
+    let scans = (g.node_ids().into_iter())
+        .filter(|&id| g.node(id).unwrap().op.name() == "scan")
+        .count();
+    assert_eq!(scans, 3 * 4);
+}
+
+#[test]
+fn a_row_of_a_blocked_batch_has_the_bits_of_that_row_run_alone() {
+    // the second block of 16 rows of a batch of 32, and those 16 rows as a
+    // batch of their own (one block)
+    let x32 = fill(&[32, 5, 3], 1.0);
+    let rows: Vec<f32> = x32.data()[16 * 15..].to_vec();
+    let x16 = Tensor::from_vec([16, 5, 3], rows).unwrap();
+    let out = |x: &Tensor| {
+        let mut g = Graph::new();
+        let xi = g.input("x", x.shape().to_vec()).unwrap();
+        let r = nn::Lstm::new(3, 4)
+            .name("rnn")
+            .forward(&mut g, xi, None)
+            .unwrap();
+        fill_params(&mut g);
+        let mut exe = compile(&g, &[r.output, r.h_n], &CompileOptions::default()).unwrap();
+        exe.run(&[("x", x)]).unwrap()
+    };
+    let (all, alone) = (out(&x32), out(&x16));
+    assert_eq!(&all[0].data()[16 * 20..], alone[0].data());
+    assert_eq!(&all[1].data()[16 * 4..], alone[1].data());
+}
+
 #[test]
 fn recurrent_layers_compile_equal_to_unrewritten() {
     let (case, layer) = lstm_case();

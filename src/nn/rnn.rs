@@ -332,13 +332,27 @@ fn gate_of(g: &mut Graph, v: NodeId, i: usize) -> Result<NodeId> {
     g.reshape(s, &shape)
 }
 
+/// Batch rows below which a direction's rows are not split into blocks.
+const BLOCK_ROWS: usize = 16;
+
+/// How many blocks of rows a direction over `n` rows runs: the most that
+/// divide `n` evenly with at least [`BLOCK_ROWS`] rows each (1 for a
+/// symbolic batch, a prime).
+fn row_blocks(n: usize) -> usize {
+    (1..=n / BLOCK_ROWS).rev().find(|d| n % d == 0).unwrap_or(1)
+}
+
 /// One direction of one layer over `x [N, T, F]`: its outputs `[N, T, H]`
 /// in time order and its final `h` and `c` (`c` is `h` for a GRU), each
-/// `[N, H]`. The steps are one `scan` over the input projections, one
-/// per-step input `[T, N, H]` per gate; its constants are each gate's
-/// `W_hh [H, H]` (and `b_hh [H]` for a GRU), its carry `h [N, H]` (GRU)
-/// or `[h, c]` (LSTM, `[2, N, H]`), so that every gate and state a step
-/// reads is a contiguous block.
+/// `[N, H]`. The batch rows' recurrences are independent: the rows run as
+/// [`row_blocks`] blocks of equal size, one `scan` each, which run in
+/// parallel and need no synchronisation between steps (each row's values
+/// are those of one scan over all rows: a row's products and sums do not
+/// depend on the other rows). A block's scan reads one per-step input
+/// `[T, n, H]` per gate; its constants are each gate's `W_hh [H, H]` (and
+/// `b_hh [H]` for a GRU), its carry `h [n, H]` (GRU) or `[h, c]` (LSTM,
+/// `[2, n, H]`), so that every gate and state a step reads is a
+/// contiguous block.
 #[allow(clippy::too_many_arguments)]
 fn direction(
     g: &mut Graph,
@@ -351,8 +365,8 @@ fn direction(
     c0: NodeId,
 ) -> Result<(NodeId, NodeId, NodeId)> {
     let gates = cell.gates();
-    // every step's input projection in one matmul, then gate and time
-    // first: [G, T, N, H]
+    // every step's input projection in one matmul, then block, gate and
+    // time first: [B, G, T, n, H]
     // (as one 2-D product [N·T, F]·[F, G·H], whose weight gradient is one
     // product too instead of one per batch entry and a sum)
     let f = g.shape(x)?[2] as isize;
@@ -365,12 +379,11 @@ fn direction(
     if let Some(b) = p.b_ih {
         xw = g.add(xw, b)?;
     }
-    let dims = [n as isize, steps as isize, gates as isize, h as isize];
+    let blocks = row_blocks(n);
+    let nb = n / blocks;
+    let dims = [blocks, nb, steps, gates, h].map(|d| d as isize);
     let xw = g.reshape(xw, &dims)?;
-    let xw = g.transpose(xw, &[2, 1, 0, 3])?;
-    let xs = (0..gates)
-        .map(|i| gate_of(g, xw, i))
-        .collect::<Result<Vec<_>>>()?;
+    let xw = g.transpose(xw, &[0, 3, 2, 1, 4])?;
     let mut consts = (0..gates)
         .map(|i| gate_of(g, p.w_hh, i))
         .collect::<Result<Vec<_>>>()?;
@@ -385,28 +398,58 @@ fn direction(
         .map(|&k| Ok(g.shape(k)?.to_vec()))
         .collect::<Result<_>>()?;
     let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-    let (carry0, carry) = match cell {
-        Cell::Lstm => (g.stack(&[h0, c0], 0)?, vec![2, n, h]),
-        Cell::Gru => (h0, vec![n, h]),
+    let carry = match cell {
+        Cell::Lstm => vec![2, nb, h],
+        Cell::Gru => vec![nb, h],
     };
-    let x_shape = [n, h];
+    let x_shape = [nb, h];
     let x_shapes = vec![&x_shape[..]; gates];
     let body = ScanBody::build(&carry, &x_shapes, &refs, |b, carry, xt, k| {
         step(b, cell, carry, xt, k)
     })?;
-    let seq = g.scan(&body, carry0, &xs, &consts, reverse)?; // [T, *carry]
     let last = if reverse { 0 } else { steps - 1 };
-    let at = g.slice(seq, 0, last, last + 1, 1)?;
-    let at = gate_of(g, at, 0)?; // the last carry
-    let (hs, hl, cl) = match cell {
-        Cell::Lstm => {
-            let hs = g.slice(seq, 1, 0, 1, 1)?;
-            let hs = g.reshape(hs, &[steps as isize, n as isize, h as isize])?;
-            (hs, gate_of(g, at, 0)?, gate_of(g, at, 1)?)
+    let (mut hs, mut hl, mut cl) = (vec![], vec![], vec![]);
+    for blk in 0..blocks {
+        let xb = gate_of(g, xw, blk)?;
+        let xs = (0..gates)
+            .map(|i| gate_of(g, xb, i))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = |g: &mut Graph, st: NodeId| match blocks {
+            1 => Ok(st),
+            _ => g.slice(st, 0, blk * nb, (blk + 1) * nb, 1),
+        };
+        let carry0 = match cell {
+            Cell::Lstm => {
+                let (h0, c0) = (rows(g, h0)?, rows(g, c0)?);
+                g.stack(&[h0, c0], 0)?
+            }
+            Cell::Gru => rows(g, h0)?,
+        };
+        let seq = g.scan(&body, carry0, &xs, &consts, reverse)?; // [T, *carry]
+        let at = g.slice(seq, 0, last, last + 1, 1)?;
+        let at = gate_of(g, at, 0)?; // the last carry
+        match cell {
+            Cell::Lstm => {
+                let s = g.slice(seq, 1, 0, 1, 1)?;
+                hs.push(g.reshape(s, &[steps as isize, nb as isize, h as isize])?);
+                hl.push(gate_of(g, at, 0)?);
+                cl.push(gate_of(g, at, 1)?);
+            }
+            Cell::Gru => {
+                hs.push(seq);
+                hl.push(at);
+                cl.push(at);
+            }
         }
-        Cell::Gru => (seq, at, at),
-    };
-    Ok((g.transpose(hs, &[1, 0, 2])?, hl, cl))
+    }
+    if blocks == 1 {
+        return Ok((g.transpose(hs[0], &[1, 0, 2])?, hl[0], cl[0]));
+    }
+    // [B, T, n, H] -> [B, n, T, H] = [N, T, H]
+    let hs = g.stack(&hs, 0)?;
+    let hs = g.transpose(hs, &[0, 2, 1, 3])?;
+    let seq = g.reshape(hs, &[n as isize, steps as isize, h as isize])?;
+    Ok((seq, g.concat(&hl, 0)?, g.concat(&cl, 0)?))
 }
 
 /// One step of `cell` on `carry` (`h [N, H]`, or `[h, c]` `[2, N, H]`) and

@@ -11,6 +11,9 @@ cases = [
     ("lstm", torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True), [2, 5, 3], True, "weight_hh_l1_reverse"),
     ("gru", torch.nn.GRU(3, 4, num_layers=2), [5, 2, 3], False, "bias_hh_l1"),
     ("gru_bi", torch.nn.GRU(3, 4, bidirectional=True, bias=False, batch_first=True), [2, 4, 3], True, "weight_hh_l0_reverse"),
+    # batches that kiln runs as several blocks of rows (3 of 16, 2 of 16)
+    ("lstm_blocks", torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True), [48, 3, 3], True, "weight_hh_l0"),
+    ("gru_blocks", torch.nn.GRU(3, 4), [3, 32, 3], True, "weight_ih_l0"),
 ]
 for name, m, shape, with_state, pname in cases:
     with torch.no_grad():
