@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch side of `kiln bench`'s LSTM and Transformer training-step rows:
+"""The PyTorch side of `kiln bench`'s ResNet-8, LSTM and Transformer training-step rows:
 the same models, batch and optimiser (SGD, lr 0.01, momentum 0.9), one
 training step timed per sample, median printed (after 10 warm-up steps);
 and of the Transformer forward row: the model in evaluation mode under
@@ -7,6 +7,8 @@ and of the Transformer forward row: the model in evaluation mode under
 
     python bench/pytorch_steps.py --threads 2
 
+`resnet`: ResNet-8 (as `kiln train --model resnet`) on [32, 1, 28, 28] images,
+cross-entropy against 32 labels.
 `lstm`: LSTM(28 -> 128) over the rows of [32, 1, 28, 28] images, its last
 hidden state to linear 128 -> 10, cross-entropy against 32 labels.
 `transformer`: a character model on ids [16, 64] over 65 symbols: embedding
@@ -27,7 +29,7 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from torch_models import CharTransformer, RowLstm  # noqa: E402
+from torch_models import CharTransformer, RowLstm, resnet  # noqa: E402
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -63,6 +65,7 @@ def time_forward(name, model, x):
 
 args_steps = a.steps
 ce = nn.functional.cross_entropy
+time_steps("ResNet-8", resnet(1), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)), ce)
 time_steps("LSTM", RowLstm(), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)), ce)
 time_steps("Transformer", CharTransformer(), torch.randint(0, 65, (16, 64)), torch.randint(0, 65, (16 * 64,)),
            lambda logits, y: ce(logits.reshape(-1, 65), y))

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from torch_models import RowLstm  # noqa: E402
+from torch_models import RowLstm, resnet  # noqa: E402
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -77,36 +77,6 @@ def load(prefixes):
 
 xtr, ytr = load(["train"])
 xte, yte = load(["t10k", "test"])
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        s = x if self.downsample is None else self.downsample(x)
-        return torch.relu(h + s)
-
-
-def resnet(blocks):
-    layers = [nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for stage, width in enumerate([16, 32, 64]):
-        for b in range(blocks):
-            layers.append(BasicBlock(cin, width, 2 if stage > 0 and b == 0 else 1))
-            cin = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
-    return nn.Sequential(*layers)
 
 
 models = {

@@ -1,4 +1,4 @@
-"""The PyTorch forms of kiln's built-in `lstm` and `transformer` models, shared
+"""The PyTorch forms of kiln's built-in `resnet`, `lstm` and `transformer` models, shared
 by the scripts in this folder. Import it after the thread count is set (it
 imports torch)."""
 import torch
@@ -35,3 +35,33 @@ class CharTransformer(nn.Module):
     def forward(self, ids):
         h = self.encoder(self.tok(ids) + self.pos, mask=self.mask, is_causal=True)
         return self.head(h)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        s = x if self.downsample is None else self.downsample(x)
+        return torch.relu(h + s)
+
+
+def resnet(blocks):
+    layers = [nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    cin = 16
+    for stage, width in enumerate([16, 32, 64]):
+        for b in range(blocks):
+            layers.append(BasicBlock(cin, width, 2 if stage > 0 and b == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
