@@ -3,7 +3,8 @@
 //! initial states, PyTorch's parameter names, layouts and gate orders.
 //!
 //! Each layer and direction is one matmul for every step's input
-//! projection and one `scan` over the steps ([`crate::OpBuilder::scan`]),
+//! projection and one `scan` over the steps ([`crate::OpBuilder::scan`])
+//! per block of at least 16 batch rows (the blocks' scans run in parallel),
 //! so the graph and its compile time do not grow with the sequence. Per
 //! step (`x·Wᵀ` includes the input bias):
 //! - LSTM, gates i, f, g, o: `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)`;
