@@ -198,6 +198,76 @@ fn batches_run_as_blocks_of_rows_match_pytorch_and_unrewritten() {
 }
 
 #[test]
+fn recurrent_gradients_take_a_symbolic_batch() {
+    // forward, input and every parameter gradient of a symbolic-batch graph
+    // equal a fixed-batch graph's, for the LSTM (its gradient scan pads a
+    // flat carry by batch-sized parts) and the GRU (its `b_hh` gradients
+    // are sums over the batch)
+    let graph = |batch: usize, lstm: bool| {
+        let mut g = Graph::with_seed(1);
+        let x = g.input("x", [batch, 4, 3]).unwrap();
+        let y = match lstm {
+            true => nn::Lstm::new(3, 4)
+                .num_layers(2)
+                .name("rnn")
+                .build(&mut g, x),
+            false => nn::Gru::new(3, 4)
+                .bidirectional(true)
+                .name("rnn")
+                .build(&mut g, x),
+        }
+        .unwrap();
+        let p = g.mul(y, y).unwrap();
+        let loss = g.sum_all(p).unwrap();
+        let mut wrt = vec![x];
+        wrt.extend(g.trainable_params().into_iter().map(|p| p.1));
+        let mut outs = vec![y];
+        outs.extend(g.grad(loss, &wrt).unwrap());
+        compile(&g, &outs, &CompileOptions::default()).unwrap()
+    };
+    for lstm in [true, false] {
+        let mut sym = graph(kiln::BATCH, lstm);
+        for batch in [3, 1] {
+            let xv = fill(&[batch, 4, 3], 0.5);
+            let want = graph(batch, lstm).run(&[("x", &xv)]).unwrap();
+            let got = sym.run(&[("x", &xv)]).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.shape(),
+                    w.shape(),
+                    "lstm {lstm}, batch {batch}, output {i}"
+                );
+                assert_eq!(g.data(), w.data(), "lstm {lstm}, batch {batch}, output {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn blocks_of_rows_are_at_most_eight_and_a_symbolic_batch_is_one() {
+    let scans = |shape: &[usize], sub: Option<isize>| {
+        let mut g = Graph::new();
+        let mut x = g.input("x", shape.to_vec()).unwrap();
+        if let Some(t) = sub {
+            // each sample's `shape[1]` sub-sequences as rows: 16·B rows
+            x = g.reshape(x, &[-1, t, 3]).unwrap();
+        }
+        nn::Gru::new(3, 2).build(&mut g, x).unwrap();
+        (g.node_ids().into_iter())
+            .filter(|&id| g.node(id).unwrap().op.name() == "scan")
+            .count()
+    };
+    assert_eq!(scans(&[4096, 2, 3], None), 8);
+    assert_eq!(scans(&[96, 2, 3], None), 6);
+    assert_eq!(scans(&[101, 2, 3], None), 1); // a prime
+    assert_eq!(scans(&[31, 2, 3], None), 1);
+    assert_eq!(scans(&[kiln::BATCH, 2, 3], None), 1);
+    assert_eq!(scans(&[kiln::BATCH, 16, 5, 3], Some(5)), 1);
+    assert_eq!(scans(&[kiln::BATCH, 40, 5, 3], Some(5)), 1);
+}
+
+#[test]
 fn a_row_of_a_blocked_batch_has_the_bits_of_that_row_run_alone() {
     // the second block of 16 rows of a batch of 32, and those 16 rows as a
     // batch of their own (one block)

@@ -4,7 +4,8 @@
 //!
 //! Each layer and direction is one matmul for every step's input
 //! projection and one `scan` over the steps ([`crate::OpBuilder::scan`])
-//! per block of at least 16 batch rows (the blocks' scans run in parallel),
+//! per block of at least 16 batch rows, up to 8 blocks (the blocks' scans
+//! run in parallel),
 //! so the graph and its compile time do not grow with the sequence. Per
 //! step (`x·Wᵀ` includes the input bias):
 //! - LSTM, gates i, f, g, o: `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)`;
@@ -209,7 +210,11 @@ fn run(
         };
         return shape_err(
             &name,
-            format!("input has shape {xs:?}, expected {layout}{}]", s.input_size),
+            format!(
+                "input has shape {}, expected {layout}{}]",
+                crate::shape::dims_str(&xs),
+                s.input_size
+            ),
         );
     }
     let (n, steps) = (xs[1 - time_axis], xs[time_axis]);
@@ -220,15 +225,16 @@ fn run(
                 return shape_err(
                     &name,
                     format!(
-                        "{what} has shape {:?}, expected [num_layers·directions = {states}, N = {n}, H = {h}]",
-                        g.shape(st)?
+                        "{what} has shape {}, expected [num_layers·directions = {states}, N = {}, H = {h}]",
+                        crate::shape::dims_str(g.shape(st)?),
+                        crate::shape::dim_str(n)
                     ),
                 );
             }
         }
     }
     // the weights' gate rows, G·H, fit
-    checked_size(&name, "gate rows", h.checked_mul(cell.gates()))?;
+    checked_size(&name, "number of gate rows", h.checked_mul(cell.gates()))?;
     // work batch first: [N, T, F]
     let mut input = match s.batch_first {
         true => x,
@@ -335,12 +341,21 @@ fn gate_of(g: &mut Graph, v: NodeId, i: usize) -> Result<NodeId> {
 
 /// Batch rows below which a direction's rows are not split into blocks.
 const BLOCK_ROWS: usize = 16;
+/// The most blocks of rows a direction runs: each block costs its own
+/// scan, step overheads and weight-gradient product, so more blocks than a
+/// machine has threads only add work (the graph must not depend on the
+/// machine, so this is a fixed number).
+const MAX_BLOCKS: usize = 8;
 
-/// How many blocks of rows a direction over `n` rows runs: the most that
-/// divide `n` evenly with at least [`BLOCK_ROWS`] rows each (1 for a
-/// symbolic batch, a prime).
+/// How many blocks of rows a direction over `n` rows runs: the most, up to
+/// [`MAX_BLOCKS`], that divide `n` evenly with at least [`BLOCK_ROWS`] rows
+/// each; 1 for a size derived from a symbolic batch.
 fn row_blocks(n: usize) -> usize {
-    (1..=n / BLOCK_ROWS).rev().find(|d| n % d == 0).unwrap_or(1)
+    if crate::shape::batch_multiple(n).is_some() {
+        return 1;
+    }
+    let most = (n / BLOCK_ROWS).min(MAX_BLOCKS);
+    (1..=most).rev().find(|d| n % d == 0).unwrap_or(1)
 }
 
 /// One direction of one layer over `x [N, T, F]`: its outputs `[N, T, H]`

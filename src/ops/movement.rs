@@ -551,6 +551,14 @@ impl OpDef for Pad {
     fn infer_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>> {
         pad_shape(ins[0], &self.pads)
     }
+    /// Widths derived from the batch (a scan gradient pads a flat carry
+    /// by a batch-sized part) specialise with it.
+    fn map_sizes(&self, f: &dyn Fn(usize) -> usize) -> Option<Op> {
+        Some(Op::Pad(Pad {
+            pads: self.pads.iter().map(|&(lo, hi)| (f(lo), f(hi))).collect(),
+            value: self.value,
+        }))
+    }
     fn eval(&self, ins: &[View], out: &mut [f32], out_shape: &[usize], _: &RunCtx) {
         pad(ins[0], &self.pads, self.value, out, out_shape)
     }

@@ -18,7 +18,7 @@
 //!   from the upstream gradient of the forward scan's last carry.
 
 use super::scan::{const_name, x_name};
-use super::{Grads, NodeId, Op, OpBuilder, Scan, ScanBody};
+use super::{Grads, NodeId, Op, OpBuilder, ReduceKind, Scan, ScanBody};
 use crate::error::{attr_err, KilnError, Result};
 use crate::graph::order::ancestors_order;
 use crate::graph::Graph;
@@ -96,6 +96,22 @@ fn hoistable(b: &Graph, dk: NodeId) -> Option<(NodeId, NodeId, bool)> {
     (!m.trans_a && !m.trans_b && two_d).then_some((a, bm, outer))
 }
 
+/// A constant's gradient `Σ X` over `X`'s leading axes (through a reshape:
+/// what a broadcast bias's VJP gives): `X` and how many leading axes.
+fn summable(b: &Graph, dk: NodeId) -> Option<(NodeId, usize)> {
+    let sum = match &b.node(dk).ok()?.op {
+        Op::Reshape(_) => b.operands(dk).first().copied()?,
+        _ => dk,
+    };
+    let Op::Reduce(r) = &b.node(sum).ok()?.op else {
+        return None;
+    };
+    let lead = r.axes.len();
+    let leading = r.axes.iter().enumerate().all(|(i, &a)| a == i);
+    let x = *b.operands(sum).first()?;
+    (r.kind == ReduceKind::Sum && leading && lead > 0).then_some((x, lead))
+}
+
 /// Where a value the gradient needs per step lies after the scans: the
 /// forward copy's residual or the gradient scan's per-step output number
 /// `at`, of shape `shape`.
@@ -120,6 +136,9 @@ struct Split {
     /// The hoisted constants, where their `A` and `B` lie, and whether
     /// their gradient is `(AᵀB)ᵀ`.
     hoisted: Vec<(usize, Kept, Kept, bool)>,
+    /// The constants whose gradient is a sum over the leading axes of a
+    /// per-step value: where it lies and how many axes.
+    summed: Vec<(usize, Kept, usize)>,
     /// The other constants, summed in the gradient carry.
     rest: Vec<usize>,
     /// Their values.
@@ -150,16 +169,21 @@ impl Split {
 
         // the gradient step's outputs: dcarry, each dx, and per constant
         // either its gradient or the operands of its hoisted product
-        let (mut hoisted, mut rest) = (Vec::new(), Vec::new());
+        // (sums are kept per step and summed after the scan, so that the
+        // carry holds only batch-sized values, which a symbolic batch needs)
+        let (mut hoisted, mut summed, mut rest) = (Vec::new(), Vec::new(), Vec::new());
         for k in 0..consts.len() {
-            match hoistable(&p, grads[1 + nx + k]) {
-                Some((a, b, outer)) => hoisted.push((k, a, b, outer)),
-                None => rest.push(k),
+            let dk = grads[1 + nx + k];
+            match (hoistable(&p, dk), summable(&p, dk)) {
+                (Some((a, b, outer)), _) => hoisted.push((k, a, b, outer)),
+                (None, Some((x, lead))) => summed.push((k, x, lead)),
+                (None, None) => rest.push(k),
             }
         }
         let mut outs = grads[..1 + nx].to_vec();
         outs.extend(rest.iter().map(|&k| grads[1 + nx + k]));
         outs.extend(hoisted.iter().flat_map(|&(_, a, b, _)| [a, b]));
+        outs.extend(summed.iter().map(|&(_, x, _)| x));
 
         // tangent: depends on `total`; variant: on the carry or a per-step input
         let order = ancestors_order(&p, &outs);
@@ -256,34 +280,36 @@ impl Split {
         let next = concat_or_one(&mut b, &next)?;
         let mut ys: Vec<NodeId> = grads[1..1 + nx].iter().map(|g| map[g]).collect();
         let mut y_shapes = xs.to_vec();
-        let mut places = Vec::new();
-        for &(k, a, m, outer) in &hoisted {
-            let mut kept = |n: NodeId| -> Result<Kept> {
-                let shape = p.shape(n)?.to_vec();
-                if let Some(at) = residuals.iter().position(|&r| r == n) {
-                    return Ok(Kept {
-                        residual: true,
-                        at,
-                        shape,
-                    });
-                }
-                // a per-step output already given (an input's gradient) serves
-                let at = match ys.iter().position(|&y| y == map[&n]) {
-                    Some(at) => at,
-                    None => {
-                        ys.push(map[&n]);
-                        y_shapes.push(shape.clone());
-                        ys.len() - 1
-                    }
-                };
-                Ok(Kept {
-                    residual: false,
+        let mut kept = |n: NodeId| -> Result<Kept> {
+            let shape = p.shape(n)?.to_vec();
+            if let Some(at) = residuals.iter().position(|&r| r == n) {
+                return Ok(Kept {
+                    residual: true,
                     at,
                     shape,
-                })
+                });
+            }
+            // a per-step output already given (an input's gradient) serves
+            let at = match ys.iter().position(|&y| y == map[&n]) {
+                Some(at) => at,
+                None => {
+                    ys.push(map[&n]);
+                    y_shapes.push(shape.clone());
+                    ys.len() - 1
+                }
             };
-            places.push((k, kept(a)?, kept(m)?, outer));
-        }
+            Ok(Kept {
+                residual: false,
+                at,
+                shape,
+            })
+        };
+        let places = (hoisted.iter())
+            .map(|&(k, a, m, outer)| Ok((k, kept(a)?, kept(m)?, outer)))
+            .collect::<Result<Vec<_>>>()?;
+        let sums = (summed.iter())
+            .map(|&(k, x, lead)| Ok((k, kept(x)?, lead)))
+            .collect::<Result<Vec<_>>>()?;
         let backward = ScanBody::from_graph(b, next, ys, None, None)?;
         Ok(Split {
             forward,
@@ -291,6 +317,7 @@ impl Split {
             backward,
             ys: y_shapes,
             hoisted: places,
+            summed: sums,
             rest,
             k_rest,
         })
@@ -447,6 +474,13 @@ pub(super) fn vjp(
             false => g.matmul_t(sa, sb, true, false)?,
             true => g.matmul_t(sb, sa, true, false)?,
         };
+        out[1 + nx + k] = Some(g.reshape(dk, &dims(&const_shapes[*k]))?);
+    }
+    for (k, x, lead) in &split.summed {
+        // Σ_t Σ_lead X_t: one sum over the steps and the leading axes
+        let seq = if x.residual { &res } else { &ys }[x.at];
+        let axes: Vec<isize> = (0..=*lead as isize).collect();
+        let dk = g.sum(seq, &axes, false)?;
         out[1 + nx + k] = Some(g.reshape(dk, &dims(&const_shapes[*k]))?);
     }
     out[0] = Some(part(g, r, 0, &carry_shape)?);
